@@ -1,0 +1,221 @@
+"""One model configuration for the whole zoo, its validation, and the code-faithful presets.
+
+Every knob of `shared/spec/MODELS.md`'s knob table is a field here. Defaults are the *clean*
+behaviour; `code_faithful(cfg)` switches each knob to what the authors' PyTorch code does, so the
+paper's numbers (parameter counts, perplexities) can be reproduced exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+MODEL_NAMES = (
+    "transformer",
+    "perceiver_ar",
+    "enhanced_v1",
+    "enhanced_v2",
+    "enhanced_v3",
+    "llp",
+    "s2attn",
+)
+# Models whose queries in the upper layers are only the last `latent_len` positions.
+LATENT_MODELS = ("perceiver_ar", "enhanced_v1", "enhanced_v2", "enhanced_v3")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: the message is one line naming field, value and constraint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of one zoo model (notation of MODELS.md in brackets).
+
+    Attributes:
+      name: one of MODEL_NAMES.
+      vocab_size: V.
+      seq_len: n, tokens in one training window.
+      num_layers: L.
+      d_model: d.
+      num_heads: H (d_h = d / H).
+      mlp_ratio: FF width is mlp_ratio * d (4 in the paper).
+      dropout: rate on attention probabilities and inside the FF (0.05 in the authors' code).
+      latent_len: l, trailing query positions of perceiver_ar / enhanced_v1..v3.
+      history_segments: S_h, history split of enhanced_v2.
+      compressed_len: c, compressed history length of enhanced_v3 (0 = n / 4 as in the code).
+      segment_len: s, LLP segment length (n / S).
+      prev_segments: k, previous LLP segments each segment sees (the paper: 1).
+      group_len: G, S^2-Attn group length (0 = n / 4 as in LongLoRA).
+      shared_kv: one projection serves as keys and values (authors' code) instead of separate K, V.
+      kv_head_norm: 'off' | 'on' (LayerNorm over d_h applied to K/V) | 'unused' (LLP's code: the
+        LayerNorm parameters exist but its output is discarded).
+      rope_layers: 'all' | 'first' (RoPE only in layer 1, as most of the authors' models).
+      rope_theta: RoPE base.
+      history_mask: 'causal' | 'bidirectional' (history block of enhanced_v1..v3, authors' code).
+      v3_residual: 'aligned' | 'code' (layer 1 adds x[:, :c+l], the authors' bug).
+      v3_compress_every_layer: instantiate the (dead) compression matrix in every layer, as the code.
+      llp_separate_first_out: segment 0 has its own output projection (`to_out_0` in the code).
+      attention_impl: 'xla' (fast: blocked where the mask allows), 'reference' (explicit full mask),
+        'cudnn' (jax.nn.dot_product_attention, GPU).
+      compute_dtype: 'float32' | 'bfloat16' for activations and matmuls (parameters stay float32).
+      remat: 'none' | 'full' | 'dots' rematerialisation of the scanned layers.
+    """
+
+    name: str = "llp"
+    vocab_size: int = 256
+    seq_len: int = 256
+    num_layers: int = 2
+    d_model: int = 64
+    num_heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    latent_len: int = 0
+    history_segments: int = 1
+    compressed_len: int = 0
+    segment_len: int = 0
+    prev_segments: int = 1
+    group_len: int = 0
+    shared_kv: bool = False
+    kv_head_norm: str = "off"
+    rope_layers: str = "all"
+    rope_theta: float = 10000.0
+    history_mask: str = "causal"
+    v3_residual: str = "aligned"
+    v3_compress_every_layer: bool = False
+    llp_separate_first_out: bool = False
+    attention_impl: str = "xla"
+    compute_dtype: str = "float32"
+    remat: str = "none"
+
+    # ----------------------------------------------------------------- derived sizes
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def history_len(self) -> int:
+        """m = n - l."""
+        return self.seq_len - self.latent_len
+
+    @property
+    def compressed(self) -> int:
+        return self.compressed_len or self.seq_len // 4
+
+    @property
+    def group(self) -> int:
+        return self.group_len or self.seq_len // 4
+
+    @property
+    def loss_offset(self) -> int:
+        """Index of the first position whose output is scored (n - l for latent models)."""
+        return self.history_len if self.name in LATENT_MODELS else 0
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_any(cls, config: Any) -> "ModelConfig":
+        """Accepts a ModelConfig, a mapping or an ml_collections.ConfigDict (e.g. `config.model`)."""
+        if isinstance(config, ModelConfig):
+            return config.validate()
+        data = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"model config has unknown field(s) {unknown}; known fields: {sorted(known)}"
+            )
+        return cls(**data).validate()
+
+    # ----------------------------------------------------------------- validation
+    def validate(self) -> "ModelConfig":
+        """Checks every constraint; raises ConfigError with a one-line message. Returns self."""
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(f"model.{msg}")
+
+        need(self.name in MODEL_NAMES, f"name={self.name!r} is unknown; choose one of {MODEL_NAMES}")
+        for field in ("vocab_size", "seq_len", "num_layers", "d_model", "num_heads", "mlp_ratio"):
+            need(getattr(self, field) >= 1, f"{field}={getattr(self, field)} must be >= 1")
+        need(
+            self.d_model % self.num_heads == 0,
+            f"num_heads={self.num_heads} must divide d_model={self.d_model}",
+        )
+        need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+        choices = {
+            "kv_head_norm": ("off", "on", "unused"),
+            "rope_layers": ("all", "first"),
+            "history_mask": ("causal", "bidirectional"),
+            "v3_residual": ("aligned", "code"),
+            "attention_impl": ("xla", "reference", "cudnn"),
+            "compute_dtype": ("float32", "bfloat16"),
+            "remat": ("none", "full", "dots"),
+        }
+        for field, allowed in choices.items():
+            value = getattr(self, field)
+            need(value in allowed, f"{field}={value!r} must be one of {allowed}")
+        need(
+            self.rope_layers == "first" or self.head_dim % 2 == 0,
+            f"head_dim={self.head_dim} (d_model/num_heads) must be even for RoPE",
+        )
+        if self.name in LATENT_MODELS:
+            need(
+                1 <= self.latent_len <= self.seq_len,
+                f"latent_len={self.latent_len} must be in [1, seq_len={self.seq_len}]",
+            )
+        if self.name in ("enhanced_v2", "enhanced_v3"):
+            need(
+                self.latent_len < self.seq_len,
+                f"latent_len={self.latent_len} must be < seq_len={self.seq_len} (no history)",
+            )
+        if self.name == "enhanced_v2":
+            need(
+                self.history_segments >= 1 and self.history_len % self.history_segments == 0,
+                f"history_segments={self.history_segments} must divide the history length "
+                f"seq_len - latent_len = {self.history_len}",
+            )
+        if self.name == "enhanced_v3":
+            need(
+                1 <= self.compressed < self.history_len,
+                f"compressed_len={self.compressed} must be in [1, history length "
+                f"seq_len - latent_len = {self.history_len})",
+            )
+        if self.name == "llp":
+            need(
+                self.segment_len >= 1 and self.seq_len % self.segment_len == 0,
+                f"segment_len={self.segment_len} must divide seq_len={self.seq_len}",
+            )
+            need(self.prev_segments >= 1, f"prev_segments={self.prev_segments} must be >= 1")
+        if self.name == "s2attn":
+            need(
+                self.group >= 2 and self.seq_len % self.group == 0,
+                f"group_len={self.group} must be >= 2 and divide seq_len={self.seq_len}",
+            )
+            need(self.num_heads % 2 == 0, f"num_heads={self.num_heads} must be even for s2attn")
+        return self
+
+
+def code_faithful(cfg: ModelConfig) -> ModelConfig:
+    """Switches every knob to the behaviour of the authors' released code for `cfg.name`."""
+    changes: dict[str, Any] = dict(
+        shared_kv=True,
+        kv_head_norm="on",
+        rope_layers="first",
+        history_mask="bidirectional",
+        dropout=0.05,
+    )
+    if cfg.name == "enhanced_v1":
+        changes["rope_layers"] = "all"
+    if cfg.name == "enhanced_v3":
+        changes.update(v3_residual="code", v3_compress_every_layer=True)
+    if cfg.name == "llp":
+        changes.update(kv_head_norm="unused", llp_separate_first_out=True)
+    if cfg.name in ("transformer", "s2attn"):
+        changes["rope_layers"] = "all"  # baselines: not part of the authors' zoo
+    return cfg.replace(**changes).validate()
+
+
+def as_dict(cfg: ModelConfig) -> Mapping[str, Any]:
+    return dataclasses.asdict(cfg)

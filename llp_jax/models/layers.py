@@ -1,0 +1,125 @@
+"""Parameters with logical axis names, LayerNorm, feed-forward, attention projections and the block.
+
+Initialisation follows PyTorch's defaults (the authors' code): Linear weights and biases
+U(-1/sqrt(fan_in), 1/sqrt(fan_in)), embeddings N(0, 1), LayerNorm ones/zeros.
+Every parameter carries `out_sharding` = its logical axis names (see training/mesh.py's table).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from llp_jax.models.config import ModelConfig
+from llp_jax.models.rotary import apply_rope
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def logical_param(value: jax.Array, axes) -> nnx.Param:
+    """A parameter annotated with logical axis names. Eager sharding is off: the names are not
+    mesh axes; the trainer maps them through its one logical-axis table (training/mesh.py)."""
+    return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+def uniform_param(rngs: nnx.Rngs, shape: Sequence[int], fan_in: int, axes) -> nnx.Param:
+    bound = fan_in**-0.5
+    value = jax.random.uniform(rngs.params(), tuple(shape), jnp.float32, -bound, bound)
+    return logical_param(value, axes)
+
+
+def split_rng(rng: jax.Array | None, n: int):
+    return [None] * n if rng is None else list(jax.random.split(rng, n))
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm over the last axis, computed in float32 (PyTorch eps 1e-5)."""
+
+    def __init__(self, dim: int, axis_name: str = "norm"):
+        self.scale = logical_param(jnp.ones((dim,), jnp.float32), (axis_name,))
+        self.bias = logical_param(jnp.zeros((dim,), jnp.float32), (axis_name,))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + 1e-5) * self.scale[...] + self.bias[...]
+        return y.astype(x.dtype)
+
+
+class FeedForward(nnx.Module):
+    """Linear(d, r*d) -> GELU -> dropout -> Linear(r*d, d)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, f = cfg.d_model, cfg.mlp_ratio * cfg.d_model
+        self.rate = cfg.dropout
+        self.w_in = uniform_param(rngs, (d, f), d, ("embed", "mlp"))
+        self.b_in = uniform_param(rngs, (f,), d, ("mlp",))
+        self.w_out = uniform_param(rngs, (f, d), f, ("mlp", "embed"))
+        self.b_out = uniform_param(rngs, (d,), f, ("embed",))
+
+    def __call__(self, x_BxTxD: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        dt = x_BxTxD.dtype
+        h_BxTxF = x_BxTxD @ self.w_in[...].astype(dt) + self.b_in[...].astype(dt)
+        h_BxTxF = dropout(jax.nn.gelu(h_BxTxF, approximate=False), self.rate, rng)
+        return h_BxTxF @ self.w_out[...].astype(dt) + self.b_out[...].astype(dt)
+
+
+class AttentionProjections(nnx.Module):
+    """Q, K, V (or shared K=V) projections, optional K/V head LayerNorm, output projection(s)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, separate_first_out: bool = False):
+        d, H, Dh = cfg.d_model, cfg.num_heads, cfg.head_dim
+        self.cfg = cfg
+        self.wq = uniform_param(rngs, (d, H, Dh), d, ("embed", "heads", "kv"))
+        if cfg.shared_kv:
+            self.wkv = uniform_param(rngs, (d, H, Dh), d, ("embed", "heads", "kv"))
+        else:
+            self.wk = uniform_param(rngs, (d, H, Dh), d, ("embed", "heads", "kv"))
+            self.wv = uniform_param(rngs, (d, H, Dh), d, ("embed", "heads", "kv"))
+        self.kv_norm = LayerNorm(Dh) if cfg.kv_head_norm != "off" else None
+        self.wo = uniform_param(rngs, (H, Dh, d), d, ("heads", "kv", "embed"))
+        self.bo = uniform_param(rngs, (d,), d, ("embed",))
+        if separate_first_out:
+            self.wo0 = uniform_param(rngs, (H, Dh, d), d, ("heads", "kv", "embed"))
+            self.bo0 = uniform_param(rngs, (d,), d, ("embed",))
+        self.separate_first_out = separate_first_out
+
+    def qkv(self, hq_BxQxD, hk_BxKxD, q_pos, k_pos, use_rope: bool):
+        dt = hq_BxQxD.dtype
+        proj = lambda h, w: jnp.einsum("btd,dhk->bthk", h, w[...].astype(dt))  # noqa: E731
+        q = proj(hq_BxQxD, self.wq)
+        if self.cfg.shared_kv:
+            k = v = proj(hk_BxKxD, self.wkv)
+        else:
+            k, v = proj(hk_BxKxD, self.wk), proj(hk_BxKxD, self.wv)
+        if self.cfg.kv_head_norm == "on":
+            k = self.kv_norm(k)
+            v = k if self.cfg.shared_kv else self.kv_norm(v)
+        if use_rope:
+            theta = self.cfg.rope_theta
+            q = apply_rope(q, q_pos, theta)
+            rotated_k = apply_rope(k, k_pos, theta)
+            # K = V in the code, so rotating the keys rotates the values too.
+            v = rotated_k if self.cfg.shared_kv else v
+            k = rotated_k
+        return q, k, v
+
+    def out(self, o_BxQxHxD: jax.Array, q_pos, first_out_len: int = 0) -> jax.Array:
+        dt = o_BxQxHxD.dtype
+        y = jnp.einsum("bqhk,hkd->bqd", o_BxQxHxD, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
+        if self.separate_first_out and first_out_len:
+            y0 = jnp.einsum("bqhk,hkd->bqd", o_BxQxHxD, self.wo0[...].astype(dt))
+            y0 = y0 + self.bo0[...].astype(dt)
+            y = jnp.where((jnp.asarray(q_pos) < first_out_len)[None, :, None], y0, y)
+        return y

@@ -1,0 +1,34 @@
+"""Perceiver AR (Hawthorne et al. 2022): l latents cross-attend to the whole window once.
+
+Layer 1: the last l positions are queries over all n keys, key position <= query position (so
+history is fully visible and the latent block is causal). Layers 2..L: causal self-attention among
+the l latents; the history is never seen again. Loss on the last l positions.
+Attention pairs: l*n + (L-1)*l^2. Note `jax.nn.dot_product_attention(is_causal=True)` would align
+the triangle top-left, which is wrong with fewer queries than keys: our masks are position-based.
+"""
+
+from __future__ import annotations
+
+from llp_jax.models.attention import MaskSpec
+from llp_jax.models.base import LanguageModel, positions
+
+
+class PerceiverAR(LanguageModel):
+    def hidden(self, x_BxTxD, rng):
+        T, l = x_BxTxD.shape[1], self.cfg.latent_len
+        all_pos, latent_pos = positions(0, T), positions(T - l, l)
+        mask = MaskSpec(causal=True)
+
+        def cross(block, x, _, r):
+            return block(
+                x, mask, q_pos=latent_pos, k_pos=all_pos, num_queries=l,
+                use_rope=self.rope_in(True), rng=r,
+            )
+
+        def self_attn(block, x, _, r):
+            return block(
+                x, mask, q_pos=latent_pos, k_pos=latent_pos, use_rope=self.rope_in(False), rng=r
+            )
+
+        x, _ = self.run_layers(x_BxTxD, cross, self_attn, rng)
+        return x
