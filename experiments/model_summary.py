@@ -1,0 +1,31 @@
+"""Prints every zoo model's parameter count and jitted forward time at the tiny preset.
+
+  python -m experiments.model_summary [--batch_size=2] [--out=experiments/results/zoo.md]
+"""
+
+from absl import app, flags
+
+from llp_jax.models.presets import paper_llp
+from llp_jax.models.registry import count_params
+from llp_jax.models.summary import zoo_table
+
+_BATCH = flags.DEFINE_integer("batch_size", 2, "Batch size of the timed forward pass.")
+_OUT = flags.DEFINE_string("out", "", "Also write the table to this Markdown file.")
+
+
+def main(argv):
+    del argv
+    table = zoo_table(_BATCH.value)
+    paper = (
+        f"\nPaper LLP (code-faithful, d=768, V=28996): 18 layers/12 heads "
+        f"{count_params(paper_llp()):,} parameters; 24 layers/6 heads "
+        f"{count_params(paper_llp(24, 6)):,}."
+    )
+    print(table + paper)
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            f.write(table + "\n" + paper + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
