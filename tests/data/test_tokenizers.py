@@ -1,0 +1,166 @@
+"""Tests for llp_jax.data.tokenizers: round trips, SentencePiece caching, the unigram baseline."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from llp_jax.data import tokenizers as tk
+
+SAMPLES = [
+    "",
+    "It is a truth universally acknowledged.",
+    "  leading and trailing spaces  \n\n\tTabs\r and CR\n",
+    "Ünïcödé: 日本語, emoji 🙂🚀, math ∑∫, RTL עברית, combining é",
+    "\x00\x01 control \x7f chars",
+]
+
+
+def small_text(seed: int = 0, lines: int = 400) -> str:
+    rng = random.Random(seed)
+    words = (
+        "the of and to a in that it was her she not be he his as had with for you but at".split()
+    )
+    return (
+        "\n".join(
+            " ".join(rng.choice(words) for _ in range(rng.randint(0, 14))) for _ in range(lines)
+        )
+        + "\nCapital Letters, punctuation; and 12345!"
+    )
+
+
+@pytest.fixture(scope="module")
+def sp_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("sp_cache"))
+
+
+@pytest.fixture(scope="module")
+def sp_tok(sp_cache):
+    return tk.make_tokenizer(
+        "sentencepiece", vocab_size=320, train_text=small_text(), cache_dir=sp_cache
+    )
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_byte_round_trip(text):
+    tok = tk.ByteTokenizer()
+    ids = tok.encode(text)
+    assert ids.dtype == np.int32 and ids.ndim == 1
+    assert ids.size == len(text.encode("utf-8")) and ids.max(initial=0) < 256
+    assert tok.decode(ids) == text
+
+
+def test_byte_specials_and_invalid_sequences_decode():
+    tok = tk.ByteTokenizer()
+    assert isinstance(tok, tk.Tokenizer)
+    assert (tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id) == (259, 256, 257, 258)
+    assert tok.decode([tok.bos_id, 104, 105, tok.eos_id, tok.pad_id]) == "hi"
+    assert tok.decode([0xFF, 0xC3, 104, -3, 10**6]) == "\ufffd\ufffdh"
+    assert tok.decode(np.zeros((0,), np.int32)) == ""
+    assert tok.decode(tok.encode("a\udc80b")) == "a?b"  # Lone surrogates cannot crash encode.
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_sentencepiece_round_trip(sp_tok, text):
+    ids = sp_tok.encode(text)
+    assert ids.dtype == np.int32 and ids.ndim == 1
+    assert ids.size == 0 or (ids.min() >= 0 and ids.max() < sp_tok.vocab_size)
+    assert sp_tok.decode(ids) == text
+
+
+def test_sentencepiece_model_properties(sp_tok):
+    assert isinstance(sp_tok, tk.Tokenizer)
+    assert 300 <= sp_tok.vocab_size <= 320
+    assert len({sp_tok.bos_id, sp_tok.eos_id, sp_tok.pad_id, sp_tok.newline_id}) == 4
+    ids = sp_tok.encode("the of and\nthe")
+    assert list(ids).count(sp_tok.newline_id) == 1
+    # Compresses its own training text: fewer tokens than bytes.
+    text = small_text()
+    assert sp_tok.encode(text).size < 0.7 * len(text.encode())
+    assert sp_tok.decode([sp_tok.bos_id, -1, 10**6, sp_tok.eos_id, sp_tok.pad_id]) == ""
+
+
+def test_sentencepiece_cache_hit_and_invalidation(sp_cache, sp_tok, monkeypatch):
+    calls = []
+    real_train = tk._train_sentencepiece
+    monkeypatch.setattr(tk, "_train_sentencepiece", lambda *a: calls.append(a) or real_train(*a))
+    again = tk.make_tokenizer(
+        "sentencepiece", vocab_size=320, train_text=small_text(), cache_dir=sp_cache
+    )
+    assert not calls, "second call with the same text and settings must not retrain"
+    assert again.model_proto == sp_tok.model_proto
+    tk.make_tokenizer(
+        "sentencepiece", vocab_size=320, train_text=small_text(seed=1), cache_dir=sp_cache
+    )
+    assert len(calls) == 1, "a changed corpus must retrain"
+    tk.make_tokenizer(
+        "sentencepiece",
+        vocab_size=320,
+        train_text=small_text(),
+        cache_dir=sp_cache,
+        model_type="bpe",
+    )
+    assert len(calls) == 2, "changed settings must retrain"
+
+
+def test_sentencepiece_training_is_deterministic(tmp_path, sp_tok):
+    fresh = tk.train_sentencepiece(small_text(), vocab_size=320, cache_dir=str(tmp_path))
+    assert fresh.model_proto == sp_tok.model_proto
+
+
+def test_sentencepiece_from_model_file(sp_cache, sp_tok, tmp_path):
+    path = tmp_path / "my.model"
+    path.write_bytes(sp_tok.model_proto)
+    loaded = tk.make_tokenizer(str(path))
+    text = "the of and to\nher she"
+    np.testing.assert_array_equal(loaded.encode(text), sp_tok.encode(text))
+    assert loaded.name == "sentencepiece:my.model"
+
+
+def test_foreign_sentencepiece_model_without_newline_piece(tmp_path):
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(small_text().split("\n")),
+        model_prefix=str(tmp_path / "plain"),
+        vocab_size=40,
+        minloglevel=2,
+    )
+    tok = tk.make_tokenizer(str(tmp_path / "plain.model"))
+    assert tok.newline_id is None
+    assert tok.decode(tok.encode("the of and to")) == "the of and to"
+    assert isinstance(tok.decode(tok.encode("a\nb 日本")), str)
+
+
+def test_sentencepiece_bpe_and_long_lines(tmp_path):
+    long_line = (
+        " ".join(small_text().split()) * 3
+    )  # One line far longer than SentencePiece's limit.
+    assert len(long_line) > 20000
+    tok = tk.make_tokenizer(
+        "sentencepiece",
+        vocab_size=300,
+        train_text=long_line,
+        cache_dir=str(tmp_path),
+        model_type="bpe",
+    )
+    assert tok.decode(tok.encode(long_line[:5000])) == long_line[:5000]
+    assert tok.encode(long_line[:5000]).size < 4000  # Learned merges, not just bytes.
+
+
+def test_make_tokenizer_errors():
+    with pytest.raises(ValueError, match="Unknown tokenizer"):
+        tk.make_tokenizer("wordpiece")
+    with pytest.raises(ValueError, match="needs train_text"):
+        tk.make_tokenizer("sentencepiece")
+    with pytest.raises(ValueError, match="unigram' or 'bpe"):
+        tk.make_tokenizer("sentencepiece", train_text="x", model_type="char")
+
+
+def test_unigram_perplexity():
+    # Uniform training counts: perplexity equals the vocabulary size.
+    assert tk.unigram_perplexity(np.arange(10), np.array([3, 4, 5]), 10) == pytest.approx(10.0)
+    # Add-one smoothing: token 0 seen 8 times in 8 tokens, vocab 2 -> p(0) = 9/10, p(1) = 1/10.
+    ppl = tk.unigram_perplexity(np.zeros(8, np.int32), np.array([0, 1]), 2)
+    assert ppl == pytest.approx(math.exp(-(math.log(0.9) + math.log(0.1)) / 2))
+    assert math.isnan(tk.unigram_perplexity(np.zeros(3), np.zeros(0, np.int32), 4))
