@@ -1,0 +1,30 @@
+"""Trains a zoo model from a config file.
+
+  python -m experiments.train --config=llp_jax/configs/demo.py --workdir=workdir/demo
+  python -m experiments.train --config=llp_jax/configs/tiny.py:transformer \
+      --config.train.num_steps=100 --workdir=workdir/tiny_transformer
+
+Rerunning with the same --workdir resumes from its newest checkpoint (--noresume starts over).
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from llp_jax.training.trainer import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")
+_RESUME = flags.DEFINE_bool("resume", True, "Resume from the workdir's newest checkpoint.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,269 @@
+"""Orbax checkpoints of {train state, JSON metadata, data-iterator state}, one step directory each.
+
+Saving the grain iterator with the model (as nanodo does) makes a resumed run see exactly the
+batches the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import grain.checkpoint
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import checkpoint_managers as ocp_managers
+
+log = logging.getLogger(__name__)
+
+STATE, META, DATA = "state", "meta", "data"
+
+
+class _NoMissingMetricsWarning(logging.Filter):
+    """Orbax warns on every save without metrics once `best_fn` is set; most of our saves (those
+    between evaluations) legitimately have none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+_ABSL_FILTER = _NoMissingMetricsWarning()
+
+
+def json_safe(obj: Any) -> Any:
+    """Converts a config summary / metadata tree into JSON types (unknown objects -> str)."""
+    if hasattr(obj, "to_dict"):  # ml_collections.ConfigDict
+        obj = obj.to_dict()
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray, jax.Array)):
+        return np.asarray(obj).tolist()
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    return str(obj)
+
+
+def key_to_json(key: jax.Array) -> list[int]:
+    """A PRNG key (typed or raw uint32) as a JSON list, for the metadata item."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key).astype(np.uint32).tolist()
+
+
+def key_from_json(data: list[int]) -> jax.Array:
+    """Inverse of `key_to_json`; returns a typed key (default implementation)."""
+    return jax.random.wrap_key_data(np.asarray(data, dtype=np.uint32))
+
+
+@dataclasses.dataclass
+class Restored:
+    """What `Checkpointer.restore` returns."""
+
+    step: int
+    state: Any
+    meta: dict
+    data_iterator: Any = None
+
+
+class Checkpointer:
+    """Periodic async checkpoints; keeps the last `keep` steps plus the best one on validation.
+
+    Orbax expresses this retention directly: `AnyPreservationPolicy([LatestN(keep),
+    BestN(n=1)])`. `best_fn` must still be set as well, because Orbax only writes the metrics of a
+    step when `best_fn` is given (it also powers `best_step()`).
+
+    Atomicity is Orbax's: a step is written into a temporary directory and renamed when complete,
+    so an interrupted save never shows up as a step (leftover temporaries are removed on start).
+    Restore additionally falls back past a damaged newest step (e.g. a truncated file).
+
+    Example:
+      ckpt = Checkpointer(workdir / "checkpoints", save_every=1000, keep=3)
+      ckpt.save(step, state, meta={"rng": key_to_json(rng)}, data_iterator=it,
+                metrics={"val_loss": 3.1})
+      restored = ckpt.restore(sharded_abstract_state(abstract_state, mesh), data_iterator=it)
+    """
+
+    def __init__(
+        self,
+        directory: str | epath.PathLike,
+        *,
+        save_every: int = 1,
+        keep: int = 3,
+        keep_best: bool = True,
+        best_metric: str = "val_loss",
+        best_mode: str = "min",
+        async_save: bool = True,
+    ):
+        """Opens (creating if needed) a checkpoint directory.
+
+        Args:
+          directory: where step directories `<step>/{state,meta,data}` live.
+          save_every: `save` writes only at multiples of this (and at `force=True`).
+          keep: number of most recent steps kept.
+          keep_best: also keep the step with the best `metrics[best_metric]`.
+          best_metric: key of the `metrics` dict passed to `save`.
+          best_mode: 'min' (a loss) or 'max' (an accuracy).
+          async_save: write in a background thread; training continues meanwhile.
+        """
+        self.directory = epath.Path(directory)
+        self._keep_best = bool(keep_best)
+        policies = [ocp_managers.LatestN(n=max(int(keep), 1))]
+        best_fn = None
+        if keep_best:
+            if _ABSL_FILTER not in logging.getLogger("absl").filters:
+                logging.getLogger("absl").addFilter(_ABSL_FILTER)
+            worst = math.inf if best_mode == "min" else -math.inf
+
+            def best_fn(metrics: dict) -> float:  # a NaN/missing value must never rank best
+                value = float(metrics.get(best_metric, math.nan))
+                return value if math.isfinite(value) else worst
+
+            policies.append(
+                ocp_managers.BestN(
+                    get_metric_fn=best_fn,
+                    reverse=(best_mode == "min"),
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=max(int(save_every), 1),
+            best_fn=best_fn,
+            best_mode=best_mode,
+            preservation_policy=ocp_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, item_names=(STATE, META, DATA), options=options
+        )
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        meta: dict | None = None,
+        data_iterator: Any = None,
+        metrics: dict | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Starts saving one step (returns before the write finishes when async).
+
+        Args:
+          step: training step; `save` is a no-op unless it is a multiple of `save_every`, or
+            `force`.
+          state: pytree of arrays (e.g. `{"params": nnx.State, "opt_state": ...}`).
+          meta: JSON-able summary (rng via `key_to_json`, config, ...); `step` is added.
+          data_iterator: a grain `DatasetIterator`/`DataLoaderIterator`; its state is read now.
+          metrics: e.g. {"val_loss": 3.2}, ranks this step for the keep-best rule.
+          force: save regardless of `save_every`.
+
+        Returns:
+          Whether a save was started.
+        """
+        items = {
+            STATE: ocp.args.StandardSave(state),
+            META: ocp.args.JsonSave(json_safe({**(meta or {}), "step": int(step)})),
+        }
+        if data_iterator is not None:
+            # Grain's handler is synchronous: it reads the iterator state before `save` returns,
+            # so advancing the iterator afterwards is safe even with async saves.
+            items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
+        return self._manager.save(
+            int(step),
+            args=ocp.args.Composite(**items),
+            metrics=json_safe(metrics) if metrics else None,
+            force=force,
+        )
+
+    def restore(
+        self, abstract_state: Any = None, *, step: int | None = None, data_iterator: Any = None
+    ) -> Restored:
+        """Restores a step straight into the shardings of `abstract_state`.
+
+        Args:
+          abstract_state: the target tree of `jax.ShapeDtypeStruct`s with `sharding`s (see
+            `mesh.sharded_abstract_state`); may differ in mesh/sharding from the saved run.
+            None restores the arrays as saved.
+          step: a given step; None = the newest intact step, skipping damaged newer ones with a
+            warning.
+          data_iterator: a freshly built iterator over the same dataset; its position is set in
+            place from the checkpoint (if the step has one).
+
+        Raises:
+          FileNotFoundError: the directory has no checkpoints.
+          RuntimeError: (step=None) every step failed to restore.
+        """
+        self.wait_until_finished()
+        self._manager.reload()
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoints to restore in {self.directory}")
+        if step is not None:
+            return self._restore_step(int(step), abstract_state, data_iterator)
+        errors = []
+        for candidate in steps:
+            try:
+                restored = self._restore_step(candidate, abstract_state, data_iterator)
+            except Exception as e:  # noqa: BLE001  (any read failure means: try an older step)
+                reason = (str(e).splitlines() or [""])[0][:300]
+                log.warning(
+                    "skipping damaged checkpoint step %d in %s: %s: %s",
+                    candidate,
+                    self.directory,
+                    type(e).__name__,
+                    reason,
+                )
+                errors.append(e)
+                continue
+            return restored
+        raise RuntimeError(
+            f"no intact checkpoint in {self.directory} (tried steps {steps})"
+        ) from errors[0]
+
+    def _restore_step(self, step: int, abstract_state: Any, data_iterator: Any) -> Restored:
+        items = {STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}
+        has_data = (self.directory / str(step) / DATA).exists()
+        if data_iterator is not None and has_data:
+            items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+        out = self._manager.restore(step, args=ocp.args.Composite(**items))
+        return Restored(
+            step=step,
+            state=out[STATE],
+            meta=dict(out[META]),
+            data_iterator=out[DATA] if DATA in items else None,
+        )
+
+    def latest_step(self) -> int | None:
+        """Newest step on disk (including one still being written asynchronously)."""
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """Step with the best saved metric (None if no step has metrics)."""
+        return self._manager.best_step() if self._keep_best else None
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def wait_until_finished(self) -> None:
+        """Blocks until pending async saves (and old-step deletions) are done."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

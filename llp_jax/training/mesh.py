@@ -1,0 +1,252 @@
+"""Device mesh, the one logical-axis table, and initialisation straight into shardings.
+
+Every sharding decision in `llp_jax` lives in `LOGICAL_AXIS_RULES`: parameters carry logical
+axis names in their `nnx.Param(..., out_sharding=(...))` metadata, activations are constrained
+with the same vocabulary, and this module turns names into `PartitionSpec`s on a
+('data', 'fsdp', 'tensor') mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import ml_collections
+from flax import nnx
+from flax.core import spmd as flax_spmd
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+MeshAxes = str | tuple[str, ...] | None
+
+LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
+    # Activations. The batch is split over every data-parallel axis: 'fsdp' is data parallelism
+    # whose parameters are sharded too, so both axes see different examples.
+    ("batch", ("data", "fsdp")),
+    ("length", None),  # sequence parallelism would go here; our sequences fit one device.
+    ("act_embed", None),  # residual stream is replicated inside a tensor-parallel group ...
+    ("act_heads", "tensor"),  # ... while heads and the MLP hidden are split Megatron-style,
+    ("act_mlp", "tensor"),  # matching the 'heads'/'mlp' parameter axes below.
+    # Parameters. 'embed' is the FSDP axis: every matrix has a d_model dimension, so sharding it
+    # over 'fsdp' spreads all parameters and optimizer moments (ZeRO-3); XLA all-gathers them
+    # per layer. 'heads', 'mlp' and 'vocab' are the tensor-parallel (Megatron) dimensions.
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    # Small or scan-sensitive axes stay replicated: per-head dims ('kv') and LayerNorm vectors
+    # ('norm') are tiny; 'seq' (V3's compression matrix) is short; 'layers' is the scan axis
+    # of stacked blocks, which must be whole on every device for `jax.lax.scan` to slice it.
+    ("kv", None),
+    ("norm", None),
+    ("seq", None),
+    ("layers", None),
+)
+"""Logical axis name -> mesh axis (or axes, or None = replicated). The only sharding table."""
+
+_RULES = dict(LOGICAL_AXIS_RULES)
+
+
+def default_mesh_config() -> ml_collections.ConfigDict:
+    """Pure data parallelism over all devices (fine for the small models in this zoo)."""
+    return ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+
+
+def mesh_shape(mesh_config: Any, num_devices: int | None = None) -> tuple[int, int, int]:
+    """Resolves the (data, fsdp, tensor) sizes, filling a single -1 with the remaining devices.
+
+    Args:
+      mesh_config: anything with integer attributes `data`, `fsdp`, `tensor`; at most one -1.
+      num_devices: defaults to `jax.device_count()`.
+
+    Returns:
+      The three axis sizes, whose product equals `num_devices`.
+
+    Raises:
+      ValueError: more than one -1, a non-positive size, or a product that does not match.
+    """
+    n = jax.device_count() if num_devices is None else num_devices
+    sizes = [int(getattr(mesh_config, axis)) for axis in MESH_AXES]
+    desc = ", ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
+    fill = [i for i, s in enumerate(sizes) if s == -1]
+    if len(fill) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"mesh config ({desc}): at most one field may be -1, the others > 0")
+    known = math.prod(s for s in sizes if s != -1)
+    if fill:
+        if n % known:
+            raise ValueError(f"mesh config ({desc}): {n} devices are not divisible by {known}")
+        sizes[fill[0]] = n // known
+    if math.prod(sizes) != n:
+        product = math.prod(sizes)
+        raise ValueError(f"mesh config ({desc}): data*fsdp*tensor={product} != {n} devices")
+    return tuple(sizes)  # type: ignore[return-value]
+
+
+def make_mesh(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """Builds the ('data', 'fsdp', 'tensor') mesh over `devices` (default: all devices).
+
+    Axes are `AxisType.Auto` (GSPMD propagation from `out_shardings` and
+    `with_sharding_constraint`), not jax's new default `Explicit`, so model code needs no
+    sharding-in-types annotations.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(mesh_config, len(devices))
+    return jax.make_mesh(
+        shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+    )
+
+
+def logical_to_mesh_spec(names: Sequence[str | None] | None) -> PartitionSpec:
+    """Maps logical axis names (one per array dimension) to a `PartitionSpec` via the table.
+
+    Unknown names raise `KeyError` so a typo cannot silently replicate a large matrix.
+    A mesh axis already used by an earlier dimension is dropped from later ones (a mesh axis
+    may shard only one dimension).
+    """
+    if not names:
+        return PartitionSpec()
+    used: set[str] = set()
+    out = []
+    for name in names:
+        if name is None:
+            out.append(None)
+            continue
+        if name not in _RULES:
+            raise KeyError(f"logical axis {name!r} is not in LOGICAL_AXIS_RULES")
+        axes = _as_tuple(_RULES[name])
+        axes = tuple(a for a in axes if a not in used)
+        used.update(axes)
+        out.append(_from_tuple(axes))
+    return PartitionSpec(*out)
+
+
+def _as_tuple(axes: MeshAxes) -> tuple[str, ...]:
+    if axes is None:
+        return ()
+    return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def _from_tuple(axes: tuple[str, ...]) -> MeshAxes:
+    return None if not axes else axes[0] if len(axes) == 1 else axes
+
+
+def fit_spec_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
+    """Replicates every dimension whose size is not divisible by its mesh axes' total size.
+
+    `jit(out_shardings=...)` and `device_put` raise on uneven shards; replicating such a dimension
+    (e.g. a vocabulary of 257 on tensor=2) is always correct, merely less memory-efficient.
+    """
+    out = []
+    for i, size in enumerate(shape):
+        axes = _as_tuple(spec[i]) if i < len(spec) else ()
+        # Drop mesh axes from the right until the remaining product divides the dimension.
+        while axes and size % math.prod(mesh.shape[a] for a in axes):
+            axes = axes[:-1]
+        out.append(_from_tuple(axes))
+    return PartitionSpec(*out)
+
+
+def _is_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def variable_logical_axes(var: nnx.Variable) -> tuple[str | None, ...] | None:
+    """The logical names of a Variable (its `out_sharding` metadata), or None if unannotated."""
+    names = var.get_metadata().get("out_sharding")
+    return tuple(names) if names else None
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
+    """A `NamedSharding` for every Variable (and bare array leaf) of an (abstract) state.
+
+    The result replaces each `nnx.Variable` by one `NamedSharding`: it is a pytree *prefix* of the
+    state, so it works as `jax.jit` `in/out_shardings` and in `jax.device_put` whatever the
+    Variables' other metadata. Unannotated leaves (e.g. an optimizer step count) are replicated.
+
+    Args:
+      abstract_state: an `nnx.State` (or any pytree) of Variables holding arrays or
+        `jax.ShapeDtypeStruct`s, e.g. from `nnx.split(nnx.eval_shape(factory))`.
+      mesh: the mesh to place onto.
+    """
+
+    def leaf_sharding(x: Any) -> NamedSharding:
+        if _is_variable(x):
+            names, shape = variable_logical_axes(x), x.get_value().shape
+        else:
+            names, shape = None, getattr(x, "shape", ())
+        annotated = names and len(names) == len(shape)
+        spec = logical_to_mesh_spec(names) if annotated else PartitionSpec()
+        return NamedSharding(mesh, fit_spec_to_shape(spec, shape, mesh))
+
+    return jax.tree.map(leaf_sharding, abstract_state, is_leaf=_is_variable)
+
+
+def sharded_abstract_state(abstract_state: Any, mesh: Mesh) -> Any:
+    """The abstract state with each array replaced by a `ShapeDtypeStruct` carrying its sharding.
+
+    This is the restore target for Orbax (`checkpoint.Checkpointer.restore`): arrays are read
+    straight into these shardings, whatever mesh they were saved from.
+    """
+
+    def attach(sharding: NamedSharding, leaf: Any) -> Any:
+        def sds(a):
+            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
+
+        return leaf.replace(sds(leaf.get_value())) if _is_variable(leaf) else sds(leaf)
+
+    return jax.tree.map(attach, state_shardings(abstract_state, mesh), abstract_state)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding of a [B, ...] input batch: axis 0 over every data-parallel mesh axis."""
+    return NamedSharding(mesh, logical_to_mesh_spec(("batch",)))
+
+
+@contextlib.contextmanager
+def sharding_context(mesh: Mesh, *, eager_sharding: bool = False) -> Iterator[Mesh]:
+    """Sets `mesh` as the current mesh and installs the table as flax's logical-axis rules.
+
+    Inside it, flax resolves logical names (`nnx.get_partition_spec`, eager sharding) with our
+    table. Flax 0.12 enables *eager sharding* by default: a Variable created with `out_sharding`
+    metadata is immediately constrained to it, which fails without a mesh and on non-divisible
+    dimensions. We turn it off by default here: placement is done once, by `init_sharded`.
+    """
+    with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(LOGICAL_AXIS_RULES):
+        with nnx.use_eager_sharding(eager_sharding):
+            yield mesh
+
+
+def with_logical_constraint(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """`with_sharding_constraint` by logical names; a no-op when no mesh is set (CPU, tests)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or set(mesh.axis_names) != set(MESH_AXES):
+        return x
+    return jax.lax.with_sharding_constraint(
+        x, fit_spec_to_shape(logical_to_mesh_spec(names), x.shape, mesh)
+    )
+
+
+def init_sharded(
+    model_factory: Callable[[], nnx.Module], mesh: Mesh
+) -> tuple[nnx.GraphDef, nnx.State]:
+    """Creates a model's state directly in its shardings, never materialising it unsharded.
+
+    `nnx.eval_shape` gives the abstract state (shapes + logical names, no FLOPs, no memory); a
+    jitted `model_factory` with `out_shardings` then lets every device compute only its shard.
+
+    Args:
+      model_factory: zero-argument callable building the model (it must create its own
+        `nnx.Rngs` from a seed, so that it is a pure function that jit can trace).
+      mesh: target mesh.
+
+    Returns:
+      (graphdef, state) with `nnx.merge(graphdef, state)` giving the model.
+    """
+    with sharding_context(mesh):
+        graphdef, abstract_state = nnx.split(nnx.eval_shape(model_factory))
+        shardings = state_shardings(abstract_state, mesh)
+        state = jax.jit(lambda: nnx.split(model_factory())[1], out_shardings=shardings)()
+    return graphdef, state

@@ -1,0 +1,191 @@
+"""Metrics to JSONL + TensorBoard (process 0 only), a tqdm progress bar, and a loss-curve plot.
+
+JSONL is the source of truth (greppable, read by `plot_losses` and the results tables);
+TensorBoard event files are written by tensorboardX, so TensorFlow is never needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+
+def _to_float(value: Any) -> float | None:
+    try:
+        return float(np.asarray(value))
+    except (TypeError, ValueError):
+        return None
+
+
+class MetricsWriter:
+    """Appends `{"step": s, "time": t, **metrics}` lines to `<logdir>/metrics.jsonl` and scalars
+    to TensorBoard event files in `<logdir>`.
+
+    Keys use a 'split/name' convention ('train/loss', 'val/loss', 'train/lr', ...) so TensorBoard
+    groups them and `plot_losses` finds them. On processes other than 0 every method is a no-op,
+    so the trainer can call it unconditionally.
+    """
+
+    def __init__(
+        self,
+        logdir: str | os.PathLike,
+        *,
+        tensorboard: bool = True,
+        jsonl_name: str = "metrics.jsonl",
+    ):
+        self.logdir = os.fspath(logdir)
+        self.jsonl_path = os.path.join(self.logdir, jsonl_name)
+        self.active = jax.process_index() == 0
+        self._jsonl = None
+        self._tb = None
+        if not self.active:
+            return
+        os.makedirs(self.logdir, exist_ok=True)
+        # Append, so a resumed run continues the same file (its steps simply go on).
+        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # imported lazily: optional at read time
+
+            self._tb = SummaryWriter(self.logdir, flush_secs=30)
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Records scalar metrics for `step` (non-numeric values go to JSONL only)."""
+        if not self.active:
+            return
+        record: dict[str, Any] = {"step": int(step), "time": round(time.time(), 3)}
+        for key, value in metrics.items():
+            number = _to_float(value)
+            if number is None:
+                record[key] = value if isinstance(value, (str, bool, int)) else str(value)
+                continue
+            record[key] = number if math.isfinite(number) else str(number)
+            if self._tb is not None:
+                self._tb.add_scalar(key, number, int(step))
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+
+    def write_text(self, tag: str, text: str, step: int = 0) -> None:
+        """A config dump or generated sample, to TensorBoard's text tab."""
+        if self.active and self._tb is not None:
+            self._tb.add_text(tag, text, int(step))
+
+    def flush(self) -> None:
+        if self.active and self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if not self.active:
+            return
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All records of a metrics file (blank or half-written trailing lines are skipped)."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+class ProgressBar:
+    """A tqdm bar over training steps showing loss, perplexity, tokens/s and learning rate.
+
+    Disabled on processes other than 0. Tokens/s is measured between consecutive `update`
+    calls, so call it after the step's loss has been fetched (which synchronises the device).
+    """
+
+    def __init__(self, total_steps: int, initial_step: int = 0, *, desc: str = "train"):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=total_steps,
+            initial=initial_step,
+            desc=desc,
+            dynamic_ncols=True,
+            disable=jax.process_index() != 0,
+        )
+        self._step = initial_step
+        self._time = time.perf_counter()
+
+    def update(
+        self, step: int, *, loss: float | None = None, tokens: int = 0, lr: float | None = None
+    ) -> dict:
+        """Advances the bar to `step`; `tokens` = tokens processed since the previous update.
+
+        Returns:
+          The displayed numbers ({'loss', 'ppl', 'tok/s', 'lr'} where given), for logging.
+        """
+        now = time.perf_counter()
+        shown: dict[str, float] = {}
+        if loss is not None:
+            loss = float(loss)
+            shown["loss"] = loss
+            shown["ppl"] = math.exp(min(loss, 50.0))
+        if tokens:
+            shown["tok/s"] = tokens / max(now - self._time, 1e-9)
+        if lr is not None:
+            shown["lr"] = float(lr)
+        self._bar.set_postfix(
+            {k: f"{v:.3g}" if k != "tok/s" else f"{v:,.0f}" for k, v in shown.items()},
+            refresh=False,
+        )
+        self._bar.update(step - self._step)
+        self._step, self._time = step, now
+        return shown
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def plot_losses(
+    jsonl_path: str | os.PathLike,
+    png_path: str | os.PathLike,
+    *,
+    train_key: str = "train/loss",
+    val_key: str = "val/loss",
+    title: str | None = None,
+) -> None:
+    """Plots train and validation loss against step from a metrics JSONL file to a PNG."""
+    # An explicit Agg canvas instead of pyplot: headless, and it leaves a notebook's backend alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    records = read_jsonl(jsonl_path)
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, style in ((train_key, "-"), (val_key, "o-")):
+        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        if points:
+            steps, values = zip(*sorted(points))
+            ax.plot(steps, values, style, label=key, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title or os.path.basename(os.path.dirname(os.path.abspath(jsonl_path))))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
+    fig.savefig(png_path, dpi=120)

@@ -1,0 +1,131 @@
+"""The train state, its sharded initialisation, and the jitted train and eval steps.
+
+The model is split once (`nnx.split`) into a static graphdef and a State of parameters; the steps
+are pure functions of that State, `jax.jit`-ed with explicit in/out shardings and the train state
+donated, so a step never copies parameters or optimizer moments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from llp_jax.training import mesh as mesh_lib
+from llp_jax.training.optimizer import accumulate_gradients
+
+# {'step': int32[], 'params': nnx.State, 'opt_state': optax state, 'rng': uint32 key data,
+#  'bad_steps': int32[] (non-finite steps skipped so far), 'last_bad_step': int32[]}
+TrainState = dict
+Batch = dict  # {'inputs': int32[B, T], 'targets': int32[B, T]}
+
+
+def next_token_loss(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, rng):
+    """Mean cross-entropy over the model's loss positions, and (nll sum, token count).
+
+    The model returns logits for its last P positions (all of them, or the latents), so the
+    targets are the last P targets of the window.
+    """
+    model = nnx.merge(graphdef, params)
+    logits_BxPxV = model(batch["inputs"], rng=rng)
+    targets_BxP = batch["targets"][:, batch["targets"].shape[1] - logits_BxPxV.shape[1] :]
+    nll_BxP = optax.softmax_cross_entropy_with_integer_labels(logits_BxPxV, targets_BxP)
+    return nll_BxP.mean(), {"nll_sum": nll_BxP.sum(), "tokens": jnp.float32(nll_BxP.size)}
+
+
+def init_train_state(
+    model_factory: Callable[[], nnx.Module], tx: optax.GradientTransformation, mesh: Mesh, seed: int
+) -> tuple[nnx.GraphDef, TrainState, Any]:
+    """Creates parameters and optimizer state directly in their shardings.
+
+    Returns:
+      (graphdef, state, state_shardings).
+    """
+
+    def init() -> TrainState:
+        params = nnx.split(model_factory())[1]
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": tx.init(params),
+            "rng": jax.random.key_data(jax.random.key(seed)),
+            "bad_steps": jnp.zeros((), jnp.int32),
+            "last_bad_step": jnp.full((), -1, jnp.int32),
+        }
+
+    with mesh_lib.sharding_context(mesh):
+        graphdef = nnx.split(nnx.eval_shape(model_factory))[0]
+        abstract = jax.eval_shape(init)
+        shardings = mesh_lib.state_shardings(abstract, mesh)
+        state = jax.jit(init, out_shardings=shardings)()
+    return graphdef, state, shardings
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    state_shardings: Any,
+    *,
+    grad_accum_steps: int = 1,
+    dropout: bool = True,
+):
+    """A jitted `(state, batch) -> (state, metrics)`; the state is donated."""
+
+    def loss_fn(params, batch, rng):
+        return next_token_loss(graphdef, params, batch, rng)
+
+    def step_fn(state: TrainState, batch: Batch):
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        (loss, aux), grads = accumulate_gradients(
+            loss_fn, state["params"], batch, rng if dropout else None, grad_accum_steps
+        )
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        grad_norm = optax.global_norm(grads)
+        # A non-finite step is never applied: parameters and moments keep their last good values,
+        # and the host decides (at the next log or checkpoint) whether to stop or go on.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        step = state["step"] + 1
+        new_state = {
+            **state,
+            "step": step,
+            "params": keep(params, state["params"]),
+            "opt_state": keep(opt_state, state["opt_state"]),
+            "bad_steps": state["bad_steps"] + (~finite).astype(jnp.int32),
+            "last_bad_step": jnp.where(finite, state["last_bad_step"], step),
+        }
+        metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "learning_rate": schedule(state["step"]),
+        }
+        return new_state, metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+
+
+def make_eval_step(graphdef: nnx.GraphDef, mesh: Mesh, params_shardings: Any):
+    """A jitted `(params, batch) -> {'nll_sum', 'tokens'}` without dropout."""
+
+    def eval_fn(params, batch):
+        return next_token_loss(graphdef, params, batch, None)[1]
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        eval_fn,
+        in_shardings=(params_shardings, mesh_lib.batch_sharding(mesh)),
+        out_shardings=replicated,
+    )

@@ -1,0 +1,266 @@
+"""`train_and_evaluate(config, workdir)`: the whole training run, usable from absl or a notebook.
+
+config -> data -> model -> sharded train state -> loop (train step, eval, checkpoint, metrics)
+-> final validation perplexity vs the unigram baseline, a loss plot and a generated sample.
+
+Nothing is lost: a workdir that holds a checkpoint is resumed from its newest intact step (data
+iterator and RNG included, so the loss sequence continues bitwise on CPU); SIGTERM (preemption)
+finishes the current step, saves, waits for the save to commit and returns; a non-finite step is
+never applied to the parameters, and the run stops with the step named (or skips up to
+`train.max_bad_steps` such batches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from llp_jax import models
+from llp_jax.data import Datasets, build_datasets, make_global_batch
+from llp_jax.training import mesh as mesh_lib
+from llp_jax.training import train_step as ts
+from llp_jax.training.checkpoint import Checkpointer
+from llp_jax.training.metrics import MetricsWriter, ProgressBar
+from llp_jax.training.optimizer import make_optimizer, make_schedule
+from llp_jax.training.report import evaluate_windows, final_report
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient more often than allowed."""
+
+
+def resolve_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
+    """config.model with vocab_size 0 meaning "the tokenizer's", validated (one-line errors)."""
+    fields = dict(config.model)
+    if not fields.get("vocab_size"):
+        fields["vocab_size"] = vocab_size
+    elif fields["vocab_size"] < vocab_size:
+        raise models.ConfigError(
+            f"model.vocab_size={fields['vocab_size']} is smaller than the tokenizer's "
+            f"{vocab_size}; set it to 0 to use the tokenizer's"
+        )
+    return models.ModelConfig.from_any(fields)
+
+
+def check_batch(train: ml_collections.ConfigDict, mesh) -> int:
+    """Returns the per-process batch size; one-line errors for batches the mesh cannot split."""
+    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    B, k = int(train.batch_size), int(train.grad_accum_steps)
+    if B < 1 or k < 1 or B % (data_ways * k):
+        raise models.ConfigError(
+            f"train.batch_size={B} must be a positive multiple of mesh data*fsdp={data_ways} "
+            f"times train.grad_accum_steps={k}"
+        )
+    return B // jax.process_count()
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a training run holds between set-up and the end of the loop."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    data: Datasets
+    model_cfg: models.ModelConfig
+    mesh: jax.sharding.Mesh
+    graphdef: nnx.GraphDef
+    state: ts.TrainState
+    train_step: Any
+    eval_step: Any
+    train_iter: Any
+    ckpt: Checkpointer
+    start_step: int
+
+
+def setup(
+    config: ml_collections.ConfigDict, workdir: str, *, resume: bool = True, devices=None
+) -> Run:
+    """Validates the config, loads data, builds the sharded state and restores a checkpoint."""
+    train = config.train
+    model_cfg = models.ModelConfig.from_any({**dict(config.model), "vocab_size": 1 << 20})
+    mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
+    local_batch = check_batch(train, mesh)  # all config errors come before any data or compile
+    data = build_datasets(config.data, model_cfg.seq_len)
+    model_cfg = resolve_model_config(config, data.tokenizer.vocab_size)
+    os.makedirs(workdir, exist_ok=True)
+
+    schedule = make_schedule(train, train.num_steps)
+    tx = make_optimizer(train, train.num_steps)
+    factory = lambda: models.build(model_cfg, seed=int(train.seed))  # noqa: E731
+    graphdef, state, shardings = ts.init_train_state(factory, tx, mesh, int(train.seed))
+    train_step = ts.make_train_step(
+        graphdef,
+        tx,
+        schedule,
+        mesh,
+        shardings,
+        grad_accum_steps=int(train.grad_accum_steps),
+        dropout=model_cfg.dropout > 0,
+    )
+    eval_step = ts.make_eval_step(graphdef, mesh, shardings["params"])
+    train_iter = data.train_iterator(local_batch)
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        save_every=int(train.checkpoint_every),
+        keep=int(train.keep_checkpoints),
+    )
+    start = 0
+    if resume and ckpt.latest_step() is not None:
+        abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
+        restored = ckpt.restore(abstract, data_iterator=train_iter)
+        saved_model = restored.meta.get("model")
+        if saved_model and saved_model != models.config.as_dict(model_cfg):
+            raise models.ConfigError(
+                f"the checkpoint in {ckpt.directory} was written by a different model config; "
+                "use another --workdir or --noresume"
+            )
+        state, start = restored.state, restored.step
+        print(f"resumed from step {start} in {ckpt.directory}")
+    return Run(
+        config,
+        workdir,
+        data,
+        model_cfg,
+        mesh,
+        graphdef,
+        state,
+        train_step,
+        eval_step,
+        train_iter,
+        ckpt,
+        start,
+    )
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_loop(run: Run) -> dict:
+    """Runs steps start+1..num_steps; returns {'steps_run', 'wall_s', 'preempted'}."""
+    train, cfg = run.config.train, run.model_cfg
+    num_steps, max_bad = int(train.num_steps), int(train.get("max_bad_steps", 0))
+    batch_sharding = mesh_lib.batch_sharding(run.mesh)
+    writer = MetricsWriter(run.workdir)
+    bar = ProgressBar(num_steps, run.start_step)
+    tokens_per_step = int(train.batch_size) * cfg.seq_len
+    meta = {"model": models.config.as_dict(cfg)}
+    step, t_start, preempted = run.start_step, time.perf_counter(), False
+
+    def check_finite() -> None:
+        bad = int(run.state["bad_steps"])
+        if bad > max_bad:
+            raise NonFiniteError(
+                f"non-finite loss or gradients at step {int(run.state['last_bad_step'])} "
+                f"({bad} bad step(s), train.max_bad_steps={max_bad}); the update was not applied "
+                f"and the last checkpoint (step {run.ckpt.latest_step()}) is untouched"
+            )
+
+    try:
+        with _Preemption() as preemption:
+            for step in range(run.start_step + 1, num_steps + 1):
+                batch = make_global_batch(next(run.train_iter), batch_sharding)
+                run.state, metrics = run.train_step(run.state, batch)
+                last = step == num_steps or preemption.requested
+                if step % int(train.log_every) == 0 or last:
+                    check_finite()
+                    m = jax.device_get(metrics)
+                    shown = bar.update(
+                        step,
+                        loss=m["loss"],
+                        lr=m["learning_rate"],
+                        tokens=tokens_per_step * int(train.log_every),
+                    )
+                    writer.write(
+                        step,
+                        {
+                            "train/loss": m["loss"],
+                            "train/ppl": shown["ppl"],
+                            "train/grad_norm": m["grad_norm"],
+                            "train/lr": m["learning_rate"],
+                            "train/tokens_per_s": shown.get("tok/s", 0.0),
+                        },
+                    )
+                val = None
+                if step % int(train.eval_every) == 0 or step == num_steps:
+                    val = evaluate_windows(
+                        run.eval_step,
+                        run.state["params"],
+                        run.data.eval_tokens("validation"),
+                        cfg.seq_len,
+                        int(train.batch_size),
+                        int(train.eval_batches),
+                        batch_sharding,
+                    )
+                    writer.write(step, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
+                if last or step % int(train.checkpoint_every) == 0:
+                    check_finite()  # never checkpoint past a step that must stop the run
+                    run.ckpt.save(
+                        step,
+                        run.state,
+                        meta=meta,
+                        data_iterator=run.train_iter,
+                        metrics={"val_loss": val} if val is not None else None,
+                        force=last,
+                    )
+                if preemption.requested:
+                    preempted = True
+                    print(f"SIGTERM: saved step {step}; exiting")
+                    break
+    finally:
+        bar.close()
+        run.ckpt.wait_until_finished()
+        writer.close()
+    return {
+        "steps_run": step - run.start_step,
+        "wall_s": time.perf_counter() - t_start,
+        "preempted": preempted,
+    }
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, resume: bool = True, devices=None
+) -> dict:
+    """Trains `config` in `workdir`; returns a summary dict (also written to summary.json)."""
+    run = setup(config, workdir, resume=resume, devices=devices)
+    print(run.data.summary())
+    print(
+        f"model {run.model_cfg.name}: {models.count_params(run.model_cfg):,} parameters; "
+        f"mesh {dict(run.mesh.shape)}"
+    )
+    try:
+        progress = train_loop(run)
+    finally:
+        run.ckpt.close()
+    if progress["preempted"]:
+        return progress
+    return final_report(run, **progress)

@@ -1,0 +1,55 @@
+"""MetricsWriter (JSONL + TensorBoard), the progress bar, and the loss plot."""
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from llp_jax.training import metrics as metrics_lib
+
+
+def test_writer_writes_jsonl_and_tensorboard(tmp_path):
+    with metrics_lib.MetricsWriter(tmp_path) as writer:
+        for step in range(1, 6):
+            writer.write(
+                step,
+                {
+                    "train/loss": jnp.float32(5.0 / step),
+                    "train/lr": 1e-3,
+                    "train/tokens_per_s": np.float64(1000.0),
+                },
+            )
+        writer.write(5, {"val/loss": 1.5, "note": "hello", "train/bad": float("inf")})
+        writer.write_text("config", "d_model: 8")
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 6
+    assert records[0]["step"] == 1 and records[0]["train/loss"] == 5.0 and "time" in records[0]
+    assert records[-1]["val/loss"] == 1.5 and records[-1]["note"] == "hello"
+    assert records[-1]["train/bad"] == "inf"  # JSON has no Infinity
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    # Appending on resume keeps earlier records.
+    with metrics_lib.MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(6, {"train/loss": 0.5})
+    assert len(metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")) == 7
+
+
+def test_progress_bar_reports_ppl_and_throughput():
+    bar = metrics_lib.ProgressBar(total_steps=10, initial_step=0)
+    shown = bar.update(2, loss=2.0, tokens=1024, lr=3e-4)
+    bar.close()
+    assert math.isclose(shown["ppl"], math.exp(2.0), rel_tol=1e-9)
+    assert shown["tok/s"] > 0 and shown["lr"] == 3e-4
+
+
+def test_plot_losses_writes_png(tmp_path):
+    with metrics_lib.MetricsWriter(tmp_path, tensorboard=False) as writer:
+        for step in range(0, 50, 5):
+            writer.write(step, {"train/loss": 4.0 - step / 25})
+            if step % 10 == 0:
+                writer.write(step, {"val/loss": 4.2 - step / 25})
+    png = tmp_path / "plots" / "loss.png"
+    metrics_lib.plot_losses(tmp_path / "metrics.jsonl", png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
