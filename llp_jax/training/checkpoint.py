@@ -244,6 +244,14 @@ class Checkpointer:
             data_iterator=out[DATA] if DATA in items else None,
         )
 
+    def read_meta(self, step: int | None = None) -> dict:
+        """The JSON item of a step (default: the newest), without reading any array."""
+        step = self.latest_step() if step is None else int(step)
+        if step is None:
+            raise FileNotFoundError(f"no checkpoints in {self.directory}")
+        out = self._manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))
+        return dict(out[META])
+
     def latest_step(self) -> int | None:
         """Newest step on disk (including one still being written asynchronously)."""
         return self._manager.latest_step()

@@ -87,7 +87,7 @@ def make_train_step(
         )
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         # A non-finite step is never applied: parameters and moments keep their last good values,
         # and the host decides (at the next log or checkpoint) whether to stop or go on.
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

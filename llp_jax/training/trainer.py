@@ -117,14 +117,17 @@ def setup(
     )
     start = 0
     if resume and ckpt.latest_step() is not None:
-        abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
-        restored = ckpt.restore(abstract, data_iterator=train_iter)
-        saved_model = restored.meta.get("model")
+        try:
+            saved_model = ckpt.read_meta().get("model")
+        except Exception:  # noqa: BLE001  a damaged newest step: restore() skips it, warns
+            saved_model = None
         if saved_model and saved_model != models.config.as_dict(model_cfg):
             raise models.ConfigError(
                 f"the checkpoint in {ckpt.directory} was written by a different model config; "
                 "use another --workdir or --noresume"
             )
+        abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
+        restored = ckpt.restore(abstract, data_iterator=train_iter)
         state, start = restored.state, restored.step
         print(f"resumed from step {start} in {ckpt.directory}")
     return Run(
