@@ -11,6 +11,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from llp_jax.models.config import ModelConfig
@@ -116,10 +117,24 @@ class AttentionProjections(nnx.Module):
         return q, k, v
 
     def out(self, o_BxQxHxD: jax.Array, q_pos, first_out_len: int = 0) -> jax.Array:
+        """Output projection; queries at positions < first_out_len use `wo0` if it exists."""
         dt = o_BxQxHxD.dtype
-        y = jnp.einsum("bqhk,hkd->bqd", o_BxQxHxD, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
-        if self.separate_first_out and first_out_len:
-            y0 = jnp.einsum("bqhk,hkd->bqd", o_BxQxHxD, self.wo0[...].astype(dt))
-            y0 = y0 + self.bo0[...].astype(dt)
-            y = jnp.where((jnp.asarray(q_pos) < first_out_len)[None, :, None], y0, y)
-        return y
+        project = lambda o, w, b: (  # noqa: E731
+            jnp.einsum("bqhk,hkd->bqd", o, w[...].astype(dt)) + b[...].astype(dt)
+        )
+        if not (self.separate_first_out and first_out_len):
+            return project(o_BxQxHxD, self.wo, self.bo)
+        if isinstance(q_pos, np.ndarray) and np.all(np.diff(q_pos) > 0):
+            # Static increasing positions: segment 0 is a prefix of the rows; project each part once.
+            n0 = int(np.sum(q_pos < first_out_len))
+            return jnp.concatenate(
+                [
+                    project(o_BxQxHxD[:, :n0], self.wo0, self.bo0),
+                    project(o_BxQxHxD[:, n0:], self.wo, self.bo),
+                ],
+                axis=1,
+            )
+        first = (jnp.asarray(q_pos) < first_out_len)[None, :, None]
+        return jnp.where(
+            first, project(o_BxQxHxD, self.wo0, self.bo0), project(o_BxQxHxD, self.wo, self.bo)
+        )
