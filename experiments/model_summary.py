@@ -1,6 +1,6 @@
 """Prints every zoo model's parameter count and jitted forward time at the tiny preset.
 
-  python -m experiments.model_summary [--batch_size=2] [--out=experiments/results/zoo.md]
+python -m experiments.model_summary [--batch_size=2] [--out=experiments/results/zoo.md]
 """
 
 from absl import app, flags

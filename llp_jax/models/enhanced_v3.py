@@ -32,7 +32,7 @@ class EnhancedV3(EnhancedV1):
 
     def hidden(self, x_BxTxD, rng):
         cfg = self.cfg
-        T, m, c, l = x_BxTxD.shape[1], cfg.history_len, cfg.compressed, cfg.latent_len
+        T, m, c = x_BxTxD.shape[1], cfg.history_len, cfg.compressed
         if T != cfg.seq_len:
             raise ConfigError(
                 f"enhanced_v3 input length {T} must equal model.seq_len={cfg.seq_len} "
