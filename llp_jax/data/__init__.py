@@ -1,4 +1,8 @@
-"""Data layer: corpora (embedded Austen + user text), tokenizers and the Grain input pipeline."""
+"""Data layer: corpora (embedded Austen, user text, tfds datasets), tokenizers, Grain pipeline.
+
+The tfds side (wikitext.py, pg19.py, enwik8.py builders; tfds_sources.py, tfds_data.py,
+token_cache.py) is imported only when `config.data.corpus` names a 'tfds:' dataset.
+"""
 
 from llp_jax.data.corpus import (
     AUSTEN_SHA256,

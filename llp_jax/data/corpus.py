@@ -19,6 +19,8 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from llp_jax.errors import LLPError
+
 SPLITS = ("train", "validation", "test")
 
 AUSTEN_SHA256 = "1f48a6d7751aa60776b8aacf34d3b6898c46f4ee0fd103d733dd04f45e761841"
@@ -45,7 +47,7 @@ _log = logging.getLogger(__name__)
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 
 
-class DataError(ValueError):
+class DataError(LLPError, ValueError):
     """Bad input data; the message is one line naming the problem and the fix."""
 
     def __init__(self, message: str):

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from llp_jax.data import corpus as corpus_lib
-from llp_jax.data import tokenizers
+from llp_jax.data import token_cache, tokenizers
 from llp_jax.data.corpus import DataError
 
 Batch = dict[str, np.ndarray]  # {'inputs': int32[B, T], 'targets': int32[B, T]}
@@ -35,7 +35,9 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 def default_data_config() -> ml_collections.ConfigDict:
     """Defaults of `config.data`, read by `build_datasets`."""
     c = ml_collections.ConfigDict()
-    c.corpus = "austen"  # 'austen' (embedded) or 'a.txt,folder/' (see corpus.load_text_corpus).
+    # 'austen' (embedded), 'a.txt,folder/' (corpus.load_text_corpus), or a tfds dataset:
+    # 'tfds:wikitext103' ('tfds:wikitext103/raw'), 'tfds:pg19', 'tfds:enwik8', 'tfds-catalog:NAME'.
+    c.corpus = "austen"
     c.tokenizer = "byte"  # 'byte' | 'sentencepiece' | path/to/existing.model
     c.vocab_size = 2048  # SentencePiece only.
     c.sp_model_type = "unigram"  # 'unigram' | 'bpe'.
@@ -44,6 +46,15 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.shuffle = True
     c.train_stride = 0  # Tokens between training window starts; 0 = seq_len (non-overlapping).
     c.random_offset = False  # Shift all windows by a random 0..stride-1 each epoch.
+    # tfds corpora only (see tfds_data.py):
+    c.data_dir = ""  # Prepared datasets; '' = tfds' default (~/tensorflow_datasets).
+    c.manual_dir = ""  # Raw files: wiki.*.tokens, the PG-19 train/validation/test tree, enwik8.
+    c.token_dir = ""  # Tokenised splits; '' = <prepared dataset folder>/llp_tokens.
+    c.chunk_tokens = 65536  # Tokens per ArrayRecord record of a tokenised split.
+    c.sp_sample_chars = 20_000_000  # SentencePiece trains on this much of the train split.
+    c.eval_max_tokens = 0  # eval_tokens() keeps the first this many tokens; 0 = whole split.
+    c.train_sample_tokens = 10_000_000  # tokens['train'] (unigram baseline) is a sample this big.
+    c.text_feature = ""  # 'tfds-catalog:' datasets: the text feature; '' = the first Text one.
     return c
 
 
@@ -102,7 +113,7 @@ def make_train_dataset(
     """Batched, sharded windows over a token stream, as a random-access `grain.MapDataset`.
 
     Args:
-      tokens_N: the split's token stream, int32[N].
+      tokens_N: the split's token stream, int32[N], or `token_cache.TokenChunks` (read from disk).
       seq_len: model context T; windows hold T + 1 tokens.
       batch_size: per-process batch size B (global batch = B * process_count).
       seed: shuffle / offset seed; the same seed gives the same batches.
@@ -129,7 +140,8 @@ def make_train_dataset(
         )
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count}).")
-    tokens_N = np.asarray(tokens_N, dtype=np.int32)
+    if not isinstance(tokens_N, token_cache.TokenChunks):
+        tokens_N = np.asarray(tokens_N, dtype=np.int32)
     n = num_windows(len(tokens_N), seq_len, stride, random_offset)
     if n == 0:
         raise DataError(
@@ -177,12 +189,17 @@ class Datasets:
     Attributes:
       tokenizer: the tokenizer (its vocab_size sizes the model's embedding).
       corpus: the text corpus with its splits.
-      tokens: split -> int32[N] token stream.
-      words: split -> whitespace word count (word-level perplexity = exp(total NLL / words)).
-      num_bytes: split -> UTF-8 byte count (bits per byte = total NLL / ln 2 / bytes).
+      tokens: split -> int32[N] token stream (tfds corpora: 'train' is a sample and evaluation
+        splits may be capped by `eval_max_tokens`; read lazily).
+      words: split -> whitespace word count (word-level perplexity = exp(total NLL / words));
+        of the kept part where `eval_max_tokens` caps an evaluation split.
+      num_bytes: split -> UTF-8 byte count (bits per byte = total NLL / ln 2 / bytes), likewise.
       seq_len: the model context T the training windows are cut for.
       data_config: the `config.data` used.
       process_index / process_count: this process' data shard.
+      train_tokens: the whole training stream when `tokens['train']` is only a sample (tfds
+        corpora: `token_cache.TokenChunks` on disk); None = `tokens['train']`.
+      num_tokens: split -> tokens in the whole split; None = `len(tokens[split])`.
     """
 
     tokenizer: tokenizers.Tokenizer
@@ -194,6 +211,8 @@ class Datasets:
     data_config: ml_collections.ConfigDict
     process_index: int
     process_count: int
+    train_tokens: token_cache.TokenChunks | np.ndarray | None = None
+    num_tokens: Mapping[str, int] | None = None
 
     def train_iterator(
         self, batch_size: int, *, num_epochs: int | None = None
@@ -201,7 +220,7 @@ class Datasets:
         """A fresh training iterator with per-process batch size `batch_size` (infinite by default)."""
         c = self.data_config
         return make_train_iterator(
-            self.tokens["train"],
+            self.tokens["train"] if self.train_tokens is None else self.train_tokens,
             seq_len=self.seq_len,
             batch_size=batch_size,
             seed=c.seed,
@@ -223,10 +242,10 @@ class Datasets:
             f"corpus {self.corpus.name} ({self.corpus.description}); "
             f"tokenizer {self.tokenizer.name} vocab {self.tokenizer.vocab_size}"
         )
+        num_tokens = self.num_tokens or {s: len(self.tokens[s]) for s in self.tokens}
         rows = [
-            f"  {s}: {len(self.tokens[s]):,} tokens, {self.words[s]:,} words, "
-            f"{self.num_bytes[s]:,} bytes"
-            for s in self.tokens
+            f"  {s}: {num_tokens[s]:,} tokens, {self.words[s]:,} words, {self.num_bytes[s]:,} bytes"
+            for s in num_tokens
         ]
         return "\n".join([head, *rows])
 
@@ -247,6 +266,9 @@ def build_datasets(
 ) -> Datasets:
     """Loads the corpus, builds the tokenizer, tokenizes every split and checks the train length.
 
+    Embedded and text-file corpora are tokenized in memory; 'tfds:' / 'tfds-catalog:' corpora
+    are prepared and tokenized once on disk and read from there (see tfds_data.py).
+
     Args:
       data_config: `config.data` (fields of `default_data_config()`; missing fields take defaults).
       seq_len: model context length T.
@@ -262,6 +284,14 @@ def build_datasets(
     config = default_data_config()
     if data_config is not None:
         config.update(data_config)
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if isinstance(config.corpus, str) and config.corpus.startswith(("tfds:", "tfds-catalog:")):
+        from llp_jax.data import tfds_data  # Imports tensorflow_datasets: only when needed.
+
+        return tfds_data.build_tfds_datasets(
+            config, seq_len, process_index=process_index, process_count=process_count
+        )
     corpus = corpus_lib.load_corpus(config.corpus)
     tokenizer = tokenizers.make_tokenizer(
         config.tokenizer,
@@ -284,6 +314,6 @@ def build_datasets(
         num_bytes={s: len(t.encode("utf-8")) for s, t in corpus.splits.items()},
         seq_len=seq_len,
         data_config=config,
-        process_index=jax.process_index() if process_index is None else process_index,
-        process_count=jax.process_count() if process_count is None else process_count,
+        process_index=process_index,
+        process_count=process_count,
     )

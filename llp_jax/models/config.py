@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from llp_jax.errors import LLPError
+
 MODEL_NAMES = (
     "transformer",
     "perceiver_ar",
@@ -23,7 +25,7 @@ MODEL_NAMES = (
 LATENT_MODELS = ("perceiver_ar", "enhanced_v1", "enhanced_v2", "enhanced_v3")
 
 
-class ConfigError(ValueError):
+class ConfigError(LLPError, ValueError):
     """A bad configuration value: the message is one line naming field, value and constraint."""
 
 
