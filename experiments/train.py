@@ -7,9 +7,12 @@
 Rerunning with the same --workdir resumes from its newest checkpoint (--noresume starts over).
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from llp_jax.errors import LLPError
 from llp_jax.training.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -23,7 +26,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
+    except LLPError as e:  # bad config/data/checkpoint, diverged run: one line, no traceback
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from llp_jax.errors import LLPError
+
 log = logging.getLogger(__name__)
 
 STATE, META, DATA = "state", "meta", "data"
@@ -61,6 +63,10 @@ def key_to_json(key: jax.Array) -> list[int]:
 def key_from_json(data: list[int]) -> jax.Array:
     """Inverse of `key_to_json`; returns a typed key (default implementation)."""
     return jax.random.wrap_key_data(np.asarray(data, dtype=np.uint32))
+
+
+class CheckpointNotFoundError(LLPError, FileNotFoundError):
+    """No (intact) checkpoint where one was expected."""
 
 
 @dataclasses.dataclass
@@ -201,14 +207,13 @@ class Checkpointer:
             place from the checkpoint (if the step has one).
 
         Raises:
-          FileNotFoundError: the directory has no checkpoints.
-          RuntimeError: (step=None) every step failed to restore.
+          CheckpointNotFoundError: no checkpoint, or (step=None) every step failed to restore.
         """
         self.wait_until_finished()
         self._manager.reload()
         steps = sorted(self._manager.all_steps(), reverse=True)
         if not steps:
-            raise FileNotFoundError(f"no checkpoints to restore in {self.directory}")
+            raise CheckpointNotFoundError(f"no checkpoints to restore in {self.directory}")
         if step is not None:
             return self._restore_step(int(step), abstract_state, data_iterator)
         errors = []
@@ -227,8 +232,9 @@ class Checkpointer:
                 errors.append(e)
                 continue
             return restored
-        raise RuntimeError(
-            f"no intact checkpoint in {self.directory} (tried steps {steps})"
+        raise CheckpointNotFoundError(
+            f"no intact checkpoint in {self.directory} (tried steps {steps}); "
+            "start over with another --workdir or --noresume"
         ) from errors[0]
 
     def _restore_step(self, step: int, abstract_state: Any, data_iterator: Any) -> Restored:
@@ -248,7 +254,7 @@ class Checkpointer:
         """The JSON item of a step (default: the newest), without reading any array."""
         step = self.latest_step() if step is None else int(step)
         if step is None:
-            raise FileNotFoundError(f"no checkpoints in {self.directory}")
+            raise CheckpointNotFoundError(f"no checkpoints in {self.directory}")
         out = self._manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))
         return dict(out[META])
 

@@ -3,7 +3,7 @@
 Every sharding decision in `llp_jax` lives in `LOGICAL_AXIS_RULES`: parameters carry logical
 axis names in their `nnx.Param(..., out_sharding=(...))` metadata, activations are constrained
 with the same vocabulary, and this module turns names into `PartitionSpec`s on a
-('data', 'fsdp', 'tensor') mesh.
+('data', 'fsdp', 'tensor') mesh, plus a 'sequence' axis when sequence parallelism is on.
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tensor")
+from llp_jax.models.config import ConfigError
+
+MESH_AXES = ("data", "fsdp", "sequence", "tensor")
+# Axes a mesh has only when their size is > 1, so that a config without them (or with size 1)
+# builds exactly the ('data', 'fsdp', 'tensor') mesh it always did.
+OPTIONAL_AXES = ("sequence",)
 
 MeshAxes = str | tuple[str, ...] | None
 
@@ -26,7 +31,10 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
     # Activations. The batch is split over every data-parallel axis: 'fsdp' is data parallelism
     # whose parameters are sharded too, so both axes see different examples.
     ("batch", ("data", "fsdp")),
-    ("length", None),  # sequence parallelism would go here; our sequences fit one device.
+    # Sequence (context) parallelism: LLP's only cross-segment dependency is the previous k
+    # segments, so each device holds a contiguous run of segments and receives the left
+    # neighbour's last keys/values per layer (training/sequence_parallel.py).
+    ("length", "sequence"),
     ("act_embed", None),  # residual stream is replicated inside a tensor-parallel group ...
     ("act_heads", "tensor"),  # ... while heads and the MLP hidden are split Megatron-style,
     ("act_mlp", "tensor"),  # matching the 'heads'/'mlp' parameter axes below.
@@ -52,63 +60,81 @@ _RULES = dict(LOGICAL_AXIS_RULES)
 
 def default_mesh_config() -> ml_collections.ConfigDict:
     """Pure data parallelism over all devices (fine for the small models in this zoo)."""
-    return ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    return ml_collections.ConfigDict({"data": -1, "fsdp": 1, "sequence": 1, "tensor": 1})
 
 
-def mesh_shape(mesh_config: Any, num_devices: int | None = None) -> tuple[int, int, int]:
-    """Resolves the (data, fsdp, tensor) sizes, filling a single -1 with the remaining devices.
+def mesh_shape(mesh_config: Any, num_devices: int | None = None) -> tuple[int, ...]:
+    """Resolves the sizes of MESH_AXES, filling a single -1 with the remaining devices.
 
     Args:
-      mesh_config: anything with integer attributes `data`, `fsdp`, `tensor`; at most one -1.
+      mesh_config: anything with integer attributes `data`, `fsdp`, `tensor` and optionally
+        `sequence` (missing = 1); at most one -1.
       num_devices: defaults to `jax.device_count()`.
 
     Returns:
-      The three axis sizes, whose product equals `num_devices`.
+      One size per MESH_AXES entry, whose product equals `num_devices`.
 
     Raises:
       ValueError: more than one -1, a non-positive size, or a product that does not match.
     """
     n = jax.device_count() if num_devices is None else num_devices
-    sizes = [int(getattr(mesh_config, axis)) for axis in MESH_AXES]
+    sizes = [
+        int(getattr(mesh_config, axis, 1) if axis in OPTIONAL_AXES else getattr(mesh_config, axis))
+        for axis in MESH_AXES
+    ]
     desc = ", ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
     fill = [i for i, s in enumerate(sizes) if s == -1]
     if len(fill) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"mesh config ({desc}): at most one field may be -1, the others > 0")
+        raise ConfigError(f"mesh config ({desc}): at most one field may be -1, the others > 0")
     known = math.prod(s for s in sizes if s != -1)
     if fill:
         if n % known:
-            raise ValueError(f"mesh config ({desc}): {n} devices are not divisible by {known}")
+            raise ConfigError(f"mesh config ({desc}): {n} devices are not divisible by {known}")
         sizes[fill[0]] = n // known
     if math.prod(sizes) != n:
         product = math.prod(sizes)
-        raise ValueError(f"mesh config ({desc}): data*fsdp*tensor={product} != {n} devices")
+        raise ConfigError(f"mesh config ({desc}): {'*'.join(MESH_AXES)}={product} != {n} devices")
     return tuple(sizes)  # type: ignore[return-value]
 
 
 def make_mesh(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """Builds the ('data', 'fsdp', 'tensor') mesh over `devices` (default: all devices).
+    """Builds the ('data', 'fsdp', 'tensor') mesh over `devices` (default: all devices), with a
+    'sequence' axis between 'fsdp' and 'tensor' when `mesh_config.sequence` > 1.
 
     Axes are `AxisType.Auto` (GSPMD propagation from `out_shardings` and
     `with_sharding_constraint`), not jax's new default `Explicit`, so model code needs no
     sharding-in-types annotations.
     """
     devices = list(jax.devices() if devices is None else devices)
-    shape = mesh_shape(mesh_config, len(devices))
-    return jax.make_mesh(
-        shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
-    )
+    sizes = mesh_shape(mesh_config, len(devices))
+    kept = [(a, n) for a, n in zip(MESH_AXES, sizes) if a not in OPTIONAL_AXES or n > 1]
+    names, shape = tuple(a for a, _ in kept), tuple(n for _, n in kept)
+    return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(names), devices=devices)
 
 
-def logical_to_mesh_spec(names: Sequence[str | None] | None) -> PartitionSpec:
+def _present_axes(mesh: Mesh | None) -> set[str]:
+    """Mesh axes a spec may name: `mesh`'s, else the current mesh's, else the non-optional ones."""
+    if mesh is None:
+        current = jax.sharding.get_abstract_mesh()
+        mesh = None if current.empty else current
+    if mesh is None:
+        return set(MESH_AXES) - set(OPTIONAL_AXES)
+    return set(mesh.axis_names)
+
+
+def logical_to_mesh_spec(
+    names: Sequence[str | None] | None, mesh: Mesh | None = None
+) -> PartitionSpec:
     """Maps logical axis names (one per array dimension) to a `PartitionSpec` via the table.
 
     Unknown names raise `KeyError` so a typo cannot silently replicate a large matrix.
     A mesh axis already used by an earlier dimension is dropped from later ones (a mesh axis
-    may shard only one dimension).
+    may shard only one dimension), and so is an optional axis ('sequence') that the mesh lacks
+    (`mesh`, default: the current mesh, or none).
     """
     if not names:
         return PartitionSpec()
-    used: set[str] = set()
+    used: set[str] = set(MESH_AXES) - _present_axes(mesh)  # absent axes count as taken
     out = []
     for name in names:
         if name is None:
@@ -141,7 +167,7 @@ def fit_spec_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> 
     """
     out = []
     for i, size in enumerate(shape):
-        axes = _as_tuple(spec[i]) if i < len(spec) else ()
+        axes = tuple(a for a in (_as_tuple(spec[i]) if i < len(spec) else ()) if a in mesh.shape)
         # Drop mesh axes from the right until the remaining product divides the dimension.
         while axes and size % math.prod(mesh.shape[a] for a in axes):
             axes = axes[:-1]
@@ -222,7 +248,8 @@ def sharding_context(mesh: Mesh, *, eager_sharding: bool = False) -> Iterator[Me
 def with_logical_constraint(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """`with_sharding_constraint` by logical names; a no-op when no mesh is set (CPU, tests)."""
     mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or set(mesh.axis_names) != set(MESH_AXES):
+    base = set(MESH_AXES) - set(OPTIONAL_AXES)
+    if mesh.empty or not base <= set(mesh.axis_names) <= set(MESH_AXES):
         return x
     return jax.lax.with_sharding_constraint(
         x, fit_spec_to_shape(logical_to_mesh_spec(names), x.shape, mesh)

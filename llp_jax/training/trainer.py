@@ -25,6 +25,7 @@ import ml_collections
 from flax import nnx
 
 from llp_jax import models
+from llp_jax.errors import LLPError
 from llp_jax.data import Datasets, build_datasets, make_global_batch
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import train_step as ts
@@ -36,7 +37,7 @@ from llp_jax.training.report import evaluate_windows, final_report
 log = logging.getLogger(__name__)
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(LLPError, FloatingPointError):
     """Training produced a non-finite loss or gradient more often than allowed."""
 
 
@@ -193,7 +194,8 @@ def train_loop(run: Run) -> dict:
             for step in range(run.start_step + 1, num_steps + 1):
                 batch = make_global_batch(next(run.train_iter), batch_sharding)
                 run.state, metrics = run.train_step(run.state, batch)
-                last = step == num_steps or preemption.requested
+                stop = preemption.requested  # read once: a signal may land mid-iteration
+                last = step == num_steps or stop
                 if step % int(train.log_every) == 0 or last:
                     check_finite()
                     m = jax.device_get(metrics)
@@ -235,7 +237,7 @@ def train_loop(run: Run) -> dict:
                         metrics={"val_loss": val} if val is not None else None,
                         force=last,
                     )
-                if preemption.requested:
+                if stop:
                     preempted = True
                     print(f"SIGTERM: saved step {step}; exiting")
                     break

@@ -9,35 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from llp_jax.configs import tiny
 from llp_jax.data import make_global_batch
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import trainer
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    """A small corpus (~60 kB) so data loading is instant."""
-    from llp_jax.data import load_austen
-
-    text = load_austen().splits["validation"][:60_000]
-    path = tmp_path_factory.mktemp("corpus") / "small.txt"
-    path.write_text(text)
-    return str(path)
-
-
-def small_config(corpus_file, model="llp", **train):
-    config = tiny.get_config(model)
-    config.model.update(seq_len=64, segment_len=16 if model == "llp" else 0, d_model=32)
-    config.data.corpus = corpus_file
-    config.train.update(
-        batch_size=8, num_steps=4, warmup_steps=2, eval_every=1000, log_every=1,
-        checkpoint_every=2, learning_rate=1e-2,
-    )  # fmt: skip
-    config.train.update(train)
-    return config
+from tests.training.conftest import REPO, small_config
 
 
 def losses(run, steps):
