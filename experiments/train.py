@@ -13,11 +13,20 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from llp_jax.errors import LLPError
+from llp_jax.training.distributed import initialize_distributed
 from llp_jax.training.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")
 _RESUME = flags.DEFINE_bool("resume", True, "Resume from the workdir's newest checkpoint.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: host:port of process 0 (see WORKSPACE.md)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process' index.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-host with auto-detected cluster (TPU pod, SLURM, ...)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,6 +35,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
+    if _COORDINATOR.value or _DISTRIBUTED.value:
+        initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
     except LLPError as e:  # bad config/data/checkpoint, diverged run: one line, no traceback

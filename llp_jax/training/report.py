@@ -17,6 +17,7 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.data import make_global_batch, unigram_perplexity
 from llp_jax.evaluation.sampling import generate_recompute
+from llp_jax.training.distributed import fetch
 from llp_jax.training.metrics import plot_losses, read_jsonl
 
 
@@ -33,7 +34,8 @@ def evaluate_windows(
     windows = np.stack([tokens_N[s : s + seq_len + 1] for s in np.arange(num) * seq_len])
     nll, count = 0.0, 0.0
     for i in range(0, num, batch_size):
-        chunk = windows[i : i + batch_size]
+        # Each process contributes its own rows of the global batch.
+        chunk = windows[i : i + batch_size][jax.process_index() :: jax.process_count()]
         batch = make_global_batch({"inputs": chunk[:, :-1], "targets": chunk[:, 1:]}, sharding)
         out = eval_step(params, batch)
         nll, count = nll + float(out["nll_sum"]), count + float(out["tokens"])
@@ -57,9 +59,9 @@ def final_report(run, *, steps_run: int, wall_s: float, preempted: bool = False)
     tokens = steps_run * int(run.config.train.batch_size) * cfg.seq_len
     summary["train_tokens_per_s"] = round(tokens / max(wall_s, 1e-9), 1)
     summary["plot"] = os.path.join(workdir, "loss.png")
-    plot_losses(metrics_path, summary["plot"], title=f"{cfg.name} on {data.corpus.name}")
     summary["sample"] = sample_text(run)
     if jax.process_index() == 0:
+        plot_losses(metrics_path, summary["plot"], title=f"{cfg.name} on {data.corpus.name}")
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         print(
@@ -74,7 +76,7 @@ def final_report(run, *, steps_run: int, wall_s: float, preempted: bool = False)
 def sample_text(run) -> str:
     """A short continuation of `config.sample.prompt` from the trained parameters."""
     sample = run.config.get("sample", ml_collections.ConfigDict())
-    model = nnx.merge(run.graphdef, jax.device_get(run.state["params"]))
+    model = nnx.merge(run.graphdef, fetch(run.state["params"]))
     prompt = jnp.asarray(run.data.tokenizer.encode(sample.get("prompt", "The")))[None]
     out = generate_recompute(
         model, prompt, int(sample.get("num_tokens", 200)),
