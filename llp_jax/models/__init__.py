@@ -13,7 +13,18 @@ from llp_jax.models.presets import paper_llp, tiny
 from llp_jax.models.registry import MODELS, abstract_model, build, count_params
 
 __all__ = [
-    "LATENT_MODELS", "MODEL_NAMES", "MODELS", "ConfigError", "LanguageModel", "MaskSpec",
-    "ModelConfig", "abstract_model", "attend", "build", "code_faithful", "count_params",
-    "paper_llp", "tiny",
+    "LATENT_MODELS",
+    "MODEL_NAMES",
+    "MODELS",
+    "ConfigError",
+    "LanguageModel",
+    "MaskSpec",
+    "ModelConfig",
+    "abstract_model",
+    "attend",
+    "build",
+    "code_faithful",
+    "count_params",
+    "paper_llp",
+    "tiny",
 ]

@@ -95,6 +95,27 @@ class LanguageModel(nnx.Module):
         """Logits [B, P, V] for the loss positions loss_offset(T)..T-1; rng enables dropout."""
         return self.logits(self.hidden(self.embed_tokens(tokens_BxT), rng))
 
+    def run_self_attention(self, x_BxTxD: jax.Array, mask, rng, **block_kwargs) -> jax.Array:
+        """Every layer: all T positions attend to each other under `mask` (one MaskSpec, or one
+        per head group). The body of transformer, s2attn and enhanced_v1/v2."""
+        pos = positions(0, x_BxTxD.shape[1])
+
+        def layer(first: bool) -> LayerFn:
+            def fn(block, x, _, r):
+                return block(
+                    x,
+                    mask,
+                    q_pos=pos,
+                    k_pos=pos,
+                    use_rope=self.rope_in(first),
+                    rng=r,
+                    **block_kwargs,
+                )
+
+            return fn
+
+        return self.run_layers(x_BxTxD, layer(True), layer(False), rng)[0]
+
     def run_layers(self, x, first_fn: LayerFn, rest_fn: LayerFn, rng, layer_aux=(None, None)):
         """Applies first_fn to layer 1 and rest_fn to layers 2..L (scanned).
 

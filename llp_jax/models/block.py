@@ -94,8 +94,15 @@ class Block(nnx.Module):
             k = jnp.concatenate([kv_prefix[0].astype(k.dtype), k], axis=1)
             v = jnp.concatenate([kv_prefix[1].astype(v.dtype), v], axis=1)
         o_BxQxHxD = attend(
-            q, k, v, mask, q_pos=q_pos, k_pos=k_pos, impl=cfg.attention_impl,
-            dropout_rate=cfg.dropout, rng=rng_attn,
+            q,
+            k,
+            v,
+            mask,
+            q_pos=q_pos,
+            k_pos=k_pos,
+            impl=cfg.attention_impl,
+            dropout_rate=cfg.dropout,
+            rng=rng_attn,
         )
         residual = x_BxTxD[:, x_BxTxD.shape[1] - q.shape[1] :]
         if compress_history:

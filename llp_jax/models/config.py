@@ -138,7 +138,9 @@ class ModelConfig:
             if not ok:
                 raise ConfigError(f"model.{msg}")
 
-        need(self.name in MODEL_NAMES, f"name={self.name!r} is unknown; choose one of {MODEL_NAMES}")
+        need(
+            self.name in MODEL_NAMES, f"name={self.name!r} is unknown; choose one of {MODEL_NAMES}"
+        )
         for field in ("vocab_size", "seq_len", "num_layers", "d_model", "num_heads", "mlp_ratio"):
             need(getattr(self, field) >= 1, f"{field}={getattr(self, field)} must be >= 1")
         need(
@@ -159,8 +161,9 @@ class ModelConfig:
             value = getattr(self, field)
             need(value in allowed, f"{field}={value!r} must be one of {allowed}")
         need(
-            self.rope_layers == "first" or self.head_dim % 2 == 0,
-            f"head_dim={self.head_dim} (d_model/num_heads) must be even for RoPE",
+            self.head_dim % 2 == 0,
+            f"num_heads={self.num_heads}: head_dim = d_model/num_heads = {self.head_dim} must be "
+            "even for RoPE (layer 1 always rotates)",
         )
         if self.name in LATENT_MODELS:
             need(

@@ -10,7 +10,7 @@ position, and applies RoPE in every layer.
 from __future__ import annotations
 
 from llp_jax.models.attention import MaskSpec
-from llp_jax.models.base import LanguageModel, positions
+from llp_jax.models.base import LanguageModel
 
 
 class EnhancedV1(LanguageModel):
@@ -20,15 +20,5 @@ class EnhancedV1(LanguageModel):
         )
 
     def hidden(self, x_BxTxD, rng):
-        T = x_BxTxD.shape[1]
-        m = T - self.cfg.latent_len
-        pos, mask = positions(0, T), self.history_mask(m)
-
-        def layer(first):
-            def fn(block, x, _, r):
-                return block(x, mask, q_pos=pos, k_pos=pos, use_rope=self.rope_in(first), rng=r)
-
-            return fn
-
-        x, _ = self.run_layers(x_BxTxD, layer(True), layer(False), rng)
-        return x[:, m:]
+        m = x_BxTxD.shape[1] - self.cfg.latent_len
+        return self.run_self_attention(x_BxTxD, self.history_mask(m), rng)[:, m:]

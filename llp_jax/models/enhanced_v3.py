@@ -44,7 +44,12 @@ class EnhancedV3(EnhancedV1):
 
         def first_fn(block, x, _, r):
             return block(
-                x, mask, q_pos=pos, k_pos=pos, use_rope=self.rope_in(True), rng=r,
+                x,
+                mask,
+                q_pos=pos,
+                k_pos=pos,
+                use_rope=self.rope_in(True),
+                rng=r,
                 compress_history=m,
             )
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from llp_jax.models.attention import MaskSpec
-from llp_jax.models.base import LanguageModel, positions
+from llp_jax.models.base import LanguageModel
 from llp_jax.models.config import ConfigError
 
 # Streaming carry: keys and values of the previous k segments for layer 1 ([B, k*s, H, D] each)
@@ -38,16 +38,20 @@ class LLP(LanguageModel):
     def mask(self) -> MaskSpec:
         return MaskSpec(causal=True, block=self.cfg.segment_len, blocks_back=self.cfg.prev_segments)
 
-    def _layer(self, first: bool, q_pos, k_pos, streaming: bool):
+    def _stream_layer(self, first: bool, q_pos, k_pos):
         s = self.cfg.segment_len
 
         def fn(block, x, kv, r):
             y, (k_new, v_new) = block(
-                x, self.mask, q_pos=q_pos, k_pos=k_pos, use_rope=self.rope_in(first), rng=r,
-                kv_prefix=kv if streaming else None, first_out_len=s,
+                x,
+                self.mask,
+                q_pos=q_pos,
+                k_pos=k_pos,
+                use_rope=self.rope_in(first),
+                rng=r,
+                kv_prefix=kv,
+                first_out_len=s,
             )
-            if not streaming:
-                return y, None
             # Slide the window: drop the oldest segment, append this one.
             return y, (
                 jnp.concatenate([kv[0], k_new.astype(kv[0].dtype)], axis=1)[:, s:],
@@ -57,11 +61,8 @@ class LLP(LanguageModel):
         return fn
 
     def hidden(self, x_BxTxD, rng):
-        pos = positions(0, x_BxTxD.shape[1])
-        x, _ = self.run_layers(
-            x_BxTxD, self._layer(True, pos, pos, False), self._layer(False, pos, pos, False), rng
-        )
-        return x
+        s = self.cfg.segment_len
+        return self.run_self_attention(x_BxTxD, self.mask, rng, first_out_len=s)
 
     # ------------------------------------------------------------------ streaming form
     def init_stream(self, batch_size: int) -> StreamState:
@@ -87,8 +88,8 @@ class LLP(LanguageModel):
         x = self.embed_tokens(segment_BxS)
         x, (kv_first, kv_rest) = self.run_layers(
             x,
-            self._layer(True, q_pos, k_pos, True),
-            self._layer(False, q_pos, k_pos, True),
+            self._stream_layer(True, q_pos, k_pos),
+            self._stream_layer(False, q_pos, k_pos),
             rng,
             layer_aux=(state["first"], state["rest"]),
         )

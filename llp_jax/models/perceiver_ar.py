@@ -21,8 +21,13 @@ class PerceiverAR(LanguageModel):
 
         def cross(block, x, _, r):
             return block(
-                x, mask, q_pos=latent_pos, k_pos=all_pos, num_queries=l,
-                use_rope=self.rope_in(True), rng=r,
+                x,
+                mask,
+                q_pos=latent_pos,
+                k_pos=all_pos,
+                num_queries=l,
+                use_rope=self.rope_in(True),
+                rng=r,
             )
 
         def self_attn(block, x, _, r):

@@ -10,7 +10,7 @@ not wrap (the first and last shifted groups have G / 2 tokens), which keeps the 
 from __future__ import annotations
 
 from llp_jax.models.attention import MaskSpec
-from llp_jax.models.base import LanguageModel, positions
+from llp_jax.models.base import LanguageModel
 
 
 class S2Attn(LanguageModel):
@@ -20,14 +20,4 @@ class S2Attn(LanguageModel):
         return MaskSpec(causal=True, block=G), MaskSpec(causal=True, block=G, block_shift=G // 2)
 
     def hidden(self, x_BxTxD, rng):
-        pos = positions(0, x_BxTxD.shape[1])
-        masks = self.masks
-
-        def layer(first):
-            def fn(block, x, _, r):
-                return block(x, masks, q_pos=pos, k_pos=pos, use_rope=self.rope_in(first), rng=r)
-
-            return fn
-
-        x, _ = self.run_layers(x_BxTxD, layer(True), layer(False), rng)
-        return x
+        return self.run_self_attention(x_BxTxD, self.masks, rng)

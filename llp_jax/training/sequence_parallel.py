@@ -22,7 +22,7 @@ loss when the mesh does not split sequences.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ def sequence_axis(mesh: Mesh) -> str | None:
     if axis is None:
         return None
     if not isinstance(axis, str):
-        raise ValueError(f"'length' must map to one mesh axis for sequence parallelism, not {axis}")
+        raise TypeError(f"'length' must map to one mesh axis for sequence parallelism, not {axis}")
     return axis if mesh.shape[axis] > 1 else None
 
 
@@ -67,13 +67,23 @@ def _spec_axes(spec: PartitionSpec) -> tuple[str, ...]:
 
 def _inputs(spec_BxT: PartitionSpec, fn, rng, *args):
     """(fn, in_specs, args) for `shard_map`: args[0] (params) replicated, the rest [B, T] split
-    by `spec_BxT`, `rng` replicated if given (None is not a valid shard_map input)."""
+    by `spec_BxT`, `rng` replicated if given (None is not a valid shard_map input).
+
+    The wrapped `fn` gets a dropout key folded with its batch-shard index, so devices holding
+    different rows draw different masks (the model folds in the sequence-shard index itself).
+    """
     specs = (PartitionSpec(),) + (spec_BxT,) * (len(args) - 1)
     if rng is None:
-        wrapped = lambda *a: fn(*a, None)  # noqa: E731
-    else:
-        wrapped, args, specs = fn, (*args, rng), (*specs, PartitionSpec())
-    return wrapped, specs, args
+        return (lambda *a: fn(*a, None)), specs, args
+    batch_axes = _spec_axes(PartitionSpec(spec_BxT[0]))
+
+    def wrapped(*a):
+        *a, key = a
+        if batch_axes:
+            key = jax.random.fold_in(key, jax.lax.axis_index(batch_axes))
+        return fn(*a, key)
+
+    return wrapped, (*specs, PartitionSpec()), (*args, rng)
 
 
 def sequence_parallel_loss(graphdef: nnx.GraphDef, params: nnx.State, batch, rng, *, mesh: Mesh):
@@ -98,8 +108,6 @@ def sequence_parallel_loss(graphdef: nnx.GraphDef, params: nnx.State, batch, rng
 
     def local(params, inputs, targets, rng):
         model = nnx.merge(graphdef, params)
-        if rng is not None:  # different dropout masks for different rows
-            rng = jax.random.fold_in(rng, jax.lax.axis_index(_spec_axes(spec_BxT)))
         logits_BxTxV = logits_local(model, inputs, rng, axis=axis, num_shards=shards)
         nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets)
         return jax.lax.psum(nll_BxT.sum(), _spec_axes(spec_BxT))
@@ -125,8 +133,6 @@ def forward(model: nnx.Module, tokens_BxT: jax.Array, mesh: Mesh, *, rng=None) -
 
     def local(params, tokens, rng):
         model = nnx.merge(graphdef, params)
-        if rng is not None:
-            rng = jax.random.fold_in(rng, jax.lax.axis_index(_spec_axes(spec_BxT)))
         return logits_local(model, tokens, rng, axis=axis, num_shards=shards)
 
     fn, specs, args = _inputs(spec_BxT, local, rng, params, tokens_BxT)

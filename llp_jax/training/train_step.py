@@ -16,6 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from llp_jax.training import mesh as mesh_lib
+from llp_jax.training import sequence_parallel
 from llp_jax.training.optimizer import accumulate_gradients
 
 # {'step': int32[], 'params': nnx.State, 'opt_state': optax state, 'rng': uint32 key data,
@@ -77,8 +78,10 @@ def make_train_step(
 ):
     """A jitted `(state, batch) -> (state, metrics)`; the state is donated."""
 
+    loss = sequence_parallel.select_loss(mesh, next_token_loss)
+
     def loss_fn(params, batch, rng):
-        return next_token_loss(graphdef, params, batch, rng)
+        return loss(graphdef, params, batch, rng)
 
     def step_fn(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
@@ -120,8 +123,10 @@ def make_train_step(
 def make_eval_step(graphdef: nnx.GraphDef, mesh: Mesh, params_shardings: Any):
     """A jitted `(params, batch) -> {'nll_sum', 'tokens'}` without dropout."""
 
+    loss = sequence_parallel.select_loss(mesh, next_token_loss)
+
     def eval_fn(params, batch):
-        return next_token_loss(graphdef, params, batch, None)[1]
+        return loss(graphdef, params, batch, None)[1]
 
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(

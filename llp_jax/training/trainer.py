@@ -28,6 +28,7 @@ from llp_jax import models
 from llp_jax.errors import LLPError
 from llp_jax.data import Datasets, build_datasets, make_global_batch
 from llp_jax.training import mesh as mesh_lib
+from llp_jax.training import sequence_parallel
 from llp_jax.training import train_step as ts
 from llp_jax.training.checkpoint import Checkpointer
 from llp_jax.training.metrics import MetricsWriter, ProgressBar
@@ -92,6 +93,7 @@ def setup(
     model_cfg = models.ModelConfig.from_any({**dict(config.model), "vocab_size": 1 << 20})
     mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
     local_batch = check_batch(train, mesh)  # all config errors come before any data or compile
+    sequence_parallel.check_config(model_cfg, mesh)
     data = build_datasets(config.data, model_cfg.seq_len)
     model_cfg = resolve_model_config(config, data.tokenizer.vocab_size)
     os.makedirs(workdir, exist_ok=True)

@@ -1,0 +1,145 @@
+"""LLP's forward pass on one shard of a sequence split along its length (context parallelism).
+
+LLP's only cross-segment dependency is on the previous k segments, so a long sequence can be cut
+into contiguous runs of segments, one run per device. Per layer, a device needs only the keys and
+values of the last k segments of its left neighbour, which `jax.lax.ppermute` passes one step to
+the right (XLA's collective-permute): communication per layer is O(k * s), whatever n is, and no
+device ever holds the whole sequence. Device 0 receives zeros, and gives them negative positions,
+which `MaskSpec` never attends.
+
+Everything here runs *inside* `shard_map`, manual over the sequence axis: the input is the local
+run of tokens, and positions (for RoPE, the mask and the segment-0 output projection) are
+absolute, computed from `jax.lax.axis_index`. The layers go through `LanguageModel.run_layers`,
+so the scan over layers 2..L and its remat policy are the ones of the single-device model.
+`llp_jax/training/sequence_parallel.py` wraps this in `shard_map` for training and evaluation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llp_jax.models.attention import attend
+from llp_jax.models.block import Block
+from llp_jax.models.config import ConfigError, ModelConfig
+from llp_jax.models.layers import split_rng
+from llp_jax.models.llp import LLP
+
+
+def check_split(cfg: ModelConfig, seq_len: int, num_shards: int) -> int:
+    """Validates splitting `seq_len` tokens over `num_shards` devices; returns the local length.
+
+    Raises:
+      ConfigError: a non-llp model, a local length that is not whole segments, or fewer local
+        segments than the k previous segments a device must receive from one neighbour.
+    """
+    if cfg.name != "llp":
+        raise ConfigError(f"sequence parallelism needs model.name='llp', not {cfg.name!r}")
+    s, k = cfg.segment_len, cfg.prev_segments
+    if seq_len % (num_shards * s):
+        raise ConfigError(
+            f"sequence length {seq_len} must split into whole segments (segment_len={s}) over "
+            f"mesh.sequence={num_shards} devices"
+        )
+    local_segments = seq_len // (num_shards * s)
+    if local_segments < k:
+        raise ConfigError(
+            f"each of mesh.sequence={num_shards} devices holds {local_segments} segment(s) of "
+            f"sequence length {seq_len} but needs >= prev_segments={k}"
+        )
+    return seq_len // num_shards
+
+
+def _from_left_neighbour(x: jax.Array, axis: str, num_shards: int) -> jax.Array:
+    """Device i gets device i-1's `x`; device 0 gets zeros."""
+    return jax.lax.ppermute(x, axis, perm=[(i, i + 1) for i in range(num_shards - 1)])
+
+
+def _window_attention(model: LLP, q, k, v, k_left, v_left, offset, rng):
+    """Each local segment's queries against [its k previous segments ; itself].
+
+    The windows are built from the local keys preceded by the k received segments, so the cost
+    and memory are those of the single-device blocked path: O(T * (k + 1) * s), never O(T^2).
+
+    Args:
+      q, k, v: local queries, keys, values [B, T, H, D] at positions offset..offset+T-1.
+      k_left, v_left: the left neighbour's last k segments [B, k*s, H, D].
+      offset: absolute position of the first local token (traced).
+    """
+    cfg = model.cfg
+    s, back = cfg.segment_len, cfg.prev_segments
+    B, T, H, D = q.shape
+    c = T // s  # local segments
+    q_BxCxSxHxD = q.reshape(B, c, s, H, D)
+
+    # Extended keys: the k received segments, then the c local ones; window j = blocks j..j+k.
+    def window(left, local):
+        ext = jnp.concatenate([left.astype(local.dtype), local], axis=1)
+        ext = ext.reshape(B, c + back, s, H, D)
+        return jnp.concatenate([ext[:, j : j + c] for j in range(back + 1)], axis=2)
+
+    # Absolute positions; device 0's received keys fall below 0 and are masked out.
+    pos_ext = (offset - back * s + np.arange((c + back) * s, dtype=np.int32)).reshape(c + back, s)
+    q_pos_CxS = pos_ext[back:]
+    k_pos_CxW = jnp.concatenate([pos_ext[j : j + c] for j in range(back + 1)], axis=1)
+    k_BxCxWxHxD = window(k_left, k)
+    v_BxCxWxHxD = k_BxCxWxHxD if v is k else window(v_left, v)
+    o = attend(
+        q_BxCxSxHxD, k_BxCxWxHxD, v_BxCxWxHxD, model.mask, q_pos=q_pos_CxS, k_pos=k_pos_CxW,
+        impl="xla", dropout_rate=cfg.dropout, rng=rng,
+    )  # fmt: skip
+    return o.reshape(B, T, H, D)
+
+
+def _layer(model: LLP, first: bool, offset, axis: str, num_shards: int):
+    """A `run_layers` layer function: `Block.__call__` with the neighbour exchange inserted."""
+    cfg = model.cfg
+    s, back = cfg.segment_len, cfg.prev_segments
+
+    def fn(block: Block, x_BxTxD, _aux, rng):
+        rng_attn, rng_ff = split_rng(rng, 2)
+        T = x_BxTxD.shape[1]
+        pos_T = offset + jnp.arange(T, dtype=jnp.int32)
+        h = block.norm1(x_BxTxD)
+        q, k, v = block.attn.qkv(h, h, pos_T, pos_T, model.rope_in(first))
+        k_left = _from_left_neighbour(k[:, T - back * s :], axis, num_shards)
+        # Shared K = V (the authors' code): one exchange serves both.
+        v_left = k_left if v is k else _from_left_neighbour(v[:, T - back * s :], axis, num_shards)
+        o = _window_attention(model, q, k, v, k_left, v_left, offset, rng_attn)
+        out = block.attn.out(o, np.arange(T), 0)
+        if block.attn.separate_first_out:
+            # Segment 0 (only on device 0) has its own output projection: project just its rows.
+            first_rows = block.attn.out(o[:, :s], np.arange(s), s)
+            is_first = jax.lax.axis_index(axis) == 0
+            out = out.at[:, :s].set(jnp.where(is_first, first_rows, out[:, :s]))
+        y = x_BxTxD + out
+        y = y + block.ff(block.norm2(y), rng_ff)
+        return y, None
+
+    return fn
+
+
+def hidden_local(model: LLP, x_BxTxD: jax.Array, rng, *, axis: str, num_shards: int):
+    """The last layer's output for this device's run of positions (call inside `shard_map`).
+
+    Args:
+      model: the LLP model (parameters replicated over `axis`).
+      x_BxTxD: embeddings of the local tokens, T = n / num_shards positions.
+      rng: dropout key or None; each device folds in its index so masks differ across devices.
+      axis: the manual mesh axis the sequence is split over.
+      num_shards: its size.
+    """
+    index = jax.lax.axis_index(axis)
+    offset = index * x_BxTxD.shape[1]
+    rng = None if rng is None else jax.random.fold_in(rng, index)
+    first = _layer(model, True, offset, axis, num_shards)
+    rest = _layer(model, False, offset, axis, num_shards)
+    x, _ = model.run_layers(x_BxTxD, first, rest, rng)
+    return x
+
+
+def logits_local(model: LLP, tokens_BxT: jax.Array, rng=None, *, axis: str, num_shards: int):
+    """Logits [B, T, V] for this device's run of T = n / num_shards tokens (inside `shard_map`)."""
+    x = model.embed_tokens(tokens_BxT)
+    return model.logits(hidden_local(model, x, rng, axis=axis, num_shards=num_shards))
