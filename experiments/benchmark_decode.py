@@ -1,0 +1,127 @@
+"""Decoding speed: LLP's streaming segment cache vs recomputing the full window for every token.
+
+  python -m experiments.benchmark_decode                       # n = 2048, writes the table below
+  python -m experiments.benchmark_decode --seq_len=512 --models=llp,transformer,perceiver_ar
+
+Recomputing the window is what the authors' code does: every new token re-runs the model on the
+last n tokens. The cached decoders do one token's work per step (LLP: attention to at most
+(k + 1) * s cached keys per layer). Each decoder starts from a prompt of n tokens (a full window:
+the steady state) and the figure is the marginal rate, (G2 - G1) / (t(G2) - t(G1)), of two
+compiled, warmed-up generations of G1 and G2 tokens, so prompt processing and compilation are
+excluded; each time is the fastest of --repeats runs. Untrained weights: the speed does not depend on them. Writes
+experiments/results/decode_benchmark.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from llp_jax import models
+from llp_jax.evaluation import sampling
+
+_SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "n, the model's window.")
+_SEGMENTS = flags.DEFINE_integer("segments", 8, "S: LLP segments per window (s = n / S).")
+_D_MODEL = flags.DEFINE_integer("d_model", 128, "Width.")
+_LAYERS = flags.DEFINE_integer("num_layers", 4, "Layers.")
+_MODELS = flags.DEFINE_list("models", ["llp"], "Models to time (llp, transformer, perceiver_ar).")
+_CACHED = flags.DEFINE_list("cached_tokens", ["64", "576"], "G1, G2 for the cached decoders.")
+_RECOMPUTE = flags.DEFINE_list("recompute_tokens", ["4", "20"], "G1, G2 for recompute.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per point; the fastest counts.")
+_OUT = flags.DEFINE_string("out", "experiments/results/decode_benchmark.md", "Markdown output.")
+
+
+def model_config(name: str) -> models.ModelConfig:
+    n = _SEQ_LEN.value
+    return models.ModelConfig(
+        name=name,
+        vocab_size=259,
+        seq_len=n,
+        num_layers=_LAYERS.value,
+        d_model=_D_MODEL.value,
+        num_heads=4,
+        segment_len=n // _SEGMENTS.value if name == "llp" else 0,
+        latent_len=n // 8 if name in models.LATENT_MODELS else 0,
+    ).validate()
+
+
+def timed_generate(model, prompt, num_new: int, method: str) -> tuple[float, np.ndarray]:
+    """Seconds for one generation (the fastest of --repeats runs after a compiling warm-up: this
+    machine may be shared), and its tokens."""
+    run = lambda: sampling.generate(model, prompt, num_new, 0, method=method, temperature=0.0)
+    out = jax.block_until_ready(run())
+    times = []
+    for _ in range(_REPEATS.value):
+        t = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - t)
+    return min(times), np.asarray(out)
+
+
+def marginal_rate(model, prompt, method: str, counts) -> tuple[float, np.ndarray]:
+    g1, g2 = (int(c) for c in counts)
+    t1, _ = timed_generate(model, prompt, g1, method)
+    t2, out = timed_generate(model, prompt, g2, method)
+    return (g2 - g1) / max(t2 - t1, 1e-9), out
+
+
+def main(argv):
+    del argv
+    n = _SEQ_LEN.value
+    prompt = np.random.default_rng(0).integers(0, 256, size=(1, n)).astype(np.int32)
+    rows = []
+    for name in _MODELS.value:
+        cfg = model_config(name)
+        model = models.build(cfg, seed=0)
+        cached, out_c = marginal_rate(model, prompt, "cached", _CACHED.value)
+        recompute, out_r = marginal_rate(model, prompt, "recompute", _RECOMPUTE.value)
+        # Both see the same n-token window for the first new token.
+        assert out_c[0, n] == out_r[0, n], "cached and recompute disagree on the first token"
+        detail = {
+            "llp": f"s={cfg.segment_len}, cache {2 * cfg.segment_len} keys/layer",
+            "transformer": "KV cache of every position",
+            "perceiver_ar": f"l={cfg.latent_len}, refill every l tokens",
+        }.get(name, "")
+        rows.append((name, detail, cached, recompute))
+        print(
+            f"{name}: cached {cached:,.1f} tok/s, recompute {recompute:,.2f} tok/s, "
+            f"speed-up {cached / recompute:,.1f}x"
+        )
+    params = models.count_params(model_config(_MODELS.value[0]))
+    lines = [
+        "# Decoding speed: cached decoders vs recomputing the window per token",
+        "",
+        (
+            f"Command: `python -m experiments.benchmark_decode --seq_len={n} "
+            f"--models={','.join(_MODELS.value)}`"
+        ),
+        "",
+        (
+            f"n = {n}, d = {_D_MODEL.value}, L = {_LAYERS.value}, H = 4, byte vocabulary (259); "
+            f"{params:,} parameters ({_MODELS.value[0]}); batch 1, greedy, float32; prompt of n "
+            "tokens; marginal tokens/s between "
+            f"{'/'.join(_CACHED.value)} (cached) and {'/'.join(_RECOMPUTE.value)} (recompute) new "
+            f"tokens. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
+            f"cores, jax {jax.__version__} on {jax.devices()[0].platform}; 1-minute load average "
+            f"{os.getloadavg()[0]:.1f} at the end (a shared machine: other jobs slow both columns)."
+        ),
+        "",
+        "| model | cached decoder | cached tok/s | recompute tok/s | speed-up |",
+        "|---|---|---|---|---|",
+        *[f"| {m} | {d} | {c:,.1f} | {r:,.2f} | {c / r:,.1f}x |" for m, d, c, r in rows],
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,73 @@
+"""Perplexity of a trained model (or an untrained one from a config) under the three protocols.
+
+  python -m experiments.evaluate --workdir=workdir/demo
+  python -m experiments.evaluate --workdir=workdir/demo --split=test --protocols=standard,paper \
+      --stride=64 --out=experiments/results/demo_test.json
+  python -m experiments.evaluate --config=llp_jax/configs/tiny.py:perceiver_ar --max_tokens=4096
+
+Protocols: 'standard' (every target once, longest context the window allows; the default),
+'paper' (the authors': windows of n + 1 every n / 2, mean of window means), 'stream' (llp only:
+the scan form over the whole stream, unbounded context). Prints a table; writes JSON to --out
+(default <workdir>/eval_<split>.json when a workdir is given).
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from llp_jax.errors import LLPError
+from llp_jax.evaluation import runner
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: the data settings, and the model if there is no workdir."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its newest checkpoint).")
+_STEP = flags.DEFINE_integer("step", None, "Evaluate this checkpoint step instead of the newest.")
+_SPLIT = flags.DEFINE_enum("split", "validation", ["train", "validation", "test"], "Split.")
+_PROTOCOLS = flags.DEFINE_list(
+    "protocols", None, "standard, paper, stream (default: all that apply to the model)."
+)
+_WINDOW = flags.DEFINE_integer("window", None, "Window n (default model seq_len; stream: chunk).")
+_STRIDE = flags.DEFINE_integer("stride", None, "Standard protocol stride (default n/2, <= l).")
+_PAPER_STRIDE = flags.DEFINE_integer("paper_stride", None, "Paper protocol stride (default n/2).")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Windows per forward pass.")
+_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 0, "Evaluate only the first tokens (0 = all).")
+_OUT = flags.DEFINE_string("out", None, "JSON output path.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value)
+        results = runner.evaluate(
+            setup,
+            split=_SPLIT.value,
+            protocols=_PROTOCOLS.value,
+            window=_WINDOW.value,
+            stride=_STRIDE.value,
+            paper_stride=_PAPER_STRIDE.value,
+            batch_size=_BATCH.value,
+            max_tokens=_MAX_TOKENS.value,
+        )
+    except LLPError as e:  # bad flags, config, data or checkpoint: one line, no traceback
+        sys.exit(f"error: {e}")
+    print(
+        f"{setup.config.name} ({setup.source}) on {setup.data.corpus.name} {_SPLIT.value}, "
+        f"tokenizer {setup.data.tokenizer.name}"
+    )
+    print(runner.format_table(results))
+    out = _OUT.value
+    if out is None and _WORKDIR.value:
+        out = os.path.join(_WORKDIR.value, f"eval_{_SPLIT.value}.json")
+    if out:
+        runner.write_json(out, setup, _SPLIT.value, results)
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,63 @@
+"""Samples continuations of a prompt from a trained model.
+
+  python -m experiments.sample --workdir=workdir/demo --prompt="It is a truth" \
+      --max_new_tokens=400 --temperature=0.8 --top_k=40
+
+The decoder is the model's cached one where it has one (llp: the streaming segment cache, which
+runs past n indefinitely; transformer: KV cache; perceiver_ar: the latent-block cache), else
+(enhanced_v1..v3) recomputing the window; --method=recompute forces the latter.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from llp_jax.errors import LLPError
+from llp_jax.evaluation import runner
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config (data settings; no workdir: an untrained model)."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its newest checkpoint).")
+_PROMPT = flags.DEFINE_string("prompt", "It is a truth universally acknowledged", "Prompt text.")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate.")
+_NUM = flags.DEFINE_integer("num_samples", 1, "Continuations to draw (one batch).")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 = greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = all).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass (1 = all).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_STOP_ID = flags.DEFINE_integer("stop_id", None, "Stop a sample at this token id.")
+_METHOD = flags.DEFINE_enum("method", "auto", ["auto", "cached", "recompute"], "Decoder.")
+_SLIDE = flags.DEFINE_integer("slide", None, "perceiver_ar: window advance when full (default l).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        setup = runner.setup(_WORKDIR.value, _CONFIG.value)
+        texts = runner.sample(
+            setup,
+            _PROMPT.value,
+            max_new_tokens=_MAX_NEW.value,
+            num_samples=_NUM.value,
+            temperature=_TEMPERATURE.value,
+            top_k=_TOP_K.value,
+            top_p=_TOP_P.value,
+            seed=_SEED.value,
+            stop_id=_STOP_ID.value,
+            method=_METHOD.value,
+            slide=_SLIDE.value,
+        )
+    except LLPError as e:  # bad flags, config, data or checkpoint: one line, no traceback
+        sys.exit(f"error: {e}")
+    print(f"{setup.config.name} ({setup.source})")
+    for i, text in enumerate(texts):
+        print(f"--- sample {i}\n{text}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,343 @@
+"""Decoders: how a model turns "feed token c" into the logits of token c + 1, cached or not.
+
+Generation and teacher-forced decoding (`sampling.generate`, `sampling.decode_logits`) work on one
+token buffer `buf_BxN`; a decoder says where the prompt sits in it (`offset`: pads before it), which
+token is fed first, what state it carries, and how one step runs. Decoders are frozen dataclasses,
+so they are static arguments of the jitted loops (one compile per scheme and shape).
+
+Three schemes, all built from the models' public pieces (`embed_tokens`, `first_block`, the stacked
+`blocks` via `run_layers`, `logits`) and the unchanged `Block.__call__` with a `kv_prefix`:
+
+  * `RingCache` (llp, transformer, s2attn): per layer a fixed number of key/value slots plus one
+    array of their absolute positions (-1 = empty). Position p lives in slot p % slots; the
+    attention mask is the model's own position-based `MaskSpec`, so a slot whose position the mask
+    rejects (a segment too far back) is simply never attended. For LLP, slots = (k + 1) * s: the
+    previous k segments and the current partial one; writing position p overwrites p - (k+1)s,
+    which is exactly "shift current -> previous at each segment boundary" without moving memory.
+    Memory per step is independent of how many tokens came before, and decoding never stops at n.
+    The transformer keeps every position (slots = buffer length: a standard KV cache, positions
+    past the training length use RoPE beyond n); S^2-Attn needs only the last G positions.
+    Logits equal the parallel forward's on the same prefix (the models are causal and absolute).
+  * `LatentCache` (perceiver_ar, as in the Perceiver AR paper): a window of n tokens whose latent
+    block (the last l positions) is filled one token at a time: layer 1's keys/values of the whole
+    window and the upper layers' keys/values of the filled latents are cached. When the window is
+    full it slides by `slide` tokens and is refilled with one full forward (which also recomputes
+    the latents that stay). Logits equal the full forward of the current window; slide = l costs
+    one window forward per l tokens, slide = 1 is exactly the recompute decoder.
+  * `Recompute` (any model; the only one for enhanced_v1..v3, whose bidirectional history in the
+    code-faithful preset changes with every new token): re-runs the model on the last n tokens for
+    every token. 'right' alignment (causal all-position models) runs on the unpadded prefix while
+    it is shorter than n, as the authors' code does; 'left' left-pads to n (latent models, whose
+    scored block must end at the newest token).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.models.attention import MaskSpec
+from llp_jax.models.config import ModelConfig
+
+CACHED_MODELS = ("llp", "transformer", "s2attn", "perceiver_ar")
+
+
+def _write_slot(cache: jax.Array, new: jax.Array, slot, axis: int) -> jax.Array:
+    """Writes one position's keys or values (length 1 along `axis`) into slot `slot`."""
+    return jax.lax.dynamic_update_slice_in_dim(cache, new.astype(cache.dtype), slot, axis=axis)
+
+
+def _token_at(buf_BxN: jax.Array, c) -> jax.Array:
+    return jax.lax.dynamic_slice_in_dim(buf_BxN, c, 1, axis=1)  # [B, 1]
+
+
+def _empty_caches(model, batch: int, slots: int, dtype):
+    """Zero (k, v) for layer 1 [B, W, H, D] and layers 2..L stacked [L-1, B, W, H, D]."""
+    cfg = model.cfg
+    shape = (batch, slots, cfg.num_heads, cfg.head_dim)
+    first = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    rest = cfg.num_layers - 1
+    stacked = jnp.zeros((rest, *shape), dtype) if rest else None
+    return first, (stacked, stacked) if rest else None
+
+
+def _cached_layers(model, x_Bx1xD, masks, q_pos, k_pos, slot, first_out_len, caches):
+    """Runs one token through every layer against cached keys/values and writes its own.
+
+    `masks`, `k_pos` and `slot` are pairs: (layer 1, layers 2..L). The new keys/values leave the
+    layer scan as small [.., 1, H, D] outputs and are written into the carried caches afterwards,
+    so a step copies no cache (writing inside the scan would restack every layer's cache).
+    Returns (h_Bx1xD, caches).
+    """
+
+    def layer(first: bool):
+        def fn(block, x, kv, _):
+            i = 0 if first else 1
+            return block(
+                x,
+                masks[i],
+                q_pos=q_pos,
+                k_pos=k_pos[i],
+                use_rope=model.rope_in(first),
+                kv_prefix=kv,
+                first_out_len=first_out_len,
+            )
+
+        return fn
+
+    h, (new_first, new_rest) = model.run_layers(
+        x_Bx1xD, layer(True), layer(False), None, layer_aux=caches
+    )
+    first = tuple(_write_slot(c, n, slot[0], axis=1) for c, n in zip(caches[0], new_first))
+    if caches[1] is None:
+        return h, (first, None)
+    rest = tuple(_write_slot(c, n, slot[1], axis=2) for c, n in zip(caches[1], new_rest))
+    return h, (first, rest)
+
+
+@dataclasses.dataclass(frozen=True)
+class RingCache:
+    """Key/value ring of `slots` positions per layer (0 = one slot per buffer position).
+
+    Attributes:
+      slots: cache size W; LLP (k + 1) * s, S^2-Attn G, transformer 0 (= everything).
+    """
+
+    slots: int = 0
+
+    offset = 0  # buffer index of the first prompt token
+    tail = 0  # buffer slots needed after the last token
+
+    def first_fed(self, prompt_len: int) -> int:
+        del prompt_len
+        return 0  # the prompt is fed token by token (its logits are simply not sampled)
+
+    def init(self, model, buf_BxN: jax.Array, c0):
+        del c0
+        W = self.slots or buf_BxN.shape[1]
+        return _empty_caches(model, buf_BxN.shape[0], W, model.dtype), jnp.full((W,), -1, jnp.int32)
+
+    def step(self, model, state, buf_BxN: jax.Array, c):
+        caches, slot_pos_W = state
+        W = slot_pos_W.shape[0]
+        p = jnp.asarray(c, jnp.int32)
+        slot = p % W
+        # The slot about to be overwritten holds p - W: never visible, but say so explicitly.
+        visible_W = jnp.where(jnp.arange(W) == slot, -1, slot_pos_W)
+        q_pos = p[None]
+        k_pos = jnp.concatenate([visible_W, q_pos])
+        masks = _all_position_masks(model)
+        first_out_len = model.cfg.segment_len if model.cfg.name == "llp" else 0
+        h, caches = _cached_layers(
+            model,
+            model.embed_tokens(_token_at(buf_BxN, c)),
+            (masks, masks),
+            q_pos,
+            (k_pos, k_pos),
+            (slot, slot),
+            first_out_len,
+            caches,
+        )
+        return model.logits(h)[:, 0], (caches, slot_pos_W.at[slot].set(p))
+
+
+def _all_position_masks(model):
+    name = model.cfg.name
+    if name == "llp":
+        return model.mask
+    if name == "s2attn":
+        return model.masks
+    if name == "transformer":
+        return MaskSpec(causal=True)
+    raise EvaluationError(f"RingCache supports llp, transformer and s2attn, not {name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentCache:
+    """PerceiverAR decoding with a cached window whose latent block fills token by token.
+
+    The window always starts so that the first fed token is its last position; whenever the window
+    is full it advances by `slide` (1 <= slide <= l) and is refilled by one forward pass.
+
+    Attributes:
+      window: n, the model's input length.
+      latent_len: l.
+      slide: tokens the window advances when full (l: one refill per l tokens).
+    """
+
+    window: int
+    latent_len: int
+    slide: int
+
+    @property
+    def offset(self) -> int:
+        return self.window  # n pads before the prompt, like the recompute decoder's left padding
+
+    @property
+    def tail(self) -> int:
+        return self.window  # a refilled window reaches up to l - 1 tokens past the fed one
+
+    def first_fed(self, prompt_len: int) -> int:
+        return self.offset + prompt_len - 1
+
+    def refill(self, model, buf_BxN: jax.Array, start):
+        """Caches of every layer for the window buf[start : start + n] (one full forward)."""
+        n, l = self.window, self.latent_len
+        x = model.embed_tokens(jax.lax.dynamic_slice_in_dim(buf_BxN, start, n, axis=1))
+        all_pos, latent_pos = np.arange(n, dtype=np.int32), np.arange(n - l, n, dtype=np.int32)
+        mask = MaskSpec(causal=True)
+
+        def cross(block, h, _, r):
+            return block(
+                h,
+                mask,
+                q_pos=latent_pos,
+                k_pos=all_pos,
+                num_queries=l,
+                use_rope=model.rope_in(True),
+                rng=r,
+            )
+
+        def self_attn(block, h, _, r):
+            return block(
+                h, mask, q_pos=latent_pos, k_pos=latent_pos, use_rope=model.rope_in(False), rng=r
+            )
+
+        _, caches = model.run_layers(x, cross, self_attn, None)
+        return caches
+
+    def init(self, model, buf_BxN: jax.Array, c0):
+        start = jnp.asarray(c0 - (self.window - 1), jnp.int32)
+        return start, self.refill(model, buf_BxN, start)
+
+    def step(self, model, state, buf_BxN: jax.Array, c):
+        start, caches = state
+        n, l = self.window, self.latent_len
+        m = n - l
+        full = c - start >= n
+        start = jnp.where(full, start + self.slide, start)
+        caches = jax.lax.cond(full, lambda: self.refill(model, buf_BxN, start), lambda: caches)
+        r = jnp.asarray(c - start, jnp.int32)  # window position of the fed token, in [m, n)
+        q_pos = r[None]
+        all_pos, latent_pos = jnp.arange(n, dtype=jnp.int32), jnp.arange(m, n, dtype=jnp.int32)
+        k_pos = (
+            jnp.concatenate([jnp.where(all_pos < r, all_pos, -1), q_pos]),
+            jnp.concatenate([jnp.where(latent_pos < r, latent_pos, -1), q_pos]),
+        )
+        mask = MaskSpec(causal=True)
+        h, caches = _cached_layers(
+            model,
+            model.embed_tokens(_token_at(buf_BxN, c)),
+            (mask, mask),
+            q_pos,
+            k_pos,
+            (r, r - m),
+            0,
+            caches,
+        )
+        return model.logits(h)[:, 0], (start, caches)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recompute:
+    """Re-runs the model on the last `window` tokens for every token (what the authors' code does).
+
+    Attributes:
+      window: n.
+      align: 'right' = the unpadded prefix while shorter than n (models scoring every position);
+        'left' = left-padded to n, the newest token always last (any model).
+    """
+
+    window: int
+    align: str = "left"
+
+    @property
+    def offset(self) -> int:
+        return self.window if self.align == "left" else 0
+
+    @property
+    def tail(self) -> int:
+        return self.window if self.align == "right" else 0  # the first windows reach past c
+
+    def first_fed(self, prompt_len: int) -> int:
+        return self.offset + prompt_len - 1
+
+    def init(self, model, buf_BxN: jax.Array, c0):
+        del model, buf_BxN, c0
+        return ()
+
+    def step(self, model, state, buf_BxN: jax.Array, c):
+        n = self.window
+        start = jnp.maximum(c - (n - 1), 0)
+        ctx_BxN = jax.lax.dynamic_slice_in_dim(buf_BxN, start, n, axis=1)
+        h_BxPxD = model.hidden(model.embed_tokens(ctx_BxN), None)
+        # Hidden states cover positions loss_offset(n)..n-1; the fed token is at c - start.
+        index = c - start - model.loss_offset(n)
+        h_Bx1xD = jax.lax.dynamic_slice_in_dim(h_BxPxD, index, 1, axis=1)
+        return model.logits(h_Bx1xD)[:, 0], state
+
+
+Decoder = RingCache | LatentCache | Recompute
+
+
+def make_decoder(
+    cfg: ModelConfig,
+    method: str = "auto",
+    *,
+    window: int | None = None,
+    slide: int | None = None,
+    align: str = "auto",
+) -> Decoder:
+    """The decoder for a model config.
+
+    Args:
+      cfg: the model's config.
+      method: 'auto' (cached where the model has a cache, else recompute), 'cached', 'recompute'.
+      window: recompute / PerceiverAR window (default cfg.seq_len).
+      slide: PerceiverAR window advance when full (default latent_len).
+      align: recompute alignment: 'auto' (right for models that score every position), 'left',
+        'right'.
+
+    Raises:
+      ValueError: an impossible combination (one line).
+    """
+    n = window or cfg.seq_len
+    if method == "auto":
+        method = "cached" if cfg.name in CACHED_MODELS else "recompute"
+    if method == "recompute":
+        scores_all = cfg.loss_offset == 0
+        if align == "auto":
+            align = "right" if scores_all else "left"
+        if align not in ("left", "right"):
+            raise EvaluationError(f"align={align!r} must be 'auto', 'left' or 'right'")
+        if align == "right" and not scores_all:
+            raise EvaluationError(
+                f"align='right' needs a model scoring every position, not {cfg.name}"
+            )
+        if cfg.name == "enhanced_v3" and n != cfg.seq_len:
+            raise EvaluationError(
+                f"enhanced_v3 runs only on windows of seq_len={cfg.seq_len}, not {n}"
+            )
+        return Recompute(window=n, align=align)
+    if method != "cached":
+        raise EvaluationError(f"method={method!r} must be 'auto', 'cached' or 'recompute'")
+    if cfg.name == "llp":
+        return RingCache(slots=(cfg.prev_segments + 1) * cfg.segment_len)
+    if cfg.name == "s2attn":
+        return RingCache(slots=cfg.group)
+    if cfg.name == "transformer":
+        return RingCache(slots=0)
+    if cfg.name == "perceiver_ar":
+        l = cfg.latent_len
+        slide = l if slide is None else slide
+        if not 1 <= slide <= l:
+            raise EvaluationError(f"slide={slide} must be in [1, latent_len={l}]")
+        return LatentCache(window=n, latent_len=l, slide=slide)
+    raise EvaluationError(
+        f"{cfg.name} has no cached decoder (its history block is recomputed for every new token); "
+        "use method='recompute'"
+    )

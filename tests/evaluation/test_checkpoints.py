@@ -1,0 +1,157 @@
+"""Loading workdirs: parameters round-trip, one-line errors for a missing checkpoint or a different
+model config, and the evaluate / sample entry points on a checkpoint written by the trainer."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from llp_jax import models as M
+from llp_jax.configs import tiny
+from llp_jax.evaluation import checkpoints, runner
+from llp_jax.training.checkpoint import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _save_fresh(workdir, cfg: M.ModelConfig, step: int = 3):
+    model = M.build(cfg, seed=5)
+    with Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False) as ckpt:
+        ckpt.save(
+            step, {"params": nnx.split(model)[1]}, meta={"model": M.config.as_dict(cfg)}, force=True
+        )
+    return model
+
+
+def test_params_round_trip(tmp_path):
+    cfg = M.tiny("perceiver_ar", faithful=True).replace(dropout=0.0)
+    saved = _save_fresh(str(tmp_path), cfg)
+    loaded = checkpoints.load_model(str(tmp_path))
+    assert (loaded.step, loaded.config) == (3, cfg)
+    tokens = np.arange(2 * 128).reshape(2, 128) % 256
+    np.testing.assert_array_equal(np.asarray(loaded.model(tokens)), np.asarray(saved(tokens)))
+
+
+def test_no_checkpoint_is_a_one_line_error(tmp_path):
+    with pytest.raises(checkpoints.NoCheckpointError) as e:
+        checkpoints.load_model(str(tmp_path / "nothing_here"))
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+    assert "no checkpoint in" in str(e.value)
+
+
+def test_a_different_model_config_is_a_one_line_error(tmp_path):
+    cfg = M.tiny("llp")
+    _save_fresh(str(tmp_path), cfg)
+    with pytest.raises(checkpoints.ConfigMismatchError) as e:
+        checkpoints.load_model(str(tmp_path), model_config=cfg.replace(num_layers=3, d_model=32))
+    msg = str(e.value)
+    assert isinstance(e.value, ValueError) and "\n" not in msg
+    assert "num_layers=2 (checkpoint) vs 3 (config)" in msg and "d_model=64" in msg
+    # Execution knobs may differ; vocab_size 0 means "the checkpoint's".
+    ok = checkpoints.load_model(
+        str(tmp_path),
+        model_config=dict(
+            M.config.as_dict(cfg), vocab_size=0, remat="full", attention_impl="reference"
+        ),
+    )
+    assert (ok.config.remat, ok.config.attention_impl) == ("full", "reference")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-step tiny LLP trained by the real trainer on a small text file."""
+    from llp_jax.training.trainer import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("run")
+    rng = random.Random(0)
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "a",
+        "mat",
+        "and",
+        "a",
+        "dog",
+        "ran",
+        "far",
+        "away",
+        "to",
+        "the",
+        "house",
+        "by",
+        "the",
+        "river",
+    ]
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choices(words, k=12)) for _ in range(800)) + "\n")
+    config = tiny.get_config("llp")
+    config.data.corpus = str(corpus)
+    config.train.update(num_steps=2, eval_every=2, checkpoint_every=2, log_every=1, eval_batches=1)
+    config.sample.num_tokens = 4
+    workdir = str(root / "wd")
+    train_and_evaluate(config, workdir)
+    return config, workdir
+
+
+def test_evaluate_and_sample_a_trained_workdir(trained):
+    config, workdir = trained
+    setup = runner.setup(workdir, config)
+    assert setup.source.startswith("checkpoint step 2")
+    results = runner.evaluate(setup, protocols=["standard", "stream"], max_tokens=700)
+    for r in results:
+        assert r.num_scored == 699 and np.isfinite(r.perplexity)
+        assert r.bits_per_byte is not None and r.word_perplexity is not None
+    text = runner.sample(setup, "the cat", max_new_tokens=12, temperature=0.0)[0]
+    assert text.startswith("the cat")
+    path = os.path.join(workdir, "eval.json")
+    runner.write_json(path, setup, "validation", results)
+    with open(path) as f:
+        assert [r["protocol"] for r in json.load(f)["results"]] == ["standard", "stream"]
+
+
+def test_entry_points(trained, tmp_path):
+    config, workdir = trained
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    common = ["--config=llp_jax/configs/tiny.py:llp", f"--config.data.corpus={config.data.corpus}"]
+    run = lambda mod, *args: subprocess.run(
+        [sys.executable, "-m", mod, *common, *args],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = tmp_path / "e.json"
+    ev = run(
+        "experiments.evaluate",
+        f"--workdir={workdir}",
+        "--protocols=standard",
+        "--max_tokens=300",
+        f"--out={out}",
+    )
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert "| standard | 128 |" in ev.stdout and json.loads(out.read_text())["results"]
+    sm = run(
+        "experiments.sample",
+        f"--workdir={workdir}",
+        "--prompt=the dog",
+        "--max_new_tokens=5",
+        "--temperature=0",
+    )
+    assert sm.returncode == 0 and "the dog" in sm.stdout, sm.stderr[-2000:]
+    bad = run("experiments.evaluate", f"--workdir={tmp_path / 'empty'}")
+    assert bad.returncode != 0 and "no checkpoint in" in bad.stderr
+    wrong = run("experiments.evaluate", f"--workdir={workdir}", "--config.model.num_layers=3")
+    assert wrong.returncode != 0 and "num_layers=2 (checkpoint) vs 3 (config)" in wrong.stderr
+    assert jax.devices()  # (the subprocesses ran on their own; this process is untouched)
