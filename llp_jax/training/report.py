@@ -16,7 +16,7 @@ from flax import nnx
 
 from llp_jax import models
 from llp_jax.data import make_global_batch, unigram_perplexity
-from llp_jax.evaluation.sampling import generate_recompute
+from llp_jax.evaluation.sampling import generate
 from llp_jax.training.distributed import fetch
 from llp_jax.training.metrics import plot_losses, read_jsonl
 
@@ -78,9 +78,9 @@ def sample_text(run) -> str:
     sample = run.config.get("sample", ml_collections.ConfigDict())
     model = nnx.merge(run.graphdef, fetch(run.state["params"]))
     prompt = jnp.asarray(run.data.tokenizer.encode(sample.get("prompt", "The")))[None]
-    out = generate_recompute(
+    out = generate(  # the model's cached decoder where it has one
         model, prompt, int(sample.get("num_tokens", 200)),
-        jax.random.key(int(sample.get("seed", 0))), window=run.model_cfg.seq_len,
+        jax.random.key(int(sample.get("seed", 0))),
         temperature=float(sample.get("temperature", 0.8)), top_k=int(sample.get("top_k", 40)),
         pad_id=int(run.data.tokenizer.pad_id),
     )  # fmt: skip

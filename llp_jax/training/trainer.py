@@ -179,7 +179,9 @@ def train_loop(run: Run) -> dict:
     writer = MetricsWriter(run.workdir)
     bar = ProgressBar(num_steps, run.start_step)
     tokens_per_step = int(train.batch_size) * cfg.seq_len
-    meta = {"model": models.config.as_dict(cfg)}
+    # The model and data settings travel with every checkpoint, so evaluation and sampling can
+    # rebuild both from a workdir alone.
+    meta = {"model": models.config.as_dict(cfg), "data": run.config.data.to_dict()}
     step, t_start, preempted = run.start_step, time.perf_counter(), False
 
     def check_finite() -> None:
