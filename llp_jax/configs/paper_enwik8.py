@@ -11,7 +11,7 @@ GPU:
 
 TPU VM / Colab TPU (`pip install -e . "jax[tpu]"`):
   python -m experiments.train --config=llp_jax/configs/paper_enwik8.py:llp24 \
-    --config.data.data_dir=$HOME/tfds --config.train.compute_dtype=bfloat16 \
+    --config.data.data_dir=$HOME/tfds --config.model.compute_dtype=bfloat16 \
     --workdir=runs/enwik8_llp24
 
 Offline, put enwik8 (or enwik8.zip) in a folder and add --config.data.manual_dir=FOLDER.

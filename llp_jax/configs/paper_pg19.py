@@ -16,7 +16,7 @@ GPU:
 TPU VM / Colab TPU (`pip install -e . "jax[tpu]"`):
   python -m experiments.train --config=llp_jax/configs/paper_pg19.py:llp24 \
     --config.data.manual_dir=$HOME/data/pg19 --config.data.data_dir=$HOME/tfds \
-    --config.train.compute_dtype=bfloat16 --workdir=runs/pg19_llp24
+    --config.model.compute_dtype=bfloat16 --workdir=runs/pg19_llp24
 """
 
 from llp_jax.configs.paper_recipe import paper_config, paper_model, sentencepiece_stand_in

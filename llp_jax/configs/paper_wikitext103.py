@@ -13,7 +13,7 @@ GPU (one device; see WORKSPACE.md for the CUDA jax install):
 
 TPU VM / Colab TPU (`pip install -e . "jax[tpu]"`; batch 16 = 8 cores x 2 micro-batches):
   python -m experiments.train --config=llp_jax/configs/paper_wikitext103.py:llp24 \
-    --config.data.data_dir=$HOME/tfds --config.train.compute_dtype=bfloat16 \
+    --config.data.data_dir=$HOME/tfds --config.model.compute_dtype=bfloat16 \
     --workdir=runs/wt103_llp24
 """
 
