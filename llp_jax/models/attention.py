@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -123,12 +122,14 @@ def resolve_impl(impl: str, backend: str | None = None) -> str:
         raise ValueError(f"attention impl={impl!r} must be one of {IMPLEMENTATIONS}")
     backend = backend or jax.default_backend()
     on_gpu, on_tpu = backend in ("gpu", "cuda"), backend == "tpu"
+    from llp_jax.models.attention_kernels import splash_module  # noqa: PLC0415 (cycle)
+
     if impl == "auto":
-        return "cudnn" if on_gpu else "splash" if on_tpu and _splash_module() else "xla"
+        return "cudnn" if on_gpu else "splash" if on_tpu and splash_module() else "xla"
     if impl == "cudnn" and not on_gpu:
         _warn_once(f"impl='cudnn' needs a GPU (backend is {backend})")
         return "xla"
-    if impl == "splash" and not (on_tpu and _splash_module()):
+    if impl == "splash" and not (on_tpu and splash_module()):
         _warn_once(f"impl='splash' needs a TPU and Pallas splash attention (backend {backend})")
         return "xla"
     return impl
@@ -170,6 +171,16 @@ def _blockable(mask: MaskSpec, q, q_pos, k_pos) -> bool:
 
 def _dense(q, k, v, mask_QxK, dropout_rate, rng):
     """Softmax attention with an explicit boolean mask; q: [..., Q, H, D], k/v: [..., K, H, D]."""
+    lead = q.shape[:-3]
+    if len(lead) > 1:
+        # One batch axis: XLA:CPU picks much slower dot layouts for several batch axes when one
+        # of them is 1 (the blocked path at batch 1: 2.5x on the probabilities @ values).
+        fold = lambda x: x.reshape(-1, *x.shape[-3:])
+        mask = jnp.broadcast_to(mask_QxK, (*lead, *np.shape(mask_QxK)[-2:]))
+        out = _dense(
+            fold(q), fold(k), fold(v), mask.reshape(-1, *mask.shape[-2:]), dropout_rate, rng
+        )
+        return out.reshape(*lead, *out.shape[-3:])
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum("...qhd,...khd->...hqk", q * scale, k, preferred_element_type=jnp.float32)
     mask = jnp.expand_dims(mask_QxK, -3)  # broadcast over heads
@@ -179,6 +190,38 @@ def _dense(q, k, v, mask_QxK, dropout_rate, rng):
         keep = jax.random.bernoulli(rng, 1.0 - dropout_rate, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
     return jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v)
+
+
+def _static_1d(*positions) -> bool:
+    return all(isinstance(p, np.ndarray) and p.ndim == 1 for p in positions)
+
+
+# Dense attention over more than this many (query, key) entries runs in query chunks (n > 4096
+# for self-attention), so that causal chunks skip the keys they cannot see.
+CHUNK_ELEMENTS = 1 << 24
+CHUNK_MIN_QUERIES = 128
+
+
+def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng):
+    """Dense attention one chunk of queries at a time, each chunk attending only to the contiguous
+    key range its mask can reach (for a causal mask, the keys up to its last query) and
+    rematerialised in the backward pass: about half the work and half the buffer plan of the
+    full square for causal self-attention (XLA still overlaps the chunks' backward passes, so
+    the plan is not one chunk's). Static positions only; the dense transformer at n = 16k fits
+    a 24 GiB machine this way."""
+    chunk = max(CHUNK_MIN_QUERIES, CHUNK_ELEMENTS // k.shape[1])
+    attend_chunk = jax.checkpoint(_dense, static_argnums=(4,))
+    outs = []
+    for i in range(0, q.shape[1], chunk):
+        qp = q_pos[i : i + chunk]
+        cols = np.flatnonzero(mask.allowed(qp, k_pos).any(axis=0))
+        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
+        allowed = mask.allowed(jnp.asarray(qp), jnp.asarray(k_pos[lo:hi]))
+        r = None if rng is None else jax.random.fold_in(rng, i)
+        outs.append(
+            attend_chunk(q[:, i : i + chunk], k[:, lo:hi], v[:, lo:hi], allowed, dropout_rate, r)
+        )
+    return jnp.concatenate(outs, axis=1)
 
 
 # ----------------------------------------------------------------------------- segment windows
@@ -250,137 +293,29 @@ class Windows:
 
 def _blocked(q, k, v, mask: MaskSpec, offset: int, dropout_rate, rng):
     """Block-local attention: each query block against its window of `blocks_back + 1` key
-    blocks. Cost and memory O(n * block * (blocks_back + 1)); the window mask is computed in-graph
-    from positions, so no mask or score matrix ever has n x n entries."""
+    blocks. Cost and memory O(n * block * (blocks_back + 1)); no mask or score matrix ever has
+    n x n entries.
+
+    The window mask needs no block arithmetic: a window holds exactly the key blocks the query
+    block may see, so only causality and padding remain, and both factor. Query row i sees
+    window slot j iff j <= i + blocks_back * s (the same [s, W] triangle for every block), and
+    padding depends on the block and slot only ([nb, W]): their broadcast AND fuses into the
+    masked softmax at one operation per score, whatever nb is.
+    """
     w = Windows.make(mask, offset, q.shape[1])
-    allowed_NbxSxW = mask.rule(
-        jnp.asarray(w.q_pos_NbxS, jnp.int32)[:, :, None],
-        jnp.asarray(w.k_pos_NbxW, jnp.int32)[:, None, :],
-    )
-    out = _dense(w.split(q), w.window(k), w.window(v), allowed_NbxSxW, dropout_rate, rng)
+    W = w.k_pos_NbxW.shape[1]
+    keys_NbxW = w.k_pos_NbxW >= 0
+    allowed = jnp.asarray(keys_NbxW)[:, None, :]
+    if mask.causal:
+        slots = np.arange(W)[None, :] <= np.arange(w.s)[:, None] + w.back * w.s
+        allowed = allowed & jnp.asarray(slots)[None]
+    out = _dense(w.split(q), w.window(k), w.window(v), allowed, dropout_rate, rng)
     return w.merge(out)
 
 
-# ----------------------------------------------------------------------------- cuDNN (GPU)
-def cudnn_supported(q: jax.Array) -> str | None:
-    """None if cuDNN flash attention takes `q`'s dtype and head size, else why it does not."""
-    if q.dtype not in (jnp.bfloat16, jnp.float16):
-        return f"cuDNN attention needs bfloat16/float16 inputs, got {q.dtype}"
-    if q.shape[-1] % 8 or q.shape[-1] > 128:
-        return f"cuDNN attention needs a head size divisible by 8 and <= 128, got {q.shape[-1]}"
-    return None
-
-
-def cudnn_attention(q, k, v, mask: MaskSpec, q_pos, k_pos, *, implementation: str = "cudnn"):
-    """`jax.nn.dot_product_attention` under `mask`, without n x n masks for segment masks.
-
-    Segment masks run on the segment-batched windows: the blocks of each run with one shared
-    window mask are folded into the batch axis and given that [s, W] mask (or `is_causal`
-    when it is the square causal triangle, or nothing when it is all true). Other masks: the
-    built-in causal mask when queries and keys share contiguous positions, else the boolean
-    mask built in-graph from positions. `implementation='xla'` runs the same decomposition with
-    jax's XLA kernel, which is how CPU tests check it.
-    """
-    dpa = functools.partial(jax.nn.dot_product_attention, implementation=implementation)
-    if _blockable(mask, q, q_pos, k_pos):
-        w = Windows.make(mask, int(q_pos[0]), q.shape[1])
-        qb, kw, vw = w.split(q), w.window(k), w.window(v)
-        B, _, s, H, D = qb.shape
-        outs = []
-        for b0, b1, m_SxW in w.runs(mask):
-            r = b1 - b0
-            qr = qb[:, b0:b1].reshape(B * r, s, H, D)
-            kr, vr = (x[:, b0:b1].reshape(B * r, x.shape[2], H, D) for x in (kw, vw))
-            if m_SxW.all():
-                o = dpa(qr, kr, vr)
-            elif m_SxW.shape[0] == m_SxW.shape[1] and np.array_equal(m_SxW, np.tri(s, dtype=bool)):
-                o = dpa(qr, kr, vr, is_causal=True)
-            else:
-                o = dpa(qr, kr, vr, mask=jnp.asarray(m_SxW)[None, None])
-            outs.append(o.reshape(B, r, s, H, D))
-        return w.merge(jnp.concatenate(outs, axis=1))
-    plain_causal = mask == MaskSpec(causal=True)
-    static = _is_static_range(q_pos) and _is_static_range(k_pos)
-    if plain_causal and static and np.array_equal(q_pos, k_pos):
-        return dpa(q, k, v, is_causal=True)
-    allowed = mask.allowed(jnp.asarray(q_pos), jnp.asarray(k_pos))
-    return dpa(q, k, v, mask=jnp.broadcast_to(allowed, (1, 1, *allowed.shape[-2:])))
-
-
-# ----------------------------------------------------------------------------- splash (TPU)
-@functools.cache
-def _splash_module():
-    """Pallas TPU splash attention (kernel, mask modules), or None where jax lacks it."""
-    try:
-        from jax.experimental.pallas.ops.tpu.splash_attention import (
-            splash_attention_kernel as kernel,
-        )
-        from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
-    except ImportError:  # pragma: no cover - depends on the jax build
-        return None
-    return kernel, masks
-
-
-def splash_block(Tq: int, Tk: int) -> int | None:
-    """The largest splash block size (512, 256 or 128) dividing both lengths, else None."""
-    return next((b for b in (512, 256, 128) if Tq % b == 0 and Tk % b == 0), None)
-
-
-def splash_mask(mask: MaskSpec, q0: int, k0: int, Tq: int, Tk: int):
-    """A lazy splash mask for queries at q0..q0+Tq-1 and keys at k0..k0+Tk-1: computed from
-    `MaskSpec.rule` on index blocks (in the kernel and in splash's block-sparsity analysis),
-    never materialised as a Tq x Tk array."""
-    _, masks = _splash_module()
-
-    class _SpecMask(masks._ComputableMask):
-        def __init__(self):
-            super().__init__((Tq, Tk), lambda qi, ki: mask.rule(qi + q0, ki + k0))
-            self.key = (mask, q0, k0, Tq, Tk)
-
-        def __eq__(self, other):
-            return isinstance(other, masks._ComputableMask) and getattr(other, "key", 0) == self.key
-
-        def __hash__(self):
-            return hash(self.key)
-
-    return _SpecMask()
-
-
-@functools.lru_cache(maxsize=64)
-def _splash_kernel(mask: MaskSpec, q0: int, k0: int, Tq: int, Tk: int, H: int, interpret: bool):
-    kernel, masks = _splash_module()
-    b = splash_block(Tq, Tk)
-    sizes = kernel.BlockSizes(
-        block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b, block_kv_dkv=b,
-        block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b,
-    )  # fmt: skip
-    multi = masks.MultiHeadMask([splash_mask(mask, q0, k0, Tq, Tk)] * H)
-    return kernel.make_splash_mha(
-        multi, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
-    )
-
-
-def splash_supported(q, k, q_pos, k_pos) -> str | None:
-    """None if the splash path takes these inputs, else the reason it does not."""
-    if _splash_module() is None:
-        return "this jax has no Pallas splash attention"
-    if q.ndim != 4 or not (_is_static_range(q_pos) and _is_static_range(k_pos)):
-        return "splash needs [B, T, H, D] inputs at static contiguous positions"
-    if splash_block(q.shape[1], k.shape[1]) is None:
-        return f"splash needs lengths divisible by 128, got {q.shape[1]} and {k.shape[1]}"
-    return None
-
-
-def splash_attention(q, k, v, mask: MaskSpec, q_pos, k_pos, *, interpret: bool = False):
-    """Splash attention (TPU; `interpret=True` runs the same kernel on CPU for tests)."""
-    _, Tq, H, D = q.shape
-    kern = _splash_kernel(mask, int(q_pos[0]), int(k_pos[0]), Tq, k.shape[1], H, interpret)
-    to_heads = lambda x: jnp.swapaxes(x, 1, 2)  # [B, T, H, D] <-> [B, H, T, D]
-    out = jax.vmap(kern)(to_heads(q * D**-0.5), to_heads(k), to_heads(v))
-    return to_heads(out).astype(q.dtype)
-
-
 # ----------------------------------------------------------------------------- the primitive
+# The GPU (cuDNN) and TPU (splash) kernels live in attention_kernels.py; that module builds on
+# MaskSpec and the segment windows above, so it is imported where the kernels are dispatched.
 def attend(
     q_BxQxHxD: jax.Array,
     k_BxKxHxD: jax.Array,
@@ -422,18 +357,22 @@ def attend(
         return _dense(q, k, v, mask.allowed(q_pos, k_pos), dropout_rate, rng)
     impl = resolve_impl(impl)
     dropout = rng is not None and dropout_rate > 0.0
+    from llp_jax.models import attention_kernels as kernels  # noqa: PLC0415 (cycle)
+
     if impl == "cudnn":
-        why = "attention dropout is on" if dropout else cudnn_supported(q)
+        why = "attention dropout is on" if dropout else kernels.cudnn_supported(q)
         if why is None:
-            return cudnn_attention(q, k, v, mask, q_pos, k_pos)
+            return kernels.cudnn_attention(q, k, v, mask, q_pos, k_pos)
         _warn_once(f"cuDNN skipped: {why}")
     if impl == "splash":
-        why = "attention dropout is on" if dropout else splash_supported(q, k, q_pos, k_pos)
+        why = "attention dropout is on" if dropout else kernels.splash_supported(q, k, q_pos, k_pos)
         if why is None:
-            return splash_attention(q, k, v, mask, q_pos, k_pos)
+            return kernels.splash_attention(q, k, v, mask, q_pos, k_pos)
         _warn_once(f"splash skipped: {why}")
     if _blockable(mask, q, q_pos, k_pos):
         return _blocked(q, k, v, mask, int(q_pos[0]) if q_pos.size else 0, dropout_rate, rng)
+    if q.ndim == 4 and q.shape[1] * k.shape[1] > CHUNK_ELEMENTS and _static_1d(q_pos, k_pos):
+        return _dense_chunked(q, k, v, mask, q_pos, k_pos, dropout_rate, rng)
     # In-graph mask from positions: XLA fuses the comparisons into the masked softmax.
     allowed = mask.allowed(jnp.asarray(q_pos), jnp.asarray(k_pos))
     return _dense(q, k, v, allowed, dropout_rate, rng)

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from llp_jax.errors import LLPError
+from llp_jax.models.attention import IMPLEMENTATIONS
 
 MODEL_NAMES = (
     "transformer",
@@ -58,7 +59,7 @@ class ModelConfig:
       v3_compress_every_layer: instantiate the (dead) compression matrix in every layer, as the code.
       llp_separate_first_out: segment 0 has its own output projection (`to_out_0` in the code).
       attention_impl: 'xla' (fast: blocked where the mask allows), 'reference' (explicit full mask),
-        'cudnn' (jax.nn.dot_product_attention, GPU).
+        'cudnn' (GPU), 'splash' (TPU), 'auto' (the backend's kernel; see models/attention.py).
       compute_dtype: 'float32' | 'bfloat16' for activations and matmuls (parameters stay float32).
       remat: 'none' | 'full' | 'dots' rematerialisation of the scanned layers.
     """
@@ -153,7 +154,7 @@ class ModelConfig:
             "rope_layers": ("all", "first"),
             "history_mask": ("causal", "bidirectional"),
             "v3_residual": ("aligned", "code"),
-            "attention_impl": ("xla", "reference", "cudnn"),
+            "attention_impl": IMPLEMENTATIONS,
             "compute_dtype": ("float32", "bfloat16"),
             "remat": ("none", "full", "dots"),
         }

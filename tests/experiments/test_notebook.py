@@ -23,7 +23,5 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
     )
     assert "backend: cpu" in outputs
     assert "validation perplexity" in outputs and "standard" in outputs
-    assert any(
-        "image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])
-    )
+    assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert os.path.exists(tmp_path / "work" / "loss.png")

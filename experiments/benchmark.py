@@ -1,0 +1,76 @@
+"""Train-step time, forward time and peak memory vs sequence length at equal tokens per step.
+
+  python -m experiments.benchmark                    # the full grid, ~10 min on 2 CPU cores
+  python -m experiments.benchmark --seq_lens=256,512 --tokens_per_step=1024 --models=llp \
+      --out=/tmp/bench.md
+
+Writes experiments/results/benchmark.md (table, fitted exponents, the issue's targets) and a
+log-log PNG beside it. See llp_jax/evaluation/benchmark.py for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import jax
+from absl import app, flags
+
+from llp_jax.evaluation import benchmark
+
+_D = benchmark.BenchSpec()
+_MODELS = flags.DEFINE_list("models", list(_D.models), "Models to measure.")
+_SEQ_LENS = flags.DEFINE_list("seq_lens", [str(n) for n in _D.seq_lens], "Sequence lengths n.")
+_TOKENS = flags.DEFINE_integer("tokens_per_step", _D.tokens_per_step, "Tokens per train step.")
+_D_MODEL = flags.DEFINE_integer("d_model", _D.d_model, "Width.")
+_LAYERS = flags.DEFINE_integer("num_layers", _D.num_layers, "Layers.")
+_HEADS = flags.DEFINE_integer("num_heads", _D.num_heads, "Heads.")
+_SEGMENT = flags.DEFINE_integer("segment_len", _D.segment_len, "llp segment length s.")
+_LATENT = flags.DEFINE_integer("latent_len", _D.latent_len, "perceiver_ar latents l.")
+_GROUP = flags.DEFINE_integer("group_len", _D.group_len, "s2attn group G (0 = n / 4).")
+_IMPL = flags.DEFINE_string("attention_impl", _D.attention_impl, "ModelConfig.attention_impl.")
+_STEPS = flags.DEFINE_integer("steps", _D.steps, "Timed steps per point (median).")
+_BUDGET = flags.DEFINE_float("point_budget_s", _D.point_budget_s, "Timing seconds per point.")
+_MAX_GIB = flags.DEFINE_float("max_gib", _D.max_gib, "Do not run points planned above this.")
+_ISOLATE = flags.DEFINE_bool("isolate", True, "Measure each point in its own process.")
+_OUT = flags.DEFINE_string("out", "experiments/results/benchmark.md", "Markdown output.")
+_PNG = flags.DEFINE_string("png", "", "PNG output ('' = the --out path with .png).")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
+)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CACHE.value:  # the environment variable reaches the per-point processes too
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(_CACHE.value)
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
+    spec = benchmark.BenchSpec(
+        models=tuple(_MODELS.value),
+        seq_lens=tuple(int(n) for n in _SEQ_LENS.value),
+        tokens_per_step=_TOKENS.value,
+        d_model=_D_MODEL.value,
+        num_layers=_LAYERS.value,
+        num_heads=_HEADS.value,
+        segment_len=_SEGMENT.value,
+        latent_len=_LATENT.value,
+        group_len=_GROUP.value,
+        attention_impl=_IMPL.value,
+        steps=_STEPS.value,
+        point_budget_s=_BUDGET.value,
+        max_gib=_MAX_GIB.value,
+    )
+    start = time.perf_counter()
+    rows = benchmark.run_benchmark(spec, isolate=_ISOLATE.value)
+    png = _PNG.value or os.path.splitext(_OUT.value)[0] + ".png"
+    command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
+    text = benchmark.write_results(
+        rows, spec, _OUT.value, png, command.strip(), time.perf_counter() - start
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,69 @@
+"""Trains every zoo model with the same budget on the embedded corpus and compares them.
+
+  python -m experiments.compare                # all 8 variants, under an hour on 2 CPU cores
+  python -m experiments.compare --quick        # 2 tiny models, a few steps: a smoke test
+  python -m experiments.compare --estimate     # short run of each variant -> projected runtime
+
+Writes experiments/results/compare.md (the table) and compare.png (validation loss vs step).
+Workdirs go under --workroot (git-ignored); a rerun reuses every variant that finished with the
+same settings, so an interrupted comparison continues where it stopped (--rerun: start over).
+See llp_jax/evaluation/compare.py for what is compared and how.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+import jax
+from absl import app, flags, logging
+
+from llp_jax.errors import LLPError
+from llp_jax.evaluation import compare
+
+_QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
+_ESTIMATE = flags.DEFINE_bool("estimate", False, "Only project the runtime from short runs.")
+_VARIANTS = flags.DEFINE_list("variants", None, f"Subset of {[v.label for v in compare.VARIANTS]}.")
+_STEPS = flags.DEFINE_integer("num_steps", None, "Override the number of training steps.")
+_WORKROOT = flags.DEFINE_string("workroot", None, "Workdirs ('' = experiments/results/work/...).")
+_OUT = flags.DEFINE_string("out", None, "Markdown output (default experiments/results/compare.md).")
+_RERUN = flags.DEFINE_bool("rerun", False, "Retrain variants that already finished.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
+)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
+    if _CACHE.value:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
+    spec = compare.QUICK if _QUICK.value else compare.CompareSpec()
+    if _VARIANTS.value:
+        spec = dataclasses.replace(spec, variants=tuple(_VARIANTS.value))
+    if _STEPS.value:
+        spec = dataclasses.replace(spec, num_steps=_STEPS.value)
+    kind = "quick" if _QUICK.value else "estimate" if _ESTIMATE.value else "full"
+    workroot = _WORKROOT.value or os.path.join("experiments/results/work", kind)
+    default_out = "experiments/results/compare.md" if kind == "full" else f"{workroot}/compare.md"
+    out = _OUT.value or default_out
+    devices = jax.devices()[:1]  # one device: the memory and speed figures are per device
+    start = time.perf_counter()
+    try:
+        if _ESTIMATE.value:
+            projected = compare.estimate_runtime(spec, workroot, devices=devices)
+            print(f"projected full comparison: {sum(projected.values()) / 60:.0f} min")
+            return
+        rows = compare.run_comparison(spec, workroot, rerun=_RERUN.value, devices=devices)
+    except LLPError as e:
+        sys.exit(f"error: {e}")
+    command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
+    print(compare.write_results(rows, spec, out, command, time.perf_counter() - start))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,370 @@
+"""Training-step speed and memory vs sequence length n at a fixed number of tokens per step.
+
+What `experiments/benchmark.py` does, as library functions. Each (model, n) pair gets the real
+train step of the trainer (`training.train_step.make_train_step`: AdamW, clipping, the
+non-finite guard) on one device with batch = tokens_per_step / n, so every point does the same
+token work and only the attention's dependence on n changes the time:
+  * step time: median of timed steps after a warm-up step (compilation excluded);
+  * forward time: the same for a jitted forward pass (logits of the loss positions);
+  * peak memory: the compiled executable's `memory_analysis()`, arguments + outputs - aliased
+    (donated) + temporaries: XLA's own buffer plan, robust on a shared machine where the process
+    RSS is not. A point whose plan exceeds `max_gib` is compiled (memory reported) but not run.
+Models: LLP with a fixed segment length s (its attention per token does not grow with n),
+PerceiverAR with a fixed latent length l, S^2-Attn with LongLoRA's G = n / 4 (quadratic, 1/4 of
+dense) unless a fixed group is given, and the dense causal transformer.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from llp_jax import models
+from llp_jax.models import attention
+from llp_jax.training import mesh as mesh_lib
+from llp_jax.training import train_step as ts
+from llp_jax.training.optimizer import default_train_config, make_optimizer, make_schedule
+
+BENCH_MODELS = ("transformer", "perceiver_ar", "s2attn", "llp")
+MIB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSpec:
+    """What to measure. Defaults: the issue's grid at a size that runs in ~10 min on 2 cores."""
+
+    models: tuple[str, ...] = BENCH_MODELS
+    seq_lens: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
+    tokens_per_step: int = 16384
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    vocab_size: int = 259  # the byte tokenizer's
+    segment_len: int = 256  # llp s
+    latent_len: int = 256  # perceiver_ar l
+    group_len: int = 0  # s2attn G; 0 = n / 4 (LongLoRA)
+    attention_impl: str = "xla"
+    steps: int = 5  # timed steps per point (fewer, at least 2, once `point_budget_s` is spent)
+    point_budget_s: float = 30.0
+    max_gib: float = 16.0
+
+    def model_config(self, name: str, n: int) -> models.ModelConfig:
+        return models.ModelConfig(
+            name=name,
+            vocab_size=self.vocab_size,
+            seq_len=n,
+            num_layers=self.num_layers,
+            d_model=self.d_model,
+            num_heads=self.num_heads,
+            segment_len=min(self.segment_len, n) if name == "llp" else 0,
+            latent_len=min(self.latent_len, n) if name in models.LATENT_MODELS else 0,
+            group_len=self.group_len if name == "s2attn" else 0,
+            attention_impl=self.attention_impl,
+        ).validate()
+
+
+def peak_bytes(compiled) -> int | None:
+    """Arguments + outputs - aliased (donated) + temporaries of a compiled executable."""
+    mem = compiled.memory_analysis()
+    if mem is None:  # some backends do not report
+        return None
+    return int(
+        mem.argument_size_in_bytes
+        + mem.output_size_in_bytes
+        - mem.alias_size_in_bytes
+        + mem.temp_size_in_bytes
+    )
+
+
+def _timed(fn: Callable[[], object], steps: int, budget_s: float) -> float:
+    """Median seconds of `fn` (synchronised) over up to `steps` calls after a warm-up call,
+    stopping early (after 2 samples) when `budget_s` is spent. A point so slow that its
+    warm-up alone takes over half the budget keeps the warm-up as a sample: first-run
+    overheads are negligible there, and the grid stays within minutes."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    warm = time.perf_counter() - start
+    times = [warm] if warm > budget_s / 2 else []
+    while len(times) < steps and (len(times) < 2 or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(spec: BenchSpec, name: str, n: int, device=None) -> dict:
+    """Compiles and times one (model, n) point; returns a row of `run_benchmark`'s table."""
+    cfg = spec.model_config(name, n)
+    batch = max(spec.tokens_per_step // n, 1)
+    device = device or jax.devices()[0]
+    mesh = mesh_lib.make_mesh(mesh_lib.default_mesh_config(), devices=[device])
+    train_cfg = default_train_config()
+    tx = make_optimizer(train_cfg, train_cfg.num_steps)
+    factory = lambda: models.build(cfg, seed=0)
+    graphdef, state, shardings = ts.init_train_state(factory, tx, mesh, 0)
+    step = ts.make_train_step(
+        graphdef, tx, make_schedule(train_cfg), mesh, shardings, dropout=False
+    )
+    tokens = np.random.default_rng(n).integers(0, spec.vocab_size, (batch, n + 1), np.int32)
+    sharding = mesh_lib.batch_sharding(mesh)
+    data = {k: jax.device_put(v, sharding) for k, v in
+            (("inputs", tokens[:, :-1]), ("targets", tokens[:, 1:]))}  # fmt: skip
+    row = {"model": name, "n": n, "batch": batch, "params": models.count_params(cfg)}
+
+    t = time.perf_counter()
+    train_exe = step.lower(state, data).compile()
+    row["compile_s"] = time.perf_counter() - t
+    forward = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
+    fwd_exe = forward.lower(state["params"], data["inputs"]).compile()
+    row["train_mib"] = (peak_bytes(train_exe) or 0) / MIB
+    row["fwd_mib"] = (peak_bytes(fwd_exe) or 0) / MIB
+    row["pairs_per_token"] = attention_pairs(cfg) / n
+    if max(row["train_mib"], row["fwd_mib"]) > spec.max_gib * 1024:
+        row["skipped"] = f"compiled peak > {spec.max_gib:g} GiB: not run"
+        return row
+
+    holder = {"state": state}
+
+    def train_once():
+        holder["state"], metrics = train_exe(holder["state"], data)
+        return metrics["loss"]
+
+    row["step_s"] = _timed(train_once, spec.steps, spec.point_budget_s)
+    params = holder["state"]["params"]
+    row["fwd_s"] = _timed(lambda: fwd_exe(params, data["inputs"]), spec.steps, spec.point_budget_s)
+    row["tokens_per_s"] = batch * n / row["step_s"]
+    return row
+
+
+def attention_pairs(cfg: models.ModelConfig) -> int:
+    """Attended (query, key) pairs of one window, all layers, per head, counted from the masks
+    the model really uses: its forward pass is traced abstractly (`jax.eval_shape`, nothing
+    computed) while `attention.recording` collects every (mask, query, key positions). Layers
+    2..L run in one scanned body, traced once, so the second record counts L - 1 times; a
+    head-group mask list (S^2-Attn) counts the mean over its groups."""
+    graphdef, state = nnx.split(models.abstract_model(cfg))
+    tokens = jax.ShapeDtypeStruct((1, cfg.seq_len), jnp.int32)
+    with attention.recording() as calls:
+        jax.eval_shape(lambda st, t: nnx.merge(graphdef, st)(t), state, tokens)
+    expected = 1 if cfg.num_layers == 1 else 2
+    if len(calls) != expected:
+        raise RuntimeError(
+            f"{cfg.name}: expected {expected} traced attention calls, got {len(calls)}"
+        )
+
+    def per_head(mask, q_pos, k_pos) -> float:
+        masks = [mask] if isinstance(mask, models.MaskSpec) else list(mask)
+        return sum(m.pairs(q_pos, k_pos) for m in masks) / len(masks)
+
+    layer_counts = [1, cfg.num_layers - 1][:expected]
+    return round(sum(c * per_head(*call) for c, call in zip(layer_counts, calls)))
+
+
+def _measure_with_rss(spec: BenchSpec, name: str, n: int) -> dict:
+    row = measure(spec, name, n)
+    row["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def measure_isolated(spec: BenchSpec, name: str, n: int) -> dict:
+    """`measure` in a fresh process: its peak RSS is this point's alone, the memory the point's
+    executables held goes back to the OS before the next point, and a point killed for memory
+    is reported instead of ending the run."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(_measure_with_rss, spec, name, n).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            cfg = spec.model_config(name, n)
+            return {
+                "model": name, "n": n, "batch": max(spec.tokens_per_step // n, 1),
+                "params": models.count_params(cfg), "pairs_per_token": float("nan"),
+                "compile_s": float("nan"), "train_mib": float("nan"), "fwd_mib": float("nan"),
+                "skipped": "the measuring process died (out of memory?)",
+            }  # fmt: skip
+
+
+def run_benchmark(
+    spec: BenchSpec, *, isolate: bool = True, log: Callable[[str], None] = print
+) -> list[dict]:
+    """Measures every (model, n) of `spec`, in order, logging one line per point; `isolate`
+    runs each point in its own process (see `measure_isolated`)."""
+    rows = []
+    for name in spec.models:
+        for n in spec.seq_lens:
+            row = measure_isolated(spec, name, n) if isolate else measure(spec, name, n)
+            rows.append(row)
+            log(format_row(row))
+    return rows
+
+
+def format_row(r: dict) -> str:
+    if "skipped" in r:
+        planned = _num(r["train_mib"], ",.0f")
+        return f"{r['model']:>12} n={r['n']:>6}: {r['skipped']} (train plan {planned} MiB)"
+    return (
+        f"{r['model']:>12} n={r['n']:>6} batch={r['batch']:>3}: step {r['step_s'] * 1e3:9.1f} ms, "
+        f"fwd {r['fwd_s'] * 1e3:8.1f} ms, train {r['train_mib']:8.1f} MiB, "
+        f"fwd {r['fwd_mib']:7.1f} MiB, compile {r['compile_s']:.1f} s"
+    )
+
+
+def _num(value, fmt: str) -> str:
+    return "-" if value is None or math.isnan(value) else format(value, fmt)
+
+
+def fit_exponent(ns: Sequence[float], times: Sequence[float]) -> float | None:
+    """Least-squares slope of log(time) vs log(n): time ~ n^slope."""
+    pts = [(math.log(n), math.log(t)) for n, t in zip(ns, times) if t]
+    if len(pts) < 2:
+        return None
+    x, y = np.array(pts).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def exponents(rows: Sequence[dict]) -> dict[str, float | None]:
+    out = {}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        pts = [(r["n"], r["step_s"]) for r in rows if r["model"] == name and "step_s" in r]
+        out[name] = fit_exponent(*zip(*pts)) if len(pts) >= 2 else None
+    return out
+
+
+def _get(rows, model, n, key):
+    return next((r.get(key) for r in rows if r["model"] == model and r["n"] == n), None)
+
+
+def check_targets(rows: Sequence[dict], short: int = 2048, long: int = 16384) -> list[tuple]:
+    """The issue's targets: (description, measured ratio or None, goal, met or None)."""
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    llp_step = ratio(_get(rows, "llp", long, "step_s"), _get(rows, "llp", short, "step_s"))
+    speedup = ratio(_get(rows, "transformer", long, "step_s"), _get(rows, "llp", long, "step_s"))
+    llp_mem = ratio(_get(rows, "llp", long, "train_mib"), _get(rows, "llp", short, "train_mib"))
+    k, s = long // 1024, short // 1024
+    targets = [
+        (f"llp step time {k}k / {s}k (equal tokens/step)", llp_step, "<= 1.3", lambda x: x <= 1.3),
+        (f"transformer / llp step time at {k}k", speedup, ">= 4", lambda x: x >= 4.0),
+        (f"llp peak memory {k}k / {s}k", llp_mem, "<= 1.5", lambda x: x <= 1.5),
+    ]
+    return [(d, v, goal, None if v is None else bool(ok(v))) for d, v, goal, ok in targets]
+
+
+def markdown_report(rows: Sequence[dict], spec: BenchSpec, command: str, wall_s: float) -> str:
+    """The results page: settings, the table, the fitted exponents and the targets."""
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        "# Train-step time and memory vs sequence length",
+        "",
+        f"Command: `{command}`",
+        "",
+        (
+            f"d = {spec.d_model}, L = {spec.num_layers}, H = {spec.num_heads}, "
+            f"V = {spec.vocab_size}, {spec.tokens_per_step:,} tokens per step (batch = tokens/n), "
+            f"float32, attention_impl='{spec.attention_impl}'; llp s = {spec.segment_len} (k = 1), "
+            f"perceiver_ar l = {spec.latent_len}, s2attn G = "
+            f"{spec.group_len or 'n/4 (LongLoRA)'}. Step = the trainer's AdamW train step; "
+            f"times are medians of 2 to {spec.steps} steps after a warm-up step (which counts as "
+            f"a sample when it alone exceeds half the {spec.point_budget_s:g} s budget of a "
+            "point); memory = the compiled executable's buffer plan (arguments + outputs - "
+            "donated + temporaries); process RSS = the peak resident memory of the process that "
+            "measured the point alone (JAX runtime included). Dense attention over more than "
+            f"{attention.CHUNK_ELEMENTS:,} (query, key) entries runs in query chunks that skip "
+            "the keys a causal chunk cannot see (the transformer at n >= 8192: about half the "
+            "work of the full square, so its rows there are a strong baseline). Machine: "
+            f"{cpu}, {os.cpu_count()} CPU cores, jax {jax.__version__} on {jax.default_backend()}; "
+            f"load average {os.getloadavg()[0]:.1f} at the end (shared machine: times are noisy); "
+            f"{wall_s / 60:.1f} min in all."
+        ),
+        "",
+        (
+            "| model | n | batch | params | pairs/token | train step (ms) | tokens/s | "
+            "forward (ms) | train peak (MiB) | forward peak (MiB) | process RSS (MiB) | "
+            "compile (s) |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            timing = f"{r['skipped']} | - | -"
+        else:
+            timing = (
+                f"{r['step_s'] * 1e3:,.1f} | {r['tokens_per_s']:,.0f} | {r['fwd_s'] * 1e3:,.1f}"
+            )
+        lines.append(
+            f"| {r['model']} | {r['n']:,} | {r['batch']} | {r['params']:,} | "
+            f"{_num(r['pairs_per_token'], ',.0f')} | {timing} | {_num(r['train_mib'], ',.1f')} | "
+            f"{_num(r['fwd_mib'], ',.1f')} | {_num(r.get('rss_mib'), ',.0f')} | "
+            f"{_num(r['compile_s'], '.1f')} |"
+        )
+    lines += ["", "Fitted scaling exponent of train-step time vs n (time ~ n^e):", ""]
+    lines += ["| model | e |", "|---|---|"]
+    for name, e in exponents(rows).items():
+        lines.append(f"| {name} | {'-' if e is None else f'{e:.2f}'} |")
+    lines += ["", "Targets (from the issue):", "", "| target | measured | goal | met |"]
+    lines.append("|---|---|---|---|")
+    for desc, value, goal, ok in check_targets(rows):
+        shown = "-" if value is None else f"{value:.2f}"
+        lines.append(
+            f"| {desc} | {shown} | {goal} | {'-' if ok is None else 'yes' if ok else 'NO'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict], path: str) -> None:
+    """Log-log train-step time and peak memory vs n, one line per model."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    FigureCanvasAgg(fig)
+    ax_t, ax_m = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    fits = exponents(rows)
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        timed = [(r["n"], r["step_s"]) for r in mine if "step_s" in r]
+        if timed:
+            e = fits.get(name)
+            label = name if e is None else f"{name} (n^{e:.2f})"
+            ax_t.plot(*zip(*timed), "o-", label=label)
+        ax_m.plot([r["n"] for r in mine], [r["train_mib"] for r in mine], "o-", label=name)
+    for ax, ylabel in ((ax_t, "train step (s)"), (ax_m, "compiled train-step peak (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length n (equal tokens per step)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def write_results(rows, spec, out_md: str, out_png: str | None, command: str, wall_s: float):
+    """Writes the markdown page, the rows as JSON beside it (same name, .json) and the PNG;
+    returns the markdown text."""
+    text = markdown_report(rows, spec, command, wall_s)
+    os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
+    with open(out_md, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(out_md)[0] + ".json", "w") as f:
+        json.dump({"command": command, "spec": dataclasses.asdict(spec), "rows": rows}, f, indent=1)
+    if out_png:
+        plot(rows, out_png)
+    return text

@@ -1,0 +1,398 @@
+"""Every zoo model trained with the same budget on the embedded corpus, then evaluated alike.
+
+What `experiments/compare.py` does, as library functions. All variants share width, depth,
+heads, the window n, the optimiser and its schedule, the batch and the number of steps, so each
+sees the same input tokens (batch x n per step). What differs is where the loss is taken: the
+transformer, llp and s2attn score all n positions of a window, the latent models
+(perceiver_ar, enhanced_v1..v3) only their last l, so they get fewer loss targets per step from
+the same input. Each variant trains with the trainer (`training.trainer.setup` / `train_loop`)
+in its own workdir, then is evaluated on the validation and test splits with the standard
+protocol (every target once) and the paper's (see `evaluation.perplexity`).
+
+Reported per variant: parameters; attention pairs per window (all layers, per head) counted
+from the masks the model really uses (`benchmark.attention_pairs`); perplexities; training
+tokens/s (median over logging intervals, so compilation is excluded); and the peak memory of
+the compiled train step (XLA's buffer plan).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from llp_jax import models
+from llp_jax.configs.base import get_base_config
+from llp_jax.evaluation import runner
+from llp_jax.evaluation.benchmark import MIB, attention_pairs, peak_bytes
+from llp_jax.training import mesh as mesh_lib
+from llp_jax.training import trainer
+from llp_jax.training.metrics import read_jsonl
+
+ROW_FILE = "compare_row.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of the comparison: a zoo model, clean or with the authors' code knobs."""
+
+    label: str
+    name: str
+    faithful: bool = False
+
+
+VARIANTS = (
+    Variant("transformer", "transformer"),
+    Variant("perceiver_ar", "perceiver_ar"),
+    Variant("enhanced_v1", "enhanced_v1"),
+    Variant("enhanced_v2", "enhanced_v2"),
+    Variant("enhanced_v3", "enhanced_v3"),
+    Variant("llp", "llp"),
+    Variant("llp (code)", "llp", faithful=True),
+    Variant("s2attn", "s2attn"),
+)
+VARIANTS_BY_LABEL = {v.label: v for v in VARIANTS}
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareSpec:
+    """The shared budget and model size. The defaults (1.8M input tokens per model) were sized from
+    `estimate_runtime` on the 2-core CPU: ~40 min for all 8 variants on a quiet machine.
+
+    Attributes:
+      variants: labels of VARIANTS to run, in table order.
+      seq_len, d_model, num_layers, num_heads: n, d, L, H of every model.
+      segments: llp segments per window (s = n / segments; the paper: 8).
+      latent_div: latent models use l = n / latent_div queries.
+      history_segments: enhanced_v2's S_h.
+      batch_size, num_steps, learning_rate, warmup_steps: the optimiser budget (AdamW, cosine).
+      eval_every, eval_batches: in-training validation (the loss-vs-step plot).
+      eval_tokens: tokens of each split the final perplexities use (0 = the whole split).
+    """
+
+    variants: tuple[str, ...] = tuple(v.label for v in VARIANTS)
+    seq_len: int = 512
+    d_model: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    segments: int = 8
+    latent_div: int = 4
+    history_segments: int = 3
+    batch_size: int = 8
+    num_steps: int = 450
+    learning_rate: float = 2e-3
+    warmup_steps: int = 50
+    eval_every: int = 50
+    eval_batches: int = 4
+    eval_tokens: int = 131_072
+
+
+# A few-minute smoke version (2 tiny models, a handful of steps) for tests and `--quick`.
+QUICK = CompareSpec(
+    variants=("transformer", "llp"),
+    seq_len=64,
+    d_model=32,
+    num_layers=2,
+    num_heads=2,
+    batch_size=8,
+    num_steps=6,
+    warmup_steps=2,
+    eval_every=3,
+    eval_batches=1,
+    eval_tokens=1024,
+)
+
+
+def model_config(spec: CompareSpec, variant: Variant) -> models.ModelConfig:
+    """The variant's model at the shared size (vocab_size 0: the tokenizer's)."""
+    n, name = spec.seq_len, variant.name
+    latent = n // spec.latent_div if name in models.LATENT_MODELS else 0
+    cfg = models.ModelConfig(
+        name=name,
+        vocab_size=1,  # replaced by the tokenizer's in experiment_config
+        seq_len=n,
+        num_layers=spec.num_layers,
+        d_model=spec.d_model,
+        num_heads=spec.num_heads,
+        latent_len=latent,
+        history_segments=spec.history_segments if name == "enhanced_v2" else 1,
+        segment_len=n // spec.segments if name == "llp" else 0,
+    )
+    return models.code_faithful(cfg) if variant.faithful else cfg.validate()
+
+
+def experiment_config(spec: CompareSpec, variant: Variant) -> ml_collections.ConfigDict:
+    """A trainer config (llp_jax/configs style) for one variant: Austen, byte tokens."""
+    config = get_base_config(model_config(spec, variant))
+    config.data.tokenizer = "byte"
+    config.train.update(
+        batch_size=spec.batch_size,
+        num_steps=spec.num_steps,
+        learning_rate=spec.learning_rate,
+        warmup_steps=spec.warmup_steps,
+        eval_every=spec.eval_every,
+        eval_batches=spec.eval_batches,
+        checkpoint_every=spec.num_steps,  # only the final state: evaluation reads it in memory
+        keep_checkpoints=1,
+        log_every=max(1, min(10, spec.num_steps // 10)),
+    )
+    config.sample.num_tokens = 0
+    return config
+
+
+def workdir_name(variant: Variant) -> str:
+    return variant.label.replace(" (code)", "_code").replace(" ", "_")
+
+
+def compiled_peak_mib(run: trainer.Run) -> float | None:
+    """Peak memory of the run's compiled train step (arguments + outputs - donated + temps)."""
+    B, n = int(run.config.train.batch_size), run.model_cfg.seq_len
+    batch_spec = jax.ShapeDtypeStruct((B, n), jnp.int32, sharding=mesh_lib.batch_sharding(run.mesh))
+    compiled = run.train_step.lower(run.state, {"inputs": batch_spec, "targets": batch_spec})
+    peak = peak_bytes(compiled.compile())
+    return None if peak is None else peak / MIB
+
+
+def training_tokens_per_s(metrics_path: str) -> float | None:
+    """Median tokens/s over logging intervals, the first (compilation) left out."""
+    rates = [r["train/tokens_per_s"] for r in read_jsonl(metrics_path) if "train/tokens_per_s" in r]
+    rates = rates[1:] or rates
+    return statistics.median(rates) if rates else None
+
+
+def run_variant(
+    spec: CompareSpec,
+    variant: Variant,
+    workdir: str,
+    *,
+    devices=None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Trains (or resumes) one variant in `workdir`, evaluates it, writes and returns its row."""
+    config = experiment_config(spec, variant)
+    start = time.perf_counter()
+    run = trainer.setup(config, workdir, devices=devices)
+    row = {
+        "label": variant.label,
+        "spec": dataclasses.asdict(spec),
+        "model": models.config.as_dict(run.model_cfg),
+        "params": models.count_params(run.model_cfg),
+        "pairs_per_window": attention_pairs(run.model_cfg),
+        "loss_positions": run.model_cfg.seq_len - run.model_cfg.loss_offset,
+        "peak_mib": compiled_peak_mib(run),
+    }
+    try:
+        progress = trainer.train_loop(run)
+    finally:
+        run.ckpt.close()
+    row["train_s"] = progress["wall_s"]
+    row["tokens_per_s"] = training_tokens_per_s(os.path.join(workdir, "metrics.jsonl"))
+    model = nnx.merge(run.graphdef, jax.device_get(run.state["params"]))
+    setup = runner.Setup(model, run.model_cfg, run.data, f"trained in {workdir}")
+    t = time.perf_counter()
+    for split in ("validation", "test"):
+        results = runner.evaluate(
+            setup, split=split, protocols=["standard", "paper"], max_tokens=spec.eval_tokens
+        )
+        for r in results:
+            row[f"{split}_{r.protocol}_ppl"] = r.perplexity
+            row[f"{split}_{r.protocol}_loss"] = r.loss
+    row["eval_s"] = time.perf_counter() - t
+    row["total_s"] = time.perf_counter() - start
+    with open(os.path.join(workdir, ROW_FILE), "w") as f:
+        json.dump(row, f, indent=2)
+    log(
+        f"{variant.label}: val ppl {row['validation_standard_ppl']:.3f} (paper "
+        f"{row['validation_paper_ppl']:.3f}), {row['tokens_per_s'] or 0:,.0f} tok/s, "
+        f"{row['total_s']:.0f} s"
+    )
+    return row
+
+
+def finished_row(spec: CompareSpec, workdir: str) -> dict | None:
+    """The row a previous run of the same spec left in `workdir`, if any (resume support)."""
+    path = os.path.join(workdir, ROW_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        row = json.load(f)
+    same = row.get("spec") == json.loads(json.dumps(dataclasses.asdict(spec)))  # tuples: lists
+    return row if same else None
+
+
+def ensure_ignored(folder: str) -> None:
+    """Makes `folder` git-ignored from the inside (a '*' .gitignore): workdirs hold checkpoints
+    that must never be committed, wherever the user points --workroot."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ".gitignore")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("# compare.py workdirs (checkpoints, metrics): never committed\n*\n")
+
+
+def run_comparison(
+    spec: CompareSpec,
+    workroot: str,
+    *,
+    rerun: bool = False,
+    devices=None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Runs every variant of `spec` under `workroot/<label>`; finished rows are reused unless
+    `rerun` (a stale workdir of another spec is trained afresh)."""
+    workroot = os.path.abspath(workroot)  # Orbax wants absolute checkpoint paths
+    ensure_ignored(workroot)
+    rows = []
+    for label in spec.variants:
+        variant = VARIANTS_BY_LABEL[label]
+        workdir = os.path.join(workroot, workdir_name(variant))
+        row = None if rerun else finished_row(spec, workdir)
+        if row is None:
+            if os.path.isdir(workdir):  # other spec or unfinished: start over, never mix
+                shutil.rmtree(workdir)
+            log(f"--- {label}")
+            row = run_variant(spec, variant, workdir, devices=devices, log=log)
+        else:
+            log(f"--- {label}: reusing the finished run in {workdir}")
+        row["workdir"] = workdir
+        rows.append(row)
+    return rows
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def markdown_report(
+    rows: Sequence[dict], spec: CompareSpec, command: str, wall_s: float, png_name: str
+) -> str:
+    """The results page: the settings, the table and how to read it."""
+    n = spec.seq_len
+    lines = [
+        "# Same-budget comparison of the zoo on the embedded Austen corpus",
+        "",
+        f"Command: `{command}`",
+        "",
+        (
+            f"Every model: n = {n}, d = {spec.d_model}, L = {spec.num_layers}, "
+            f"H = {spec.num_heads}, byte tokens, AdamW (lr {spec.learning_rate:g}, "
+            f"{spec.warmup_steps} warm-up steps, cosine), batch {spec.batch_size}, "
+            f"{spec.num_steps} steps = {spec.num_steps * spec.batch_size * n:,} input tokens seen. "
+            f"llp s = n/{spec.segments} = {n // spec.segments}; latent models l = "
+            f"n/{spec.latent_div} = {n // spec.latent_div} (enhanced_v2 S_h = "
+            f"{spec.history_segments}, enhanced_v3 c = n/4). Perplexity per byte token on the "
+            f"first {spec.eval_tokens:,} tokens of each split (0 = all): 'standard' counts every "
+            "target once with the longest available context (stride n/2, latent models "
+            "min(n/2, l)); 'paper' is the authors' protocol (windows every n/2, mean of window "
+            "means; llp counts overlapping targets twice). Attention pairs: per window, all "
+            "layers, per head, counted from each model's masks. Peak memory: the compiled train "
+            f"step's buffer plan. {wall_s / 60:.1f} min in all (a shared 2-core CPU: tokens/s "
+            "are noisy)."
+        ),
+        "",
+        (
+            "| model | params | attention pairs / window | loss positions / window | val ppl | "
+            "test ppl | val ppl (paper) | test ppl (paper) | train tokens/s | peak MiB |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['params']:,} | {r['pairs_per_window']:,} | "
+            f"{r['loss_positions']} | {_fmt(r.get('validation_standard_ppl'), '.3f')} | "
+            f"{_fmt(r.get('test_standard_ppl'), '.3f')} | "
+            f"{_fmt(r.get('validation_paper_ppl'), '.3f')} | "
+            f"{_fmt(r.get('test_paper_ppl'), '.3f')} | {_fmt(r.get('tokens_per_s'), ',.0f')} | "
+            f"{_fmt(r.get('peak_mib'), ',.1f')} |"
+        )
+    lines += [
+        "",
+        (
+            "Equal input tokens are not equal loss targets: the latent models score "
+            f"{n // spec.latent_div} of every {n} positions per window, so they learn from "
+            f"{spec.latent_div}x fewer targets per step, each with long context; the others "
+            "score every position, most of them with short context. 'llp (code)' switches "
+            "on the authors' code knobs (shared K = V, unused K/V LayerNorm parameters, RoPE in "
+            "layer 1 only, a separate segment-0 output projection, dropout 0.05); all other rows "
+            "are the clean models without dropout."
+        ),
+        "",
+        f"![validation loss vs step]({png_name})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_validation(rows: Sequence[dict], path: str) -> None:
+    """Validation loss (each model's own loss positions) vs step, one line per variant."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for r in rows:
+        records = read_jsonl(os.path.join(r["workdir"], "metrics.jsonl"))
+        points = sorted((x["step"], x["val/loss"]) for x in records if "val/loss" in x)
+        if points:
+            style = "s--" if r["model"]["name"] in models.LATENT_MODELS else "o-"
+            ax.plot(*zip(*points), style, label=r["label"], markersize=3)
+    ax.set_xlabel("step (equal input tokens per step)")
+    ax.set_ylabel("validation loss (nats/token, model's loss positions)")
+    ax.set_title("Validation loss vs step (dashed: latent models, scored on their last l)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def write_results(rows, spec, out_md: str, command: str, wall_s: float) -> str:
+    """Writes the markdown table, the rows as JSON and the plot beside it (same name, .json and
+    .png); returns the markdown."""
+    png = os.path.splitext(out_md)[0] + ".png"
+    text = markdown_report(rows, spec, command, wall_s, os.path.basename(png))
+    os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
+    with open(out_md, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(out_md)[0] + ".json", "w") as f:
+        json.dump({"command": command, "rows": rows}, f, indent=1)
+    plot_validation(rows, png)
+    return text
+
+
+def estimate_runtime(
+    spec: CompareSpec, workroot: str, *, steps: int = 8, devices=None, log=print
+) -> dict[str, float]:
+    """Projected seconds per variant for `spec`, from a short run of each (`steps` steps and a
+    quarter of the evaluation tokens) under `workroot`: fixed costs (set-up, compiles, the
+    pair count) + spec.num_steps x the measured step time + 4 x the measured evaluation time
+    (an over-estimate: evaluation compiles once, not four times)."""
+    short = dataclasses.replace(
+        spec, num_steps=steps, eval_every=steps, eval_tokens=max(spec.eval_tokens // 4, 1024)
+    )
+    scale = (spec.eval_tokens or 10**9) / short.eval_tokens
+    out = {}
+    for row in run_comparison(short, workroot, rerun=True, devices=devices, log=log):
+        step_s = spec.batch_size * spec.seq_len / row["tokens_per_s"]
+        fixed = max(row["total_s"] - row["eval_s"] - steps * step_s, 0.0)
+        out[row["label"]] = fixed + spec.num_steps * step_s + scale * row["eval_s"]
+        log(
+            f"{row['label']}: {step_s:.2f} s/step, fixed {fixed:.0f} s, evaluation "
+            f"{row['eval_s']:.0f} s for {short.eval_tokens:,} tokens/split -> "
+            f"{out[row['label']] / 60:.1f} min"
+        )
+    return out

@@ -1,0 +1,138 @@
+"""experiments/compare.py: the --quick run end to end (table, plot, resume), the variants' shared
+budget, and attention pairs counted from the models' masks against closed forms and MODELS.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from llp_jax import models as M
+from llp_jax.evaluation import benchmark, compare
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ----------------------------------------------------------------------------- the shared budget
+def test_variants_share_size_budget_and_optimiser():
+    spec = compare.CompareSpec()
+    configs = {v.label: compare.experiment_config(spec, v) for v in compare.VARIANTS}
+    assert len(configs) == 8 and "llp (code)" in configs
+    shared_model = ("seq_len", "d_model", "num_layers", "num_heads", "mlp_ratio")
+    for label, config in configs.items():
+        for field in shared_model:
+            assert config.model[field] == getattr(spec, field, config.model[field]), (label, field)
+        assert config.train.batch_size == spec.batch_size
+        assert config.train.num_steps == spec.num_steps
+        assert config.train.learning_rate == spec.learning_rate
+        assert config.train.schedule == configs["transformer"].train.schedule
+        assert config.data.tokenizer == "byte"
+    assert configs["llp (code)"].model.llp_separate_first_out  # the authors' knobs
+    assert not configs["llp"].model.llp_separate_first_out
+    assert configs["llp"].model.segment_len == spec.seq_len // spec.segments
+    assert configs["perceiver_ar"].model.latent_len == spec.seq_len // spec.latent_div
+
+
+def test_default_budget_tokens():
+    spec = compare.CompareSpec()
+    assert set(spec.variants) == {v.label for v in compare.VARIANTS}
+    assert spec.num_steps * spec.batch_size * spec.seq_len >= 500_000  # not a toy run
+
+
+# ----------------------------------------------------------------------------- attention pairs
+def _exact_pairs(cfg: M.ModelConfig) -> int:
+    """Closed forms of the masks' pair counts (per window, all layers, per head)."""
+    n, L, l = cfg.seq_len, cfg.num_layers, cfg.latent_len
+    m = n - l
+    tri = lambda x: x * (x + 1) // 2
+    bidir = cfg.history_mask == "bidirectional"
+    hist = lambda x: x * x if bidir else tri(x)
+    if cfg.name == "transformer":
+        return L * tri(n)
+    if cfg.name == "perceiver_ar":
+        return l * m + tri(l) + (L - 1) * tri(l)
+    if cfg.name == "enhanced_v1":
+        return L * (l * m + tri(l) + hist(m))
+    if cfg.name == "enhanced_v2":
+        h = m // cfg.history_segments
+        return L * (l * m + tri(l) + cfg.history_segments * hist(h))
+    if cfg.name == "enhanced_v3":
+        c = cfg.compressed
+        return (l * m + tri(l) + hist(m)) + (L - 1) * (l * c + tri(l) + hist(c))
+    if cfg.name == "llp":
+        s = cfg.segment_len
+        return L * ((n // s) * tri(s) + (n - s) * s)
+    if cfg.name == "s2attn":
+        G = cfg.group
+        plain = (n // G) * tri(G)
+        shifted = 2 * tri(G // 2) + (n // G - 1) * tri(G)
+        return L * (plain + shifted) // 2
+    raise AssertionError(cfg.name)
+
+
+def _models_md_formula(cfg: M.ModelConfig) -> float:
+    """MODELS.md / README's cost column (bidirectional history, as the authors' code)."""
+    n, L, l = cfg.seq_len, cfg.num_layers, cfg.latent_len
+    m, c, s, G = n - l, cfg.compressed, cfg.segment_len, cfg.group
+    return {
+        "transformer": L * n * n / 2,
+        "perceiver_ar": l * n + (L - 1) * l * l,
+        "enhanced_v1": L * (l * n + m * m),
+        "enhanced_v2": L * (l * n + m * m / cfg.history_segments),
+        "enhanced_v3": l * n + m * m + (L - 1) * (c + l) ** 2,
+        "llp": L * s * (2 * n - s),
+        "s2attn": L * n * G / 2,
+    }[cfg.name]
+
+
+@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("faithful", [False, True], ids=["clean", "code"])
+def test_attention_pairs_from_masks_match_closed_forms(name, faithful):
+    cfg = M.tiny(name, faithful=faithful, num_layers=3)
+    assert benchmark.attention_pairs(cfg) == _exact_pairs(cfg)
+
+
+@pytest.mark.parametrize("name", M.MODEL_NAMES)
+def test_attention_pairs_against_models_md(name):
+    """MODELS.md counts the latent block and llp's current segment as full squares (an upper
+    bound of the causal count); with the code's bidirectional history the rest is exact."""
+    cfg = M.tiny(name, faithful=True, seq_len=256, num_layers=3)
+    exact, formula = benchmark.attention_pairs(cfg), _models_md_formula(cfg)
+    assert 0.99 * exact <= formula <= 1.4 * exact, (exact, formula)
+
+
+# ----------------------------------------------------------------------------- quick run
+@pytest.mark.slow
+def test_quick_compare_writes_table_and_plot(tmp_path):
+    """`python -m experiments.compare --quick` end to end, then a rerun reuses every row."""
+    workroot, out = tmp_path / "work", tmp_path / "results" / "compare.md"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    cmd = [sys.executable, "-m", "experiments.compare", "--quick", f"--workroot={workroot}",
+           f"--out={out}", "--compilation_cache="]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    for column in ("params", "attention pairs", "val ppl", "test ppl", "(paper)", "tokens/s",
+                   "peak MiB"):  # fmt: skip
+        assert column in header
+    rows = [line for line in text.splitlines() if line.startswith(("| transformer", "| llp"))]
+    assert len(rows) == 2 and all("| - |" not in r for r in rows), rows
+    png = tmp_path / "results" / "compare.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert "compare.png" in text and "--quick" in text
+    assert (workroot / ".gitignore").read_text().strip().endswith("*")
+    # Resume: the same spec reuses the finished rows without training.
+    logs = []
+    rows = compare.run_comparison(
+        compare.QUICK, str(workroot), devices=jax.devices()[:1], log=logs.append
+    )
+    assert all("reusing" in line for line in logs) and len(rows) == 2
+    other = dataclasses.replace(compare.QUICK, num_steps=compare.QUICK.num_steps + 1)
+    assert compare.finished_row(other, rows[0]["workdir"]) is None  # a changed spec retrains
