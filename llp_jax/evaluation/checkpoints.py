@@ -68,7 +68,7 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def read_meta(workdir: str, step: int) -> dict:
-    path = os.path.join(workdir, "checkpoints", str(step), "meta")
+    path = os.path.abspath(os.path.join(workdir, "checkpoints", str(step), "meta"))
     handler = ocp.Checkpointer(ocp.JsonCheckpointHandler())
     return dict(handler.restore(path, args=ocp.args.JsonRestore()))
 
@@ -118,7 +118,7 @@ def _strip_value_nodes(tree):
 
 def restore_params(workdir: str, step: int, model: nnx.Module) -> nnx.Module:
     """Restores the 'params' of a step's train state into `model` (on the default device)."""
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    path = os.path.abspath(os.path.join(workdir, "checkpoints", str(step), "state"))
     checkpointer = ocp.PyTreeCheckpointer()
     quiet = _QuietMissingMetadata()
     logging.getLogger("absl").addFilter(quiet)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from typing import Any
 
 import grain.checkpoint
@@ -119,7 +120,8 @@ class Checkpointer:
           best_mode: 'min' (a loss) or 'max' (an accuracy).
           async_save: write in a background thread; training continues meanwhile.
         """
-        self.directory = epath.Path(directory)
+        # Orbax (tensorstore) needs absolute paths; a relative --workdir is the common case.
+        self.directory = epath.Path(os.path.abspath(os.fspath(directory)))
         self._keep_best = bool(keep_best)
         policies = [ocp_managers.LatestN(n=max(int(keep), 1))]
         best_fn = None

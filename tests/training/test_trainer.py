@@ -78,15 +78,17 @@ def test_resume_refuses_a_different_model(corpus_file, tmp_path):
 
 @pytest.mark.slow
 def test_train_launcher_reduces_validation_loss(corpus_file, tmp_path):
+    # Run from another directory with a relative --workdir, as the README's main job does.
     workdir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "experiments.train", "--config=llp_jax/configs/tiny.py:llp",
-        f"--workdir={workdir}", f"--config.data.corpus={corpus_file}",
-        "--config.train.num_steps=40", "--config.train.eval_every=20",
-        "--config.train.eval_batches=2", "--config.sample.num_tokens=20",
+        sys.executable, "-m", "experiments.train",
+        f"--config={REPO}/llp_jax/configs/tiny.py:llp", "--workdir=run",
+        f"--config.data.corpus={corpus_file}", "--config.train.num_steps=40",
+        "--config.train.eval_every=20", "--config.train.eval_batches=2",
+        "--config.sample.num_tokens=20",
     ]  # fmt: skip
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "validation perplexity" in proc.stdout
     records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
@@ -95,3 +97,4 @@ def test_train_launcher_reduces_validation_loss(corpus_file, tmp_path):
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["val_ppl"] < summary["unigram_val_ppl"]
     assert (workdir / "loss.png").stat().st_size > 1000
+    assert sorted(os.listdir(workdir / "checkpoints"))[-1] == "40"
