@@ -37,7 +37,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.models.attention import MaskSpec
@@ -186,29 +185,8 @@ class LatentCache:
 
     def refill(self, model, buf_BxN: jax.Array, start):
         """Caches of every layer for the window buf[start : start + n] (one full forward)."""
-        n, l = self.window, self.latent_len
-        x = model.embed_tokens(jax.lax.dynamic_slice_in_dim(buf_BxN, start, n, axis=1))
-        all_pos, latent_pos = np.arange(n, dtype=np.int32), np.arange(n - l, n, dtype=np.int32)
-        mask = MaskSpec(causal=True)
-
-        def cross(block, h, _, r):
-            return block(
-                h,
-                mask,
-                q_pos=latent_pos,
-                k_pos=all_pos,
-                num_queries=l,
-                use_rope=model.rope_in(True),
-                rng=r,
-            )
-
-        def self_attn(block, h, _, r):
-            return block(
-                h, mask, q_pos=latent_pos, k_pos=latent_pos, use_rope=model.rope_in(False), rng=r
-            )
-
-        _, caches = model.run_layers(x, cross, self_attn, None)
-        return caches
+        x = model.embed_tokens(jax.lax.dynamic_slice_in_dim(buf_BxN, start, self.window, axis=1))
+        return model.run_with_kv(x, None)[1]
 
     def init(self, model, buf_BxN: jax.Array, c0):
         start = jnp.asarray(c0 - (self.window - 1), jnp.int32)

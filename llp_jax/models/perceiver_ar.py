@@ -15,6 +15,10 @@ from llp_jax.models.base import LanguageModel, positions
 
 class PerceiverAR(LanguageModel):
     def hidden(self, x_BxTxD, rng):
+        return self.run_with_kv(x_BxTxD, rng)[0]
+
+    def run_with_kv(self, x_BxTxD, rng):
+        """(latents after the last layer, per-layer (keys, values)): the cached decoder's refill."""
         T, l = x_BxTxD.shape[1], self.cfg.latent_len
         all_pos, latent_pos = positions(0, T), positions(T - l, l)
         mask = MaskSpec(causal=True)
@@ -35,5 +39,4 @@ class PerceiverAR(LanguageModel):
                 x, mask, q_pos=latent_pos, k_pos=latent_pos, use_rope=self.rope_in(False), rng=r
             )
 
-        x, _ = self.run_layers(x_BxTxD, cross, self_attn, rng)
-        return x
+        return self.run_layers(x_BxTxD, cross, self_attn, rng)
