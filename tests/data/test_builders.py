@@ -98,7 +98,7 @@ def test_offline_download_fails_at_once_naming_manual_and_data_dir(corpus, monke
     start = time.perf_counter()
     with pytest.raises(DataError, match="Could not download") as e:
         prepare_builder(parse_spec(corpus), str(tmp_path))
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 60  # a hang guard, not a timing target
     assert_offline_message(str(e.value))
 
 
