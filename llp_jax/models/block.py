@@ -7,6 +7,9 @@ for enhanced_v3's first layer, the sequence compression of the history.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -20,6 +23,9 @@ from llp_jax.models.layers import (
     split_rng,
     uniform_param,
 )
+
+# (q [B,Q,H,D], k [B,T,H,D], v [B,T,H,D], dropout rng or None) -> attention output [B,Q,H,D].
+AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, "jax.Array | None"], jax.Array]
 
 
 class Block(nnx.Module):
@@ -63,6 +69,7 @@ class Block(nnx.Module):
         kv_prefix: tuple[jax.Array, jax.Array] | None = None,
         compress_history: int = 0,
         first_out_len: int = 0,
+        attention: AttentionFn | None = None,
     ):
         """Applies the block.
 
@@ -77,39 +84,38 @@ class Block(nnx.Module):
           kv_prefix: cached (k, v) [B, P, H, D] placed before x's keys (LLP streaming/decoding).
           compress_history: m > 0 compresses the first m outputs to c (V3's first layer).
           first_out_len: queries at positions < this use the segment-0 output projection.
+          attention: replaces the prefix concatenation and `attend`: (q, k, v, rng) -> o. The
+            sequence-parallel LLP fetches its left neighbour's keys/values there.
 
         Returns:
           (y_BxQxD, (k, v)) with y the layer output at the query positions (compressed for V3)
           and k, v the new keys/values computed from x (to extend a cache).
         """
-        cfg = self.cfg
         rng_attn, rng_ff = split_rng(rng, 2)
         h = self.norm1(x_BxTxD)
         T = x_BxTxD.shape[1]
         hq = h if num_queries is None else h[:, T - num_queries :]
         new_k_pos = k_pos[len(k_pos) - T :] if kv_prefix is not None else k_pos
         q, k_new, v_new = self.attn.qkv(hq, h, q_pos, new_k_pos, use_rope)
-        k, v = k_new, v_new
-        if kv_prefix is not None:
-            k = jnp.concatenate([kv_prefix[0].astype(k.dtype), k], axis=1)
-            v = jnp.concatenate([kv_prefix[1].astype(v.dtype), v], axis=1)
-        o_BxQxHxD = attend(
-            q,
-            k,
-            v,
-            mask,
-            q_pos=q_pos,
-            k_pos=k_pos,
-            impl=cfg.attention_impl,
-            dropout_rate=cfg.dropout,
-            rng=rng_attn,
-        )
+        if attention is None:
+            attention = functools.partial(self._attend, mask, q_pos, k_pos, kv_prefix)
+        o_BxQxHxD = attention(q, k_new, v_new, rng_attn)
         residual = x_BxTxD[:, x_BxTxD.shape[1] - q.shape[1] :]
         if compress_history:
             o_BxQxHxD, residual = self._compress(o_BxQxHxD, x_BxTxD, compress_history)
         y = residual + self.attn.out(o_BxQxHxD, q_pos, first_out_len)
         y = y + self.ff(self.norm2(y), rng_ff)
         return y, (k_new, v_new)
+
+    def _attend(self, mask, q_pos, k_pos, kv_prefix, q, k, v, rng):
+        """`attend` over [kv_prefix ; the new keys/values]."""
+        if kv_prefix is not None:
+            k = jnp.concatenate([kv_prefix[0].astype(k.dtype), k], axis=1)
+            v = jnp.concatenate([kv_prefix[1].astype(v.dtype), v], axis=1)
+        return attend(
+            q, k, v, mask, q_pos=q_pos, k_pos=k_pos, impl=self.cfg.attention_impl,
+            dropout_rate=self.cfg.dropout, rng=rng,
+        )  # fmt: skip
 
     def _compress(self, o_BxNxHxD, x_BxNxD, m):
         """Compresses the m history outputs (heads merged) to c; returns (o, residual)."""

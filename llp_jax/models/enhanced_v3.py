@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
+from llp_jax.models.base import positions
 from llp_jax.models.block import Block
 from llp_jax.models.config import ConfigError
 from llp_jax.models.enhanced_v1 import EnhancedV1
-from llp_jax.models.base import positions
 
 
 class EnhancedV3(EnhancedV1):

@@ -117,7 +117,10 @@ class AttentionProjections(nnx.Module):
         return q, k, v
 
     def out(self, o_BxQxHxD: jax.Array, q_pos, first_out_len: int = 0) -> jax.Array:
-        """Output projection; queries at positions < first_out_len use `wo0` if it exists."""
+        """Output projection; queries at positions < first_out_len use `wo0` if it exists.
+
+        `q_pos` must increase along the rows (every caller's positions do).
+        """
         dt = o_BxQxHxD.dtype
         project = lambda o, w, b: (  # noqa: E731
             jnp.einsum("bqhk,hkd->bqd", o, w[...].astype(dt)) + b[...].astype(dt)
@@ -134,7 +137,10 @@ class AttentionProjections(nnx.Module):
                 ],
                 axis=1,
             )
-        first = (jnp.asarray(q_pos) < first_out_len)[None, :, None]
-        return jnp.where(
-            first, project(o_BxQxHxD, self.wo0, self.bo0), project(o_BxQxHxD, self.wo, self.bo)
-        )
+        # Traced positions (a sequence-parallel shard, a decoding step) still increase along the
+        # rows, so only the first `first_out_len` rows can be segment 0: project just those twice.
+        out = project(o_BxQxHxD, self.wo, self.bo)
+        f = min(int(first_out_len), o_BxQxHxD.shape[1])
+        first = (jnp.asarray(q_pos)[:f] < first_out_len)[None, :, None]
+        head = jnp.where(first, project(o_BxQxHxD[:, :f], self.wo0, self.bo0), out[:, :f])
+        return out.at[:, :f].set(head)

@@ -23,7 +23,6 @@ import numpy as np
 from llp_jax.models.attention import attend
 from llp_jax.models.block import Block
 from llp_jax.models.config import ConfigError, ModelConfig
-from llp_jax.models.layers import split_rng
 from llp_jax.models.llp import LLP
 
 
@@ -93,28 +92,29 @@ def _window_attention(model: LLP, q, k, v, k_left, v_left, offset, rng):
 
 
 def _layer(model: LLP, first: bool, offset, axis: str, num_shards: int):
-    """A `run_layers` layer function: `Block.__call__` with the neighbour exchange inserted."""
-    cfg = model.cfg
-    s, back = cfg.segment_len, cfg.prev_segments
+    """A `run_layers` layer function: the shared `Block` with the neighbour exchange as its
+    attention (keys/values are computed locally, then the last k segments move one device right)."""
+    s, back = model.cfg.segment_len, model.cfg.prev_segments
 
-    def fn(block: Block, x_BxTxD, _aux, rng):
-        rng_attn, rng_ff = split_rng(rng, 2)
-        T = x_BxTxD.shape[1]
-        pos_T = offset + jnp.arange(T, dtype=jnp.int32)
-        h = block.norm1(x_BxTxD)
-        q, k, v = block.attn.qkv(h, h, pos_T, pos_T, model.rope_in(first))
+    def exchange_and_attend(q, k, v, rng):
+        T = k.shape[1]
         k_left = _from_left_neighbour(k[:, T - back * s :], axis, num_shards)
         # Shared K = V (the authors' code): one exchange serves both.
         v_left = k_left if v is k else _from_left_neighbour(v[:, T - back * s :], axis, num_shards)
-        o = _window_attention(model, q, k, v, k_left, v_left, offset, rng_attn)
-        out = block.attn.out(o, np.arange(T), 0)
-        if block.attn.separate_first_out:
-            # Segment 0 (only on device 0) has its own output projection: project just its rows.
-            first_rows = block.attn.out(o[:, :s], np.arange(s), s)
-            is_first = jax.lax.axis_index(axis) == 0
-            out = out.at[:, :s].set(jnp.where(is_first, first_rows, out[:, :s]))
-        y = x_BxTxD + out
-        y = y + block.ff(block.norm2(y), rng_ff)
+        return _window_attention(model, q, k, v, k_left, v_left, offset, rng)
+
+    def fn(block: Block, x_BxTxD, _aux, rng):
+        pos_T = offset + jnp.arange(x_BxTxD.shape[1], dtype=jnp.int32)
+        y, _ = block(
+            x_BxTxD,
+            model.mask,
+            q_pos=pos_T,
+            k_pos=pos_T,
+            use_rope=model.rope_in(first),
+            rng=rng,
+            first_out_len=s,  # segment 0 lives on device 0 only; positions are absolute
+            attention=exchange_and_attend,
+        )
         return y, None
 
     return fn

@@ -25,8 +25,8 @@ import ml_collections
 from flax import nnx
 
 from llp_jax import models
-from llp_jax.errors import LLPError
 from llp_jax.data import Datasets, build_datasets, make_global_batch
+from llp_jax.errors import LLPError
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel
 from llp_jax.training import train_step as ts
