@@ -55,57 +55,66 @@ def wait_for_step(workdir, step, proc, timeout=300):
     raise TimeoutError(f"run did not reach step {step}")
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(corpus_file, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("straight")
-    subprocess.run(launch_args(workdir, corpus_file, 12), cwd=REPO, env=ENV, check=True,
-                   capture_output=True, timeout=600)  # fmt: skip
-    return train_losses(workdir)
+# Interrupted runs are launched far longer than the test lasts, so the kill or the signal always
+# lands mid-run however fast the steps are; a constant learning rate makes their first steps those
+# of any shorter run, so the rerun may stop a few steps past the interruption and be compared with
+# a straight run of that length.
+LONG = 100_000
+CONSTANT_LR = ["--config.train.schedule=constant"]
+
+
+def start_long_run(workdir, corpus, every):
+    args = launch_args(workdir, corpus, LONG, every=every) + CONSTANT_LR
+    return subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def rerun_and_straight_run(workdir, corpus, end, tmp_path):
+    """Reruns the interrupted workdir up to step `end`; returns (its stdout, a straight run's
+    losses for the same steps)."""
+    done = subprocess.run(launch_args(workdir, corpus, end) + CONSTANT_LR, cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    straight = tmp_path / "straight"
+    subprocess.run(launch_args(straight, corpus, end) + CONSTANT_LR, cwd=REPO, env=ENV,
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    return done.stdout, train_losses(straight)
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_continues_bitwise(corpus_file, uninterrupted, tmp_path):
+def test_kill_9_then_rerun_continues_bitwise(corpus_file, tmp_path):
     workdir = tmp_path / "killed"
-    args = launch_args(workdir, corpus_file, 12)
-    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = start_long_run(workdir, corpus_file, every=2)
     wait_for_step(workdir, 7, proc)
-    proc.kill()  # SIGKILL: no handler runs
+    proc.kill()  # SIGKILL: no handler runs, an async save may be cut off half-written
     proc.wait()
-    done = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "resumed from step" in done.stdout
-    assert train_losses(workdir) == uninterrupted  # every step, bitwise (JSON floats round-trip)
+    before = train_losses(workdir)
+    end = max(before) + 3
+    out, straight = rerun_and_straight_run(workdir, corpus_file, end, tmp_path)
+    assert "resumed from step" in out
+    resumed_from = int(out.split("resumed from step ")[1].split()[0])
+    assert 2 <= resumed_from <= max(before)
+    assert before == {step: straight[step] for step in before}  # the killed run, bitwise
+    assert train_losses(workdir) == straight  # and the rerun, every step bitwise
 
 
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_zero(corpus_file, tmp_path):
-    # A run far longer than the test, so the signal always lands mid-run however fast the steps
-    # are; a constant learning rate makes its first steps those of any shorter run, and the
-    # resumed run may then stop a few steps after the preemption point.
-    constant = ["--config.train.schedule=constant"]
     workdir = tmp_path / "preempted"
-    args = launch_args(workdir, corpus_file, 100_000, every=100_000) + constant
-    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = start_long_run(workdir, corpus_file, every=LONG)
     wait_for_step(workdir, 3, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     saved = int(out.split("SIGTERM: saved step ")[1].split(";")[0])
-    assert 3 <= saved < 100_000
+    assert 3 <= saved < LONG
     assert os.path.isdir(workdir / "checkpoints" / str(saved)), (
         os.listdir(workdir / "checkpoints"),
         out[-3000:],
     )
-    end = saved + 3
-    done = subprocess.run(launch_args(workdir, corpus_file, end) + constant, cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0 and f"resumed from step {saved}" in done.stdout, done.stderr[-2000:]
-    straight = tmp_path / "straight"
-    subprocess.run(launch_args(straight, corpus_file, end) + constant, cwd=REPO, env=ENV,
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
-    assert train_losses(workdir) == train_losses(straight)  # every step, bitwise
+    out, straight = rerun_and_straight_run(workdir, corpus_file, saved + 3, tmp_path)
+    assert f"resumed from step {saved}" in out
+    assert train_losses(workdir) == straight  # every step, bitwise
 
 
 def test_damaged_newest_checkpoint_resumes_from_previous(corpus_file, tmp_path, caplog):
