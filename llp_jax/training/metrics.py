@@ -109,10 +109,13 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 class ProgressBar:
-    """A tqdm bar over training steps showing loss, perplexity, tokens/s and learning rate.
+    """A tqdm bar over training steps showing loss, perplexity, tokens/s, learning rate, gradient
+    norm and step time.
 
-    Disabled on processes other than 0. Tokens/s is measured between consecutive `update`
-    calls, so call it after the step's loss has been fetched (which synchronises the device).
+    Disabled on processes other than 0. Step time is the wall time since the previous `update`
+    (or `restart_clock`) divided by the steps run since, so call `update` after the step's loss
+    has been fetched (which synchronises the device), and `restart_clock` after work that is not
+    training (evaluation, a checkpoint save) so it does not count as step time.
     """
 
     def __init__(self, total_steps: int, initial_step: int = 0, *, desc: str = "train"):
@@ -128,34 +131,52 @@ class ProgressBar:
         self._step = initial_step
         self._time = time.perf_counter()
 
+    def restart_clock(self) -> None:
+        self._time = time.perf_counter()
+
     def update(
-        self, step: int, *, loss: float | None = None, tokens: int = 0, lr: float | None = None
+        self,
+        step: int,
+        *,
+        loss: float | None = None,
+        tokens_per_step: int = 0,
+        lr: float | None = None,
+        grad_norm: float | None = None,
     ) -> dict:
-        """Advances the bar to `step`; `tokens` = tokens processed since the previous update.
+        """Advances the bar to `step`.
 
         Returns:
-          The displayed numbers ({'loss', 'ppl', 'tok/s', 'lr'} where given), for logging.
+          The displayed numbers ({'loss', 'ppl', 'lr', 'grad_norm', 'step_s', 'tok/s'} where
+          given), for logging.
         """
         now = time.perf_counter()
         shown: dict[str, float] = {}
         if loss is not None:
-            loss = float(loss)
-            shown["loss"] = loss
-            shown["ppl"] = math.exp(min(loss, 50.0))
-        if tokens:
-            shown["tok/s"] = tokens / max(now - self._time, 1e-9)
+            shown["loss"] = float(loss)
+            shown["ppl"] = math.exp(min(float(loss), 50.0))
         if lr is not None:
             shown["lr"] = float(lr)
-        self._bar.set_postfix(
-            {k: f"{v:.3g}" if k != "tok/s" else f"{v:,.0f}" for k, v in shown.items()},
-            refresh=False,
-        )
+        if grad_norm is not None:
+            shown["grad_norm"] = float(grad_norm)
+        if step > self._step:
+            shown["step_s"] = max(now - self._time, 1e-9) / (step - self._step)
+            if tokens_per_step:
+                shown["tok/s"] = tokens_per_step / shown["step_s"]
+        self._bar.set_postfix({k: _show(k, v) for k, v in shown.items()}, refresh=False)
         self._bar.update(step - self._step)
         self._step, self._time = step, now
         return shown
 
     def close(self) -> None:
         self._bar.close()
+
+
+def _show(key: str, value: float) -> str:
+    if key == "tok/s":
+        return f"{value:,.0f}"
+    if key == "step_s":
+        return f"{value * 1e3:,.0f}ms"
+    return f"{value:.3g}"
 
 
 def plot_losses(

@@ -207,7 +207,8 @@ def train_loop(run: Run) -> dict:
                         step,
                         loss=m["loss"],
                         lr=m["learning_rate"],
-                        tokens=tokens_per_step * int(train.log_every),
+                        grad_norm=m["grad_norm"],
+                        tokens_per_step=tokens_per_step,
                     )
                     writer.write(
                         step,
@@ -217,6 +218,7 @@ def train_loop(run: Run) -> dict:
                             "train/grad_norm": m["grad_norm"],
                             "train/lr": m["learning_rate"],
                             "train/tokens_per_s": shown.get("tok/s", 0.0),
+                            "train/step_time_s": shown.get("step_s", 0.0),
                         },
                     )
                 val = None
@@ -241,6 +243,8 @@ def train_loop(run: Run) -> dict:
                         metrics={"val_loss": val} if val is not None else None,
                         force=last,
                     )
+                if val is not None or last or step % int(train.checkpoint_every) == 0:
+                    bar.restart_clock()  # evaluation and saving are not step time
                 if stop:
                     preempted = True
                     print(f"SIGTERM: saved step {step}; exiting")

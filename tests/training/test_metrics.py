@@ -36,12 +36,18 @@ def test_writer_writes_jsonl_and_tensorboard(tmp_path):
     assert len(metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")) == 7
 
 
-def test_progress_bar_reports_ppl_and_throughput():
+def test_progress_bar_reports_ppl_step_time_and_throughput(monkeypatch):
+    clock = iter([100.0, 101.0, 105.0, 106.0])  # start, step 2, restart, step 6
+    monkeypatch.setattr(metrics_lib.time, "perf_counter", lambda: next(clock))
     bar = metrics_lib.ProgressBar(total_steps=10, initial_step=0)
-    shown = bar.update(2, loss=2.0, tokens=1024, lr=3e-4)
-    bar.close()
+    shown = bar.update(2, loss=2.0, tokens_per_step=512, lr=3e-4, grad_norm=0.5)
     assert math.isclose(shown["ppl"], math.exp(2.0), rel_tol=1e-9)
-    assert shown["tok/s"] > 0 and shown["lr"] == 3e-4
+    assert shown["step_s"] == 0.5 and shown["tok/s"] == 1024.0  # 2 steps in 1 s
+    assert shown["lr"] == 3e-4 and shown["grad_norm"] == 0.5
+    bar.restart_clock()  # e.g. after an evaluation: its 4 s are not step time
+    shown = bar.update(6, loss=1.0, tokens_per_step=512)
+    bar.close()
+    assert shown["step_s"] == 0.25 and shown["tok/s"] == 2048.0
 
 
 def test_plot_losses_writes_png(tmp_path):

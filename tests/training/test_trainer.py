@@ -94,6 +94,10 @@ def test_train_launcher_reduces_validation_loss(corpus_file, tmp_path):
     records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     val = [r["val/loss"] for r in records if "val/loss" in r]
     assert len(val) == 2 and val[1] < val[0]
+    train = [r for r in records if "train/loss" in r]
+    for key in ("train/ppl", "train/lr", "train/grad_norm", "train/tokens_per_s"):
+        assert all(r[key] > 0 for r in train), key
+    assert all(0 < r["train/step_time_s"] < 60 for r in train)
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["val_ppl"] < summary["unigram_val_ppl"]
     assert (workdir / "loss.png").stat().st_size > 1000
