@@ -1,0 +1,28 @@
+"""`import llp_jax` is cheap and its top-level names resolve lazily to the library's own."""
+
+import subprocess
+import sys
+
+import pytest
+
+import llp_jax
+from tests.training.conftest import REPO
+
+
+def test_bare_import_loads_no_jax():
+    code = "import sys, llp_jax; print('jax' in sys.modules, llp_jax.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()  # fmt: skip
+    assert out == ["False", llp_jax.__version__]
+
+
+def test_top_level_names_are_the_library_objects():
+    from llp_jax import errors, evaluation, models, training
+
+    assert llp_jax.models is models and llp_jax.build is models.build
+    assert llp_jax.ModelConfig is models.ModelConfig and llp_jax.LLPError is errors.LLPError
+    assert llp_jax.train_and_evaluate is training.train_and_evaluate
+    assert llp_jax.load_model is evaluation.load_model and llp_jax.generate is evaluation.generate
+    assert set(llp_jax.__all__) <= set(dir(llp_jax))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = llp_jax.nope
