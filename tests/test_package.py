@@ -26,3 +26,12 @@ def test_top_level_names_are_the_library_objects():
     assert set(llp_jax.__all__) <= set(dir(llp_jax))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = llp_jax.nope
+
+
+def test_readme_python_blocks_run():
+    """The README's examples are executed, so they cannot rot."""
+    text = open(f"{REPO}/README.md", encoding="utf-8").read()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
