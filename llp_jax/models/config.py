@@ -55,13 +55,24 @@ class ModelConfig:
       rope_layers: 'all' | 'first' (RoPE only in layer 1, as most of the authors' models).
       rope_theta: RoPE base.
       history_mask: 'causal' | 'bidirectional' (history block of enhanced_v1..v3, authors' code).
+        Bidirectional never leaks into scored outputs (history lies before every latent), but a
+        history position's output then changes when later history tokens arrive, so these models
+        cannot cache their history when decoding (their decoder recomputes the window).
       v3_residual: 'aligned' | 'code' (layer 1 adds x[:, :c+l], the authors' bug).
       v3_compress_every_layer: instantiate the (dead) compression matrix in every layer, as the code.
       llp_separate_first_out: segment 0 has its own output projection (`to_out_0` in the code).
-      attention_impl: 'xla' (fast: blocked where the mask allows), 'reference' (explicit full mask),
-        'cudnn' (GPU), 'splash' (TPU), 'auto' (the backend's kernel; see models/attention.py).
+      attention_impl: 'xla' (fast: blocked where the mask allows), 'reference' (explicit full mask:
+        O(n^2) memory, the ground truth the tests compare against), 'cudnn' (GPU), 'splash' (TPU),
+        'auto' (the backend's kernel; see models/attention.py). The kernels fall back to 'xla',
+        with a logged reason, where a mask or attention dropout is beyond them.
       compute_dtype: 'float32' | 'bfloat16' for activations and matmuls (parameters stay float32).
-      remat: 'none' | 'full' | 'dots' rematerialisation of the scanned layers.
+        bfloat16 halves activation memory and uses the accelerators' fast units; on CPU it is
+        usually slower than float32.
+      remat: 'none' | 'full' | 'dots' rematerialisation of the scanned layers 2..L. 'none' keeps
+        every activation (fastest, most memory); 'full' keeps only each layer's input and recomputes
+        the layer in the backward pass (~1/3 more compute, least memory); 'dots' also keeps the
+        matmul outputs that have no batch dimension (jax's `dots_with_no_batch_dims_saveable`): a
+        middle ground.
     """
 
     name: str = "llp"
