@@ -162,13 +162,18 @@ class ProgressBar:
             shown["step_s"] = max(now - self._time, 1e-9) / (step - self._step)
             if tokens_per_step:
                 shown["tok/s"] = tokens_per_step / shown["step_s"]
-        self._bar.set_postfix({k: _show(k, v) for k, v in shown.items()}, refresh=False)
+        self._bar.set_postfix(
+            {_LABELS.get(k, k): _show(k, v) for k, v in shown.items()}, refresh=False
+        )
         self._bar.update(step - self._step)
         self._step, self._time = step, now
         return shown
 
     def close(self) -> None:
         self._bar.close()
+
+
+_LABELS = {"grad_norm": "gnorm", "step_s": "step"}  # short names on the bar
 
 
 def _show(key: str, value: float) -> str:
