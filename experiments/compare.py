@@ -18,9 +18,9 @@ import sys
 import time
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 
-from llp_jax.errors import LLPError
+from experiments import _cli
 from llp_jax.evaluation import compare
 
 _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
@@ -36,10 +36,7 @@ _CACHE = flags.DEFINE_string(
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
+    _cli.start(argv)
     if _CACHE.value:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
     spec = compare.QUICK if _QUICK.value else compare.CompareSpec()
@@ -53,14 +50,12 @@ def main(argv):
     out = _OUT.value or default_out
     devices = jax.devices()[:1]  # one device: the memory and speed figures are per device
     start = time.perf_counter()
-    try:
+    with _cli.one_line_errors():
         if _ESTIMATE.value:
             projected = compare.estimate_runtime(spec, workroot, devices=devices)
             print(f"projected full comparison: {sum(projected.values()) / 60:.0f} min")
             return
         rows = compare.run_comparison(spec, workroot, rerun=_RERUN.value, devices=devices)
-    except LLPError as e:
-        sys.exit(f"error: {e}")
     command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
     print(compare.write_results(rows, spec, out, command, time.perf_counter() - start))
 

@@ -12,12 +12,11 @@ the scan form over the whole stream, unbounded context). Prints a table; writes 
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from llp_jax.errors import LLPError
+from experiments import _cli
 from llp_jax.evaluation import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,11 +37,8 @@ _OUT = flags.DEFINE_string("out", None, "JSON output path.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    try:
+    _cli.start(argv)
+    with _cli.one_line_errors():
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value)
         results = runner.evaluate(
             setup,
@@ -54,8 +50,6 @@ def main(argv):
             batch_size=_BATCH.value,
             max_tokens=_MAX_TOKENS.value,
         )
-    except LLPError as e:  # bad flags, config, data or checkpoint: one line, no traceback
-        sys.exit(f"error: {e}")
     print(
         f"{setup.config.name} ({setup.source}) on {setup.data.corpus.name} {_SPLIT.value}, "
         f"tokenizer {setup.data.tokenizer.name}"

@@ -8,12 +8,10 @@ runs past n indefinitely; transformer: KV cache; perceiver_ar: the latent-block 
 (enhanced_v1..v3) recomputing the window; --method=recompute forces the latter.
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from llp_jax.errors import LLPError
+from experiments import _cli
 from llp_jax.evaluation import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -33,11 +31,8 @@ _SLIDE = flags.DEFINE_integer("slide", None, "perceiver_ar: window advance when 
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    try:
+    _cli.start(argv)
+    with _cli.one_line_errors():
         setup = runner.setup(_WORKDIR.value, _CONFIG.value)
         texts = runner.sample(
             setup,
@@ -52,8 +47,6 @@ def main(argv):
             method=_METHOD.value,
             slide=_SLIDE.value,
         )
-    except LLPError as e:  # bad flags, config, data or checkpoint: one line, no traceback
-        sys.exit(f"error: {e}")
     print(f"{setup.config.name} ({setup.source})")
     for i, text in enumerate(texts):
         print(f"--- sample {i}\n{text}")

@@ -7,12 +7,10 @@
 Rerunning with the same --workdir resumes from its newest checkpoint (--noresume starts over).
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from llp_jax.errors import LLPError
+from experiments import _cli
 from llp_jax.training.distributed import initialize_distributed
 from llp_jax.training.trainer import train_and_evaluate
 
@@ -31,16 +29,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
+    _cli.start(argv)
     if _COORDINATOR.value or _DISTRIBUTED.value:
         initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    try:
+    with _cli.one_line_errors():
         train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
-    except LLPError as e:  # bad config/data/checkpoint, diverged run: one line, no traceback
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
