@@ -1,6 +1,7 @@
 """What every absl main in experiments/ shares: no stray arguments, quiet logs, one-line errors."""
 
 import contextlib
+import re
 import sys
 
 from absl import app, flags, logging
@@ -8,11 +9,36 @@ from absl import app, flags, logging
 from llp_jax.errors import LLPError
 
 
+def run(main) -> None:
+    """`app.run(main)` whose flag errors are one line: a config file that fails to load (a bad
+    `--config=file.py:arg`, a ConfigError from the preset) otherwise prints its whole traceback."""
+    app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"error: {_last_line(e)}")
+
+
+def _last_line(error: Exception) -> str:
+    """The exception line of a message that may embed a traceback, without the module path."""
+    line = next((x.strip() for x in reversed(str(error).splitlines()) if x.strip()), repr(error))
+    return re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", line)
+
+
 def start(argv) -> None:
-    """Rejects positional arguments and, unless --verbosity is given, logs at WARNING (Orbax logs
-    every file operation at INFO)."""
+    """Rejects positional arguments and a --config file that could not be read, and, unless
+    --verbosity is given, logs at WARNING (Orbax logs every file operation at INFO)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+        try:
+            # config_flags defers an unreadable file to the first attribute access.
+            _ = flags.FLAGS["config"].value.keys
+        except OSError as e:
+            sys.exit(f"error: --config: {_last_line(e)}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
 

@@ -18,7 +18,7 @@ import sys
 import time
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from experiments import _cli
 from llp_jax.evaluation import compare
@@ -61,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

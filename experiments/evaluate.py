@@ -13,7 +13,7 @@ the scan form over the whole stream, unbounded context). Prints a table; writes 
 
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import _cli
@@ -64,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -8,7 +8,7 @@ runs past n indefinitely; transformer: KV cache; perceiver_ar: the latent-block 
 (enhanced_v1..v3) recomputing the window; --method=recompute forces the latter.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import _cli
@@ -53,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -7,7 +7,7 @@
 Rerunning with the same --workdir resumes from its newest checkpoint (--noresume starts over).
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import _cli
@@ -37,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

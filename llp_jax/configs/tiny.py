@@ -8,11 +8,15 @@ llp, s2attn), optionally followed by ",faithful" for the authors' code-faithful 
 """
 
 from llp_jax.configs.base import get_base_config
-from llp_jax.models import tiny
+from llp_jax.models import ConfigError, tiny
 
 
 def get_config(arg: str = "llp"):
     name, _, variant = arg.partition(",")
+    if variant not in ("", "faithful"):
+        raise ConfigError(
+            f"tiny.py:{arg}: the variant after ',' must be 'faithful', not {variant!r}"
+        )
     config = get_base_config(tiny(name, faithful=variant == "faithful"))
     config.train.update(
         batch_size=8,

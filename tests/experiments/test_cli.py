@@ -1,0 +1,30 @@
+"""The command-line tools answer bad flags and config files with one line, never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.training.conftest import REPO
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+CASES = [
+    # (tool, flags, what the one line must say)
+    ("train", ["--config=llp_jax/configs/tiny.py:nope"], "model.name='nope' is unknown"),
+    ("train", ["--config=llp_jax/configs/tiny.py:llp,bad"], "must be 'faithful', not 'bad'"),
+    ("train", ["--config=llp_jax/configs/nothere.py"], "No such file or directory"),
+    ("train", ["--config=llp_jax/configs/demo.py:x"], "get_config() takes 0 positional"),
+    ("sample", ["--max_new_tokens=abc"], "flag --max_new_tokens=abc"),
+    ("evaluate", ["--config=llp_jax/configs/nothere.py"], "No such file or directory"),
+]
+
+
+@pytest.mark.parametrize("tool,args,says", CASES, ids=[f"{t}:{a[0]}" for t, a, _ in CASES])
+def test_bad_flags_get_one_line(tool, args, says, tmp_path):
+    cmd = [sys.executable, "-m", f"experiments.{tool}", *args, f"--workdir={tmp_path}"]
+    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], done.stderr
+    assert not os.listdir(tmp_path)  # nothing started
