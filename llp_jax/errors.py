@@ -1,7 +1,16 @@
-"""The base of every error a user can cause (bad config, bad data, missing checkpoint, a diverged
-run). Command-line entry points catch `LLPError` and print its one-line message instead of a
-traceback; anything else is a bug and keeps its traceback."""
+"""The errors a user can cause (bad config, bad data, missing checkpoint, a diverged run).
+
+Command-line entry points catch `LLPError` and print its one-line message instead of a
+traceback; anything else is a bug and keeps its traceback.
+"""
 
 
 class LLPError(Exception):
     """An error with a one-line message that names the problem and the fix."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(" ".join(str(message).split()))  # one line, whatever the caller wrote
+
+
+class ConfigError(LLPError, ValueError):
+    """A bad configuration value: the message names the field, the value and the constraint."""

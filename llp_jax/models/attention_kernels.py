@@ -1,6 +1,6 @@
 """The accelerator kernels behind `attention.attend`: cuDNN on GPU, splash attention on TPU.
 
-Both take the same `MaskSpec` as the XLA paths. `attend` dispatches here when `impl` asks for a
+Both take the same `MaskSpec` (models/masks.py) as the XLA paths. `attention.attend` dispatches here when `impl` asks for a
 kernel and `resolve_impl`/the `*_supported` checks say it can run; otherwise it falls back to the
 XLA path with a logged reason. On CPU, `cudnn_attention(..., implementation='xla')` and
 `splash_attention(..., interpret=True)` let the tests check both against the reference.
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llp_jax.models.attention import MaskSpec, Windows, _blockable, _is_static_range
+from llp_jax.models.masks import MaskSpec, Windows, blockable, is_static_range
 
 
 # ----------------------------------------------------------------------------- cuDNN (GPU)
@@ -38,7 +38,7 @@ def cudnn_attention(q, k, v, mask: MaskSpec, q_pos, k_pos, *, implementation: st
     jax's XLA kernel, which is how CPU tests check it.
     """
     dpa = functools.partial(jax.nn.dot_product_attention, implementation=implementation)
-    if _blockable(mask, q, q_pos, k_pos):
+    if blockable(mask, q, q_pos, k_pos):
         w = Windows.make(mask, int(q_pos[0]), q.shape[1])
         qb, kw, vw = w.split(q), w.window(k), w.window(v)
         B, _, s, H, D = qb.shape
@@ -56,11 +56,26 @@ def cudnn_attention(q, k, v, mask: MaskSpec, q_pos, k_pos, *, implementation: st
             outs.append(o.reshape(B, r, s, H, D))
         return w.merge(jnp.concatenate(outs, axis=1))
     plain_causal = mask == MaskSpec(causal=True)
-    static = _is_static_range(q_pos) and _is_static_range(k_pos)
+    static = is_static_range(q_pos) and is_static_range(k_pos)
     if plain_causal and static and np.array_equal(q_pos, k_pos):
         return dpa(q, k, v, is_causal=True)
     allowed = mask.allowed(jnp.asarray(q_pos), jnp.asarray(k_pos))
     return dpa(q, k, v, mask=jnp.broadcast_to(allowed, (1, 1, *allowed.shape[-2:])))
+
+
+def cudnn_windows(q_BxNxSxHxD, k_BxNxWxHxD, v_BxNxWxHxD, allowed_NxSxW, *,
+                  implementation: str = "cudnn"):  # fmt: skip
+    """Query blocks against their own key windows (`attention.attend_windows`): the blocks are
+    folded into the batch axis and each gets its [S, W] mask (which may be traced)."""
+    B, N, S, H, D = q_BxNxSxHxD.shape
+    W = k_BxNxWxHxD.shape[2]
+    fold = lambda x: x.reshape(B * N, x.shape[2], H, D)
+    mask = jnp.broadcast_to(jnp.asarray(allowed_NxSxW), (B, N, S, W)).reshape(B * N, 1, S, W)
+    out = jax.nn.dot_product_attention(
+        fold(q_BxNxSxHxD), fold(k_BxNxWxHxD), fold(v_BxNxWxHxD), mask=mask,
+        implementation=implementation,
+    )  # fmt: skip
+    return out.reshape(B, N, S, H, D)
 
 
 # ----------------------------------------------------------------------------- splash (TPU)
@@ -120,7 +135,7 @@ def splash_supported(q, k, q_pos, k_pos) -> str | None:
     """None if the splash path takes these inputs, else the reason it does not."""
     if splash_module() is None:
         return "this jax has no Pallas splash attention"
-    if q.ndim != 4 or not (_is_static_range(q_pos) and _is_static_range(k_pos)):
+    if q.ndim != 4 or not (is_static_range(q_pos) and is_static_range(k_pos)):
         return "splash needs [B, T, H, D] inputs at static contiguous positions"
     if splash_block(q.shape[1], k.shape[1]) is None:
         return f"splash needs lengths divisible by 128, got {q.shape[1]} and {k.shape[1]}"

@@ -1,24 +1,33 @@
 """What every zoo model shares: embedding, a first block, a scanned stack of the other blocks, the
-final LayerNorm and an untied output head.
+final LayerNorm and an untied output head; and the facts each model declares about itself.
 
 Layer 1 is a separate module because in most models it differs from the rest (PerceiverAR's
 cross-attention, V3's compression, first-layer-only RoPE). Layers 2..L are created stacked (one
 leading 'layers' axis) and run with an explicit `nnx.split` -> `jax.lax.scan` -> `nnx.merge`, so
 compile time does not grow with depth, with `jax.checkpoint` under the configured remat policy.
+
+A model owns its facts (class attributes and class methods below): what it scores, which cached
+decoder it supports, its config checks, its code-faithful knobs and its structural sizes. The rest
+of the code asks the model class (through `models.registry`) instead of switching on its name.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llp_jax.errors import ConfigError
 from llp_jax.models.block import Block
-from llp_jax.models.config import ModelConfig
 from llp_jax.models.layers import DTYPES, LayerNorm, logical_param, uniform_param
+from llp_jax.models.masks import MaskSpec
+
+if TYPE_CHECKING:
+    from llp_jax.models.config import ModelConfig
 
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole layer in the backward pass
@@ -28,6 +37,34 @@ REMAT_POLICIES = {
 # fn(block, x, aux_in, rng) -> (x, aux_out): aux_in is this layer's slice of `run_layers`'s
 # `layer_aux` (e.g. its streaming cache), aux_out anything per layer (e.g. its new keys/values).
 LayerFn = Callable[[Block, jax.Array, object, jax.Array | None], tuple[jax.Array, object]]
+
+
+@dataclasses.dataclass(frozen=True)
+class StructuralSizes:
+    """How a study sizes the model-specific structure at a window of n tokens; each model takes
+    the fields it uses (`LanguageModel.structural_sizes`). A length of 0 means "n / divisor".
+
+    Attributes:
+      segments: LLP segments per window (s = n / segments) unless `segment_len` is set.
+      segment_len: a fixed LLP segment length (capped at n).
+      latent_div: latent models use l = n / latent_div unless `latent_len` is set.
+      latent_len: a fixed latent length (capped at n).
+      history_segments: enhanced_v2's S_h.
+      group_len: S^2-Attn's G (0 = n / 4, LongLoRA's).
+    """
+
+    segments: int = 8
+    segment_len: int = 0
+    latent_div: int = 4
+    latent_len: int = 0
+    history_segments: int = 2
+    group_len: int = 0
+
+
+def need(ok: bool, message: str) -> None:
+    """Raises `ConfigError('model.<message>')` unless `ok`: the form of every model check."""
+    if not ok:
+        raise ConfigError(f"model.{message}")
 
 
 def stack_blocks(make: Callable[[nnx.Rngs], Block], count: int, rngs: nnx.Rngs) -> Block:
@@ -46,8 +83,40 @@ def layer_rng(rng: jax.Array | None, index) -> jax.Array | None:
 
 
 class LanguageModel(nnx.Module):
-    """Base class: subclasses implement `hidden(x_BxTxD, rng) -> h_BxPxD` at the loss positions."""
+    """Base class: subclasses implement `hidden(x_BxTxD, rng) -> h_BxPxD` at the scored positions
+    and `attention_mask(seq_len)`, and declare the facts below."""
 
+    # ------------------------------------------------------------------ the model's facts
+    name: ClassVar[str]
+    # Scores only its last `latent_len` positions (PerceiverAR-style), else every position.
+    scores_latents: ClassVar[bool] = False
+    # Cached decoder it supports: 'ring' (a key/value ring of `ring_slots`), 'latent'
+    # (PerceiverAR's latent-block cache), or None (the window is recomputed for every token).
+    cache: ClassVar[str | None] = None
+    # Has the streaming scan form `stream(tokens, state)` (unbounded context).
+    can_stream: ClassVar[bool] = False
+    # Its parameters are sized by seq_len, so it runs on windows of exactly seq_len tokens.
+    fixed_window: ClassVar[bool] = False
+    # `code_faithful(cfg)`'s changes for this model, on top of the ones every model shares.
+    faithful_knobs: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        """This model's constraints on `cfg` (the shared ones are in `ModelConfig.validate`);
+        raises `ConfigError` via `need`."""
+
+    @classmethod
+    def structural_sizes(cls, seq_len: int, sizes: StructuralSizes) -> dict[str, int]:
+        """The ModelConfig fields of this model's own structure at a window of `seq_len`."""
+        del seq_len, sizes
+        return {}
+
+    @classmethod
+    def ring_slots(cls, cfg: ModelConfig) -> int:
+        """Key/value slots per layer of the ring cache (0 = one per position); cache='ring'."""
+        raise NotImplementedError(f"{cls.name} has no ring cache")
+
+    # ------------------------------------------------------------------ construction
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         cfg = cfg.validate()
         self.cfg = cfg
@@ -71,9 +140,14 @@ class LanguageModel(nnx.Module):
     def hidden(self, x_BxTxD: jax.Array, rng: jax.Array | None) -> jax.Array:
         raise NotImplementedError
 
-    def loss_offset(self, seq_len: int) -> int:
-        """First input position whose output is scored (outputs cover positions offset..T-1)."""
-        return seq_len - self.cfg.latent_len if self.cfg.loss_offset else 0
+    def attention_mask(self, seq_len: int) -> MaskSpec | tuple[MaskSpec, ...]:
+        """The mask of the model's attention over a window of `seq_len` (one MaskSpec, or one per
+        equal group of heads), over the positions its layers use."""
+        raise NotImplementedError
+
+    def loss_start(self, seq_len: int) -> int:
+        """First input position whose output is scored (outputs cover loss_start..T-1)."""
+        return seq_len - self.cfg.latent_len if self.scores_latents else 0
 
     # ------------------------------------------------------------------ shared pieces
     @property
@@ -92,25 +166,18 @@ class LanguageModel(nnx.Module):
         return logits.astype(jnp.float32)
 
     def __call__(self, tokens_BxT: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:
-        """Logits [B, P, V] for the loss positions loss_offset(T)..T-1; rng enables dropout."""
+        """Logits [B, P, V] for the scored positions loss_start(T)..T-1; rng enables dropout."""
         return self.logits(self.hidden(self.embed_tokens(tokens_BxT), rng))
 
-    def run_self_attention(self, x_BxTxD: jax.Array, mask, rng, **block_kwargs) -> jax.Array:
-        """Every layer: all T positions attend to each other under `mask` (one MaskSpec, or one
-        per head group). The body of transformer, s2attn and enhanced_v1/v2."""
-        pos = positions(0, x_BxTxD.shape[1])
+    def run_self_attention(self, x_BxTxD: jax.Array, rng) -> jax.Array:
+        """Every layer: all T positions attend to each other under `attention_mask(T)`. The body
+        of transformer, s2attn, llp and enhanced_v1/v2."""
+        T = x_BxTxD.shape[1]
+        pos, mask = positions(0, T), self.attention_mask(T)
 
         def layer(first: bool) -> LayerFn:
             def fn(block, x, _, r):
-                return block(
-                    x,
-                    mask,
-                    q_pos=pos,
-                    k_pos=pos,
-                    use_rope=self.rope_in(first),
-                    rng=r,
-                    **block_kwargs,
-                )
+                return block(x, mask, q_pos=pos, k_pos=pos, use_rope=self.rope_in(first), rng=r)
 
             return fn
 
@@ -141,6 +208,33 @@ class LanguageModel(nnx.Module):
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.cfg.remat])
         x, aux_rest = jax.lax.scan(body, x, (state, jnp.arange(1, count + 1), layer_aux[1]))
         return x, (aux_first, aux_rest)
+
+
+class LatentModel(LanguageModel):
+    """What perceiver_ar and enhanced_v1..v3 share: they score their last l = latent_len
+    positions, whose queries see the m = n - l history positions before them."""
+
+    scores_latents = True
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        need(
+            1 <= cfg.latent_len <= cfg.seq_len,
+            f"latent_len={cfg.latent_len} must be in [1, seq_len={cfg.seq_len}]",
+        )
+
+    @classmethod
+    def check_history(cls, cfg: ModelConfig) -> None:
+        """For the models that need a history block (m = n - l >= 1)."""
+        need(
+            cfg.latent_len < cfg.seq_len,
+            f"latent_len={cfg.latent_len} must be < seq_len={cfg.seq_len} (no history)",
+        )
+
+    @classmethod
+    def structural_sizes(cls, seq_len: int, sizes: StructuralSizes) -> dict[str, int]:
+        latent = min(sizes.latent_len, seq_len) if sizes.latent_len else seq_len // sizes.latent_div
+        return {"latent_len": max(latent, 1)}
 
 
 def positions(start: int, length: int) -> np.ndarray:

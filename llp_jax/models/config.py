@@ -1,8 +1,9 @@
 """One model configuration for the whole zoo, its validation, and the code-faithful presets.
 
-Every knob of `shared/spec/MODELS.md`'s knob table is a field here. Defaults are the *clean*
+Every knob of the knob table in docs/models.md is a field here. Defaults are the *clean*
 behaviour; `code_faithful(cfg)` switches each knob to what the authors' PyTorch code does, so the
-paper's numbers (parameter counts, perplexities) can be reproduced exactly.
+paper's numbers (parameter counts, perplexities) can be reproduced exactly. Checks that concern
+one model live in its class (`check_config`), its code knobs in `faithful_knobs`.
 """
 
 from __future__ import annotations
@@ -10,29 +11,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from llp_jax.errors import LLPError
+from llp_jax.errors import ConfigError
 from llp_jax.models.attention import IMPLEMENTATIONS
+from llp_jax.models.base import LanguageModel, need
+from llp_jax.models.registry import MODEL_NAMES, model_class
 
-MODEL_NAMES = (
-    "transformer",
-    "perceiver_ar",
-    "enhanced_v1",
-    "enhanced_v2",
-    "enhanced_v3",
-    "llp",
-    "s2attn",
-)
-# Models whose queries in the upper layers are only the last `latent_len` positions.
-LATENT_MODELS = ("perceiver_ar", "enhanced_v1", "enhanced_v2", "enhanced_v3")
-
-
-class ConfigError(LLPError, ValueError):
-    """A bad configuration value: the message is one line naming field, value and constraint."""
+__all__ = ["ConfigError", "ModelConfig", "as_dict", "code_faithful"]
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Hyper-parameters of one zoo model (notation of MODELS.md in brackets).
+    """Hyper-parameters of one zoo model (notation of docs/models.md in brackets).
 
     Attributes:
       name: one of MODEL_NAMES.
@@ -120,9 +109,18 @@ class ModelConfig:
         return self.group_len or self.seq_len // 4
 
     @property
-    def loss_offset(self) -> int:
-        """Index of the first position whose output is scored (n - l for latent models)."""
-        return self.history_len if self.name in LATENT_MODELS else 0
+    def model_class(self) -> type[LanguageModel]:
+        return model_class(self.name)
+
+    @property
+    def scores_latents(self) -> bool:
+        """The model scores only its last `latent_len` positions."""
+        return self.model_class.scores_latents
+
+    @property
+    def scored_len(self) -> int:
+        """Positions of a training window whose next-token loss counts."""
+        return self.latent_len if self.scores_latents else self.seq_len
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
@@ -145,10 +143,6 @@ class ModelConfig:
     # ----------------------------------------------------------------- validation
     def validate(self) -> "ModelConfig":
         """Checks every constraint; raises ConfigError with a one-line message. Returns self."""
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ConfigError(f"model.{msg}")
 
         need(
             self.name in MODEL_NAMES, f"name={self.name!r} is unknown; choose one of {MODEL_NAMES}"
@@ -177,45 +171,13 @@ class ModelConfig:
             f"num_heads={self.num_heads}: head_dim = d_model/num_heads = {self.head_dim} must be "
             "even for RoPE (layer 1 always rotates)",
         )
-        if self.name in LATENT_MODELS:
-            need(
-                1 <= self.latent_len <= self.seq_len,
-                f"latent_len={self.latent_len} must be in [1, seq_len={self.seq_len}]",
-            )
-        if self.name in ("enhanced_v2", "enhanced_v3"):
-            need(
-                self.latent_len < self.seq_len,
-                f"latent_len={self.latent_len} must be < seq_len={self.seq_len} (no history)",
-            )
-        if self.name == "enhanced_v2":
-            need(
-                self.history_segments >= 1 and self.history_len % self.history_segments == 0,
-                f"history_segments={self.history_segments} must divide the history length "
-                f"seq_len - latent_len = {self.history_len}",
-            )
-        if self.name == "enhanced_v3":
-            need(
-                1 <= self.compressed < self.history_len,
-                f"compressed_len={self.compressed} must be in [1, history length "
-                f"seq_len - latent_len = {self.history_len})",
-            )
-        if self.name == "llp":
-            need(
-                self.segment_len >= 1 and self.seq_len % self.segment_len == 0,
-                f"segment_len={self.segment_len} must divide seq_len={self.seq_len}",
-            )
-            need(self.prev_segments >= 1, f"prev_segments={self.prev_segments} must be >= 1")
-        if self.name == "s2attn":
-            need(
-                self.group >= 2 and self.seq_len % self.group == 0,
-                f"group_len={self.group} must be >= 2 and divide seq_len={self.seq_len}",
-            )
-            need(self.num_heads % 2 == 0, f"num_heads={self.num_heads} must be even for s2attn")
+        self.model_class.check_config(self)
         return self
 
 
 def code_faithful(cfg: ModelConfig) -> ModelConfig:
-    """Switches every knob to the behaviour of the authors' released code for `cfg.name`."""
+    """Switches every knob to the behaviour of the authors' released code for `cfg.name`: the
+    knobs all their models share, then the model's own (`faithful_knobs`)."""
     changes: dict[str, Any] = dict(
         shared_kv=True,
         kv_head_norm="on",
@@ -223,14 +185,7 @@ def code_faithful(cfg: ModelConfig) -> ModelConfig:
         history_mask="bidirectional",
         dropout=0.05,
     )
-    if cfg.name == "enhanced_v1":
-        changes["rope_layers"] = "all"
-    if cfg.name == "enhanced_v3":
-        changes.update(v3_residual="code", v3_compress_every_layer=True)
-    if cfg.name == "llp":
-        changes.update(kv_head_norm="unused", llp_separate_first_out=True)
-    if cfg.name in ("transformer", "s2attn"):
-        changes["rope_layers"] = "all"  # baselines: not part of the authors' zoo
+    changes.update(model_class(cfg.name).faithful_knobs)
     return cfg.replace(**changes).validate()
 
 

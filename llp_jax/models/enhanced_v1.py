@@ -9,16 +9,27 @@ position, and applies RoPE in every layer.
 
 from __future__ import annotations
 
-from llp_jax.models.attention import MaskSpec
-from llp_jax.models.base import LanguageModel
+from llp_jax.models.base import LatentModel
+from llp_jax.models.masks import MaskSpec
 
 
-class EnhancedV1(LanguageModel):
-    def history_mask(self, history_len: int) -> MaskSpec:
+class EnhancedV1(LatentModel):
+    name = "enhanced_v1"
+    faithful_knobs = {"rope_layers": "all"}
+
+    def history_block(self, history_len: int) -> int | None:
+        """Length of the independent history blocks (None: one block, the whole history)."""
+        return None
+
+    def attention_mask(self, seq_len: int) -> MaskSpec:
+        m = seq_len - self.cfg.latent_len
         return MaskSpec(
-            causal=True, prefix=history_len, prefix_causal=self.cfg.history_mask == "causal"
+            causal=True,
+            prefix=m,
+            prefix_block=self.history_block(m),
+            prefix_causal=self.cfg.history_mask == "causal",
         )
 
     def hidden(self, x_BxTxD, rng):
         m = x_BxTxD.shape[1] - self.cfg.latent_len
-        return self.run_self_attention(x_BxTxD, self.history_mask(m), rng)[:, m:]
+        return self.run_self_attention(x_BxTxD, rng)[:, m:]

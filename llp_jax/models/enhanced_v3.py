@@ -15,20 +15,71 @@ Not reproduced: the code's missing dropout on the history attention.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax.models.base import positions
+from llp_jax.errors import ConfigError
+from llp_jax.models.base import need, positions
 from llp_jax.models.block import Block
-from llp_jax.models.config import ConfigError
 from llp_jax.models.enhanced_v1 import EnhancedV1
+from llp_jax.models.layers import uniform_param
+
+
+class CompressingBlock(Block):
+    """A block with V3's Linear(m -> c) along the sequence; `active` = it compresses (layer 1),
+    else the matrix only exists (the code's dead copies in layers 2..L)."""
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs, active: bool):
+        super().__init__(cfg, rngs=rngs)
+        m, c = cfg.history_len, cfg.compressed
+        self.compress_w = uniform_param(rngs, (m, c), m, ("seq", None))
+        self.compress_b = uniform_param(rngs, (c,), m, (None,))
+        self.active = active
+
+    def compress_sequence(self, x_BxMxD: jax.Array) -> jax.Array:
+        """Linear(m -> c) along the sequence axis, shared by all channels."""
+        dt = x_BxMxD.dtype
+        y = jnp.einsum("bmd,mc->bcd", x_BxMxD, self.compress_w[...].astype(dt))
+        return y + self.compress_b[...].astype(dt)[None, :, None]
+
+    def attention_output(self, o_BxNxHxD, x_BxNxD, q_pos):
+        if not self.active:
+            return super().attention_output(o_BxNxHxD, x_BxNxD, q_pos)
+        m = self.cfg.history_len
+        B, N, H, Dh = o_BxNxHxD.shape
+        o = o_BxNxHxD.reshape(B, N, H * Dh)
+        o = jnp.concatenate([self.compress_sequence(o[:, :m]), o[:, m:]], axis=1)
+        c_plus_l = o.shape[1]
+        if self.cfg.v3_residual == "code":
+            residual = x_BxNxD[:, :c_plus_l]  # the authors' misaligned residual
+        else:
+            residual = jnp.concatenate(
+                [self.compress_sequence(x_BxNxD[:, :m]), x_BxNxD[:, m:]], axis=1
+            )
+        return residual + self.attn.out(o.reshape(B, c_plus_l, H, Dh))
 
 
 class EnhancedV3(EnhancedV1):
+    name = "enhanced_v3"
+    fixed_window = True  # the compression is a Linear over exactly m = n - l positions
+    faithful_knobs = {"v3_residual": "code", "v3_compress_every_layer": True}
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        cls.check_history(cfg)
+        need(
+            1 <= cfg.compressed < cfg.history_len,
+            f"compressed_len={cfg.compressed} must be in [1, history length "
+            f"seq_len - latent_len = {cfg.history_len})",
+        )
+
     def make_block(self, rngs: nnx.Rngs, *, first: bool) -> Block:
-        cfg = self.cfg
-        wants = first or cfg.v3_compress_every_layer
-        return Block(cfg, rngs=rngs, compress=(cfg.history_len, cfg.compressed) if wants else None)
+        if first or self.cfg.v3_compress_every_layer:
+            return CompressingBlock(self.cfg, rngs=rngs, active=first)
+        return Block(self.cfg, rngs=rngs)
 
     def hidden(self, x_BxTxD, rng):
         cfg = self.cfg
@@ -38,20 +89,12 @@ class EnhancedV3(EnhancedV1):
                 f"enhanced_v3 input length {T} must equal model.seq_len={cfg.seq_len} "
                 "(its history compression is a Linear over exactly m positions)"
             )
-        mask = self.history_mask(m)
+        mask = self.attention_mask(T)
         pos = positions(0, T)
         short_pos = np.concatenate([(np.arange(c) * m) // c, np.arange(m, T)]).astype(np.int32)
 
         def first_fn(block, x, _, r):
-            return block(
-                x,
-                mask,
-                q_pos=pos,
-                k_pos=pos,
-                use_rope=self.rope_in(True),
-                rng=r,
-                compress_history=m,
-            )
+            return block(x, mask, q_pos=pos, k_pos=pos, use_rope=self.rope_in(True), rng=r)
 
         def rest_fn(block, x, _, r):
             return block(

@@ -1,4 +1,4 @@
-"""Parameters with logical axis names, LayerNorm, feed-forward, attention projections and the block.
+"""Parameters with logical axis names, LayerNorm, feed-forward and the attention projections.
 
 Initialisation follows PyTorch's defaults (the authors' code): Linear weights and biases
 U(-1/sqrt(fan_in), 1/sqrt(fan_in)), embeddings N(0, 1), LayerNorm ones/zeros.
@@ -7,15 +7,16 @@ Every parameter carries `out_sharding` = its logical axis names (see training/me
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from llp_jax.models.config import ModelConfig
 from llp_jax.models.rotary import apply_rope
+
+if TYPE_CHECKING:
+    from llp_jax.models.config import ModelConfig
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -77,9 +78,9 @@ class FeedForward(nnx.Module):
 
 
 class AttentionProjections(nnx.Module):
-    """Q, K, V (or shared K=V) projections, optional K/V head LayerNorm, output projection(s)."""
+    """Q, K, V (or shared K=V) projections, optional K/V head LayerNorm, output projection."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, separate_first_out: bool = False):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         d, H, Dh = cfg.d_model, cfg.num_heads, cfg.head_dim
         self.cfg = cfg
         self.wq = uniform_param(rngs, (d, H, Dh), d, ("embed", "heads", "kv"))
@@ -91,10 +92,6 @@ class AttentionProjections(nnx.Module):
         self.kv_norm = LayerNorm(Dh) if cfg.kv_head_norm != "off" else None
         self.wo = uniform_param(rngs, (H, Dh, d), d, ("heads", "kv", "embed"))
         self.bo = uniform_param(rngs, (d,), d, ("embed",))
-        if separate_first_out:
-            self.wo0 = uniform_param(rngs, (H, Dh, d), d, ("heads", "kv", "embed"))
-            self.bo0 = uniform_param(rngs, (d,), d, ("embed",))
-        self.separate_first_out = separate_first_out
 
     def qkv(self, hq_BxQxD, hk_BxKxD, q_pos, k_pos, use_rope: bool):
         dt = hq_BxQxD.dtype
@@ -116,31 +113,12 @@ class AttentionProjections(nnx.Module):
             k = rotated_k
         return q, k, v
 
-    def out(self, o_BxQxHxD: jax.Array, q_pos, first_out_len: int = 0) -> jax.Array:
-        """Output projection; queries at positions < first_out_len use `wo0` if it exists.
+    def out(self, o_BxQxHxD: jax.Array) -> jax.Array:
+        """The output projection (heads merged)."""
+        return project_heads(o_BxQxHxD, self.wo, self.bo)
 
-        `q_pos` must increase along the rows (every caller's positions do).
-        """
-        dt = o_BxQxHxD.dtype
-        project = lambda o, w, b: (  # noqa: E731
-            jnp.einsum("bqhk,hkd->bqd", o, w[...].astype(dt)) + b[...].astype(dt)
-        )
-        if not (self.separate_first_out and first_out_len):
-            return project(o_BxQxHxD, self.wo, self.bo)
-        if isinstance(q_pos, np.ndarray) and np.all(np.diff(q_pos) > 0):
-            # Static increasing positions: segment 0 is a prefix of the rows; project each part once.
-            n0 = int(np.sum(q_pos < first_out_len))
-            return jnp.concatenate(
-                [
-                    project(o_BxQxHxD[:, :n0], self.wo0, self.bo0),
-                    project(o_BxQxHxD[:, n0:], self.wo, self.bo),
-                ],
-                axis=1,
-            )
-        # Traced positions (a sequence-parallel shard, a decoding step) still increase along the
-        # rows, so only the first `first_out_len` rows can be segment 0: project just those twice.
-        out = project(o_BxQxHxD, self.wo, self.bo)
-        f = min(int(first_out_len), o_BxQxHxD.shape[1])
-        first = (jnp.asarray(q_pos)[:f] < first_out_len)[None, :, None]
-        head = jnp.where(first, project(o_BxQxHxD[:, :f], self.wo0, self.bo0), out[:, :f])
-        return out.at[:, :f].set(head)
+
+def project_heads(o_BxQxHxD: jax.Array, w_HxKxD: nnx.Param, b_D: nnx.Param) -> jax.Array:
+    """[B, Q, H, Dh] -> [B, Q, d]: merge heads through an output projection with bias."""
+    dt = o_BxQxHxD.dtype
+    return jnp.einsum("bqhk,hkd->bqd", o_BxQxHxD, w_HxKxD[...].astype(dt)) + b_D[...].astype(dt)

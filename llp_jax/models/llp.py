@@ -23,35 +23,91 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-from llp_jax.models.attention import MaskSpec
-from llp_jax.models.base import LanguageModel
-from llp_jax.models.config import ConfigError
+from llp_jax.errors import ConfigError
+from llp_jax.models.base import LanguageModel, need
+from llp_jax.models.block import Block
+from llp_jax.models.layers import project_heads, uniform_param
+from llp_jax.models.masks import MaskSpec
 
 # Streaming carry: keys and values of the previous k segments for layer 1 ([B, k*s, H, D] each)
 # and for layers 2..L (stacked, [L-1, B, k*s, H, D]), and the index of the next segment.
 StreamState = dict
 
 
+class SegmentZeroBlock(Block):
+    """The authors' LLP layer: queries of segment 0 (positions < s) leave attention through their
+    own output projection (`to_out_0` in the code), all others through the shared one."""
+
+    def init_attention(self, cfg, rngs: nnx.Rngs) -> None:
+        super().init_attention(cfg, rngs)
+        d, H, Dh = cfg.d_model, cfg.num_heads, cfg.head_dim
+        self.wo0 = uniform_param(rngs, (H, Dh, d), d, ("heads", "kv", "embed"))
+        self.bo0 = uniform_param(rngs, (d,), d, ("embed",))
+
+    def attention_output(self, o_BxQxHxD, x_BxTxD, q_pos):
+        # Query positions increase along the rows (every caller's do), so segment 0 is a prefix.
+        s = self.cfg.segment_len
+        residual = x_BxTxD[:, x_BxTxD.shape[1] - o_BxQxHxD.shape[1] :]
+        if isinstance(q_pos, np.ndarray):
+            n0 = int(np.sum(q_pos < s))  # static: project each part once
+            first = project_heads(o_BxQxHxD[:, :n0], self.wo0, self.bo0)
+            rest = self.attn.out(o_BxQxHxD[:, n0:])
+            return residual + jnp.concatenate([first, rest], axis=1)
+        # Traced positions (a sequence-parallel shard, a decoding step): only the first s rows
+        # can be segment 0, so only those are projected twice.
+        out = self.attn.out(o_BxQxHxD)
+        f = min(s, o_BxQxHxD.shape[1])
+        is_first = (jnp.asarray(q_pos)[:f] < s)[None, :, None]
+        head = jnp.where(is_first, project_heads(o_BxQxHxD[:, :f], self.wo0, self.bo0), out[:, :f])
+        return residual + out.at[:, :f].set(head)
+
+
 class LLP(LanguageModel):
-    @property
-    def mask(self) -> MaskSpec:
+    name = "llp"
+    cache = "ring"
+    can_stream = True
+    faithful_knobs = {"kv_head_norm": "unused", "llp_separate_first_out": True}
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        need(
+            cfg.segment_len >= 1 and cfg.seq_len % cfg.segment_len == 0,
+            f"segment_len={cfg.segment_len} must divide seq_len={cfg.seq_len}",
+        )
+        need(cfg.prev_segments >= 1, f"prev_segments={cfg.prev_segments} must be >= 1")
+
+    @classmethod
+    def structural_sizes(cls, seq_len, sizes):
+        s = min(sizes.segment_len, seq_len) if sizes.segment_len else seq_len // sizes.segments
+        return {"segment_len": max(s, 1)}
+
+    @classmethod
+    def ring_slots(cls, cfg) -> int:
+        return (cfg.prev_segments + 1) * cfg.segment_len  # the previous k segments + the current
+
+    def make_block(self, rngs: nnx.Rngs, *, first: bool) -> Block:
+        block = SegmentZeroBlock if self.cfg.llp_separate_first_out else Block
+        return block(self.cfg, rngs=rngs)
+
+    def attention_mask(self, seq_len: int) -> MaskSpec:
         return MaskSpec(causal=True, block=self.cfg.segment_len, blocks_back=self.cfg.prev_segments)
 
+    def hidden(self, x_BxTxD, rng):
+        return self.run_self_attention(x_BxTxD, rng)
+
+    # ------------------------------------------------------------------ streaming form
     def _stream_layer(self, first: bool, q_pos, k_pos):
         s = self.cfg.segment_len
+        mask = self.attention_mask(s)
 
         def fn(block, x, kv, r):
             y, (k_new, v_new) = block(
-                x,
-                self.mask,
-                q_pos=q_pos,
-                k_pos=k_pos,
-                use_rope=self.rope_in(first),
-                rng=r,
+                x, mask, q_pos=q_pos, k_pos=k_pos, use_rope=self.rope_in(first), rng=r,
                 kv_prefix=kv,
-                first_out_len=s,
-            )
+            )  # fmt: skip
             # Slide the window: drop the oldest segment, append this one.
             return y, (
                 jnp.concatenate([kv[0], k_new.astype(kv[0].dtype)], axis=1)[:, s:],
@@ -60,11 +116,6 @@ class LLP(LanguageModel):
 
         return fn
 
-    def hidden(self, x_BxTxD, rng):
-        s = self.cfg.segment_len
-        return self.run_self_attention(x_BxTxD, self.mask, rng, first_out_len=s)
-
-    # ------------------------------------------------------------------ streaming form
     def init_stream(self, batch_size: int) -> StreamState:
         """An empty streaming state: no previous segments (their key positions are < 0)."""
         cfg = self.cfg

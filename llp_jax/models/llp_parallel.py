@@ -16,14 +16,19 @@ so the scan over layers 2..L and its remat policy are the ones of the single-dev
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from llp_jax.models.attention import attend
+from llp_jax.errors import ConfigError
+from llp_jax.models.attention import attend_windows
 from llp_jax.models.block import Block
-from llp_jax.models.config import ConfigError, ModelConfig
 from llp_jax.models.llp import LLP
+from llp_jax.models.masks import Windows
+
+if TYPE_CHECKING:
+    from llp_jax.models.config import ModelConfig
 
 
 def check_split(cfg: ModelConfig, seq_len: int, num_shards: int) -> int:
@@ -58,8 +63,10 @@ def _from_left_neighbour(x: jax.Array, axis: str, num_shards: int) -> jax.Array:
 def _window_attention(model: LLP, q, k, v, k_left, v_left, offset, rng):
     """Each local segment's queries against [its k previous segments ; itself].
 
-    The windows are built from the local keys preceded by the k received segments, so the cost
-    and memory are those of the single-device blocked path: O(T * (k + 1) * s), never O(T^2).
+    The windows are those of the extended local sequence [the k received segments ; the c local
+    ones] (`Windows` over its static relative positions), so cost and memory are the
+    single-device blocked path's: O(T * (k + 1) * s), never O(T^2). The mask is that layout's
+    static block mask, except that device 0's received keys (absolute position < 0) are hidden.
 
     Args:
       q, k, v: local queries, keys, values [B, T, H, D] at positions offset..offset+T-1.
@@ -69,31 +76,25 @@ def _window_attention(model: LLP, q, k, v, k_left, v_left, offset, rng):
     cfg = model.cfg
     s, back = cfg.segment_len, cfg.prev_segments
     B, T, H, D = q.shape
-    c = T // s  # local segments
-    q_BxCxSxHxD = q.reshape(B, c, s, H, D)
-
-    # Extended keys: the k received segments, then the c local ones; window j = blocks j..j+k.
-    def window(left, local):
-        ext = jnp.concatenate([left.astype(local.dtype), local], axis=1)
-        ext = ext.reshape(B, c + back, s, H, D)
-        return jnp.concatenate([ext[:, j : j + c] for j in range(back + 1)], axis=2)
-
-    # Absolute positions; device 0's received keys fall below 0 and are masked out.
-    pos_ext = (offset - back * s + np.arange((c + back) * s, dtype=np.int32)).reshape(c + back, s)
-    q_pos_CxS = pos_ext[back:]
-    k_pos_CxW = jnp.concatenate([pos_ext[j : j + c] for j in range(back + 1)], axis=1)
-    k_BxCxWxHxD = window(k_left, k)
-    v_BxCxWxHxD = k_BxCxWxHxD if v is k else window(v_left, v)
-    o = attend(
-        q_BxCxSxHxD, k_BxCxWxHxD, v_BxCxWxHxD, model.mask, q_pos=q_pos_CxS, k_pos=k_pos_CxW,
-        impl="xla", dropout_rate=cfg.dropout, rng=rng,
+    mask = model.attention_mask(T)
+    w = Windows.make(mask, 0, back * s + T)  # the extended sequence, whole segments
+    window = lambda left, local: w.window(jnp.concatenate([left.astype(local.dtype), local], 1))
+    k_BxCxWxHxD = window(k_left, k)[:, back:]
+    v_BxCxWxHxD = k_BxCxWxHxD if v is k else window(v_left, v)[:, back:]
+    static_CxSxW = w.block_masks(mask)[back:]
+    received_CxW = jnp.asarray(w.k_pos_NbxW[back:]) + (offset - back * s) >= 0
+    o = attend_windows(
+        q.reshape(B, T // s, s, H, D), k_BxCxWxHxD, v_BxCxWxHxD,
+        jnp.asarray(static_CxSxW) & received_CxW[:, None, :], impl=cfg.attention_impl,
+        dropout_rate=cfg.dropout, rng=rng,
     )  # fmt: skip
     return o.reshape(B, T, H, D)
 
 
 def _layer(model: LLP, first: bool, offset, axis: str, num_shards: int):
-    """A `run_layers` layer function: the shared `Block` with the neighbour exchange as its
-    attention (keys/values are computed locally, then the last k segments move one device right)."""
+    """A `run_layers` layer function: the model's own block with the neighbour exchange as its
+    attention (keys/values are computed locally, then the last k segments move one device right).
+    Positions are absolute, so segment 0's output projection (code-faithful) is device 0's."""
     s, back = model.cfg.segment_len, model.cfg.prev_segments
 
     def exchange_and_attend(q, k, v, rng):
@@ -107,12 +108,11 @@ def _layer(model: LLP, first: bool, offset, axis: str, num_shards: int):
         pos_T = offset + jnp.arange(x_BxTxD.shape[1], dtype=jnp.int32)
         y, _ = block(
             x_BxTxD,
-            model.mask,
+            model.attention_mask(x_BxTxD.shape[1]),
             q_pos=pos_T,
             k_pos=pos_T,
             use_rope=model.rope_in(first),
             rng=rng,
-            first_out_len=s,  # segment 0 lives on device 0 only; positions are absolute
             attention=exchange_and_attend,
         )
         return y, None

@@ -9,11 +9,17 @@ the triangle top-left, which is wrong with fewer queries than keys: our masks ar
 
 from __future__ import annotations
 
-from llp_jax.models.attention import MaskSpec
-from llp_jax.models.base import LanguageModel, positions
+from llp_jax.models.base import LatentModel, positions
+from llp_jax.models.masks import MaskSpec
 
 
-class PerceiverAR(LanguageModel):
+class PerceiverAR(LatentModel):
+    name = "perceiver_ar"
+    cache = "latent"
+
+    def attention_mask(self, seq_len: int) -> MaskSpec:
+        return MaskSpec(causal=True)
+
     def hidden(self, x_BxTxD, rng):
         return self.run_with_kv(x_BxTxD, rng)[0]
 
@@ -21,7 +27,7 @@ class PerceiverAR(LanguageModel):
         """(latents after the last layer, per-layer (keys, values)): the cached decoder's refill."""
         T, l = x_BxTxD.shape[1], self.cfg.latent_len
         all_pos, latent_pos = positions(0, T), positions(T - l, l)
-        mask = MaskSpec(causal=True)
+        mask = self.attention_mask(T)
 
         def cross(block, x, _, r):
             return block(

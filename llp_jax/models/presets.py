@@ -1,31 +1,33 @@
-"""Model presets: tiny CPU sizes for every model and the paper's LLP sizes.
-
-Experiment config files (llp_jax/configs/) build on these.
-"""
+"""Model presets: a model sized for a study (`sized`), tiny CPU sizes for every model, and the
+paper's LLP sizes. Experiment config files (llp_jax/configs/) build on these."""
 
 from __future__ import annotations
 
-from llp_jax.models.config import LATENT_MODELS, ModelConfig, code_faithful
+from llp_jax.models.base import StructuralSizes
+from llp_jax.models.config import ModelConfig, code_faithful
+from llp_jax.models.registry import model_class
 
 BERT_CASED_VOCAB = 28996  # the paper's WordPiece vocabulary (bert-base-cased)
+# n = 128: LLP segments of 32, 32 latents, 2 history segments, c = n / 4, G = n / 4.
+TINY_SIZES = StructuralSizes(segments=4, latent_div=4, history_segments=2)
+
+
+def sized(
+    name: str, seq_len: int, sizes: StructuralSizes = StructuralSizes(), *, faithful=False, **fields
+) -> ModelConfig:
+    """Model `name` at window `seq_len`, its own structure sized by `sizes` (each model takes the
+    fields it uses), clean or code-faithful; explicit `fields` win over both."""
+    structure = model_class(name).structural_sizes(seq_len, sizes)
+    cfg = ModelConfig(name=name, seq_len=seq_len, **{**structure, **fields})
+    if not faithful:
+        return cfg.validate()
+    return code_faithful(cfg).replace(**fields).validate()
 
 
 def tiny(name: str, *, faithful: bool = False, **overrides) -> ModelConfig:
-    """A CPU-sized model (d=64, 2 layers, n=128) with each model's structural sizes set so that
-    every mechanism is exercised: 32 latents, 2 history segments, c = n/4, segments of 32."""
-    base = dict(
-        name=name,
-        vocab_size=256,
-        seq_len=128,
-        num_layers=2,
-        d_model=64,
-        num_heads=4,
-        latent_len=32 if name in LATENT_MODELS else 0,
-        history_segments=2 if name == "enhanced_v2" else 1,
-        segment_len=32 if name == "llp" else 0,
-    )
-    cfg = ModelConfig(**base)
-    # Explicit overrides win over the code-faithful knobs.
+    """A CPU-sized model (d=64, 2 layers, n=128, V=256) with each model's structural sizes set so
+    that every mechanism is exercised. Explicit overrides win over the code-faithful knobs."""
+    cfg = sized(name, 128, TINY_SIZES, vocab_size=256, num_layers=2, d_model=64, num_heads=4)
     return (code_faithful(cfg) if faithful else cfg).replace(**overrides).validate()
 
 

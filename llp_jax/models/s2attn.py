@@ -9,15 +9,34 @@ not wrap (the first and last shifted groups have G / 2 tokens), which keeps the 
 
 from __future__ import annotations
 
-from llp_jax.models.attention import MaskSpec
-from llp_jax.models.base import LanguageModel
+from llp_jax.models.base import LanguageModel, need
+from llp_jax.models.masks import MaskSpec
 
 
 class S2Attn(LanguageModel):
-    @property
-    def masks(self) -> tuple[MaskSpec, MaskSpec]:
+    name = "s2attn"
+    cache = "ring"
+    faithful_knobs = {"rope_layers": "all"}  # a baseline: not part of the authors' zoo
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        need(
+            cfg.group >= 2 and cfg.seq_len % cfg.group == 0,
+            f"group_len={cfg.group} must be >= 2 and divide seq_len={cfg.seq_len}",
+        )
+        need(cfg.num_heads % 2 == 0, f"num_heads={cfg.num_heads} must be even for s2attn")
+
+    @classmethod
+    def structural_sizes(cls, seq_len, sizes):
+        return {"group_len": sizes.group_len}
+
+    @classmethod
+    def ring_slots(cls, cfg) -> int:
+        return cfg.group  # a position sees at most the G - 1 before it
+
+    def attention_mask(self, seq_len: int) -> tuple[MaskSpec, MaskSpec]:
         G = self.cfg.group
         return MaskSpec(causal=True, block=G), MaskSpec(causal=True, block=G, block_shift=G // 2)
 
     def hidden(self, x_BxTxD, rng):
-        return self.run_self_attention(x_BxTxD, self.masks, rng)
+        return self.run_self_attention(x_BxTxD, rng)

@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llp_jax import models as M
+from llp_jax import models
 from llp_jax.models.rotary import apply_rope
+from tests.helpers.models import jit, jit_forward, make_config, random_tokens
 
-from ._helpers import jit, jit_forward, make_config, random_tokens
-
-MS = M.MaskSpec
+MS = models.MaskSpec
 
 
 def _attend(q, k, v, mask, *, q_pos, k_pos, **kw):
-    """`M.attend` under jit (positions stay static NumPy constants via the closure)."""
+    """`models.attend` under jit (positions stay static NumPy constants via the closure)."""
     rng = kw.pop("rng", None)
-    fn = jit(lambda q, k, v, r: M.attend(q, k, v, mask, q_pos=q_pos, k_pos=k_pos, rng=r, **kw))
+    fn = jit(lambda q, k, v, r: models.attend(q, k, v, mask, q_pos=q_pos, k_pos=k_pos, rng=r, **kw))
     return fn(q, k, v, rng)
 
 
@@ -77,7 +76,7 @@ def test_blocked_path_equals_reference(T, block, back, shift, offset, causal):
         np.asarray(ref)[:, visible], expect[:, visible], atol=1e-5, rtol=1e-5
     )
     # traced (jax) positions take the explicit-mask path and agree too
-    traced = jit(lambda q, k, v, p: M.attend(q, k, v, mask, q_pos=p, k_pos=p, impl="xla"))(
+    traced = jit(lambda q, k, v, p: models.attend(q, k, v, mask, q_pos=p, k_pos=p, impl="xla"))(
         q, k, v, jnp.asarray(pos)
     )
     np.testing.assert_allclose(np.asarray(traced), np.asarray(ref), atol=1e-5, rtol=1e-5)
@@ -150,12 +149,12 @@ def test_blocked_path_never_builds_the_full_mask():
     pos = np.arange(T)
     mask = MS(causal=True, block=s, blocks_back=1)
     jaxpr = jax.make_jaxpr(
-        lambda q, k, v: M.attend(q, k, v, mask, q_pos=pos, k_pos=pos, impl="xla")
+        lambda q, k, v: models.attend(q, k, v, mask, q_pos=pos, k_pos=pos, impl="xla")
     )(q, k, v).jaxpr
     dense_logits = B * H * T * T
     assert _max_intermediate_size(jaxpr) <= dense_logits // 4
     ref = jax.make_jaxpr(
-        lambda q, k, v: M.attend(q, k, v, mask, q_pos=pos, k_pos=pos, impl="reference")
+        lambda q, k, v: models.attend(q, k, v, mask, q_pos=pos, k_pos=pos, impl="reference")
     )(q, k, v).jaxpr
     assert _max_intermediate_size(ref) >= dense_logits  # the check above can fail
 
@@ -235,14 +234,14 @@ def test_attention_dropout_needs_an_rng(block):
     pos = np.arange(32)
     fns = {
         rate: jit(
-            lambda r, rate=rate: M.attend(
+            lambda r, rate=rate: models.attend(
                 q, k, v, mask, q_pos=pos, k_pos=pos, dropout_rate=rate, rng=r
             )
         )
         for rate in (0.0, 0.3)
     }
-    no_rng = jit(lambda: M.attend(q, k, v, mask, q_pos=pos, k_pos=pos, dropout_rate=0.3))
-    plain = np.asarray(jit(lambda: M.attend(q, k, v, mask, q_pos=pos, k_pos=pos))())
+    no_rng = jit(lambda: models.attend(q, k, v, mask, q_pos=pos, k_pos=pos, dropout_rate=0.3))
+    plain = np.asarray(jit(lambda: models.attend(q, k, v, mask, q_pos=pos, k_pos=pos))())
     np.testing.assert_allclose(np.asarray(no_rng()), plain, atol=1e-6)  # no rng: no dropout
     np.testing.assert_allclose(np.asarray(fns[0.0](jax.random.key(0))), plain, atol=1e-6)
     a = np.asarray(fns[0.3](jax.random.key(0)))
@@ -268,7 +267,7 @@ def test_model_dropout_active_only_with_rng():
             lambda seed: np.asarray(noisy(state, tokens, jax.random.key(seed))),
         )
 
-    plain, noisy = runner(M.build(cfg))
+    plain, noisy = runner(models.build(cfg))
     base = plain()
     np.testing.assert_array_equal(plain(), base)
     a = noisy(0)
@@ -334,8 +333,10 @@ def test_rope_interleaved_pairs():
 def test_model_xla_equals_reference(name, faithful, overrides):
     cfg = make_config(name, faithful, **overrides)
     tokens = random_tokens(4, (2, cfg.seq_len), cfg.vocab_size)
-    fast = np.asarray(jit_forward(M.build(cfg.replace(attention_impl="xla"), seed=5))(tokens))
-    ref = np.asarray(jit_forward(M.build(cfg.replace(attention_impl="reference"), seed=5))(tokens))
+    fast = np.asarray(jit_forward(models.build(cfg.replace(attention_impl="xla"), seed=5))(tokens))
+    ref = np.asarray(
+        jit_forward(models.build(cfg.replace(attention_impl="reference"), seed=5))(tokens)
+    )
     np.testing.assert_allclose(fast, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -346,6 +347,10 @@ def test_model_cudnn_equals_reference(name):
     """GPU only (unverified on CPU-only CI): the cuDNN path under the same masks, bfloat16."""
     cfg = make_config(name, compute_dtype="bfloat16", d_model=128, num_heads=2)
     tokens = random_tokens(4, (2, cfg.seq_len), cfg.vocab_size)
-    fast = np.asarray(jit_forward(M.build(cfg.replace(attention_impl="cudnn"), seed=5))(tokens))
-    ref = np.asarray(jit_forward(M.build(cfg.replace(attention_impl="reference"), seed=5))(tokens))
+    fast = np.asarray(
+        jit_forward(models.build(cfg.replace(attention_impl="cudnn"), seed=5))(tokens)
+    )
+    ref = np.asarray(
+        jit_forward(models.build(cfg.replace(attention_impl="reference"), seed=5))(tokens)
+    )
     np.testing.assert_allclose(fast, ref, atol=5e-2, rtol=5e-2)

@@ -3,7 +3,7 @@ its own token (and, for the latent models, on the history).
 
 For each configuration one jitted forward runs a batch holding the base sequence and, for every
 probe position p, (a) the sequence with *every* token after p changed and (b) the sequence with
-token p changed. Output index i is the input position loss_offset + i.
+token p changed. Output index i is the input position loss_start + i.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llp_jax import models as M
-
-from ._helpers import changed, jit_forward, make_config, random_tokens
+from llp_jax import models
+from tests.helpers.models import changed, jit_forward, make_config, random_tokens
 
 ATOL = 1e-5
 
 
 def _variants():
     out = []
-    for name in M.MODEL_NAMES:
+    for name in models.MODEL_NAMES:
         for faithful in (False, True):
             out.append(
                 pytest.param(name, faithful, {}, id=f"{name}-{'code' if faithful else 'clean'}")
@@ -50,7 +49,7 @@ def _variants():
     return out
 
 
-def _probe_positions(cfg: M.ModelConfig, off: int) -> list[int]:
+def _probe_positions(cfg: models.ModelConfig, off: int) -> list[int]:
     T = cfg.seq_len
     if off:  # latent models: inside the latent block
         return [off, off + 1, off + cfg.latent_len // 2, T - 2]
@@ -61,10 +60,10 @@ def _probe_positions(cfg: M.ModelConfig, off: int) -> list[int]:
 @pytest.mark.parametrize("name,faithful,overrides", _variants())
 def test_no_output_depends_on_a_later_token(name, faithful, overrides):
     cfg = make_config(name, faithful, **overrides)
-    model = M.build(cfg, seed=0)
+    model = models.build(cfg, seed=0)
     T, V = cfg.seq_len, cfg.vocab_size
-    off = model.loss_offset(T)
-    assert off == (T - cfg.latent_len if name in M.LATENT_MODELS else 0)
+    off = model.loss_start(T)
+    assert off == (T - cfg.latent_len if name in models.LATENT_MODELS else 0)
     ps = _probe_positions(cfg, off)
 
     base = random_tokens(0, (T,), V)

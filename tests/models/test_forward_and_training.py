@@ -11,9 +11,8 @@ import optax
 import pytest
 from flax import nnx
 
-from llp_jax import models as M
-
-from ._helpers import jit, jit_forward, make_config, random_tokens
+from llp_jax import models
+from tests.helpers.models import jit, jit_forward, make_config, random_tokens
 
 # Dropout keys for the gradient tests: RngBitGenerator-based keys compile much faster on CPU
 # than threefry (the model's dropout works with any key type).
@@ -21,7 +20,7 @@ FAST_RNG = "unsafe_rbg"
 
 ALL = [
     pytest.param(name, faithful, id=f"{name}-{'code' if faithful else 'clean'}")
-    for name in M.MODEL_NAMES
+    for name in models.MODEL_NAMES
     for faithful in (False, True)
 ]
 
@@ -29,7 +28,7 @@ ALL = [
 def next_token_loss(model, tokens_BxT1, rng=None):
     """Mean cross-entropy of the next token at the model's loss positions."""
     inputs, targets = tokens_BxT1[:, :-1], tokens_BxT1[:, 1:]
-    off = model.loss_offset(inputs.shape[1])
+    off = model.loss_start(inputs.shape[1])
     logits = model(inputs, rng=rng)
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets[:, off:]).mean()
 
@@ -37,12 +36,12 @@ def next_token_loss(model, tokens_BxT1, rng=None):
 @pytest.mark.parametrize("name,faithful", ALL)
 def test_forward_under_jit(name, faithful):
     cfg = make_config(name, faithful)
-    model = M.build(cfg)
+    model = models.build(cfg)
     T = cfg.seq_len
     tokens = random_tokens(0, (2, T), cfg.vocab_size)
     logits = np.asarray(jit_forward(model)(tokens))
-    P = T - model.loss_offset(T)
-    assert P == (cfg.latent_len if name in M.LATENT_MODELS else T)
+    P = T - model.loss_start(T)
+    assert P == (cfg.latent_len if name in models.LATENT_MODELS else T)
     assert logits.shape == (2, P, cfg.vocab_size)
     assert logits.dtype == np.float32
     assert np.isfinite(logits).all()
@@ -69,7 +68,7 @@ def test_remat_does_not_change_loss_or_grads(name, faithful):
     results = {}
     for remat in ("none", "full", "dots"):
         cfg = make_config(name, faithful, num_layers=3, remat=remat, **SMALL[name])
-        graphdef, params, rest = nnx.split(M.build(cfg, seed=3), nnx.Param, ...)
+        graphdef, params, rest = nnx.split(models.build(cfg, seed=3), nnx.Param, ...)
 
         def loss_fn(params, rest, graphdef=graphdef):
             return next_token_loss(nnx.merge(graphdef, params, rest), tokens, rng)
@@ -85,10 +84,10 @@ def test_remat_does_not_change_loss_or_grads(name, faithful):
     assert float(jnp.abs(grads0["blocks"]["ff"]["w_in"][...]).max()) > 0
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_bfloat16_compute(name):
     cfg = make_config(name, compute_dtype="bfloat16")
-    model = M.build(cfg)
+    model = models.build(cfg)
     tokens = random_tokens(4, (2, cfg.seq_len), cfg.vocab_size)
     logits = np.asarray(jit_forward(model)(tokens))
     assert logits.dtype == np.float32
@@ -96,13 +95,13 @@ def test_bfloat16_compute(name):
     # parameters stay float32
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     # and the result is close to the float32 model's (same parameters)
-    ref = np.asarray(jit_forward(M.build(cfg.replace(compute_dtype="float32")))(tokens))
+    ref = np.asarray(jit_forward(models.build(cfg.replace(compute_dtype="float32")))(tokens))
     assert np.abs(logits - ref).mean() < 0.05 * np.abs(ref).mean() + 0.05
 
 
 def test_bfloat16_llp_streaming():
     cfg = make_config("llp", True, compute_dtype="bfloat16")
-    model = M.build(cfg)
+    model = models.build(cfg)
     tokens = jnp.asarray(random_tokens(5, (1, 2 * cfg.seq_len), cfg.vocab_size))
     logits, state = jit(lambda t: model.stream(t))(tokens)
     assert logits.shape == (1, 2 * cfg.seq_len, cfg.vocab_size)
@@ -110,7 +109,7 @@ def test_bfloat16_llp_streaming():
     assert state["first"][0].dtype == jnp.bfloat16
 
 
-TRAIN = [pytest.param(n, False, id=f"{n}-clean") for n in M.MODEL_NAMES] + [
+TRAIN = [pytest.param(n, False, id=f"{n}-clean") for n in models.MODEL_NAMES] + [
     pytest.param("llp", True, id="llp-code"),
 ]
 
@@ -119,7 +118,7 @@ TRAIN = [pytest.param(n, False, id=f"{n}-clean") for n in M.MODEL_NAMES] + [
 def test_adam_steps_reduce_loss(name, faithful):
     steps = 8
     cfg = make_config(name, faithful)
-    graphdef, params, rest = nnx.split(M.build(cfg, seed=0), nnx.Param, ...)
+    graphdef, params, rest = nnx.split(models.build(cfg, seed=0), nnx.Param, ...)
     tokens = jnp.asarray(random_tokens(6, (2, cfg.seq_len + 1), cfg.vocab_size))
     opt = optax.adam(3e-3)
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llp_jax import models as M
-
-from ._helpers import changed, jit, jit_forward, jit_stream, make_config, random_tokens
+from llp_jax import models
+from tests.helpers.models import changed, jit, jit_forward, jit_stream, make_config, random_tokens
 
 V = 256
 
@@ -46,7 +45,7 @@ def test_receptive_field_is_k_times_L_segments(num_layers, prev_segments):
         # everything before segment t - reach
         changed(base, np.arange(n) < (t - reach) * s, V, seed=4),
     ]
-    out = np.asarray(jit_forward(M.build(cfg))(np.stack(rows)))
+    out = np.asarray(jit_forward(models.build(cfg))(np.stack(rows)))
     ref = out[0]
     for q in (first_q, last_q):
         for r in (1, 2):
@@ -84,7 +83,7 @@ STREAM_CASES = [
 @pytest.mark.parametrize("n,s,L,k,batch,faithful", STREAM_CASES)
 def test_streaming_equals_parallel(n, s, L, k, batch, faithful):
     cfg = _llp(faithful, seq_len=n, segment_len=s, num_layers=L, prev_segments=k)
-    model = M.build(cfg, seed=1)
+    model = models.build(cfg, seed=1)
     tokens = random_tokens(5, (batch, n), V)
     parallel = np.asarray(jit_forward(model)(tokens))
     streamed, state = jit_stream(model)(tokens)
@@ -98,7 +97,7 @@ def test_parallel_on_a_shorter_input():
     """The parallel form takes any length (not only multiples of s): a prefix of the sequence
     gives the prefix of the outputs."""
     cfg = _llp(True, seq_len=128, segment_len=32)
-    model = M.build(cfg, seed=6)
+    model = models.build(cfg, seed=6)
     tokens = random_tokens(11, (2, 128), V)
     fwd = jit_forward(model)
     full = np.asarray(fwd(tokens))
@@ -109,7 +108,7 @@ def test_parallel_on_a_shorter_input():
 
 def test_streaming_in_two_calls_equals_one_call():
     cfg = _llp(True, seq_len=128, segment_len=16, num_layers=2, prev_segments=2)
-    model = M.build(cfg, seed=2)
+    model = models.build(cfg, seed=2)
     stream = jit_stream(model)
     tokens = random_tokens(6, (2, 128), V)
     whole, state_whole = stream(tokens)
@@ -138,7 +137,7 @@ def test_streaming_in_two_calls_equals_one_call():
 def test_streaming_beyond_seq_len():
     n = 64
     cfg = _llp(False, seq_len=n, segment_len=16, num_layers=2)
-    model = M.build(cfg, seed=3)
+    model = models.build(cfg, seed=3)
     tokens = random_tokens(7, (1, 4 * n), V)
     streamed, state = jit_stream(model)(tokens)
     streamed = np.asarray(streamed)
@@ -150,7 +149,7 @@ def test_streaming_beyond_seq_len():
     # later windows are not a copy of the first (positions keep advancing)
     assert np.abs(streamed[:, n : 2 * n] - streamed[:, :n]).max() > 1e-3
     # a stream must be a whole number of segments
-    with pytest.raises(M.ConfigError, match="segment_len"):
+    with pytest.raises(models.ConfigError, match="segment_len"):
         model.stream(jnp.asarray(tokens[:, :20]))
 
 
@@ -160,7 +159,7 @@ def test_output_depends_only_on_the_window_not_on_absolute_position():
     lengths gives the same output (RoPE is relative)."""
     s, L = 16, 2
     cfg = _llp(False, seq_len=64, segment_len=s, num_layers=L)
-    model = M.build(cfg, seed=4)
+    model = models.build(cfg, seed=4)
     stream = jit_stream(model)
     window = random_tokens(8, (1, (L + 1) * s), V)
     prefix_a = random_tokens(9, (1, 2 * s), V)
@@ -175,25 +174,25 @@ def test_output_depends_only_on_the_window_not_on_absolute_position():
 # ----------------------------------------------------------------------------- cost
 @pytest.mark.parametrize("n,s", [(128, 32), (2048, 256), (96, 16)])
 def test_llp_mask_pairs(n, s):
-    model = M.abstract_model(_llp(seq_len=n, segment_len=s))
+    model = models.abstract_model(_llp(seq_len=n, segment_len=s))
     pos = np.arange(n)
     S = n // s
-    # MODELS.md's measure s*(2n - s): every (query, key) pair of the segment window, the current
+    # docs/models.md's measure s*(2n - s): every (query, key) pair of the segment window, the current
     # segment counted whole (S segments x s queries x 2s keys, minus segment 0's missing window).
-    dense_window = M.MaskSpec(causal=False, block=s, blocks_back=1)
+    dense_window = models.MaskSpec(causal=False, block=s, blocks_back=1)
     assert dense_window.pairs(pos, pos) == s * (2 * n - s)
     # The model's causal mask attends to exactly the causal half of the current segment.
-    assert model.mask.pairs(pos, pos) == s * (2 * n - s) - S * s * (s - 1) // 2
+    assert model.attention_mask(n).pairs(pos, pos) == s * (2 * n - s) - S * s * (s - 1) // 2
     # per layer, and L layers cost L times that (the mask is the same in every layer)
-    assert model.mask == M.MaskSpec(causal=True, block=s, blocks_back=1)
+    assert model.attention_mask(n) == models.MaskSpec(causal=True, block=s, blocks_back=1)
 
 
 def test_llp_mask_pairs_relate_to_spec_measure():
-    """MODELS.md counts LLP's cost as s*(2n - s) pairs per layer (k = 1, the current segment in
+    """docs/models.md counts LLP's cost as s*(2n - s) pairs per layer (k = 1, the current segment in
     full, as a blocked kernel computes it); MaskSpec.pairs is the exact causal count, smaller by
     the masked half of the current segment, n*(s - 1)/2 (documented in MaskSpec.pairs)."""
     n, s = 128, 32
-    mask = M.abstract_model(_llp(seq_len=n, segment_len=s)).mask
+    mask = models.abstract_model(_llp(seq_len=n, segment_len=s)).attention_mask(n)
     pos = np.arange(n)
     got = mask.pairs(pos, pos)
     assert got == s * (2 * n - s) - n * (s - 1) // 2, got

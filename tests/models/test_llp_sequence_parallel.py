@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llp_jax import models as M
+from llp_jax import models
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel as sp
+from llp_jax.training.config import MeshConfig
 from llp_jax.training.train_step import next_token_loss
-
-from ._helpers import make_config, random_tokens
+from tests.helpers.models import make_config, random_tokens
 
 V = 256
 
@@ -43,7 +43,7 @@ def batch_of(seed, B, n):
 
 def sharded_params(cfg, mesh):
     """The model's parameters placed as the table says (fsdp/tensor shards where the mesh has them)."""
-    graphdef, params = nnx.split(M.build(cfg))
+    graphdef, params = nnx.split(models.build(cfg))
     with mesh_lib.sharding_context(mesh):
         shardings = mesh_lib.state_shardings(params, mesh)
         return graphdef, params, jax.device_put(params, shardings)
@@ -151,17 +151,17 @@ def test_train_step_exchanges_only_neighbour_keys_values(axes):
 def test_invalid_split_is_a_one_line_error(overrides, seq_len, match):
     cfg = llp(**overrides)
     mesh = make_mesh(sequence=8)
-    with pytest.raises(M.ConfigError, match=match) as err:
+    with pytest.raises(models.ConfigError, match=match) as err:
         sp.check_config(cfg, mesh, seq_len)
     assert "\n" not in str(err.value)
     graphdef, params, _ = sharded_params(cfg, mesh)
-    with pytest.raises(M.ConfigError, match=match):
+    with pytest.raises(models.ConfigError, match=match):
         sp.sequence_parallel_loss(graphdef, params, batch_of(0, 2, seq_len), None, mesh=mesh)
 
 
 def test_other_models_are_rejected():
     cfg = make_config("transformer", seq_len=64)
-    with pytest.raises(M.ConfigError, match="model.name='llp'") as err:
+    with pytest.raises(models.ConfigError, match="model.name='llp'") as err:
         sp.check_config(cfg, make_mesh(sequence=8))
     assert "\n" not in str(err.value)
 
@@ -177,14 +177,12 @@ def test_mesh_axis_and_table():
     # Without sequence parallelism (size 1 or no field) the mesh is the usual three axes.
     plain = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
     assert plain.axis_names == ("data", "fsdp", "tensor")
-    assert mesh_lib.make_mesh(mesh_lib.default_mesh_config()).axis_names == plain.axis_names
+    assert mesh_lib.make_mesh(MeshConfig()).axis_names == plain.axis_names
     assert mesh_lib.logical_to_mesh_spec(("length",), plain) == jax.sharding.PartitionSpec(None)
 
 
 def test_select_loss():
-    assert sp.select_loss(mesh_lib.make_mesh(mesh_lib.default_mesh_config()), next_token_loss) is (
-        next_token_loss
-    )
+    assert sp.select_loss(mesh_lib.make_mesh(MeshConfig()), next_token_loss) is (next_token_loss)
     assert sp.select_loss(make_mesh(sequence=8), next_token_loss) is not next_token_loss
 
 

@@ -9,13 +9,12 @@ import jax
 import pytest
 from flax import nnx
 
-from llp_jax import models as M
-
-from ._helpers import make_config
+from llp_jax import models
+from tests.helpers.models import make_config
 
 
 def llp_formula(V, d, H, L, separate_first_out=True):
-    """MODELS.md: 2*V*d + V + 2d + L*(12d^2 + 11d + 2*d_h) for the code-faithful LLP
+    """docs/models.md: 2*V*d + V + 2d + L*(12d^2 + 11d + 2*d_h) for the code-faithful LLP
     (11d^2 + 10d instead of 12d^2 + 11d without the segment-0 output projection)."""
     per_layer = 12 * d * d + 11 * d if separate_first_out else 11 * d * d + 10 * d
     return 2 * V * d + V + 2 * d + L * (per_layer + 2 * (d // H))
@@ -23,14 +22,14 @@ def llp_formula(V, d, H, L, separate_first_out=True):
 
 # ----------------------------------------------------------------------------- counts
 def test_paper_llp_param_counts_without_allocation():
-    cfg = M.paper_llp()
+    cfg = models.paper_llp()
     assert (cfg.num_layers, cfg.num_heads, cfg.d_model, cfg.vocab_size) == (18, 12, 768, 28996)
-    assert M.count_params(cfg) == 172_124_740
-    assert M.count_params(M.paper_llp(24, 6)) == 214_646_596
+    assert models.count_params(cfg) == 172_124_740
+    assert models.count_params(models.paper_llp(24, 6)) == 214_646_596
     assert llp_formula(28996, 768, 12, 18) == 172_124_740
     assert llp_formula(28996, 768, 6, 24) == 214_646_596
     # counted from shapes only: the abstract model holds no arrays
-    abstract = M.abstract_model(cfg)
+    abstract = models.abstract_model(cfg)
     leaves = jax.tree.leaves(nnx.state(abstract, nnx.Param))
     assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
 
@@ -40,38 +39,38 @@ def test_paper_llp_param_counts_without_allocation():
 )
 @pytest.mark.parametrize("separate_first_out", [True, False])
 def test_llp_param_formula(V, d, H, L, n, s, separate_first_out):
-    cfg = M.code_faithful(
-        M.ModelConfig(
+    cfg = models.code_faithful(
+        models.ModelConfig(
             name="llp", vocab_size=V, seq_len=n, num_layers=L, d_model=d, num_heads=H, segment_len=s
         )
     ).replace(llp_separate_first_out=separate_first_out)
-    assert M.count_params(cfg) == llp_formula(V, d, H, L, separate_first_out)
+    assert models.count_params(cfg) == llp_formula(V, d, H, L, separate_first_out)
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_count_params_config_equals_built_model(name):
     cfg = make_config(name, True)
-    assert M.count_params(cfg) == M.count_params(M.build(cfg))
+    assert models.count_params(cfg) == models.count_params(models.build(cfg))
 
 
 def test_code_faithful_extra_parameters():
     """Shared K=V removes d^2 per layer; V3's dead compression matrices are counted in every
     layer; the code-faithful LLP's unused K/V LayerNorm adds 2*d_h per layer."""
     d, L = 64, 2
-    for name in M.MODEL_NAMES:
+    for name in models.MODEL_NAMES:
         clean = make_config(name)
-        n_clean = M.count_params(clean)
-        n_shared = M.count_params(clean.replace(shared_kv=True))
+        n_clean = models.count_params(clean)
+        n_shared = models.count_params(clean.replace(shared_kv=True))
         assert n_clean - n_shared == L * d * d, name
     v3 = make_config("enhanced_v3", True)
     m, c = v3.history_len, v3.compressed
-    every = M.count_params(v3)
-    once = M.count_params(v3.replace(v3_compress_every_layer=False))
+    every = models.count_params(v3)
+    once = models.count_params(v3.replace(v3_compress_every_layer=False))
     assert every - once == (L - 1) * (m * c + c)
     llp = make_config("llp", True)
-    assert M.count_params(llp) - M.count_params(llp.replace(kv_head_norm="off")) == L * 2 * (
-        d // llp.num_heads
-    )
+    assert models.count_params(llp) - models.count_params(
+        llp.replace(kv_head_norm="off")
+    ) == L * 2 * (d // llp.num_heads)
 
 
 # ----------------------------------------------------------------------------- logical axes
@@ -80,11 +79,11 @@ def _param_items(model):
     return jax.tree.leaves_with_path(state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
 @pytest.mark.parametrize("faithful", [False, True], ids=["clean", "code"])
 def test_every_param_has_logical_axes(name, faithful):
     cfg = make_config(name, faithful, num_layers=3)
-    model = M.abstract_model(cfg)
+    model = models.abstract_model(cfg)
     items = _param_items(model)
     assert items
     stacked = 0
@@ -105,13 +104,13 @@ def test_every_param_has_logical_axes(name, faithful):
     # the same names on a built (allocated) model
     built = {
         jax.tree_util.keystr(p): v.get_metadata()["out_sharding"]
-        for p, v in _param_items(M.build(cfg))
+        for p, v in _param_items(models.build(cfg))
     }
     assert built == {jax.tree_util.keystr(p): v.get_metadata()["out_sharding"] for p, v in items}
 
 
 def test_single_layer_model_has_no_stack():
-    model = M.build(make_config("llp", num_layers=1))
+    model = models.build(make_config("llp", num_layers=1))
     assert model.blocks is None
     for path, var in _param_items(model):
         assert "layers" not in var.get_metadata()["out_sharding"]
@@ -158,11 +157,11 @@ def test_bad_config_raises_one_line_error(name, overrides, field):
     base = dataclasses.asdict(make_config(name))
     base.update(overrides)
     for attempt in (
-        lambda: M.ModelConfig(**base).validate(),
-        lambda: M.build(base),  # a mapping, as from a ConfigDict
-        lambda: M.count_params(M.ModelConfig(**base)),
+        lambda: models.ModelConfig(**base).validate(),
+        lambda: models.build(base),  # a mapping, as from a ConfigDict
+        lambda: models.count_params(models.ModelConfig(**base)),
     ):
-        with pytest.raises(M.ConfigError) as info:
+        with pytest.raises(models.ConfigError) as info:
             attempt()
         msg = str(info.value)
         assert "\n" not in msg, msg
@@ -173,35 +172,35 @@ def test_odd_head_dim_rejected_even_with_first_layer_rope():
     """RoPE always runs in layer 1 (rope_layers='first' only drops it from layers 2..L), so an
     odd head_dim must be rejected for every rope_layers value, not crash inside apply_rope."""
     cfg = make_config("llp").replace(d_model=12, num_heads=4, rope_layers="first")
-    with pytest.raises(M.ConfigError, match="head_dim"):
+    with pytest.raises(models.ConfigError, match="head_dim"):
         cfg.validate()
 
 
 def test_unknown_field_and_good_mapping():
-    with pytest.raises(M.ConfigError, match="segment_length"):
-        M.ModelConfig.from_any({"name": "llp", "segment_length": 32})
+    with pytest.raises(models.ConfigError, match="segment_length"):
+        models.ModelConfig.from_any({"name": "llp", "segment_length": 32})
     good = dataclasses.asdict(make_config("llp"))
-    assert M.ModelConfig.from_any(good) == make_config("llp")
-    assert issubclass(M.ConfigError, ValueError)
+    assert models.ModelConfig.from_any(good) == make_config("llp")
+    assert issubclass(models.ConfigError, ValueError)
 
 
 def test_enhanced_v3_input_length_must_be_seq_len():
     cfg = make_config("enhanced_v3")
-    model = M.build(cfg)
-    with pytest.raises(M.ConfigError, match="seq_len"):
+    model = models.build(cfg)
+    with pytest.raises(models.ConfigError, match="seq_len"):
         model(jax.numpy.zeros((1, cfg.seq_len // 2), jax.numpy.int32))
 
 
 def test_preset_overrides_win_over_code_faithful():
     """An explicit override passed to a preset must not be silently replaced by the
     code-faithful switch (e.g. dropout=0.0 for a deterministic run)."""
-    assert M.tiny("llp", faithful=True, dropout=0.0).dropout == 0.0
-    assert M.tiny("enhanced_v1", faithful=True, history_mask="causal").history_mask == "causal"
-    assert M.tiny("llp", faithful=True, rope_layers="all").rope_layers == "all"
-    assert M.paper_llp(dropout=0.1).dropout == 0.1
+    assert models.tiny("llp", faithful=True, dropout=0.0).dropout == 0.0
+    assert models.tiny("enhanced_v1", faithful=True, history_mask="causal").history_mask == "causal"
+    assert models.tiny("llp", faithful=True, rope_layers="all").rope_layers == "all"
+    assert models.paper_llp(dropout=0.1).dropout == 0.1
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_tiny_presets_are_valid_and_code_faithful_switches_knobs(name):
     clean, code = make_config(name), make_config(name, True)
     assert clean.validate() is clean

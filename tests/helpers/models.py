@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax import models as M
+from llp_jax import models
 
 # The tiny test models spend far more time in XLA's CPU compiler than running; skipping LLVM's
 # backend optimisations roughly halves compile time without changing IEEE float semantics.
@@ -47,8 +47,8 @@ def changed(tokens: np.ndarray, where, vocab: int, seed: int = 1) -> np.ndarray:
     return out
 
 
-def make_config(name: str, faithful: bool = False, **overrides) -> M.ModelConfig:
-    """`M.tiny(name)`, code-faithful if asked, then `overrides` applied on top (after the
+def make_config(name: str, faithful: bool = False, **overrides) -> models.ModelConfig:
+    """`models.tiny(name)`, code-faithful if asked, then `overrides` applied on top (after the
     code-faithful switch, so an override really takes effect)."""
-    cfg = M.tiny(name, faithful=faithful)
+    cfg = models.tiny(name, faithful=faithful)
     return cfg.replace(**overrides).validate() if overrides else cfg

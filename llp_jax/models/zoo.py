@@ -1,0 +1,34 @@
+"""Building models: `build(config)` turns a ModelConfig (or a `config.model` ConfigDict) into a
+model; `abstract_model` and `count_params` do the same without allocating parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from llp_jax.models.base import LanguageModel
+from llp_jax.models.config import ModelConfig
+
+
+def build(config: Any, *, rngs: nnx.Rngs | None = None, seed: int = 0) -> LanguageModel:
+    """Builds the model named by `config.name` (validated first, one-line ConfigError if bad)."""
+    cfg = ModelConfig.from_any(config)
+    return cfg.model_class(cfg, rngs=rngs if rngs is not None else nnx.Rngs(params=seed))
+
+
+def abstract_model(config: Any) -> LanguageModel:
+    """The model with shapes only (`nnx.eval_shape`): no parameter memory is allocated."""
+    cfg = ModelConfig.from_any(config)
+    return nnx.eval_shape(lambda: cfg.model_class(cfg, rngs=nnx.Rngs(params=0)))
+
+
+def count_params(model_or_config: Any) -> int:
+    """Number of parameters; accepts a model or a config (then counted without allocation)."""
+    model = model_or_config
+    if not isinstance(model, nnx.Module):
+        model = abstract_model(model_or_config)
+    state = nnx.state(model, nnx.Param)
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
