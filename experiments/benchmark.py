@@ -1,11 +1,11 @@
 """Train-step time, forward time and peak memory vs sequence length at equal tokens per step.
 
-  python -m experiments.benchmark                    # the full grid, ~10 min on 2 CPU cores
+  python -m experiments.benchmark                    # the full grid of experiments/results/benchmark.md
   python -m experiments.benchmark --seq_lens=256,512 --tokens_per_step=1024 --models=llp \
       --out=/tmp/bench.md
 
 Writes experiments/results/benchmark.md (table, fitted exponents, the issue's targets) and a
-log-log PNG beside it. See llp_jax/evaluation/benchmark.py for what is measured and how.
+log-log PNG beside it. See llp_jax/studies/benchmark.py for what is measured and how.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import sys
 import time
 
 import jax
-from absl import app, flags
+from absl import flags
 
-from llp_jax.evaluation import benchmark
+from experiments import _cli
+from llp_jax.studies import benchmark
 
 _D = benchmark.BenchSpec()
 _MODELS = flags.DEFINE_list("models", list(_D.models), "Models to measure.")
@@ -42,8 +43,7 @@ _CACHE = flags.DEFINE_string(
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _cli.start(argv)
     if _CACHE.value:  # the environment variable reaches the per-point processes too
         os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(_CACHE.value)
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
@@ -73,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -20,8 +20,9 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from experiments import _cli
 from llp_jax import models
 from llp_jax.evaluation import sampling
 
@@ -37,17 +38,12 @@ _OUT = flags.DEFINE_string("out", "experiments/results/decode_benchmark.md", "Ma
 
 
 def model_config(name: str) -> models.ModelConfig:
-    n = _SEQ_LEN.value
-    return models.ModelConfig(
-        name=name,
-        vocab_size=259,
-        seq_len=n,
-        num_layers=_LAYERS.value,
-        d_model=_D_MODEL.value,
-        num_heads=4,
-        segment_len=n // _SEGMENTS.value if name == "llp" else 0,
-        latent_len=n // 8 if name in models.LATENT_MODELS else 0,
-    ).validate()
+    """Model `name` at n: LLP with S = --segments segments, latent models with l = n / 8."""
+    sizes = models.StructuralSizes(segments=_SEGMENTS.value, latent_div=8)
+    return models.sized(
+        name, _SEQ_LEN.value, sizes, vocab_size=259, num_layers=_LAYERS.value,
+        d_model=_D_MODEL.value, num_heads=4,
+    )  # fmt: skip
 
 
 def timed_generate(model, prompt, num_new: int, method: str) -> tuple[float, np.ndarray]:
@@ -71,7 +67,7 @@ def marginal_rate(model, prompt, method: str, counts) -> tuple[float, np.ndarray
 
 
 def main(argv):
-    del argv
+    _cli.start(argv)
     n = _SEQ_LEN.value
     prompt = np.random.default_rng(0).integers(0, 256, size=(1, n)).astype(np.int32)
     rows = []
@@ -124,4 +120,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
+from experiments import _cli
 from llp_jax import models
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel as sp
@@ -115,7 +116,7 @@ def sweep(devices: int, lengths):
 
 
 def main(argv):
-    del argv
+    _cli.start(argv)
     p = _DEVICES.value
     start = p * _SEGMENT.value  # every device holds >= 1 segment
     lengths = []
@@ -180,4 +181,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

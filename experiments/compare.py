@@ -1,13 +1,13 @@
 """Trains every zoo model with the same budget on the embedded corpus and compares them.
 
-  python -m experiments.compare                # all 8 variants, under an hour on 2 CPU cores
+  python -m experiments.compare                # every variant (--estimate projects the run time)
   python -m experiments.compare --quick        # 2 tiny models, a few steps: a smoke test
   python -m experiments.compare --estimate     # short run of each variant -> projected runtime
 
 Writes experiments/results/compare.md (the table) and compare.png (validation loss vs step).
 Workdirs go under --workroot (git-ignored); a rerun reuses every variant that finished with the
 same settings, so an interrupted comparison continues where it stopped (--rerun: start over).
-See llp_jax/evaluation/compare.py for what is compared and how.
+See llp_jax/studies/compare.py for what is compared and how.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import jax
 from absl import flags
 
 from experiments import _cli
-from llp_jax.evaluation import compare
+from llp_jax.studies import compare
 
 _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
 _ESTIMATE = flags.DEFINE_bool("estimate", False, "Only project the runtime from short runs.")

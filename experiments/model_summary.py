@@ -3,18 +3,18 @@
 python -m experiments.model_summary [--batch_size=2] [--out=experiments/results/zoo.md]
 """
 
-from absl import app, flags
+from absl import flags
 
-from llp_jax.models.presets import paper_llp
-from llp_jax.models.registry import count_params
-from llp_jax.models.summary import zoo_table
+from experiments import _cli
+from llp_jax.models import count_params, paper_llp
+from llp_jax.studies.zoo import zoo_table
 
 _BATCH = flags.DEFINE_integer("batch_size", 2, "Batch size of the timed forward pass.")
 _OUT = flags.DEFINE_string("out", "", "Also write the table to this Markdown file.")
 
 
 def main(argv):
-    del argv
+    _cli.start(argv)
     table = zoo_table(_BATCH.value)
     paper = (
         f"\nPaper LLP (code-faithful, d=768, V=28996): 18 layers/12 heads "
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -11,8 +11,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import _cli
+from llp_jax.studies import train_and_evaluate
 from llp_jax.training.distributed import initialize_distributed
-from llp_jax.training.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job: set up ./.venv if needed, then train a tiny LLP on the embedded Jane
-# Austen corpus, evaluate it, sample from it and write a loss plot (all on CPU, ~10 minutes).
+# Austen corpus, evaluate it, sample from it and write a loss plot (all on CPU; see README.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh

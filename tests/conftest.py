@@ -1,4 +1,5 @@
-"""Test set-up: 8 fake CPU devices and a persistent compilation cache, before JAX starts."""
+"""Test set-up: 8 fake CPU devices and a persistent compilation cache, before JAX starts; the
+fixtures every test directory shares."""
 
 import os
 
@@ -8,9 +9,21 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)
+import pytest  # noqa: E402
 
 jax.config.update(
     "jax_compilation_cache_dir",
     os.environ.get("LLP_JAX_TEST_CACHE", os.path.expanduser("~/.cache/llp_jax/jax_cache")),
 )
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory):
+    """A small corpus (~60 kB) so data loading is instant."""
+    from llp_jax.data import load_austen
+
+    text = load_austen().splits["validation"][:60_000]
+    path = tmp_path_factory.mktemp("corpus") / "small.txt"
+    path.write_text(text)
+    return str(path)

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import llp_jax
-from tests.training.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_bare_import_loads_no_jax():
@@ -17,11 +17,11 @@ def test_bare_import_loads_no_jax():
 
 
 def test_top_level_names_are_the_library_objects():
-    from llp_jax import errors, evaluation, models, training
+    from llp_jax import errors, evaluation, models, studies
 
     assert llp_jax.models is models and llp_jax.build is models.build
     assert llp_jax.ModelConfig is models.ModelConfig and llp_jax.LLPError is errors.LLPError
-    assert llp_jax.train_and_evaluate is training.train_and_evaluate
+    assert llp_jax.train_and_evaluate is studies.train_and_evaluate
     assert llp_jax.load_model is evaluation.load_model and llp_jax.generate is evaluation.generate
     assert set(llp_jax.__all__) <= set(dir(llp_jax))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

@@ -1,11 +1,12 @@
 """The experiment config every file in llp_jax/configs starts from.
 
-An experiment config is an `ml_collections.ConfigDict` with sections:
-  model  - fields of `llp_jax.models.ModelConfig` (vocab_size 0 = the tokenizer's);
-  data   - `llp_jax.data.default_data_config()`;
-  train  - `llp_jax.training.optimizer.default_train_config()`;
-  mesh   - (data, fsdp, tensor) sizes, -1 = the remaining devices;
-  sample - the prompt and sampling settings of the end-of-run sample.
+An experiment config is an `ml_collections.ConfigDict` with sections, each the ConfigDict form of
+a typed dataclass that holds its defaults and checks (see each class for every field):
+  model  - `llp_jax.models.ModelConfig` (vocab_size 0 = the tokenizer's);
+  data   - `llp_jax.data.DataConfig`;
+  train  - `llp_jax.training.TrainConfig`;
+  mesh   - `llp_jax.training.MeshConfig`: (data, fsdp, sequence, tensor), -1 = remaining devices;
+  sample - `llp_jax.evaluation.SampleConfig`: the end-of-run sample.
 Any field can be overridden on the command line: `--config.train.num_steps=100`.
 """
 
@@ -15,10 +16,11 @@ import dataclasses
 
 import ml_collections
 
+from llp_jax import schema
 from llp_jax.data import default_data_config
+from llp_jax.evaluation.sampling import SampleConfig
 from llp_jax.models import ModelConfig
-from llp_jax.training.mesh import default_mesh_config
-from llp_jax.training.optimizer import default_train_config
+from llp_jax.training import default_mesh_config, default_train_config
 
 
 def model_section(cfg: ModelConfig) -> ml_collections.ConfigDict:
@@ -32,13 +34,5 @@ def get_base_config(model: ModelConfig) -> ml_collections.ConfigDict:
     config.data = default_data_config()
     config.train = default_train_config()
     config.mesh = default_mesh_config()
-    config.sample = ml_collections.ConfigDict(
-        dict(
-            prompt="It is a truth universally acknowledged",
-            num_tokens=200,
-            temperature=0.8,
-            top_k=40,
-            seed=0,
-        )
-    )
+    config.sample = schema.to_configdict(SampleConfig())
     return config

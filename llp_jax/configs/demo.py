@@ -1,4 +1,4 @@
-"""The README's main job: a small LLP on the embedded Jane Austen corpus, ~3 minutes on 2 CPU cores.
+"""The README's main job: a small LLP on the embedded Jane Austen corpus, sized for a CPU.
 
   python -m experiments.train --config=llp_jax/configs/demo.py --workdir=workdir/demo
 

@@ -14,35 +14,36 @@ from __future__ import annotations
 import ml_collections
 
 from llp_jax.configs.base import get_base_config
-from llp_jax.models import ModelConfig, code_faithful, paper_llp
+from llp_jax.models import (
+    LATENT_MODELS,
+    ConfigError,
+    ModelConfig,
+    StructuralSizes,
+    paper_llp,
+    sized,
+)
 from llp_jax.models.presets import BERT_CASED_VOCAB
 
-COMPARISON_MODELS = ("perceiver_ar", "enhanced_v1", "enhanced_v2", "enhanced_v3")
+COMPARISON_MODELS = LATENT_MODELS  # perceiver_ar, enhanced_v1, enhanced_v2, enhanced_v3
+# l = n / 2 latents; enhanced_v2 splits the history into the code's default 8 segments
+# (`--num_segments`); enhanced_v3 compresses it to c = n / 4 (the code's compression).
+COMPARISON_SIZES = StructuralSizes(latent_div=2, history_segments=8)
 
 
 def comparison_model(name: str, vocab_size: int = BERT_CASED_VOCAB) -> ModelConfig:
     """PerceiverAR / V1 / V2 / V3, code-faithful, at the width and depth of the 18-layer LLP.
 
-    d = 768, H = 12, L = 18, n = 2048, l = n / 2 = 1024 latents, V2 with S_h = 4 history
-    segments (the code's default segment count), V3 with c = n / 4 (the code's compression).
-    The same width, depth and context as LLP-18 make the comparison one of attention patterns
-    only. (The released code's argparse defaults, L = 6, H = 6, n = 1024, are not the paper's
-    runs, and the sizes of the paper's comparison runs are not restated in MODELS.md.) Override
-    e.g. `--config.model.latent_len=512` for other settings.
+    d = 768, H = 12, L = 18, n = 2048, l = 1024 latents (see COMPARISON_SIZES). The same width,
+    depth and context as LLP-18 make the comparison one of attention patterns only. (The released
+    code's argparse defaults, L = 12, H = 6, are not the paper's runs, and the paper does not
+    restate the sizes of its comparison runs.) Override e.g. `--config.model.latent_len=512`.
     """
     if name not in COMPARISON_MODELS:
-        raise ValueError(f"Unknown comparison model {name!r}; choose one of {COMPARISON_MODELS}.")
-    cfg = ModelConfig(
-        name=name,
-        vocab_size=vocab_size,
-        seq_len=2048,
-        num_layers=18,
-        d_model=768,
-        num_heads=12,
-        latent_len=1024,
-        history_segments=4 if name == "enhanced_v2" else 1,
-    )
-    return code_faithful(cfg)
+        raise ConfigError(f"Unknown comparison model {name!r}; choose one of {COMPARISON_MODELS}.")
+    return sized(
+        name, 2048, COMPARISON_SIZES, faithful=True, vocab_size=vocab_size, num_layers=18,
+        d_model=768, num_heads=12,
+    )  # fmt: skip
 
 
 def paper_model(arg: str, vocab_size: int = BERT_CASED_VOCAB) -> ModelConfig:

@@ -1,4 +1,4 @@
-"""Tiny CPU presets for every zoo model (d=64, 2 layers, n=128, byte tokens); a few minutes each.
+"""Tiny CPU presets for every zoo model (d=64, 2 layers, n=128, byte tokens).
 
   python -m experiments.train --config=llp_jax/configs/tiny.py:llp --workdir=workdir/tiny_llp
   python -m experiments.train --config=llp_jax/configs/tiny.py:perceiver_ar,faithful ...

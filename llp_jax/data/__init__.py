@@ -1,9 +1,13 @@
 """Data layer: corpora (embedded Austen, user text, tfds datasets), tokenizers, Grain pipeline.
 
-The tfds side (wikitext.py, pg19.py, enwik8.py builders; tfds_sources.py, tfds_data.py,
-token_cache.py) is imported only when `config.data.corpus` names a 'tfds:' dataset.
+config.py (the typed `config.data` section) -> corpus.py / tfds_data.py (text) -> tokenizers.py
+-> pipeline.py (training windows as a checkpointable Grain iterator) -> datasets.py
+(`build_datasets`, what the trainer and evaluators get). The tfds side (wikitext.py, pg19.py,
+enwik8.py builders; tfds_sources.py, tfds_data.py, token_cache.py) is imported only when
+`config.data.corpus` names a 'tfds:' dataset.
 """
 
+from llp_jax.data.config import DataConfig, default_data_config
 from llp_jax.data.corpus import (
     AUSTEN_SHA256,
     SPLITS,
@@ -15,11 +19,8 @@ from llp_jax.data.corpus import (
     load_text_corpus,
     read_text_file,
 )
+from llp_jax.data.datasets import Datasets, build_datasets
 from llp_jax.data.pipeline import (
-    Datasets,
-    build_datasets,
-    default_data_config,
-    eval_tokens,
     make_global_batch,
     make_train_dataset,
     make_train_iterator,
@@ -37,25 +38,25 @@ from llp_jax.data.tokenizers import (
 __all__ = [
     "AUSTEN_SHA256",
     "SPLITS",
+    "ByteTokenizer",
     "Corpus",
+    "DataConfig",
     "DataError",
+    "Datasets",
+    "SentencePieceTokenizer",
+    "Tokenizer",
+    "build_datasets",
     "count_words",
+    "default_data_config",
     "load_austen",
     "load_corpus",
     "load_text_corpus",
-    "read_text_file",
-    "Datasets",
-    "build_datasets",
-    "default_data_config",
-    "eval_tokens",
     "make_global_batch",
+    "make_tokenizer",
     "make_train_dataset",
     "make_train_iterator",
     "num_windows",
-    "ByteTokenizer",
-    "SentencePieceTokenizer",
-    "Tokenizer",
-    "make_tokenizer",
+    "read_text_file",
     "train_sentencepiece",
     "unigram_perplexity",
 ]

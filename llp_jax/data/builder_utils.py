@@ -2,9 +2,8 @@
 
 Our builders write ArrayRecord with `download_and_prepare(file_format='array_record')` and never
 import TensorFlow. Downloads use `requests` directly instead of tfds' download manager because
-tfds retries a refused or unresolvable connection for ~200 s before failing (see
-ENVIRONMENT.md), and because the Wikitext mirror rejects requests without a browser-like
-User-Agent. Connection errors are not retried (offline fails at once); 5xx answers and broken
+tfds retries a refused or unresolvable connection for minutes before failing, and because the
+Wikitext mirror rejects requests without a browser-like User-Agent. Connection errors are not retried (offline fails at once); 5xx answers and broken
 reads are, a few times.
 """
 
@@ -45,7 +44,7 @@ def find_file(root: str | None, names: Sequence[str]) -> str | None:
     return None
 
 
-def fetch(url: str, dest_dir: str, *, hint: str) -> str:
+def download(url: str, dest_dir: str, *, hint: str) -> str:
     """Downloads `url` into `dest_dir` (once; reused afterwards) and returns the file path.
 
     Args:

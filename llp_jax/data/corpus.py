@@ -50,9 +50,6 @@ _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 class DataError(LLPError, ValueError):
     """Bad input data; the message is one line naming the problem and the fix."""
 
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))  # Guarantee one line.
-
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:

@@ -48,7 +48,7 @@ class Enwik8(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         root = builder_utils.manual_dir_or_none(dl_manager)
         if root is None:  # Without a manual folder, download.
             hint = builder_utils.offline_hint("tfds:enwik8", "enwik8 or enwik8.zip")
-            path = builder_utils.fetch(URL, os.fspath(dl_manager.download_dir), hint=hint)
+            path = builder_utils.download(URL, os.fspath(dl_manager.download_dir), hint=hint)
         else:
             path = builder_utils.find_file(root, ["enwik8", "enwik8.zip"])
             if path is None:

@@ -32,7 +32,7 @@ from llp_jax.data.tfds_sources import (
 )
 
 
-def sample_text(source, feature: str, num_chars: int, seed: int) -> str:
+def sentencepiece_sample(source, feature: str, num_chars: int, seed: int) -> str:
     """A SentencePiece training sample: slices of documents in a seeded random order.
 
     Each document gives at most num_chars / 500 characters (from a random line start), so even
@@ -75,7 +75,9 @@ def load_tokenizer(config, sources, feature: str, token_root: str):
     if os.path.isfile(path):
         with open(path, "rb") as f:
             return tokenizers.SentencePieceTokenizer(f.read(), name=key), folder
-    sample = sample_text(sources["train"], feature, int(config.sp_sample_chars), int(config.seed))
+    sample = sentencepiece_sample(
+        sources["train"], feature, int(config.sp_sample_chars), int(config.seed)
+    )
     tok = tokenizers.train_sentencepiece(
         sample,
         vocab_size=config.vocab_size,
@@ -99,7 +101,7 @@ def prepare_tokens(config):
     spec = parse_spec(config.corpus)
     builder = prepare_builder(spec, config.data_dir, config.manual_dir)
     sources = builder.as_data_source()
-    feature = text_feature(spec, builder, config.get("text_feature", ""))
+    feature = text_feature(spec, builder, config.text_feature)
     token_root = config.token_dir or os.path.join(os.fspath(builder.data_dir), "llp_tokens")
     tokenizer, folder = load_tokenizer(config, sources, feature, os.path.expanduser(token_root))
     chunks = {}
@@ -188,14 +190,13 @@ class _EvalText(Mapping):
         return sum(1 for _ in self)
 
 
-def build_tfds_datasets(config, seq_len: int, *, process_index: int, process_count: int):
-    """`Datasets` for a 'tfds:' / 'tfds-catalog:' corpus; training windows come from disk.
+def build_tfds_parts(config, seq_len: int) -> dict:
+    """The fields of `datasets.Datasets` for a 'tfds:' / 'tfds-catalog:' corpus (training
+    windows come from disk), but for the config, window and process shard.
 
     `words` and `num_bytes` of an evaluation split capped by `eval_max_tokens` are scaled to the
     tokens kept (exact counts are in `num_tokens` / the token folder's json files).
     """
-    from llp_jax.data.pipeline import Datasets  # pipeline imports this module lazily.
-
     spec, builder, tokenizer, chunks = prepare_tokens(config)
     if "train" not in chunks or len(chunks["train"]) < seq_len + 1:
         num = len(chunks["train"]) if "train" in chunks else 0
@@ -217,16 +218,12 @@ def build_tfds_datasets(config, seq_len: int, *, process_index: int, process_cou
     )
     if config.eval_max_tokens:
         desc += f"; evaluation splits capped at {int(config.eval_max_tokens):,} tokens"
-    return Datasets(
+    return dict(
         tokenizer=tokenizer,
         corpus=Corpus(name=spec.label, splits=_EvalText(tokens, tokenizer), description=desc),
         tokens=tokens,
         words={s: scaled(s, "words") for s in chunks},
         num_bytes={s: scaled(s, "bytes") for s in chunks},
-        seq_len=seq_len,
-        data_config=config,
-        process_index=process_index,
-        process_count=process_count,
         train_tokens=chunks["train"],
         num_tokens={s: len(c) for s, c in chunks.items()},
     )

@@ -28,7 +28,7 @@ TEXT_FEATURES = {"wikitext103": "text", "pg19": "book_text", "enwik8": "text"}
 # pieces of one text; PG-19 books are stripped, so a newline keeps one book's last word apart
 # from the next book's first. Catalog datasets get a newline too.
 SEPARATORS = {"wikitext103": "", "enwik8": ""}
-_READ_BATCH = 64  # Documents per batched read: one-by-one reads cost ~1 ms each.
+_READ_BATCH = 64  # Documents per batched read: one-by-one reads are much slower.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +63,7 @@ def parse_spec(corpus: str) -> TfdsSpec:
 
 @contextlib.contextmanager
 def _few_download_retries(retries: int = 2):
-    """tfds retries a failed download ~10 times over ~200 s; offline that is only a delay."""
+    """tfds retries a failed download ~10 times over minutes; offline that is only a delay."""
     from tensorflow_datasets.core.download import downloader
 
     saved, downloader.MAX_RETRIES = downloader.MAX_RETRIES, retries

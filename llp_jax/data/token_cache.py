@@ -3,17 +3,15 @@
 Why pre-tokenise instead of tokenising documents on the fly in a Grain map: the training windows
 are cut from the concatenated stream at arbitrary offsets (shifted per epoch), which needs every
 token's position up front; the evaluation protocols need the exact stream; and SentencePiece
-encodes ~5 MB/s per core (measured on this repo's 2-core CPU), so a 400 kB PG-19 book costs
-~80 ms: 16 windows per step from freshly tokenised books would be ~1.3 s of host time per step.
-The one pass also yields each split's word, byte and token counts. It runs once per dataset and
-tokenizer (2-5 MB/s with SentencePiece, ~40 MB/s for bytes on 2 cores: minutes for
-Wikitext-103, about an hour for PG-19's 11 GB) and stores ~2 bytes per token (uint16 when the
-vocabulary fits).
+encodes a few MB/s per core, so 16 windows per step from freshly tokenised PG-19 books (400 kB
+each) would cost the host far more than the step. The one pass also yields each split's word,
+byte and token counts. It runs once per dataset and tokenizer and stores ~2 bytes per token
+(uint16 when the vocabulary fits).
 
 Layout of a split `s` in a token folder: `s.array_record` (record k = tokens
 [k * chunk_tokens, (k + 1) * chunk_tokens) as little-endian uint16/int32 bytes) and `s.json`
 (counts and format), written last, so a folder with the json is complete. A window of T + 1
-tokens touches at most two records (a random read of one 128 kB record costs ~0.05 ms).
+tokens touches at most two records.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             )
             url = URLS[self.builder_config.name]
             downloads = os.fspath(dl_manager.download_dir)
-            archive = builder_utils.fetch(url, downloads, hint=hint)
+            archive = builder_utils.download(url, downloads, hint=hint)
             root = builder_utils.extract_zip(archive, downloads)
         paths = {}
         for split, stem in _SPLIT_FILES.items():

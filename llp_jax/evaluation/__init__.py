@@ -10,31 +10,33 @@ from llp_jax.evaluation.checkpoints import (
     CheckpointError,
     ConfigMismatchError,
     LoadedModel,
-    NoCheckpointError,
     load_model,
 )
 from llp_jax.evaluation.decoders import LatentCache, Recompute, RingCache, make_decoder
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.evaluation.perplexity import PROTOCOLS, PerplexityResult, evaluate_perplexity
 from llp_jax.evaluation.sampling import (
+    SampleConfig,
     Sampler,
     decode_logits,
     generate,
     generate_recompute,
     sample_logits,
 )
+from llp_jax.storage import CheckpointNotFoundError
 
 __all__ = [
     "PROTOCOLS",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "ConfigMismatchError",
     "EvaluationError",
     "LatentCache",
     "LoadedModel",
-    "NoCheckpointError",
     "PerplexityResult",
     "Recompute",
     "RingCache",
+    "SampleConfig",
     "Sampler",
     "decode_logits",
     "evaluate_perplexity",

@@ -8,7 +8,7 @@ so they are static arguments of the jitted loops (one compile per scheme and sha
 Three schemes, all built from the models' public pieces (`embed_tokens`, `first_block`, the stacked
 `blocks` via `run_layers`, `logits`) and the unchanged `Block.__call__` with a `kv_prefix`:
 
-  * `RingCache` (llp, transformer, s2attn): per layer a fixed number of key/value slots plus one
+  * `RingCache` (models with `cache = 'ring'`: llp, transformer, s2attn): per layer a fixed number of key/value slots plus one
     array of their absolute positions (-1 = empty). Position p lives in slot p % slots; the
     attention mask is the model's own position-based `MaskSpec`, so a slot whose position the mask
     rejects (a segment too far back) is simply never attended. For LLP, slots = (k + 1) * s: the
@@ -18,7 +18,7 @@ Three schemes, all built from the models' public pieces (`embed_tokens`, `first_
     The transformer keeps every position (slots = buffer length: a standard KV cache, positions
     past the training length use RoPE beyond n); S^2-Attn needs only the last G positions.
     Logits equal the parallel forward's on the same prefix (the models are causal and absolute).
-  * `LatentCache` (perceiver_ar, as in the Perceiver AR paper): a window of n tokens whose latent
+  * `LatentCache` (`cache = 'latent'`: perceiver_ar, as in the Perceiver AR paper): a window of n tokens whose latent
     block (the last l positions) is filled one token at a time: layer 1's keys/values of the whole
     window and the upper layers' keys/values of the filled latents are cached. When the window is
     full it slides by `slide` tokens and is refilled with one full forward (which also recomputes
@@ -39,10 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from llp_jax.evaluation.errors import EvaluationError
-from llp_jax.models.attention import MaskSpec
-from llp_jax.models.config import ModelConfig
-
-CACHED_MODELS = ("llp", "transformer", "s2attn", "perceiver_ar")
+from llp_jax.models import MaskSpec, ModelConfig
 
 
 def _write_slot(cache: jax.Array, new: jax.Array, slot, axis: int) -> jax.Array:
@@ -64,7 +61,7 @@ def _empty_caches(model, batch: int, slots: int, dtype):
     return first, (stacked, stacked) if rest else None
 
 
-def _cached_layers(model, x_Bx1xD, masks, q_pos, k_pos, slot, first_out_len, caches):
+def _cached_layers(model, x_Bx1xD, masks, q_pos, k_pos, slot, caches):
     """Runs one token through every layer against cached keys/values and writes its own.
 
     `masks`, `k_pos` and `slot` are pairs: (layer 1, layers 2..L). The new keys/values leave the
@@ -83,7 +80,6 @@ def _cached_layers(model, x_Bx1xD, masks, q_pos, k_pos, slot, first_out_len, cac
                 k_pos=k_pos[i],
                 use_rope=model.rope_in(first),
                 kv_prefix=kv,
-                first_out_len=first_out_len,
             )
 
         return fn
@@ -129,8 +125,7 @@ class RingCache:
         visible_W = jnp.where(jnp.arange(W) == slot, -1, slot_pos_W)
         q_pos = p[None]
         k_pos = jnp.concatenate([visible_W, q_pos])
-        masks = _all_position_masks(model)
-        first_out_len = model.cfg.segment_len if model.cfg.name == "llp" else 0
+        masks = model.attention_mask(model.cfg.seq_len)
         h, caches = _cached_layers(
             model,
             model.embed_tokens(_token_at(buf_BxN, c)),
@@ -138,21 +133,9 @@ class RingCache:
             q_pos,
             (k_pos, k_pos),
             (slot, slot),
-            first_out_len,
             caches,
         )
         return model.logits(h)[:, 0], (caches, slot_pos_W.at[slot].set(p))
-
-
-def _all_position_masks(model):
-    name = model.cfg.name
-    if name == "llp":
-        return model.mask
-    if name == "s2attn":
-        return model.masks
-    if name == "transformer":
-        return MaskSpec(causal=True)
-    raise EvaluationError(f"RingCache supports llp, transformer and s2attn, not {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +197,6 @@ class LatentCache:
             q_pos,
             k_pos,
             (r, r - m),
-            0,
             caches,
         )
         return model.logits(h)[:, 0], (start, caches)
@@ -253,8 +235,8 @@ class Recompute:
         start = jnp.maximum(c - (n - 1), 0)
         ctx_BxN = jax.lax.dynamic_slice_in_dim(buf_BxN, start, n, axis=1)
         h_BxPxD = model.hidden(model.embed_tokens(ctx_BxN), None)
-        # Hidden states cover positions loss_offset(n)..n-1; the fed token is at c - start.
-        index = c - start - model.loss_offset(n)
+        # Hidden states cover positions loss_start(n)..n-1; the fed token is at c - start.
+        index = c - start - model.loss_start(n)
         h_Bx1xD = jax.lax.dynamic_slice_in_dim(h_BxPxD, index, 1, axis=1)
         return model.logits(h_Bx1xD)[:, 0], state
 
@@ -284,10 +266,11 @@ def make_decoder(
       ValueError: an impossible combination (one line).
     """
     n = window or cfg.seq_len
+    cache = cfg.model_class.cache
     if method == "auto":
-        method = "cached" if cfg.name in CACHED_MODELS else "recompute"
+        method = "cached" if cache else "recompute"
     if method == "recompute":
-        scores_all = cfg.loss_offset == 0
+        scores_all = not cfg.scores_latents
         if align == "auto":
             align = "right" if scores_all else "left"
         if align not in ("left", "right"):
@@ -296,20 +279,16 @@ def make_decoder(
             raise EvaluationError(
                 f"align='right' needs a model scoring every position, not {cfg.name}"
             )
-        if cfg.name == "enhanced_v3" and n != cfg.seq_len:
+        if cfg.model_class.fixed_window and n != cfg.seq_len:
             raise EvaluationError(
-                f"enhanced_v3 runs only on windows of seq_len={cfg.seq_len}, not {n}"
+                f"{cfg.name} runs only on windows of seq_len={cfg.seq_len}, not {n}"
             )
         return Recompute(window=n, align=align)
     if method != "cached":
         raise EvaluationError(f"method={method!r} must be 'auto', 'cached' or 'recompute'")
-    if cfg.name == "llp":
-        return RingCache(slots=(cfg.prev_segments + 1) * cfg.segment_len)
-    if cfg.name == "s2attn":
-        return RingCache(slots=cfg.group)
-    if cfg.name == "transformer":
-        return RingCache(slots=0)
-    if cfg.name == "perceiver_ar":
+    if cache == "ring":
+        return RingCache(slots=cfg.model_class.ring_slots(cfg))
+    if cache == "latent":
         l = cfg.latent_len
         slide = l if slide is None else slide
         if not 1 <= slide <= l:

@@ -34,7 +34,6 @@ import optax
 from flax import nnx
 
 from llp_jax.evaluation.errors import EvaluationError
-from llp_jax.models.config import LATENT_MODELS
 
 PROTOCOLS = ("standard", "paper", "stream")
 
@@ -112,7 +111,7 @@ def _finish(
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _window_nll(graphdef, params, inputs_BxT, targets_BxQ):
-    """NLL of the model's scored positions of each window: [B, Q] (Q = T - loss_offset(T))."""
+    """NLL of the model's scored positions of each window: [B, Q] (Q = T - loss_start(T))."""
     logits_BxQxV = nnx.merge(graphdef, params)(inputs_BxT)
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxQxV, targets_BxQ)
 
@@ -132,27 +131,27 @@ class StandardPlan:
     first_new: np.ndarray
 
 
-def plan_standard(N: int, window: int, stride: int, loss_offset_fn) -> StandardPlan:
+def plan_standard(N: int, window: int, stride: int, loss_start_fn) -> StandardPlan:
     """Windows of the standard protocol for a stream of N tokens (see the module docstring).
 
     Args:
       N: stream length (>= 2).
       window: n.
       stride: tokens between window ends (1 <= stride <= scored positions per window).
-      loss_offset_fn: T -> index of the first scored position of a window of T (the model's).
+      loss_start_fn: T -> index of the first scored position of a window of T (the model's).
 
     Raises:
       EvaluationError: stride out of range, or fewer than 2 tokens (one line).
     """
     if N < 2:
         raise EvaluationError(f"the stream has {N} token(s); perplexity needs at least 2")
-    off = loss_offset_fn(window)
+    off = loss_start_fn(window)
     if off == 0:
         # Models scoring every position need no padding; a short stream gets one short window.
         pad, n = 0, min(window, N - 1)
     else:
         pad, n = max(off, window + 1 - N), window
-    Q = n - loss_offset_fn(n)
+    Q = n - loss_start_fn(n)
     last = N - 1 + pad  # padded index of the last target
     if last > n and not 1 <= stride <= Q:  # (one window scores everything: stride is moot)
         raise EvaluationError(
@@ -178,7 +177,7 @@ def standard_nll(
     """Per-target NLL under the standard protocol: (nll_{N-1} for t_1..t_{N-1}, plan)."""
     tokens_N = np.asarray(tokens_N, np.int32)
     N = len(tokens_N)
-    plan = plan_standard(N, window, stride, model.loss_offset)
+    plan = plan_standard(N, window, stride, model.loss_start)
     u = np.concatenate([np.full(plan.pad, pad_id, np.int32), tokens_N])
     n, Q = plan.window, plan.scored
     graphdef, params = nnx.split(model)
@@ -212,7 +211,7 @@ def paper_window_losses(
             f"the stream has {N} tokens, fewer than one window of n + 1 = {n + 1}"
         )
     starts = np.arange(0, N - n, stride)
-    Q = n - model.loss_offset(n)
+    Q = n - model.loss_start(n)
     graphdef, params = nnx.split(model)
     means = []
     for idx in _batches(len(starts), batch_size):
@@ -232,8 +231,10 @@ def _stream_chunk(graphdef, params, inputs_1xC, targets_1xC, state):
 def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id: int = 0):
     """Per-target NLL of LLP's scan form over the whole stream, cache carried across chunks."""
     cfg = model.cfg
-    if cfg.name != "llp":
-        raise EvaluationError(f"the 'stream' protocol needs an llp model, not {cfg.name}")
+    if not model.can_stream:
+        raise EvaluationError(
+            f"the 'stream' protocol needs a model with a streaming form (llp), not {cfg.name}"
+        )
     chunk = chunk or cfg.seq_len
     if chunk % cfg.segment_len:
         raise EvaluationError(f"chunk={chunk} must be a multiple of segment_len={cfg.segment_len}")
@@ -278,7 +279,7 @@ def evaluate_perplexity(
       model: a zoo model (evaluated deterministically, jit on the default device).
       tokens_N: the whole stream of a split, int[N].
       protocol: 'standard', 'paper' or 'stream' (see the module docstring).
-      window: n (default model.cfg.seq_len; enhanced_v3 accepts only that). Stream: chunk length.
+      window: n (default model.cfg.seq_len; models with `fixed_window` accept only that). Stream: chunk length.
       stride: standard default min(n / 2, l) for latent models, n / 2 otherwise; paper default
         n / 2.
       batch_size: windows per forward pass (the last batch is padded to keep one compiled shape).
@@ -293,7 +294,7 @@ def evaluate_perplexity(
     units = {"num_bytes": num_bytes, "num_chars": num_chars, "num_words": num_words}
     if protocol == "standard":
         if stride is None:
-            stride = min(n // 2, cfg.latent_len) if cfg.name in LATENT_MODELS else max(n // 2, 1)
+            stride = min(n // 2, cfg.latent_len) if cfg.scores_latents else max(n // 2, 1)
         nll, plan = standard_nll(
             model, tokens_N, window=n, stride=stride, batch_size=batch_size, pad_id=pad_id
         )

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from llp_jax import models
-from llp_jax.data import build_datasets, count_words, default_data_config
+from llp_jax.data import DataConfig, build_datasets, count_words
 from llp_jax.evaluation import checkpoints, perplexity, sampling
 from llp_jax.evaluation.errors import EvaluationError
 
@@ -34,13 +34,12 @@ class Setup:
     source: str  # "checkpoint step S in W" or "untrained (config)"
 
 
-def _data_section(config, loaded) -> ml_collections.ConfigDict:
-    data = default_data_config()
+def _data_section(config, loaded) -> DataConfig:
     if config is not None and "data" in config:
-        data.update(config.data)
-    elif loaded is not None and loaded.data_config:
-        data.update(loaded.data_config)
-    return data
+        return DataConfig.from_any(config.data)
+    if loaded is not None and loaded.data_config:
+        return DataConfig.from_any(loaded.data_config)
+    return DataConfig()
 
 
 def setup(
@@ -74,7 +73,8 @@ def setup(
         fields = dict(config.model)
         fields["vocab_size"] = fields.get("vocab_size") or vocab
         cfg = models.ModelConfig.from_any(fields)
-        model = models.build(cfg, seed=int(config.get("train", {}).get("seed", 0)))
+        seed = config.train.seed if "train" in config else 0
+        model = models.build(cfg, seed=int(seed))
         source = "untrained (initialised from the config)"
     if cfg.vocab_size < vocab:
         raise checkpoints.CheckpointError(
@@ -85,7 +85,8 @@ def setup(
 
 
 def default_protocols(cfg: models.ModelConfig) -> list[str]:
-    return ["standard", "paper", "stream"] if cfg.name == "llp" else ["standard", "paper"]
+    """Every protocol that applies: 'stream' where the model has a streaming form."""
+    return ["standard", "paper"] + (["stream"] if cfg.model_class.can_stream else [])
 
 
 def evaluate(

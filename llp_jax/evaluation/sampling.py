@@ -13,13 +13,47 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llp_jax import schema
 from llp_jax.evaluation import decoders as dec
 from llp_jax.evaluation.errors import EvaluationError
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """`config.sample`: the end-of-run sample of a training run.
+
+    Attributes:
+      prompt: the text continued.
+      num_tokens: tokens generated (0 = no sample).
+      temperature: 0 = greedy.
+      top_k: keep the k most likely tokens (0 = all).
+      top_p: nucleus mass in (0, 1] (1 = all).
+      seed: sampling seed.
+    """
+
+    prompt: str = "It is a truth universally acknowledged"
+    num_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 1.0
+    seed: int = 0
+
+    @classmethod
+    def from_any(cls, config: Any) -> SampleConfig:
+        return schema.from_any(cls, config, "sample")
+
+    def validate(self) -> SampleConfig:
+        check = schema.Checker("sample", self)
+        for field in ("num_tokens", "temperature", "top_k", "seed"):
+            check.at_least(field, 0)
+        check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
+        return self
 
 
 def sample_logits(

@@ -29,7 +29,7 @@ def initialize_distributed(
     )
 
 
-def fetch(tree):
+def gather_to_host(tree):
     """A host copy of a pytree of (possibly multi-process) global arrays, on every process."""
     if jax.process_count() == 1:
         return jax.device_get(tree)

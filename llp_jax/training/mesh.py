@@ -1,26 +1,27 @@
-"""Device mesh, the one logical-axis table, and initialisation straight into shardings.
+"""Device mesh and the one logical-axis table.
 
 Every sharding decision in `llp_jax` lives in `LOGICAL_AXIS_RULES`: parameters carry logical
-axis names in their `nnx.Param(..., out_sharding=(...))` metadata, activations are constrained
-with the same vocabulary, and this module turns names into `PartitionSpec`s on a
-('data', 'fsdp', 'tensor') mesh, plus a 'sequence' axis when sequence parallelism is on.
+axis names in their `nnx.Param(..., out_sharding=(...))` metadata, and this module turns names
+into `PartitionSpec`s on a ('data', 'fsdp', 'tensor') mesh, plus a 'sequence' axis when sequence
+parallelism is on. Activations are not annotated: the batch enters split over the data axes
+('batch'), the parameters as the table says, and GSPMD propagates the rest (the sequence-parallel
+LLP places its activations itself, inside `shard_map`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
-import ml_collections
 from flax import nnx
 from flax.core import spmd as flax_spmd
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from llp_jax.models.config import ConfigError
+from llp_jax.errors import ConfigError
+from llp_jax.training.config import MESH_AXES, MeshConfig
 
-MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 # Axes a mesh has only when their size is > 1, so that a config without them (or with size 1)
 # builds exactly the ('data', 'fsdp', 'tensor') mesh it always did.
 OPTIONAL_AXES = ("sequence",)
@@ -35,9 +36,6 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
     # segments, so each device holds a contiguous run of segments and receives the left
     # neighbour's last keys/values per layer (training/sequence_parallel.py).
     ("length", "sequence"),
-    ("act_embed", None),  # residual stream is replicated inside a tensor-parallel group ...
-    ("act_heads", "tensor"),  # ... while heads and the MLP hidden are split Megatron-style,
-    ("act_mlp", "tensor"),  # matching the 'heads'/'mlp' parameter axes below.
     # Parameters. 'embed' is the FSDP axis: every matrix has a d_model dimension, so sharding it
     # over 'fsdp' spreads all parameters and optimizer moments (ZeRO-3); XLA all-gathers them
     # per layer. 'heads', 'mlp' and 'vocab' are the tensor-parallel (Megatron) dimensions.
@@ -58,34 +56,24 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
 _RULES = dict(LOGICAL_AXIS_RULES)
 
 
-def default_mesh_config() -> ml_collections.ConfigDict:
-    """Pure data parallelism over all devices (fine for the small models in this zoo)."""
-    return ml_collections.ConfigDict({"data": -1, "fsdp": 1, "sequence": 1, "tensor": 1})
-
-
 def mesh_shape(mesh_config: Any, num_devices: int | None = None) -> tuple[int, ...]:
     """Resolves the sizes of MESH_AXES, filling a single -1 with the remaining devices.
 
     Args:
-      mesh_config: anything with integer attributes `data`, `fsdp`, `tensor` and optionally
-        `sequence` (missing = 1); at most one -1.
+      mesh_config: a `MeshConfig`, or a ConfigDict / mapping of its fields; at most one -1.
       num_devices: defaults to `jax.device_count()`.
 
     Returns:
       One size per MESH_AXES entry, whose product equals `num_devices`.
 
     Raises:
-      ValueError: more than one -1, a non-positive size, or a product that does not match.
+      ConfigError: more than one -1, a non-positive size, or a product that does not match.
     """
     n = jax.device_count() if num_devices is None else num_devices
-    sizes = [
-        int(getattr(mesh_config, axis, 1) if axis in OPTIONAL_AXES else getattr(mesh_config, axis))
-        for axis in MESH_AXES
-    ]
+    mesh_config = MeshConfig.from_any(mesh_config)
+    sizes = [getattr(mesh_config, axis) for axis in MESH_AXES]
     desc = ", ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
     fill = [i for i, s in enumerate(sizes) if s == -1]
-    if len(fill) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ConfigError(f"mesh config ({desc}): at most one field may be -1, the others > 0")
     known = math.prod(s for s in sizes if s != -1)
     if fill:
         if n % known:
@@ -238,42 +226,9 @@ def sharding_context(mesh: Mesh, *, eager_sharding: bool = False) -> Iterator[Me
     Inside it, flax resolves logical names (`nnx.get_partition_spec`, eager sharding) with our
     table. Flax 0.12 enables *eager sharding* by default: a Variable created with `out_sharding`
     metadata is immediately constrained to it, which fails without a mesh and on non-divisible
-    dimensions. We turn it off by default here: placement is done once, by `init_sharded`.
+    dimensions. We turn it off by default here: placement is done once, by the jitted init with
+    `out_shardings` (`train_step.init_train_state`).
     """
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(LOGICAL_AXIS_RULES):
         with nnx.use_eager_sharding(eager_sharding):
             yield mesh
-
-
-def with_logical_constraint(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-    """`with_sharding_constraint` by logical names; a no-op when no mesh is set (CPU, tests)."""
-    mesh = jax.sharding.get_abstract_mesh()
-    base = set(MESH_AXES) - set(OPTIONAL_AXES)
-    if mesh.empty or not base <= set(mesh.axis_names) <= set(MESH_AXES):
-        return x
-    return jax.lax.with_sharding_constraint(
-        x, fit_spec_to_shape(logical_to_mesh_spec(names), x.shape, mesh)
-    )
-
-
-def init_sharded(
-    model_factory: Callable[[], nnx.Module], mesh: Mesh
-) -> tuple[nnx.GraphDef, nnx.State]:
-    """Creates a model's state directly in its shardings, never materialising it unsharded.
-
-    `nnx.eval_shape` gives the abstract state (shapes + logical names, no FLOPs, no memory); a
-    jitted `model_factory` with `out_shardings` then lets every device compute only its shard.
-
-    Args:
-      model_factory: zero-argument callable building the model (it must create its own
-        `nnx.Rngs` from a seed, so that it is a pure function that jit can trace).
-      mesh: target mesh.
-
-    Returns:
-      (graphdef, state) with `nnx.merge(graphdef, state)` giving the model.
-    """
-    with sharding_context(mesh):
-        graphdef, abstract_state = nnx.split(nnx.eval_shape(model_factory))
-        shardings = state_shardings(abstract_state, mesh)
-        state = jax.jit(lambda: nnx.split(model_factory())[1], out_shardings=shardings)()
-    return graphdef, state

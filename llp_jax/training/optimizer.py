@@ -1,56 +1,20 @@
-"""Training hyper-parameters, LR schedules, AdamW with a decay mask, gradient accumulation."""
+"""Learning-rate schedules and AdamW with its weight-decay mask (the hyper-parameters are
+`training.config.TrainConfig`)."""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 
+from llp_jax.errors import ConfigError
+from llp_jax.training.config import SCHEDULES
 from llp_jax.training.mesh import variable_logical_axes
-
-SCHEDULES = ("cosine", "step_halving", "constant")
-
-
-def default_train_config() -> ml_collections.ConfigDict:
-    """The training hyper-parameters every experiment starts from (override per config file).
-
-    `schedule`: 'cosine' = linear warm-up to `learning_rate` over `warmup_steps`, then cosine decay
-    to `min_lr_ratio * learning_rate` at `num_steps`; 'step_halving' = the authors' recipe, constant
-    `learning_rate` halved every `halve_every` steps, no warm-up; 'constant'.
-    Compute dtype and rematerialisation are model fields (`config.model.compute_dtype`,
-    `config.model.remat`): parameters and optimizer moments always stay float32, and the model
-    casts them to its compute dtype inside the differentiated function.
-    """
-    return ml_collections.ConfigDict(
-        {
-            "batch_size": 32,
-            "num_steps": 10_000,
-            "learning_rate": 3e-4,
-            "schedule": "cosine",
-            "warmup_steps": 500,
-            "halve_every": 50_000,
-            "min_lr_ratio": 0.1,
-            "b1": 0.9,
-            "b2": 0.95,  # the authors' betas
-            "eps": 1e-8,
-            "weight_decay": 0.1,
-            "clip_norm": 1.0,  # <= 0 disables clipping
-            "grad_accum_steps": 1,
-            "eval_every": 500,
-            "eval_batches": 20,
-            "checkpoint_every": 1000,
-            "keep_checkpoints": 3,
-            "log_every": 50,
-            "max_bad_steps": 0,  # non-finite steps skipped (not applied) before the run stops
-            "seed": 0,
-        }
-    )
 
 
 def make_schedule(train_config: Any, num_train_steps: int | None = None) -> optax.Schedule:
@@ -60,7 +24,7 @@ def make_schedule(train_config: Any, num_train_steps: int | None = None) -> opta
     with a learning rate of exactly 0 (optax's `warmup_cosine_decay_schedule` starts at 0).
 
     Args:
-      train_config: see `default_train_config`.
+      train_config: a `TrainConfig` (or anything with its fields).
       num_train_steps: length of the cosine; defaults to `train_config.num_steps`.
     """
     lr = float(train_config.learning_rate)
@@ -73,7 +37,7 @@ def make_schedule(train_config: Any, num_train_steps: int | None = None) -> opta
             return optax.constant_schedule(lr)
         return lambda step: lr * 0.5 ** jnp.floor_divide(jnp.asarray(step), every)
     if kind != "cosine":
-        raise ValueError(f"schedule={kind!r}; expected one of {SCHEDULES}")
+        raise ConfigError(f"train.schedule={kind!r} must be one of {SCHEDULES}")
     total = int(num_train_steps if num_train_steps is not None else train_config.num_steps)
     warmup = max(int(train_config.warmup_steps), 0)
     min_lr = lr * float(train_config.min_lr_ratio)
@@ -147,7 +111,7 @@ def make_optimizer(
     """Global-norm clipping followed by AdamW (decoupled decay, scaled by the learning rate).
 
     Args:
-      train_config: see `default_train_config`.
+      train_config: a `TrainConfig` (or anything with its fields).
       num_train_steps: length of the cosine schedule (defaults to `train_config.num_steps`).
       decay_mask: bool pytree or callable; defaults to `weight_decay_mask` (see its caveat).
     """
@@ -155,66 +119,9 @@ def make_optimizer(
         make_schedule(train_config, num_train_steps),
         b1=float(train_config.b1),
         b2=float(train_config.b2),
-        eps=float(train_config.get("eps", 1e-8)),
+        eps=float(train_config.eps),
         weight_decay=float(train_config.weight_decay),
         mask=weight_decay_mask if decay_mask is None else decay_mask,
     )
     clip = float(train_config.clip_norm)
     return optax.chain(optax.clip_by_global_norm(clip), adamw) if clip > 0 else adamw
-
-
-LossFn = Callable[[Any, Any, "jax.Array | None"], tuple[jax.Array, Any]]
-
-
-def accumulate_gradients(
-    loss_fn: LossFn,
-    params: Any,
-    batch: Any,
-    rng: jax.Array | None,
-    num_micro_batches: int,
-) -> tuple[tuple[jax.Array, Any], Any]:
-    """Mean loss, aux and gradients over `num_micro_batches` slices of `batch`, via `lax.scan`.
-
-    With a per-token-mean loss and equal-sized micro-batches, the result equals
-    `jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)` on the whole batch (without
-    dropout), at 1/k of the activation memory. Micro-batch i takes rows i, i+k, i+2k, ... so
-    each micro-batch stays spread over all data-parallel devices (the batch is sharded on axis 0).
-
-    Args:
-      loss_fn: (params, micro_batch, rng) -> (scalar loss, aux pytree of numeric arrays).
-      params: differentiated pytree.
-      batch: pytree of [B, ...] arrays; B must be divisible by `num_micro_batches`.
-      rng: dropout key (micro-batch i uses `fold_in(rng, i)`) or None.
-      num_micro_batches: k >= 1.
-
-    Returns:
-      ((loss, aux), grads), as `jax.value_and_grad(..., has_aux=True)` returns them; aux is
-      averaged over micro-batches.
-    """
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    k = int(num_micro_batches)
-    if k <= 1:
-        return grad_fn(params, batch, rng)
-
-    def split(x_BxN):
-        b = x_BxN.shape[0]
-        if b % k:
-            raise ValueError(f"batch size {b} is not divisible by {k} micro-batches")
-        return jnp.swapaxes(x_BxN.reshape(b // k, k, *x_BxN.shape[1:]), 0, 1)
-
-    micro_KxbxN = jax.tree.map(split, batch)
-    first = jax.tree.map(lambda x: x[0], micro_KxbxN)
-    loss_shape, aux_shape = jax.eval_shape(loss_fn, params, first, rng)
-    zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), t)  # noqa: E731
-    init = (zeros(loss_shape), zeros(aux_shape), jax.tree.map(jnp.zeros_like, params))
-
-    def body(carry, inputs):
-        i, micro = inputs
-        micro_rng = None if rng is None else jax.random.fold_in(rng, i)
-        (loss, aux), grads = grad_fn(params, micro, micro_rng)
-        add = lambda a, b: jax.tree.map(lambda x, y: x + y.astype(x.dtype), a, b)  # noqa: E731
-        return (carry[0] + loss, add(carry[1], aux), add(carry[2], grads)), None
-
-    (loss, aux, grads), _ = jax.lax.scan(body, init, (jnp.arange(k), micro_KxbxN))
-    mean = lambda t: jax.tree.map(lambda x: x / k, t)  # noqa: E731
-    return (loss / k, mean(aux)), mean(grads)

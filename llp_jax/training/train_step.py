@@ -1,4 +1,5 @@
-"""The train state, its sharded initialisation, and the jitted train and eval steps.
+"""The train state, its sharded initialisation, gradient accumulation, and the jitted train and
+eval steps.
 
 The model is split once (`nnx.split`) into a static graphdef and a State of parameters; the steps
 are pure functions of that State, `jax.jit`-ed with explicit in/out shardings and the train state
@@ -17,7 +18,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel
-from llp_jax.training.optimizer import accumulate_gradients
 
 # {'step': int32[], 'params': nnx.State, 'opt_state': optax state, 'rng': uint32 key data,
 #  'bad_steps': int32[] (non-finite steps skipped so far), 'last_bad_step': int32[]}
@@ -36,6 +36,63 @@ def next_token_loss(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, rng
     targets_BxP = batch["targets"][:, batch["targets"].shape[1] - logits_BxPxV.shape[1] :]
     nll_BxP = optax.softmax_cross_entropy_with_integer_labels(logits_BxPxV, targets_BxP)
     return nll_BxP.mean(), {"nll_sum": nll_BxP.sum(), "tokens": jnp.float32(nll_BxP.size)}
+
+
+LossFn = Callable[[Any, Any, "jax.Array | None"], tuple[jax.Array, Any]]
+
+
+def accumulate_gradients(
+    loss_fn: LossFn,
+    params: Any,
+    batch: Any,
+    rng: jax.Array | None,
+    num_micro_batches: int,
+) -> tuple[tuple[jax.Array, Any], Any]:
+    """Mean loss, aux and gradients over `num_micro_batches` slices of `batch`, via `lax.scan`.
+
+    With a per-token-mean loss and equal-sized micro-batches, the result equals
+    `jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)` on the whole batch (without
+    dropout), at 1/k of the activation memory. Micro-batch i takes rows i, i+k, i+2k, ... so
+    each micro-batch stays spread over all data-parallel devices (the batch is sharded on axis 0).
+
+    Args:
+      loss_fn: (params, micro_batch, rng) -> (scalar loss, aux pytree of numeric arrays).
+      params: differentiated pytree.
+      batch: pytree of [B, ...] arrays; B must be divisible by `num_micro_batches`.
+      rng: dropout key (micro-batch i uses `fold_in(rng, i)`) or None.
+      num_micro_batches: k >= 1.
+
+    Returns:
+      ((loss, aux), grads), as `jax.value_and_grad(..., has_aux=True)` returns them; aux is
+      averaged over micro-batches.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    k = int(num_micro_batches)
+    if k <= 1:
+        return grad_fn(params, batch, rng)
+
+    def split(x_BxN):
+        b = x_BxN.shape[0]
+        if b % k:
+            raise ValueError(f"batch size {b} is not divisible by {k} micro-batches")
+        return jnp.swapaxes(x_BxN.reshape(b // k, k, *x_BxN.shape[1:]), 0, 1)
+
+    micro_KxbxN = jax.tree.map(split, batch)
+    first = jax.tree.map(lambda x: x[0], micro_KxbxN)
+    loss_shape, aux_shape = jax.eval_shape(loss_fn, params, first, rng)
+    zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), t)  # noqa: E731
+    init = (zeros(loss_shape), zeros(aux_shape), jax.tree.map(jnp.zeros_like, params))
+
+    def body(carry, inputs):
+        i, micro = inputs
+        micro_rng = None if rng is None else jax.random.fold_in(rng, i)
+        (loss, aux), grads = grad_fn(params, micro, micro_rng)
+        add = lambda a, b: jax.tree.map(lambda x, y: x + y.astype(x.dtype), a, b)  # noqa: E731
+        return (carry[0] + loss, add(carry[1], aux), add(carry[2], grads)), None
+
+    (loss, aux, grads), _ = jax.lax.scan(body, init, (jnp.arange(k), micro_KxbxN))
+    mean = lambda t: jax.tree.map(lambda x: x / k, t)  # noqa: E731
+    return (loss / k, mean(aux)), mean(grads)
 
 
 def init_train_state(

@@ -1,7 +1,8 @@
-"""`train_and_evaluate(config, workdir)`: the whole training run, usable from absl or a notebook.
+"""The training loop: `setup(config, workdir)` -> `Run`, `train_loop(run)`, or both in `train`.
 
-config -> data -> model -> sharded train state -> loop (train step, eval, checkpoint, metrics)
--> final validation perplexity vs the unigram baseline, a loss plot and a generated sample.
+config -> data -> model -> sharded train state -> loop (train step, validation, checkpoint,
+metrics). The end-of-run report (perplexity vs the unigram baseline, loss plot, a sample) is
+`llp_jax.studies.train_and_evaluate`, which runs this and then evaluates.
 
 Nothing is lost: a workdir that holds a checkpoint is resumed from its newest intact step (data
 iterator and RNG included, so the loss sequence continues bitwise on CPU); SIGTERM (preemption)
@@ -21,19 +22,19 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
 from flax import nnx
 
 from llp_jax import models
-from llp_jax.data import Datasets, build_datasets, make_global_batch
+from llp_jax.data import DataConfig, Datasets, build_datasets, make_global_batch
 from llp_jax.errors import LLPError
+from llp_jax.storage import Checkpointer, MetricsWriter
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel
-from llp_jax.training import train_step as ts
-from llp_jax.training.checkpoint import Checkpointer
-from llp_jax.training.metrics import MetricsWriter, ProgressBar
+from llp_jax.training import train_step as steps
+from llp_jax.training.config import MeshConfig, TrainConfig, read_sections
 from llp_jax.training.optimizer import make_optimizer, make_schedule
-from llp_jax.training.report import evaluate_windows, final_report
+from llp_jax.training.progress import ProgressBar, StepTimer
+from llp_jax.training.validation import evaluate_windows
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,9 @@ class NonFiniteError(LLPError, FloatingPointError):
     """Training produced a non-finite loss or gradient more often than allowed."""
 
 
-def resolve_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
-    """config.model with vocab_size 0 meaning "the tokenizer's", validated (one-line errors)."""
-    fields = dict(config.model)
+def resolve_model_config(model_fields: dict, vocab_size: int) -> models.ModelConfig:
+    """The model section with vocab_size 0 meaning "the tokenizer's", validated."""
+    fields = dict(model_fields)
     if not fields.get("vocab_size"):
         fields["vocab_size"] = vocab_size
     elif fields["vocab_size"] < vocab_size:
@@ -55,11 +56,11 @@ def resolve_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> 
     return models.ModelConfig.from_any(fields)
 
 
-def check_batch(train: ml_collections.ConfigDict, mesh) -> int:
+def check_batch(train: TrainConfig, mesh) -> int:
     """Returns the per-process batch size; one-line errors for batches the mesh cannot split."""
     data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    B, k = int(train.batch_size), int(train.grad_accum_steps)
-    if B < 1 or k < 1 or B % (data_ways * k):
+    B, k = train.batch_size, train.grad_accum_steps
+    if B % (data_ways * k):
         raise models.ConfigError(
             f"train.batch_size={B} must be a positive multiple of mesh data*fsdp={data_ways} "
             f"times train.grad_accum_steps={k}"
@@ -71,13 +72,16 @@ def check_batch(train: ml_collections.ConfigDict, mesh) -> int:
 class Run:
     """Everything a training run holds between set-up and the end of the loop."""
 
-    config: ml_collections.ConfigDict
+    config: Any  # the experiment ConfigDict as given
     workdir: str
+    train: TrainConfig
+    mesh_config: MeshConfig
+    data_config: DataConfig
     data: Datasets
     model_cfg: models.ModelConfig
     mesh: jax.sharding.Mesh
     graphdef: nnx.GraphDef
-    state: ts.TrainState
+    state: steps.TrainState
     train_step: Any
     eval_step: Any
     train_iter: Any
@@ -85,38 +89,37 @@ class Run:
     start_step: int
 
 
-def setup(
-    config: ml_collections.ConfigDict, workdir: str, *, resume: bool = True, devices=None
-) -> Run:
+def setup(config: Any, workdir: str, *, resume: bool = True, devices=None) -> Run:
     """Validates the config, loads data, builds the sharded state and restores a checkpoint."""
-    train = config.train
-    model_cfg = models.ModelConfig.from_any({**dict(config.model), "vocab_size": 1 << 20})
-    mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
-    local_batch = check_batch(train, mesh)  # all config errors come before any data or compile
-    sequence_parallel.check_config(model_cfg, mesh)
-    data = build_datasets(config.data, model_cfg.seq_len)
-    model_cfg = resolve_model_config(config, data.tokenizer.vocab_size)
+    # Every config error comes before any data is read or anything compiles.
+    model_fields, data_config, train, mesh_config = read_sections(config)
+    probe = models.ModelConfig.from_any({**model_fields, "vocab_size": 1 << 20})
+    mesh = mesh_lib.make_mesh(mesh_config, devices=devices)
+    local_batch = check_batch(train, mesh)
+    sequence_parallel.check_config(probe, mesh)
+    data = build_datasets(data_config, probe.seq_len)
+    model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size)
     os.makedirs(workdir, exist_ok=True)
 
     schedule = make_schedule(train, train.num_steps)
     tx = make_optimizer(train, train.num_steps)
-    factory = lambda: models.build(model_cfg, seed=int(train.seed))  # noqa: E731
-    graphdef, state, shardings = ts.init_train_state(factory, tx, mesh, int(train.seed))
-    train_step = ts.make_train_step(
+    factory = lambda: models.build(model_cfg, seed=train.seed)  # noqa: E731
+    graphdef, state, shardings = steps.init_train_state(factory, tx, mesh, train.seed)
+    train_step = steps.make_train_step(
         graphdef,
         tx,
         schedule,
         mesh,
         shardings,
-        grad_accum_steps=int(train.grad_accum_steps),
+        grad_accum_steps=train.grad_accum_steps,
         dropout=model_cfg.dropout > 0,
     )
-    eval_step = ts.make_eval_step(graphdef, mesh, shardings["params"])
+    eval_step = steps.make_eval_step(graphdef, mesh, shardings["params"])
     train_iter = data.train_iterator(local_batch)
     ckpt = Checkpointer(
         os.path.join(workdir, "checkpoints"),
-        save_every=int(train.checkpoint_every),
-        keep=int(train.keep_checkpoints),
+        save_every=train.checkpoint_every,
+        keep=train.keep_checkpoints,
     )
     start = 0
     if resume and ckpt.latest_step() is not None:
@@ -134,19 +137,9 @@ def setup(
         state, start = restored.state, restored.step
         print(f"resumed from step {start} in {ckpt.directory}")
     return Run(
-        config,
-        workdir,
-        data,
-        model_cfg,
-        mesh,
-        graphdef,
-        state,
-        train_step,
-        eval_step,
-        train_iter,
-        ckpt,
-        start,
-    )
+        config, workdir, train, mesh_config, data_config, data, model_cfg, mesh, graphdef, state,
+        train_step, eval_step, train_iter, ckpt, start,
+    )  # fmt: skip
 
 
 class _Preemption:
@@ -173,15 +166,16 @@ class _Preemption:
 
 def train_loop(run: Run) -> dict:
     """Runs steps start+1..num_steps; returns {'steps_run', 'wall_s', 'preempted'}."""
-    train, cfg = run.config.train, run.model_cfg
-    num_steps, max_bad = int(train.num_steps), int(train.get("max_bad_steps", 0))
+    train, cfg = run.train, run.model_cfg
+    num_steps, max_bad = train.num_steps, train.max_bad_steps
     batch_sharding = mesh_lib.batch_sharding(run.mesh)
     writer = MetricsWriter(run.workdir)
     bar = ProgressBar(num_steps, run.start_step)
-    tokens_per_step = int(train.batch_size) * cfg.seq_len
+    timer = StepTimer(run.start_step)
+    tokens_per_step = train.batch_size * cfg.seq_len
     # The model and data settings travel with every checkpoint, so evaluation and sampling can
     # rebuild both from a workdir alone.
-    meta = {"model": models.config.as_dict(cfg), "data": run.config.data.to_dict()}
+    meta = {"model": models.config.as_dict(cfg), "data": dataclasses.asdict(run.data_config)}
     step, t_start, preempted = run.start_step, time.perf_counter(), False
 
     def check_finite() -> None:
@@ -200,40 +194,35 @@ def train_loop(run: Run) -> dict:
                 run.state, metrics = run.train_step(run.state, batch)
                 stop = preemption.requested  # read once: a signal may land mid-iteration
                 last = step == num_steps or stop
-                if step % int(train.log_every) == 0 or last:
+                if step % train.log_every == 0 or last:
                     check_finite()
-                    m = jax.device_get(metrics)
-                    shown = bar.update(
-                        step,
-                        loss=m["loss"],
-                        lr=m["learning_rate"],
-                        grad_norm=m["grad_norm"],
-                        tokens_per_step=tokens_per_step,
-                    )
-                    writer.write(
-                        step,
-                        {
-                            "train/loss": m["loss"],
-                            "train/ppl": shown["ppl"],
-                            "train/grad_norm": m["grad_norm"],
-                            "train/lr": m["learning_rate"],
-                            "train/tokens_per_s": shown.get("tok/s", 0.0),
-                            "train/step_time_s": shown.get("step_s", 0.0),
-                        },
-                    )
+                    m = jax.device_get(metrics)  # synchronises: the step is done
+                    step_s = timer.lap(step)
+                    figures = {
+                        "loss": float(m["loss"]),
+                        "ppl": math.exp(min(float(m["loss"]), 50.0)),
+                        "grad_norm": float(m["grad_norm"]),
+                        "lr": float(m["learning_rate"]),
+                        "tokens_per_s": tokens_per_step / step_s if step_s else None,
+                        "step_s": step_s,
+                    }
+                    bar.show(step, **figures)
+                    names = {"step_s": "step_time_s"}
+                    writer.write(step, {f"train/{names.get(k, k)}": v for k, v in figures.items()
+                                        if v is not None})  # fmt: skip
                 val = None
-                if step % int(train.eval_every) == 0 or step == num_steps:
+                if step % train.eval_every == 0 or step == num_steps:
                     val = evaluate_windows(
                         run.eval_step,
                         run.state["params"],
                         run.data.eval_tokens("validation"),
                         cfg.seq_len,
-                        int(train.batch_size),
-                        int(train.eval_batches),
+                        train.batch_size,
+                        train.eval_batches,
                         batch_sharding,
                     )
                     writer.write(step, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
-                if last or step % int(train.checkpoint_every) == 0:
+                if last or step % train.checkpoint_every == 0:
                     check_finite()  # never checkpoint past a step that must stop the run
                     run.ckpt.save(
                         step,
@@ -243,8 +232,8 @@ def train_loop(run: Run) -> dict:
                         metrics={"val_loss": val} if val is not None else None,
                         force=last,
                     )
-                if val is not None or last or step % int(train.checkpoint_every) == 0:
-                    bar.restart_clock()  # evaluation and saving are not step time
+                if val is not None or last or step % train.checkpoint_every == 0:
+                    timer.restart()  # evaluation and saving are not step time
                 if stop:
                     preempted = True
                     print(f"SIGTERM: saved step {step}; exiting")
@@ -260,10 +249,8 @@ def train_loop(run: Run) -> dict:
     }
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, resume: bool = True, devices=None
-) -> dict:
-    """Trains `config` in `workdir`; returns a summary dict (also written to summary.json)."""
+def train(config: Any, workdir: str, *, resume: bool = True, devices=None) -> tuple[Run, dict]:
+    """Set-up and the whole loop; returns the run (its final state) and the loop's progress."""
     run = setup(config, workdir, resume=resume, devices=devices)
     print(run.data.summary())
     print(
@@ -274,6 +261,4 @@ def train_and_evaluate(
         progress = train_loop(run)
     finally:
         run.ckpt.close()
-    if progress["preempted"]:
-        return progress
-    return final_report(run, **progress)
+    return run, progress

@@ -1,3 +1,3 @@
 """Fixtures of tests/data: tiny copies of the real dataset layouts (see real_fixtures.py)."""
 
-from .real_fixtures import enwik8_dirs, pg19_dir, small_enwik8, wikitext_dir  # noqa: F401
+from tests.helpers.real_formats import enwik8_dirs, pg19_dir, small_enwik8, wikitext_dir  # noqa: F401

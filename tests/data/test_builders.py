@@ -8,8 +8,7 @@ import tensorflow_datasets as tfds
 from llp_jax.data import builder_utils, wikitext
 from llp_jax.data.corpus import DataError
 from llp_jax.data.tfds_sources import parse_spec, prepare_builder
-
-from .real_fixtures import PG19_BOOKS, WIKI_FILES, enwik8_expected, wiki_split_text
+from tests.helpers.real_formats import PG19_BOOKS, WIKI_FILES, enwik8_expected, wiki_split_text
 
 
 def read_split(builder, split):
@@ -130,9 +129,9 @@ def test_bad_dataset_names(corpus, match, tmp_path):
         prepare_builder(parse_spec(corpus), str(tmp_path))
 
 
-def test_fetch_reuses_a_finished_download(tmp_path):
+def test_download_reuses_a_finished_download(tmp_path):
     (tmp_path / "x.zip").write_bytes(b"done")  # No network touched: the file is there.
-    path = builder_utils.fetch("http://127.0.0.1:9/x.zip", str(tmp_path), hint="h")
+    path = builder_utils.download("http://127.0.0.1:9/x.zip", str(tmp_path), hint="h")
     assert path == str(tmp_path / "x.zip")
 
 

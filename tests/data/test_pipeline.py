@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from llp_jax.data import pipeline
+from llp_jax.data import build_datasets, default_data_config, pipeline
 from llp_jax.data.corpus import DataError
 
 SEQ_LEN = 16
@@ -162,7 +162,7 @@ def test_make_global_batch_on_mesh():
 def _text_config(tmp_path, text, **overrides):
     path = tmp_path / "tiny.txt"
     path.write_text(text)
-    config = pipeline.default_data_config()
+    config = default_data_config()
     config.corpus = str(path)
     config.cache_dir = str(tmp_path / "cache")
     config.update(overrides)
@@ -171,9 +171,7 @@ def _text_config(tmp_path, text, **overrides):
 
 def test_build_datasets_from_text_file(tmp_path):
     text = "\n".join(f"Line {i} of a tiny book about data pipelines." for i in range(200))
-    ds = pipeline.build_datasets(
-        _text_config(tmp_path, text), seq_len=32, process_index=0, process_count=1
-    )
+    ds = build_datasets(_text_config(tmp_path, text), seq_len=32, process_index=0, process_count=1)
     assert ds.tokenizer.name == "byte" and ds.tokenizer.vocab_size == 259
     assert set(ds.tokens) == {"train", "validation", "test"}
     assert sum(len(t) for t in ds.tokens.values()) == len(text.encode())
@@ -189,7 +187,7 @@ def test_build_datasets_from_text_file(tmp_path):
 def test_build_datasets_sentencepiece(tmp_path):
     text = "\n".join(f"Line {i} of a tiny book about data pipelines." for i in range(300))
     config = _text_config(tmp_path, text, tokenizer="sentencepiece", vocab_size=320)
-    ds = pipeline.build_datasets(config, seq_len=16, process_index=0, process_count=1)
+    ds = build_datasets(config, seq_len=16, process_index=0, process_count=1)
     assert ds.tokenizer.vocab_size <= 320
     assert ds.tokenizer.decode(ds.tokens["validation"]) == ds.corpus.splits["validation"]
     assert next(ds.train_iterator(2))["targets"].max() < ds.tokenizer.vocab_size
@@ -197,12 +195,12 @@ def test_build_datasets_sentencepiece(tmp_path):
 
 def test_build_datasets_too_short_corpus(tmp_path):
     with pytest.raises(DataError, match="fewer than one training window") as e:
-        pipeline.build_datasets(_text_config(tmp_path, "just a few words\n"), seq_len=64)
+        build_datasets(_text_config(tmp_path, "just a few words\n"), seq_len=64)
     assert "\n" not in str(e.value) and "tiny.txt" in str(e.value)
 
 
 def test_build_datasets_austen_bytes_and_defaults():
-    config = pipeline.default_data_config()
+    config = default_data_config()
     assert (config.corpus, config.tokenizer, config.vocab_size, config.sp_model_type) == (
         "austen",
         "byte",
@@ -210,7 +208,7 @@ def test_build_datasets_austen_bytes_and_defaults():
         "unigram",
     )
     assert (config.cache_dir, config.seed, config.shuffle, config.train_stride) == ("", 0, True, 0)
-    ds = pipeline.build_datasets(None, seq_len=128)
+    ds = build_datasets(None, seq_len=128)
     assert ds.process_index == jax.process_index() and ds.process_count == jax.process_count()
     assert len(ds.tokens["train"]) > 3_000_000 and ds.words["validation"] == 83_283
     batch = next(ds.train_iterator(2))

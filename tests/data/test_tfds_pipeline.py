@@ -6,17 +6,16 @@ import pickle
 import numpy as np
 import pytest
 
-from llp_jax.data import pipeline, token_cache
+from llp_jax.data import build_datasets, default_data_config, token_cache
 from llp_jax.data.corpus import DataError
-
-from .real_fixtures import enwik8_expected, pg19_expected
+from tests.helpers.real_formats import enwik8_expected, pg19_expected
 
 SEQ_LEN = 32
 CHUNK = 100  # Tokens per record: small, so windows straddle records.
 
 
 def config_for(corpus, tmp_path, manual="", **overrides):
-    config = pipeline.default_data_config()
+    config = default_data_config()
     config.update(
         corpus=corpus,
         manual_dir=str(manual),
@@ -30,7 +29,7 @@ def config_for(corpus, tmp_path, manual="", **overrides):
 
 
 def build(config, seq_len=SEQ_LEN):
-    return pipeline.build_datasets(config, seq_len, process_index=0, process_count=1)
+    return build_datasets(config, seq_len, process_index=0, process_count=1)
 
 
 def as_ids(data: bytes) -> np.ndarray:

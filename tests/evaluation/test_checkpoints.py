@@ -14,25 +14,28 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llp_jax import models as M
+from llp_jax import models
 from llp_jax.configs import tiny
+from llp_jax.errors import LLPError
 from llp_jax.evaluation import checkpoints, runner
-from llp_jax.training.checkpoint import Checkpointer
+from llp_jax.storage import Checkpointer, CheckpointNotFoundError
+from tests.helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _save_fresh(workdir, cfg: M.ModelConfig, step: int = 3):
-    model = M.build(cfg, seed=5)
+def _save_fresh(workdir, cfg: models.ModelConfig, step: int = 3):
+    model = models.build(cfg, seed=5)
     with Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False) as ckpt:
         ckpt.save(
-            step, {"params": nnx.split(model)[1]}, meta={"model": M.config.as_dict(cfg)}, force=True
+            step,
+            {"params": nnx.split(model)[1]},
+            meta={"model": models.config.as_dict(cfg)},
+            force=True,
         )
     return model
 
 
 def test_params_round_trip(tmp_path):
-    cfg = M.tiny("perceiver_ar", faithful=True).replace(dropout=0.0)
+    cfg = models.tiny("perceiver_ar", faithful=True).replace(dropout=0.0)
     saved = _save_fresh(str(tmp_path), cfg)
     loaded = checkpoints.load_model(str(tmp_path))
     assert (loaded.step, loaded.config) == (3, cfg)
@@ -41,14 +44,14 @@ def test_params_round_trip(tmp_path):
 
 
 def test_no_checkpoint_is_a_one_line_error(tmp_path):
-    with pytest.raises(checkpoints.NoCheckpointError) as e:
+    with pytest.raises(CheckpointNotFoundError) as e:
         checkpoints.load_model(str(tmp_path / "nothing_here"))
-    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+    assert isinstance(e.value, LLPError) and "\n" not in str(e.value)
     assert "no checkpoint in" in str(e.value)
 
 
 def test_a_different_model_config_is_a_one_line_error(tmp_path):
-    cfg = M.tiny("llp")
+    cfg = models.tiny("llp")
     _save_fresh(str(tmp_path), cfg)
     with pytest.raises(checkpoints.ConfigMismatchError) as e:
         checkpoints.load_model(str(tmp_path), model_config=cfg.replace(num_layers=3, d_model=32))
@@ -59,7 +62,7 @@ def test_a_different_model_config_is_a_one_line_error(tmp_path):
     ok = checkpoints.load_model(
         str(tmp_path),
         model_config=dict(
-            M.config.as_dict(cfg), vocab_size=0, remat="full", attention_impl="reference"
+            models.config.as_dict(cfg), vocab_size=0, remat="full", attention_impl="reference"
         ),
     )
     assert (ok.config.remat, ok.config.attention_impl) == ("full", "reference")
@@ -68,7 +71,7 @@ def test_a_different_model_config_is_a_one_line_error(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2-step tiny LLP trained by the real trainer on a small text file."""
-    from llp_jax.training.trainer import train_and_evaluate
+    from llp_jax.studies import train_and_evaluate
 
     root = tmp_path_factory.mktemp("run")
     rng = random.Random(0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llp_jax import models as M
+from llp_jax import models
 from llp_jax.evaluation import decoders as dec
 from llp_jax.evaluation import sampling
 
@@ -20,12 +20,12 @@ V = 64
 
 def _model(name: str, faithful: bool = False, **overrides):
     base = {"seq_len": 64, "vocab_size": V, "d_model": 32, "num_heads": 4}
-    if name in M.LATENT_MODELS:
+    if name in models.LATENT_MODELS:
         base["latent_len"] = 16
     if name == "llp":
         base["segment_len"] = 16
-    cfg = M.tiny(name, faithful=faithful).replace(**{**base, **overrides})
-    return M.build(cfg.replace(dropout=0.0).validate(), seed=2)
+    cfg = models.tiny(name, faithful=faithful).replace(**{**base, **overrides})
+    return models.build(cfg.replace(dropout=0.0).validate(), seed=2)
 
 
 def _tokens(shape, seed=0):

@@ -12,7 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
-from llp_jax import models as M
+from llp_jax import models
 from llp_jax.data import ByteTokenizer
 from llp_jax.evaluation import perplexity as ppl
 
@@ -33,11 +33,11 @@ def _stream() -> np.ndarray:
 def _model(name: str, **overrides):
     # n = 64, latents 16, segments 16: small enough to brute-force every target.
     base = {"seq_len": 64, "vocab_size": 259}
-    if name in M.LATENT_MODELS:
+    if name in models.LATENT_MODELS:
         base["latent_len"] = 16
     if name == "llp":
         base["segment_len"] = 16
-    return M.build(M.tiny(name, **{**base, **overrides}), seed=1)
+    return models.build(models.tiny(name, **{**base, **overrides}), seed=1)
 
 
 def _nll_rows(model, inputs_KxT, targets_KxP):
@@ -135,7 +135,7 @@ def test_paper_protocol_is_the_mean_of_window_means(name):
     N, n = len(tokens), 64
     res = ppl.evaluate_perplexity(model, tokens, protocol="paper")
     starts = np.arange(0, N - n, n // 2)
-    Q = n - model.loss_offset(n)
+    Q = n - model.loss_start(n)
     w = np.stack([tokens[s : s + n + 1] for s in starts])
     means = _nll_rows(model, w[:, :-1], w[:, n - Q + 1 :]).mean(axis=1)
     assert (res.num_windows, res.num_scored) == (len(starts), len(starts) * Q)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.training.conftest import REPO
+from tests.helpers import REPO
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 CASES = [

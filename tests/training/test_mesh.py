@@ -9,8 +9,8 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from llp_jax.training import mesh as mesh_lib
-
-from . import StandInLM, make_standin
+from llp_jax.training.config import MeshConfig
+from tests.helpers.standin import StandInLM, make_standin, sharded_params
 
 
 def cfg(data, fsdp, tensor):
@@ -29,7 +29,7 @@ def test_make_mesh_shapes_and_fill():
     assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
     assert dict(mesh_lib.make_mesh(cfg(-1, 2, 1)).shape) == {"data": 4, "fsdp": 2, "tensor": 1}
     assert dict(mesh_lib.make_mesh(cfg(1, -1, 2)).shape) == {"data": 1, "fsdp": 4, "tensor": 2}
-    assert dict(mesh_lib.make_mesh(mesh_lib.default_mesh_config()).shape)["data"] == 8
+    assert dict(mesh_lib.make_mesh(MeshConfig()).shape)["data"] == 8
 
 
 @pytest.mark.parametrize("bad", [(3, 1, 1), (2, 2, 1), (-1, -1, 1), (-1, 3, 1), (0, 8, 1)])
@@ -53,9 +53,6 @@ def test_table_covers_every_logical_name():
         "layers",
         "batch",
         "length",
-        "act_embed",
-        "act_heads",
-        "act_mlp",
     }
     assert names == {name for name, _ in mesh_lib.LOGICAL_AXIS_RULES}
     mesh_axes = set(mesh_lib.MESH_AXES)
@@ -65,7 +62,7 @@ def test_table_covers_every_logical_name():
 
 def test_logical_to_mesh_spec():
     spec = mesh_lib.logical_to_mesh_spec
-    assert spec(("batch", "length", "act_embed")) == P(("data", "fsdp"), None, None)
+    assert spec(("batch", "length")) == P(("data", "fsdp"), None)
     assert spec(("embed", "mlp")) == P("fsdp", "tensor")
     assert spec(("layers", "heads", "kv", "embed")) == P(None, "tensor", None, "fsdp")
     assert spec(("vocab", "embed")) == P("tensor", "fsdp")
@@ -108,8 +105,8 @@ def test_state_shardings_follow_the_table(mesh222):
 
 
 def test_init_sharded_places_arrays_and_matches_unsharded_init(mesh222):
-    assert nnx.using_eager_sharding()  # flax's default; init_sharded must cope with it
-    graphdef, state = mesh_lib.init_sharded(lambda: StandInLM(13, rngs=nnx.Rngs(params=0)), mesh222)
+    assert nnx.using_eager_sharding()  # flax's default; the sharded init must cope with it
+    graphdef, state = sharded_params(lambda: StandInLM(13, rngs=nnx.Rngs(params=0)), mesh222)
     w_in = state["blocks"]["w_in"][...]
     assert w_in.shape == (2, 8, 32)
     assert w_in.sharding.spec == P(None, "fsdp", "tensor")
@@ -136,23 +133,15 @@ def test_sharded_abstract_state_and_batch_sharding(mesh222):
     assert mesh_lib.batch_sharding(mesh222).spec == P(("data", "fsdp"))
 
 
-def test_with_logical_constraint(mesh222):
-    x = jnp.ones((8, 4, 6))
-    names = ("batch", "length", "act_mlp")
-    assert mesh_lib.with_logical_constraint(x, names) is x  # no mesh set: no-op
-    with mesh_lib.sharding_context(mesh222):
-        y = jax.jit(lambda a: mesh_lib.with_logical_constraint(a * 2, names))(x)
-    assert y.sharding.spec == P(("data", "fsdp"), None, "tensor")
-
-
 def test_init_sharded_on_a_zoo_model(mesh222):
     """The real models follow the same metadata conventions as the stand-in."""
-    registry = pytest.importorskip("llp_jax.models.registry")
-    config = pytest.importorskip("llp_jax.models.config")
+    from llp_jax import models as registry
+    from llp_jax.models import config
+
     cfg = config.ModelConfig(
         name="transformer", vocab_size=250, num_layers=3, d_model=32, num_heads=4, seq_len=16
     )
-    _, state = mesh_lib.init_sharded(lambda: registry.build(cfg), mesh222)
+    _, state = sharded_params(lambda: registry.build(cfg), mesh222)
     is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
     variables = dict(jax.tree_util.tree_flatten_with_path(state, is_leaf=is_var)[0])
     shardings = mesh_lib.state_shardings(state, mesh222)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.training.conftest import REPO
+from tests.helpers import REPO
 
 
 def free_port() -> int:

@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 
 from llp_jax.training import optimizer as opt_lib
-
-from . import lm_loss_fn, make_standin
+from llp_jax.training import train_step
+from llp_jax.training.config import default_train_config
+from tests.helpers.standin import lm_loss_fn, make_standin
 
 
 def flat(tree):
@@ -19,7 +20,7 @@ def flat(tree):
 
 
 def test_default_train_config_fields():
-    tc = opt_lib.default_train_config()
+    tc = default_train_config()
     for field in (
         "batch_size",
         "num_steps",
@@ -46,7 +47,7 @@ def test_default_train_config_fields():
 
 
 def test_cosine_schedule_warms_up_then_decays():
-    tc = opt_lib.default_train_config()
+    tc = default_train_config()
     tc.update(learning_rate=1.0, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
     lr = opt_lib.make_schedule(tc, num_train_steps=110)
     values = np.array([float(lr(s)) for s in range(0, 130)])
@@ -59,7 +60,7 @@ def test_cosine_schedule_warms_up_then_decays():
 
 
 def test_step_halving_and_constant_schedules():
-    tc = opt_lib.default_train_config()
+    tc = default_train_config()
     tc.update(learning_rate=0.5, schedule="step_halving", halve_every=100, warmup_steps=1000)
     lr = opt_lib.make_schedule(tc)
     got = [float(lr(s)) for s in (0, 1, 99, 100, 199, 200, 250, 1000)]
@@ -107,7 +108,7 @@ def test_weight_decay_mask_on_plain_arrays_uses_names_and_ndim():
 
 def test_adamw_decays_only_masked_params_with_nnx_optimizer():
     model = make_standin()
-    tc = opt_lib.default_train_config()
+    tc = default_train_config()
     tc.update(learning_rate=0.1, weight_decay=0.5, warmup_steps=0, schedule="constant")
     params = nnx.state(model, nnx.Param)
     tx = opt_lib.make_optimizer(tc, 10, decay_mask=opt_lib.weight_decay_mask(params))
@@ -124,7 +125,7 @@ def test_adamw_decays_only_masked_params_with_nnx_optimizer():
 
 
 def test_clipping_bounds_the_update():
-    tc = opt_lib.default_train_config()
+    tc = default_train_config()
     tc.update(
         learning_rate=1.0,
         schedule="constant",
@@ -152,7 +153,7 @@ def test_gradient_accumulation_equals_the_big_batch(k):
     loss_fn = lm_loss_fn(graphdef)
     batch = make_batch()
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)
-    accumulate = jax.jit(opt_lib.accumulate_gradients, static_argnums=(0, 4))
+    accumulate = jax.jit(train_step.accumulate_gradients, static_argnums=(0, 4))
     (loss_k, aux_k), grads_k = accumulate(loss_fn, params, batch, None, k)
     np.testing.assert_allclose(loss_k, loss, rtol=1e-5)
     np.testing.assert_allclose(aux_k["accuracy"], aux["accuracy"], rtol=1e-5)
@@ -167,7 +168,7 @@ def test_gradient_accumulation_with_dropout_and_bad_split():
     graphdef, params = nnx.split(make_standin())
     loss_fn = lm_loss_fn(graphdef)
     rng = jax.random.key(1)
-    (loss, _), grads = opt_lib.accumulate_gradients(loss_fn, params, make_batch(), rng, 2)
+    (loss, _), grads = train_step.accumulate_gradients(loss_fn, params, make_batch(), rng, 2)
     assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     with pytest.raises(ValueError, match="divisible"):
-        opt_lib.accumulate_gradients(loss_fn, params, make_batch(batch_size=6), None, 4)
+        train_step.accumulate_gradients(loss_fn, params, make_batch(batch_size=6), None, 4)

@@ -16,7 +16,7 @@ import pytest
 
 from llp_jax.errors import LLPError
 from llp_jax.training import trainer
-from tests.training.conftest import REPO, small_config
+from tests.helpers import REPO, small_config
 
 LAUNCH = [sys.executable, "-m", "experiments.train", "--config=llp_jax/configs/tiny.py:llp"]
 

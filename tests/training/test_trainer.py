@@ -12,7 +12,7 @@ import pytest
 from llp_jax.data import make_global_batch
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import trainer
-from tests.training.conftest import REPO, small_config
+from tests.helpers import REPO, small_config
 
 
 def losses(run, steps):

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from llp_jax.evaluation import benchmark
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from llp_jax.studies import benchmark
+from tests.helpers import REPO as ROOT
 
 
 def test_fit_exponent_recovers_a_power_law():

@@ -35,9 +35,9 @@ from flax import nnx
 
 from llp_jax import models
 from llp_jax.models import attention
+from llp_jax.training import MeshConfig, TrainConfig, make_optimizer, make_schedule
 from llp_jax.training import mesh as mesh_lib
-from llp_jax.training import train_step as ts
-from llp_jax.training.optimizer import default_train_config, make_optimizer, make_schedule
+from llp_jax.training import train_step as steps
 
 BENCH_MODELS = ("transformer", "perceiver_ar", "s2attn", "llp")
 MIB = 1 << 20
@@ -45,7 +45,7 @@ MIB = 1 << 20
 
 @dataclasses.dataclass(frozen=True)
 class BenchSpec:
-    """What to measure. Defaults: the issue's grid at a size that runs in ~10 min on 2 cores."""
+    """What to measure. Defaults: the grid of the committed results (experiments/results)."""
 
     models: tuple[str, ...] = BENCH_MODELS
     seq_lens: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
@@ -63,18 +63,14 @@ class BenchSpec:
     max_gib: float = 16.0
 
     def model_config(self, name: str, n: int) -> models.ModelConfig:
-        return models.ModelConfig(
-            name=name,
-            vocab_size=self.vocab_size,
-            seq_len=n,
-            num_layers=self.num_layers,
-            d_model=self.d_model,
-            num_heads=self.num_heads,
-            segment_len=min(self.segment_len, n) if name == "llp" else 0,
-            latent_len=min(self.latent_len, n) if name in models.LATENT_MODELS else 0,
-            group_len=self.group_len if name == "s2attn" else 0,
-            attention_impl=self.attention_impl,
-        ).validate()
+        """Model `name` at n: LLP with a fixed s, latent models with a fixed l."""
+        sizes = models.StructuralSizes(
+            segment_len=self.segment_len, latent_len=self.latent_len, group_len=self.group_len
+        )
+        return models.sized(
+            name, n, sizes, vocab_size=self.vocab_size, num_layers=self.num_layers,
+            d_model=self.d_model, num_heads=self.num_heads, attention_impl=self.attention_impl,
+        )  # fmt: skip
 
 
 def peak_bytes(compiled) -> int | None:
@@ -111,12 +107,12 @@ def measure(spec: BenchSpec, name: str, n: int, device=None) -> dict:
     cfg = spec.model_config(name, n)
     batch = max(spec.tokens_per_step // n, 1)
     device = device or jax.devices()[0]
-    mesh = mesh_lib.make_mesh(mesh_lib.default_mesh_config(), devices=[device])
-    train_cfg = default_train_config()
+    mesh = mesh_lib.make_mesh(MeshConfig(), devices=[device])
+    train_cfg = TrainConfig()
     tx = make_optimizer(train_cfg, train_cfg.num_steps)
     factory = lambda: models.build(cfg, seed=0)
-    graphdef, state, shardings = ts.init_train_state(factory, tx, mesh, 0)
-    step = ts.make_train_step(
+    graphdef, state, shardings = steps.init_train_state(factory, tx, mesh, 0)
+    step = steps.make_train_step(
         graphdef, tx, make_schedule(train_cfg), mesh, shardings, dropout=False
     )
     tokens = np.random.default_rng(n).integers(0, spec.vocab_size, (batch, n + 1), np.int32)

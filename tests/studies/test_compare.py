@@ -1,5 +1,5 @@
 """experiments/compare.py: the --quick run end to end (table, plot, resume), the variants' shared
-budget, and attention pairs counted from the models' masks against closed forms and MODELS.md."""
+budget, and attention pairs counted from the models' masks against closed forms and docs/models.md."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import sys
 import jax
 import pytest
 
-from llp_jax import models as M
-from llp_jax.evaluation import benchmark, compare
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from llp_jax import models
+from llp_jax.studies import benchmark, compare
+from tests.helpers import REPO as ROOT
 
 
 # ----------------------------------------------------------------------------- the shared budget
 def test_variants_share_size_budget_and_optimiser():
     spec = compare.CompareSpec()
     configs = {v.label: compare.experiment_config(spec, v) for v in compare.VARIANTS}
-    assert len(configs) == 8 and "llp (code)" in configs
+    assert len(configs) == len(models.MODEL_NAMES) + 1 and "llp (code)" in configs
     shared_model = ("seq_len", "d_model", "num_layers", "num_heads", "mlp_ratio")
     for label, config in configs.items():
         for field in shared_model:
@@ -44,7 +43,7 @@ def test_default_budget_tokens():
 
 
 # ----------------------------------------------------------------------------- attention pairs
-def _exact_pairs(cfg: M.ModelConfig) -> int:
+def _exact_pairs(cfg: models.ModelConfig) -> int:
     """Closed forms of the masks' pair counts (per window, all layers, per head)."""
     n, L, l = cfg.seq_len, cfg.num_layers, cfg.latent_len
     m = n - l
@@ -74,8 +73,8 @@ def _exact_pairs(cfg: M.ModelConfig) -> int:
     raise AssertionError(cfg.name)
 
 
-def _models_md_formula(cfg: M.ModelConfig) -> float:
-    """MODELS.md / README's cost column (bidirectional history, as the authors' code)."""
+def _models_md_formula(cfg: models.ModelConfig) -> float:
+    """docs/models.md / README's cost column (bidirectional history, as the authors' code)."""
     n, L, l = cfg.seq_len, cfg.num_layers, cfg.latent_len
     m, c, s, G = n - l, cfg.compressed, cfg.segment_len, cfg.group
     return {
@@ -89,18 +88,18 @@ def _models_md_formula(cfg: M.ModelConfig) -> float:
     }[cfg.name]
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
 @pytest.mark.parametrize("faithful", [False, True], ids=["clean", "code"])
 def test_attention_pairs_from_masks_match_closed_forms(name, faithful):
-    cfg = M.tiny(name, faithful=faithful, num_layers=3)
+    cfg = models.tiny(name, faithful=faithful, num_layers=3)
     assert benchmark.attention_pairs(cfg) == _exact_pairs(cfg)
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_attention_pairs_against_models_md(name):
-    """MODELS.md counts the latent block and llp's current segment as full squares (an upper
+    """docs/models.md counts the latent block and llp's current segment as full squares (an upper
     bound of the causal count); with the code's bidirectional history the rest is exact."""
-    cfg = M.tiny(name, faithful=True, seq_len=256, num_layers=3)
+    cfg = models.tiny(name, faithful=True, seq_len=256, num_layers=3)
     exact, formula = benchmark.attention_pairs(cfg), _models_md_formula(cfg)
     assert 0.99 * exact <= formula <= 1.4 * exact, (exact, formula)
 

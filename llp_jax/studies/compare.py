@@ -34,10 +34,10 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.configs.base import get_base_config
 from llp_jax.evaluation import runner
-from llp_jax.evaluation.benchmark import MIB, attention_pairs, peak_bytes
+from llp_jax.storage import read_jsonl
+from llp_jax.studies.benchmark import MIB, attention_pairs, peak_bytes
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import trainer
-from llp_jax.training.metrics import read_jsonl
 
 ROW_FILE = "compare_row.json"
 
@@ -51,23 +51,19 @@ class Variant:
     faithful: bool = False
 
 
-VARIANTS = (
-    Variant("transformer", "transformer"),
-    Variant("perceiver_ar", "perceiver_ar"),
-    Variant("enhanced_v1", "enhanced_v1"),
-    Variant("enhanced_v2", "enhanced_v2"),
-    Variant("enhanced_v3", "enhanced_v3"),
-    Variant("llp", "llp"),
-    Variant("llp (code)", "llp", faithful=True),
-    Variant("s2attn", "s2attn"),
+# Every registered model, clean; and the paper's model with the authors' code knobs after it.
+VARIANTS = tuple(
+    v
+    for name in models.MODEL_NAMES
+    for v in (Variant(name, name),)
+    + ((Variant("llp (code)", "llp", True),) if name == "llp" else ())
 )
 VARIANTS_BY_LABEL = {v.label: v for v in VARIANTS}
 
 
 @dataclasses.dataclass(frozen=True)
 class CompareSpec:
-    """The shared budget and model size. The defaults (1.8M input tokens per model) were sized from
-    `estimate_runtime` on the 2-core CPU: ~40 min for all 8 variants on a quiet machine.
+    """The shared budget and model size (size a new one with `estimate_runtime`).
 
     Attributes:
       variants: labels of VARIANTS to run, in table order.
@@ -89,7 +85,7 @@ class CompareSpec:
     latent_div: int = 4
     history_segments: int = 3
     batch_size: int = 8
-    num_steps: int = 250  # 35 min for all 8 variants on a busy 2-core CPU
+    num_steps: int = 250
     learning_rate: float = 2e-3
     warmup_steps: int = 50
     eval_every: int = 50
@@ -114,21 +110,14 @@ QUICK = CompareSpec(
 
 
 def model_config(spec: CompareSpec, variant: Variant) -> models.ModelConfig:
-    """The variant's model at the shared size (vocab_size 0: the tokenizer's)."""
-    n, name = spec.seq_len, variant.name
-    latent = n // spec.latent_div if name in models.LATENT_MODELS else 0
-    cfg = models.ModelConfig(
-        name=name,
-        vocab_size=1,  # replaced by the tokenizer's in experiment_config
-        seq_len=n,
-        num_layers=spec.num_layers,
-        d_model=spec.d_model,
-        num_heads=spec.num_heads,
-        latent_len=latent,
-        history_segments=spec.history_segments if name == "enhanced_v2" else 1,
-        segment_len=n // spec.segments if name == "llp" else 0,
+    """The variant's model at the shared size (vocab_size 1: replaced by the tokenizer's)."""
+    sizes = models.StructuralSizes(
+        segments=spec.segments, latent_div=spec.latent_div, history_segments=spec.history_segments
     )
-    return models.code_faithful(cfg) if variant.faithful else cfg.validate()
+    return models.sized(
+        variant.name, spec.seq_len, sizes, faithful=variant.faithful, vocab_size=1,
+        num_layers=spec.num_layers, d_model=spec.d_model, num_heads=spec.num_heads,
+    )  # fmt: skip
 
 
 def experiment_config(spec: CompareSpec, variant: Variant) -> ml_collections.ConfigDict:
@@ -156,7 +145,7 @@ def workdir_name(variant: Variant) -> str:
 
 def compiled_peak_mib(run: trainer.Run) -> float | None:
     """Peak memory of the run's compiled train step (arguments + outputs - donated + temps)."""
-    B, n = int(run.config.train.batch_size), run.model_cfg.seq_len
+    B, n = run.train.batch_size, run.model_cfg.seq_len
     batch_spec = jax.ShapeDtypeStruct((B, n), jnp.int32, sharding=mesh_lib.batch_sharding(run.mesh))
     compiled = run.train_step.lower(run.state, {"inputs": batch_spec, "targets": batch_spec})
     peak = peak_bytes(compiled.compile())
@@ -188,7 +177,7 @@ def run_variant(
         "model": models.config.as_dict(run.model_cfg),
         "params": models.count_params(run.model_cfg),
         "pairs_per_window": attention_pairs(run.model_cfg),
-        "loss_positions": run.model_cfg.seq_len - run.model_cfg.loss_offset,
+        "loss_positions": run.model_cfg.scored_len,
         "peak_mib": compiled_peak_mib(run),
     }
     try:
@@ -348,7 +337,7 @@ def plot_validation(rows: Sequence[dict], path: str) -> None:
         records = read_jsonl(os.path.join(r["workdir"], "metrics.jsonl"))
         points = sorted((x["step"], x["val/loss"]) for x in records if "val/loss" in x)
         if points:
-            style = "s--" if r["model"]["name"] in models.LATENT_MODELS else "o-"
+            style = "s--" if models.model_class(r["model"]["name"]).scores_latents else "o-"
             ax.plot(*zip(*points), style, label=r["label"], markersize=3)
     ax.set_xlabel("step (equal input tokens per step)")
     ax.set_ylabel("validation loss (nats/token, model's loss positions)")

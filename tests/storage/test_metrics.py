@@ -1,12 +1,12 @@
-"""MetricsWriter (JSONL + TensorBoard), the progress bar, and the loss plot."""
+"""MetricsWriter (JSONL + TensorBoard) and the loss plot drawn from its JSONL."""
 
 import json
-import math
 
 import jax.numpy as jnp
 import numpy as np
 
-from llp_jax.training import metrics as metrics_lib
+from llp_jax.storage import metrics as metrics_lib
+from llp_jax.studies.report import plot_losses
 
 
 def test_writer_writes_jsonl_and_tensorboard(tmp_path):
@@ -21,7 +21,6 @@ def test_writer_writes_jsonl_and_tensorboard(tmp_path):
                 },
             )
         writer.write(5, {"val/loss": 1.5, "note": "hello", "train/bad": float("inf")})
-        writer.write_text("config", "d_model: 8")
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert len(records) == 6
@@ -36,20 +35,6 @@ def test_writer_writes_jsonl_and_tensorboard(tmp_path):
     assert len(metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")) == 7
 
 
-def test_progress_bar_reports_ppl_step_time_and_throughput(monkeypatch):
-    clock = iter([100.0, 101.0, 105.0, 106.0])  # start, step 2, restart, step 6
-    monkeypatch.setattr(metrics_lib.time, "perf_counter", lambda: next(clock))
-    bar = metrics_lib.ProgressBar(total_steps=10, initial_step=0)
-    shown = bar.update(2, loss=2.0, tokens_per_step=512, lr=3e-4, grad_norm=0.5)
-    assert math.isclose(shown["ppl"], math.exp(2.0), rel_tol=1e-9)
-    assert shown["step_s"] == 0.5 and shown["tok/s"] == 1024.0  # 2 steps in 1 s
-    assert shown["lr"] == 3e-4 and shown["grad_norm"] == 0.5
-    bar.restart_clock()  # e.g. after an evaluation: its 4 s are not step time
-    shown = bar.update(6, loss=1.0, tokens_per_step=512)
-    bar.close()
-    assert shown["step_s"] == 0.25 and shown["tok/s"] == 2048.0
-
-
 def test_plot_losses_writes_png(tmp_path):
     with metrics_lib.MetricsWriter(tmp_path, tensorboard=False) as writer:
         for step in range(0, 50, 5):
@@ -57,5 +42,5 @@ def test_plot_losses_writes_png(tmp_path):
             if step % 10 == 0:
                 writer.write(step, {"val/loss": 4.2 - step / 25})
     png = tmp_path / "plots" / "loss.png"
-    metrics_lib.plot_losses(tmp_path / "metrics.jsonl", png)
+    plot_losses(tmp_path / "metrics.jsonl", png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

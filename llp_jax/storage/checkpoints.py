@@ -1,7 +1,11 @@
-"""Orbax checkpoints of {train state, JSON metadata, data-iterator state}, one step directory each.
+"""The one owner of the checkpoint format: Orbax steps of {train state, JSON metadata, data
+iterator}, written by the trainer (`Checkpointer`) and read back by anyone (`load_params`,
+`read_meta`, `committed_steps`: read-only, safe beside a running trainer).
 
-Saving the grain iterator with the model (as nanodo does) makes a resumed run see exactly the
-batches the interrupted one would have seen.
+Layout of `<workdir>/checkpoints/<step>/`: 'state' (the train state: params, optimizer state,
+rng, step counters), 'meta' (JSON: the model and data config, the step), 'data' (the Grain
+iterator position). Saving the iterator with the model (as nanodo does) makes a resumed run see
+exactly the batches the interrupted one would have seen.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from llp_jax.errors import LLPError
 
 log = logging.getLogger(__name__)
 
-STATE, META, DATA = "state", "meta", "data"
+STATE, META, DATA = "state", "meta", "data"  # the items of a step
 
 
 class _NoMissingMetricsWarning(logging.Filter):
@@ -54,18 +58,6 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def key_to_json(key: jax.Array) -> list[int]:
-    """A PRNG key (typed or raw uint32) as a JSON list, for the metadata item."""
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return np.asarray(key).astype(np.uint32).tolist()
-
-
-def key_from_json(data: list[int]) -> jax.Array:
-    """Inverse of `key_to_json`; returns a typed key (default implementation)."""
-    return jax.random.wrap_key_data(np.asarray(data, dtype=np.uint32))
-
-
 class CheckpointNotFoundError(LLPError, FileNotFoundError):
     """No (intact) checkpoint where one was expected."""
 
@@ -93,8 +85,7 @@ class Checkpointer:
 
     Example:
       ckpt = Checkpointer(workdir / "checkpoints", save_every=1000, keep=3)
-      ckpt.save(step, state, meta={"rng": key_to_json(rng)}, data_iterator=it,
-                metrics={"val_loss": 3.1})
+      ckpt.save(step, state, meta={"model": ...}, data_iterator=it, metrics={"val_loss": 3.1})
       restored = ckpt.restore(sharded_abstract_state(abstract_state, mesh), data_iterator=it)
     """
 
@@ -171,7 +162,7 @@ class Checkpointer:
           step: training step; `save` is a no-op unless it is a multiple of `save_every`, or
             `force`.
           state: pytree of arrays (e.g. `{"params": nnx.State, "opt_state": ...}`).
-          meta: JSON-able summary (rng via `key_to_json`, config, ...); `step` is added.
+          meta: JSON-able summary (the configs, ...); `step` is added.
           data_iterator: a grain `DatasetIterator`/`DataLoaderIterator`; its state is read now.
           metrics: e.g. {"val_loss": 3.2}, ranks this step for the keep-best rule.
           force: save regardless of `save_every`.
@@ -283,3 +274,74 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------------------- read-only access
+class _QuietMissingMetadata(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Metadata file does not exist" not in record.getMessage()
+
+
+def committed_steps(directory: str | os.PathLike) -> list[int]:
+    """Committed steps in a checkpoint directory, oldest first (no side effects: unlike a
+    CheckpointManager, nothing is created or cleaned up)."""
+    root = os.fspath(directory)
+    if not os.path.isdir(root):
+        return []
+    return sorted(
+        int(d)
+        for d in os.listdir(root)
+        if d.isdigit()
+        and os.path.isdir(os.path.join(root, d, STATE))
+        and os.path.isdir(os.path.join(root, d, META))
+    )
+
+
+def read_meta(directory: str | os.PathLike, step: int) -> dict:
+    """The JSON item of one step."""
+    path = os.path.abspath(os.path.join(os.fspath(directory), str(step), META))
+    handler = ocp.Checkpointer(ocp.JsonCheckpointHandler())
+    return dict(handler.restore(path, args=ocp.args.JsonRestore()))
+
+
+def _strip_value_nodes(tree):
+    """Saved nnx.State nodes look like {'value': array}; callers want the arrays themselves."""
+    if isinstance(tree, dict):
+        if set(tree) == {"value"}:
+            return tree["value"]
+        return {k: _strip_value_nodes(v) for k, v in tree.items()}
+    return tree
+
+
+def load_params(directory: str | os.PathLike, step: int) -> dict:
+    """The 'params' of one step's train state as a nested dict of arrays on the default device,
+    whatever mesh they were saved from; nothing else of the state is read.
+
+    Raises:
+      CheckpointNotFoundError: the step holds no params.
+    """
+    path = os.path.abspath(os.path.join(os.fspath(directory), str(step), STATE))
+    checkpointer = ocp.PyTreeCheckpointer()
+    quiet = _QuietMissingMetadata()
+    logging.getLogger("absl").addFilter(quiet)
+    try:
+        tree = checkpointer.metadata(path).item_metadata
+        if "params" not in tree:
+            raise CheckpointNotFoundError(f"checkpoint {path} has no 'params' in its state")
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        saved = tree["params"]
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
+        )
+        restore_args = jax.tree.map(lambda m: ocp.ArrayRestoreArgs(sharding=device), saved)
+        out = checkpointer.restore(
+            path,
+            args=ocp.args.PyTreeRestore(
+                item={"params": target},
+                restore_args={"params": restore_args},
+                partial_restore=True,
+            ),
+        )
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
+    return _strip_value_nodes(out["params"])

@@ -1,0 +1,92 @@
+"""`config.data`: which text, which tokenizer, how training windows are cut (one typed section)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import ml_collections
+
+from llp_jax import schema
+
+TOKENIZERS = ("byte", "sentencepiece")  # or a path to an existing SentencePiece .model
+SP_MODEL_TYPES = ("unigram", "bpe")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The data section of an experiment config.
+
+    Attributes:
+      corpus: 'austen' (embedded), 'a.txt,folder/' (user text, corpus.load_text_corpus), or a
+        tfds dataset: 'tfds:wikitext103' ('tfds:wikitext103/raw'), 'tfds:pg19', 'tfds:enwik8',
+        'tfds-catalog:NAME'.
+      tokenizer: 'byte' | 'sentencepiece' (trained on the train split) | path/to/existing.model.
+      vocab_size: SentencePiece vocabulary size.
+      sp_model_type: SentencePiece 'unigram' | 'bpe'.
+      cache_dir: SentencePiece model cache; '' = ~/.cache/llp_jax.
+      seed: shuffle order and window offsets.
+      shuffle: shuffle training windows (differently each epoch).
+      train_stride: tokens between training window starts; 0 = seq_len (non-overlapping).
+      random_offset: shift all windows by a random 0..stride-1 each epoch.
+      data_dir: tfds only: prepared datasets; '' = tfds' default (~/tensorflow_datasets).
+      manual_dir: tfds only: raw files (wiki.*.tokens, the PG-19 tree, enwik8).
+      token_dir: tfds only: tokenised splits; '' = <prepared dataset folder>/llp_tokens.
+      chunk_tokens: tfds only: tokens per ArrayRecord record of a tokenised split.
+      sp_sample_chars: tfds only: SentencePiece trains on this much of the train split.
+      eval_max_tokens: tfds only: evaluation splits keep their first this many tokens (0 = all).
+      train_sample_tokens: tfds only: tokens['train'] (unigram baseline) is a sample this big.
+      text_feature: 'tfds-catalog:' only: the text feature; '' = the first Text feature.
+    """
+
+    corpus: str = "austen"
+    tokenizer: str = "byte"
+    vocab_size: int = 2048
+    sp_model_type: str = "unigram"
+    cache_dir: str = ""
+    seed: int = 0
+    shuffle: bool = True
+    train_stride: int = 0
+    random_offset: bool = False
+    data_dir: str = ""
+    manual_dir: str = ""
+    token_dir: str = ""
+    chunk_tokens: int = 65536
+    sp_sample_chars: int = 20_000_000
+    eval_max_tokens: int = 0
+    train_sample_tokens: int = 10_000_000
+    text_feature: str = ""
+
+    @classmethod
+    def from_any(cls, config: Any) -> DataConfig:
+        return schema.from_any(cls, config, "data")
+
+    def replace(self, **changes: Any) -> DataConfig:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> DataConfig:
+        check = schema.Checker("data", self)
+        check(bool(self.corpus.strip()), "corpus", "must name a corpus ('austen', files, tfds:...)")
+        is_model = self.tokenizer.endswith(".model")
+        check(
+            self.tokenizer in TOKENIZERS or is_model,
+            "tokenizer",
+            f"must be one of {TOKENIZERS} or a path to a SentencePiece .model file",
+        )
+        if is_model:
+            path = os.path.expanduser(self.tokenizer)
+            check(os.path.isfile(path), "tokenizer", "is not an existing .model file")
+        check.one_of("sp_model_type", SP_MODEL_TYPES)
+        if self.tokenizer == "sentencepiece":
+            check.at_least("vocab_size", 300)  # 256 byte pieces + specials + '\n'
+        for field in ("train_stride", "eval_max_tokens", "seed"):
+            check.at_least(field, 0)
+        for field in ("chunk_tokens", "sp_sample_chars", "train_sample_tokens"):
+            check.at_least(field, 1)
+        return self
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """The defaults of `config.data`, as the ConfigDict config files start from."""
+    return schema.to_configdict(DataConfig())

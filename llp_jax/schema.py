@@ -1,0 +1,85 @@
+"""Typed config sections: dataclasses with their defaults in one place, read from the
+`ml_collections.ConfigDict` sections that config files and `--config.x.y=` flags edit.
+
+Each section (`DataConfig`, `TrainConfig`, `MeshConfig`, `SampleConfig`, and `ModelConfig`)
+is a frozen dataclass whose `validate()` checks every field. `from_any(cls, config, section)`
+turns a ConfigDict, a mapping or an instance into the dataclass, with a one-line ConfigError for
+an unknown field or a value of the wrong type, so a typo never falls back to a default silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, TypeVar
+
+import ml_collections
+
+from llp_jax.errors import ConfigError
+
+T = TypeVar("T")
+_SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _accepts(kind: str, value: Any) -> bool:
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, _SCALARS[kind])
+
+
+def from_any(cls: type[T], config: Any, section: str) -> T:
+    """A validated `cls` from an instance, a mapping or a ConfigDict (None = the defaults).
+
+    Raises:
+      ConfigError: `section` is not a mapping, has an unknown field, or a field of the wrong type.
+    """
+    if isinstance(config, cls):
+        return config.validate()
+    if config is None:
+        return cls().validate()
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    if not isinstance(config, typing.Mapping):
+        raise ConfigError(f"config.{section} must be a section of fields, not {config!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"config.{section} has unknown field(s) {unknown}; known fields: {sorted(fields)}"
+        )
+    values = {}
+    for name, value in config.items():
+        kind = fields[name].type
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        if kind in _SCALARS and not _accepts(kind, value):
+            raise ConfigError(f"{section}.{name}={value!r} must be a {kind}")
+        values[name] = float(value) if kind == "float" else value
+    return cls(**values).validate()
+
+
+def to_configdict(instance: Any) -> ml_collections.ConfigDict:
+    """The ConfigDict form of a section (what config files start from and flags override)."""
+    return ml_collections.ConfigDict(dataclasses.asdict(instance))
+
+
+class Checker:
+    """One-line checks for one section: `check(ok, 'field', 'must be ...')` raises
+    `ConfigError('<section>.<field>=<value> must be ...')`."""
+
+    def __init__(self, section: str, instance: Any):
+        self.section, self.instance = section, instance
+
+    def __call__(self, ok: bool, field: str, constraint: str) -> None:
+        if not ok:
+            value = getattr(self.instance, field)
+            raise ConfigError(f"{self.section}.{field}={value!r} {constraint}")
+
+    def at_least(self, field: str, low: float) -> None:
+        value = getattr(self.instance, field)
+        self(math.isfinite(value) and value >= low, field, f"must be >= {low}")
+
+    def one_of(self, field: str, allowed) -> None:
+        self(getattr(self.instance, field) in allowed, field, f"must be one of {tuple(allowed)}")

@@ -1,0 +1,110 @@
+"""What a training run reports at its end: validation perplexity vs the unigram baseline,
+throughput, the loss plot and a generated sample (summary.json, loss.png); and
+`train_and_evaluate`, the whole run as `experiments/train.py` runs it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from llp_jax import models
+from llp_jax.data import unigram_perplexity
+from llp_jax.evaluation.sampling import SampleConfig, generate
+from llp_jax.storage import read_jsonl
+from llp_jax.training import trainer
+from llp_jax.training.distributed import gather_to_host
+
+
+def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=None) -> dict:
+    """Trains `config` in `workdir`, then reports; returns the summary (also in summary.json).
+    A preempted run returns the loop's progress instead (nothing is reported)."""
+    run, progress = trainer.train(config, workdir, resume=resume, devices=devices)
+    if progress["preempted"]:
+        return progress
+    return final_report(run, **progress)
+
+
+def final_report(run, *, steps_run: int, wall_s: float, preempted: bool = False) -> dict:
+    """Writes summary.json and loss.png, prints perplexity vs baseline and a sample."""
+    cfg, data, workdir = run.model_cfg, run.data, run.workdir
+    summary: dict[str, Any] = {"model": cfg.name, "params": models.count_params(cfg)}
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    vals = [r for r in read_jsonl(metrics_path) if "val/loss" in r] if os.path.exists(
+        metrics_path) else []  # fmt: skip
+    if vals:
+        summary["val_loss"] = vals[-1]["val/loss"]
+        summary["val_ppl"] = math.exp(summary["val_loss"])
+    summary["unigram_val_ppl"] = unigram_perplexity(
+        data.tokens["train"], data.tokens["validation"], data.tokenizer.vocab_size
+    )
+    summary["steps_run"], summary["wall_s"] = steps_run, round(wall_s, 1)
+    tokens = steps_run * run.train.batch_size * cfg.seq_len
+    summary["train_tokens_per_s"] = round(tokens / max(wall_s, 1e-9), 1)
+    summary["plot"] = os.path.join(workdir, "loss.png")
+    summary["sample"] = end_of_run_sample(run)
+    if jax.process_index() == 0:
+        plot_losses(metrics_path, summary["plot"], title=f"{cfg.name} on {data.corpus.name}")
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(
+            f"\nvalidation perplexity {summary.get('val_ppl', float('nan')):.3f} "
+            f"(unigram baseline {summary['unigram_val_ppl']:.3f}, tokenizer {data.tokenizer.name})"
+            f"\n{steps_run} steps in {wall_s:.0f} s, {summary['train_tokens_per_s']:,.0f} tokens/s;"
+            f" loss plot: {summary['plot']}\nsample:\n{summary['sample']}"
+        )
+    return summary
+
+
+def end_of_run_sample(run) -> str:
+    """A short continuation of `config.sample.prompt` from the trained parameters."""
+    sample = SampleConfig.from_any(run.config.get("sample"))
+    if not sample.num_tokens:
+        return ""
+    model = nnx.merge(run.graphdef, gather_to_host(run.state["params"]))
+    prompt = jnp.asarray(run.data.tokenizer.encode(sample.prompt))[None]
+    out = generate(  # the model's cached decoder where it has one
+        model, prompt, sample.num_tokens, jax.random.key(sample.seed),
+        temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p,
+        pad_id=int(run.data.tokenizer.pad_id),
+    )  # fmt: skip
+    return run.data.tokenizer.decode(np.asarray(out[0]))
+
+
+def plot_losses(
+    jsonl_path: str | os.PathLike,
+    png_path: str | os.PathLike,
+    *,
+    train_key: str = "train/loss",
+    val_key: str = "val/loss",
+    title: str | None = None,
+) -> None:
+    """Plots train and validation loss against step from a metrics JSONL file to a PNG."""
+    # An explicit Agg canvas instead of pyplot: headless, and it leaves a notebook's backend alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    records = read_jsonl(jsonl_path)
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, style in ((train_key, "-"), (val_key, "o-")):
+        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        if points:
+            steps, values = zip(*sorted(points))
+            ax.plot(steps, values, style, label=key, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title or os.path.basename(os.path.dirname(os.path.abspath(jsonl_path))))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
+    fig.savefig(png_path, dpi=120)

@@ -1,0 +1,162 @@
+"""`config.train` and `config.mesh`: the typed sections the trainer reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from llp_jax import schema
+from llp_jax.data.config import DataConfig
+
+SCHEDULES = ("cosine", "step_halving", "constant")
+MESH_AXES = ("data", "fsdp", "sequence", "tensor")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training hyper-parameters every experiment starts from (override per config file).
+
+    Compute dtype and rematerialisation are model fields (`config.model.compute_dtype`,
+    `config.model.remat`): parameters and optimizer moments always stay float32.
+
+    Attributes:
+      batch_size: sequences per update (global, over all processes and devices).
+      num_steps: updates to train for.
+      learning_rate: peak learning rate.
+      schedule: 'cosine' = linear warm-up to `learning_rate` over `warmup_steps`, then cosine
+        decay to `min_lr_ratio * learning_rate` at `num_steps`; 'step_halving' = the authors'
+        recipe, constant `learning_rate` halved every `halve_every` steps (0 = never), no
+        warm-up; 'constant'.
+      warmup_steps, halve_every, min_lr_ratio: see `schedule`.
+      b1, b2, eps, weight_decay: AdamW (decoupled decay on weight matrices only).
+      clip_norm: global-norm gradient clipping; <= 0 disables it.
+      grad_accum_steps: micro-batches per update (batch_size must divide into them).
+      eval_every, eval_batches: in-training validation cadence and size (batches of batch_size).
+      checkpoint_every, keep_checkpoints: checkpoint cadence and the number of recent steps kept
+        (plus the best one on validation loss).
+      log_every: train metrics cadence.
+      max_bad_steps: non-finite steps skipped (never applied) before the run stops.
+      seed: parameter initialisation and dropout.
+    """
+
+    batch_size: int = 32
+    num_steps: int = 10_000
+    learning_rate: float = 3e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 500
+    halve_every: int = 50_000
+    min_lr_ratio: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95  # the authors' betas
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    clip_norm: float = 1.0
+    grad_accum_steps: int = 1
+    eval_every: int = 500
+    eval_batches: int = 20
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    max_bad_steps: int = 0
+    seed: int = 0
+
+    @classmethod
+    def from_any(cls, config: Any) -> TrainConfig:
+        return schema.from_any(cls, config, "train")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> TrainConfig:
+        check = schema.Checker("train", self)
+        for field in ("batch_size", "num_steps", "grad_accum_steps", "eval_every", "eval_batches",
+                      "checkpoint_every", "keep_checkpoints", "log_every"):  # fmt: skip
+            check.at_least(field, 1)
+        for field in ("warmup_steps", "halve_every", "max_bad_steps", "weight_decay", "seed"):
+            check.at_least(field, 0)
+        check(self.learning_rate > 0 and self.learning_rate < float("inf"), "learning_rate",
+              "must be a positive number")  # fmt: skip
+        check.one_of("schedule", SCHEDULES)
+        check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+        for field in ("b1", "b2"):
+            check(0.0 <= getattr(self, field) < 1.0, field, "must be in [0, 1)")
+        check(self.eps > 0, "eps", "must be > 0")
+        check(self.clip_norm == self.clip_norm, "clip_norm", "must be a number (<= 0: no clip)")
+        check(
+            self.batch_size % self.grad_accum_steps == 0,
+            "batch_size",
+            f"must be a multiple of train.grad_accum_steps={self.grad_accum_steps}",
+        )
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh sizes; one of them may be -1 = the devices the others leave.
+
+    Attributes:
+      data: data parallelism.
+      fsdp: data parallelism with parameters and optimizer moments sharded (ZeRO-3).
+      sequence: LLP sequence (context) parallelism: each device holds a run of segments.
+      tensor: Megatron-style tensor parallelism over heads, MLP and vocabulary.
+    """
+
+    data: int = -1
+    fsdp: int = 1
+    sequence: int = 1
+    tensor: int = 1
+
+    @classmethod
+    def from_any(cls, config: Any) -> MeshConfig:
+        return schema.from_any(cls, config, "mesh")
+
+    def validate(self) -> MeshConfig:
+        sizes = [getattr(self, axis) for axis in MESH_AXES]
+        desc = ", ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
+        if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+            raise schema.ConfigError(
+                f"mesh config ({desc}): at most one field may be -1, the others > 0"
+            )
+        return self
+
+
+def default_train_config() -> ml_collections.ConfigDict:
+    """The defaults of `config.train`, as the ConfigDict config files start from."""
+    return schema.to_configdict(TrainConfig())
+
+
+def default_mesh_config() -> ml_collections.ConfigDict:
+    """Pure data parallelism over all devices (fine for the small models in this zoo)."""
+    return schema.to_configdict(MeshConfig())
+
+
+SECTIONS = ("model", "data", "train", "mesh")  # what the trainer needs
+OPTIONAL_SECTIONS = ("sample",)  # the end-of-run sample (llp_jax.studies)
+
+
+def read_sections(config: Any) -> tuple[dict, DataConfig, TrainConfig, MeshConfig]:
+    """The trainer's sections of an experiment config, typed and validated: (the model fields as
+    a dict, to be completed with the tokenizer's vocabulary; DataConfig; TrainConfig;
+    MeshConfig). One-line ConfigError for a missing or unknown section."""
+    keys = set(config.keys()) if hasattr(config, "keys") else set()
+    missing = [s for s in SECTIONS if s not in keys]
+    if missing:
+        raise schema.ConfigError(
+            f"the config has no {', '.join(missing)} section(s); an experiment config needs "
+            f"{', '.join(SECTIONS)} (see llp_jax/configs/base.py)"
+        )
+    unknown = sorted(keys - set(SECTIONS) - set(OPTIONAL_SECTIONS))
+    if unknown:
+        raise schema.ConfigError(
+            f"the config has unknown section(s) {unknown}; known: {SECTIONS + OPTIONAL_SECTIONS}"
+        )
+    model = config["model"]
+    model = dict(model.to_dict() if hasattr(model, "to_dict") else model)
+    return (
+        model,
+        DataConfig.from_any(config["data"]),
+        TrainConfig.from_any(config["train"]),
+        MeshConfig.from_any(config["mesh"]),
+    )
