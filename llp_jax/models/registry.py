@@ -1,15 +1,13 @@
-"""Models by name: `build(config)` turns a ModelConfig (or `config.model` ConfigDict) into a model."""
+"""The one list of the zoo's models: name -> class. Every other list of names derives from it.
+
+Adding a model: its file (a `LanguageModel` subclass declaring its facts, see models/base.py),
+one line here, and its tests.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax
-import numpy as np
-from flax import nnx
-
+from llp_jax.errors import ConfigError
 from llp_jax.models.base import LanguageModel
-from llp_jax.models.config import ModelConfig
 from llp_jax.models.enhanced_v1 import EnhancedV1
 from llp_jax.models.enhanced_v2 import EnhancedV2
 from llp_jax.models.enhanced_v3 import EnhancedV3
@@ -19,32 +17,16 @@ from llp_jax.models.s2attn import S2Attn
 from llp_jax.models.transformer import Transformer
 
 MODELS: dict[str, type[LanguageModel]] = {
-    "transformer": Transformer,
-    "perceiver_ar": PerceiverAR,
-    "enhanced_v1": EnhancedV1,
-    "enhanced_v2": EnhancedV2,
-    "enhanced_v3": EnhancedV3,
-    "llp": LLP,
-    "s2attn": S2Attn,
+    cls.name: cls
+    for cls in (Transformer, PerceiverAR, EnhancedV1, EnhancedV2, EnhancedV3, LLP, S2Attn)
 }
+MODEL_NAMES = tuple(MODELS)
+# Models that score only their last `latent_len` positions.
+LATENT_MODELS = tuple(name for name, cls in MODELS.items() if cls.scores_latents)
 
 
-def build(config: Any, *, rngs: nnx.Rngs | None = None, seed: int = 0) -> LanguageModel:
-    """Builds the model named by `config.name` (validated first, one-line ConfigError if bad)."""
-    cfg = ModelConfig.from_any(config)
-    return MODELS[cfg.name](cfg, rngs=rngs if rngs is not None else nnx.Rngs(params=seed))
-
-
-def abstract_model(config: Any) -> LanguageModel:
-    """The model with shapes only (`nnx.eval_shape`): no parameter memory is allocated."""
-    cfg = ModelConfig.from_any(config)
-    return nnx.eval_shape(lambda: MODELS[cfg.name](cfg, rngs=nnx.Rngs(params=0)))
-
-
-def count_params(model_or_config: Any) -> int:
-    """Number of parameters; accepts a model or a config (then counted without allocation)."""
-    model = model_or_config
-    if not isinstance(model, nnx.Module):
-        model = abstract_model(model_or_config)
-    state = nnx.state(model, nnx.Param)
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
+def model_class(name: str) -> type[LanguageModel]:
+    """The class registered under `name`; a one-line ConfigError for an unknown name."""
+    if name not in MODELS:
+        raise ConfigError(f"model.name={name!r} is unknown; choose one of {MODEL_NAMES}")
+    return MODELS[name]
