@@ -94,6 +94,9 @@ class AttentionProjections(nnx.Module):
         self.bo = uniform_param(rngs, (d,), d, ("embed",))
 
     def qkv(self, hq_BxQxD, hk_BxKxD, q_pos, k_pos, use_rope: bool):
+        """Queries, keys and values [B, T, H, Dh]: projected, rotated (in RoPE layers), then the
+        K/V head LayerNorm (if on) — the authors' order: the LayerNorm does not commute with the
+        rotation, so normalising first would be a different function."""
         dt = hq_BxQxD.dtype
         proj = lambda h, w: jnp.einsum("btd,dhk->bthk", h, w[...].astype(dt))  # noqa: E731
         q = proj(hq_BxQxD, self.wq)
@@ -101,16 +104,15 @@ class AttentionProjections(nnx.Module):
             k = v = proj(hk_BxKxD, self.wkv)
         else:
             k, v = proj(hk_BxKxD, self.wk), proj(hk_BxKxD, self.wv)
-        if self.cfg.kv_head_norm == "on":
-            k = self.kv_norm(k)
-            v = k if self.cfg.shared_kv else self.kv_norm(v)
         if use_rope:
             theta = self.cfg.rope_theta
             q = apply_rope(q, q_pos, theta)
-            rotated_k = apply_rope(k, k_pos, theta)
             # K = V in the code, so rotating the keys rotates the values too.
-            v = rotated_k if self.cfg.shared_kv else v
-            k = rotated_k
+            k = apply_rope(k, k_pos, theta)
+            v = k if self.cfg.shared_kv else v
+        if self.cfg.kv_head_norm == "on":
+            k = self.kv_norm(k)
+            v = k if self.cfg.shared_kv else self.kv_norm(v)
         return q, k, v
 
     def out(self, o_BxQxHxD: jax.Array) -> jax.Array:
