@@ -33,7 +33,8 @@ from llp_jax.models.layers import project_heads, uniform_param
 from llp_jax.models.masks import MaskSpec
 
 # Streaming carry: keys and values of the previous k segments for layer 1 ([B, k*s, H, D] each)
-# and for layers 2..L (stacked, [L-1, B, k*s, H, D]), and the index of the next segment.
+# and for layers 2..L (stacked, [L-1, B, k*s, H, D]), the index of the next segment, and the
+# first position of the stream (earlier cache slots are empty).
 StreamState = dict
 
 
@@ -116,9 +117,12 @@ class LLP(LanguageModel):
 
         return fn
 
-    def init_stream(self, batch_size: int) -> StreamState:
-        """An empty streaming state: no previous segments (their key positions are < 0)."""
+    def init_stream(self, batch_size: int, start: int = 0) -> StreamState:
+        """An empty streaming state for a stream whose first token sits at absolute position
+        `start` (a multiple of segment_len): no previous segments, whatever `start` is."""
         cfg = self.cfg
+        if start % cfg.segment_len:
+            raise ConfigError(f"stream start {start} must be a multiple of segment_len")
         shape = (batch_size, cfg.prev_segments * cfg.segment_len, cfg.num_heads, cfg.head_dim)
         zeros = jnp.zeros(shape, self.dtype)
         rest = cfg.num_layers - 1
@@ -126,7 +130,8 @@ class LLP(LanguageModel):
         return {
             "first": (zeros, zeros),
             "rest": (stacked, stacked) if rest else None,
-            "segment": jnp.zeros((), jnp.int32),
+            "segment": jnp.asarray(start // cfg.segment_len, jnp.int32),
+            "start": jnp.asarray(start, jnp.int32),
         }
 
     def stream_segment(self, state: StreamState, segment_BxS: jax.Array, rng=None):
@@ -136,6 +141,7 @@ class LLP(LanguageModel):
         t = state["segment"]
         q_pos = t * s + jnp.arange(s, dtype=jnp.int32)
         k_pos = jnp.concatenate([(t - back) * s + jnp.arange(back * s, dtype=jnp.int32), q_pos])
+        k_pos = jnp.where(k_pos >= state["start"], k_pos, -1)  # before the stream: empty slots
         x = self.embed_tokens(segment_BxS)
         x, (kv_first, kv_rest) = self.run_layers(
             x,
@@ -144,7 +150,7 @@ class LLP(LanguageModel):
             rng,
             layer_aux=(state["first"], state["rest"]),
         )
-        new_state = {"first": kv_first, "rest": kv_rest, "segment": t + 1}
+        new_state = {**state, "first": kv_first, "rest": kv_rest, "segment": t + 1}
         return self.logits(x), new_state
 
     def stream(self, tokens_BxT: jax.Array, state: StreamState | None = None):

@@ -1,0 +1,83 @@
+"""RoPE angles are exact at any position (static and traced), so the rotation's relative property
+holds at offsets of 10^7 and 10^9 and LLP streams far into a long text as it does at its start."""
+
+from __future__ import annotations
+
+import decimal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from llp_jax import models
+from llp_jax.models import rotary
+from tests.helpers.models import jit, make_config, random_tokens
+
+POSITIONS = np.array([0, 1, 63, 2047, 10**6, 5 * 10**6, 10**7, 10**9, 2**31 - 1, -1, -7 * 10**6])
+
+
+def _exact_angles(positions, head_dim, theta):
+    """position * frequency reduced to [-pi, pi) with 60-digit decimal arithmetic."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        out = []
+        for p in positions:
+            row = []
+            for f in rotary.inv_freq(head_dim, theta):
+                turns = decimal.Decimal(int(p)) * decimal.Decimal(float(f)) / rotary._TWO_PI
+                turns -= turns.to_integral_value(rounding=decimal.ROUND_HALF_EVEN)
+                row.append(float(turns * rotary._TWO_PI))
+            out.append(row)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("head_dim,theta", [(16, 10000.0), (64, 10000.0), (8, 500000.0)])
+def test_angles_are_exact_at_every_position(head_dim, theta):
+    exact = _exact_angles(POSITIONS, head_dim, theta)
+    wrap = lambda a: (a + np.pi) % (2 * np.pi) - np.pi  # noqa: E731
+    static = np.asarray(rotary.rope_angles(POSITIONS, head_dim, theta))
+    traced = np.asarray(
+        jax.jit(lambda p: rotary.rope_angles(p, head_dim, theta))(jnp.asarray(POSITIONS, jnp.int32))
+    )
+    assert np.abs(wrap(static - exact)).max() < 3e-7
+    assert np.abs(wrap(traced - exact)).max() < 3e-7
+    # The plain float32 product the authors use is ~0.1 rad off at 10^7 (why this exists).
+    naive = POSITIONS.astype(np.float32)[:, None] * rotary.inv_freq(head_dim, theta)[None]
+    assert np.abs(wrap(naive.astype(np.float64) - exact)).max() > 1e-2
+
+
+@pytest.mark.parametrize("offset", [10**7, 10**9])
+@pytest.mark.parametrize("traced", [False, True])
+def test_scores_depend_only_on_relative_positions(offset, traced):
+    key = jax.random.split(jax.random.key(0), 2)
+    q = jax.random.normal(key[0], (1, 8, 2, 16))
+    k = jax.random.normal(key[1], (1, 8, 2, 16))
+    pos = np.arange(100, 108)
+
+    def scores(p):
+        p = jnp.asarray(p, jnp.int32) if traced else p
+        rot = lambda x, p: rotary.apply_rope(x, p)  # noqa: E731
+        return np.asarray(jnp.einsum("bqhd,bkhd->bhqk", rot(q, p), rot(k, p[::-1])))
+
+    np.testing.assert_allclose(scores(pos + offset), scores(pos), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("offset", [10**7, 10**9])
+def test_llp_streams_a_segment_far_into_a_stream_as_at_its_start(offset):
+    """Clean LLP (RoPE rotates queries and keys only) is translation invariant: a stream that
+    starts at absolute position 10^7 or 10^9 gives the logits of one starting at 0."""
+    cfg = make_config("llp", num_layers=3)
+    model = models.build(cfg, seed=3)
+    tokens = random_tokens(0, (2, 3 * cfg.segment_len), cfg.vocab_size)
+    run = jit(lambda t, s: model.stream(t, s))
+    at_zero, _ = run(tokens, model.init_stream(2))
+    far, state = run(tokens, model.init_stream(2, start=offset))
+    np.testing.assert_allclose(np.asarray(far), np.asarray(at_zero), rtol=0, atol=1e-5)
+    assert int(state["segment"]) == offset // cfg.segment_len + 3
+
+
+def test_a_stream_start_must_fall_on_a_segment_boundary():
+    model = models.build(make_config("llp"))
+    with pytest.raises(models.ConfigError, match="multiple of segment_len"):
+        model.init_stream(1, start=5)
