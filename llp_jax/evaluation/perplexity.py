@@ -175,6 +175,7 @@ def standard_nll(
     model, tokens_N: np.ndarray, *, window: int, stride: int, batch_size: int = 8, pad_id: int = 0
 ):
     """Per-target NLL under the standard protocol: (nll_{N-1} for t_1..t_{N-1}, plan)."""
+    model = model.for_inference()
     tokens_N = np.asarray(tokens_N, np.int32)
     N = len(tokens_N)
     plan = plan_standard(N, window, stride, model.loss_start)
@@ -204,6 +205,7 @@ def paper_window_losses(
 
     Returns (window means [K], starts [K], scored positions per window Q).
     """
+    model = model.for_inference()
     tokens_N = np.asarray(tokens_N, np.int32)
     N, n = len(tokens_N), window
     if N < n + 1:
@@ -230,7 +232,7 @@ def _stream_chunk(graphdef, params, inputs_1xC, targets_1xC, state):
 
 def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id: int = 0):
     """Per-target NLL of LLP's scan form over the whole stream, cache carried across chunks."""
-    cfg = model.cfg
+    model, cfg = model.for_inference(), model.cfg
     if not model.can_stream:
         raise EvaluationError(
             f"the 'stream' protocol needs a model with a streaming form (llp), not {cfg.name}"
@@ -276,7 +278,8 @@ def evaluate_perplexity(
     """Perplexity of `model` on the token stream `tokens_N` under `protocol`.
 
     Args:
-      model: a zoo model (evaluated deterministically, jit on the default device).
+      model: a zoo model (evaluated deterministically as `model.for_inference()`, jit on the
+        default device).
       tokens_N: the whole stream of a split, int[N].
       protocol: 'standard', 'paper' or 'stream' (see the module docstring).
       window: n (default model.cfg.seq_len; models with `fixed_window` accept only that). Stream: chunk length.

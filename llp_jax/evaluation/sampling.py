@@ -184,6 +184,7 @@ def generate(
       window: recompute / PerceiverAR window (default model.cfg.seq_len).
       slide: PerceiverAR window advance when full (default latent_len).
     """
+    model = model.for_inference()
     if decoder is None:
         decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
     if isinstance(rng, int):
@@ -237,6 +238,7 @@ def decode_logits(
     Returns [B, T - prompt_len + 1, V]; row j holds the logits that predict token prompt_len + j,
     computed exactly as `generate` would (same decoder, same steps).
     """
+    model = model.for_inference()
     if decoder is None:
         decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
     graphdef, params = nnx.split(model)

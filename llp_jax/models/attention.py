@@ -111,7 +111,7 @@ CHUNK_ELEMENTS = 1 << 24
 CHUNK_MIN_QUERIES = 128
 
 
-def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng):
+def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng, key_mask=None):
     """Dense attention one chunk of queries at a time, each chunk attending only to the contiguous
     key range its mask can reach (for a causal mask, the keys up to its last query) and
     rematerialised in the backward pass: about half the work and half the buffer plan of the
@@ -126,6 +126,8 @@ def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng):
         cols = np.flatnonzero(mask.allowed(qp, k_pos).any(axis=0))
         lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
         allowed = mask.allowed(jnp.asarray(qp), jnp.asarray(k_pos[lo:hi]))
+        if key_mask is not None:
+            allowed = allowed & key_mask[:, None, lo:hi]
         r = None if rng is None else jax.random.fold_in(rng, i)
         outs.append(
             attend_chunk(q[:, i : i + chunk], k[:, lo:hi], v[:, lo:hi], allowed, dropout_rate, r)
@@ -133,7 +135,7 @@ def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng):
     return jnp.concatenate(outs, axis=1)
 
 
-def _blocked(q, k, v, mask: MaskSpec, offset: int, dropout_rate, rng):
+def _blocked(q, k, v, mask: MaskSpec, offset: int, dropout_rate, rng, key_mask=None):
     """Block-local attention: each query block against its window of `blocks_back + 1` key
     blocks. Cost and memory O(n * block * (blocks_back + 1)); no mask or score matrix ever has
     n x n entries.
@@ -151,6 +153,8 @@ def _blocked(q, k, v, mask: MaskSpec, offset: int, dropout_rate, rng):
     if mask.causal:
         slots = np.arange(W)[None, :] <= np.arange(w.s)[:, None] + w.back * w.s
         allowed = allowed & jnp.asarray(slots)[None]
+    if key_mask is not None:  # [B, T] -> each block's window of it, [B, nb, 1, W]
+        allowed = allowed & w.window(key_mask[:, :, None, None])[:, :, None, :, 0, 0]
     out = _dense(w.split(q), w.window(k), w.window(v), allowed, dropout_rate, rng)
     return w.merge(out)
 
@@ -197,6 +201,7 @@ def attend(
     impl: str = "xla",
     dropout_rate: float = 0.0,
     rng: jax.Array | None = None,
+    key_mask: jax.Array | None = None,
 ) -> jax.Array:
     """Multi-head attention under `mask`; returns [B, Q, H, D].
 
@@ -207,6 +212,8 @@ def attend(
       impl: one of IMPLEMENTATIONS (see the module docstring).
       dropout_rate, rng: dropout on attention probabilities; rng None = deterministic. The
         cuDNN and splash kernels have no attention dropout: with it active they use 'xla'.
+      key_mask: bool [B, K], False hides a key from every query of its row (on top of `mask`;
+        e.g. PerceiverAR's cross-attend dropout). The kernels do not take it: they use 'xla'.
     """
     for calls in _recorders:
         calls.append((mask, q_pos, k_pos))
@@ -217,16 +224,20 @@ def attend(
         with _paused_recording():
             outs = [
                 attend(qg, kg, vg, m, q_pos=q_pos, k_pos=k_pos, impl=impl,
-                       dropout_rate=dropout_rate, rng=r)
+                       dropout_rate=dropout_rate, rng=r, key_mask=key_mask)
                 for qg, kg, vg, m, r in zip(qs, ks, vs, mask, rngs)
             ]  # fmt: skip
         return jnp.concatenate(outs, axis=2)
 
     q, k, v = q_BxQxHxD, k_BxKxHxD, v_BxKxHxD
+    keys = (lambda m: m) if key_mask is None else (lambda m: m & key_mask[:, None, :])
     if impl == "reference":
-        return _dense(q, k, v, mask.allowed(q_pos, k_pos), dropout_rate, rng)
+        return _dense(q, k, v, keys(mask.allowed(q_pos, k_pos)), dropout_rate, rng)
     impl = resolve_impl(impl)
     dropout = rng is not None and dropout_rate > 0.0
+    if key_mask is not None and impl in ("cudnn", "splash"):
+        _warn_once(f"{impl} skipped: a per-example key mask is on")
+        impl = "xla"
     if impl == "cudnn":
         why = "attention dropout is on" if dropout else kernels.cudnn_supported(q)
         if why is None:
@@ -238,12 +249,13 @@ def attend(
             return kernels.splash_attention(q, k, v, mask, q_pos, k_pos)
         _warn_once(f"splash skipped: {why}")
     if blockable(mask, q, q_pos, k_pos):
-        return _blocked(q, k, v, mask, int(q_pos[0]) if q_pos.size else 0, dropout_rate, rng)
+        offset = int(q_pos[0]) if q_pos.size else 0
+        return _blocked(q, k, v, mask, offset, dropout_rate, rng, key_mask)
     if q.ndim == 4 and q.shape[1] * k.shape[1] > CHUNK_ELEMENTS and _static_1d(q_pos, k_pos):
-        return _dense_chunked(q, k, v, mask, q_pos, k_pos, dropout_rate, rng)
+        return _dense_chunked(q, k, v, mask, q_pos, k_pos, dropout_rate, rng, key_mask)
     # In-graph mask from positions: XLA fuses the comparisons into the masked softmax.
     allowed = mask.allowed(jnp.asarray(q_pos), jnp.asarray(k_pos))
-    return _dense(q, k, v, allowed, dropout_rate, rng)
+    return _dense(q, k, v, keys(allowed), dropout_rate, rng)
 
 
 @contextlib.contextmanager

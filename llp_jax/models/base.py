@@ -97,8 +97,14 @@ class LanguageModel(nnx.Module):
     can_stream: ClassVar[bool] = False
     # Its parameters are sized by seq_len, so it runs on windows of exactly seq_len tokens.
     fixed_window: ClassVar[bool] = False
+    # Layer 1 cross-attends (takes `cross_attend_dropout`).
+    has_cross_attention: ClassVar[bool] = False
+    # Other ways to evaluate the same trained model, worth reporting: name -> config changes.
+    inference_alternatives: ClassVar[dict[str, dict[str, Any]]] = {}
     # `code_faithful(cfg)`'s changes for this model, on top of the ones every model shares.
     faithful_knobs: ClassVar[dict[str, Any]] = {}
+    # Set on the copy `for_inference()` returns: evaluation and decoding, not training.
+    inference: bool = False
 
     @classmethod
     def check_config(cls, cfg: ModelConfig) -> None:
@@ -132,6 +138,16 @@ class LanguageModel(nnx.Module):
         self.final_norm = LayerNorm(d)
         self.head_w = uniform_param(rngs, (d, V), d, ("embed", "vocab"))
         self.head_b = uniform_param(rngs, (V,), d, ("vocab",))
+
+    def for_inference(self) -> LanguageModel:
+        """The model as evaluation and decoding run it, on these same parameters: for most
+        models the same function; S^2-Attn attends densely (LongLoRA's protocol) unless
+        `s2attn_inference='shifted'`. Training never uses this copy."""
+        if self.inference:
+            return self
+        model = nnx.merge(*nnx.split(self))
+        model.inference = True
+        return model
 
     # ------------------------------------------------------------------ hooks for subclasses
     def make_block(self, rngs: nnx.Rngs, *, first: bool) -> Block:

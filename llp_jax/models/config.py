@@ -50,6 +50,12 @@ class ModelConfig:
       v3_residual: 'aligned' | 'code' (layer 1 adds x[:, :c+l], the authors' bug).
       v3_compress_every_layer: instantiate the (dead) compression matrix in every layer, as the code.
       llp_separate_first_out: segment 0 has its own output projection (`to_out_0` in the code).
+      s2attn_inference: 'dense' | 'shifted': how s2attn evaluates and decodes. LongLoRA trains
+        with S^2-Attn and evaluates with full causal attention ('dense', the default); 'shifted'
+        keeps the training masks.
+      cross_attend_dropout: perceiver_ar only: the fraction of history positions dropped from
+        layer 1's keys at each training step (the official Perceiver AR's regulariser; 0 in the
+        authors' code). No effect at evaluation.
       attention_impl: 'xla' (fast: blocked where the mask allows), 'reference' (explicit full mask:
         O(n^2) memory, the ground truth the tests compare against), 'cudnn' (GPU), 'splash' (TPU),
         'auto' (the backend's kernel; see models/attention.py). The kernels fall back to 'xla',
@@ -86,6 +92,8 @@ class ModelConfig:
     v3_residual: str = "aligned"
     v3_compress_every_layer: bool = False
     llp_separate_first_out: bool = False
+    s2attn_inference: str = "dense"
+    cross_attend_dropout: float = 0.0
     attention_impl: str = "xla"
     compute_dtype: str = "float32"
     remat: str = "none"
@@ -154,11 +162,16 @@ class ModelConfig:
             f"num_heads={self.num_heads} must divide d_model={self.d_model}",
         )
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+        need(
+            0.0 <= self.cross_attend_dropout < 1.0,
+            f"cross_attend_dropout={self.cross_attend_dropout} must be in [0, 1)",
+        )
         choices = {
             "kv_head_norm": ("off", "on", "unused"),
             "rope_layers": ("all", "first"),
             "history_mask": ("causal", "bidirectional"),
             "v3_residual": ("aligned", "code"),
+            "s2attn_inference": ("dense", "shifted"),
             "attention_impl": IMPLEMENTATIONS,
             "compute_dtype": ("float32", "bfloat16"),
             "remat": ("none", "full", "dots"),
@@ -170,6 +183,11 @@ class ModelConfig:
             self.head_dim % 2 == 0,
             f"num_heads={self.num_heads}: head_dim = d_model/num_heads = {self.head_dim} must be "
             "even for RoPE (layer 1 always rotates)",
+        )
+        need(
+            self.cross_attend_dropout == 0.0 or self.model_class.has_cross_attention,
+            f"cross_attend_dropout={self.cross_attend_dropout} applies only to models whose "
+            f"first layer cross-attends, not to {self.name}",
         )
         self.model_class.check_config(self)
         return self

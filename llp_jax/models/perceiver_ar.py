@@ -5,9 +5,17 @@ history is fully visible and the latent block is causal). Layers 2..L: causal se
 the l latents; the history is never seen again. Loss on the last l positions.
 Attention pairs: l*n + (L-1)*l^2. Note `jax.nn.dot_product_attention(is_causal=True)` would align
 the triangle top-left, which is wrong with fewer queries than keys: our masks are position-based.
+
+Cross-attend dropout (`cross_attend_dropout`, the official Perceiver AR's regulariser, off in the
+authors' code): at each training step every history position is dropped from layer 1's keys with
+this probability, independently per example. Dropping keys never lets a query see more, so the
+model stays causal; evaluation and decoding (no dropout key, or `for_inference()`) see them all.
 """
 
 from __future__ import annotations
+
+import jax
+import numpy as np
 
 from llp_jax.models.base import LatentModel, positions
 from llp_jax.models.masks import MaskSpec
@@ -16,6 +24,7 @@ from llp_jax.models.masks import MaskSpec
 class PerceiverAR(LatentModel):
     name = "perceiver_ar"
     cache = "latent"
+    has_cross_attention = True
 
     def attention_mask(self, seq_len: int) -> MaskSpec:
         return MaskSpec(causal=True)
@@ -38,6 +47,7 @@ class PerceiverAR(LatentModel):
                 num_queries=l,
                 use_rope=self.rope_in(True),
                 rng=r,
+                key_mask=self.dropped_history(r, x.shape[0], T),
             )
 
         def self_attn(block, x, _, r):
@@ -46,3 +56,12 @@ class PerceiverAR(LatentModel):
             )
 
         return self.run_layers(x_BxTxD, cross, self_attn, rng)
+
+    def dropped_history(self, rng, batch: int, seq_len: int):
+        """bool [B, T] keys layer 1 keeps under cross-attend dropout (None: all of them)."""
+        rate = self.cfg.cross_attend_dropout
+        if rng is None or rate == 0.0 or self.inference:
+            return None
+        history_T = np.arange(seq_len) < seq_len - self.cfg.latent_len
+        keep = jax.random.bernoulli(jax.random.fold_in(rng, 1), 1.0 - rate, (batch, seq_len))
+        return keep | ~history_T[None, :]  # latents are always kept

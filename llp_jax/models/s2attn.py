@@ -5,6 +5,8 @@ the heads use groups shifted by G / 2, so information crosses group boundaries. 
 positions. LongLoRA implements the shift with a roll that wraps the last half-group around to the
 front, which under a causal mask lets the first tokens see the last ones; here shifted groups do
 not wrap (the first and last shifted groups have G / 2 tokens), which keeps the model causal.
+LongLoRA evaluates and generates with full causal attention (the same parameters): so does the
+`for_inference()` copy of this model, unless `s2attn_inference='shifted'`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class S2Attn(LanguageModel):
     name = "s2attn"
     cache = "ring"
     faithful_knobs = {"rope_layers": "all"}  # a baseline: not part of the authors' zoo
+    inference_alternatives = {"shifted at evaluation": {"s2attn_inference": "shifted"}}
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -32,9 +35,13 @@ class S2Attn(LanguageModel):
 
     @classmethod
     def ring_slots(cls, cfg) -> int:
-        return cfg.group  # a position sees at most the G - 1 before it
+        # Decoding is inference: dense attention keeps every position; shifted groups let a
+        # position see at most the G - 1 before it.
+        return 0 if cfg.s2attn_inference == "dense" else cfg.group
 
-    def attention_mask(self, seq_len: int) -> tuple[MaskSpec, MaskSpec]:
+    def attention_mask(self, seq_len: int) -> MaskSpec | tuple[MaskSpec, MaskSpec]:
+        if self.inference and self.cfg.s2attn_inference == "dense":
+            return MaskSpec(causal=True)
         G = self.cfg.group
         return MaskSpec(causal=True, block=G), MaskSpec(causal=True, block=G, block_shift=G // 2)
 

@@ -33,7 +33,8 @@ def _tokens(shape, seed=0):
 
 
 def _forward(model, tokens):
-    graphdef, params = nnx.split(model)
+    """The parallel forward as inference runs it (S^2-Attn: dense unless 'shifted')."""
+    graphdef, params = nnx.split(model.for_inference())
     return np.asarray(jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, tokens))
 
 
@@ -45,9 +46,10 @@ def _forward(model, tokens):
         ("llp", True, {}, 160),  # segment-0 projection, K = V, RoPE in layer 1 only
         ("llp", False, {"prev_segments": 2, "num_layers": 3}, 100),
         ("transformer", False, {}, 64),
-        ("s2attn", False, {}, 100),
+        ("s2attn", False, {}, 100),  # LongLoRA's protocol: dense at inference
+        ("s2attn", False, {"s2attn_inference": "shifted"}, 100),  # the training masks
     ],
-    ids=["llp", "llp-code", "llp-k2-L3", "transformer", "s2attn"],
+    ids=["llp", "llp-code", "llp-k2-L3", "transformer", "s2attn", "s2attn-shifted"],
 )
 def test_cached_logits_equal_the_parallel_forward(name, faithful, overrides, T):
     model = _model(name, faithful, **overrides)

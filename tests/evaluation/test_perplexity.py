@@ -73,9 +73,14 @@ def test_stride_beyond_the_latent_block_is_refused():
 
 
 # ----------------------------------------------------------------------------- brute force
-@pytest.mark.parametrize("name,stride", [("transformer", 24), ("llp", 16), ("s2attn", 64)])
-def test_standard_matches_brute_force_all_positions(name, stride):
-    model, tokens = _model(name), _stream()
+@pytest.mark.parametrize(
+    "name,stride,overrides",
+    [("transformer", 24, {}), ("llp", 16, {}), ("s2attn", 64, {}),
+     ("s2attn", 64, {"s2attn_inference": "shifted"})],
+    ids=["transformer", "llp", "s2attn-dense", "s2attn-shifted"],
+)  # fmt: skip
+def test_standard_matches_brute_force_all_positions(name, stride, overrides):
+    model, tokens = _model(name, **overrides), _stream()
     N, n = len(tokens), 64
     res = ppl.evaluate_perplexity(model, tokens, stride=stride, keep_token_nll=True, batch_size=4)
     assert res.num_scored == res.num_targets == N - 1
@@ -90,7 +95,7 @@ def test_standard_matches_brute_force_all_positions(name, stride):
         rows.append(np.pad(ctx, (0, n - len(ctx))))
         lengths.append(len(ctx))
     rows = np.stack(rows)
-    graphdef, params = nnx.split(model)
+    graphdef, params = nnx.split(model.for_inference())  # the forward evaluation runs
     logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, rows)
     last = np.asarray(logits)[np.arange(N - 1), np.asarray(lengths) - 1]
     brute = np.asarray(optax.softmax_cross_entropy_with_integer_labels(last, tokens[1:]))
