@@ -9,6 +9,10 @@ from absl import app, flags, logging
 from llp_jax.errors import LLPError
 
 
+class UsageError(LLPError):
+    """A bad combination of flags."""
+
+
 def run(main) -> None:
     """`app.run(main)` whose flag errors are one line: a config file that fails to load (a bad
     `--config=file.py:arg`, a ConfigError from the preset) otherwise prints its whole traceback."""

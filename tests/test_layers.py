@@ -25,6 +25,7 @@ LAYERS = {
     "storage": 2,
     "training": 3,
     "evaluation": 3,
+    "interop": 3,
     "configs": 4,
     "studies": 5,
 }

@@ -243,6 +243,21 @@ class Checkpointer:
             data_iterator=out[DATA] if DATA in items else None,
         )
 
+    def restore_params(self, abstract_params: Any, step: int) -> Any:
+        """Only the 'params' of a step's state, straight into `abstract_params`' shardings (a
+        tree of `jax.ShapeDtypeStruct`s with `sharding`s); the rest of the state, whatever it
+        holds (a full train state, or params alone), is not read."""
+        self.wait_until_finished()
+        path = self.directory / str(int(step)) / STATE
+        restore_args = ocp.checkpoint_utils.construct_restore_args({"params": abstract_params})
+        out = ocp.PyTreeCheckpointer().restore(
+            path,
+            args=ocp.args.PyTreeRestore(
+                item={"params": abstract_params}, restore_args=restore_args, partial_restore=True
+            ),
+        )
+        return out["params"]
+
     def read_meta(self, step: int | None = None) -> dict:
         """The JSON item of a step (default: the newest), without reading any array."""
         step = self.latest_step() if step is None else int(step)

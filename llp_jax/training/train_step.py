@@ -123,6 +123,20 @@ def init_train_state(
     return graphdef, state, shardings
 
 
+def start_at(state: TrainState, params: nnx.State, step: int) -> TrainState:
+    """`state` with these parameters and its step and optimizer counts at `step` (moments stay
+    fresh): where a weights-only checkpoint continues, so the learning-rate schedule resumes
+    where the run that wrote the weights left it."""
+
+    def at_step(path, leaf):
+        name = getattr(path[-1], "name", None) if path else None
+        return leaf * 0 + jnp.asarray(step, leaf.dtype) if name == "count" else leaf
+
+    opt_state = jax.tree_util.tree_map_with_path(at_step, state["opt_state"])
+    step_array = state["step"] * 0 + jnp.asarray(step, state["step"].dtype)
+    return {**state, "params": params, "opt_state": opt_state, "step": step_array}
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,

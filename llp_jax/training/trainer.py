@@ -124,18 +124,28 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None) -> Ru
     start = 0
     if resume and ckpt.latest_step() is not None:
         try:
-            saved_model = ckpt.read_meta().get("model")
+            saved = ckpt.read_meta()
         except Exception:  # noqa: BLE001  a damaged newest step: restore() skips it, warns
-            saved_model = None
-        if saved_model and saved_model != models.config.as_dict(model_cfg):
+            saved = {}
+        if saved.get("model") and saved["model"] != models.config.as_dict(model_cfg):
             raise models.ConfigError(
                 f"the checkpoint in {ckpt.directory} was written by a different model config; "
                 "use another --workdir or --noresume"
             )
-        abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
-        restored = ckpt.restore(abstract, data_iterator=train_iter)
-        state, start = restored.state, restored.step
-        print(f"resumed from step {start} in {ckpt.directory}")
+        if saved.get("weights_only"):  # e.g. converted from the authors' code
+            start = int(saved["step"])
+            abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
+            params = ckpt.restore_params(abstract["params"], start)
+            state = steps.start_at(state, params, start)
+            print(
+                f"continuing from the weights of step {start} in {ckpt.directory} (fresh "
+                "optimizer moments and data order)"
+            )
+        else:
+            abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
+            restored = ckpt.restore(abstract, data_iterator=train_iter)
+            state, start = restored.state, restored.step
+            print(f"resumed from step {start} in {ckpt.directory}")
     return Run(
         config, workdir, train, mesh_config, data_config, data, model_cfg, mesh, graphdef, state,
         train_step, eval_step, train_iter, ckpt, start,

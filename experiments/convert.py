@@ -1,0 +1,62 @@
+"""Converts the authors' PyTorch checkpoints (MetaMain/ECPTransformer) to llp_jax workdirs and back.
+
+  # their save_model file (or a plain state_dict) -> a code-faithful llp_jax workdir
+  python -m experiments.convert --from_authors=trans_ECPAttention_N2048_H12_L18_D768_S8.pt \
+      --workdir=workdir/ecp [--config=llp_jax/configs/paper_wikitext103.py:llp18]
+  python -m experiments.convert --from_authors=ckpt.pt --model=enhanced_v2 --seq_len=1024 \
+      --latent_len=256 --segments=8 --workdir=workdir/v2
+
+  # an llp_jax workdir of a code-faithful model -> their save_model file (or --plain state dict)
+  python -m experiments.convert --workdir=workdir/ecp --to_authors=out.pt [--step=N] [--plain]
+
+The model config comes from the tensors and their file name (trans_<net>_N<n>_H<h>_L<l>_D<d>_S<s>
+.pt); --model, --seq_len, --latent_len and --segments give what neither says (a one-line error
+names it). --config supplies the data section the workdir is evaluated and trained with (the
+authors' BERT WordPiece and Transformer-XL enwik8 vocabularies are not shipped: give a tokenizer
+with the same ids). The imported workdir then works with experiments.evaluate, experiments.sample
+and experiments.train (which continues from the weights with fresh optimizer moments).
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import _cli
+from llp_jax.interop import export_checkpoint, import_checkpoint
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose data section to record.")
+_FROM = flags.DEFINE_string("from_authors", None, "An authors' checkpoint (.pt) to import.")
+_TO = flags.DEFINE_string("to_authors", None, "Write the workdir's params here (.pt).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The llp_jax workdir.")
+_MODEL = flags.DEFINE_string("model", None, "Model name, where the tensors do not say.")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "n, where neither tensors nor file name say.")
+_LATENT = flags.DEFINE_integer("latent_len", None, "l of perceiver_ar / enhanced_v1..v3.")
+_SEGMENTS = flags.DEFINE_integer("segments", None, "llp: S = n / s; enhanced_v2: S_h.")
+_STEP = flags.DEFINE_integer("step", None, "Export this step (default: the newest).")
+_PLAIN = flags.DEFINE_bool("plain", False, "Export a plain state dict, not a save_model file.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the workdir's checkpoints.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+    _cli.start(argv)
+    with _cli.one_line_errors():
+        if bool(_FROM.value) == bool(_TO.value):
+            raise _cli.UsageError("give exactly one of --from_authors and --to_authors")
+        if _FROM.value:
+            data = _CONFIG.value.data if _CONFIG.value is not None else None
+            cfg, step = import_checkpoint(
+                _FROM.value, _WORKDIR.value, data_config=data, overwrite=_OVERWRITE.value,
+                name=_MODEL.value, seq_len=_SEQ_LEN.value, latent_len=_LATENT.value,
+                segments=_SEGMENTS.value,
+            )  # fmt: skip
+            print(f"imported {_FROM.value} as {cfg.name} (code-faithful), step {step}, into "
+                  f"{_WORKDIR.value}")  # fmt: skip
+        else:
+            cfg, step = export_checkpoint(
+                _WORKDIR.value, _TO.value, step=_STEP.value, plain=_PLAIN.value
+            )
+            print(f"exported step {step} of {_WORKDIR.value} ({cfg.name}) to {_TO.value}")
+
+
+if __name__ == "__main__":
+    _cli.run(main)

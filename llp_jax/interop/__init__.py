@@ -1,0 +1,29 @@
+"""Other people's checkpoints: the authors' PyTorch models (MetaMain/ECPTransformer) in and out of
+llp_jax, and the `torch.save` format read and written without PyTorch."""
+
+from llp_jax.interop.authors import (
+    CLASSES,
+    NETS,
+    InteropError,
+    check_exportable,
+    from_params,
+    infer_config,
+    read_checkpoint,
+    to_params,
+)
+from llp_jax.interop.torch_format import TorchFormatError
+from llp_jax.interop.workdir import export_checkpoint, import_checkpoint
+
+__all__ = [
+    "CLASSES",
+    "NETS",
+    "InteropError",
+    "TorchFormatError",
+    "check_exportable",
+    "export_checkpoint",
+    "from_params",
+    "import_checkpoint",
+    "infer_config",
+    "read_checkpoint",
+    "to_params",
+]

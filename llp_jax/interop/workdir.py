@@ -1,0 +1,114 @@
+"""The authors' checkpoints as llp_jax workdirs, and llp_jax workdirs as the authors' checkpoints.
+
+`import_checkpoint` writes a weights-only checkpoint step (the params, and a meta item with the
+code-faithful model config, the data config and where the weights came from) into a workdir:
+`experiments.evaluate` and `experiments.sample` read it like any other, and `experiments.train`
+continues from it (fresh optimizer moments and data order, the step counter and learning-rate
+schedule where the authors' run stopped). `export_checkpoint` writes the params of a workdir
+step as their `save_model` file (or a plain state dict) that their classes load with
+`load_state_dict(strict=True)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from llp_jax import models
+from llp_jax.data import DataConfig
+from llp_jax.interop import authors, torch_format
+from llp_jax.interop.authors import InteropError
+from llp_jax.storage import Checkpointer, committed_steps, load_params, read_meta
+
+
+def import_checkpoint(
+    path: str,
+    workdir: str,
+    *,
+    data_config: Any = None,
+    overwrite: bool = False,
+    **hints: Any,
+) -> tuple[models.ModelConfig, int]:
+    """Converts an authors' checkpoint into `workdir`; returns (config, step).
+
+    Args:
+      path: their `save_model` file or a plain state dict.
+      workdir: created if needed; it must hold no checkpoint unless `overwrite`.
+      data_config: the data section evaluation and training will use (default: DataConfig()).
+      **hints: what the tensors cannot say (see `authors.infer_config`).
+
+    Raises:
+      InteropError: one line naming the tensor or setting at fault.
+    """
+    ckpt = authors.read_checkpoint(path)
+    cfg = authors.infer_config(ckpt, **hints)
+    params = authors.to_params(ckpt, cfg)
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if committed_steps(directory) and not overwrite:
+        raise InteropError(f"{directory} already holds checkpoints; pass --overwrite or another")
+    step = ckpt.epoch or 0
+    graphdef, state = nnx.split(models.abstract_model(cfg))
+    nnx.replace_by_pure_dict(state, params)
+    freqs = ckpt.state.get("layers.0.0.fn.pos_emb.freqs")
+    meta = {
+        "model": models.config.as_dict(cfg),
+        "data": dataclasses.asdict(DataConfig.from_any(data_config)),
+        "weights_only": True,
+        "source": {
+            "authors_checkpoint": os.path.abspath(path),
+            "class": authors.CLASSES[cfg.name],
+            # Their RoPE buffer, bit for bit, so an export writes back exactly what came in.
+            "rope_freqs": None if freqs is None else [float(f) for f in np.asarray(freqs)],
+        },
+    }
+    if overwrite and os.path.isdir(directory):
+        shutil.rmtree(directory)
+    with Checkpointer(directory, async_save=False, keep_best=False) as out:
+        out.save(step, {"params": state}, meta=meta, force=True)
+    return cfg, step
+
+
+def export_checkpoint(
+    workdir: str, out_path: str, *, step: int | None = None, plain: bool = False
+) -> tuple[models.ModelConfig, int]:
+    """Writes a workdir step's params as an authors' checkpoint; returns (config, step).
+
+    Args:
+      workdir: an llp_jax workdir of a code-faithful model.
+      out_path: the .pt file to write.
+      step: default the newest.
+      plain: a plain state dict of their model (`net.state_dict()`) instead of their
+        `save_model` file ({'epoch', 'state_dict' of the AutoRegressiveWrapper, 'optimizer'}).
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    steps = committed_steps(directory)
+    if not steps:
+        raise InteropError(f"no checkpoint in {directory}: train or import first")
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+        raise InteropError(f"no checkpoint for step {step} in {directory} (steps: {steps})")
+    meta = read_meta(directory, step)
+    try:
+        cfg = models.ModelConfig.from_any(meta.get("model") or {})
+    except models.ConfigError as e:
+        raise InteropError(f"checkpoint step {step} in {directory}: {e}") from None
+    authors.check_exportable(cfg)
+    freqs = (meta.get("source") or {}).get("rope_freqs")
+    state = authors.from_params(load_params(directory, step), cfg, freqs)
+    if plain:
+        torch_format.save(state, out_path)
+    else:
+        torch_format.save(
+            {
+                "epoch": step,
+                "state_dict": {f"model.{k}": v for k, v in state.items()},
+                "optimizer": authors.optimizer_groups(cfg),
+            },
+            out_path,
+        )
+    return cfg, step
