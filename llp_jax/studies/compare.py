@@ -186,16 +186,15 @@ def run_variant(
         run.ckpt.close()
     row["train_s"] = progress["wall_s"]
     row["tokens_per_s"] = training_tokens_per_s(os.path.join(workdir, "metrics.jsonl"))
-    model = nnx.merge(run.graphdef, jax.device_get(run.state["params"]))
-    setup = runner.Setup(model, run.model_cfg, run.data, f"trained in {workdir}")
+    params = jax.device_get(run.state["params"])
     t = time.perf_counter()
-    for split in ("validation", "test"):
-        results = runner.evaluate(
-            setup, split=split, protocols=["standard", "paper"], max_tokens=spec.eval_tokens
-        )
-        for r in results:
-            row[f"{split}_{r.protocol}_ppl"] = r.perplexity
-            row[f"{split}_{r.protocol}_loss"] = r.loss
+    row.update(evaluate_row(spec, run, params, run.model_cfg))
+    # The same trained model evaluated the other ways its class declares (S^2-Attn: shifted
+    # masks at evaluation, beside LongLoRA's dense protocol).
+    row["alternatives"] = {
+        name: evaluate_row(spec, run, params, run.model_cfg.replace(**changes))
+        for name, changes in run.model_cfg.model_class.inference_alternatives.items()
+    }
     row["eval_s"] = time.perf_counter() - t
     row["total_s"] = time.perf_counter() - start
     with open(os.path.join(workdir, ROW_FILE), "w") as f:
@@ -205,6 +204,22 @@ def run_variant(
         f"{row['validation_paper_ppl']:.3f}), {row['tokens_per_s'] or 0:,.0f} tok/s, "
         f"{row['total_s']:.0f} s"
     )
+    return row
+
+
+def evaluate_row(spec: CompareSpec, run: trainer.Run, params, cfg: models.ModelConfig) -> dict:
+    """Perplexities (standard and paper protocols, validation and test) of trained `params`
+    under the model config `cfg` (the trained one, or another way of evaluating it)."""
+    model = nnx.merge(nnx.split(models.abstract_model(cfg))[0], params)
+    setup = runner.Setup(model, cfg, run.data, f"trained in {run.workdir}")
+    row = {}
+    for split in ("validation", "test"):
+        results = runner.evaluate(
+            setup, split=split, protocols=["standard", "paper"], max_tokens=spec.eval_tokens
+        )
+        for r in results:
+            row[f"{split}_{r.protocol}_ppl"] = r.perplexity
+            row[f"{split}_{r.protocol}_loss"] = r.loss
     return row
 
 
@@ -255,6 +270,8 @@ def run_comparison(
             log(f"--- {label}: reusing the finished run in {workdir}")
         row["workdir"] = workdir
         rows.append(row)
+        for name, figures in row.get("alternatives", {}).items():
+            rows.append({**row, **figures, "label": f"{label} ({name})", "derived": True})
     return rows
 
 
@@ -317,7 +334,9 @@ def markdown_report(
             "score every position, most of them with short context. 'llp (code)' switches "
             "on the authors' code knobs (shared K = V, unused K/V LayerNorm parameters, RoPE in "
             "layer 1 only, a separate segment-0 output projection, dropout 0.05); all other rows "
-            "are the clean models without dropout."
+            "are the clean models without dropout. S²-Attn is evaluated as LongLoRA does, with "
+            "full causal attention on the trained weights; the '(shifted at evaluation)' row "
+            "keeps its training masks instead (the same run, evaluated twice)."
         ),
         "",
         f"![validation loss vs step]({png_name})",
@@ -334,6 +353,8 @@ def plot_validation(rows: Sequence[dict], path: str) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for r in rows:
+        if r.get("derived"):  # another evaluation of a trained run: the same curve
+            continue
         records = read_jsonl(os.path.join(r["workdir"], "metrics.jsonl"))
         points = sorted((x["step"], x["val/loss"]) for x in records if "val/loss" in x)
         if points:
