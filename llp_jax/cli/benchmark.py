@@ -17,7 +17,7 @@ import time
 import jax
 from absl import flags
 
-from experiments import _cli
+from llp_jax.cli import common
 from llp_jax.studies import benchmark
 
 _D = benchmark.BenchSpec()
@@ -43,7 +43,7 @@ _CACHE = flags.DEFINE_string(
 
 
 def main(argv):
-    _cli.start(argv)
+    common.start(argv)
     if _CACHE.value:  # the environment variable reaches the per-point processes too
         os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(_CACHE.value)
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
@@ -72,5 +72,10 @@ def main(argv):
     print(text)
 
 
+def entry():
+    """The `llp-benchmark` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

@@ -22,8 +22,8 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments import _cli
 from llp_jax import models
+from llp_jax.cli import common
 from llp_jax.evaluation import sampling
 
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "n, the model's window.")
@@ -67,7 +67,7 @@ def marginal_rate(model, prompt, method: str, counts) -> tuple[float, np.ndarray
 
 
 def main(argv):
-    _cli.start(argv)
+    common.start(argv)
     n = _SEQ_LEN.value
     prompt = np.random.default_rng(0).integers(0, 256, size=(1, n)).astype(np.int32)
     rows = []
@@ -119,5 +119,10 @@ def main(argv):
         f.write(text)
 
 
+def entry():
+    """The `llp-benchmark-decode` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

@@ -34,8 +34,8 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from experiments import _cli
 from llp_jax import models
+from llp_jax.cli import common
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel as sp
 from llp_jax.training.train_step import next_token_loss
@@ -116,7 +116,7 @@ def sweep(devices: int, lengths):
 
 
 def main(argv):
-    _cli.start(argv)
+    common.start(argv)
     p = _DEVICES.value
     start = p * _SEGMENT.value  # every device holds >= 1 segment
     lengths = []
@@ -180,5 +180,10 @@ def main(argv):
         f.write(text)
 
 
+def entry():
+    """The `llp-benchmark-sequence-parallel` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

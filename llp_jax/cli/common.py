@@ -1,6 +1,8 @@
-"""What every absl main in experiments/ shares: no stray arguments, quiet logs, one-line errors."""
+"""What every absl main shares: no stray arguments, quiet logs, one-line errors, and config
+paths that work from a checkout and from an installed package alike."""
 
 import contextlib
+import os
 import re
 import sys
 
@@ -19,9 +21,23 @@ def run(main) -> None:
     app.run(main, flags_parser=_parse_flags)
 
 
+def _packaged_config(argv: list[str]) -> list[str]:
+    """`--config=llp_jax/configs/X.py[:arg]` names a file of the checkout; where it is not there
+    (an installed llp_jax, run from any folder) it means the file inside the installed package."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = []
+    for item in argv:
+        match = re.match(r"^(--config=)(llp_jax/configs/[^:]+)(:.*)?$", item)
+        if match and not os.path.exists(match.group(2)):
+            path = os.path.join(package, match.group(2)[len("llp_jax/") :])
+            item = match.group(1) + path + (match.group(3) or "")
+        out.append(item)
+    return out
+
+
 def _parse_flags(argv):
     try:
-        return flags.FLAGS(argv)
+        return flags.FLAGS(_packaged_config(argv))
     except flags.Error as e:
         sys.exit(f"error: {_last_line(e)}")
 

@@ -20,7 +20,7 @@ import time
 import jax
 from absl import flags
 
-from experiments import _cli
+from llp_jax.cli import common
 from llp_jax.studies import compare
 
 _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
@@ -36,7 +36,7 @@ _CACHE = flags.DEFINE_string(
 
 
 def main(argv):
-    _cli.start(argv)
+    common.start(argv)
     if _CACHE.value:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
     spec = compare.QUICK if _QUICK.value else compare.CompareSpec()
@@ -50,7 +50,7 @@ def main(argv):
     out = _OUT.value or default_out
     devices = jax.devices()[:1]  # one device: the memory and speed figures are per device
     start = time.perf_counter()
-    with _cli.one_line_errors():
+    with common.one_line_errors():
         if _ESTIMATE.value:
             projected = compare.estimate_runtime(spec, workroot, devices=devices)
             print(f"projected full comparison: {sum(projected.values()) / 60:.0f} min")
@@ -60,5 +60,10 @@ def main(argv):
     print(compare.write_results(rows, spec, out, command, time.perf_counter() - start))
 
 
+def entry():
+    """The `llp-compare` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

@@ -20,7 +20,7 @@ and experiments.train (which continues from the weights with fresh optimizer mom
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import _cli
+from llp_jax.cli import common
 from llp_jax.interop import export_checkpoint, import_checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose data section to record.")
@@ -38,10 +38,10 @@ flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
-    _cli.start(argv)
-    with _cli.one_line_errors():
+    common.start(argv)
+    with common.one_line_errors():
         if bool(_FROM.value) == bool(_TO.value):
-            raise _cli.UsageError("give exactly one of --from_authors and --to_authors")
+            raise common.UsageError("give exactly one of --from_authors and --to_authors")
         if _FROM.value:
             data = _CONFIG.value.data if _CONFIG.value is not None else None
             cfg, step = import_checkpoint(
@@ -58,5 +58,10 @@ def main(argv):
             print(f"exported step {step} of {_WORKDIR.value} ({cfg.name}) to {_TO.value}")
 
 
+def entry():
+    """The `llp-convert` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

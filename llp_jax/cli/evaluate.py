@@ -11,13 +11,12 @@ the scan form over the whole stream, unbounded context). Prints a table; writes 
 (default <workdir>/eval_<split>.json when a workdir is given).
 """
 
-import os
-
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import _cli
+from llp_jax.cli import common
 from llp_jax.evaluation import runner
+from llp_jax.storage import paths
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config: the data settings, and the model if there is no workdir."
@@ -37,8 +36,8 @@ _OUT = flags.DEFINE_string("out", None, "JSON output path.")
 
 
 def main(argv):
-    _cli.start(argv)
-    with _cli.one_line_errors():
+    common.start(argv)
+    with common.one_line_errors():
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value)
         results = runner.evaluate(
             setup,
@@ -57,11 +56,16 @@ def main(argv):
     print(runner.format_table(results))
     out = _OUT.value
     if out is None and _WORKDIR.value:
-        out = os.path.join(_WORKDIR.value, f"eval_{_SPLIT.value}.json")
+        out = paths.join(_WORKDIR.value, f"eval_{_SPLIT.value}.json")
     if out:
         runner.write_json(out, setup, _SPLIT.value, results)
         print(f"wrote {out}")
 
 
+def entry():
+    """The `llp-evaluate` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

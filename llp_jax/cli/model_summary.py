@@ -5,7 +5,7 @@ python -m experiments.model_summary [--batch_size=2] [--out=experiments/results/
 
 from absl import flags
 
-from experiments import _cli
+from llp_jax.cli import common
 from llp_jax.models import count_params, paper_llp
 from llp_jax.studies.zoo import zoo_table
 
@@ -14,7 +14,7 @@ _OUT = flags.DEFINE_string("out", "", "Also write the table to this Markdown fil
 
 
 def main(argv):
-    _cli.start(argv)
+    common.start(argv)
     table = zoo_table(_BATCH.value)
     paper = (
         f"\nPaper LLP (code-faithful, d=768, V=28996): 18 layers/12 heads "
@@ -27,5 +27,10 @@ def main(argv):
             f.write(table + "\n" + paper + "\n")
 
 
+def entry():
+    """The `llp-model-summary` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

@@ -11,7 +11,7 @@ runs past n indefinitely; transformer: KV cache; perceiver_ar: the latent-block 
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import _cli
+from llp_jax.cli import common
 from llp_jax.evaluation import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,8 +31,8 @@ _SLIDE = flags.DEFINE_integer("slide", None, "perceiver_ar: window advance when 
 
 
 def main(argv):
-    _cli.start(argv)
-    with _cli.one_line_errors():
+    common.start(argv)
+    with common.one_line_errors():
         setup = runner.setup(_WORKDIR.value, _CONFIG.value)
         texts = runner.sample(
             setup,
@@ -52,5 +52,10 @@ def main(argv):
         print(f"--- sample {i}\n{text}")
 
 
+def entry():
+    """The `llp-sample` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

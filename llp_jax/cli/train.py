@@ -10,7 +10,7 @@ Rerunning with the same --workdir resumes from its newest checkpoint (--noresume
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import _cli
+from llp_jax.cli import common
 from llp_jax.studies import train_and_evaluate
 from llp_jax.training.distributed import initialize_distributed
 
@@ -29,12 +29,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    _cli.start(argv)
+    common.start(argv)
     if _COORDINATOR.value or _DISTRIBUTED.value:
         initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    with _cli.one_line_errors():
+    with common.one_line_errors():
         train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
 
 
+def entry():
+    """The `llp-train` console script."""
+    common.run(main)
+
+
 if __name__ == "__main__":
-    _cli.run(main)
+    entry()

@@ -8,9 +8,10 @@ chunks (token_cache.py explains why chunks rather than tokenising on the fly), w
 pipeline slices training windows from. No whole training split is ever held in memory.
 
 `data_dir` and `token_dir` are local (or mounted) folders: the token files are written with
-plain file I/O, not gs://. Every process prepares what is missing; on several hosts, call
-`build_datasets(config.data, seq_len)` once in one process first so the others find everything
-ready (concurrent writers are safe, files are renamed into place, but the work is repeated).
+plain file I/O, not gs://. Every process prepares what is missing; before a multi-host run,
+prepare once with `python -m experiments.prepare_data --config=...` (the `llp-prepare-data`
+console script) so that every process finds everything ready (concurrent writers are safe, files
+are renamed into place, but the work would be repeated).
 """
 
 from __future__ import annotations

@@ -9,14 +9,19 @@ writes or cleans anything there, so it is safe to run beside a training job.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from flax import nnx
 
 from llp_jax import models
 from llp_jax.evaluation.errors import EvaluationError
-from llp_jax.storage import CheckpointNotFoundError, committed_steps, load_params, read_meta
+from llp_jax.storage import (
+    CheckpointNotFoundError,
+    committed_steps,
+    load_params,
+    paths,
+    read_meta,
+)
 
 # Knobs that change how a model is executed, not what it computes: a --config may differ there.
 EXECUTION_FIELDS = ("attention_impl", "compute_dtype", "remat", "dropout")
@@ -77,7 +82,7 @@ def check_same_model(saved: models.ModelConfig, given: Any, where: str) -> model
 
 def restore_params(workdir: str, step: int, model: nnx.Module) -> nnx.Module:
     """`model` with the params of a step of `workdir` (on the default device)."""
-    where = os.path.join(workdir, "checkpoints")
+    where = paths.join(workdir, "checkpoints")
     params = load_params(where, step)
     graphdef, state = nnx.split(model)
     try:
@@ -102,7 +107,8 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
     Raises:
       CheckpointNotFoundError, ConfigMismatchError, CheckpointError: one-line messages.
     """
-    where = os.path.join(workdir, "checkpoints")
+    paths.check_client(workdir)
+    where = paths.join(workdir, "checkpoints")
     steps = committed_steps(where)
     if not steps:
         raise CheckpointNotFoundError(f"no checkpoint in {where}: train first, or check --workdir")

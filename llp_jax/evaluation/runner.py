@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from llp_jax import models
 from llp_jax.data import DataConfig, build_datasets, count_words
 from llp_jax.evaluation import checkpoints, perplexity, sampling
 from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.storage import paths
 
 
 @dataclasses.dataclass
@@ -157,7 +157,6 @@ def format_table(results: Sequence[perplexity.PerplexityResult]) -> str:
 
 
 def write_json(path: str, s: Setup, split: str, results) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     report = {
         "model": dataclasses.asdict(s.config),
         "source": s.source,
@@ -166,8 +165,7 @@ def write_json(path: str, s: Setup, split: str, results) -> None:
         "corpus": s.data.corpus.name,
         "results": [r.to_dict() for r in results],
     }
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    paths.write_text(path, json.dumps(report, indent=2))
 
 
 def sample(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from llp_jax import models
 from llp_jax.data import DataConfig
 from llp_jax.interop import authors, torch_format
 from llp_jax.interop.authors import InteropError
-from llp_jax.storage import Checkpointer, committed_steps, load_params, read_meta
+from llp_jax.storage import Checkpointer, committed_steps, load_params, paths, read_meta
 
 
 def import_checkpoint(
@@ -48,7 +47,7 @@ def import_checkpoint(
     ckpt = authors.read_checkpoint(path)
     cfg = authors.infer_config(ckpt, **hints)
     params = authors.to_params(ckpt, cfg)
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    directory = paths.join(workdir, "checkpoints")
     if committed_steps(directory) and not overwrite:
         raise InteropError(f"{directory} already holds checkpoints; pass --overwrite or another")
     step = ckpt.epoch or 0
@@ -66,8 +65,8 @@ def import_checkpoint(
             "rope_freqs": None if freqs is None else [float(f) for f in np.asarray(freqs)],
         },
     }
-    if overwrite and os.path.isdir(directory):
-        shutil.rmtree(directory)
+    if overwrite and paths.exists(directory):
+        paths.resolve(directory).rmtree()
     with Checkpointer(directory, async_save=False, keep_best=False) as out:
         out.save(step, {"params": state}, meta=meta, force=True)
     return cfg, step
@@ -85,7 +84,7 @@ def export_checkpoint(
       plain: a plain state dict of their model (`net.state_dict()`) instead of their
         `save_model` file ({'epoch', 'state_dict' of the AutoRegressiveWrapper, 'optimizer'}).
     """
-    directory = os.path.join(workdir, "checkpoints")
+    directory = paths.join(workdir, "checkpoints")
     steps = committed_steps(directory)
     if not steps:
         raise InteropError(f"no checkpoint in {directory}: train or import first")

@@ -24,6 +24,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 from llp_jax.errors import LLPError
+from llp_jax.storage import paths
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class Checkpointer:
           async_save: write in a background thread; training continues meanwhile.
         """
         # Orbax (tensorstore) needs absolute paths; a relative --workdir is the common case.
-        self.directory = epath.Path(os.path.abspath(os.fspath(directory)))
+        self.directory = paths.resolve(directory)
         self._keep_best = bool(keep_best)
         policies = [ocp_managers.LatestN(n=max(int(keep), 1))]
         best_fn = None
@@ -300,21 +301,19 @@ class _QuietMissingMetadata(logging.Filter):
 def committed_steps(directory: str | os.PathLike) -> list[int]:
     """Committed steps in a checkpoint directory, oldest first (no side effects: unlike a
     CheckpointManager, nothing is created or cleaned up)."""
-    root = os.fspath(directory)
-    if not os.path.isdir(root):
+    root = paths.resolve(directory)
+    if not root.is_dir():
         return []
     return sorted(
-        int(d)
-        for d in os.listdir(root)
-        if d.isdigit()
-        and os.path.isdir(os.path.join(root, d, STATE))
-        and os.path.isdir(os.path.join(root, d, META))
+        int(d.name)
+        for d in root.iterdir()
+        if d.name.isdigit() and (d / STATE).is_dir() and (d / META).is_dir()
     )
 
 
 def read_meta(directory: str | os.PathLike, step: int) -> dict:
     """The JSON item of one step."""
-    path = os.path.abspath(os.path.join(os.fspath(directory), str(step), META))
+    path = paths.resolve(directory) / str(step) / META
     handler = ocp.Checkpointer(ocp.JsonCheckpointHandler())
     return dict(handler.restore(path, args=ocp.args.JsonRestore()))
 
@@ -335,7 +334,7 @@ def load_params(directory: str | os.PathLike, step: int) -> dict:
     Raises:
       CheckpointNotFoundError: the step holds no params.
     """
-    path = os.path.abspath(os.path.join(os.fspath(directory), str(step), STATE))
+    path = paths.resolve(directory) / str(step) / STATE
     checkpointer = ocp.PyTreeCheckpointer()
     quiet = _QuietMissingMetadata()
     logging.getLogger("absl").addFilter(quiet)

@@ -1,7 +1,10 @@
 """The metrics log of a workdir: JSONL + TensorBoard event files (process 0 only).
 
-JSONL is the source of truth (greppable, read by the loss plots and the results tables);
-TensorBoard event files are written by tensorboardX, so TensorFlow is never needed.
+JSONL is the source of truth (greppable, read by the loss plots and the results tables); it
+holds one row per (step, kind of metrics): a resumed run first drops the rows of the steps it is
+about to replay, so a step that ran twice (after kill -9) is logged once. TensorBoard event files
+are written by tensorboardX, so TensorFlow is never needed. In a remote workdir (gs://...) both
+are kept locally and uploaded whole at each flush (object stores cannot append).
 """
 
 from __future__ import annotations
@@ -9,11 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+
+from llp_jax.storage import paths
 
 
 def _to_float(value: Any) -> float | None:
@@ -23,13 +30,35 @@ def _to_float(value: Any) -> float | None:
         return None
 
 
+def _parse(lines) -> list[dict]:
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a half-written last line of a killed run
+            continue
+    return records
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All records of a metrics file (blank or half-written lines are skipped)."""
+    return _parse(paths.read_text(path).splitlines())
+
+
 class MetricsWriter:
-    """Appends `{"step": s, "time": t, **metrics}` lines to `<logdir>/metrics.jsonl` and scalars
+    """Writes `{"step": s, "time": t, **metrics}` lines to `<logdir>/metrics.jsonl` and scalars
     to TensorBoard event files in `<logdir>`.
 
     Keys use a 'split/name' convention ('train/loss', 'val/loss', 'train/lr', ...) so TensorBoard
-    groups them and `plot_losses` finds them. On processes other than 0 every method is a no-op,
+    groups them and the loss plots find them. On processes other than 0 every method is a no-op,
     so the trainer can call it unconditionally.
+
+    Args:
+      logdir: the workdir (a local folder or a URL).
+      tensorboard: also write TensorBoard event files.
+      resume_step: the step a resumed run continues from: rows of later steps (which the run is
+        about to replay) are dropped first. None keeps every row.
+      flush_secs: how often a remote log is uploaded (and at every `flush`/`close`).
     """
 
     def __init__(
@@ -37,22 +66,32 @@ class MetricsWriter:
         logdir: str | os.PathLike,
         *,
         tensorboard: bool = True,
+        resume_step: int | None = None,
         jsonl_name: str = "metrics.jsonl",
+        flush_secs: float = 30.0,
     ):
-        self.logdir = os.fspath(logdir)
-        self.jsonl_path = os.path.join(self.logdir, jsonl_name)
+        self.logdir = os.fspath(paths.resolve(logdir))
+        self.jsonl_path = paths.join(self.logdir, jsonl_name)
         self.active = jax.process_index() == 0
-        self._jsonl = None
-        self._tb = None
+        self.remote = paths.is_url(self.logdir)
+        self._flush_secs, self._last_upload = flush_secs, time.time()
+        self._jsonl = self._tb = self._tb_dir = None
+        self._lines: list[str] = []
         if not self.active:
             return
-        os.makedirs(self.logdir, exist_ok=True)
-        # Append, so a resumed run continues the same file (its steps simply go on).
-        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+        paths.makedirs(self.logdir)
+        if paths.exists(self.jsonl_path):
+            kept = [r for r in read_jsonl(self.jsonl_path)
+                    if resume_step is None or r.get("step", 0) <= resume_step]  # fmt: skip
+            self._lines = [json.dumps(r) + "\n" for r in kept]
+            paths.write_text(self.jsonl_path, "".join(self._lines))
+        if not self.remote:
+            self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
         if tensorboard:
-            from tensorboardX import SummaryWriter  # imported lazily: optional at read time
+            from tensorboardX import SummaryWriter  # noqa: PLC0415  (only where TB is wanted)
 
-            self._tb = SummaryWriter(self.logdir, flush_secs=30)
+            self._tb_dir = tempfile.mkdtemp(prefix="llp_tb_") if self.remote else self.logdir
+            self._tb = SummaryWriter(self._tb_dir, flush_secs=30)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Records scalar metrics for `step` (non-numeric values go to JSONL only)."""
@@ -67,37 +106,45 @@ class MetricsWriter:
             record[key] = number if math.isfinite(number) else str(number)
             if self._tb is not None:
                 self._tb.add_scalar(key, number, int(step))
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        line = json.dumps(record) + "\n"
+        if self.remote:
+            self._lines.append(line)
+            if time.time() - self._last_upload > self._flush_secs:
+                self.flush()
+        else:
+            self._jsonl.write(line)
+            self._jsonl.flush()
 
     def flush(self) -> None:
-        if self.active and self._tb is not None:
+        """Makes everything written so far durable (uploads a remote log)."""
+        if not self.active:
+            return
+        if self._tb is not None:
             self._tb.flush()
+        if self.remote:
+            paths.write_text(self.jsonl_path, "".join(self._lines))
+            if self._tb_dir is not None:
+                for name in os.listdir(self._tb_dir):
+                    with open(os.path.join(self._tb_dir, name), "rb") as f:
+                        paths.write_bytes(paths.join(self.logdir, name), f.read())
+            self._last_upload = time.time()
 
     def close(self) -> None:
         if not self.active:
             return
         if self._tb is not None:
             self._tb.close()
-            self._tb = None
+        self.flush()
+        self._tb = None
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+        if self.remote and self._tb_dir is not None:
+            shutil.rmtree(self._tb_dir, ignore_errors=True)
+            self._tb_dir = None
 
     def __enter__(self) -> "MetricsWriter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All records of a metrics file (blank or half-written trailing lines are skipped)."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records

@@ -17,7 +17,7 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.data import unigram_perplexity
 from llp_jax.evaluation.sampling import SampleConfig, generate
-from llp_jax.storage import read_jsonl
+from llp_jax.storage import paths, read_jsonl
 from llp_jax.training import trainer
 from llp_jax.training.distributed import gather_to_host
 
@@ -35,8 +35,8 @@ def final_report(run, *, steps_run: int, wall_s: float, preempted: bool = False)
     """Writes summary.json and loss.png, prints perplexity vs baseline and a sample."""
     cfg, data, workdir = run.model_cfg, run.data, run.workdir
     summary: dict[str, Any] = {"model": cfg.name, "params": models.count_params(cfg)}
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    vals = [r for r in read_jsonl(metrics_path) if "val/loss" in r] if os.path.exists(
+    metrics_path = paths.join(workdir, "metrics.jsonl")
+    vals = [r for r in read_jsonl(metrics_path) if "val/loss" in r] if paths.exists(
         metrics_path) else []  # fmt: skip
     if vals:
         summary["val_loss"] = vals[-1]["val/loss"]
@@ -47,12 +47,11 @@ def final_report(run, *, steps_run: int, wall_s: float, preempted: bool = False)
     summary["steps_run"], summary["wall_s"] = steps_run, round(wall_s, 1)
     tokens = steps_run * run.train.batch_size * cfg.seq_len
     summary["train_tokens_per_s"] = round(tokens / max(wall_s, 1e-9), 1)
-    summary["plot"] = os.path.join(workdir, "loss.png")
+    summary["plot"] = paths.join(workdir, "loss.png")
     summary["sample"] = end_of_run_sample(run)
     if jax.process_index() == 0:
         plot_losses(metrics_path, summary["plot"], title=f"{cfg.name} on {data.corpus.name}")
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        paths.write_text(paths.join(workdir, "summary.json"), json.dumps(summary, indent=2))
         print(
             f"\nvalidation perplexity {summary.get('val_ppl', float('nan')):.3f} "
             f"(unigram baseline {summary['unigram_val_ppl']:.3f}, tokenizer {data.tokenizer.name})"
@@ -101,10 +100,10 @@ def plot_losses(
             ax.plot(steps, values, style, label=key, markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(title or os.path.basename(os.path.dirname(os.path.abspath(jsonl_path))))
+    ax.set_title(title or os.path.basename(os.path.dirname(os.fspath(paths.resolve(jsonl_path)))))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
-    fig.savefig(png_path, dpi=120)
+    with paths.local_copy_for_writing(png_path) as local:
+        fig.savefig(local, dpi=120)

@@ -10,6 +10,7 @@ metrics and plots come from process 0 only.
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 
@@ -34,3 +35,12 @@ def gather_to_host(tree):
     if jax.process_count() == 1:
         return jax.device_get(tree)
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is True on any (a collective: call it on all processes
+    at the same point). One process: the flag itself, no communication."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    flags = multihost_utils.process_allgather(np.asarray(flag, np.int32))
+    return bool(np.max(flags))

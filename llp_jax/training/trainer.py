@@ -6,7 +6,8 @@ metrics). The end-of-run report (perplexity vs the unigram baseline, loss plot, 
 
 Nothing is lost: a workdir that holds a checkpoint is resumed from its newest intact step (data
 iterator and RNG included, so the loss sequence continues bitwise on CPU); SIGTERM (preemption)
-finishes the current step, saves, waits for the save to commit and returns; a non-finite step is
+finishes the current step, saves, waits for the save to commit and returns — on every process of
+a multi-host run, whichever process received it (the stop flag is agreed after each step); a non-finite step is
 never applied to the parameters, and the run stops with the step named (or skips up to
 `train.max_bad_steps` such batches).
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import signal
 import time
 from typing import Any
@@ -27,11 +27,12 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.data import DataConfig, Datasets, build_datasets, make_global_batch
 from llp_jax.errors import LLPError
-from llp_jax.storage import Checkpointer, MetricsWriter
+from llp_jax.storage import Checkpointer, MetricsWriter, paths
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel
 from llp_jax.training import train_step as steps
 from llp_jax.training.config import MeshConfig, TrainConfig, read_sections
+from llp_jax.training.distributed import any_process
 from llp_jax.training.optimizer import make_optimizer, make_schedule
 from llp_jax.training.progress import ProgressBar, StepTimer
 from llp_jax.training.validation import evaluate_windows
@@ -92,6 +93,7 @@ class Run:
 def setup(config: Any, workdir: str, *, resume: bool = True, devices=None) -> Run:
     """Validates the config, loads data, builds the sharded state and restores a checkpoint."""
     # Every config error comes before any data is read or anything compiles.
+    paths.check_client(workdir)
     model_fields, data_config, train, mesh_config = read_sections(config)
     probe = models.ModelConfig.from_any({**model_fields, "vocab_size": 1 << 20})
     mesh = mesh_lib.make_mesh(mesh_config, devices=devices)
@@ -99,7 +101,7 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None) -> Ru
     sequence_parallel.check_config(probe, mesh)
     data = build_datasets(data_config, probe.seq_len)
     model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size)
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
 
     schedule = make_schedule(train, train.num_steps)
     tx = make_optimizer(train, train.num_steps)
@@ -117,7 +119,7 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None) -> Ru
     eval_step = steps.make_eval_step(graphdef, mesh, shardings["params"])
     train_iter = data.train_iterator(local_batch)
     ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        paths.join(workdir, "checkpoints"),
         save_every=train.checkpoint_every,
         keep=train.keep_checkpoints,
     )
@@ -179,7 +181,7 @@ def train_loop(run: Run) -> dict:
     train, cfg = run.train, run.model_cfg
     num_steps, max_bad = train.num_steps, train.max_bad_steps
     batch_sharding = mesh_lib.batch_sharding(run.mesh)
-    writer = MetricsWriter(run.workdir)
+    writer = MetricsWriter(run.workdir, resume_step=run.start_step)
     bar = ProgressBar(num_steps, run.start_step)
     timer = StepTimer(run.start_step)
     tokens_per_step = train.batch_size * cfg.seq_len
@@ -202,7 +204,9 @@ def train_loop(run: Run) -> dict:
             for step in range(run.start_step + 1, num_steps + 1):
                 batch = make_global_batch(next(run.train_iter), batch_sharding)
                 run.state, metrics = run.train_step(run.state, batch)
-                stop = preemption.requested  # read once: a signal may land mid-iteration
+                # Read once (a signal may land mid-iteration) and agreed by all processes, so
+                # that a stop seen by any host makes every host save the same step.
+                stop = any_process(preemption.requested)
                 last = step == num_steps or stop
                 if step % train.log_every == 0 or last:
                     check_finite()

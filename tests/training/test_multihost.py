@@ -81,3 +81,72 @@ def test_two_processes_equal_one(corpus_file, tmp_path):
     np.testing.assert_allclose(train_2, train_1, rtol=2e-5)
     np.testing.assert_allclose(val_2, val_1, rtol=2e-5)
     assert sorted(os.listdir(tmp_path / "multi" / "checkpoints"))[:2] == ["2", "4"]
+
+
+def _launch_pair(workdir, corpus, steps, port, every=1000):
+    """Two processes of one run, their output in files (pipes could fill and block one)."""
+    extra = [f"--config.train.num_steps={steps}", "--config.train.schedule=constant",
+             f"--config.train.checkpoint_every={every}", "--config.train.eval_every=100000"]  # fmt: skip
+    os.makedirs(workdir, exist_ok=True)
+    procs = []
+    for i in range(2):
+        log = open(os.path.join(workdir, f"process{i}.log"), "a")
+        args = command(workdir, corpus, *extra, f"--coordinator_address=127.0.0.1:{port}",
+                       "--num_processes=2", f"--process_id={i}")  # fmt: skip
+        procs.append(subprocess.Popen(args, cwd=REPO, env=env(2), stdout=log,
+                                      stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    return procs
+
+
+def _output(workdir, i):
+    return open(os.path.join(workdir, f"process{i}.log")).read()
+
+
+def _logged_steps(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return {}
+    out = {}
+    for line in open(path):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "train/loss" in r:
+            out[r["step"]] = r["train/loss"]
+    return out
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_every_process_at_one_step(corpus_file, tmp_path):
+    """A preemption notice that reaches one host only: both hosts agree on the stop, save the
+    same step and exit 0; rerun, they continue with the losses of a straight run."""
+    import signal
+    import time
+
+    workdir = tmp_path / "preempted"
+    procs = _launch_pair(workdir, corpus_file, 100_000, free_port())
+    deadline = time.time() + 300
+    while max(_logged_steps(workdir), default=0) < 3:
+        assert time.time() < deadline, "no progress"
+        assert all(p.poll() is None for p in procs), _output(workdir, 0)[-3000:]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # process 1 only
+    start = time.time()
+    codes = [p.wait(timeout=120) for p in procs]
+    assert time.time() - start < 60, "the processes did not stop together"
+    assert codes == [0, 0], _output(workdir, 0)[-2000:] + _output(workdir, 1)[-2000:]
+    steps = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+    stopped = max(_logged_steps(workdir))
+    assert steps == [stopped]  # one checkpoint, of the step both processes stopped at
+    assert f"saved step {stopped}" in _output(workdir, 0)
+
+    end = stopped + 3
+    for run in (workdir, tmp_path / "straight"):
+        codes = [p.wait(timeout=600) for p in _launch_pair(run, corpus_file, end, free_port())]
+        assert codes == [0, 0], _output(run, 0)[-3000:]
+    straight = tmp_path / "straight"
+    resumed, reference = _logged_steps(workdir), _logged_steps(straight)
+    assert sorted(resumed) == list(range(1, end + 1))
+    np.testing.assert_array_equal([resumed[s] for s in range(1, end + 1)],
+                                  [reference[s] for s in range(1, end + 1)])  # fmt: skip

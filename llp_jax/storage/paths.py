@@ -1,0 +1,111 @@
+"""Workdir paths that may be local folders or remote URLs (gs://, s3://, any etils.epath path).
+
+Everything a run writes goes through here or through Orbax: local paths are made absolute (Orbax
+needs that), URLs stay URLs (never a local folder named 'gs:'). Small files are written whole
+and atomically (a temporary file renamed into place locally; an object store's write is atomic
+already). A URL whose filesystem client is missing is a one-line error with the install hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+
+from etils import epath
+
+from llp_jax.errors import LLPError
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+# URL scheme -> (module its etils/fsspec filesystem needs, pip package).
+CLIENTS = {"gs": ("gcsfs", "gcsfs"), "s3": ("s3fs", "s3fs"), "az": ("adlfs", "adlfs")}
+
+
+class StorageError(LLPError):
+    """A workdir location that cannot be used; the message says why and what to install."""
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    return bool(_URL.match(os.fspath(path)))
+
+
+def check_client(path: str | os.PathLike) -> None:
+    """One-line StorageError if `path` is a URL whose filesystem client is not installed."""
+    path = os.fspath(path)
+    if not is_url(path):
+        return
+    scheme = path.split("://", 1)[0].lower()
+    if scheme in CLIENTS:
+        module, package = CLIENTS[scheme]
+        if not _importable(module) and not _importable("tensorflow"):
+            raise StorageError(
+                f"{path}: {scheme}:// workdirs need the {package} client: pip install {package} "
+                f"(or pip install 'llp_jax[cloud]')"
+            )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module blocked or half-installed
+        return False
+
+
+def resolve(path: str | os.PathLike) -> epath.Path:
+    """An absolute local path or the URL itself, as an epath.Path."""
+    text = os.fspath(path)
+    check_client(text)
+    return epath.Path(text if is_url(text) else os.path.abspath(os.path.expanduser(text)))
+
+
+def join(path: str | os.PathLike, *parts: str) -> str:
+    """`os.path.join` that keeps URLs URLs."""
+    return os.fspath(resolve(path).joinpath(*parts))
+
+
+def makedirs(path: str | os.PathLike) -> epath.Path:
+    """Creates a folder (a no-op on object stores, where folders are prefixes)."""
+    p = resolve(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes a whole file atomically: readers see the old content or the new, never a part."""
+    p = resolve(path)
+    if is_url(os.fspath(p)):
+        p.write_bytes(data)
+        return
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.parent / f".{p.name}.tmp{os.getpid()}"
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def read_text(path: str | os.PathLike) -> str:
+    return resolve(path).read_text(encoding="utf-8")
+
+
+def exists(path: str | os.PathLike) -> bool:
+    return resolve(path).exists()
+
+
+@contextlib.contextmanager
+def local_copy_for_writing(path: str | os.PathLike) -> Iterator[str]:
+    """A local file path to write into; copied to `path` (which may be remote) on exit."""
+    p = resolve(path)
+    if not is_url(os.fspath(p)):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        yield os.fspath(p)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, p.name)
+        yield local
+        p.write_bytes(epath.Path(local).read_bytes())

@@ -1,0 +1,91 @@
+"""A gs:// workdir against a real GCS JSON API (a local emulator): training writes checkpoints
+(tensorstore), metrics, TensorBoard events, the plot and the summary (gcsfs) to the bucket and no
+local folder named after the URL; evaluate and sample read it back; a rerun resumes from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+from tests.helpers.gcs import emulator
+
+pytest.importorskip("gcsfs")
+pytest.importorskip("gcp_storage_emulator")
+
+BUCKET = "llp-test"
+
+
+def _train(workdir, corpus, env, cwd, steps):
+    cmd = [sys.executable, "-m", "experiments.train", "--config=llp_jax/configs/tiny.py:llp",
+           f"--workdir={workdir}", f"--config.data.corpus={corpus}", "--config.model.seq_len=64",
+           "--config.model.segment_len=16", "--config.model.d_model=32",
+           f"--config.train.num_steps={steps}", "--config.train.log_every=1",
+           "--config.train.batch_size=4", "--config.train.eval_every=2",
+           "--config.train.eval_batches=1", "--config.train.checkpoint_every=2",
+           "--config.sample.num_tokens=4"]  # fmt: skip
+    env = {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _listing(env, prefix):
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem(endpoint_url=env["STORAGE_EMULATOR_HOST"], token="anon")
+    return sorted(p.split(f"{BUCKET}/", 1)[1] for p in fs.find(f"{BUCKET}/{prefix}"))
+
+
+@pytest.mark.slow
+def test_gs_workdir_round_trip(corpus_file, tmp_path):
+    workdir = f"gs://{BUCKET}/runs/tiny"
+    with emulator(BUCKET, log_path=str(tmp_path / "emulator.log")) as env:
+        done = _train(workdir, corpus_file, env, tmp_path, 4)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr
+        assert not os.path.exists(tmp_path / "gs:")  # no local folder named after the URL
+        files = _listing(env, "runs/tiny")
+        for name in ("metrics.jsonl", "summary.json", "loss.png"):
+            assert f"runs/tiny/{name}" in files, files
+        assert any("events.out.tfevents" in f for f in files)
+        assert any(f.startswith("runs/tiny/checkpoints/4/state/") for f in files)
+
+        common = {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}
+        evaluate = subprocess.run(
+            [sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
+             "--max_tokens=2048", "--protocols=standard"],
+            cwd=tmp_path, env=common, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+        assert "| standard |" in evaluate.stdout and "runs/tiny/eval_validation.json" in str(
+            _listing(env, "runs/tiny"))  # fmt: skip
+        sample = subprocess.run(
+            [sys.executable, "-m", "experiments.sample", f"--workdir={workdir}",
+             "--max_new_tokens=8", "--prompt=Anne"],
+            cwd=tmp_path, env=common, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert sample.returncode == 0 and "--- sample 0" in sample.stdout, sample.stderr[-3000:]
+
+        resumed = _train(workdir, corpus_file, env, tmp_path, 6)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resumed from step 4" in resumed.stdout
+        import gcsfs
+
+        fs = gcsfs.GCSFileSystem(endpoint_url=env["STORAGE_EMULATOR_HOST"], token="anon")
+        rows = [json.loads(x) for x in fs.cat(f"{BUCKET}/runs/tiny/metrics.jsonl").splitlines()]
+        assert sorted(r["step"] for r in rows if "train/loss" in r) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_missing_client_is_one_line(tmp_path, corpus_file):
+    code = ("import sys, runpy; sys.modules['gcsfs'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_module('experiments.train', run_name='__main__')")  # fmt: skip
+    cmd = [sys.executable, "-c", code, "experiments.train", "--config=llp_jax/configs/tiny.py:llp",
+           "--workdir=gs://somewhere/run", f"--config.data.corpus={corpus_file}"]  # fmt: skip
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "pip install gcsfs" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "gs:")
