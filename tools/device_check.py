@@ -52,13 +52,14 @@ class _FallbackLog(logging.Handler):
 def kernel_rows(impl: str, smoke: bool) -> list[dict]:
     """Every model, clean and code-faithful: max |logits(impl) - logits(xla)| in bfloat16."""
     rows = []
-    n = 256 if smoke else 1024
+    n = 128 if smoke else 1024
+    accelerator = jax.default_backend() in ("gpu", "tpu")
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 512, (2, n)), jnp.int32)
     for name in models.MODEL_NAMES:
         for faithful in (False, True):
             cfg = models.sized(
                 name, n, models.StructuralSizes(segments=4, latent_div=4), faithful=faithful,
-                vocab_size=512, num_layers=2, d_model=128 if smoke else 512,
+                vocab_size=512, num_layers=2, d_model=64 if smoke else 512,
                 num_heads=2 if smoke else 8, compute_dtype="bfloat16", dropout=0.0,
             )  # fmt: skip
             params = nnx.split(models.build(cfg, seed=0))[1]
@@ -73,10 +74,12 @@ def kernel_rows(impl: str, smoke: bool) -> list[dict]:
             logging.getLogger(attention.__name__).removeHandler(handler)
             diff = float(np.abs(outs[impl] - outs["xla"]).max())
             scale = float(np.abs(outs["xla"]).max())
+            ran = not any("needs" in r or "skipped" in r for r in handler.reasons)
             rows.append({
                 "check": f"{impl} == xla: {name} ({'code' if faithful else 'clean'})",
                 "value": f"max |d logits| {diff:.3g} (|logits| <= {scale:.3g})",
-                "ok": diff <= 0.05 * max(scale, 1.0),
+                # On an accelerator the kernel must really run; elsewhere it falls back.
+                "ok": diff <= 0.05 * max(scale, 1.0) and (ran or not accelerator),
                 "note": "; ".join(dict.fromkeys(handler.reasons)) or f"{impl} ran",
             })  # fmt: skip
     return rows

@@ -55,6 +55,8 @@ def _colab_like_venv(root) -> str:
     target = os.path.join(site, f"jax-{COLAB_JAX}.dist-info")
     os.makedirs(target)
     for name in os.listdir(os.path.join(ours, dist)):
+        if os.path.isdir(os.path.join(ours, dist, name)):  # licenses/: not needed
+            continue
         text = open(os.path.join(ours, dist, name), "rb").read()
         if name == "METADATA":
             lines = text.decode().splitlines(keepends=True)
@@ -83,7 +85,7 @@ def test_colab_branch_keeps_colab_jax_and_runs(tmp_path):
         "display_name": "colab-like", "language": "python"}))  # fmt: skip
     nb = nbformat.read(NOTEBOOK, as_version=4)
     setup = nb.cells[1]
-    assert 'REPO_URL = ""  #@param' in setup.source  # the form field
+    assert 'REPO_URL = ""  # @param' in setup.source  # the form field
     setup.source = setup.source.replace('REPO_URL = ""', f'REPO_URL = "{REPO}"')
     home = tmp_path / "content"  # Colab's working directory
     home.mkdir()
