@@ -20,6 +20,7 @@ from tests.helpers import REPO
 LAYERS = {
     "errors": 0,
     "schema": 1,
+    "paths": 1,
     "models": 2,
     "data": 2,
     "storage": 2,
@@ -28,6 +29,7 @@ LAYERS = {
     "interop": 3,
     "configs": 4,
     "studies": 5,
+    "cli": 6,
 }
 FACADE = "llp_jax"  # llp_jax/__init__.py: loads subpackages on attribute access, by design
 

@@ -14,9 +14,9 @@ the scan form over the whole stream, unbounded context). Prints a table; writes 
 from absl import flags
 from ml_collections import config_flags
 
+from llp_jax import paths
 from llp_jax.cli import common
 from llp_jax.evaluation import runner
-from llp_jax.storage import paths
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config: the data settings, and the model if there is no workdir."

@@ -13,15 +13,9 @@ from typing import Any
 
 from flax import nnx
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.evaluation.errors import EvaluationError
-from llp_jax.storage import (
-    CheckpointNotFoundError,
-    committed_steps,
-    load_params,
-    paths,
-    read_meta,
-)
+from llp_jax.storage import CheckpointNotFoundError, committed_steps, load_params, read_meta
 
 # Knobs that change how a model is executed, not what it computes: a --config may differ there.
 EXECUTION_FIELDS = ("attention_impl", "compute_dtype", "remat", "dropout")

@@ -17,11 +17,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.data import DataConfig, build_datasets, count_words
 from llp_jax.evaluation import checkpoints, perplexity, sampling
 from llp_jax.evaluation.errors import EvaluationError
-from llp_jax.storage import paths
 
 
 @dataclasses.dataclass

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.data import DataConfig
 from llp_jax.interop import authors, torch_format
 from llp_jax.interop.authors import InteropError
-from llp_jax.storage import Checkpointer, committed_steps, load_params, paths, read_meta
+from llp_jax.storage import Checkpointer, committed_steps, load_params, read_meta
 
 
 def import_checkpoint(

@@ -1,7 +1,6 @@
 """What a workdir holds on disk and how it is read and written: Orbax checkpoints (the one owner
 of their format) and the metrics log. Below training and evaluation, which both use it."""
 
-from llp_jax.storage import paths
 from llp_jax.storage.checkpoints import (
     Checkpointer,
     CheckpointNotFoundError,
@@ -19,7 +18,6 @@ __all__ = [
     "Restored",
     "committed_steps",
     "load_params",
-    "paths",
     "read_jsonl",
     "read_meta",
 ]

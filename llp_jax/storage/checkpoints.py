@@ -23,8 +23,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from llp_jax import paths
 from llp_jax.errors import LLPError
-from llp_jax.storage import paths
 
 log = logging.getLogger(__name__)
 

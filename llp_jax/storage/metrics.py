@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from llp_jax.storage import paths
+from llp_jax import paths
 
 
 def _to_float(value: Any) -> float | None:

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.data import unigram_perplexity
 from llp_jax.evaluation.sampling import SampleConfig, generate
-from llp_jax.storage import paths, read_jsonl
+from llp_jax.storage import read_jsonl
 from llp_jax.training import trainer
 from llp_jax.training.distributed import gather_to_host
 

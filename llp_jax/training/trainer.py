@@ -24,10 +24,10 @@ from typing import Any
 import jax
 from flax import nnx
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.data import DataConfig, Datasets, build_datasets, make_global_batch
 from llp_jax.errors import LLPError
-from llp_jax.storage import Checkpointer, MetricsWriter, paths
+from llp_jax.storage import Checkpointer, MetricsWriter
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel
 from llp_jax.training import train_step as steps

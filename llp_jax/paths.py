@@ -1,4 +1,4 @@
-"""Workdir paths that may be local folders or remote URLs (gs://, s3://, any etils.epath path).
+"""Paths that may be local folders or remote URLs (gs://, s3://, any etils.epath path).
 
 Everything a run writes goes through here or through Orbax: local paths are made absolute (Orbax
 needs that), URLs stay URLs (never a local folder named 'gs:'). Small files are written whole
