@@ -33,15 +33,26 @@ _PAPER_STRIDE = flags.DEFINE_integer("paper_stride", None, "Paper protocol strid
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Windows per forward pass.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 0, "Evaluate only the first tokens (0 = all).")
 _OUT = flags.DEFINE_string("out", None, "JSON output path.")
+_TEXT = flags.DEFINE_string(
+    "text",
+    None,
+    "Evaluate this text instead (files, folders, globs, JSON Lines), tokenised with "
+    "the workdir's own tokenizer; reported as split 'text'.",
+)
+_ALLOW = flags.DEFINE_bool(
+    "allow_data_change", False, "Evaluate on a --config data section other than the workdir's."
+)
 
 
 def main(argv):
     common.start(argv)
     with common.one_line_errors():
-        setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value)
+        setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value, text=_TEXT.value,
+                             allow_data_change=_ALLOW.value)  # fmt: skip
+        split = "text" if _TEXT.value else _SPLIT.value
         results = runner.evaluate(
             setup,
-            split=_SPLIT.value,
+            split=split,
             protocols=_PROTOCOLS.value,
             window=_WINDOW.value,
             stride=_STRIDE.value,
@@ -50,15 +61,15 @@ def main(argv):
             max_tokens=_MAX_TOKENS.value,
         )
     print(
-        f"{setup.config.name} ({setup.source}) on {setup.data.corpus.name} {_SPLIT.value}, "
+        f"{setup.config.name} ({setup.source}) on {setup.data.corpus.name} {split}, "
         f"tokenizer {setup.data.tokenizer.name}"
     )
     print(runner.format_table(results))
     out = _OUT.value
     if out is None and _WORKDIR.value:
-        out = paths.join(_WORKDIR.value, f"eval_{_SPLIT.value}.json")
+        out = paths.join(_WORKDIR.value, f"eval_{split}.json")
     if out:
-        runner.write_json(out, setup, _SPLIT.value, results)
+        runner.write_json(out, setup, split, results)
         print(f"wrote {out}")
 
 

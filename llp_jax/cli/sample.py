@@ -18,7 +18,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config (data settings; no workdir: an untrained model)."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its newest checkpoint).")
-_PROMPT = flags.DEFINE_string("prompt", "It is a truth universally acknowledged", "Prompt text.")
+_PROMPT = flags.DEFINE_string(
+    "prompt", "", "Prompt text ('' = the first words of the workdir's validation text)."
+)
+_ALLOW = flags.DEFINE_bool(
+    "allow_data_change", False, "Use a --config data section other than the workdir's."
+)
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate.")
 _NUM = flags.DEFINE_integer("num_samples", 1, "Continuations to draw (one batch).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 = greedy.")
@@ -33,7 +38,7 @@ _SLIDE = flags.DEFINE_integer("slide", None, "perceiver_ar: window advance when 
 def main(argv):
     common.start(argv)
     with common.one_line_errors():
-        setup = runner.setup(_WORKDIR.value, _CONFIG.value)
+        setup = runner.setup(_WORKDIR.value, _CONFIG.value, allow_data_change=_ALLOW.value)
         texts = runner.sample(
             setup,
             _PROMPT.value,

@@ -17,6 +17,9 @@ from llp_jax.training.distributed import initialize_distributed
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")
 _RESUME = flags.DEFINE_bool("resume", True, "Resume from the workdir's newest checkpoint.")
+_ALLOW = flags.DEFINE_bool(
+    "allow_data_change", False, "Resume on data other than the workdir's (its tokenizer kept)."
+)
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host: host:port of process 0 (see WORKSPACE.md)."
 )
@@ -33,7 +36,8 @@ def main(argv):
     if _COORDINATOR.value or _DISTRIBUTED.value:
         initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     with common.one_line_errors():
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
+                           allow_data_change=_ALLOW.value)  # fmt: skip
 
 
 def entry():

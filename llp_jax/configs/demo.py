@@ -15,6 +15,7 @@ def get_config():
         ModelConfig(name="llp", seq_len=256, segment_len=32, num_layers=4, d_model=128, num_heads=4)
     )
     config.data.tokenizer = "byte"
+    config.sample.prompt = "It is a truth universally acknowledged"
     config.train.update(
         batch_size=16,
         num_steps=400,

@@ -24,5 +24,4 @@ def get_config(workdir: str):
     meta = read_meta(directory, steps[-1])
     config = paper_config(ModelConfig.from_any(meta["model"]), meta["data"]["corpus"])
     config.data.update(meta["data"])
-    config.sample.prompt = "It is a truth universally acknowledged"
     return config

@@ -79,7 +79,6 @@ def paper_config(model: ModelConfig, corpus: str) -> ml_collections.ConfigDict:
         checkpoint_every=5000,
         log_every=100,
     )
-    config.sample.prompt = "The"
     return config
 
 

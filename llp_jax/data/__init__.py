@@ -8,18 +8,8 @@ enwik8.py builders; tfds_sources.py, tfds_data.py, token_cache.py) is imported o
 """
 
 from llp_jax.data.config import DataConfig, default_data_config
-from llp_jax.data.corpus import (
-    AUSTEN_SHA256,
-    SPLITS,
-    Corpus,
-    DataError,
-    count_words,
-    load_austen,
-    load_corpus,
-    load_text_corpus,
-    read_text_file,
-)
-from llp_jax.data.datasets import Datasets, build_datasets
+from llp_jax.data.corpus import AUSTEN_SHA256, SPLITS, Corpus, DataError, count_words, load_austen
+from llp_jax.data.datasets import Datasets, build_datasets, encode_documents, load_corpus
 from llp_jax.data.pipeline import (
     make_global_batch,
     make_train_dataset,
@@ -34,6 +24,7 @@ from llp_jax.data.tokenizers import (
     train_sentencepiece,
     unigram_perplexity,
 )
+from llp_jax.data.user_text import load_text_corpus, read_text_file
 
 __all__ = [
     "AUSTEN_SHA256",
@@ -47,6 +38,7 @@ __all__ = [
     "Tokenizer",
     "build_datasets",
     "count_words",
+    "encode_documents",
     "default_data_config",
     "load_austen",
     "load_corpus",

@@ -19,9 +19,15 @@ class DataConfig:
     """The data section of an experiment config.
 
     Attributes:
-      corpus: 'austen' (embedded), 'a.txt,folder/' (user text, corpus.load_text_corpus), or a
-        tfds dataset: 'tfds:wikitext103' ('tfds:wikitext103/raw'), 'tfds:pg19', 'tfds:enwik8',
-        'tfds-catalog:NAME'.
+      corpus: 'austen' (embedded); your own text (user_text.py): a file, 'a.txt,b.md', a folder
+        (every text file below it), a glob ('docs/**/*.md'), JSON Lines ('chats.jsonl', one
+        document per line); or a tfds dataset: 'tfds:wikitext103' ('tfds:wikitext103/raw'),
+        'tfds:pg19', 'tfds:enwik8', 'tfds-catalog:NAME'.
+      text_field: the field holding the text: of a JSON Lines record ('' = 'text'), or of a
+        'tfds-catalog:' dataset ('' = its first Text feature).
+      document_boundaries: 'eod' (the tokenizer's end-of-document token after every document, so
+        a model can tell documents apart and `model.document_mask` can keep attention inside
+        one) | 'none' (documents run into each other, joined by a newline).
       tokenizer: 'byte' | 'sentencepiece' (trained on the train split) | path/to/existing.model.
       vocab_size: SentencePiece vocabulary size.
       sp_model_type: SentencePiece 'unigram' | 'bpe'.
@@ -37,10 +43,11 @@ class DataConfig:
       sp_sample_chars: tfds only: SentencePiece trains on this much of the train split.
       eval_max_tokens: tfds only: evaluation splits keep their first this many tokens (0 = all).
       train_sample_tokens: tfds only: tokens['train'] (unigram baseline) is a sample this big.
-      text_feature: 'tfds-catalog:' only: the text feature; '' = the first Text feature.
     """
 
     corpus: str = "austen"
+    text_field: str = ""
+    document_boundaries: str = "eod"
     tokenizer: str = "byte"
     vocab_size: int = 2048
     sp_model_type: str = "unigram"
@@ -56,7 +63,6 @@ class DataConfig:
     sp_sample_chars: int = 20_000_000
     eval_max_tokens: int = 0
     train_sample_tokens: int = 10_000_000
-    text_feature: str = ""
 
     @classmethod
     def from_any(cls, config: Any) -> DataConfig:
@@ -78,8 +84,9 @@ class DataConfig:
             path = os.path.expanduser(self.tokenizer)
             check(os.path.isfile(path), "tokenizer", "is not an existing .model file")
         check.one_of("sp_model_type", SP_MODEL_TYPES)
+        check.one_of("document_boundaries", ("eod", "none"))
         if self.tokenizer == "sentencepiece":
-            check.at_least("vocab_size", 300)  # 256 byte pieces + specials + '\n'
+            check.at_least("vocab_size", 300)  # 261 byte and special pieces + the text's
         for field in ("train_stride", "eval_max_tokens", "seed"):
             check.at_least(field, 0)
         for field in ("chunk_tokens", "sp_sample_chars", "train_sample_tokens"):

@@ -9,6 +9,7 @@ it loads tensorflow_datasets).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ import jax
 import numpy as np
 
 from llp_jax.data import corpus as corpus_lib
-from llp_jax.data import pipeline, token_cache, tokenizers
+from llp_jax.data import pipeline, token_cache, tokenizers, user_text
 from llp_jax.data.config import DataConfig
 from llp_jax.data.corpus import DataError
 
@@ -40,6 +41,7 @@ class Datasets:
       train_tokens: the whole training stream when `tokens['train']` is only a sample (tfds
         corpora: `token_cache.TokenChunks` on disk); None = `tokens['train']`.
       num_tokens: split -> tokens in the whole split; None = `len(tokens[split])`.
+      num_chars: split -> characters, where the text itself is not kept (None: count them).
     """
 
     tokenizer: tokenizers.Tokenizer
@@ -53,6 +55,7 @@ class Datasets:
     process_count: int
     train_tokens: token_cache.TokenChunks | np.ndarray | None = None
     num_tokens: Mapping[str, int] | None = None
+    num_chars: Mapping[str, int | None] | None = None
 
     def train_iterator(
         self, batch_size: int, *, num_epochs: int | None = None
@@ -78,6 +81,13 @@ class Datasets:
             raise DataError(f"Unknown split {split!r}; use one of {sorted(self.tokens)}.")
         return self.tokens[split]
 
+    def opening_words(self, num_words: int = 8) -> str:
+        """The first words of the validation text (of the first split held): a prompt in the
+        corpus' own language and style when none is given."""
+        split = next(s for s in ("validation", "test", "text", "train") if s in self.tokens)
+        text = self.tokenizer.decode(np.asarray(self.tokens[split][: 32 * num_words]))
+        return " ".join(text.split()[:num_words]) or text[:32]
+
     def summary(self) -> str:
         """One line per split: tokens, words, bytes; for run logs."""
         head = (
@@ -92,12 +102,29 @@ class Datasets:
         return "\n".join([head, *rows])
 
 
+def load_corpus(spec: str = "austen", *, text_field: str = "text") -> corpus_lib.Corpus:
+    """The embedded corpus ('austen') or the user's text (see `user_text.load_text_corpus`)."""
+    if spec.strip().lower() in ("austen", ""):
+        return corpus_lib.load_austen()
+    return user_text.load_text_corpus(spec, text_field=text_field)
+
+
+def encode_documents(tokenizer, documents, boundaries: str = "eod") -> np.ndarray:
+    """One token stream of `documents`: each followed by the end-of-document token ('eod'), or
+    joined by newlines ('none')."""
+    if boundaries == "none":
+        return tokenizer.encode("\n".join(documents))
+    eod = np.asarray([tokenizer.eod_id], np.int32)
+    return np.concatenate([part for doc in documents for part in (tokenizer.encode(doc), eod)])
+
+
 def build_datasets(
     data_config: Any,
     seq_len: int,
     *,
     process_index: int | None = None,
     process_count: int | None = None,
+    tokenizer: tokenizers.Tokenizer | None = None,
 ) -> Datasets:
     """Loads the corpus, builds the tokenizer, tokenizes every split and checks the train length.
 
@@ -107,6 +134,8 @@ def build_datasets(
       seq_len: model context length T.
       process_index: this process' shard; default `jax.process_index()`.
       process_count: number of shards; default `jax.process_count()`.
+      tokenizer: use this tokenizer (e.g. a workdir's own) instead of building one; text
+        corpora only (a tfds corpus keeps its tokenizer with its prepared tokens).
 
     Returns:
       `Datasets`; call `.train_iterator(per_process_batch_size)` for training batches.
@@ -124,15 +153,18 @@ def build_datasets(
 
         parts = tfds_data.build_tfds_parts(config, seq_len)
         return Datasets(seq_len=seq_len, data_config=config, **shards, **parts)
-    corpus = corpus_lib.load_corpus(config.corpus)
-    tokenizer = tokenizers.make_tokenizer(
+    corpus = load_corpus(config.corpus, text_field=config.text_field or "text")
+    tokenizer = tokenizer or tokenizers.make_tokenizer(
         config.tokenizer,
         vocab_size=config.vocab_size,
         train_text=corpus.splits["train"],
         cache_dir=config.cache_dir,
         model_type=config.sp_model_type,
     )
-    tokens = {s: tokenizer.encode(text) for s, text in corpus.splits.items()}
+    tokens = {
+        s: encode_documents(tokenizer, corpus.split_documents(s), config.document_boundaries)
+        for s in corpus.splits
+    }
     if len(tokens["train"]) < seq_len + 1:
         raise DataError(
             f"Corpus {config.corpus!r} has {len(tokens['train'])} training tokens, fewer than one "
@@ -148,4 +180,34 @@ def build_datasets(
         seq_len=seq_len,
         data_config=config,
         **shards,
+    )
+
+
+def text_datasets(spec: str, tokenizer: tokenizers.Tokenizer, seq_len: int) -> Datasets:
+    """Any text (files, folders, globs, JSON Lines: a corpus spec) as one evaluation split
+    'text', tokenised with a given tokenizer (a trained model's own), documents ended by its
+    end-of-document token."""
+    files, found = user_text.expand_paths(spec)
+    docs = []
+    for path in files:
+        try:
+            docs += user_text.read_documents(path)
+        except user_text.NotText:
+            if path not in found:
+                raise
+    if not docs:
+        raise DataError(f"{spec!r} holds no text to evaluate")
+    corpus = corpus_lib.Corpus.from_documents(
+        os.path.basename(os.path.normpath(spec)), {"text": docs}, f"{len(docs)} document(s)"
+    )
+    return Datasets(
+        tokenizer=tokenizer,
+        corpus=corpus,
+        tokens={"text": encode_documents(tokenizer, docs)},
+        words=corpus.words,
+        num_bytes={"text": len(corpus.splits["text"].encode("utf-8"))},
+        seq_len=seq_len,
+        data_config=DataConfig(corpus=spec),
+        process_index=0,
+        process_count=1,
     )

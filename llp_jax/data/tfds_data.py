@@ -102,9 +102,14 @@ def prepare_tokens(config):
     spec = parse_spec(config.corpus)
     builder = prepare_builder(spec, config.data_dir, config.manual_dir)
     sources = builder.as_data_source()
-    feature = text_feature(spec, builder, config.text_feature)
+    feature = text_feature(spec, builder, config.text_field)
     token_root = config.token_dir or os.path.join(os.fspath(builder.data_dir), "llp_tokens")
     tokenizer, folder = load_tokenizer(config, sources, feature, os.path.expanduser(token_root))
+    # Books and catalog records are documents; Wikitext's articles and enwik8's chunks are
+    # consecutive pieces of one text, which the papers evaluate as one stream.
+    eod = config.document_boundaries == "eod" and (spec.catalog or spec.name not in SEPARATORS)
+    if eod:
+        folder += "_eod"
     chunks = {}
     for split in (s for s in SPLITS if s in sources):
         meta = token_cache.read_meta(folder, split)
@@ -119,6 +124,7 @@ def prepare_tokens(config):
                 tokenizer,
                 separator="\n" if spec.catalog else SEPARATORS.get(spec.name, "\n"),
                 chunk_tokens=int(config.chunk_tokens),
+                eod_id=tokenizer.eod_id if eod else None,
             )
         chunks[split] = token_cache.TokenChunks(folder, split, meta)
     return spec, builder, tokenizer, chunks

@@ -133,7 +133,7 @@ def text_feature(spec: TfdsSpec, builder, override: str = "") -> str:
     for key, feature in builder.info.features.items():
         if isinstance(feature, tfds.features.Text):
             return key
-    raise DataError(f"{spec.label!r} has no Text feature; set --config.data.text_feature=NAME.")
+    raise DataError(f"{spec.label!r} has no Text feature; set --config.data.text_field=NAME.")
 
 
 def iter_documents(source, feature: str, indices=None):

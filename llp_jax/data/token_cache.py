@@ -106,10 +106,12 @@ def tokenize_documents(
     *,
     separator: str,
     chunk_tokens: int,
+    eod_id: int | None = None,
 ) -> dict:
     """Tokenises a split's documents (UTF-8 bytes, in order) into `folder` (see `write_split`).
 
-    Each document is followed by `separator` in the stream. Byte-level tokens are the bytes
+    Each document is followed by `separator` in the stream (for counting and byte tokens), and
+    by the token `eod_id` when given (the end-of-document token). Byte-level tokens are the bytes
     themselves (no decode/encode round trip, so enwik8 chunks cut inside a character are exact).
 
     Also counts words (whitespace-separated, as in the stream: a word cut between two documents
@@ -133,6 +135,8 @@ def tokenize_documents(
             counts["bytes"] += len(raw)
             counts["documents"] += 1
             yield np.frombuffer(raw, np.uint8) if byte_level else tokenizer.encode(text)
+            if eod_id is not None:
+                yield np.asarray([eod_id], np.int32)
 
     return write_split(
         folder,

@@ -7,6 +7,7 @@ model produces exactly such sequences.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -19,6 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import sentencepiece as spm
+
+from llp_jax.data.corpus import DataError
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class Tokenizer(Protocol):
     bos_id: int
     eos_id: int
     pad_id: int
+    eod_id: int  # the end-of-document token, put after every document
 
     def encode(self, text: str) -> np.ndarray:
         """Text -> int32 token ids of shape [num_tokens]."""
@@ -68,6 +72,7 @@ class ByteTokenizer:
     pad_id = 256
     bos_id = 257
     eos_id = 258
+    eod_id = 258  # end of document: the EOS id
 
     def encode(self, text: str) -> np.ndarray:
         """Encodes text as its UTF-8 bytes, shape [num_bytes], int32."""
@@ -100,6 +105,7 @@ class SentencePieceTokenizer:
             self._sp.eos_id(),
             self._sp.pad_id(),
         )
+        self.eod_id = self.eos_id  # end of document
         # Models from elsewhere may lack a '\n' piece: they then encode the text as one sentence
         # (SentencePiece's usual behaviour, normalisation included), without the line-by-line scheme.
         newline_id = self._sp.piece_to_id("\n")
@@ -146,12 +152,44 @@ def _training_lines(text: str) -> Iterator[str]:
                 yield chunk
 
 
+# Pieces every model has: 4 specials, '\n' and the 256 byte pieces of byte fallback.
+FIXED_PIECES = 4 + 1 + 256
+MIN_SP_VOCAB = 300
+
+
+def _character_budget(text: str, vocab_size: int) -> tuple[set[str] | None, float]:
+    """The characters SentencePiece may give pieces of: all of them, or, when the text has more
+    distinct characters than half of the vocabulary left beside the fixed pieces (Chinese,
+    emoji, ...), the most frequent ones; the rest reach the model as bytes (byte fallback).
+    Returns (kept characters or None for all, fraction of the text they cover)."""
+    counts = collections.Counter(text)
+    counts.pop("\n", None)
+    budget = max(1, (vocab_size - FIXED_PIECES) // 2)
+    if len(counts) <= budget:
+        return None, 1.0
+    kept = counts.most_common(budget)
+    return {c for c, _ in kept}, sum(n for _, n in kept) / max(sum(counts.values()), 1)
+
+
 def _train_sentencepiece(train_text: str, settings: dict) -> bytes:
-    """Trains a SentencePiece model in memory and returns its serialized bytes."""
+    """Trains a SentencePiece model in memory and returns its serialized bytes.
+
+    SentencePiece needs a piece for every character it trains on (character_coverage can only go
+    down to 0.98), so a text with thousands of distinct characters and a small vocabulary would
+    fail; the rare characters are left out of its training text instead, and byte fallback
+    encodes them losslessly."""
+    text = _valid_utf8(train_text)
+    kept, covered = _character_budget(text, settings["vocab_size"])
+    if kept is not None:
+        text = "".join(c for c in text if c in kept or c == "\n")
+        print(
+            f"[llp_jax.data] SentencePiece: the {len(kept):,} most frequent characters "
+            f"({covered:.2%} of the text) get pieces; rarer ones are encoded as bytes"
+        )
     model = io.BytesIO()
     spm.set_random_generator_seed(_SP_SEED)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_training_lines(_valid_utf8(train_text)),
+        sentence_iterator=_training_lines(text),
         model_writer=model,
         model_type=settings["model_type"],
         vocab_size=settings["vocab_size"],
@@ -198,12 +236,13 @@ def train_sentencepiece(
       The tokenizer; prints the training time when it had to train.
     """
     if model_type not in ("unigram", "bpe"):
-        raise ValueError(f"sp_model_type must be 'unigram' or 'bpe', got {model_type!r}.")
-    if vocab_size < 300:
-        raise ValueError(
-            f"SentencePiece vocab_size must be >= 300 (256 byte pieces + specials), got {vocab_size}."
+        raise DataError(f"sp_model_type must be 'unigram' or 'bpe', got {model_type!r}.")
+    if vocab_size < MIN_SP_VOCAB:
+        raise DataError(
+            f"SentencePiece vocab_size={vocab_size} is too small: the minimum is {MIN_SP_VOCAB} "
+            f"({FIXED_PIECES} byte and special pieces, and a few of the text's own)"
         )
-    settings = {"model_type": model_type, "vocab_size": int(vocab_size), "version": 1}
+    settings = {"model_type": model_type, "vocab_size": int(vocab_size), "version": 2}
     cache_root = os.path.join(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR), "sentencepiece")
     name = f"sp_{model_type}{vocab_size}_{_cache_key(train_text, settings)}"
     path = os.path.join(cache_root, name + ".model")
@@ -252,11 +291,11 @@ def make_tokenizer(
         return SentencePieceTokenizer.from_file(kind)
     if kind == "sentencepiece":
         if train_text is None:
-            raise ValueError("make_tokenizer('sentencepiece') needs train_text to train on.")
+            raise DataError("make_tokenizer('sentencepiece') needs train_text to train on.")
         return train_sentencepiece(
             train_text, vocab_size=vocab_size, model_type=model_type, cache_dir=cache_dir
         )
-    raise ValueError(f"Unknown tokenizer {kind!r}; use 'byte', 'sentencepiece' or a .model path.")
+    raise DataError(f"Unknown tokenizer {kind!r}; use 'byte', 'sentencepiece' or a .model path.")
 
 
 def unigram_perplexity(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int) -> float:

@@ -18,7 +18,8 @@ import ml_collections
 import numpy as np
 
 from llp_jax import models, paths
-from llp_jax.data import DataConfig, build_datasets, count_words
+from llp_jax.data import DataConfig, build_datasets, count_words, make_tokenizer, workdir_store
+from llp_jax.data.datasets import text_datasets
 from llp_jax.evaluation import checkpoints, perplexity, sampling
 from llp_jax.evaluation.errors import EvaluationError
 
@@ -33,12 +34,35 @@ class Setup:
     source: str  # "checkpoint step S in W" or "untrained (config)"
 
 
-def _data_section(config, loaded) -> DataConfig:
+def _data(workdir, config, loaded, seq_len, *, text, allow_data_change):
+    """The data a model is evaluated on: the workdir's own (its tokenizer and evaluation
+    splits), the --config's data section (which must match the workdir's unless
+    `allow_data_change`), or `text` tokenised with the workdir's tokenizer."""
+    record = workdir_store.read_record(workdir) if workdir is not None else None
+    if text:
+        tok = workdir_store.tokenizer(workdir, record) if record else None
+        if tok is None:
+            data = DataConfig.from_any(config.data if config and "data" in config else None)
+            tok = make_tokenizer(data.tokenizer) if data.tokenizer != "sentencepiece" else None
+        if tok is None:
+            raise EvaluationError("--text needs a workdir with its tokenizer, or a byte --config")
+        return text_datasets(text, tok, seq_len)
     if config is not None and "data" in config:
-        return DataConfig.from_any(config.data)
-    if loaded is not None and loaded.data_config:
-        return DataConfig.from_any(loaded.data_config)
-    return DataConfig()
+        if record is not None and not allow_data_change:
+            diffs = workdir_store.differences(record, config.data)
+            if diffs:
+                raise EvaluationError(
+                    f"the --config's data differs from the workdir's: {'; '.join(diffs)}; drop "
+                    "--config, evaluate other text with --text, or pass --allow_data_change"
+                )
+        if record is not None and not allow_data_change:
+            return workdir_store.load(workdir, seq_len)
+        return build_datasets(config.data, seq_len)
+    if record is not None:
+        return workdir_store.load(workdir, seq_len)
+    if loaded is not None and loaded.data_config:  # a workdir written before data records
+        return build_datasets(loaded.data_config, seq_len)
+    return build_datasets(DataConfig(), seq_len)
 
 
 def setup(
@@ -46,11 +70,22 @@ def setup(
     config: ml_collections.ConfigDict | None = None,
     *,
     step: int | None = None,
+    text: str | None = None,
+    allow_data_change: bool = False,
 ) -> Setup:
     """Loads the model (workdir checkpoint, or a fresh one from `config`) and its data.
 
+    Args:
+      workdir: a training workdir; its own data record is the default data.
+      config: an experiment config: the model without a workdir; its data section replaces the
+        workdir's only if it is the same data or `allow_data_change`.
+      step: a checkpoint step (default: the newest).
+      text: files, folders or JSON Lines (a corpus spec) to evaluate instead, as one split
+        'text', tokenised with the workdir's own tokenizer.
+      allow_data_change: accept a --config data section other than the workdir's.
+
     Raises:
-      ValueError (CheckpointError, ConfigError, DataError): one-line messages.
+      LLPError (CheckpointError, ConfigError, DataError, EvaluationError): one-line messages.
     """
     if workdir is None and config is None:
         raise EvaluationError(
@@ -61,9 +96,9 @@ def setup(
         loaded = checkpoints.load_model(
             workdir, model_config=None if config is None else config.model, step=step
         )
-    data_cfg = _data_section(config, loaded)
     seq_len = loaded.config.seq_len if loaded else int(config.model.seq_len)
-    data = build_datasets(data_cfg, seq_len)
+    data = _data(workdir, config, loaded, seq_len, text=text,
+                 allow_data_change=allow_data_change)  # fmt: skip
     vocab = data.tokenizer.vocab_size
     if loaded is not None:
         model, cfg = loaded.model, loaded.config
@@ -111,9 +146,10 @@ def evaluate(
         }
     else:
         splits = s.data.corpus.splits  # corpora read from disk keep no training text
+        chars = len(splits[split]) if split in splits else (s.data.num_chars or {}).get(split)
         units = {
             "num_bytes": s.data.num_bytes[split],
-            "num_chars": len(splits[split]) if split in splits else None,
+            "num_chars": chars,
             "num_words": s.data.words[split],
         }
     pad = max(s.data.tokenizer.pad_id, 0)
@@ -181,8 +217,9 @@ def sample(
     method: str = "auto",
     slide: int | None = None,
 ) -> list[str]:
-    """Continuations of `prompt` (decoded text, prompt included), one per sample."""
-    ids = np.asarray(s.data.tokenizer.encode(prompt), np.int32)
+    """Continuations of `prompt` (decoded text, prompt included), one per sample; an empty
+    prompt is the first words of the validation text."""
+    ids = np.asarray(s.data.tokenizer.encode(prompt or s.data.opening_words()), np.int32)
     if ids.size == 0:
         raise EvaluationError("the prompt encodes to no tokens; give a non-empty --prompt")
     prompt_BxP = np.repeat(ids[None], num_samples, axis=0)

@@ -29,7 +29,7 @@ class SampleConfig:
     """`config.sample`: the end-of-run sample of a training run.
 
     Attributes:
-      prompt: the text continued.
+      prompt: the text continued ('' = the first words of the validation text).
       num_tokens: tokens generated (0 = no sample).
       temperature: 0 = greedy.
       top_k: keep the k most likely tokens (0 = all).
@@ -37,7 +37,7 @@ class SampleConfig:
       seed: sampling seed.
     """
 
-    prompt: str = "It is a truth universally acknowledged"
+    prompt: str = ""
     num_tokens: int = 200
     temperature: float = 0.8
     top_k: int = 40

@@ -22,10 +22,12 @@ from llp_jax.training import trainer
 from llp_jax.training.distributed import gather_to_host
 
 
-def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=None) -> dict:
+def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=None,
+                       allow_data_change: bool = False) -> dict:  # fmt: skip
     """Trains `config` in `workdir`, then reports; returns the summary (also in summary.json).
     A preempted run returns the loop's progress instead (nothing is reported)."""
-    run, progress = trainer.train(config, workdir, resume=resume, devices=devices)
+    run, progress = trainer.train(config, workdir, resume=resume, devices=devices,
+                                  allow_data_change=allow_data_change)  # fmt: skip
     if progress["preempted"]:
         return progress
     return final_report(run, **progress)
@@ -67,7 +69,7 @@ def end_of_run_sample(run) -> str:
     if not sample.num_tokens:
         return ""
     model = nnx.merge(run.graphdef, gather_to_host(run.state["params"]))
-    prompt = jnp.asarray(run.data.tokenizer.encode(sample.prompt))[None]
+    prompt = jnp.asarray(run.data.tokenizer.encode(sample.prompt or run.data.opening_words()))[None]
     out = generate(  # the model's cached decoder where it has one
         model, prompt, sample.num_tokens, jax.random.key(sample.seed),
         temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p,

@@ -25,7 +25,7 @@ import jax
 from flax import nnx
 
 from llp_jax import models, paths
-from llp_jax.data import DataConfig, Datasets, build_datasets, make_global_batch
+from llp_jax.data import DataConfig, Datasets, build_datasets, make_global_batch, workdir_store
 from llp_jax.errors import LLPError
 from llp_jax.storage import Checkpointer, MetricsWriter
 from llp_jax.training import mesh as mesh_lib
@@ -90,7 +90,37 @@ class Run:
     start_step: int
 
 
-def setup(config: Any, workdir: str, *, resume: bool = True, devices=None) -> Run:
+def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bool,
+              allow_data_change: bool) -> Datasets:  # fmt: skip
+    """The run's data. A workdir keeps a record of its data (data config, tokenizer, training
+    fingerprint): a resumed run reuses its tokenizer (token ids never change under it) and must
+    train on the same data unless `allow_data_change`; the record is (re)written otherwise."""
+    record = workdir_store.read_record(workdir) if resume else None
+    if record is not None and not allow_data_change:
+        diffs = workdir_store.differences(record, data_config)
+        if diffs:
+            raise models.ConfigError(
+                f"{workdir} was trained on other data: {'; '.join(diffs)}; use another "
+                "--workdir, --noresume, or --allow_data_change to continue on this data"
+            )
+    own = None
+    if record is not None and not data_config.corpus.startswith(("tfds:", "tfds-catalog:")):
+        own = workdir_store.tokenizer(workdir, record)
+    data = build_datasets(data_config, seq_len, tokenizer=own)
+    if record is not None and not allow_data_change:
+        diffs = workdir_store.differences(record, data_config, data)
+        if diffs:
+            raise models.ConfigError(
+                f"{workdir} was trained on other data: {'; '.join(diffs)}; use another "
+                "--workdir, --noresume, or --allow_data_change to continue on this data"
+            )
+    elif jax.process_index() == 0:
+        workdir_store.save(workdir, data)
+    return data
+
+
+def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
+          allow_data_change: bool = False) -> Run:  # fmt: skip
     """Validates the config, loads data, builds the sharded state and restores a checkpoint."""
     # Every config error comes before any data is read or anything compiles.
     paths.check_client(workdir)
@@ -99,9 +129,10 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None) -> Ru
     mesh = mesh_lib.make_mesh(mesh_config, devices=devices)
     local_batch = check_batch(train, mesh)
     sequence_parallel.check_config(probe, mesh)
-    data = build_datasets(data_config, probe.seq_len)
-    model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size)
     paths.makedirs(workdir)
+    data = load_data(workdir, data_config, probe.seq_len, resume=resume,
+                     allow_data_change=allow_data_change)  # fmt: skip
+    model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size)
 
     schedule = make_schedule(train, train.num_steps)
     tx = make_optimizer(train, train.num_steps)
@@ -263,9 +294,11 @@ def train_loop(run: Run) -> dict:
     }
 
 
-def train(config: Any, workdir: str, *, resume: bool = True, devices=None) -> tuple[Run, dict]:
+def train(config: Any, workdir: str, *, resume: bool = True, devices=None,
+          allow_data_change: bool = False) -> tuple[Run, dict]:  # fmt: skip
     """Set-up and the whole loop; returns the run (its final state) and the loop's progress."""
-    run = setup(config, workdir, resume=resume, devices=devices)
+    run = setup(config, workdir, resume=resume, devices=devices,
+                allow_data_change=allow_data_change)  # fmt: skip
     print(run.data.summary())
     print(
         f"model {run.model_cfg.name}: {models.count_params(run.model_cfg):,} parameters; "

@@ -1,0 +1,217 @@
+"""A user's own text as a corpus: files, folders (recursive), glob patterns and JSON Lines.
+
+`config.data.corpus` names them: 'notes.txt', 'a.txt,b.md', 'books/' (every text file below it,
+whatever its extension), 'docs/**/*.md' (a glob), 'chats.jsonl' (one document per line, its
+text in the `config.data.text_field` field). A name that exists as given is taken whole, so a
+file whose name holds a comma still works. Files met in a folder or a glob that are not text
+(binary, or mostly invalid UTF-8) are skipped with a count; a file named explicitly must be text.
+
+Every problem is a one-line `DataError` that says what is wrong and how to fix it, because these
+errors are what a user sees first when pointing `--config.data.corpus` at their own files.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+
+from llp_jax.data.corpus import SPLITS, Corpus, DataError
+
+# With at least this many documents, whole documents are held out (see load_text_corpus).
+MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT = 20
+# A file with more invalid UTF-8 bytes than this fraction is not text.
+MAX_INVALID_FRACTION = 0.01
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+_log = logging.getLogger(__name__)
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+_GLOB = re.compile(r"[*?[]")
+
+
+class NotText(DataError):
+    """A file that is not text (raised for named files; folder and glob walks skip them)."""
+
+
+def _decode(path: str, raw: bytes) -> str:
+    if b"\x00" in raw:
+        raise NotText(
+            f"Corpus file {path} looks binary (contains NUL bytes); pass a plain UTF-8 text file."
+        )
+    # surrogateescape maps each undecodable byte to exactly one lone surrogate: they can be counted.
+    text = raw.decode("utf-8", errors="surrogateescape")
+    text, num_bad = _SURROGATE_RE.subn("\ufffd", text)
+    if num_bad > MAX_INVALID_FRACTION * len(raw):
+        raise NotText(
+            f"Corpus file {path} is not UTF-8 text ({num_bad / len(raw):.0%} of its bytes are "
+            "invalid UTF-8); convert it to UTF-8 or leave it out."
+        )
+    if num_bad:
+        # A few stray Latin-1 bytes in a scraped book should not stop a run.
+        _log.warning("%s: replaced %d invalid UTF-8 bytes with U+FFFD.", path, num_bad)
+    text = text.removeprefix("\ufeff")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """Reads a UTF-8 text file for training, rejecting inputs that cannot be text.
+
+    A few invalid UTF-8 bytes (at most 1% of the file) become U+FFFD, with a logged count. A
+    UTF-8 BOM is dropped and Windows/old-Mac newlines become '\\n'.
+
+    Raises:
+      DataError: the path is missing, not a file, unreadable or empty; NotText: binary or not
+        UTF-8.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"Corpus path {path} does not exist; pass an existing file or folder.")
+    if not os.path.isfile(path):
+        raise DataError(f"Corpus path {path} is not a regular file; pass a file or a folder.")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"Corpus file {path} cannot be read ({e.strerror}); check it.") from None
+    if not raw.strip():
+        raise DataError(f"Corpus file {path} is empty; remove it from the corpus or add text.")
+    return _decode(path, raw)
+
+
+def read_documents(path: str, text_field: str = "text") -> list[str]:
+    """The documents of one file: the whole text, or one per line of a JSON Lines file."""
+    text = read_text_file(path)
+    if not path.endswith(JSONL_SUFFIXES):
+        return [text]
+    docs = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{number} is not JSON ({e.msg}); one object per line.")
+        value = record.get(text_field) if isinstance(record, dict) else None
+        if not isinstance(value, str):
+            raise DataError(
+                f"{path}:{number} has no text field {text_field!r}; set "
+                "--config.data.text_field to the field that holds the text."
+            )
+        if value.strip():
+            docs.append(value)
+    if not docs:
+        raise DataError(f"{path} holds no documents with text in field {text_field!r}.")
+    return docs
+
+
+def _parts(spec: str | Sequence[str]) -> list[str]:
+    if not isinstance(spec, str):
+        return [os.path.expanduser(os.fspath(p)) for p in spec]
+    if os.path.exists(os.path.expanduser(spec.strip())):  # one name, commas and all
+        return [os.path.expanduser(spec.strip())]
+    return [os.path.expanduser(p.strip()) for p in spec.split(",") if p.strip()]
+
+
+def expand_paths(spec: str | Sequence[str]) -> tuple[list[str], set[str]]:
+    """The files a corpus spec names, in order (folders walked recursively, sorted; globs
+    sorted), and which of them were found by a walk or a glob rather than named.
+
+    Raises:
+      DataError: an empty spec, a missing path, or a folder / glob without any file.
+    """
+    parts = _parts(spec)
+    if not parts:
+        raise DataError("Empty corpus specification; pass 'austen' or text files or folders.")
+    files: list[str] = []
+    found: set[str] = set()
+    for part in parts:
+        if os.path.isdir(part):
+            walk = sorted(
+                os.path.join(folder, name)
+                for folder, dirs, names in os.walk(part)
+                for name in names
+                if not name.startswith(".")
+                and not any(d.startswith(".") for d in os.path.relpath(folder, part).split(os.sep))
+            )
+            if not walk:
+                raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")
+            files += walk
+            found.update(walk)
+        elif os.path.exists(part):
+            files.append(part)
+        elif _GLOB.search(part):
+            matches = sorted(p for p in glob.glob(part, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise DataError(f"Corpus pattern {part!r} matches no files.")
+            files += matches
+            found.update(matches)
+        else:
+            raise DataError(f"Corpus path {part} does not exist; pass an existing file or folder.")
+    return files, found
+
+
+def _tail_cut(text: str, fraction: float, lo: int) -> int:
+    """Character offset near `fraction` of `text`, moved forward to a line start if one is near."""
+    cut = max(lo, min(len(text), round(len(text) * fraction)))
+    newline = text.find("\n", cut)
+    # Snap to a line boundary unless that would swallow more than 1% of the text.
+    if newline != -1 and newline - cut <= max(1, len(text) // 100):
+        return newline + 1
+    return cut
+
+
+def load_text_corpus(
+    spec: str | Sequence[str],
+    *,
+    text_field: str = "text",
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+) -> Corpus:
+    """Loads user text and splits it deterministically into train / validation / test documents.
+
+    The split rule, chosen so that evaluation text is never seen in training:
+      * With at least 20 documents (files, or JSON Lines records): whole documents are held out.
+        Documents are taken in order (folders and globs sorted by name); document i goes to
+        validation if i % 20 == 18, to test if i % 20 == 19, else to train (5% / 5% / 90%).
+      * Otherwise: the documents are joined with newlines and cut at the tail: the first
+        (1 - val - test) of the characters is train, the next `val_fraction` validation, the
+        last `test_fraction` test, each cut moved to the next line start when one is close.
+
+    Raises:
+      DataError: see `expand_paths`, `read_text_file`; or no text file at all.
+    """
+    files, found = expand_paths(spec)
+    docs, skipped = [], []
+    for path in files:
+        try:
+            docs += read_documents(path, text_field)
+        except NotText:
+            if path not in found:
+                raise
+            skipped.append(path)
+    if skipped:
+        print(f"[llp_jax.data] skipped {len(skipped)} file(s) that are not text, e.g. {skipped[0]}")
+    if not docs:
+        raise DataError(f"Corpus {spec!r} holds no text files ({len(skipped)} skipped as binary).")
+    parts = _parts(spec)
+    name = os.path.basename(os.path.normpath(parts[0])) if len(parts) == 1 else "custom"
+    note = f"; {len(skipped)} non-text file(s) skipped" if skipped else ""
+    if len(docs) >= MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT:
+        period = MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT
+        which = lambda i: ("validation" if i % period == period - 2 else "test"  # noqa: E731
+                           if i % period == period - 1 else "train")  # fmt: skip
+        documents = {s: [d for i, d in enumerate(docs) if which(i) == s] for s in SPLITS}
+        desc = f"{len(docs)} documents, whole-document split (i % {period}: 18 -> val, 19 -> test)"
+    else:
+        text = "\n".join(d.rstrip("\n") for d in docs)
+        a = _tail_cut(text, 1.0 - val_fraction - test_fraction, 1)
+        b = _tail_cut(text, 1.0 - test_fraction, a)
+        documents = {"train": [text[:a]], "validation": [text[a:b]], "test": [text[b:]]}
+        desc = (
+            f"{len(docs)} document(s), tail split {1 - val_fraction - test_fraction:.0%} / "
+            f"{val_fraction:.0%} / {test_fraction:.0%} of characters"
+        )
+    return Corpus.from_documents(name, documents, desc + note)

@@ -1,0 +1,146 @@
+"""What a workdir keeps of its data, so that it is self-contained: `<workdir>/data/` holds the data
+config, the tokenizer (a SentencePiece model's bytes), a fingerprint of the training tokens, and
+the evaluation splits' token streams and counts.
+
+With it, `experiments.evaluate` and `experiments.sample` need nothing but the workdir (the corpus
+and the tokenizer cache may be gone, the workdir moved), a resumed run keeps its token ids, and a
+run resumed (or evaluated) on data other than its own is caught: `differences` names what
+changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+from llp_jax import paths
+from llp_jax.data import tokenizers
+from llp_jax.data.config import DataConfig
+from llp_jax.data.corpus import Corpus, DataError
+from llp_jax.data.datasets import Datasets
+
+FOLDER = "data"
+EVAL_SPLITS = ("validation", "test")
+# Where the data is looked for, not what it is: these may differ between runs of one workdir.
+LOCATION_FIELDS = ("cache_dir", "data_dir", "manual_dir", "token_dir")
+
+
+def _path(workdir: str, name: str) -> str:
+    return paths.join(workdir, FOLDER, name)
+
+
+def fingerprint(datasets: Datasets) -> str:
+    """sha256 of the training token stream (of its on-disk metadata for a tfds corpus)."""
+    h = hashlib.sha256(datasets.tokenizer.name.encode())
+    train = datasets.train_tokens if datasets.train_tokens is not None else datasets.tokens["train"]
+    if isinstance(train, np.ndarray):
+        h.update(np.ascontiguousarray(train, np.int32).tobytes())
+    else:  # token_cache.TokenChunks: its counts and format identify the prepared split
+        h.update(json.dumps(train.meta, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def save(workdir: str, datasets: Datasets) -> None:
+    """Writes the workdir's data record (call once, on process 0)."""
+    tok = datasets.tokenizer
+    record = {
+        "data": dataclasses.asdict(datasets.data_config),
+        "tokenizer": tok.name,
+        "fingerprint": fingerprint(datasets),
+        "corpus": datasets.corpus.name,
+        "splits": {},
+    }
+    if isinstance(tok, tokenizers.SentencePieceTokenizer):
+        paths.write_bytes(_path(workdir, "tokenizer.model"), tok.model_proto)
+    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.int32
+    num_tokens = datasets.num_tokens or {s: len(t) for s, t in datasets.tokens.items()}
+    for split in EVAL_SPLITS:
+        if split not in datasets.tokens:
+            continue
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(datasets.tokens[split]).astype(dtype))
+        paths.write_bytes(_path(workdir, f"{split}.npy"), buf.getvalue())
+        text = datasets.corpus.splits[split] if split in datasets.corpus.splits else None
+        record["splits"][split] = {
+            "tokens": int(len(datasets.tokens[split])),
+            "split_tokens": int(num_tokens[split]),
+            "words": int(datasets.words[split]),
+            "bytes": int(datasets.num_bytes[split]),
+            "chars": None if text is None else len(text),
+        }
+    paths.write_text(_path(workdir, "record.json"), json.dumps(record, indent=1))
+
+
+def exists(workdir: str) -> bool:
+    return paths.exists(_path(workdir, "record.json"))
+
+
+def read_record(workdir: str) -> dict | None:
+    if not exists(workdir):
+        return None
+    return json.loads(paths.read_text(_path(workdir, "record.json")))
+
+
+def tokenizer(workdir: str, record: dict | None = None):
+    """The workdir's own tokenizer."""
+    record = record or read_record(workdir)
+    if record["tokenizer"] == tokenizers.ByteTokenizer.name:
+        return tokenizers.ByteTokenizer()
+    proto = paths.resolve(_path(workdir, "tokenizer.model")).read_bytes()
+    return tokenizers.SentencePieceTokenizer(proto, name=record["tokenizer"])
+
+
+def load(workdir: str, seq_len: int) -> Datasets:
+    """The workdir's evaluation data (its tokenizer and evaluation splits; no training split).
+
+    Raises:
+      DataError: the workdir has no data record (written by runs of llp_jax >= 0.2).
+    """
+    record = read_record(workdir)
+    if record is None:
+        raise DataError(f"{workdir} holds no data record ({FOLDER}/record.json); pass --config")
+    tokens, words, num_bytes, chars = {}, {}, {}, {}
+    for split, counts in record["splits"].items():
+        raw = paths.resolve(_path(workdir, f"{split}.npy")).read_bytes()
+        tokens[split] = np.load(io.BytesIO(raw)).astype(np.int32)
+        words[split], num_bytes[split], chars[split] = (
+            counts["words"],
+            counts["bytes"],
+            counts["chars"],
+        )
+    corpus = Corpus(record["corpus"], {}, f"the evaluation splits kept in {workdir}/{FOLDER}")
+    return Datasets(
+        tokenizer=tokenizer(workdir, record),
+        corpus=corpus,
+        tokens=tokens,
+        words=words,
+        num_bytes=num_bytes,
+        seq_len=seq_len,
+        data_config=DataConfig.from_any(record["data"]),
+        process_index=0,
+        process_count=1,
+        num_tokens={s: c["split_tokens"] for s, c in record["splits"].items()},
+        num_chars=chars,
+    )
+
+
+def differences(record: dict, config: Any, datasets: Datasets | None = None) -> list[str]:
+    """What differs between a workdir's data and `config` (a data section), and, given the data
+    built from it, between their training tokens (a corpus edited in place)."""
+    saved, given = DataConfig.from_any(record["data"]), DataConfig.from_any(config)
+    diffs = [
+        f"data.{f.name}={getattr(saved, f.name)!r} (workdir) vs {getattr(given, f.name)!r}"
+        for f in dataclasses.fields(DataConfig)
+        if f.name not in LOCATION_FIELDS and getattr(saved, f.name) != getattr(given, f.name)
+    ]
+    if datasets is not None and not diffs and fingerprint(datasets) != record["fingerprint"]:
+        diffs.append(
+            f"the training text or its tokens changed (fingerprint {record['fingerprint']} in the "
+            f"workdir, {fingerprint(datasets)} now)"
+        )
+    return diffs
