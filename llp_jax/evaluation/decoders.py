@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.models import MaskSpec, ModelConfig
+from llp_jax.models.masks import ExampleMask
 
 
 def _write_slot(cache: jax.Array, new: jax.Array, slot, axis: int) -> jax.Array:
@@ -61,7 +62,7 @@ def _empty_caches(model, batch: int, slots: int, dtype):
     return first, (stacked, stacked) if rest else None
 
 
-def _cached_layers(model, x_Bx1xD, masks, q_pos, k_pos, slot, caches):
+def _cached_layers(model, x_Bx1xD, masks, q_pos, k_pos, slot, caches, example=None):
     """Runs one token through every layer against cached keys/values and writes its own.
 
     `masks`, `k_pos` and `slot` are pairs: (layer 1, layers 2..L). The new keys/values leave the
@@ -80,6 +81,7 @@ def _cached_layers(model, x_Bx1xD, masks, q_pos, k_pos, slot, caches):
                 k_pos=k_pos[i],
                 use_rope=model.rope_in(first),
                 kv_prefix=kv,
+                example=example,
             )
 
         return fn
@@ -113,11 +115,14 @@ class RingCache:
 
     def init(self, model, buf_BxN: jax.Array, c0):
         del c0
-        W = self.slots or buf_BxN.shape[1]
-        return _empty_caches(model, buf_BxN.shape[0], W, model.dtype), jnp.full((W,), -1, jnp.int32)
+        B, W = buf_BxN.shape[0], self.slots or buf_BxN.shape[1]
+        caches = _empty_caches(model, B, W, model.dtype)
+        # Per slot its position (-1 = empty) and its document; and the next token's document.
+        docs = (jnp.zeros((B, W), jnp.int32), jnp.zeros((B,), jnp.int32))
+        return caches, jnp.full((W,), -1, jnp.int32), docs
 
     def step(self, model, state, buf_BxN: jax.Array, c):
-        caches, slot_pos_W = state
+        caches, slot_pos_W, (slot_doc_BxW, doc_B) = state
         W = slot_pos_W.shape[0]
         p = jnp.asarray(c, jnp.int32)
         slot = p % W
@@ -126,16 +131,25 @@ class RingCache:
         q_pos = p[None]
         k_pos = jnp.concatenate([visible_W, q_pos])
         masks = model.attention_mask(model.cfg.seq_len)
+        token_Bx1 = _token_at(buf_BxN, c)
+        example = None
+        if model.cfg.document_mask:  # the fed token belongs to the current document
+            example = ExampleMask(None, doc_B[:, None],
+                                  jnp.concatenate([slot_doc_BxW, doc_B[:, None]], axis=1))  # fmt: skip
+            slot_doc_BxW = slot_doc_BxW.at[:, slot].set(doc_B)
+            doc_B = doc_B + (token_Bx1[:, 0] == model.cfg.eod_id).astype(jnp.int32)
         h, caches = _cached_layers(
             model,
-            model.embed_tokens(_token_at(buf_BxN, c)),
+            model.embed_tokens(token_Bx1),
             (masks, masks),
             q_pos,
             (k_pos, k_pos),
             (slot, slot),
             caches,
+            example,
         )
-        return model.logits(h)[:, 0], (caches, slot_pos_W.at[slot].set(p))
+        docs = (slot_doc_BxW, doc_B)
+        return model.logits(h)[:, 0], (caches, slot_pos_W.at[slot].set(p), docs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +248,7 @@ class Recompute:
         n = self.window
         start = jnp.maximum(c - (n - 1), 0)
         ctx_BxN = jax.lax.dynamic_slice_in_dim(buf_BxN, start, n, axis=1)
-        h_BxPxD = model.hidden(model.embed_tokens(ctx_BxN), None)
+        h_BxPxD = model.hidden(model.embed_tokens(ctx_BxN), None, model.document_ids(ctx_BxN))
         # Hidden states cover positions loss_start(n)..n-1; the fed token is at c - start.
         index = c - start - model.loss_start(n)
         h_Bx1xD = jax.lax.dynamic_slice_in_dim(h_BxPxD, index, 1, axis=1)
@@ -288,6 +302,8 @@ def make_decoder(
         raise EvaluationError(f"method={method!r} must be 'auto', 'cached' or 'recompute'")
     if cache == "ring":
         return RingCache(slots=cfg.model_class.ring_slots(cfg))
+    if cache == "latent" and cfg.document_mask:  # its refill has no document bookkeeping
+        return Recompute(window=n, align="left")
     if cache == "latent":
         l = cfg.latent_len
         slide = l if slide is None else slide

@@ -106,6 +106,8 @@ def setup(
     else:
         fields = dict(config.model)
         fields["vocab_size"] = fields.get("vocab_size") or vocab
+        if fields.get("document_mask") and fields.get("eod_id", -1) < 0:
+            fields["eod_id"] = data.tokenizer.eod_id
         cfg = models.ModelConfig.from_any(fields)
         seed = config.train.seed if "train" in config else 0
         model = models.build(cfg, seed=int(seed))

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llp_jax.models import attention_kernels as kernels
-from llp_jax.models.masks import MaskSpec, Positions, Windows, blockable
+from llp_jax.models.masks import ExampleMask, MaskSpec, Positions, Windows, blockable
 
 IMPLEMENTATIONS = ("xla", "reference", "cudnn", "splash", "auto")
 
@@ -111,7 +111,7 @@ CHUNK_ELEMENTS = 1 << 24
 CHUNK_MIN_QUERIES = 128
 
 
-def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng, key_mask=None):
+def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng, example):
     """Dense attention one chunk of queries at a time, each chunk attending only to the contiguous
     key range its mask can reach (for a causal mask, the keys up to its last query) and
     rematerialised in the backward pass: about half the work and half the buffer plan of the
@@ -126,8 +126,9 @@ def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng, key
         cols = np.flatnonzero(mask.allowed(qp, k_pos).any(axis=0))
         lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
         allowed = mask.allowed(jnp.asarray(qp), jnp.asarray(k_pos[lo:hi]))
-        if key_mask is not None:
-            allowed = allowed & key_mask[:, None, lo:hi]
+        per_example = example.dense(slice(i, i + chunk), slice(lo, hi))
+        if per_example is not None:
+            allowed = allowed & per_example
         r = None if rng is None else jax.random.fold_in(rng, i)
         outs.append(
             attend_chunk(q[:, i : i + chunk], k[:, lo:hi], v[:, lo:hi], allowed, dropout_rate, r)
@@ -135,7 +136,7 @@ def _dense_chunked(q, k, v, mask: MaskSpec, q_pos, k_pos, dropout_rate, rng, key
     return jnp.concatenate(outs, axis=1)
 
 
-def _blocked(q, k, v, mask: MaskSpec, offset: int, dropout_rate, rng, key_mask=None):
+def _blocked(q, k, v, mask: MaskSpec, offset: int, dropout_rate, rng, example):
     """Block-local attention: each query block against its window of `blocks_back + 1` key
     blocks. Cost and memory O(n * block * (blocks_back + 1)); no mask or score matrix ever has
     n x n entries.
@@ -153,8 +154,9 @@ def _blocked(q, k, v, mask: MaskSpec, offset: int, dropout_rate, rng, key_mask=N
     if mask.causal:
         slots = np.arange(W)[None, :] <= np.arange(w.s)[:, None] + w.back * w.s
         allowed = allowed & jnp.asarray(slots)[None]
-    if key_mask is not None:  # [B, T] -> each block's window of it, [B, nb, 1, W]
-        allowed = allowed & w.window(key_mask[:, :, None, None])[:, :, None, :, 0, 0]
+    per_example = example.windows(w)  # [B, nb, s, W] or None
+    if per_example is not None:
+        allowed = allowed & per_example
     out = _dense(w.split(q), w.window(k), w.window(v), allowed, dropout_rate, rng)
     return w.merge(out)
 
@@ -201,7 +203,7 @@ def attend(
     impl: str = "xla",
     dropout_rate: float = 0.0,
     rng: jax.Array | None = None,
-    key_mask: jax.Array | None = None,
+    example: ExampleMask | None = None,
 ) -> jax.Array:
     """Multi-head attention under `mask`; returns [B, Q, H, D].
 
@@ -212,8 +214,9 @@ def attend(
       impl: one of IMPLEMENTATIONS (see the module docstring).
       dropout_rate, rng: dropout on attention probabilities; rng None = deterministic. The
         cuDNN and splash kernels have no attention dropout: with it active they use 'xla'.
-      key_mask: bool [B, K], False hides a key from every query of its row (on top of `mask`;
-        e.g. PerceiverAR's cross-attend dropout). The kernels do not take it: they use 'xla'.
+      example: the per-example part of the mask (`ExampleMask`: a key mask, e.g. PerceiverAR's
+        cross-attend dropout; document ids, `ModelConfig.document_mask`). Splash takes document
+        ids; otherwise the kernels use 'xla' when it is given.
     """
     for calls in _recorders:
         calls.append((mask, q_pos, k_pos))
@@ -224,19 +227,23 @@ def attend(
         with _paused_recording():
             outs = [
                 attend(qg, kg, vg, m, q_pos=q_pos, k_pos=k_pos, impl=impl,
-                       dropout_rate=dropout_rate, rng=r, key_mask=key_mask)
+                       dropout_rate=dropout_rate, rng=r, example=example)
                 for qg, kg, vg, m, r in zip(qs, ks, vs, mask, rngs)
             ]  # fmt: skip
         return jnp.concatenate(outs, axis=2)
 
     q, k, v = q_BxQxHxD, k_BxKxHxD, v_BxKxHxD
-    keys = (lambda m: m) if key_mask is None else (lambda m: m & key_mask[:, None, :])
+    example = example or ExampleMask()
+    keys = lambda m: m if example.empty else m & example.dense()  # noqa: E731
     if impl == "reference":
         return _dense(q, k, v, keys(mask.allowed(q_pos, k_pos)), dropout_rate, rng)
     impl = resolve_impl(impl)
     dropout = rng is not None and dropout_rate > 0.0
-    if key_mask is not None and impl in ("cudnn", "splash"):
+    if example.key_mask is not None and impl in ("cudnn", "splash"):
         _warn_once(f"{impl} skipped: a per-example key mask is on")
+        impl = "xla"
+    if example.q_segments is not None and impl == "cudnn":
+        _warn_once("cuDNN skipped: document (segment) ids are on")
         impl = "xla"
     if impl == "cudnn":
         why = "attention dropout is on" if dropout else kernels.cudnn_supported(q)
@@ -246,13 +253,15 @@ def attend(
     if impl == "splash":
         why = "attention dropout is on" if dropout else kernels.splash_supported(q, k, q_pos, k_pos)
         if why is None:
-            return kernels.splash_attention(q, k, v, mask, q_pos, k_pos)
+            segments = None if example.q_segments is None else (
+                example.q_segments, example.k_segments)  # fmt: skip
+            return kernels.splash_attention(q, k, v, mask, q_pos, k_pos, segment_ids=segments)
         _warn_once(f"splash skipped: {why}")
     if blockable(mask, q, q_pos, k_pos):
         offset = int(q_pos[0]) if q_pos.size else 0
-        return _blocked(q, k, v, mask, offset, dropout_rate, rng, key_mask)
+        return _blocked(q, k, v, mask, offset, dropout_rate, rng, example)
     if q.ndim == 4 and q.shape[1] * k.shape[1] > CHUNK_ELEMENTS and _static_1d(q_pos, k_pos):
-        return _dense_chunked(q, k, v, mask, q_pos, k_pos, dropout_rate, rng, key_mask)
+        return _dense_chunked(q, k, v, mask, q_pos, k_pos, dropout_rate, rng, example)
     # In-graph mask from positions: XLA fuses the comparisons into the masked softmax.
     allowed = mask.allowed(jnp.asarray(q_pos), jnp.asarray(k_pos))
     return _dense(q, k, v, keys(allowed), dropout_rate, rng)

@@ -142,10 +142,19 @@ def splash_supported(q, k, q_pos, k_pos) -> str | None:
     return None
 
 
-def splash_attention(q, k, v, mask: MaskSpec, q_pos, k_pos, *, interpret: bool = False):
-    """Splash attention (TPU; `interpret=True` runs the same kernel on CPU for tests)."""
+def splash_attention(q, k, v, mask: MaskSpec, q_pos, k_pos, *, interpret: bool = False,
+                     segment_ids=None):  # fmt: skip
+    """Splash attention (TPU; `interpret=True` runs the same kernel on CPU for tests); document
+    ids (q [B, Q], k [B, K]) go to the kernel's own SegmentIds."""
     _, Tq, H, D = q.shape
     kern = _splash_kernel(mask, int(q_pos[0]), int(k_pos[0]), Tq, k.shape[1], H, interpret)
     to_heads = lambda x: jnp.swapaxes(x, 1, 2)  # [B, T, H, D] <-> [B, H, T, D]
-    out = jax.vmap(kern)(to_heads(q * D**-0.5), to_heads(k), to_heads(v))
+    args = (to_heads(q * D**-0.5), to_heads(k), to_heads(v))
+    if segment_ids is None:
+        out = jax.vmap(kern)(*args)
+    else:
+        kernel, _ = splash_module()
+        ids = kernel.SegmentIds(q=segment_ids[0].astype(jnp.int32),
+                                kv=segment_ids[1].astype(jnp.int32))  # fmt: skip
+        out = jax.vmap(lambda q_, k_, v_, s_: kern(q_, k_, v_, segment_ids=s_))(*args, ids)
     return to_heads(out).astype(q.dtype)

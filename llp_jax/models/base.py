@@ -24,7 +24,7 @@ from flax import nnx
 from llp_jax.errors import ConfigError
 from llp_jax.models.block import Block
 from llp_jax.models.layers import DTYPES, LayerNorm, logical_param, uniform_param
-from llp_jax.models.masks import MaskSpec
+from llp_jax.models.masks import ExampleMask, MaskSpec
 
 if TYPE_CHECKING:
     from llp_jax.models.config import ModelConfig
@@ -125,6 +125,11 @@ class LanguageModel(nnx.Module):
     # ------------------------------------------------------------------ construction
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         cfg = cfg.validate()
+        if cfg.document_mask and cfg.eod_id < 0:
+            raise ConfigError(
+                "model.document_mask needs model.eod_id, the end-of-document token (the trainer "
+                "sets it from the tokenizer; set it when you build a model yourself)"
+            )
         self.cfg = cfg
         V, d = cfg.vocab_size, cfg.d_model
         self.embed = logical_param(
@@ -153,7 +158,9 @@ class LanguageModel(nnx.Module):
     def make_block(self, rngs: nnx.Rngs, *, first: bool) -> Block:
         return Block(self.cfg, rngs=rngs)
 
-    def hidden(self, x_BxTxD: jax.Array, rng: jax.Array | None) -> jax.Array:
+    def hidden(self, x_BxTxD: jax.Array, rng: jax.Array | None, segments=None) -> jax.Array:
+        """The last layer's output at the scored positions. `segments` (int [B, T]): each
+        position's document (`document_ids`), or None."""
         raise NotImplementedError
 
     def attention_mask(self, seq_len: int) -> MaskSpec | tuple[MaskSpec, ...]:
@@ -181,19 +188,31 @@ class LanguageModel(nnx.Module):
         logits = h @ self.head_w[...].astype(h.dtype) + self.head_b[...].astype(h.dtype)
         return logits.astype(jnp.float32)
 
+    def document_ids(self, tokens_BxT: jax.Array):
+        """int32 [B, T]: the document of each position (an end-of-document token belongs to the
+        document it ends), or None when `document_mask` is off."""
+        if not self.cfg.document_mask:
+            return None
+        is_eod = (tokens_BxT == self.cfg.eod_id).astype(jnp.int32)
+        return jnp.cumsum(is_eod, axis=1) - is_eod
+
     def __call__(self, tokens_BxT: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:
         """Logits [B, P, V] for the scored positions loss_start(T)..T-1; rng enables dropout."""
-        return self.logits(self.hidden(self.embed_tokens(tokens_BxT), rng))
+        x = self.embed_tokens(tokens_BxT)
+        return self.logits(self.hidden(x, rng, self.document_ids(tokens_BxT)))
 
-    def run_self_attention(self, x_BxTxD: jax.Array, rng) -> jax.Array:
-        """Every layer: all T positions attend to each other under `attention_mask(T)`. The body
-        of transformer, s2attn, llp and enhanced_v1/v2."""
+    def run_self_attention(self, x_BxTxD: jax.Array, rng, segments=None) -> jax.Array:
+        """Every layer: all T positions attend to each other under `attention_mask(T)` (and
+        within their documents, given `segments`). The body of transformer, s2attn, llp and
+        enhanced_v1/v2."""
         T = x_BxTxD.shape[1]
         pos, mask = positions(0, T), self.attention_mask(T)
+        example = None if segments is None else ExampleMask(None, segments, segments)
 
         def layer(first: bool) -> LayerFn:
             def fn(block, x, _, r):
-                return block(x, mask, q_pos=pos, k_pos=pos, use_rope=self.rope_in(first), rng=r)
+                return block(x, mask, q_pos=pos, k_pos=pos, use_rope=self.rope_in(first), rng=r,
+                             example=example)  # fmt: skip
 
             return fn
 

@@ -39,7 +39,7 @@ class Block(nnx.Module):
         self.attn = AttentionProjections(cfg, rngs=rngs)
 
     def __call__(self, x_BxTxD, mask, *, q_pos, k_pos, use_rope: bool, rng=None,
-                 num_queries: int | None = None, kv_prefix=None, key_mask=None,
+                 num_queries: int | None = None, kv_prefix=None, example=None,
                  attention: AttentionFn | None = None):  # fmt: skip
         """Applies the block.
 
@@ -52,7 +52,8 @@ class Block(nnx.Module):
           rng: dropout key (None: deterministic).
           num_queries: only the last num_queries positions of x are queries (PerceiverAR layer 1).
           kv_prefix: cached (k, v) [B, P, H, D] placed before x's keys (streaming, decoding).
-          key_mask: bool [B, keys]: keys hidden from every query (see `attend`).
+          example: the per-example mask over (queries, all keys) (`ExampleMask`: a key mask,
+            document ids), or None.
           attention: replaces the prefix concatenation and `attend`: (q, k, v, rng) -> o (the
             sequence-parallel LLP fetches its left neighbour's keys/values there).
 
@@ -67,21 +68,22 @@ class Block(nnx.Module):
         new_k_pos = k_pos[len(k_pos) - T :] if kv_prefix is not None else k_pos
         q, k_new, v_new = self.attn.qkv(hq, h, q_pos, new_k_pos, use_rope)
         if attention is None:
-            attention = functools.partial(self._attend, mask, q_pos, k_pos, kv_prefix, key_mask)
-        y = self.attention_output(attention(q, k_new, v_new, rng_attn), x_BxTxD, q_pos)
+            attention = functools.partial(self._attend, mask, q_pos, k_pos, kv_prefix, example)
+        o_BxQxHxD = attention(q, k_new, v_new, rng_attn)
+        y = self.attention_output(o_BxQxHxD, x_BxTxD, q_pos, example)
         y = y + self.ff(self.norm2(y), rng_ff)
         return y, (k_new, v_new)
 
-    def attention_output(self, o_BxQxHxD, x_BxTxD, q_pos):
+    def attention_output(self, o_BxQxHxD, x_BxTxD, q_pos, example=None):
         """The residual stream after attention: the queries' inputs + the projected output."""
         return x_BxTxD[:, x_BxTxD.shape[1] - o_BxQxHxD.shape[1] :] + self.attn.out(o_BxQxHxD)
 
-    def _attend(self, mask, q_pos, k_pos, kv_prefix, key_mask, q, k, v, rng):
+    def _attend(self, mask, q_pos, k_pos, kv_prefix, example, q, k, v, rng):
         """`attend` over [kv_prefix ; the new keys/values]."""
         if kv_prefix is not None:
             k = jnp.concatenate([kv_prefix[0].astype(k.dtype), k], axis=1)
             v = jnp.concatenate([kv_prefix[1].astype(v.dtype), v], axis=1)
         return attend(
             q, k, v, mask, q_pos=q_pos, k_pos=k_pos, impl=self.cfg.attention_impl,
-            dropout_rate=self.cfg.dropout, rng=rng, key_mask=key_mask,
+            dropout_rate=self.cfg.dropout, rng=rng, example=example,
         )  # fmt: skip

@@ -53,6 +53,10 @@ class ModelConfig:
       s2attn_inference: 'dense' | 'shifted': how s2attn evaluates and decodes. LongLoRA trains
         with S^2-Attn and evaluates with full causal attention ('dense', the default); 'shifted'
         keeps the training masks.
+      document_mask: attention never crosses a document boundary: a window's positions belong to
+        the document that `eod_id` tokens delimit (each document ends with one), and queries see
+        keys of their own document only. For packed training on many short documents.
+      eod_id: the end-of-document token (-1: the tokenizer's, set by the trainer).
       cross_attend_dropout: perceiver_ar only: the fraction of history positions dropped from
         layer 1's keys at each training step (the official Perceiver AR's regulariser; 0 in the
         authors' code). No effect at evaluation.
@@ -93,6 +97,8 @@ class ModelConfig:
     v3_compress_every_layer: bool = False
     llp_separate_first_out: bool = False
     s2attn_inference: str = "dense"
+    document_mask: bool = False
+    eod_id: int = -1
     cross_attend_dropout: float = 0.0
     attention_impl: str = "xla"
     compute_dtype: str = "float32"
@@ -188,6 +194,11 @@ class ModelConfig:
             self.cross_attend_dropout == 0.0 or self.model_class.has_cross_attention,
             f"cross_attend_dropout={self.cross_attend_dropout} applies only to models whose "
             f"first layer cross-attends, not to {self.name}",
+        )
+        need(self.eod_id >= -1, f"eod_id={self.eod_id} must be a token id (or -1: the tokenizer's)")
+        need(
+            self.eod_id < self.vocab_size,
+            f"eod_id={self.eod_id} must be < vocab_size={self.vocab_size}",
         )
         self.model_class.check_config(self)
         return self

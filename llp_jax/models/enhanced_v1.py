@@ -30,6 +30,6 @@ class EnhancedV1(LatentModel):
             prefix_causal=self.cfg.history_mask == "causal",
         )
 
-    def hidden(self, x_BxTxD, rng):
+    def hidden(self, x_BxTxD, rng, segments=None):
         m = x_BxTxD.shape[1] - self.cfg.latent_len
-        return self.run_self_attention(x_BxTxD, rng)[:, m:]
+        return self.run_self_attention(x_BxTxD, rng, segments)[:, m:]

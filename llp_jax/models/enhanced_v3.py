@@ -25,6 +25,12 @@ from llp_jax.models.base import need, positions
 from llp_jax.models.block import Block
 from llp_jax.models.enhanced_v1 import EnhancedV1
 from llp_jax.models.layers import uniform_param
+from llp_jax.models.masks import ExampleMask
+
+
+def compressed_positions(m: int, c: int) -> np.ndarray:
+    """The history position each of the c compressed positions stands at: floor(j * m / c)."""
+    return ((np.arange(c) * m) // c).astype(np.int32)
 
 
 class CompressingBlock(Block):
@@ -38,25 +44,35 @@ class CompressingBlock(Block):
         self.compress_b = uniform_param(rngs, (c,), m, (None,))
         self.active = active
 
-    def compress_sequence(self, x_BxMxD: jax.Array) -> jax.Array:
-        """Linear(m -> c) along the sequence axis, shared by all channels."""
+    def compress_sequence(self, x_BxMxD: jax.Array, same_doc_BxMxC=None) -> jax.Array:
+        """Linear(m -> c) along the sequence axis, shared by all channels; with document masks,
+        compressed position j combines only history positions of its own document."""
         dt = x_BxMxD.dtype
-        y = jnp.einsum("bmd,mc->bcd", x_BxMxD, self.compress_w[...].astype(dt))
+        w_MxC = self.compress_w[...].astype(dt)
+        if same_doc_BxMxC is None:
+            y = jnp.einsum("bmd,mc->bcd", x_BxMxD, w_MxC)
+        else:
+            y = jnp.einsum("bmd,mc,bmc->bcd", x_BxMxD, w_MxC, same_doc_BxMxC.astype(dt))
         return y + self.compress_b[...].astype(dt)[None, :, None]
 
-    def attention_output(self, o_BxNxHxD, x_BxNxD, q_pos):
+    def attention_output(self, o_BxNxHxD, x_BxNxD, q_pos, example=None):
         if not self.active:
-            return super().attention_output(o_BxNxHxD, x_BxNxD, q_pos)
+            return super().attention_output(o_BxNxHxD, x_BxNxD, q_pos, example)
         m = self.cfg.history_len
         B, N, H, Dh = o_BxNxHxD.shape
+        same_doc = None
+        if example is not None and example.q_segments is not None:
+            seg_BxN = example.q_segments
+            compressed_at = compressed_positions(m, self.cfg.compressed)
+            same_doc = seg_BxN[:, :m, None] == seg_BxN[:, compressed_at][:, None, :]
         o = o_BxNxHxD.reshape(B, N, H * Dh)
-        o = jnp.concatenate([self.compress_sequence(o[:, :m]), o[:, m:]], axis=1)
+        o = jnp.concatenate([self.compress_sequence(o[:, :m], same_doc), o[:, m:]], axis=1)
         c_plus_l = o.shape[1]
         if self.cfg.v3_residual == "code":
             residual = x_BxNxD[:, :c_plus_l]  # the authors' misaligned residual
         else:
             residual = jnp.concatenate(
-                [self.compress_sequence(x_BxNxD[:, :m]), x_BxNxD[:, m:]], axis=1
+                [self.compress_sequence(x_BxNxD[:, :m], same_doc), x_BxNxD[:, m:]], axis=1
             )
         return residual + self.attn.out(o.reshape(B, c_plus_l, H, Dh))
 
@@ -71,6 +87,11 @@ class EnhancedV3(EnhancedV1):
         super().check_config(cfg)
         cls.check_history(cfg)
         need(
+            not (cfg.document_mask and cfg.v3_residual == "code"),
+            "document_mask needs v3_residual='aligned' (the code's residual adds position j's "
+            "input to compressed position j, mixing documents)",
+        )
+        need(
             1 <= cfg.compressed < cfg.history_len,
             f"compressed_len={cfg.compressed} must be in [1, history length "
             f"seq_len - latent_len = {cfg.history_len})",
@@ -81,7 +102,7 @@ class EnhancedV3(EnhancedV1):
             return CompressingBlock(self.cfg, rngs=rngs, active=first)
         return Block(self.cfg, rngs=rngs)
 
-    def hidden(self, x_BxTxD, rng):
+    def hidden(self, x_BxTxD, rng, segments=None):
         cfg = self.cfg
         T, m, c = x_BxTxD.shape[1], cfg.history_len, cfg.compressed
         if T != cfg.seq_len:
@@ -91,15 +112,20 @@ class EnhancedV3(EnhancedV1):
             )
         mask = self.attention_mask(T)
         pos = positions(0, T)
-        short_pos = np.concatenate([(np.arange(c) * m) // c, np.arange(m, T)]).astype(np.int32)
+        short_pos = np.concatenate([compressed_positions(m, c), np.arange(m, T)]).astype(np.int32)
+        full = short = None
+        if segments is not None:  # the compressed positions belong to their positions' documents
+            full = ExampleMask(None, segments, segments)
+            short_seg = segments[:, short_pos]
+            short = ExampleMask(None, short_seg, short_seg)
 
         def first_fn(block, x, _, r):
-            return block(x, mask, q_pos=pos, k_pos=pos, use_rope=self.rope_in(True), rng=r)
+            return block(x, mask, q_pos=pos, k_pos=pos, use_rope=self.rope_in(True), rng=r,
+                         example=full)  # fmt: skip
 
         def rest_fn(block, x, _, r):
-            return block(
-                x, mask, q_pos=short_pos, k_pos=short_pos, use_rope=self.rope_in(False), rng=r
-            )
+            return block(x, mask, q_pos=short_pos, k_pos=short_pos,
+                         use_rope=self.rope_in(False), rng=r, example=short)  # fmt: skip
 
         x, _ = self.run_layers(x_BxTxD, first_fn, rest_fn, rng)
         return x[:, c:]

@@ -30,11 +30,12 @@ from llp_jax.errors import ConfigError
 from llp_jax.models.base import LanguageModel, need
 from llp_jax.models.block import Block
 from llp_jax.models.layers import project_heads, uniform_param
-from llp_jax.models.masks import MaskSpec
+from llp_jax.models.masks import ExampleMask, MaskSpec
 
 # Streaming carry: keys and values of the previous k segments for layer 1 ([B, k*s, H, D] each)
-# and for layers 2..L (stacked, [L-1, B, k*s, H, D]), the index of the next segment, and the
-# first position of the stream (earlier cache slots are empty).
+# and for layers 2..L (stacked, [L-1, B, k*s, H, D]), the index of the next segment, the first
+# position of the stream (earlier cache slots are empty), and, for document masks, the documents
+# of the cached positions [B, k*s] and the document of the next token [B].
 StreamState = dict
 
 
@@ -48,7 +49,7 @@ class SegmentZeroBlock(Block):
         self.wo0 = uniform_param(rngs, (H, Dh, d), d, ("heads", "kv", "embed"))
         self.bo0 = uniform_param(rngs, (d,), d, ("embed",))
 
-    def attention_output(self, o_BxQxHxD, x_BxTxD, q_pos):
+    def attention_output(self, o_BxQxHxD, x_BxTxD, q_pos, example=None):
         # Query positions increase along the rows (every caller's do), so segment 0 is a prefix.
         s = self.cfg.segment_len
         residual = x_BxTxD[:, x_BxTxD.shape[1] - o_BxQxHxD.shape[1] :]
@@ -96,18 +97,18 @@ class LLP(LanguageModel):
     def attention_mask(self, seq_len: int) -> MaskSpec:
         return MaskSpec(causal=True, block=self.cfg.segment_len, blocks_back=self.cfg.prev_segments)
 
-    def hidden(self, x_BxTxD, rng):
-        return self.run_self_attention(x_BxTxD, rng)
+    def hidden(self, x_BxTxD, rng, segments=None):
+        return self.run_self_attention(x_BxTxD, rng, segments)
 
     # ------------------------------------------------------------------ streaming form
-    def _stream_layer(self, first: bool, q_pos, k_pos):
+    def _stream_layer(self, first: bool, q_pos, k_pos, example):
         s = self.cfg.segment_len
         mask = self.attention_mask(s)
 
         def fn(block, x, kv, r):
             y, (k_new, v_new) = block(
                 x, mask, q_pos=q_pos, k_pos=k_pos, use_rope=self.rope_in(first), rng=r,
-                kv_prefix=kv,
+                kv_prefix=kv, example=example,
             )  # fmt: skip
             # Slide the window: drop the oldest segment, append this one.
             return y, (
@@ -132,6 +133,8 @@ class LLP(LanguageModel):
             "rest": (stacked, stacked) if rest else None,
             "segment": jnp.asarray(start // cfg.segment_len, jnp.int32),
             "start": jnp.asarray(start, jnp.int32),
+            "key_docs": jnp.zeros((batch_size, cfg.prev_segments * cfg.segment_len), jnp.int32),
+            "doc": jnp.zeros((batch_size,), jnp.int32),
         }
 
     def stream_segment(self, state: StreamState, segment_BxS: jax.Array, rng=None):
@@ -142,15 +145,22 @@ class LLP(LanguageModel):
         q_pos = t * s + jnp.arange(s, dtype=jnp.int32)
         k_pos = jnp.concatenate([(t - back) * s + jnp.arange(back * s, dtype=jnp.int32), q_pos])
         k_pos = jnp.where(k_pos >= state["start"], k_pos, -1)  # before the stream: empty slots
+        example, docs = None, {}
+        if cfg.document_mask:
+            is_eod = (segment_BxS == cfg.eod_id).astype(jnp.int32)
+            seg_BxS = state["doc"][:, None] + jnp.cumsum(is_eod, axis=1) - is_eod
+            keys_BxW = jnp.concatenate([state["key_docs"], seg_BxS], axis=1)
+            example = ExampleMask(None, seg_BxS, keys_BxW)
+            docs = {"key_docs": keys_BxW[:, s:], "doc": state["doc"] + is_eod.sum(axis=1)}
         x = self.embed_tokens(segment_BxS)
         x, (kv_first, kv_rest) = self.run_layers(
             x,
-            self._stream_layer(True, q_pos, k_pos),
-            self._stream_layer(False, q_pos, k_pos),
+            self._stream_layer(True, q_pos, k_pos, example),
+            self._stream_layer(False, q_pos, k_pos, example),
             rng,
             layer_aux=(state["first"], state["rest"]),
         )
-        new_state = {**state, "first": kv_first, "rest": kv_rest, "segment": t + 1}
+        new_state = {**state, **docs, "first": kv_first, "rest": kv_rest, "segment": t + 1}
         return self.logits(x), new_state
 
     def stream(self, tokens_BxT: jax.Array, state: StreamState | None = None):

@@ -40,6 +40,8 @@ def check_split(cfg: ModelConfig, seq_len: int, num_shards: int) -> int:
     """
     if cfg.name != "llp":
         raise ConfigError(f"sequence parallelism needs model.name='llp', not {cfg.name!r}")
+    if cfg.document_mask:
+        raise ConfigError("sequence parallelism does not take model.document_mask yet")
     s, k = cfg.segment_len, cfg.prev_segments
     if seq_len % (num_shards * s):
         raise ConfigError(

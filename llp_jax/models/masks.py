@@ -172,3 +172,47 @@ def blockable(mask: MaskSpec, q, q_pos, k_pos) -> bool:
         and q_pos.shape == k_pos.shape
         and (q_pos.size == 0 or q_pos[0] == k_pos[0])
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleMask:
+    """The per-example part of a mask, on top of a `MaskSpec`: arrays, not rules.
+
+    Attributes:
+      key_mask: bool [B, K], False hides a key from every query of its row (PerceiverAR's
+        cross-attend dropout); None = all keys.
+      q_segments, k_segments: int [B, Q], [B, K] document ids: a query sees only keys of its own
+        document (documents packed into one window never attend across); None = one document.
+    """
+
+    key_mask: jax.Array | None = None
+    q_segments: jax.Array | None = None
+    k_segments: jax.Array | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.key_mask is None and self.q_segments is None
+
+    def dense(self, q_slice=slice(None), k_slice=slice(None)):
+        """bool [B, Q, K] (a broadcastable factor) for queries/keys `q_slice`/`k_slice`, or
+        None when there is nothing per example."""
+        out = None
+        if self.q_segments is not None:
+            out = self.q_segments[:, q_slice, None] == self.k_segments[:, None, k_slice]
+        if self.key_mask is not None:
+            keys = self.key_mask[:, None, k_slice]
+            out = keys if out is None else out & keys
+        return out
+
+    def windows(self, w: Windows):
+        """bool [B, nb, s, W] over the segment-batched windows `w` of the same positions."""
+        out = None
+        one = lambda x: x[:, :, None, None]  # noqa: E731  [B, T] -> [B, T, 1, 1] for Windows
+        if self.q_segments is not None:
+            q_BxNbxS = w.split(one(self.q_segments))[..., 0, 0]
+            k_BxNbxW = w.window(one(self.k_segments))[..., 0, 0]
+            out = q_BxNbxS[..., :, None] == k_BxNbxW[..., None, :]
+        if self.key_mask is not None:
+            keys = w.window(one(self.key_mask))[..., 0, 0][:, :, None, :]
+            out = keys if out is None else out & keys
+        return out

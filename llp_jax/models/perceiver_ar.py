@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from llp_jax.models.base import LatentModel, positions
-from llp_jax.models.masks import MaskSpec
+from llp_jax.models.masks import ExampleMask, MaskSpec
 
 
 class PerceiverAR(LatentModel):
@@ -29,14 +29,15 @@ class PerceiverAR(LatentModel):
     def attention_mask(self, seq_len: int) -> MaskSpec:
         return MaskSpec(causal=True)
 
-    def hidden(self, x_BxTxD, rng):
-        return self.run_with_kv(x_BxTxD, rng)[0]
+    def hidden(self, x_BxTxD, rng, segments=None):
+        return self.run_with_kv(x_BxTxD, rng, segments)[0]
 
-    def run_with_kv(self, x_BxTxD, rng):
+    def run_with_kv(self, x_BxTxD, rng, segments=None):
         """(latents after the last layer, per-layer (keys, values)): the cached decoder's refill."""
         T, l = x_BxTxD.shape[1], self.cfg.latent_len
         all_pos, latent_pos = positions(0, T), positions(T - l, l)
         mask = self.attention_mask(T)
+        latent_seg = None if segments is None else segments[:, T - l :]
 
         def cross(block, x, _, r):
             return block(
@@ -47,13 +48,14 @@ class PerceiverAR(LatentModel):
                 num_queries=l,
                 use_rope=self.rope_in(True),
                 rng=r,
-                key_mask=self.dropped_history(r, x.shape[0], T),
+                example=ExampleMask(self.dropped_history(r, x.shape[0], T), latent_seg, segments),
             )
 
+        latents_only = ExampleMask(None, latent_seg, latent_seg)
+
         def self_attn(block, x, _, r):
-            return block(
-                x, mask, q_pos=latent_pos, k_pos=latent_pos, use_rope=self.rope_in(False), rng=r
-            )
+            return block(x, mask, q_pos=latent_pos, k_pos=latent_pos,
+                         use_rope=self.rope_in(False), rng=r, example=latents_only)  # fmt: skip
 
         return self.run_layers(x_BxTxD, cross, self_attn, rng)
 

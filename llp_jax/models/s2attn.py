@@ -45,5 +45,5 @@ class S2Attn(LanguageModel):
         G = self.cfg.group
         return MaskSpec(causal=True, block=G), MaskSpec(causal=True, block=G, block_shift=G // 2)
 
-    def hidden(self, x_BxTxD, rng):
-        return self.run_self_attention(x_BxTxD, rng)
+    def hidden(self, x_BxTxD, rng, segments=None):
+        return self.run_self_attention(x_BxTxD, rng, segments)

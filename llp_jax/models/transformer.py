@@ -22,5 +22,5 @@ class Transformer(LanguageModel):
     def attention_mask(self, seq_len: int) -> MaskSpec:
         return MaskSpec(causal=True)
 
-    def hidden(self, x_BxTxD, rng):
-        return self.run_self_attention(x_BxTxD, rng)
+    def hidden(self, x_BxTxD, rng, segments=None):
+        return self.run_self_attention(x_BxTxD, rng, segments)

@@ -44,9 +44,11 @@ class NonFiniteError(LLPError, FloatingPointError):
     """Training produced a non-finite loss or gradient more often than allowed."""
 
 
-def resolve_model_config(model_fields: dict, vocab_size: int) -> models.ModelConfig:
-    """The model section with vocab_size 0 meaning "the tokenizer's", validated."""
+def resolve_model_config(model_fields: dict, vocab_size: int, eod_id: int = -1):
+    """The model section with vocab_size 0 and eod_id -1 meaning "the tokenizer's", validated."""
     fields = dict(model_fields)
+    if fields.get("document_mask") and fields.get("eod_id", -1) < 0:
+        fields["eod_id"] = eod_id
     if not fields.get("vocab_size"):
         fields["vocab_size"] = vocab_size
     elif fields["vocab_size"] < vocab_size:
@@ -132,7 +134,7 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
     paths.makedirs(workdir)
     data = load_data(workdir, data_config, probe.seq_len, resume=resume,
                      allow_data_change=allow_data_change)  # fmt: skip
-    model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size)
+    model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size, data.tokenizer.eod_id)
 
     schedule = make_schedule(train, train.num_steps)
     tx = make_optimizer(train, train.num_steps)
