@@ -134,7 +134,10 @@ def expand_paths(spec: str | Sequence[str]) -> tuple[list[str], set[str]]:
                 for folder, dirs, names in os.walk(part)
                 for name in names
                 if not name.startswith(".")
-                and not any(d.startswith(".") for d in os.path.relpath(folder, part).split(os.sep))
+                and not any(
+                    d.startswith(".") and d != "."
+                    for d in os.path.relpath(folder, part).split(os.sep)
+                )
             )
             if not walk:
                 raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")

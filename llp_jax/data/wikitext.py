@@ -76,7 +76,8 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens (or the .raw files of "
-        "the raw release) in the manual folder; subfolders such as wikitext-103/ are fine."
+        "the raw release) in the manual folder, or the zip as downloaded (wikitext-103-v1.zip, "
+        "wikitext-103-raw-v1.zip); subfolders such as wikitext-103/ are fine."
     )
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -102,6 +103,13 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             downloads = os.fspath(dl_manager.download_dir)
             archive = builder_utils.download(url, downloads, hint=hint)
             root = builder_utils.extract_zip(archive, downloads)
+        if builder_utils.find_file(root, [names[0]]) is None:
+            # The zip as downloaded (wikitext-103-v1.zip, wikitext-103-raw-v1.zip) in the folder.
+            archive = builder_utils.find_file(
+                root, [os.path.basename(URLS[self.builder_config.name])]
+            )
+            if archive is not None:
+                root = builder_utils.extract_zip(archive, os.fspath(dl_manager.download_dir))
         paths = {}
         for split, stem in _SPLIT_FILES.items():
             paths[split] = builder_utils.find_file(root, [stem + suffix])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import ml_collections
@@ -39,6 +40,10 @@ class TrainConfig:
       log_every: train metrics cadence.
       max_bad_steps: non-finite steps skipped (never applied) before the run stops.
       seed: parameter initialisation and dropout.
+      init_from: 'WORKDIR[:STEP]': start from another run's weights (fresh optimizer, data and
+        step counter; see training/finetune.py); '' = from scratch.
+      trainable: 'all' | 'longlora' (embeddings, norms, attention; frozen feed-forward and
+        head) | a regular expression that trainable parameter paths match.
     """
 
     batch_size: int = 32
@@ -61,6 +66,8 @@ class TrainConfig:
     log_every: int = 50
     max_bad_steps: int = 0
     seed: int = 0
+    init_from: str = ""
+    trainable: str = "all"
 
     @classmethod
     def from_any(cls, config: Any) -> TrainConfig:
@@ -79,6 +86,13 @@ class TrainConfig:
         check(self.learning_rate > 0 and self.learning_rate < float("inf"), "learning_rate",
               "must be a positive number")  # fmt: skip
         check.one_of("schedule", SCHEDULES)
+        if self.trainable not in ("all", "longlora"):
+            try:
+                re.compile(self.trainable)
+            except re.error as e:
+                check(
+                    False, "trainable", f"must be 'all', 'longlora' or a regular expression ({e})"
+                )
         check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
         for field in ("b1", "b2"):
             check(0.0 <= getattr(self, field) < 1.0, field, "must be in [0, 1)")

@@ -28,8 +28,8 @@ from llp_jax import models, paths
 from llp_jax.data import DataConfig, Datasets, build_datasets, make_global_batch, workdir_store
 from llp_jax.errors import LLPError
 from llp_jax.storage import Checkpointer, MetricsWriter
+from llp_jax.training import finetune, sequence_parallel
 from llp_jax.training import mesh as mesh_lib
-from llp_jax.training import sequence_parallel
 from llp_jax.training import train_step as steps
 from llp_jax.training.config import MeshConfig, TrainConfig, read_sections
 from llp_jax.training.distributed import any_process
@@ -137,8 +137,11 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
     model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size, data.tokenizer.eod_id)
 
     schedule = make_schedule(train, train.num_steps)
-    tx = make_optimizer(train, train.num_steps)
     factory = lambda: models.build(model_cfg, seed=train.seed)  # noqa: E731
+    with nnx.use_eager_sharding(False):
+        abstract_params = nnx.split(nnx.eval_shape(factory))[1]
+    labels = finetune.trainable_labels(abstract_params, train.trainable)
+    tx = finetune.freeze(make_optimizer(train, train.num_steps), labels)
     graphdef, state, shardings = steps.init_train_state(factory, tx, mesh, train.seed)
     train_step = steps.make_train_step(
         graphdef,
@@ -181,6 +184,10 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
             restored = ckpt.restore(abstract, data_iterator=train_iter)
             state, start = restored.state, restored.step
             print(f"resumed from step {start} in {ckpt.directory}")
+    elif train.init_from:
+        params, where = finetune.init_params(train.init_from, model_cfg, state["params"])
+        state = {**state, "params": params}
+        print(f"initialised from {where} (fresh optimizer, step 0)")
     return Run(
         config, workdir, train, mesh_config, data_config, data, model_cfg, mesh, graphdef, state,
         train_step, eval_step, train_iter, ckpt, start,
@@ -232,6 +239,15 @@ def train_loop(run: Run) -> dict:
                 f"and the last checkpoint (step {run.ckpt.latest_step()}) is untouched"
             )
 
+    def validate(at: int) -> float:
+        val = evaluate_windows(run.eval_step, run.state["params"],
+                               run.data.eval_tokens("validation"), cfg.seq_len, train.batch_size,
+                               train.eval_batches, batch_sharding)  # fmt: skip
+        writer.write(at, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
+        return val
+
+    if run.start_step == 0 and train.init_from:
+        validate(0)  # the loaded model before any update: the fine-tune's starting point
     try:
         with _Preemption() as preemption:
             for step in range(run.start_step + 1, num_steps + 1):
@@ -259,16 +275,7 @@ def train_loop(run: Run) -> dict:
                                         if v is not None})  # fmt: skip
                 val = None
                 if step % train.eval_every == 0 or step == num_steps:
-                    val = evaluate_windows(
-                        run.eval_step,
-                        run.state["params"],
-                        run.data.eval_tokens("validation"),
-                        cfg.seq_len,
-                        train.batch_size,
-                        train.eval_batches,
-                        batch_sharding,
-                    )
-                    writer.write(step, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
+                    val = validate(step)
                 if last or step % train.checkpoint_every == 0:
                     check_finite()  # never checkpoint past a step that must stop the run
                     run.ckpt.save(

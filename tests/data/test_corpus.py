@@ -6,6 +6,7 @@ import lzma
 import pytest
 
 from llp_jax.data import corpus as corpus_lib
+from llp_jax.data import load_corpus, user_text
 from llp_jax.data.corpus import DataError
 
 
@@ -83,13 +84,13 @@ def test_austen_bad_files(tmp_path, make, expected):
         (lambda d: _write(d / "empty.txt", b""), "is empty"),
         (lambda d: _write(d / "blank.txt", b" \n\n\t"), "is empty"),
         (lambda d: _write(d / "model.bin", b"PK\x03\x04\x00\x00binary"), "NUL bytes"),
-        (lambda d: (d / "empty_dir").mkdir() or d / "empty_dir", "no \\*.txt files"),
+        (lambda d: (d / "empty_dir").mkdir() or d / "empty_dir", "holds no files"),
         (lambda d: "", "Empty corpus specification"),
     ],
 )
 def test_text_corpus_errors_are_one_line(tmp_path, make, expected):
     with pytest.raises(DataError, match=expected) as e:
-        corpus_lib.load_corpus(str(make(tmp_path)) or " , ")
+        load_corpus(str(make(tmp_path)) or " , ")
     message = str(e.value)
     assert "\n" not in message
     assert any(hint in message for hint in ("pass", "add", "remove")), message  # Says the fix.
@@ -97,29 +98,34 @@ def test_text_corpus_errors_are_one_line(tmp_path, make, expected):
 
 def test_read_text_file_not_a_file(tmp_path):
     with pytest.raises(DataError, match="not a regular file"):
-        corpus_lib.read_text_file(tmp_path)
+        user_text.read_text_file(tmp_path)
 
 
-def test_invalid_utf8_replaced_and_counted(tmp_path, caplog, capsys):
-    path = _write(
-        tmp_path / "latin1.txt", "caf\xe9 na\xefve\n".encode("latin-1") + b"ok \xff\xfe\n"
-    )
+def test_invalid_utf8_replaced_and_counted_once(tmp_path, caplog, capsys):
+    body = "plain text line\n" * 30  # 480 bytes: a few stray bytes are under 1%
+    path = _write(tmp_path / "latin1.txt", body.encode() + "caf\xe9 na\xefve\n".encode("latin-1"))
     with caplog.at_level(logging.WARNING):
-        text = corpus_lib.read_text_file(path)
-    assert text == "caf\ufffd na\ufffdve\nok \ufffd\ufffd\n"
-    assert "replaced 4 invalid UTF-8 bytes" in caplog.text
-    assert "replaced 4 invalid UTF-8 bytes" in capsys.readouterr().out
+        text = user_text.read_text_file(path)
+    assert text == body + "caf\ufffd na\ufffdve\n"
+    assert caplog.text.count("replaced 2 invalid UTF-8 bytes") == 1
+    assert "replaced" not in capsys.readouterr().out  # one message, not two
+
+
+def test_mostly_invalid_utf8_is_not_text(tmp_path):
+    path = _write(tmp_path / "latin1.txt", ("\xe9\xe8\xea " * 30).encode("latin-1"))
+    with pytest.raises(user_text.NotText, match="is not UTF-8 text"):
+        user_text.read_text_file(path)
 
 
 def test_newlines_and_bom_normalised(tmp_path):
     path = _write(tmp_path / "win.txt", "\ufeffa\r\nb\rc\n".encode())
-    assert corpus_lib.read_text_file(path) == "a\nb\nc\n"
+    assert user_text.read_text_file(path) == "a\nb\nc\n"
 
 
 def test_single_file_tail_split(tmp_path):
     lines = [f"line {i} " + "word " * (i % 7) for i in range(400)]
     path = _write(tmp_path / "book.txt", "\n".join(lines) + "\n")
-    c = corpus_lib.load_corpus(str(path))
+    c = load_corpus(str(path))
     assert c.name == "book.txt"
     text = "\n".join(lines)
     assert "".join(c.splits[s] for s in corpus_lib.SPLITS) == text
@@ -128,7 +134,7 @@ def test_single_file_tail_split(tmp_path):
     assert c.splits["train"].endswith("\n") and c.splits["validation"].endswith("\n")
     assert 0.85 < len(c.splits["train"]) / len(text) < 0.95
     assert c.words["test"] == len(c.splits["test"].split())
-    assert corpus_lib.load_corpus(str(path)) == c  # Deterministic.
+    assert load_corpus(str(path)) == c  # Deterministic.
 
 
 def test_folder_and_comma_list(tmp_path):
@@ -136,21 +142,23 @@ def test_folder_and_comma_list(tmp_path):
     d.mkdir()
     _write(d / "b.txt", "second book\n" * 50)
     _write(d / "a.txt", "first book\n" * 50)
-    _write(d / "notes.md", "ignored")
-    assert corpus_lib.expand_paths(str(d)) == [str(d / "a.txt"), str(d / "b.txt")]
+    _write(d / "notes.md", "notes, any text file\n" * 10)
+    files, walked = user_text.expand_paths(str(d))
+    assert files == [str(d / "a.txt"), str(d / "b.txt"), str(d / "notes.md")]
+    assert set(walked) == set(files)
     extra = _write(tmp_path / "c.txt", "third\n" * 10)
-    c = corpus_lib.load_corpus(f"{d}, {extra}")
+    c = load_corpus(f"{d}, {extra}")
     assert c.name == "custom"
     joined = "".join(c.splits[s] for s in corpus_lib.SPLITS)
     assert joined.startswith("first book") and joined.endswith("third")
     with pytest.raises(DataError, match="does not exist"):
-        corpus_lib.load_corpus(f"{d},{tmp_path / 'typo.txt'}")
+        load_corpus(f"{d},{tmp_path / 'typo.txt'}")
 
 
 def test_many_documents_split_by_whole_document(tmp_path):
     for i in range(40):
         _write(tmp_path / f"doc{i:02d}.txt", f"document {i} text\n")
-    c = corpus_lib.load_corpus(str(tmp_path))
+    c = load_corpus(str(tmp_path))
     assert c.splits["validation"] == "document 18 text\n\ndocument 38 text\n"
     assert c.splits["test"] == "document 19 text\n\ndocument 39 text\n"
     assert "document 18" not in c.splits["train"] and c.splits["train"].count("document") == 36

@@ -174,7 +174,9 @@ def test_build_datasets_from_text_file(tmp_path):
     ds = build_datasets(_text_config(tmp_path, text), seq_len=32, process_index=0, process_count=1)
     assert ds.tokenizer.name == "byte" and ds.tokenizer.vocab_size == 259
     assert set(ds.tokens) == {"train", "validation", "test"}
-    assert sum(len(t) for t in ds.tokens.values()) == len(text.encode())
+    # Every split is one document here: its bytes, then the end-of-document token.
+    assert sum(len(t) for t in ds.tokens.values()) == len(text.encode()) + 3
+    assert all(t[-1] == ds.tokenizer.eod_id for t in ds.tokens.values())
     assert sum(ds.words.values()) == len(text.split())
     np.testing.assert_array_equal(ds.eval_tokens("test"), ds.tokens["test"])
     with pytest.raises(ValueError, match="Unknown split"):

@@ -8,7 +8,7 @@ import pytest
 
 from llp_jax.data import build_datasets, default_data_config, token_cache
 from llp_jax.data.corpus import DataError
-from tests.helpers.real_formats import enwik8_expected, pg19_expected
+from tests.helpers.real_formats import PG19_BOOKS, enwik8_expected, pg19_expected
 
 SEQ_LEN = 32
 CHUNK = 100  # Tokens per record: small, so windows straddle records.
@@ -36,13 +36,15 @@ def as_ids(data: bytes) -> np.ndarray:
     return np.frombuffer(data, np.uint8).astype(np.int32)
 
 
-def assert_reads_back(ds, expected: dict[str, bytes]):
-    """Every split is exactly the expected byte stream; counts match the text."""
+def assert_reads_back(ds, expected: dict[str, bytes], ids: dict[str, np.ndarray] | None = None):
+    """Every split is exactly the expected byte stream (or token `ids`, where end-of-document
+    tokens sit between its documents); counts match the text."""
     for split, data in expected.items():
         whole = ds.train_tokens if split == "train" else None
         got = whole[0 : len(whole)] if whole is not None else ds.eval_tokens(split)
-        np.testing.assert_array_equal(got, as_ids(data))
-        assert ds.num_tokens[split] == len(data) and ds.num_bytes[split] == len(data)
+        want = as_ids(data) if ids is None else ids[split]
+        np.testing.assert_array_equal(got, want)
+        assert ds.num_tokens[split] == len(want) and ds.num_bytes[split] == len(data)
         assert ds.words[split] == len(data.decode("utf-8", errors="replace").split())
 
 
@@ -100,9 +102,16 @@ def test_wikitext_sentencepiece_trained_on_train_sample_and_cached(wikitext_dir,
 
 
 def test_pg19_books_read_back_exactly(pg19_dir, tmp_path):
+    """Books are documents: each is followed by the end-of-document token (or by nothing but its
+    newline, with document_boundaries='none')."""
+    splits = ("train", "validation", "test")
+    ids = {s: np.concatenate([np.append(as_ids((PG19_BOOKS[s][i].strip() + "\n").encode()), 258)
+                              for i in sorted(PG19_BOOKS[s])]) for s in splits}  # fmt: skip
     ds = build(config_for("tfds:pg19", tmp_path, pg19_dir), seq_len=16)
-    assert_reads_back(ds, {s: pg19_expected(s) for s in ("train", "validation", "test")})
+    assert_reads_back(ds, {s: pg19_expected(s) for s in splits}, ids)
     assert ds.corpus.name == "pg19"
+    plain = build(config_for("tfds:pg19", tmp_path, pg19_dir, document_boundaries="none"), 16)
+    assert_reads_back(plain, {s: pg19_expected(s) for s in splits})
 
 
 def test_enwik8_bytes_read_back_exactly(small_enwik8, enwik8_dirs, tmp_path):

@@ -1,0 +1,126 @@
+"""Starting from a trained model: `train.init_from` (weights only) and `train.trainable`.
+
+`init_from='WORKDIR[:STEP]'` loads the parameters of another run's checkpoint (the newest step,
+or STEP) and nothing else: a fresh optimizer, the new config's data, a step counter from 0. The
+new model may differ from the source wherever its parameters keep their shapes, which is how a
+context is extended (LongLoRA's use case: train short, fine-tune longer): every model but
+enhanced_v3, whose history compression is a Linear over exactly n - l positions, takes another
+seq_len, its segment and latent sizes validated again for it.
+
+`trainable` freezes part of the model: 'all', 'longlora' (LongLoRA's trainable set: embeddings,
+LayerNorms and attention; the feed-forward layers and the output head stay frozen), or a regular
+expression that trainable parameter paths match ('attn|norm').
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import optax
+from flax import nnx
+
+from llp_jax import models, paths
+from llp_jax.errors import ConfigError
+from llp_jax.storage import committed_steps, load_params, read_meta
+
+# LongLoRA trains its embeddings and normalisation layers (with low-rank attention updates);
+# here the attention projections train in full and the feed-forward layers and head are frozen.
+LONGLORA = r"(^|/)(embed|final_norm|norm1|norm2|attn|wo0|bo0|compress_w|compress_b)(/|$)"
+
+
+def parse_init_from(spec: str) -> tuple[str, int | None]:
+    """'WORKDIR' or 'WORKDIR:STEP' (a URL's own ':' is not a step)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and tail.isdigit() and head and not head.endswith(":/"):
+        return head, int(tail)
+    return spec, None
+
+
+def _shapes(cfg: models.ModelConfig) -> dict[str, tuple]:
+    flat = {}
+
+    def walk(tree, path):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{path}{key}/")
+            else:
+                flat[f"{path}{key}"] = tuple(value.shape)
+
+    walk(nnx.to_pure_dict(nnx.state(models.abstract_model(cfg), nnx.Param)), "")
+    return flat
+
+
+def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[nnx.State, str]:
+    """The parameters of checkpoint `spec` placed like `target` (the new run's sharded params);
+    returns (params, a description of where they came from).
+
+    Raises:
+      ConfigError: no such checkpoint, or a source whose parameters do not fit `cfg`.
+    """
+    workdir, step = parse_init_from(spec)
+    directory = paths.join(workdir, "checkpoints")
+    steps = committed_steps(directory)
+    if not steps:
+        raise ConfigError(f"train.init_from={spec!r}: no checkpoint in {directory}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
+    source = models.ModelConfig.from_any(read_meta(directory, step)["model"])
+    if source.name != cfg.name:
+        raise ConfigError(f"train.init_from: the source is a {source.name}, not a {cfg.name}")
+    if source.seq_len != cfg.seq_len and source.model_class.fixed_window:
+        raise ConfigError(
+            f"train.init_from: {cfg.name}'s parameters are sized by seq_len (its history "
+            f"compression is a Linear over n - l positions): the source's {source.seq_len} "
+            f"cannot become {cfg.seq_len}"
+        )
+    want, have = _shapes(cfg), _shapes(source)
+    diffs = [f"{p} {have.get(p)} vs {want.get(p)}" for p in sorted(set(want) | set(have))
+             if want.get(p) != have.get(p)]  # fmt: skip
+    if diffs:
+        raise ConfigError(
+            f"train.init_from: the source's parameters do not fit this model: {'; '.join(diffs[:3])}"
+            " (source vs this config)"
+        )
+    loaded = load_params(directory, step)
+    graphdef_state = nnx.to_pure_dict(target)
+    placed = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), loaded,
+                          graphdef_state)  # fmt: skip
+    params = jax.tree.map(lambda x: x, target)
+    nnx.replace_by_pure_dict(params, placed)
+    return params, f"the weights of step {step} in {workdir}"
+
+
+def trainable_labels(params: nnx.State, trainable: str):
+    """'train' / 'frozen' for every parameter (a prefix tree of the params), or None for 'all'."""
+    if trainable == "all":
+        return None
+    pattern = re.compile(LONGLORA if trainable == "longlora" else trainable)
+
+    def label(path, leaf):
+        names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+        name = "/".join(n for n in names if n != "value")
+        return "train" if pattern.search(name) else "frozen"
+
+    return jax.tree_util.tree_map_with_path(
+        label, params, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+
+
+def freeze(tx: optax.GradientTransformation, labels) -> optax.GradientTransformation:
+    """`tx` for the trainable parameters; frozen ones get no update (nor weight decay)."""
+    if labels is None:
+        return tx
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def check_trainable(trainable: str) -> None:
+    if trainable in ("all", "longlora"):
+        return
+    try:
+        re.compile(trainable)
+    except re.error as e:
+        raise ConfigError(
+            f"train.trainable={trainable!r} must be 'all', 'longlora' or a regular expression ({e})"
+        ) from None

@@ -1,0 +1,75 @@
+"""The README's "Train on your own text" commands run as written (on small fixture files of the
+kinds they name, with a few training steps appended), so that section cannot rot."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from llp_jax.data import load_austen
+from tests.helpers import REPO
+
+FAST = ["--config.train.num_steps=2", "--config.train.eval_every=2",
+        "--config.train.eval_batches=1", "--config.train.batch_size=4",
+        "--config.sample.num_tokens=4"]  # fmt: skip
+
+
+def _section() -> str:
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    start = text.index("## Train on your own text")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def _commands() -> list[list[str]]:
+    blocks = [b.split("```", 1)[0] for b in _section().split("```bash\n")[1:]]
+    return [shlex.split(line) for b in blocks for line in b.splitlines()
+            if line.startswith("python -m ")]  # fmt: skip
+
+
+def _fixtures(root):
+    """The files the commands name: a book, a folder of notes (with a binary file and a nested
+    folder), JSON Lines with a 'message' field, and other text."""
+    text = load_austen().splits["validation"]
+    (root / "my_book.txt").write_text(text[:40_000])
+    notes = root / "my_notes"
+    (notes / "deeper").mkdir(parents=True)
+    for i in range(4):
+        (notes / f"note{i}.md").write_text(text[i * 9000 : (i + 1) * 9000])
+    (notes / "deeper" / "more.txt").write_text(text[40_000:50_000])
+    (notes / "deeper" / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF" + os.urandom(500))
+    with open(root / "my_chats.jsonl", "w") as f:
+        for i in range(30):
+            f.write(json.dumps({"message": text[60_000 + i * 1500 : 60_000 + (i + 1) * 1500],
+                                "user": f"u{i}"}) + "\n")  # fmt: skip
+    (root / "other_text.txt").write_text(text[80_000:90_000])
+
+
+def test_the_section_has_the_commands_it_promises():
+    commands = _commands()
+    assert len(commands) >= 7
+    corpora = " ".join(" ".join(c) for c in commands)
+    for kind in ("my_book.txt", "my_notes/", "**/*.md", ".jsonl", "sentencepiece", "--text=",
+                 "init_from"):  # fmt: skip
+        assert kind in corpora, kind
+
+
+@pytest.mark.slow
+def test_the_section_runs(tmp_path):
+    _fixtures(tmp_path)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}
+    for command in _commands():
+        args = [sys.executable] + command[1:]
+        if "experiments.train" in command:
+            args += FAST
+        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert done.returncode == 0, (command, done.stderr[-3000:])
+        if "my_notes/" in command and "experiments.train" in command:
+            assert "skipped 1 file(s) that are not text" in done.stdout
+        if "experiments.evaluate" in command:
+            assert "| standard |" in done.stdout and "bits/byte" in done.stdout
+        if "--config.train.init_from=workdir/notes" in command:
+            assert "initialised from the weights of step 2 in workdir/notes" in done.stdout
