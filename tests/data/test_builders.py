@@ -52,6 +52,26 @@ def test_wikitext_raw_release(wikitext_dir, tmp_path):
     assert b"".join(e["text"] for e in read_split(builder, "test")) == texts["test"].encode()
 
 
+@pytest.mark.parametrize("release", ["tokens", "raw"])
+def test_wikitext_zip_as_downloaded_in_the_manual_folder(wikitext_dir, tmp_path, release):
+    """The release zips nest their files in a folder (wikitext-103/wiki.train.tokens)."""
+    import zipfile
+
+    _, texts, _ = wikitext_dir
+    suffix = ".raw" if release == "raw" else ".tokens"
+    zip_name = "wikitext-103-raw-v1.zip" if release == "raw" else "wikitext-103-v1.zip"
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    with zipfile.ZipFile(manual / zip_name, "w") as archive:
+        for split, stem in WIKI_FILES.items():
+            folder = "wikitext-103-raw" if release == "raw" else "wikitext-103"
+            archive.writestr(f"{folder}/{stem}{suffix}", texts[split])
+    spec = "tfds:wikitext103" + ("/raw" if release == "raw" else "")
+    builder = prepare_builder(parse_spec(spec), str(tmp_path / "d"), str(manual))
+    for split in ("train", "validation", "test"):
+        assert b"".join(e["text"] for e in read_split(builder, split)) == texts[split].encode()
+
+
 def test_pg19_builder_reads_the_standard_tree(pg19_dir, tmp_path):
     builder = prepare_builder(parse_spec("tfds:pg19"), str(tmp_path), str(pg19_dir))
     train = read_split(builder, "train")

@@ -1,0 +1,76 @@
+"""A user's own text: recursive folders of any text files, globs, JSON Lines, names with commas;
+files that are not text skipped (counted) in a walk and refused when named; real files from
+this machine (Debian's license texts, no .txt among them)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from llp_jax.data import DataError, load_corpus, user_text
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def test_folders_are_walked_for_any_text_file(tmp_path, capsys):
+    root = tmp_path / "notes"
+    _write(root / "a.md", "alpha\n" * 20)
+    _write(root / "sub" / "b.rst", "beta\n" * 20)
+    _write(root / "sub" / "deeper" / "README", "gamma\n" * 20)
+    _write(root / ".hidden" / "secret.txt", "never read\n")
+    _write(root / ".DS_Store", b"\x00\x01 binary")
+    _write(root / "sub" / "photo.png", b"\x89PNG\r\n\x1a\n\x00\x00")
+    _write(root / "latin1.txt", ("\xe9\xe8 " * 50).encode("latin-1"))  # not UTF-8 at all
+    corpus = load_corpus(str(root))
+    text = "".join(corpus.splits.values())
+    assert "alpha" in text and "beta" in text and "gamma" in text
+    assert "never read" not in text
+    assert "skipped 2 file(s) that are not text" in capsys.readouterr().out  # png, latin-1
+    assert "2 non-text file(s) skipped" in corpus.description
+
+
+def test_a_named_file_must_be_text(tmp_path):
+    binary = _write(tmp_path / "model.bin", b"PK\x03\x04\x00\x00binary")
+    with pytest.raises(user_text.NotText, match="NUL bytes"):
+        load_corpus(str(binary))
+
+
+def test_globs_and_commas_in_names(tmp_path):
+    _write(tmp_path / "docs" / "x" / "one.md", "one\n" * 30)
+    _write(tmp_path / "docs" / "two.md", "two\n" * 30)
+    _write(tmp_path / "docs" / "skip.txt", "three\n" * 30)
+    corpus = load_corpus(str(tmp_path / "docs" / "**" / "*.md"))
+    text = "".join(corpus.splits.values())
+    assert "one" in text and "two" in text and "three" not in text
+    odd = _write(tmp_path / "a, b.txt", "comma name\n" * 30)
+    assert "comma name" in "".join(load_corpus(str(odd)).splits.values())
+    with pytest.raises(DataError, match="matches no files"):
+        load_corpus(str(tmp_path / "nothing" / "*.md"))
+
+
+def test_json_lines_documents(tmp_path):
+    path = tmp_path / "chats.jsonl"
+    with open(path, "w") as f:
+        for i in range(25):
+            f.write(json.dumps({"message": f"message number {i}\n", "id": i}) + "\n")
+    corpus = load_corpus(str(path), text_field="message")
+    assert sum(len(d) for d in corpus.documents.values()) == 25  # one document per record
+    assert corpus.documents["validation"] == ["message number 18\n"]  # whole-document split
+    with pytest.raises(DataError, match="has no text field 'text'"):
+        load_corpus(str(path))
+    bad = _write(tmp_path / "bad.jsonl", '{"text": "ok"}\nnot json\n')
+    with pytest.raises(DataError, match="bad.jsonl:2 is not JSON"):
+        load_corpus(str(bad))
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/common-licenses"), reason="not Debian")
+def test_real_license_texts_without_a_txt_suffix():
+    corpus = load_corpus("/usr/share/common-licenses")  # the quoted "holds no *.txt files"
+    text = "".join(corpus.splits.values())
+    assert "Apache License" in text and "GNU GENERAL PUBLIC LICENSE" in text

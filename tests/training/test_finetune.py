@@ -1,0 +1,108 @@
+"""Starting from a trained model: `train.init_from` gives the source's exact loss before the
+first update, extends an LLP's context (trained at n = 256, fine-tuned at n = 1024: lower
+validation loss at 1024 than before), refuses sources that do not fit; `train.trainable` freezes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from llp_jax import models
+from llp_jax.configs import tiny
+from llp_jax.storage import read_jsonl
+from llp_jax.training import trainer
+
+pytestmark = pytest.mark.slow
+
+
+def _config(corpus, workdir_steps, **model):
+    config = tiny.get_config(model.pop("name", "llp"))
+    config.data.corpus = corpus
+    config.model.update(model)
+    config.train.update(batch_size=8, num_steps=workdir_steps, warmup_steps=2, log_every=1,
+                        eval_every=workdir_steps, eval_batches=2, checkpoint_every=1000,
+                        learning_rate=3e-3)  # fmt: skip
+    config.sample.num_tokens = 0
+    return config
+
+
+def _val(workdir):
+    return {r["step"]: r["val/loss"] for r in read_jsonl(f"{workdir}/metrics.jsonl")
+            if "val/loss" in r}  # fmt: skip
+
+
+def _train(config, workdir):
+    run, _ = trainer.train(config, str(workdir))
+    return run
+
+
+def test_init_from_gives_the_source_loss_before_any_update(corpus_file, tmp_path):
+    _train(_config(corpus_file, 6), tmp_path / "source")
+    fine = _config(corpus_file, 2)
+    fine.train.init_from = str(tmp_path / "source")
+    _train(fine, tmp_path / "fine")
+    assert _val(tmp_path / "fine")[0] == _val(tmp_path / "source")[6]  # exactly
+    # And from a given step of the source.
+    fine.train.init_from = f"{tmp_path / 'source'}:6"
+    _train(fine, tmp_path / "fine_step")
+    assert _val(tmp_path / "fine_step")[0] == _val(tmp_path / "source")[6]
+
+
+def test_context_extension_llp_256_to_1024(tmp_path):
+    short = _config("austen", 40, seq_len=256, segment_len=32)
+    _train(short, tmp_path / "short")
+    long = _config("austen", 12, seq_len=1024, segment_len=32)
+    long.train.update(init_from=str(tmp_path / "short"), learning_rate=1e-3, warmup_steps=1)
+    _train(long, tmp_path / "long")
+    val = _val(tmp_path / "long")
+    assert val[12] < val[0], val  # fine-tuning at n = 1024 helped at n = 1024
+
+
+def test_sources_that_do_not_fit_are_one_line_errors(corpus_file, tmp_path):
+    _train(_config(corpus_file, 2, name="enhanced_v3"), tmp_path / "v3")
+    other_n = _config(corpus_file, 2, name="enhanced_v3", seq_len=64, latent_len=16)
+    other_n.train.init_from = str(tmp_path / "v3")
+    with pytest.raises(models.ConfigError, match="sized by seq_len") as e:
+        trainer.setup(other_n, str(tmp_path / "v3_long"))
+    assert "\n" not in str(e.value)
+    _train(_config(corpus_file, 2), tmp_path / "llp")
+    wider = _config(corpus_file, 2, d_model=128)
+    wider.train.init_from = str(tmp_path / "llp")
+    with pytest.raises(models.ConfigError, match="do not fit this model: blocks/attn/bo"):
+        trainer.setup(wider, str(tmp_path / "wider"))
+    missing = _config(corpus_file, 2)
+    missing.train.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(models.ConfigError, match="no checkpoint in"):
+        trainer.setup(missing, str(tmp_path / "x"))
+
+
+def test_longlora_trains_attention_and_norms_only(corpus_file, tmp_path):
+    _train(_config(corpus_file, 2), tmp_path / "source")
+    fine = _config(corpus_file, 3)
+    fine.train.update(init_from=str(tmp_path / "source"), trainable="longlora")
+    run = trainer.setup(fine, str(tmp_path / "fine"))
+    before = nnx.to_pure_dict(run.state["params"])
+    before = {k: np.asarray(v) for k, v in _flat(before).items()}
+    trainer.train_loop(run)
+    after = {k: np.asarray(v) for k, v in _flat(nnx.to_pure_dict(run.state["params"])).items()}
+    frozen = [k for k in after if "/ff/" in k or k.startswith("head")]
+    trained = [k for k in after if "/attn/" in k or "norm" in k or k == "embed"]
+    assert frozen and trained
+    for k in frozen:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+    assert all(not np.array_equal(after[k], before[k]) for k in trained if "attn/w" in k)
+    bad = _config(corpus_file, 2)
+    bad.train.trainable = "attn("
+    with pytest.raises(models.ConfigError, match="train.trainable='attn\\(' must be"):
+        trainer.setup(bad, str(tmp_path / "bad"))
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,111 @@
+"""A workdir keeps its data: evaluate and sample need nothing else (the corpus and the tokenizer
+cache deleted, the workdir moved: the same perplexity); resuming or evaluating on other data is
+a one-line error unless --allow_data_change, which keeps the workdir's token ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from llp_jax.data import load_austen
+from tests.helpers import REPO
+
+TINY = ["--config=llp_jax/configs/tiny.py:llp", "--config.model.seq_len=64",
+        "--config.model.segment_len=16", "--config.model.d_model=32",
+        "--config.train.batch_size=4", "--config.train.eval_every=4",
+        "--config.train.eval_batches=1", "--config.train.checkpoint_every=2",
+        "--config.sample.num_tokens=4"]  # fmt: skip
+
+
+def _run(module, *args, cwd, env):
+    cmd = [sys.executable, "-m", f"experiments.{module}", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _one_line_error(done):
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "",
+        "PYTHONPATH": REPO,
+        "HOME": str(tmp_path / "home"),
+    }  # fmt: skip  (the tokenizer cache lives in $HOME)
+
+
+def _corpus(root, name, offset):
+    folder = root / name
+    folder.mkdir()
+    text = load_austen().splits["train"]
+    (folder / "a.txt").write_text(text[offset : offset + 30_000])
+    (folder / "b.txt").write_text(text[offset + 30_000 : offset + 60_000])
+    return folder
+
+
+def _ppl(stdout):
+    row = next(line for line in stdout.splitlines() if line.startswith("| standard |"))
+    return float(row.split("|")[8])
+
+
+@pytest.mark.slow
+def test_a_workdir_evaluates_and_samples_alone(tmp_path, env):
+    corpus = _corpus(tmp_path, "mine", 0)
+    sp = ["--config.data.tokenizer=sentencepiece", "--config.data.vocab_size=400"]
+    done = _run("train", *TINY, *sp, f"--config.data.corpus={corpus}", "--workdir=run",
+                "--config.train.num_steps=4", cwd=tmp_path, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = _run("evaluate", "--workdir=run", "--protocols=standard", cwd=tmp_path, env=env)
+    assert before.returncode == 0, before.stderr[-3000:]
+    # Move the workdir; delete the corpus and the tokenizer cache.
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    shutil.rmtree(corpus)
+    shutil.rmtree(tmp_path / "home", ignore_errors=True)
+    after = _run("evaluate", "--workdir=moved", "--protocols=standard", cwd=tmp_path, env=env)
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert _ppl(after.stdout) == _ppl(before.stdout)
+    sample = _run("sample", "--workdir=moved", "--max_new_tokens=8", cwd=tmp_path, env=env)
+    assert sample.returncode == 0 and "--- sample 0" in sample.stdout, sample.stderr[-3000:]
+    # A byte --config against this SentencePiece workdir: refused, naming the difference.
+    mismatch = _run("evaluate", "--workdir=moved", *TINY, cwd=tmp_path, env=env)
+    assert "data.tokenizer='sentencepiece' (workdir) vs 'byte'" in _one_line_error(mismatch)
+    # Other text, with the workdir's own tokenizer.
+    other = tmp_path / "other.txt"
+    other.write_text(load_austen().splits["test"][:20_000])
+    text = _run("evaluate", "--workdir=moved", f"--text={other}", "--protocols=standard",
+                cwd=tmp_path, env=env)  # fmt: skip
+    assert text.returncode == 0 and "| standard |" in text.stdout, text.stderr[-2000:]
+    record = json.load(open(tmp_path / "moved" / "data" / "record.json"))
+    assert record["tokenizer"].startswith("sp_") and os.path.exists(
+        tmp_path / "moved" / "data" / "tokenizer.model")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resuming_on_other_data_is_refused_unless_allowed(tmp_path, env):
+    first, second = _corpus(tmp_path, "first", 0), _corpus(tmp_path, "second", 100_000)
+    args = [*TINY, "--workdir=run", "--config.train.num_steps=2"]
+    done = _run("train", *args, f"--config.data.corpus={first}", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    more = ["--config.train.num_steps=4"]
+    other = _run("train", *args, *more, f"--config.data.corpus={second}", cwd=tmp_path, env=env)
+    assert "was trained on other data: data.corpus=" in _one_line_error(other)
+    # The same folder, its text edited in place: caught by the training tokens' fingerprint.
+    (first / "a.txt").write_text((first / "a.txt").read_text().replace("the", "a"))
+    edited = _run("train", *args, *more, f"--config.data.corpus={first}", cwd=tmp_path, env=env)
+    assert "the training text or its tokens changed" in _one_line_error(edited)
+    allowed = _run("train", *args, *more, f"--config.data.corpus={second}",
+                   "--allow_data_change", cwd=tmp_path, env=env)  # fmt: skip
+    assert allowed.returncode == 0 and "resumed from step 2" in allowed.stdout, allowed.stderr
+    record = json.load(open(tmp_path / "run" / "data" / "record.json"))
+    assert record["data"]["corpus"] == str(second)  # the record follows the allowed change
