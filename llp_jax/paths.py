@@ -76,13 +76,22 @@ def makedirs(path: str | os.PathLike) -> epath.Path:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes a whole file atomically: readers see the old content or the new, never a part."""
     p = resolve(path)
-    if is_url(os.fspath(p)):
-        p.write_bytes(data)
-        return
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.tmp{os.getpid()}"
-    tmp.write_bytes(data)
-    os.replace(tmp, p)
+    try:
+        if is_url(os.fspath(p)):
+            p.write_bytes(data)
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.parent / f".{p.name}.tmp{os.getpid()}"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, p)
+        finally:
+            if tmp.exists():
+                tmp.unlink()  # a failed write leaves nothing behind
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(p)) from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

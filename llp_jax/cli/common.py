@@ -1,7 +1,9 @@
-"""What every absl main shares: no stray arguments, quiet logs, one-line errors, and config
+"""What every absl main shares: no stray arguments, quiet logs, one-line errors (bad flags, a
+config file that fails to load, bad data, storage faults, Ctrl-C, a closed pipe), and config
 paths that work from a checkout and from an installed package alike."""
 
 import contextlib
+import errno
 import logging as pylogging
 import os
 import re
@@ -11,6 +13,10 @@ from absl import app, flags, logging
 
 from llp_jax.errors import LLPError
 
+# Storage faults a user can cause and fix (a path, a permission, a full disk): one line each.
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
+               errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EIO, errno.EEXIST}  # fmt: skip
+
 
 class UsageError(LLPError):
     """A bad combination of flags."""
@@ -18,8 +24,27 @@ class UsageError(LLPError):
 
 def run(main) -> None:
     """`app.run(main)` whose flag errors are one line: a config file that fails to load (a bad
-    `--config=file.py:arg`, a ConfigError from the preset) otherwise prints its whole traceback."""
-    app.run(main, flags_parser=_parse_flags)
+    `--config=file.py:arg`, a ConfigError from the preset) otherwise prints its whole traceback.
+    Ctrl-C outside the training loop (which saves first) exits 130 with one line; a closed
+    stdout (`| head`) ends the program quietly."""
+    try:
+        app.run(main, flags_parser=_parse_flags)
+    except KeyboardInterrupt:
+        _quiet_stdout()
+        sys.stderr.write("error: interrupted (Ctrl-C); checkpoints already written are intact\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(141)  # what a shell reports for a process ended by SIGPIPE
+
+
+def _quiet_stdout() -> None:
+    """Points stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _packaged_config(argv: list[str]) -> list[str]:
@@ -37,15 +62,50 @@ def _packaged_config(argv: list[str]) -> list[str]:
 
 
 def _parse_flags(argv):
+    argv = _packaged_config(argv)
     try:
-        return flags.FLAGS(_packaged_config(argv))
+        return flags.FLAGS(argv)
     except flags.Error as e:
         sys.exit(f"error: {_last_line(e)}")
+    except Exception as e:  # noqa: BLE001  a config file's own error, raised while it loads
+        sys.exit(f"error: {config_load_error(e, argv)}")
+
+
+def config_load_error(error: Exception, argv: list[str]) -> str:
+    """One line for a config file that does not load, or an override it has no field for."""
+    files = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    where = f"--config={files[-1]}" if files else "--config"
+    if isinstance(error, SyntaxError):
+        return f"{where}: {error.msg} at line {error.lineno} of {error.filename}"
+    text = str(error)
+    if isinstance(error, AttributeError) and "get_config" in text:
+        return (
+            f"{where} defines no get_config(); a config file needs `def get_config(arg=None)` "
+            "returning a ConfigDict (see llp_jax/configs/tiny.py)"
+        )
+    key = re.search(r"\\?'(\w+)\\?'", text)
+    override = [
+        a.split("=", 1)[0]
+        for a in argv
+        if a.startswith("--config.") and key and key[1] in a.split("=", 1)[0].split(".")[1:]
+    ]
+    if override:
+        mean = re.search(r'Did you mean \\?"(\w+)\\?"', text)
+        hint = f"; did you mean {mean[1]!r}?" if mean else ""
+        parts = override[0][len("--") :].split(".")
+        section = ".".join(parts[: parts.index(key[1])])
+        return f"{override[0]}: {section} has no field {key[1]!r}{hint}"
+    return f"{where}: loading it raised {type(error).__name__}: {_last_line(error)}"
 
 
 def _last_line(error: Exception) -> str:
     """The exception line of a message that may embed a traceback, without the module path."""
-    line = next((x.strip() for x in reversed(str(error).splitlines()) if x.strip()), repr(error))
+    lines = [x.strip() for x in str(error).splitlines()]
+    line = next((x for x in reversed(lines) if re.search(r"\w", x)), "") or repr(error)
+    if "Traceback (most recent call last)" in line:  # a traceback flattened into one line
+        raised = list(re.finditer(r"\b(?:[A-Za-z_]\w*\.)*(\w+(?:Error|Exception)): ", line))
+        if raised:
+            line = raised[-1][1] + ": " + line[raised[-1].end() :]
     return re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", line)
 
 
@@ -57,9 +117,16 @@ def start(argv) -> None:
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         try:
             # config_flags defers an unreadable file to the first attribute access.
-            _ = flags.FLAGS["config"].value.keys
+            value = flags.FLAGS["config"].value
+            _ = value.keys
         except OSError as e:
             sys.exit(f"error: --config: {_last_line(e)}")
+        except AttributeError:
+            sys.exit(
+                f"error: --config: get_config() returned a {type(value).__name__}, not a "
+                "ConfigDict with model, data, train and mesh sections"
+            )
+    _quiet_background_errors()
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
         # gcsfs warns on every gs:// access without default credentials (emulators, anonymous
@@ -69,10 +136,53 @@ def start(argv) -> None:
         )
 
 
+def _quiet_background_errors() -> None:
+    """Storage faults also surface in Orbax's background threads, which would print (and log)
+    their own tracebacks before the main thread reports the fault in one line
+    (CheckpointWriteError); and
+    when a damaged step's read fails, tensorstore's pending callbacks find Orbax's event loop
+    closed (unraisable RuntimeErrors). Both are dropped; anything else prints as usual."""
+    import threading  # noqa: PLC0415
+
+    default_thread_hook, default_unraisable = threading.excepthook, sys.unraisablehook
+
+    from llp_jax.storage import is_storage_fault  # noqa: PLC0415  (jax-heavy; only when run)
+
+    def thread_hook(args):
+        if args.exc_value is not None and is_storage_fault(args.exc_value):
+            return  # the main thread reports it (Checkpointer.check / wait_until_finished)
+        default_thread_hook(args)
+
+    def unraisable(info):
+        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(
+            info.exc_value
+        ):
+            return
+        default_unraisable(info)
+
+    threading.excepthook, sys.unraisablehook = thread_hook, unraisable
+
+    def storage_record(record: pylogging.LogRecord) -> bool:  # Orbax / asyncio log them too
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            (error is not None and is_storage_fault(error))
+            or any(m in record.getMessage() for m in ("RESOURCE_EXHAUSTED", "No space left"))
+        )
+
+    for name in ("absl", "asyncio"):
+        pylogging.getLogger(name).addFilter(storage_record)
+
+
 @contextlib.contextmanager
 def one_line_errors():
-    """Bad flags, config, data or checkpoint, a diverged run: `error: ...`, exit 1, no traceback."""
+    """Bad flags, config, data or checkpoint, a diverged run, a path that cannot be read or
+    written: `error: ...`, exit 1, no traceback."""
     try:
         yield
     except LLPError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:
+        if e.errno not in USER_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        sys.exit(f"error: {where}{(e.strerror or str(e)).lower()}")

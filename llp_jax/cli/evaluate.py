@@ -47,6 +47,9 @@ _ALLOW = flags.DEFINE_bool(
 def main(argv):
     common.start(argv)
     with common.one_line_errors():
+        runner.check_evaluate_args(step=_STEP.value, window=_WINDOW.value, stride=_STRIDE.value,
+                                   paper_stride=_PAPER_STRIDE.value, batch_size=_BATCH.value,
+                                   max_tokens=_MAX_TOKENS.value, protocols=_PROTOCOLS.value)  # fmt: skip
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value, text=_TEXT.value,
                              allow_data_change=_ALLOW.value)  # fmt: skip
         split = "text" if _TEXT.value else _SPLIT.value
@@ -69,7 +72,8 @@ def main(argv):
     if out is None and _WORKDIR.value:
         out = paths.join(_WORKDIR.value, f"eval_{split}.json")
     if out:
-        runner.write_json(out, setup, split, results)
+        with common.one_line_errors():
+            runner.write_json(out, setup, split, results)
         print(f"wrote {out}")
 
 

@@ -4,8 +4,12 @@
   python -m experiments.train --config=llp_jax/configs/tiny.py:transformer \
       --config.train.num_steps=100 --workdir=workdir/tiny_transformer
 
-Rerunning with the same --workdir resumes from its newest checkpoint (--noresume starts over).
+Rerunning with the same --workdir resumes from its newest intact checkpoint; --noresume starts
+a fresh run (the previous one is kept in <workdir>/previous_runs/). Ctrl-C or SIGTERM saves the
+step in progress and exits (130 / 0); a second Ctrl-C aborts at once.
 """
+
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -16,7 +20,9 @@ from llp_jax.training.distributed import initialize_distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")
-_RESUME = flags.DEFINE_bool("resume", True, "Resume from the workdir's newest checkpoint.")
+_RESUME = flags.DEFINE_bool(
+    "resume", True, "Resume from the newest checkpoint (--noresume: a fresh run, the old one kept)."
+)
 _ALLOW = flags.DEFINE_bool(
     "allow_data_change", False, "Resume on data other than the workdir's (its tokenizer kept)."
 )
@@ -36,8 +42,10 @@ def main(argv):
     if _COORDINATOR.value or _DISTRIBUTED.value:
         initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     with common.one_line_errors():
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
-                           allow_data_change=_ALLOW.value)  # fmt: skip
+        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
+                                    allow_data_change=_ALLOW.value)  # fmt: skip
+    if result.get("interrupted") == "SIGINT":
+        sys.exit(130)  # saved; the shell's code for Ctrl-C
 
 
 def entry():

@@ -13,7 +13,7 @@ import os
 from llp_jax.configs.paper_recipe import paper_config
 from llp_jax.errors import ConfigError
 from llp_jax.models import ModelConfig
-from llp_jax.storage import committed_steps, read_meta
+from llp_jax.storage import committed_steps, newest_readable, read_meta
 
 
 def get_config(workdir: str):
@@ -21,7 +21,7 @@ def get_config(workdir: str):
     steps = committed_steps(directory)
     if not steps:
         raise ConfigError(f"from_workdir.py:{workdir}: no checkpoint in {directory}")
-    meta = read_meta(directory, steps[-1])
+    _, meta = newest_readable(directory, lambda step: read_meta(directory, step))
     config = paper_config(ModelConfig.from_any(meta["model"]), meta["data"]["corpus"])
     config.data.update(meta["data"])
     return config

@@ -15,7 +15,15 @@ from flax import nnx
 
 from llp_jax import models, paths
 from llp_jax.evaluation.errors import EvaluationError
-from llp_jax.storage import CheckpointNotFoundError, committed_steps, load_params, read_meta
+from llp_jax.storage import (
+    CheckpointNotFoundError,
+    committed_steps,
+    describe_cause,
+    load_params,
+    newest_readable,
+    read_meta,
+    step_dirs,
+)
 
 # Knobs that change how a model is executed, not what it computes: a --config may differ there.
 EXECUTION_FIELDS = ("attention_impl", "compute_dtype", "remat", "dropout")
@@ -74,10 +82,8 @@ def check_same_model(saved: models.ModelConfig, given: Any, where: str) -> model
     return saved.replace(**{k: getattr(want, k) for k in EXECUTION_FIELDS})
 
 
-def restore_params(workdir: str, step: int, model: nnx.Module) -> nnx.Module:
-    """`model` with the params of a step of `workdir` (on the default device)."""
-    where = paths.join(workdir, "checkpoints")
-    params = load_params(where, step)
+def _with_params(model: nnx.Module, params: dict, step: int, where: str) -> nnx.Module:
+    """`model` with the params of a step (on the default device)."""
     graphdef, state = nnx.split(model)
     try:
         nnx.replace_by_pure_dict(state, params)
@@ -104,20 +110,36 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
     paths.check_client(workdir)
     where = paths.join(workdir, "checkpoints")
     steps = committed_steps(where)
-    if not steps:
+    if not step_dirs(where):
         raise CheckpointNotFoundError(f"no checkpoint in {where}: train first, or check --workdir")
-    if step is None:
-        step = steps[-1]
+
+    def read(at: int):
+        meta = read_meta(where, at)
+        if not isinstance(meta.get("model"), dict):
+            raise CheckpointError(
+                f"checkpoint step {at} in {where} has no model config in its meta"
+            )
+        try:
+            saved = models.ModelConfig.from_any(meta["model"])
+        except models.ConfigError as e:
+            raise CheckpointError(f"checkpoint step {at} in {where}: {e}") from None
+        return meta, saved, load_params(where, at)
+
+    if step is None:  # the newest intact step; damaged or vanishing ones are skipped
+        step, (meta, saved, params) = newest_readable(where, read)
     elif step not in steps:
         raise CheckpointNotFoundError(f"no checkpoint for step {step} in {where} (steps: {steps})")
-    meta = read_meta(where, step)
-    if not isinstance(meta.get("model"), dict):
-        raise CheckpointError(f"checkpoint step {step} in {where} has no model config in its meta")
-    try:
-        saved = models.ModelConfig.from_any(meta["model"])
-    except models.ConfigError as e:
-        raise CheckpointError(f"checkpoint step {step} in {where}: {e}") from None
+    else:
+        try:
+            meta, saved, params = read(step)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001  a damaged step, asked for by number
+            raise CheckpointError(
+                f"checkpoint step {step} in {where} is damaged ({describe_cause(e)}); "
+                "drop --step to use the newest intact one"
+            ) from None
     cfg = saved if model_config is None else check_same_model(saved, model_config, where)
-    model = restore_params(workdir, step, models.abstract_model(cfg))
+    model = _with_params(models.abstract_model(cfg), params, step, where)
     data = meta.get("data") if isinstance(meta.get("data"), dict) else None
     return LoadedModel(model, cfg, step, workdir, data)

@@ -120,6 +120,20 @@ def setup(
     return Setup(model, cfg, data, source)
 
 
+def check_evaluate_args(*, step=None, window=None, stride=None, paper_stride=None,
+                        batch_size=8, max_tokens=0, protocols=None) -> None:  # fmt: skip
+    """One-line EvaluationError for `experiments.evaluate` flags outside their range, before
+    anything is loaded (the bounds that depend on the model are checked by the protocols)."""
+    for name, value, low in (("step", step, 0), ("window", window, 2), ("stride", stride, 1),
+                             ("paper_stride", paper_stride, 1), ("batch_size", batch_size, 1),
+                             ("max_tokens", max_tokens, 0)):  # fmt: skip
+        if value is not None and value < low:
+            raise EvaluationError(f"--{name}={value} must be >= {low}")
+    unknown = sorted(set(protocols or ()) - set(perplexity.PROTOCOLS))
+    if unknown:
+        raise EvaluationError(f"--protocols: {unknown} unknown; choose from {perplexity.PROTOCOLS}")
+
+
 def default_protocols(cfg: models.ModelConfig) -> list[str]:
     """Every protocol that applies: 'stream' where the model has a streaming form."""
     return ["standard", "paper"] + (["stream"] if cfg.model_class.can_stream else [])

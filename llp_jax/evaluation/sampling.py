@@ -152,6 +152,33 @@ def _column(buf_BxN: jax.Array, c) -> jax.Array:
     return jax.lax.dynamic_slice_in_dim(buf_BxN, c, 1, axis=1)[:, 0]
 
 
+def check_sampling(*, num_new: int, temperature: float, top_k: int, top_p: float,
+                   num_samples: int = 1, stop_id: int | None = None,
+                   vocab_size: int | None = None, prefix: str = "") -> None:  # fmt: skip
+    """One-line EvaluationError for sampling arguments outside their range (`prefix` '--'
+    names them as flags); the vocabulary bounds are checked once `vocab_size` is known."""
+
+    def bad(name: str, value, constraint: str) -> EvaluationError:
+        return EvaluationError(f"{prefix}{name}={value!r} {constraint}")
+
+    new_name = "max_new_tokens" if prefix else "num_new"
+    if not num_new >= 1:
+        raise bad(new_name, num_new, "must be >= 1")
+    if not num_samples >= 1:
+        raise bad("num_samples", num_samples, "must be >= 1")
+    if not temperature >= 0 or temperature == float("inf"):
+        raise bad("temperature", temperature, "must be a number >= 0 (0 = greedy)")
+    if not 0 < top_p <= 1:
+        raise bad("top_p", top_p, "must be in (0, 1] (1 = every token)")
+    if not top_k >= 0:
+        raise bad("top_k", top_k, "must be >= 0 (0 = every token)")
+    if vocab_size is not None and top_k > vocab_size:
+        raise bad("top_k", top_k, f"must be <= the vocabulary size {vocab_size} (0 = every token)")
+    if stop_id is not None and not (0 <= stop_id and (vocab_size is None or stop_id < vocab_size)):
+        limit = f"{vocab_size - 1}" if vocab_size is not None else "the vocabulary size - 1"
+        raise bad("stop_id", stop_id, f"must be a token id in [0, {limit}]")
+
+
 def generate(
     model: nnx.Module,
     prompt_BxP: jax.Array,
@@ -184,6 +211,8 @@ def generate(
       window: recompute / PerceiverAR window (default model.cfg.seq_len).
       slide: PerceiverAR window advance when full (default latent_len).
     """
+    check_sampling(num_new=num_new, temperature=temperature, top_k=top_k, top_p=top_p,
+                   stop_id=stop_id, vocab_size=model.cfg.vocab_size)  # fmt: skip
     model = model.for_inference()
     if decoder is None:
         decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)

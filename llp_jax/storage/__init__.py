@@ -1,23 +1,43 @@
 """What a workdir holds on disk and how it is read and written: Orbax checkpoints (the one owner
-of their format) and the metrics log. Below training and evaluation, which both use it."""
+of their format), the metrics log and the workdir's lock. Below training and evaluation, which
+both use it."""
 
 from llp_jax.storage.checkpoints import (
     Checkpointer,
-    CheckpointNotFoundError,
+    CheckpointWriteError,
     Restored,
-    committed_steps,
-    load_params,
-    read_meta,
+    describe_cause,
+    is_storage_fault,
 )
 from llp_jax.storage.metrics import MetricsWriter, read_jsonl
+from llp_jax.storage.steps import (
+    CheckpointNotFoundError,
+    committed_steps,
+    inspect_step,
+    load_params,
+    newest_readable,
+    read_meta,
+    step_dirs,
+)
+from llp_jax.storage.workdir import WorkdirBusyError, WorkdirError, WorkdirLock, set_aside
 
 __all__ = [
     "CheckpointNotFoundError",
+    "CheckpointWriteError",
     "Checkpointer",
     "MetricsWriter",
     "Restored",
+    "WorkdirBusyError",
+    "WorkdirError",
+    "WorkdirLock",
     "committed_steps",
+    "describe_cause",
+    "inspect_step",
+    "is_storage_fault",
     "load_params",
+    "newest_readable",
     "read_jsonl",
     "read_meta",
+    "set_aside",
+    "step_dirs",
 ]

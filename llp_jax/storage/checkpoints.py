@@ -1,6 +1,7 @@
 """The one owner of the checkpoint format: Orbax steps of {train state, JSON metadata, data
-iterator}, written by the trainer (`Checkpointer`) and read back by anyone (`load_params`,
-`read_meta`, `committed_steps`: read-only, safe beside a running trainer).
+iterator}, written by the trainer (`Checkpointer`) and read back by anyone (`steps.py`:
+`load_params`, `read_meta`, `committed_steps`, `newest_readable`: read-only, safe beside a
+running trainer).
 
 Layout of `<workdir>/checkpoints/<step>/`: 'state' (the train state: params, optimizer state,
 rng, step counters), 'meta' (JSON: the model and data config, the step), 'data' (the Grain
@@ -11,9 +12,10 @@ exactly the batches the interrupted one would have seen.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import errno
 import logging
 import math
-import os
 from typing import Any
 
 import grain.checkpoint
@@ -25,10 +27,11 @@ from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 from llp_jax import paths
 from llp_jax.errors import LLPError
+from llp_jax.storage.steps import DATA, META, STATE, CheckpointNotFoundError, inspect_step
 
 log = logging.getLogger(__name__)
 
-STATE, META, DATA = "state", "meta", "data"  # the items of a step
+DAMAGED = "damaged_checkpoints"  # beside checkpoints/: the steps a trainer set aside
 
 
 class _NoMissingMetricsWarning(logging.Filter):
@@ -59,8 +62,39 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-class CheckpointNotFoundError(LLPError, FileNotFoundError):
-    """No (intact) checkpoint where one was expected."""
+class CheckpointWriteError(LLPError, OSError):
+    """A checkpoint could not be written (disk full, permission denied, ...): the run stops."""
+
+
+_CAUSES = {  # what storage errors say deep inside tensorstore / Orbax -> the one-line cause
+    "No space left on device": "no space left on device",
+    "RESOURCE_EXHAUSTED": "no space left on device",
+    "Disk quota exceeded": "disk quota exceeded",
+    "Permission denied": "permission denied",
+    "PERMISSION_DENIED": "permission denied",
+    "Read-only file system": "read-only file system",
+}
+
+
+def is_storage_fault(error: BaseException) -> bool:
+    """A full disk, a quota, a permission or a read-only folder, however deeply wrapped."""
+    return not describe_cause(error).startswith(f"{type(error).__name__}: ")
+
+
+def describe_cause(error: BaseException) -> str:
+    """The storage cause of an error, however deep Orbax or tensorstore wrapped it."""
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES,
+                                                  errno.EROFS, errno.EPERM):  # fmt: skip
+            return e.strerror.lower() if e.strerror else str(e)
+        text = str(e)
+        for marker, cause in _CAUSES.items():
+            if marker in text:
+                return cause
+        e = e.__cause__ or e.__context__
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
 
 @dataclasses.dataclass
@@ -100,6 +134,7 @@ class Checkpointer:
         best_metric: str = "val_loss",
         best_mode: str = "min",
         async_save: bool = True,
+        set_aside_damaged: bool = False,
     ):
         """Opens (creating if needed) a checkpoint directory.
 
@@ -111,6 +146,9 @@ class Checkpointer:
           best_metric: key of the `metrics` dict passed to `save`.
           best_mode: 'min' (a loss) or 'max' (an accuracy).
           async_save: write in a background thread; training continues meanwhile.
+          set_aside_damaged: the owner's mode (a trainer holding the workdir lock): damaged
+            steps, found on opening or when they fail to restore, are moved to
+            `../damaged_checkpoints/` (kept, out of Orbax's way) with a warning each.
         """
         # Orbax (tensorstore) needs absolute paths; a relative --workdir is the common case.
         self.directory = paths.resolve(directory)
@@ -134,7 +172,7 @@ class Checkpointer:
                     keep_checkpoints_without_metrics=False,
                 )
             )
-        options = ocp.CheckpointManagerOptions(
+        self._options = ocp.CheckpointManagerOptions(
             save_interval_steps=max(int(save_every), 1),
             best_fn=best_fn,
             best_mode=best_mode,
@@ -143,9 +181,42 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             create=True,
         )
-        self._manager = ocp.CheckpointManager(
-            self.directory, item_names=(STATE, META, DATA), options=options
+        self._owner = bool(set_aside_damaged)
+        self.set_aside: list[int] = []  # the damaged steps this Checkpointer moved away
+        if self._owner:
+            for step in self._step_dirs():
+                reason = inspect_step(self.directory / str(step))
+                if reason is not None:
+                    self._set_aside(step, reason)
+            _sync("llp_jax_checkpoints_inspected")
+        try:
+            self._manager = self._open()
+        except Exception as e:  # noqa: BLE001  a damaged step only an owner may set aside
+            raise CheckpointNotFoundError(
+                f"cannot open the checkpoints in {self.directory}: {describe_cause(e)}"
+            ) from None
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            self.directory, item_names=(STATE, META, DATA), options=self._options
         )
+
+    def _step_dirs(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(d.name) for d in self.directory.iterdir() if d.name.isdigit())
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        """Moves a damaged step out of Orbax's sight (beside checkpoints/, never deleted), so
+        nothing trips over it and the run can write that step again."""
+        target = self.directory.parent / DAMAGED
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        log.warning("damaged checkpoint step %d in %s (%s): set aside in %s",
+                    step, self.directory, reason, target)  # fmt: skip
+        self.set_aside.append(step)
+        if jax.process_index() == 0:
+            target.mkdir(parents=True, exist_ok=True)
+            (self.directory / str(step)).rename(target / f"{step}-{stamp}")
 
     def save(
         self,
@@ -179,12 +250,31 @@ class Checkpointer:
             # Grain's handler is synchronous: it reads the iterator state before `save` returns,
             # so advancing the iterator afterwards is safe even with async saves.
             items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
-        return self._manager.save(
-            int(step),
-            args=ocp.args.Composite(**items),
-            metrics=json_safe(metrics) if metrics else None,
-            force=force,
+        try:
+            return self._manager.save(
+                int(step),
+                args=ocp.args.Composite(**items),
+                metrics=json_safe(metrics) if metrics else None,
+                force=force,
+            )
+        except Exception as e:  # noqa: BLE001  (storage failures surface here or in check())
+            raise self._write_error(e, step) from None
+
+    def _write_error(self, error: BaseException, step: int | None = None) -> CheckpointWriteError:
+        good = [s for s in self._step_dirs() if s != step]
+        last = f"step {good[-1]} is the newest checkpoint" if good else "no step was saved"
+        return CheckpointWriteError(
+            f"could not write checkpoint{f' step {step}' if step else ''} in {self.directory}: "
+            f"{describe_cause(error)}; the run stopped, {last} (free space or fix the "
+            "permissions, then rerun the same command to resume)"
         )
+
+    def check(self) -> None:
+        """Raises CheckpointWriteError if a background save has failed (cheap: no waiting)."""
+        try:
+            self._manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_error(e) from None
 
     def restore(
         self, abstract_state: Any = None, *, step: int | None = None, data_iterator: Any = None
@@ -210,26 +300,29 @@ class Checkpointer:
             raise CheckpointNotFoundError(f"no checkpoints to restore in {self.directory}")
         if step is not None:
             return self._restore_step(int(step), abstract_state, data_iterator)
-        errors = []
+        damaged = []
         for candidate in steps:
             try:
                 restored = self._restore_step(candidate, abstract_state, data_iterator)
             except Exception as e:  # noqa: BLE001  (any read failure means: try an older step)
-                reason = (str(e).splitlines() or [""])[0][:300]
-                log.warning(
-                    "skipping damaged checkpoint step %d in %s: %s: %s",
-                    candidate,
-                    self.directory,
-                    type(e).__name__,
-                    reason,
-                )
-                errors.append(e)
+                reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+                damaged.append(candidate)
+                if self._owner:
+                    self._set_aside(candidate, reason)
+                else:
+                    log.warning("skipping damaged checkpoint step %d in %s: %s",
+                                candidate, self.directory, reason)  # fmt: skip
                 continue
+            if damaged and self._owner:
+                _sync("llp_jax_checkpoints_set_aside")
+                self._manager.close()
+                self._manager = self._open()  # it no longer lists the steps set aside
             return restored
         raise CheckpointNotFoundError(
-            f"no intact checkpoint in {self.directory} (tried steps {steps}); "
-            "start over with another --workdir or --noresume"
-        ) from errors[0]
+            f"no intact checkpoint in {self.directory} (damaged steps {damaged}"
+            + (f", set aside in {self.directory.parent / DAMAGED}" if self._owner else "")
+            + "); start over with --noresume or another --workdir"
+        )
 
     def _restore_step(self, step: int, abstract_state: Any, data_iterator: Any) -> Restored:
         items = {STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}
@@ -279,8 +372,15 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def wait_until_finished(self) -> None:
-        """Blocks until pending async saves (and old-step deletions) are done."""
-        self._manager.wait_until_finished()
+        """Blocks until pending async saves (and old-step deletions) are done.
+
+        Raises:
+          CheckpointWriteError: a pending save failed.
+        """
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_error(e) from None
 
     def close(self) -> None:
         self._manager.close()
@@ -292,70 +392,9 @@ class Checkpointer:
         self.close()
 
 
-# ----------------------------------------------------------------------------- read-only access
-class _QuietMissingMetadata(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Metadata file does not exist" not in record.getMessage()
+def _sync(name: str) -> None:
+    """All processes of a multi-host run past this point (a no-op on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
 
-
-def committed_steps(directory: str | os.PathLike) -> list[int]:
-    """Committed steps in a checkpoint directory, oldest first (no side effects: unlike a
-    CheckpointManager, nothing is created or cleaned up)."""
-    root = paths.resolve(directory)
-    if not root.is_dir():
-        return []
-    return sorted(
-        int(d.name)
-        for d in root.iterdir()
-        if d.name.isdigit() and (d / STATE).is_dir() and (d / META).is_dir()
-    )
-
-
-def read_meta(directory: str | os.PathLike, step: int) -> dict:
-    """The JSON item of one step."""
-    path = paths.resolve(directory) / str(step) / META
-    handler = ocp.Checkpointer(ocp.JsonCheckpointHandler())
-    return dict(handler.restore(path, args=ocp.args.JsonRestore()))
-
-
-def _strip_value_nodes(tree):
-    """Saved nnx.State nodes look like {'value': array}; callers want the arrays themselves."""
-    if isinstance(tree, dict):
-        if set(tree) == {"value"}:
-            return tree["value"]
-        return {k: _strip_value_nodes(v) for k, v in tree.items()}
-    return tree
-
-
-def load_params(directory: str | os.PathLike, step: int) -> dict:
-    """The 'params' of one step's train state as a nested dict of arrays on the default device,
-    whatever mesh they were saved from; nothing else of the state is read.
-
-    Raises:
-      CheckpointNotFoundError: the step holds no params.
-    """
-    path = paths.resolve(directory) / str(step) / STATE
-    checkpointer = ocp.PyTreeCheckpointer()
-    quiet = _QuietMissingMetadata()
-    logging.getLogger("absl").addFilter(quiet)
-    try:
-        tree = checkpointer.metadata(path).item_metadata
-        if "params" not in tree:
-            raise CheckpointNotFoundError(f"checkpoint {path} has no 'params' in its state")
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        saved = tree["params"]
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
-        )
-        restore_args = jax.tree.map(lambda m: ocp.ArrayRestoreArgs(sharding=device), saved)
-        out = checkpointer.restore(
-            path,
-            args=ocp.args.PyTreeRestore(
-                item={"params": target},
-                restore_args={"params": restore_args},
-                partial_restore=True,
-            ),
-        )
-    finally:
-        logging.getLogger("absl").removeFilter(quiet)
-    return _strip_value_nodes(out["params"])
+        multihost_utils.sync_global_devices(name)

@@ -1,8 +1,9 @@
 """The metrics log of a workdir: JSONL + TensorBoard event files (process 0 only).
 
 JSONL is the source of truth (greppable, read by the loss plots and the results tables); it
-holds one row per (step, kind of metrics): a resumed run first drops the rows of the steps it is
-about to replay, so a step that ran twice (after kill -9) is logged once. TensorBoard event files
+holds one row per step (a step's train and validation metrics are merged into it): a resumed
+run first drops the rows of the steps it is about to replay, so a step that ran twice (after
+kill -9) is logged once. TensorBoard event files
 are written by tensorboardX, so TensorFlow is never needed. In a remote workdir (gs://...) both
 are kept locally and uploaded whole at each flush (object stores cannot append).
 """
@@ -77,6 +78,7 @@ class MetricsWriter:
         self._flush_secs, self._last_upload = flush_secs, time.time()
         self._jsonl = self._tb = self._tb_dir = None
         self._lines: list[str] = []
+        self._pending: dict[str, Any] | None = None  # the current step's row
         if not self.active:
             return
         paths.makedirs(self.logdir)
@@ -94,10 +96,15 @@ class MetricsWriter:
             self._tb = SummaryWriter(self._tb_dir, flush_secs=30)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
-        """Records scalar metrics for `step` (non-numeric values go to JSONL only)."""
+        """Records scalar metrics for `step` (non-numeric values go to JSONL only). Writes for
+        one step merge into one row, written when the next step begins or at `flush`."""
         if not self.active:
             return
-        record: dict[str, Any] = {"step": int(step), "time": round(time.time(), 3)}
+        if self._pending is not None and self._pending["step"] != int(step):
+            self._emit()
+        if self._pending is None:
+            self._pending = {"step": int(step), "time": round(time.time(), 3)}
+        record = self._pending
         for key, value in metrics.items():
             number = _to_float(value)
             if number is None:
@@ -106,7 +113,9 @@ class MetricsWriter:
             record[key] = number if math.isfinite(number) else str(number)
             if self._tb is not None:
                 self._tb.add_scalar(key, number, int(step))
-        line = json.dumps(record) + "\n"
+
+    def _emit(self) -> None:
+        line, self._pending = json.dumps(self._pending) + "\n", None
         if self.remote:
             self._lines.append(line)
             if time.time() - self._last_upload > self._flush_secs:
@@ -119,6 +128,8 @@ class MetricsWriter:
         """Makes everything written so far durable (uploads a remote log)."""
         if not self.active:
             return
+        if self._pending is not None:
+            self._emit()
         if self._tb is not None:
             self._tb.flush()
         if self.remote:

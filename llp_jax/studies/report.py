@@ -25,17 +25,29 @@ from llp_jax.training.distributed import gather_to_host
 def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=None,
                        allow_data_change: bool = False) -> dict:  # fmt: skip
     """Trains `config` in `workdir`, then reports; returns the summary (also in summary.json).
-    A preempted run returns the loop's progress instead (nothing is reported)."""
+    An interrupted run returns the loop's progress instead (nothing is reported); a run that
+    had nothing left to train returns the summary already there, untouched."""
     run, progress = trainer.train(config, workdir, resume=resume, devices=devices,
-                                  allow_data_change=allow_data_change)  # fmt: skip
-    if progress["preempted"]:
-        return progress
-    return final_report(run, **progress)
+                                  allow_data_change=allow_data_change, close=False)  # fmt: skip
+    try:
+        if progress["preempted"]:
+            return progress
+        return final_report(run, **progress)
+    finally:
+        run.close()
 
 
-def final_report(run, *, steps_run: int, wall_s: float, preempted: bool = False) -> dict:
-    """Writes summary.json and loss.png, prints perplexity vs baseline and a sample."""
+def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
+    """Writes summary.json and loss.png, prints perplexity vs baseline and a sample. A run that
+    trained no step (it was finished already) keeps the summary.json it has."""
     cfg, data, workdir = run.model_cfg, run.data, run.workdir
+    summary_path = paths.join(workdir, "summary.json")
+    if steps_run == 0 and paths.exists(summary_path):
+        print(
+            f"nothing to train: {workdir} is at step {run.start_step} of train.num_steps="
+            f"{run.train.num_steps} (raise num_steps to train on); its summary: {summary_path}"
+        )
+        return json.loads(paths.read_text(summary_path))
     summary: dict[str, Any] = {"model": cfg.name, "params": models.count_params(cfg)}
     metrics_path = paths.join(workdir, "metrics.jsonl")
     vals = [r for r in read_jsonl(metrics_path) if "val/loss" in r] if paths.exists(
@@ -53,7 +65,7 @@ def final_report(run, *, steps_run: int, wall_s: float, preempted: bool = False)
     summary["sample"] = end_of_run_sample(run)
     if jax.process_index() == 0:
         plot_losses(metrics_path, summary["plot"], title=f"{cfg.name} on {data.corpus.name}")
-        paths.write_text(paths.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+        paths.write_text(summary_path, json.dumps(summary, indent=2))
         print(
             f"\nvalidation perplexity {summary.get('val_ppl', float('nan')):.3f} "
             f"(unigram baseline {summary['unigram_val_ppl']:.3f}, tokenizer {data.tokenizer.name})"

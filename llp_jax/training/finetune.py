@@ -22,7 +22,7 @@ from flax import nnx
 
 from llp_jax import models, paths
 from llp_jax.errors import ConfigError
-from llp_jax.storage import committed_steps, load_params, read_meta
+from llp_jax.storage import committed_steps, load_params, newest_readable, read_meta
 
 # LongLoRA trains its embeddings and normalisation layers (with low-rank attention updates);
 # here the attention projections train in full and the feed-forward layers and head are frozen.
@@ -35,6 +35,19 @@ def parse_init_from(spec: str) -> tuple[str, int | None]:
     if sep and tail.isdigit() and head and not head.endswith(":/"):
         return head, int(tail)
     return spec, None
+
+
+def check_source(spec: str) -> None:
+    """Up front, before any data or compilation: `train.init_from` names a checkpoint."""
+    if not spec:
+        return
+    workdir, step = parse_init_from(spec)
+    directory = paths.join(workdir, "checkpoints")
+    steps = committed_steps(directory)
+    if not steps:
+        raise ConfigError(f"train.init_from={spec!r}: no checkpoint in {directory}")
+    if step is not None and step not in steps:
+        raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
 
 
 def _shapes(cfg: models.ModelConfig) -> dict[str, tuple]:
@@ -63,10 +76,13 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
     steps = committed_steps(directory)
     if not steps:
         raise ConfigError(f"train.init_from={spec!r}: no checkpoint in {directory}")
-    step = steps[-1] if step is None else step
-    if step not in steps:
+    if step is None:  # the newest intact step (damaged ones skipped with a warning)
+        step, meta = newest_readable(directory, lambda at: read_meta(directory, at))
+    elif step not in steps:
         raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
-    source = models.ModelConfig.from_any(read_meta(directory, step)["model"])
+    else:
+        meta = read_meta(directory, step)
+    source = models.ModelConfig.from_any(meta["model"])
     if source.name != cfg.name:
         raise ConfigError(f"train.init_from: the source is a {source.name}, not a {cfg.name}")
     if source.seq_len != cfg.seq_len and source.model_class.fixed_window:

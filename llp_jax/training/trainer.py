@@ -4,12 +4,14 @@ config -> data -> model -> sharded train state -> loop (train step, validation, 
 metrics). The end-of-run report (perplexity vs the unigram baseline, loss plot, a sample) is
 `llp_jax.studies.train_and_evaluate`, which runs this and then evaluates.
 
-Nothing is lost: a workdir that holds a checkpoint is resumed from its newest intact step (data
-iterator and RNG included, so the loss sequence continues bitwise on CPU); SIGTERM (preemption)
-finishes the current step, saves, waits for the save to commit and returns — on every process of
-a multi-host run, whichever process received it (the stop flag is agreed after each step); a non-finite step is
-never applied to the parameters, and the run stops with the step named (or skips up to
-`train.max_bad_steps` such batches).
+Nothing is lost: a run owns its workdir (an exclusive lock, storage/workdir.py); a workdir
+that holds a checkpoint is resumed from its newest intact step (damaged ones are set aside;
+data iterator and RNG included, so the loss sequence continues bitwise on CPU), and
+`resume=False` sets the previous run aside instead of mixing with it; SIGTERM (preemption) and
+SIGINT (Ctrl-C) finish the current step, save, wait for the save to commit and return — on
+every process of a multi-host run, whichever process received it (the stop flag is agreed after
+each step); a failed save stops the run; a non-finite step is never applied to the parameters,
+and the run stops with the step named (or skips up to `train.max_bad_steps` such batches).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import signal
+import sys
 import time
 from typing import Any
 
@@ -27,15 +29,24 @@ from flax import nnx
 from llp_jax import models, paths
 from llp_jax.data import DataConfig, Datasets, build_datasets, make_global_batch, workdir_store
 from llp_jax.errors import LLPError
-from llp_jax.storage import Checkpointer, MetricsWriter
+from llp_jax.storage import (
+    Checkpointer,
+    CheckpointNotFoundError,
+    MetricsWriter,
+    WorkdirLock,
+    set_aside,
+)
+from llp_jax.storage.checkpoints import DAMAGED
+from llp_jax.storage.workdir import check_path
 from llp_jax.training import finetune, sequence_parallel
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import train_step as steps
 from llp_jax.training.config import MeshConfig, TrainConfig, read_sections
 from llp_jax.training.distributed import any_process
+from llp_jax.training.interruptions import Interruptions
 from llp_jax.training.optimizer import make_optimizer, make_schedule
 from llp_jax.training.progress import ProgressBar, StepTimer
-from llp_jax.training.validation import evaluate_windows
+from llp_jax.training.validation import check_validation, evaluate_windows
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +101,15 @@ class Run:
     train_iter: Any
     ckpt: Checkpointer
     start_step: int
+    lock: WorkdirLock | None = None
+
+    def close(self) -> None:
+        """Waits for the last save, closes the checkpoints and releases the workdir."""
+        try:
+            self.ckpt.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bool,
@@ -125,15 +145,50 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
           allow_data_change: bool = False) -> Run:  # fmt: skip
     """Validates the config, loads data, builds the sharded state and restores a checkpoint."""
     # Every config error comes before any data is read or anything compiles.
-    paths.check_client(workdir)
+    check_path(workdir)
     model_fields, data_config, train, mesh_config = read_sections(config)
     probe = models.ModelConfig.from_any({**model_fields, "vocab_size": 1 << 20})
     mesh = mesh_lib.make_mesh(mesh_config, devices=devices)
     local_batch = check_batch(train, mesh)
     sequence_parallel.check_config(probe, mesh)
-    paths.makedirs(workdir)
+    finetune.check_source(train.init_from)
+    lock = _own(workdir)
+    try:
+        if not resume and jax.process_index() == 0:
+            aside = set_aside(workdir)
+            if aside:
+                print(f"--noresume: the previous run in {workdir} is kept in {aside}")
+        any_process(False)  # every process past the set-aside before anyone reads the workdir
+        run = _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
+                     local_batch, probe, resume=resume, allow_data_change=allow_data_change)  # fmt: skip
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    run.lock = lock
+    return run
+
+
+def _own(workdir: str) -> WorkdirLock | None:
+    """The workdir's lock (process 0 takes it; every process fails together if it is busy)."""
+    lock, error = None, None
+    if jax.process_index() == 0:
+        paths.makedirs(workdir)
+        try:
+            lock = WorkdirLock(workdir).acquire()
+        except LLPError as e:
+            error = e
+    if any_process(error is not None):
+        raise error or LLPError(f"{workdir} is in use (see process 0's message)")
+    return lock
+
+
+def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh, local_batch,
+           probe, *, resume, allow_data_change) -> Run:  # fmt: skip
     data = load_data(workdir, data_config, probe.seq_len, resume=resume,
                      allow_data_change=allow_data_change)  # fmt: skip
+    check_validation(data.eval_tokens("validation"), probe.seq_len,
+                     mesh_lib.batch_sharding(mesh), data.corpus.name)  # fmt: skip
     model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size, data.tokenizer.eod_id)
 
     schedule = make_schedule(train, train.num_steps)
@@ -158,8 +213,15 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
         paths.join(workdir, "checkpoints"),
         save_every=train.checkpoint_every,
         keep=train.keep_checkpoints,
+        set_aside_damaged=True,  # this run owns the workdir (it holds the lock)
     )
     start = 0
+    if resume and ckpt.latest_step() is None and ckpt.set_aside:
+        raise CheckpointNotFoundError(
+            f"no intact checkpoint in {ckpt.directory}: every step was damaged (steps "
+            f"{sorted(ckpt.set_aside)}, set aside in {paths.join(workdir, DAMAGED)}); start "
+            "over with --noresume"
+        )
     if resume and ckpt.latest_step() is not None:
         try:
             saved = ckpt.read_meta()
@@ -194,30 +256,11 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
     )  # fmt: skip
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. a notebook worker): no handler
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def train_loop(run: Run) -> dict:
-    """Runs steps start+1..num_steps; returns {'steps_run', 'wall_s', 'preempted'}."""
+    """Runs steps start+1..num_steps; returns {'steps_run', 'wall_s', 'preempted',
+    'interrupted'} ('interrupted': None, or 'SIGTERM' / 'SIGINT', after which the run saved its
+    step and stopped; 'preempted' is whether it did). A failed save stops the run
+    (CheckpointWriteError) at the next step boundary, the last good checkpoint untouched."""
     train, cfg = run.train, run.model_cfg
     num_steps, max_bad = train.num_steps, train.max_bad_steps
     batch_sharding = mesh_lib.batch_sharding(run.mesh)
@@ -228,7 +271,7 @@ def train_loop(run: Run) -> dict:
     # The model and data settings travel with every checkpoint, so evaluation and sampling can
     # rebuild both from a workdir alone.
     meta = {"model": models.config.as_dict(cfg), "data": dataclasses.asdict(run.data_config)}
-    step, t_start, preempted = run.start_step, time.perf_counter(), False
+    step, t_start, interrupted = run.start_step, time.perf_counter(), None
 
     def check_finite() -> None:
         bad = int(run.state["bad_steps"])
@@ -249,13 +292,15 @@ def train_loop(run: Run) -> dict:
     if run.start_step == 0 and train.init_from:
         validate(0)  # the loaded model before any update: the fine-tune's starting point
     try:
-        with _Preemption() as preemption:
+        with Interruptions() as signals:
             for step in range(run.start_step + 1, num_steps + 1):
+                run.ckpt.check()  # a background save that failed stops the run here
                 batch = make_global_batch(next(run.train_iter), batch_sharding)
                 run.state, metrics = run.train_step(run.state, batch)
                 # Read once (a signal may land mid-iteration) and agreed by all processes, so
                 # that a stop seen by any host makes every host save the same step.
-                stop = any_process(preemption.requested)
+                requested = signals.requested
+                stop = any_process(requested is not None)
                 last = step == num_steps or stop
                 if step % train.log_every == 0 or last:
                     check_finite()
@@ -278,6 +323,7 @@ def train_loop(run: Run) -> dict:
                     val = validate(step)
                 if last or step % train.checkpoint_every == 0:
                     check_finite()  # never checkpoint past a step that must stop the run
+                    writer.flush()  # the step's metrics row is durable before its checkpoint
                     run.ckpt.save(
                         step,
                         run.state,
@@ -289,32 +335,45 @@ def train_loop(run: Run) -> dict:
                 if val is not None or last or step % train.checkpoint_every == 0:
                     timer.restart()  # evaluation and saving are not step time
                 if stop:
-                    preempted = True
-                    print(f"SIGTERM: saved step {step}; exiting")
+                    interrupted = requested or "SIGTERM"  # another process' signal
+                    run.ckpt.wait_until_finished()
+                    print(f"{interrupted}: saved step {step}; exiting")
                     break
     finally:
         bar.close()
-        run.ckpt.wait_until_finished()
         writer.close()
+        if sys.exc_info()[0] is None:
+            run.ckpt.wait_until_finished()  # raises if the last save failed
+        else:
+            try:  # the error in flight is the one to report; still finish what can be saved
+                run.ckpt.wait_until_finished()
+            except LLPError:
+                pass
     return {
         "steps_run": step - run.start_step,
         "wall_s": time.perf_counter() - t_start,
-        "preempted": preempted,
+        "preempted": interrupted is not None,
+        "interrupted": interrupted,
     }
 
 
 def train(config: Any, workdir: str, *, resume: bool = True, devices=None,
-          allow_data_change: bool = False) -> tuple[Run, dict]:  # fmt: skip
-    """Set-up and the whole loop; returns the run (its final state) and the loop's progress."""
+          allow_data_change: bool = False, close: bool = True) -> tuple[Run, dict]:  # fmt: skip
+    """Set-up and the whole loop; returns the run (its final state) and the loop's progress.
+    With `close=False` the run keeps its checkpoints open and the workdir locked until
+    `run.close()` (the end-of-run report writes there too)."""
     run = setup(config, workdir, resume=resume, devices=devices,
                 allow_data_change=allow_data_change)  # fmt: skip
-    print(run.data.summary())
-    print(
-        f"model {run.model_cfg.name}: {models.count_params(run.model_cfg):,} parameters; "
-        f"mesh {dict(run.mesh.shape)}"
-    )
     try:
+        print(run.data.summary())
+        print(
+            f"model {run.model_cfg.name}: {models.count_params(run.model_cfg):,} parameters; "
+            f"mesh {dict(run.mesh.shape)}"
+        )
         progress = train_loop(run)
-    finally:
-        run.ckpt.close()
+    except BaseException:
+        run.close()
+        raise
+    if close:
+        run.close()
     return run, progress

@@ -11,6 +11,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from llp_jax.storage import checkpoints as ckpt_lib
+from llp_jax.storage import steps as steps_lib
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import optimizer as opt_lib
 from llp_jax.training.config import TrainConfig
@@ -89,9 +90,9 @@ def test_round_trip_state_meta_and_data_iterator(tmp_path, mesh222):
     assert restored.meta["step"] == 7
     assert restored.meta["config"] == {"model": {"d": 8}, "lr": 3e-4, "betas": [0.9, 0.95]}
     # The read-only side sees the same step, meta and params, without a CheckpointManager.
-    assert ckpt_lib.committed_steps(tmp_path / "ckpt") == [7]
-    assert ckpt_lib.read_meta(tmp_path / "ckpt", 7)["config"]["lr"] == 3e-4
-    params = ckpt_lib.load_params(tmp_path / "ckpt", 7)
+    assert steps_lib.committed_steps(tmp_path / "ckpt") == [7]
+    assert steps_lib.read_meta(tmp_path / "ckpt", 7)["config"]["lr"] == 3e-4
+    params = steps_lib.load_params(tmp_path / "ckpt", 7)
     assert_trees_equal(params, nnx.to_pure_dict(state["params"]))
     assert [int(next(fresh)) for _ in range(3)] == after_save
     assert consumed == [0, 10, 20, 30, 40, 50, 60]

@@ -23,16 +23,17 @@ def test_writer_writes_jsonl_and_tensorboard(tmp_path):
         writer.write(5, {"val/loss": 1.5, "note": "hello", "train/bad": float("inf")})
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    assert len(records) == 6
+    assert len(records) == 5  # one row per step: step 5's train and validation metrics merge
     assert records[0]["step"] == 1 and records[0]["train/loss"] == 5.0 and "time" in records[0]
     assert records[-1]["val/loss"] == 1.5 and records[-1]["note"] == "hello"
+    assert records[-1]["train/loss"] == 1.0
     assert records[-1]["train/bad"] == "inf"  # JSON has no Infinity
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     # Appending on resume keeps earlier records.
     with metrics_lib.MetricsWriter(tmp_path, tensorboard=False) as writer:
         writer.write(6, {"train/loss": 0.5})
-    assert len(metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")) == 7
+    assert len(metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")) == 6
 
 
 def test_plot_losses_writes_png(tmp_path):

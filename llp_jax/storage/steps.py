@@ -1,0 +1,184 @@
+"""Read-only access to the steps of a checkpoint directory: which steps are committed, which of
+them are intact, a step's metadata and its params. Nothing here creates, cleans or moves
+anything, so every function is safe beside a running trainer (which may delete a step while it
+is being read: `newest_readable` then moves on to the next newest).
+
+A step `<directory>/<step>/` holds 'state' (Orbax PyTree), 'meta' (JSON), optionally 'data' (the
+Grain iterator, JSON) and 'metrics' (JSON), and Orbax's own `_CHECKPOINT_METADATA`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import jax
+import orbax.checkpoint as ocp
+
+from llp_jax import paths
+from llp_jax.errors import LLPError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATE, META, DATA = "state", "meta", "data"  # the items of a step
+# The JSON files of a step (relative to it); '*' = every file of that folder.
+_JSON_FILES = ("_CHECKPOINT_METADATA", "meta/metadata", "metrics/metrics", "data/*",
+               "state/_METADATA", "state/_sharding")  # fmt: skip
+
+
+class CheckpointNotFoundError(LLPError, FileNotFoundError):
+    """No (intact) checkpoint where one was expected."""
+
+
+def step_dirs(directory: str | os.PathLike) -> list[int]:
+    """Every step folder of a checkpoint directory, finished or not, oldest first."""
+    root = paths.resolve(directory)
+    if not root.is_dir():
+        return []
+    return sorted(int(d.name) for d in root.iterdir() if d.name.isdigit())
+
+
+def _in_progress(step_dir) -> bool:
+    """On an object store Orbax writes a step in place and marks it done with
+    commit_success.txt (a local step appears by an atomic rename, whole)."""
+    return paths.is_url(os.fspath(step_dir)) and not (step_dir / "commit_success.txt").exists()
+
+
+def committed_steps(directory: str | os.PathLike) -> list[int]:
+    """Committed steps in a checkpoint directory, oldest first (no side effects: unlike a
+    CheckpointManager, nothing is created or cleaned up)."""
+    root = paths.resolve(directory)
+    return [
+        step
+        for step in step_dirs(directory)
+        if (root / str(step) / STATE).is_dir()
+        and (root / str(step) / META).is_dir()
+        and not _in_progress(root / str(step))
+    ]
+
+
+def inspect_step(step_dir: str | os.PathLike) -> str | None:
+    """Why a step is damaged (None: it looks intact), from its structure and JSON files alone,
+    without reading any array: what Orbax itself reads before it can restore anything (a
+    garbled metrics file otherwise stops a CheckpointManager from even opening)."""
+    root = paths.resolve(step_dir)
+    for item in (STATE, META):
+        if not (root / item).is_dir():
+            return f"its '{item}' item is missing"
+    if not ((root / STATE / "_METADATA").exists() or (root / STATE / "manifest.ocdbt").exists()):
+        return "its 'state' item has no Orbax metadata"
+    for pattern in _JSON_FILES:
+        folder, _, name = pattern.rpartition("/")
+        base = root / folder if folder else root
+        files = sorted(base.iterdir()) if name == "*" and base.is_dir() else [base / name]
+        for f in files:
+            if name == "*" and (f.name == "commit_success.txt" or not f.is_file()):
+                continue
+            if not f.exists():
+                if pattern in ("meta/metadata", "state/_METADATA"):
+                    return f"{pattern} is missing"
+                continue
+            try:
+                json.loads(f.read_bytes().decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                return f"{os.path.relpath(os.fspath(f), os.fspath(root))} is not valid JSON"
+    return None
+
+
+def read_meta(directory: str | os.PathLike, step: int) -> dict:
+    """The JSON item of one step."""
+    path = paths.resolve(directory) / str(step) / META
+    handler = ocp.Checkpointer(ocp.JsonCheckpointHandler())
+    meta = handler.restore(path, args=ocp.args.JsonRestore())
+    if not isinstance(meta, dict):
+        raise CheckpointNotFoundError(f"checkpoint step {step} in {directory}: meta is not a dict")
+    return dict(meta)
+
+
+def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
+                    steps: list[int] | None = None) -> tuple[int, T]:  # fmt: skip
+    """`(step, read(step))` for the newest step that reads, skipping damaged ones (one warning
+    each) and steps a running trainer deleted meanwhile (the directory is listed again).
+
+    Raises:
+      CheckpointNotFoundError: no step reads.
+    """
+    damaged: dict[int, str] = {}
+    for _ in range(3):  # a trainer's retention may delete the older steps too while we read
+        candidates = sorted(set(steps or step_dirs(directory)) - set(damaged), reverse=True)
+        if not candidates:
+            break
+        for step in candidates:
+            step_dir = paths.resolve(directory) / str(step)
+            if not step_dir.exists() or _in_progress(step_dir):
+                continue  # deleted since listing (a newer step replaced it), or being written
+            reason = inspect_step(step_dir)
+            if reason is None:
+                try:
+                    return step, read(step)
+                except Exception as e:  # noqa: BLE001  any read failure: try an older step
+                    if not (paths.resolve(directory) / str(step)).exists():
+                        continue
+                    reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+            damaged[step] = reason
+            log.warning("skipping damaged checkpoint step %d in %s: %s", step, directory, reason)
+        if steps is not None:
+            break
+    detail = "; ".join(f"step {s}: {r}" for s, r in sorted(damaged.items()))
+    raise CheckpointNotFoundError(
+        f"no intact checkpoint in {directory}"
+        + (f" ({detail})" if detail else "")
+        + "; train again with --noresume (the damaged steps are set aside, not deleted)"
+    )
+
+
+class _QuietMissingMetadata(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Metadata file does not exist" not in record.getMessage()
+
+
+def _strip_value_nodes(tree):
+    """Saved nnx.State nodes look like {'value': array}; callers want the arrays themselves."""
+    if isinstance(tree, dict):
+        if set(tree) == {"value"}:
+            return tree["value"]
+        return {k: _strip_value_nodes(v) for k, v in tree.items()}
+    return tree
+
+
+def load_params(directory: str | os.PathLike, step: int) -> dict:
+    """The 'params' of one step's train state as a nested dict of arrays on the default device,
+    whatever mesh they were saved from; nothing else of the state is read.
+
+    Raises:
+      CheckpointNotFoundError: the step holds no params.
+    """
+    path = paths.resolve(directory) / str(step) / STATE
+    checkpointer = ocp.PyTreeCheckpointer()
+    quiet = _QuietMissingMetadata()
+    logging.getLogger("absl").addFilter(quiet)
+    try:
+        tree = checkpointer.metadata(path).item_metadata
+        if "params" not in tree:
+            raise CheckpointNotFoundError(f"checkpoint {path} has no 'params' in its state")
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        saved = tree["params"]
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
+        )
+        restore_args = jax.tree.map(lambda m: ocp.ArrayRestoreArgs(sharding=device), saved)
+        out = checkpointer.restore(
+            path,
+            args=ocp.args.PyTreeRestore(
+                item={"params": target},
+                restore_args={"params": restore_args},
+                partial_restore=True,
+            ),
+        )
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
+    return _strip_value_nodes(out["params"])

@@ -1,0 +1,160 @@
+"""Every bad value a user can type, through the real programs: one `error:` line naming the
+field, the value and the allowed range, exit code 1, no traceback, and the workdir it was aimed
+at untouched (its newest checkpoint restores to the same parameters). All of them are caught
+before any data is read or anything compiles, so each costs milliseconds."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.helpers.cli import assert_one_line_error
+from tests.reliability.conftest import TINY, params_digest, tiny_args
+
+# (override, fragments of the error) for `train` on the victim workdir.
+TRAIN_VALUES = [
+    ("train.num_steps=0", "train.num_steps=0 must be >= 1"),
+    ("train.num_steps=-1", "train.num_steps=-1"),
+    ("train.eval_every=0", "train.eval_every=0"),
+    ("train.log_every=0", "train.log_every=0"),
+    ("train.checkpoint_every=0", "train.checkpoint_every=0"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints=0"),
+    ("train.eval_batches=0", "train.eval_batches=0"),
+    ("train.batch_size=0", "train.batch_size=0"),
+    ("train.grad_accum_steps=3", "train.grad_accum_steps=3"),
+    ("train.learning_rate=-1", "train.learning_rate=-1.0"),
+    ("train.learning_rate=nan", "train.learning_rate=nan"),
+    ("train.learning_rate=inf", "train.learning_rate=inf"),
+    ("train.schedule=foo", "train.schedule='foo' must be one of"),
+    ("train.b2=1.5", "train.b2=1.5"),
+    ("train.min_lr_ratio=2", "train.min_lr_ratio"),
+    ("train.trainable=(", "train.trainable"),
+    ("train.init_from=/nowhere", "train.init_from"),
+    ("train.num_steps=abc", "num_steps"),
+    ("data.tokenizer=foo", "data.tokenizer='foo'"),
+    ("data.tokenizer=/nonexistent.model", "/nonexistent.model"),
+    ("data.train_stride=-3", "data.train_stride=-3"),
+    ("data.sp_model_type=word", "data.sp_model_type='word'"),
+    ("data.document_boundaries=maybe", "data.document_boundaries"),
+    ("data.corpus=/no/such/file.txt", "/no/such/file.txt"),
+    ("model.d_model=-5", "model.d_model=-5"),
+    ("model.num_heads=3", "model.num_heads"),
+    ("model.segment_len=7", "segment_len"),
+    ("model.name=foo", "model.name='foo'"),
+    ("model.dropout=1.5", "model.dropout"),
+    ("mesh.data=0", "mesh config"),
+    ("mesh.fsdp=-2", "mesh config"),
+    ("train.steps=3", "--config.train.steps", "did you mean"),
+    ("nosuch.x=1", "--config.nosuch.x"),
+]
+
+
+@pytest.mark.parametrize("case", TRAIN_VALUES, ids=[c[0] for c in TRAIN_VALUES])
+def test_train_config_values(case, server, victim, corpus_file):
+    override, *fragments = case
+    before = params_digest(victim)
+    result = server.run("train", *tiny_args(victim, corpus_file), f"--config.{override}")
+    assert_one_line_error(result, *fragments)
+    assert params_digest(victim) == before
+
+
+CONFIG_FILES = {
+    "syntax": ("def get_config(:\n", "invalid syntax at line 1"),
+    "no_get_config": ("x = 1\n", "defines no get_config()"),
+    "not_a_dict": ("def get_config():\n    return 3\n", "returned a int"),
+    "raises": ("def get_config():\n    return {}['x']\n", "raised KeyError"),
+    "import_error": ("import no_such_module_xyz\n", "ModuleNotFoundError"),
+    "missing_section": (
+        "from llp_jax.configs.tiny import get_config as tiny\n\n"
+        "def get_config():\n    config = tiny()\n    del config['train']\n    return config\n",
+        "has no train section",
+    ),
+    "unknown_section": (
+        "from llp_jax.configs.tiny import get_config as tiny\n\n"
+        "def get_config():\n    config = tiny()\n    config.extra = 1\n    return config\n",
+        "unknown section",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_FILES))
+def test_config_files_that_do_not_load(name, server, tmp_path):
+    source, fragment = CONFIG_FILES[name]
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    result = server.run("train", f"--config={path}", f"--workdir={tmp_path / 'w'}")
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_config_file_paths(server, tmp_path):
+    assert_one_line_error(server.run("train", f"--config={tmp_path}/none.py", "--workdir=w"),
+                          "--config")  # fmt: skip
+    assert_one_line_error(server.run("train", f"{TINY},nosuch", "--workdir=w"), "faithful")
+    assert_one_line_error(server.run("train", "--config=llp_jax/configs/tiny.py:foo",
+                                     "--workdir=w"), "model.name='foo'")  # fmt: skip
+
+
+SAMPLE_FLAGS = [
+    ("--top_p=0", "--top_p=0.0 must be in (0, 1]"),
+    ("--top_p=1.5", "--top_p=1.5"),
+    ("--temperature=-1", "--temperature=-1.0"),
+    ("--temperature=nan", "--temperature=nan"),
+    ("--max_new_tokens=-5", "--max_new_tokens=-5 must be >= 1"),
+    ("--max_new_tokens=0", "--max_new_tokens=0"),
+    ("--top_k=-3", "--top_k=-3"),
+    ("--top_k=1000", "--top_k=1000 must be <= the vocabulary size 259"),
+    ("--stop_id=99999999", "--stop_id=99999999 must be a token id in [0, 258]"),
+    ("--stop_id=-1", "--stop_id=-1"),
+    ("--num_samples=0", "--num_samples=0"),
+    ("--slide=0", "--slide=0"),
+    ("--method=fast", "--method"),
+]
+
+
+@pytest.mark.parametrize("case", SAMPLE_FLAGS, ids=[c[0] for c in SAMPLE_FLAGS])
+def test_sampler_arguments(case, server, victim):
+    flag, fragment = case
+    before = params_digest(victim)
+    assert_one_line_error(server.run("sample", f"--workdir={victim}", flag), fragment)
+    assert params_digest(victim) == before
+
+
+EVALUATE_FLAGS = [
+    ("--batch_size=0", "--batch_size=0 must be >= 1"),
+    ("--window=0", "--window=0"),
+    ("--stride=0", "--stride=0"),
+    ("--paper_stride=-2", "--paper_stride=-2"),
+    ("--max_tokens=-1", "--max_tokens=-1"),
+    ("--step=-1", "--step=-1"),
+    ("--step=3", "no checkpoint for step 3"),
+    ("--protocols=fast", "--protocols"),
+    ("--window=1000", "window"),
+    ("--split=dev", "--split"),
+    ("--text=/no/such/text.txt", "/no/such/text.txt"),
+]
+
+
+@pytest.mark.parametrize("case", EVALUATE_FLAGS, ids=[c[0] for c in EVALUATE_FLAGS])
+def test_evaluate_arguments(case, server, victim):
+    flag, fragment = case
+    before = params_digest(victim)
+    result = server.run("evaluate", f"--workdir={victim}", "--max_tokens=600", flag)
+    assert_one_line_error(result, fragment)
+    assert params_digest(victim) == before
+
+
+def test_workdir_paths(server, corpus_file, tmp_path):
+    bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xff")
+    cases = [
+        (bad, "not valid UTF-8"),
+        ("/proc/llp_jax_run", "/proc/llp_jax_run"),
+        ("", "--workdir is empty"),
+    ]
+    for workdir, fragment in cases:
+        result = server.run("train", *tiny_args(workdir, corpus_file))
+        assert_one_line_error(result, fragment)
+    for program in ("evaluate", "sample"):
+        result = server.run(program, f"--workdir={tmp_path / 'never_trained'}")
+        assert_one_line_error(result, "no checkpoint")

@@ -1,0 +1,249 @@
+"""The workdir as a database: one owner, fresh runs that never mix with old ones, damaged steps
+skipped by every program, a full disk or a read-only folder met with one line, and the last good
+checkpoint always intact. Each case runs the real programs as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+from llp_jax.storage import committed_steps, inspect_step
+from tests.helpers import REPO
+from tests.helpers.cli import PYTHON, assert_one_line_error, run_cli
+from tests.reliability import faults
+from tests.reliability.conftest import params_digest, tiny_args
+
+
+def test_noresume_sets_the_previous_run_aside(server, victim, trained, corpus_file):
+    result = server.run("train", *tiny_args(victim, corpus_file, steps=2), "--noresume")
+    assert result.rc == 0, str(result)
+    assert "the previous run in" in result.stdout
+    assert committed_steps(os.path.join(victim, "checkpoints")) == [2]
+    assert faults.metrics_steps(victim) == [1, 2]  # one row per step, the new run's only
+    (aside,) = os.listdir(os.path.join(victim, "previous_runs"))
+    old = os.path.join(victim, "previous_runs", aside)
+    assert committed_steps(os.path.join(old, "checkpoints")) == [2, 4]
+    assert params_digest(old, 4) == trained["digest"][4]  # nothing of the old run lost
+    assert faults.metrics_steps(old) == [1, 2, 3, 4]
+    evaluated = server.run("evaluate", f"--workdir={victim}", "--max_tokens=600")
+    assert evaluated.rc == 0 and "checkpoint step 2 in" in evaluated.stdout, str(evaluated)
+
+
+def test_a_finished_run_rerun_keeps_its_summary(server, victim, corpus_file):
+    summary = open(os.path.join(victim, "summary.json"), "rb").read()
+    result = server.run("train", *tiny_args(victim, corpus_file))
+    assert result.rc == 0 and "nothing to train" in result.stdout, str(result)
+    assert open(os.path.join(victim, "summary.json"), "rb").read() == summary
+    assert faults.metrics_steps(victim) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("damage", sorted(faults.DAMAGE))
+def test_every_program_skips_a_damaged_newest_step(damage, server, victim, trained, corpus_file):
+    faults.DAMAGE[damage](os.path.join(victim, "checkpoints", "4"))
+    for program, args in (("evaluate", ["--max_tokens=600", "--protocols=standard"]),
+                          ("sample", ["--max_new_tokens=4"])):  # fmt: skip
+        result = server.run(program, f"--workdir={victim}", *args)
+        assert result.rc == 0 and "Traceback" not in result.stderr, str(result)
+        if damage != "empty_data_iterator":  # readers never read the iterator
+            assert "checkpoint step 2 in" in result.stdout, str(result)
+            assert "damaged checkpoint step 4" in result.stderr, str(result)
+    result = server.run("train", *tiny_args(victim, corpus_file))
+    assert result.rc == 0 and "Traceback" not in result.stderr, str(result)
+    assert "resumed from step 2" in result.stdout and "damaged checkpoint step 4" in result.stderr
+    assert params_digest(victim, 2) == trained["digest"][2]
+    assert committed_steps(os.path.join(victim, "checkpoints")) == [2, 4]  # 4 written again
+    assert os.listdir(os.path.join(victim, "damaged_checkpoints"))  # the damaged one kept
+
+
+def test_noresume_and_fine_tuning_past_a_damaged_step(server, victim, corpus_file, tmp_path):
+    faults.garble_metrics(os.path.join(victim, "checkpoints", "4"))
+    tuned = tmp_path / "tuned"
+    result = server.run("train", *tiny_args(tuned, corpus_file, steps=1,
+                                            train__init_from=victim))  # fmt: skip
+    assert result.rc == 0 and "weights of step 2" in result.stdout, str(result)
+    result = server.run("train", *tiny_args(victim, corpus_file, steps=2), "--noresume")
+    assert result.rc == 0 and "Traceback" not in result.stderr, str(result)
+
+
+def test_no_intact_step_is_one_line(server, victim, corpus_file):
+    for step in ("2", "4"):
+        faults.random_bytes_everywhere(os.path.join(victim, "checkpoints", step))
+    for program in ("evaluate", "sample"):
+        assert_one_line_error(server.run(program, f"--workdir={victim}"), "no intact checkpoint")
+    result = server.run("train", *tiny_args(victim, corpus_file))
+    assert_one_line_error(result, "no intact checkpoint", "--noresume")
+
+
+def test_a_second_trainer_is_refused_at_once(env, victim, corpus_file):
+    owner = faults.launch(tiny_args(victim, corpus_file, steps=10_000, every=10_000), env)
+    try:
+        faults.wait_for_step(victim, 6, owner)
+        second = run_cli("train", *tiny_args(victim, corpus_file, steps=10_000), env=env)
+        assert_one_line_error(second, "in use by another training run", f"process {owner.pid}")
+        owner.send_signal(signal.SIGTERM)
+        assert faults.finish(owner).rc == 0
+    finally:
+        owner.kill()
+    # The lock of a process killed -9 is released by the kernel: no stale lock.
+    dead = faults.launch(tiny_args(victim, corpus_file, steps=10_000, every=10_000), env)
+    faults.wait_for_step(victim, 7, dead)
+    dead.kill()
+    dead.wait()
+    result = run_cli("train", *tiny_args(victim, corpus_file, steps=8), env=env)
+    assert result.rc == 0 and "Traceback" not in result.stderr, str(result)
+
+
+def test_evaluating_beside_a_trainer_that_deletes_steps(env, server, victim, corpus_file):
+    owner = faults.launch(tiny_args(victim, corpus_file, steps=10_000, every=1,
+                                    train__keep_checkpoints=1), env)  # fmt: skip
+    try:
+        faults.wait_for_step(victim, 6, owner)
+        for _ in range(6):
+            result = server.run("evaluate", f"--workdir={victim}", "--max_tokens=300",
+                                "--protocols=standard", "--out=/dev/null")  # fmt: skip
+            assert result.rc == 0 and "Traceback" not in result.stderr, str(result)
+        owner.send_signal(signal.SIGTERM)
+        assert faults.finish(owner).rc == 0
+    finally:
+        owner.kill()
+
+
+def test_ctrl_c_saves_the_step_and_exits_130(env, victim, corpus_file):
+    run = faults.launch(tiny_args(victim, corpus_file, steps=10_000, every=10_000), env)
+    faults.wait_for_step(victim, 6, run)
+    run.send_signal(signal.SIGINT)
+    result = faults.finish(run)
+    assert result.rc == 130 and "Traceback" not in result.stdout + result.stderr, str(result)
+    saved = int(result.stdout.split("SIGINT: saved step ")[1].split(";")[0])
+    assert committed_steps(os.path.join(victim, "checkpoints"))[-1] == saved > 4
+    assert max(faults.metrics_steps(victim)) == saved  # the rows up to the saved step
+    # A second Ctrl-C aborts at once: no save, the checkpoints on disk whole.
+    run = faults.launch(tiny_args(victim, corpus_file, steps=10_000, every=10_000), env)
+    faults.wait_for_step(victim, saved + 2, run)
+    run.send_signal(signal.SIGINT)
+    run.send_signal(signal.SIGINT)
+    result = faults.finish(run)
+    assert result.rc in (-signal.SIGINT, 130) and "Traceback" not in result.stderr, str(result)
+    for step in committed_steps(os.path.join(victim, "checkpoints")):
+        assert inspect_step(os.path.join(victim, "checkpoints", str(step))) is None
+    assert params_digest(victim)  # the newest step restores
+
+
+def test_ctrl_c_before_the_first_step_is_one_line(env, tmp_path, corpus_file):
+    run = faults.launch(tiny_args(tmp_path / "w", corpus_file), env)
+    while not os.path.exists(tmp_path / "w" / ".lock") and run.poll() is None:
+        pass  # set-up has begun
+    run.send_signal(signal.SIGINT)
+    result = faults.finish(run)
+    if result.rc != 0:  # (unless it finished first)
+        assert_one_line_error(result, "interrupted", rc=130)
+
+
+def test_a_validation_split_shorter_than_one_window(server, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(20):  # document 18 is the validation split (user_text: i % 20 == 18)
+        (folder / f"{i:02d}.txt").write_text("short." if i == 18 else "Some words. " * 400)
+    result = server.run("train", *tiny_args(tmp_path / "w", str(folder)))
+    assert_one_line_error(result, "validation split", "tokens", "model.seq_len=64")
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def _step_bytes(workdir, step) -> int:
+    root = os.path.join(workdir, "checkpoints", str(step))
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_a_full_disk_stops_the_run_with_one_line(env, trained, corpus_file, tmp_path):
+    prefix = faults.namespace_prefix()
+    if prefix is None:
+        pytest.skip("no private mount namespace here (unshare): cannot make a small disk")
+    # Room for the data record, the logs and one checkpoint, not for a second.
+    size_kb = (_step_bytes(trained["dir"], 2) * 3 // 2 + 400_000) // 1024
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    disk.mkdir()
+    command = [PYTHON, "-m", "experiments.train", *tiny_args(disk / "w", corpus_file, steps=40,
+                                                             every=2)]  # fmt: skip
+    result = faults.in_namespace(prefix, f"mount -t tmpfs -o size={size_kb}k tmpfs '{disk}'",
+                                 command, env, after=f"cp -a '{disk}/w' '{kept}'")  # fmt: skip
+    assert_one_line_error(result, "could not write checkpoint", "no space left on device")
+    good = committed_steps(kept / "checkpoints")
+    assert good and good[-1] < 40
+    # The run stopped at the failed save (found at the next step boundary: saves are
+    # asynchronous), and the last good step resumes once there is room.
+    assert max(faults.metrics_steps(kept)) <= good[-1] + 2 * 2
+    resumed = run_cli("train", *tiny_args(kept, corpus_file, steps=good[-1] + 2), env=env)
+    assert resumed.rc == 0 and f"resumed from step {good[-1]}" in resumed.stdout, str(resumed)
+
+
+def test_a_read_only_workdir_is_one_line(env, victim, corpus_file, tmp_path):
+    prefix = faults.namespace_prefix()
+    if prefix is None:
+        pytest.skip("no private mount namespace here (unshare): cannot mount read-only")
+    before = params_digest(victim)
+    ro = f"mount --bind '{victim}' '{victim}'\nmount -o remount,bind,ro '{victim}'"
+    train = [PYTHON, "-m", "experiments.train", *tiny_args(victim, corpus_file, steps=6)]
+    assert_one_line_error(faults.in_namespace(prefix, ro, train, env), "read-only file system")
+    evaluate = [PYTHON, "-m", "experiments.evaluate", f"--workdir={victim}", "--max_tokens=300"]
+    result = faults.in_namespace(prefix, ro, evaluate, env)
+    assert_one_line_error(result, "eval_validation.json", "read-only file system")
+    assert "| standard |" in result.stdout  # the table came first
+    parent = tmp_path / "ro_parent"
+    parent.mkdir()
+    ro = f"mount --bind '{parent}' '{parent}'\nmount -o remount,bind,ro '{parent}'"
+    train = [PYTHON, "-m", "experiments.train", *tiny_args(parent / "new", corpus_file)]
+    assert_one_line_error(faults.in_namespace(prefix, ro, train, env), "read-only file system")
+    assert params_digest(victim) == before
+
+
+def test_unreadable_files_are_one_line(env, corpus_file):
+    prefix = faults.unprivileged_prefix()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: every file is readable")
+    shared = tempfile.mkdtemp(prefix="llp_unprivileged_")  # reachable by 'nobody'
+    try:
+        os.chmod(shared, 0o777)
+        readable, secret = os.path.join(shared, "corpus.txt"), os.path.join(shared, "secret.txt")
+        for path, mode in ((readable, 0o644), (secret, 0)):
+            shutil.copy(corpus_file, path)
+            os.chmod(path, mode)
+        env = {**env, "HOME": shared, "XDG_CACHE_HOME": os.path.join(shared, "cache")}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)  # another user's cache folder
+        work = os.path.join(shared, "w")
+        result = run_cli("train", *tiny_args(work, secret), env=env, prefix=prefix)
+        assert_one_line_error(result, "secret.txt", "ermission denied")
+        locked = os.path.join(shared, "locked")
+        os.mkdir(locked, 0o555)  # root's, read-only to everyone else
+        result = run_cli("train", *tiny_args(os.path.join(locked, "w"), readable), env=env,
+                         prefix=prefix)  # fmt: skip
+        assert_one_line_error(result, "locked", "permission denied")
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_closed_pipe_ends_quietly(env):
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "experiments.sample", "--config=llp_jax/configs/tiny.py",
+         "--max_new_tokens=2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    proc.stdout.close()  # as `| head` does once it has its lines: every write is EPIPE
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=300)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode == 141, err
+
+
+def test_summary_and_metrics_after_interrupted_rerun(server, victim, corpus_file):
+    """The metrics log holds one row per step, whatever was replayed."""
+    result = server.run("train", *tiny_args(victim, corpus_file, steps=6))
+    assert result.rc == 0, str(result)
+    assert faults.metrics_steps(victim) == [1, 2, 3, 4, 5, 6]
+    summary = json.load(open(os.path.join(victim, "summary.json")))
+    assert summary["steps_run"] == 2
