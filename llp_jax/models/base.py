@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from llp_jax.errors import ConfigError
+from llp_jax.models import losses
 from llp_jax.models.block import Block
 from llp_jax.models.layers import DTYPES, LayerNorm, logical_param, uniform_param
 from llp_jax.models.masks import ExampleMask, MaskSpec
@@ -187,6 +188,18 @@ class LanguageModel(nnx.Module):
         h = self.final_norm(h_BxPxD)
         logits = h @ self.head_w[...].astype(h.dtype) + self.head_b[...].astype(h.dtype)
         return logits.astype(jnp.float32)
+
+    def nll_sum(self, tokens_BxT: jax.Array, targets_BxP: jax.Array, *, rng=None) -> jax.Array:
+        """Sum of the next-token negative log-likelihoods of the scored positions (float32):
+        `-log_softmax(self(tokens))[targets]` summed, with the head fused into a chunked
+        cross-entropy (losses.py) that never holds the [B, P, V] logits."""
+        x = self.embed_tokens(tokens_BxT)
+        h_BxPxD = self.final_norm(self.hidden(x, rng, self.document_ids(tokens_BxT)))
+        B, P, D = h_BxPxD.shape
+        return losses.head_nll_sum(
+            h_BxPxD.reshape(B * P, D), self.head_w[...].astype(h_BxPxD.dtype),
+            self.head_b[...].astype(h_BxPxD.dtype), targets_BxP.reshape(B * P),
+        )  # fmt: skip
 
     def document_ids(self, tokens_BxT: jax.Array):
         """int32 [B, T]: the document of each position (an end-of-document token belongs to the

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from llp_jax.models import losses
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel
 
@@ -25,17 +26,25 @@ TrainState = dict
 Batch = dict  # {'inputs': int32[B, T], 'targets': int32[B, T]}
 
 
-def next_token_loss(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, rng):
+def next_token_loss(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, rng, *,
+                    fused: bool = True):  # fmt: skip
     """Mean cross-entropy over the model's loss positions, and (nll sum, token count).
 
-    The model returns logits for its last P positions (all of them, or the latents), so the
-    targets are the last P targets of the window.
+    The model scores its last P positions (all of them, or the latents), so the targets are the
+    last P targets of the window. `fused`: the head and the cross-entropy run chunked
+    (models/losses.py: the [B, P, V] logits are never held); otherwise the reference, optax on
+    the full logits. The two are equal to float rounding (tests/models/test_losses.py).
     """
     model = nnx.merge(graphdef, params)
-    logits_BxPxV = model(batch["inputs"], rng=rng)
-    targets_BxP = batch["targets"][:, batch["targets"].shape[1] - logits_BxPxV.shape[1] :]
-    nll_BxP = optax.softmax_cross_entropy_with_integer_labels(logits_BxPxV, targets_BxP)
-    return nll_BxP.mean(), {"nll_sum": nll_BxP.sum(), "tokens": jnp.float32(nll_BxP.size)}
+    T = batch["inputs"].shape[1]
+    targets_BxP = batch["targets"][:, model.loss_start(T) :]
+    count = targets_BxP.size
+    if fused and losses.fused_rows(count):
+        nll_sum = model.nll_sum(batch["inputs"], targets_BxP, rng=rng)
+    else:
+        logits_BxPxV = model(batch["inputs"], rng=rng)
+        nll_sum = optax.softmax_cross_entropy_with_integer_labels(logits_BxPxV, targets_BxP).sum()
+    return nll_sum / count, {"nll_sum": nll_sum, "tokens": jnp.float32(count)}
 
 
 LossFn = Callable[[Any, Any, "jax.Array | None"], tuple[jax.Array, Any]]

@@ -1,0 +1,76 @@
+"""The train step against the limit: tokens/s, model FLOPs, utilisation of the measured matmul
+peak, a per-op breakdown, and the authors' ECP step timed alternately with ours.
+
+  python -m experiments.benchmark_step                          # ours only
+  python -m experiments.benchmark_step --authors=PATH/TO/ECPTransformer \
+      --torch_python=PATH/TO/python                             # + theirs (needs torch, einops)
+
+Writes experiments/results/step_benchmark.md (and .json). See llp_jax/studies/step_benchmark.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import flags
+
+from llp_jax.cli import common
+from llp_jax.studies import step_benchmark
+
+_VARIANTS = flags.DEFINE_list("variants", list(step_benchmark.VARIANTS),
+                              f"Ours to time, of {list(step_benchmark.VARIANTS)}.")  # fmt: skip
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds (one step of every variant each).")
+_BATCH = flags.DEFINE_integer("batch", 8, "Batch size.")
+_SEQ = flags.DEFINE_integer("seq_len", 1024, "n.")
+_SEGMENTS = flags.DEFINE_integer("segments", 4, "LLP segments per window (s = n / S).")
+_AUTHORS = flags.DEFINE_string("authors", "", "A checkout of MetaMain/ECPTransformer.")
+_TORCH = flags.DEFINE_string("torch_python", "", "A Python with torch and einops installed.")
+_OUT = flags.DEFINE_string("out", "experiments/results/step_benchmark.md", "Markdown output.")
+
+
+def main(argv):
+    common.start(argv)
+    with common.one_line_errors():
+        _main()
+
+
+def _main() -> None:
+    unknown = set(_VARIANTS.value) - set(step_benchmark.VARIANTS)
+    if unknown:
+        raise common.UsageError(f"--variants: unknown {sorted(unknown)}; choose from "
+                                f"{list(step_benchmark.VARIANTS)}")  # fmt: skip
+    if bool(_AUTHORS.value) != bool(_TORCH.value):
+        raise common.UsageError("--authors and --torch_python go together")
+    if _AUTHORS.value and not os.path.isfile(
+        os.path.join(_AUTHORS.value, "models", "ECPAttentionTransformer.py")
+    ):
+        raise common.UsageError(f"--authors={_AUTHORS.value} is not a checkout of "
+                                "MetaMain/ECPTransformer (no models/ECPAttentionTransformer.py)")  # fmt: skip
+    if _ROUNDS.value < 1 or _BATCH.value < 1:
+        raise common.UsageError("--rounds and --batch must be >= 1")
+    spec = step_benchmark.StepSpec(
+        variants=tuple(_VARIANTS.value), rounds=_ROUNDS.value, batch=_BATCH.value,
+        seq_len=_SEQ.value, segments=_SEGMENTS.value, authors=_AUTHORS.value,
+        torch_python=_TORCH.value,
+    )  # fmt: skip
+    start = time.perf_counter()
+    result = step_benchmark.run(spec)
+    command = "python -m experiments.benchmark_step " + " ".join(sys.argv[1:])
+    text = step_benchmark.markdown(result, command.strip(), time.perf_counter() - start)
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(_OUT.value)[0] + ".json", "w") as f:
+        json.dump({"command": command, **result}, f, indent=1)
+    print(text)
+
+
+def entry() -> None:
+    common.run(main)
+
+
+if __name__ == "__main__":
+    entry()

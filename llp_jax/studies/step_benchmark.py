@@ -1,0 +1,243 @@
+"""The train step against the limit: time, model FLOPs, utilisation of the measured matmul peak,
+a per-op breakdown, and the authors' PyTorch ECP step timed alternately with ours.
+
+What `experiments/benchmark_step.py` does, as library functions. Every variant is the real train
+step of the trainer (AdamW, clipping, the non-finite guard) at one config (default: the authors'
+small config, d=256, L=4, H=4, n=1024, S=4 -> s=256, V=8192, batch 8). All variants are
+compiled first; then each round runs one step of every variant in turn (ours and, with a
+checkout of the authors' code and a PyTorch, theirs in a worker process: tools/authors_step.py),
+so that machine load falls on all of them alike; the figure is the median over rounds.
+FLOPs, peak and breakdown: see step_profile.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llp_jax import models
+from llp_jax.studies import step_profile
+from llp_jax.studies.benchmark import attention_pairs
+from llp_jax.training import MeshConfig, TrainConfig, make_optimizer, make_schedule
+from llp_jax.training import mesh as mesh_lib
+from llp_jax.training import train_step as steps
+
+# label -> (model, code-faithful, dropout, compute dtype)
+VARIANTS = {
+    "llp": ("llp", False, 0.0, "float32"),
+    "llp_faithful": ("llp", True, 0.0, "float32"),
+    "llp_faithful_dropout": ("llp", True, 0.05, "float32"),
+    "llp_bf16": ("llp", False, 0.0, "bfloat16"),
+    "transformer": ("transformer", False, 0.0, "float32"),
+    "perceiver_ar": ("perceiver_ar", False, 0.0, "float32"),
+}
+AUTHORS = {"authors_ecp": 0.0, "authors_ecp_dropout": 0.05}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    seq_len: int = 1024
+    d_model: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    segments: int = 4  # LLP s = n / segments; PerceiverAR l = n / latent_div
+    latent_div: int = 4
+    vocab_size: int = 8192
+    batch: int = 8
+    rounds: int = 5
+    authors: str = ""  # a checkout of MetaMain/ECPTransformer ("" = not measured)
+    torch_python: str = ""  # a Python with torch and einops
+
+    def model_config(self, label: str) -> models.ModelConfig:
+        name, faithful, dropout, dtype = VARIANTS[label]
+        sizes = models.StructuralSizes(segments=self.segments, latent_div=self.latent_div)
+        return models.sized(
+            name, self.seq_len, sizes, faithful=faithful, vocab_size=self.vocab_size,
+            d_model=self.d_model, num_layers=self.num_layers, num_heads=self.num_heads,
+            dropout=dropout, compute_dtype=dtype,
+        )  # fmt: skip
+
+
+class _Ours:
+    """One compiled train step of one variant, ready to time and to profile."""
+
+    def __init__(self, spec: StepSpec, label: str):
+        self.cfg = cfg = spec.model_config(label)
+        mesh = mesh_lib.make_mesh(MeshConfig(), devices=jax.devices()[:1])
+        train = TrainConfig()
+        tx = make_optimizer(train, train.num_steps)
+        factory = lambda: models.build(cfg, seed=0)  # noqa: E731
+        graphdef, state, shardings = steps.init_train_state(factory, tx, mesh, 0)
+        step = steps.make_train_step(graphdef, tx, make_schedule(train), mesh, shardings,
+                                     dropout=cfg.dropout > 0)  # fmt: skip
+        tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (spec.batch, cfg.seq_len + 1))
+        self.data = {"inputs": jnp.asarray(tokens[:, :-1], jnp.int32),
+                     "targets": jnp.asarray(tokens[:, 1:], jnp.int32)}  # fmt: skip
+        t = time.perf_counter()
+        self.exe = step.lower(state, self.data).compile()
+        self.compile_s = time.perf_counter() - t
+        self.state = state
+        self.shapes, self.executed_attention = step_profile.forward_matmuls(
+            lambda p, b: steps.next_token_loss(graphdef, p, b, None, fused=False)[0],
+            state["params"],
+            self.data,
+        )
+        self.flops = 3 * step_profile.matmul_flops(self.shapes) + (
+            12 * cfg.d_model * attention_pairs(cfg) * spec.batch
+        )
+        self.step()  # warm-up
+
+    def step(self):
+        self.state, metrics = self.exe(self.state, self.data)
+        return metrics["loss"]
+
+    def timed(self) -> float:
+        t = time.perf_counter()
+        jax.block_until_ready(self.step())
+        return time.perf_counter() - t
+
+
+class _Theirs:
+    """The authors' ECP step in a PyTorch worker (tools/authors_step.py), one step per request."""
+
+    def __init__(self, spec: StepSpec, dropout: float):
+        tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "authors_step.py")
+        cmd = [spec.torch_python, os.path.abspath(tool), f"--authors={spec.authors}",
+               f"--dim={spec.d_model}", f"--layers={spec.num_layers}", f"--heads={spec.num_heads}",
+               f"--seq_len={spec.seq_len}", f"--segments={spec.segments}",
+               f"--vocab={spec.vocab_size}", f"--batch={spec.batch}", f"--dropout={dropout}"]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.banner = self.proc.stdout.readline().strip()
+        if not self.banner.startswith("ready"):
+            raise RuntimeError(f"the authors' step worker did not start: {' '.join(cmd)}")
+
+    def timed(self) -> float:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline().split()[0])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
+    """Compiles every variant, measures the peak on their matmul shapes, times them alternately
+    for `spec.rounds` rounds, then profiles one step of each of ours."""
+    ours = {}
+    for label in spec.variants:
+        ours[label] = _Ours(spec, label)
+        log(f"compiled {label} in {ours[label].compile_s:.1f}s")
+    theirs = {}
+    if spec.authors and spec.torch_python:
+        theirs = {label: _Theirs(spec, p) for label, p in AUTHORS.items()}
+    shapes = sum((o.shapes for o in ours.values()), start=type(ours[spec.variants[0]].shapes)())
+    peak = step_profile.matmul_peak(shapes)
+    log(f"matmul peak on the step's shapes: numpy {peak['numpy_gflops']:.0f}, "
+        f"XLA {peak['xla_gflops']:.0f} GFLOP/s")  # fmt: skip
+    times: dict[str, list[float]] = {label: [] for label in (*ours, *theirs)}
+    load = [os.getloadavg()[0]]
+    try:
+        for r in range(spec.rounds):
+            for label, runner in (*ours.items(), *theirs.items()):
+                times[label].append(runner.timed())
+            load.append(os.getloadavg()[0])
+            log(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+    finally:
+        for worker in theirs.values():
+            worker.close()
+    rows = []
+    faithful_flops = next((o.flops for k, o in ours.items() if k.startswith("llp_faithful")), None)
+    for label, ts in times.items():
+        runner = ours.get(label)
+        flops = runner.flops if runner else faithful_flops
+        median = statistics.median(ts)
+        row = {"variant": label, "step_s": median, "min_s": min(ts), "max_s": max(ts),
+               "tokens_per_s": spec.batch * spec.seq_len / median}  # fmt: skip
+        if flops:
+            rate = flops / median
+            row.update(gflop=flops / 1e9, gflops=rate / 1e9,
+                       util_numpy=rate / (peak["numpy_gflops"] * 1e9),
+                       util_xla=rate / (peak["xla_gflops"] * 1e9))  # fmt: skip
+        if runner:
+            row["executed_attention_gflop"] = 3 * runner.executed_attention / 1e9
+            row["breakdown"] = step_profile.profile_breakdown(runner.step, runner.exe.as_text())
+        rows.append(row)
+    return {"rows": rows, "peak": peak, "load": load, "spec": dataclasses.asdict(spec),
+            "authors": {k: w.banner for k, w in theirs.items()},
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                       f"jax {jax.__version__}"}  # fmt: skip
+
+
+def ratios(result: dict) -> list[tuple[str, str, float]]:
+    """(ours, theirs, their time / our time) for the pairs the targets name."""
+    t = {r["variant"]: r["step_s"] for r in result["rows"]}
+    pairs = [("llp_faithful", "authors_ecp"), ("llp", "authors_ecp"),
+             ("llp_faithful_dropout", "authors_ecp_dropout"),
+             ("llp_bf16", "authors_ecp")]  # fmt: skip
+    return [(a, b, t[b] / t[a]) for a, b in pairs if a in t and b in t]
+
+
+def markdown(result: dict, command: str, wall_s: float) -> str:
+    spec, peak = result["spec"], result["peak"]
+    lines = [
+        "# Train step against the limit",
+        "",
+        f"Command: `{command}` ({wall_s / 60:.1f} min). Machine: {result['machine']}; load "
+        f"average (1 min) during the timed rounds {min(result['load']):.2f}-"
+        f"{max(result['load']):.2f}.",
+        "",
+        f"Config: d={spec['d_model']}, L={spec['num_layers']}, H={spec['num_heads']}, "
+        f"n={spec['seq_len']}, S={spec['segments']} (s={spec['seq_len'] // spec['segments']}), "
+        f"V={spec['vocab_size']}, batch {spec['batch']}, AdamW, one device. Medians of "
+        f"{spec['rounds']} rounds; each round runs one step of every variant in turn. "
+        "Variants: llp (clean), llp_faithful (code_faithful, dropout off), "
+        "llp_faithful_dropout (their default dropout 0.05), llp_bf16 (compute_dtype bfloat16), "
+        "authors_ecp / authors_ecp_dropout (their ECPAttentionTransformer, dropout 0 / 0.05, "
+        "float32 PyTorch).",
+        "",
+        f"Matmul peak (float32, on the steps' own matmul shapes, FLOP-weighted): numpy "
+        f"**{peak['numpy_gflops']:.0f} GFLOP/s**, XLA **{peak['xla_gflops']:.0f} GFLOP/s**. "
+        "Model FLOPs: 3 x the forward's non-batched matmuls + 12 d x attended pairs x batch "
+        "(llp_jax/studies/step_profile.py); the authors' ECP counts as the code-faithful LLP.",
+        "",
+        "| variant | step s (min-max) | tokens/s | model GFLOP | GFLOP/s | of numpy peak | "
+        "of XLA peak | matmul / elementwise / movement (profiled) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        b = r.get("breakdown")
+        split = "—"
+        if b:
+            total = b["matmul"] + b["elementwise"] + b["movement"]
+            split = " / ".join(f"{100 * b[k] / total:.0f}%" for k in
+                               ("matmul", "elementwise", "movement"))  # fmt: skip
+        flops = (f"{r['gflop']:.0f} | {r['gflops']:.0f} | {100 * r['util_numpy']:.0f}% | "
+                 f"{100 * r['util_xla']:.0f}%") if "gflop" in r else "— | — | — | —"  # fmt: skip
+        lines.append(f"| {r['variant']} | {r['step_s']:.2f} ({r['min_s']:.2f}-{r['max_s']:.2f}) "
+                     f"| {r['tokens_per_s']:,.0f} | {flops} | {split} |")  # fmt: skip
+    if result["authors"]:
+        lines += ["", "Against the authors' PyTorch code (their time / ours, > 1: ours is faster; "
+                  f"{'; '.join(result['authors'].values())}):", ""]  # fmt: skip
+        lines += [f"- {a} vs {b}: **{x:.2f}x**" for a, b, x in ratios(result)]
+    lines += ["", "Largest ops of each profiled step (ms, under the profiler):", ""]
+    for r in result["rows"]:
+        if r.get("breakdown"):
+            top = ", ".join(f"{t['op']} ({t['kind']}) {t['ms']:.0f}" for t in
+                            r["breakdown"]["top"][:5])  # fmt: skip
+            lines.append(f"- {r['variant']}: {top}")
+    lines += ["", "Matmul rates per shape (M x K x N, times per forward, GFLOP/s numpy / XLA): "
+              + "; ".join(f"{'x'.join(map(str, s['shape']))} x{s['times']}: "
+                          f"{s['numpy_gflops']:.0f} / {s['xla_gflops']:.0f}"
+                          for s in peak["shapes"]), ""]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""What a train step does and how close it runs to the machine: model FLOPs, the matmul peak on
+the step's own shapes, and a per-op time breakdown from a JAX profile.
+
+Model FLOPs of one step (forward + backward, the usual 3x the forward's matmuls):
+    3 * (every non-batched matmul of the forward: 2*M*K*N — projections, MLPs, the output head)
+  + 12 * d_model * attention_pairs * batch   (QK^T and PV, 2 FLOPs per multiply-add, 2 matmuls,
+                                              x3 for forward+backward, over the *attended* pairs)
+For a model whose every layer sees every position this is the familiar 6*N*T + 6*d*V*T + the
+attention term; for latent models (PerceiverAR) it counts what the latents really compute.
+Attention work on masked-out blocks is *executed* FLOPs, not model FLOPs, and is reported apart.
+
+The peak: every distinct non-batched matmul shape of the forward, timed with numpy (BLAS) and
+with XLA in this process, FLOP-weighted by how often the step runs it: the float32 rate this
+machine reaches on this step's own matmuls.
+
+The breakdown: one profiled step (`jax.profiler`, a Perfetto trace), each XLA thunk's time
+classified by what its HLO instruction computes — matmul (a fusion holding a dot or
+convolution), data movement (only copies, transposes, broadcasts, slices, concatenations,
+pads, dynamic updates) or elementwise (everything else: softmax, LayerNorm, the optimizer).
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import gzip
+import json
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable
+
+import jax
+import jax.extend.core as jcore
+import jax.numpy as jnp
+import numpy as np
+
+MOVEMENT_OPS = frozenset(
+    "parameter constant copy transpose bitcast broadcast reshape slice dynamic-slice "
+    "dynamic-update-slice concatenate pad iota tuple get-tuple-element copy-start copy-done "
+    "bitcast-convert reverse".split()
+)  # fmt: skip
+MATMUL_OPS = frozenset({"dot", "convolution"})
+CONTROL_OPS = frozenset({"while", "conditional", "call", "async-start", "async-done"})
+
+
+def forward_matmuls(fn: Callable, *args) -> tuple[collections.Counter, float]:
+    """(Counter of non-batched forward matmul shapes (M, K, N) -> times run, FLOPs of the batched
+    ones (attention) as executed), from `fn`'s jaxpr; scanned bodies count `length` times."""
+    shapes: collections.Counter = collections.Counter()
+    batched = [0.0]
+
+    def walk(jaxpr, times: int) -> None:
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                (lc, rc), (lb, _) = eqn.params["dimension_numbers"]
+                lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+                k = math.prod(lhs[i] for i in lc)
+                out = math.prod(eqn.outvars[0].aval.shape)
+                if lb:
+                    batched[0] += times * 2.0 * out * k
+                else:
+                    n = math.prod(d for i, d in enumerate(rhs) if i not in rc)
+                    shapes[(out // n, k, n)] += times
+            inner = (
+                times * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else times
+            )
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    if isinstance(sub, jcore.ClosedJaxpr):
+                        walk(sub.jaxpr, inner)
+                    elif isinstance(sub, jcore.Jaxpr):
+                        walk(sub, inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr, 1)
+    return shapes, batched[0]
+
+
+def matmul_flops(shapes: collections.Counter) -> float:
+    return sum(2.0 * m * k * n * times for (m, k, n), times in shapes.items())
+
+
+def _rate(run: Callable[[], object], flops: float, min_s: float) -> float:
+    run()  # warm-up
+    best, spent = math.inf, 0.0
+    while spent < min_s:
+        t = time.perf_counter()
+        run()
+        dt = time.perf_counter() - t
+        best, spent = min(best, dt), spent + dt
+    return flops / best
+
+
+def matmul_peak(shapes: collections.Counter, min_s: float = 0.5) -> dict:
+    """GFLOP/s of numpy and of XLA on each shape (best of repeated runs), and their FLOP-weighted
+    rate over the step's mix (total FLOPs / total time at each shape's rate)."""
+    rows, totals = [], {"numpy": [0.0, 0.0], "xla": [0.0, 0.0]}
+    rng = np.random.default_rng(0)
+    for (m, k, n), times in sorted(shapes.items()):
+        a = rng.standard_normal((m, k), np.float32)
+        b = rng.standard_normal((k, n), np.float32)
+        flops = 2.0 * m * k * n
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        mm = jax.jit(jnp.matmul)
+        rates = {
+            "numpy": _rate(lambda: a @ b, flops, min_s),
+            "xla": _rate(lambda: mm(ja, jb).block_until_ready(), flops, min_s),
+        }
+        for lib, rate in rates.items():
+            totals[lib][0] += flops * times
+            totals[lib][1] += flops * times / rate
+        rows.append({"shape": [m, k, n], "times": times,
+                     **{f"{lib}_gflops": r / 1e9 for lib, r in rates.items()}})  # fmt: skip
+    return {"shapes": rows,
+            **{f"{lib}_gflops": f / t / 1e9 for lib, (f, t) in totals.items()}}  # fmt: skip
+
+
+_INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+.*? ([\w\-]+)\(")
+_COMP = re.compile(r"^%?([\w.\-]+) .*\{\s*$")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+
+
+def classify_hlo(hlo_text: str) -> dict[str, str]:
+    """Instruction name -> 'matmul' | 'movement' | 'elementwise' | 'control', from HLO text."""
+    ops: dict[str, list[str]] = {}  # computation -> opcodes (and 'calls:<comp>')
+    instrs: dict[str, tuple[str, str | None]] = {}
+    current = None
+    for line in hlo_text.splitlines():
+        if (m := _COMP.match(line)) and "=" not in line.split("{")[0]:
+            current = m.group(1)
+            ops[current] = []
+            continue
+        if current and (m := _INSTR.match(line)):
+            name, op = m.group(1), m.group(2)
+            call = _CALLS.search(line)
+            ops[current].append(op)
+            if call:
+                ops[current].append("calls:" + call.group(1))
+            instrs[name] = (op, call.group(1) if call else None)
+
+    def kinds(comp: str, seen=()) -> set[str]:
+        out = set()
+        for op in ops.get(comp, ()):
+            if op.startswith("calls:"):
+                if op[6:] not in seen:
+                    out |= kinds(op[6:], (*seen, comp))
+            else:
+                out.add(op)
+        return out
+
+    def category(opset: set[str]) -> str:
+        if opset & MATMUL_OPS or any("matmul" in o or "gemm" in o for o in opset):
+            return "matmul"
+        if opset <= MOVEMENT_OPS:
+            return "movement"
+        return "elementwise"
+
+    out = {}
+    for name, (op, called) in instrs.items():
+        if op in CONTROL_OPS:
+            out[name] = "control"
+        elif op in ("fusion", "custom-call") and called:
+            out[name] = category(kinds(called) - {"parameter"} or {"copy"})
+        else:
+            out[name] = category({op})
+    return out
+
+
+def profile_breakdown(run_once: Callable[[], object], hlo_text: str) -> dict:
+    """Milliseconds per category of one profiled call of `run_once`, and the wall time."""
+    categories = classify_hlo(hlo_text)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        start = time.perf_counter()
+        try:
+            jax.block_until_ready(run_once())
+            wall = time.perf_counter() - start
+        finally:
+            jax.profiler.stop_trace()
+        (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
+        with gzip.open(path) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    ms: collections.Counter = collections.Counter()
+    top: collections.Counter = collections.Counter()
+    for e in events:
+        kind = categories.get(e.get("name", ""))
+        if e.get("ph") == "X" and kind and kind != "control":
+            ms[kind] += e.get("dur", 0) / 1e3
+            top[(kind, e["name"])] += e.get("dur", 0) / 1e3
+    return {
+        "wall_ms": wall * 1e3,
+        **{k: ms.get(k, 0.0) for k in ("matmul", "elementwise", "movement")},  # fmt: skip
+        "top": [{"kind": k, "op": n, "ms": v} for (k, n), v in top.most_common(8)],
+    }
