@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llp_jax.models import attention_kernels as kernels
+from llp_jax.models import dropout as dropout_lib
 from llp_jax.models.masks import ExampleMask, MaskSpec, Positions, Windows, blockable
 
 IMPLEMENTATIONS = ("xla", "reference", "cudnn", "splash", "auto")
@@ -96,8 +97,7 @@ def _dense(q, k, v, mask_QxK, dropout_rate, rng):
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     if rng is not None and dropout_rate > 0.0:
-        keep = jax.random.bernoulli(rng, 1.0 - dropout_rate, probs.shape)
-        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+        probs = dropout_lib.apply(probs, dropout_rate, rng)
     return jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v)
 
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llp_jax.models import dropout as dropout_lib
 from llp_jax.models.rotary import apply_rope
 
 if TYPE_CHECKING:
@@ -38,10 +39,7 @@ def split_rng(rng: jax.Array | None, n: int):
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    if rng is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+    return dropout_lib.apply(x, rate, rng)
 
 
 class LayerNorm(nnx.Module):
