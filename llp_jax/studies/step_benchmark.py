@@ -6,7 +6,8 @@ step of the trainer (AdamW, clipping, the non-finite guard) at one config (defau
 small config, d=256, L=4, H=4, n=1024, S=4 -> s=256, V=8192, batch 8). All variants are
 compiled first; then each round runs one step of every variant in turn (ours and, with a
 checkout of the authors' code and a PyTorch, theirs in a worker process: tools/authors_step.py),
-so that machine load falls on all of them alike; the figure is the median over rounds.
+so that machine load falls on all of them alike (the order rotates each round); the figure is
+the median over rounds.
 FLOPs, peak and breakdown: see step_profile.py.
 """
 
@@ -117,7 +118,11 @@ class _Theirs:
                f"--dim={spec.d_model}", f"--layers={spec.num_layers}", f"--heads={spec.num_heads}",
                f"--seq_len={spec.seq_len}", f"--segments={spec.segments}",
                f"--vocab={spec.vocab_size}", f"--batch={spec.batch}", f"--dropout={dropout}"]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # Passive OpenMP threads: PyTorch's pool would otherwise spin on the cores for a while
+        # after each of its steps, slowing the step of ours that follows.
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)  # fmt: skip
         self.banner = self.proc.stdout.readline().strip()
         if not self.banner.startswith("ready"):
             raise RuntimeError(f"the authors' step worker did not start: {' '.join(cmd)}")
@@ -149,8 +154,13 @@ def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
     times: dict[str, list[float]] = {label: [] for label in (*ours, *theirs)}
     load = [os.getloadavg()[0]]
     try:
+        runners = [*ours.items(), *theirs.items()]
         for r in range(spec.rounds):
-            for label, runner in (*ours.items(), *theirs.items()):
+            # The order rotates each round, so that no variant always follows the same one (a
+            # PyTorch step leaves its thread pool spinning for a moment); a short pause lets
+            # the previous runner's threads go idle.
+            for label, runner in runners[r % len(runners) :] + runners[: r % len(runners)]:
+                time.sleep(0.3)
                 times[label].append(runner.timed())
             load.append(os.getloadavg()[0])
             log(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
