@@ -238,23 +238,6 @@ def _to_theirs(x: np.ndarray, transform: str) -> np.ndarray:
     return x.T if transform == "T" else x
 
 
-def _expected_shapes(cfg: models.ModelConfig) -> dict[str, tuple]:
-    from flax import nnx
-
-    state = nnx.to_pure_dict(nnx.state(models.abstract_model(cfg)))
-    flat = {}
-
-    def walk(tree, path):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(value, f"{path}{key}/")
-            else:
-                flat[f"{path}{key}"] = tuple(value.shape)
-
-    walk(state, "")
-    return flat
-
-
 def to_params(ckpt: AuthorsCheckpoint, cfg: models.ModelConfig) -> dict:
     """llp_jax's params (a nested dict, as `nnx.to_pure_dict` gives) from their state dict.
 
@@ -268,7 +251,7 @@ def to_params(ckpt: AuthorsCheckpoint, cfg: models.ModelConfig) -> dict:
         raise InteropError(f"{where}: missing tensor(s) {missing[:4]} for a {cfg.name} model")
     if unknown:
         raise InteropError(f"{where}: unknown tensor(s) {unknown[:4]} for a {cfg.name} model")
-    shapes, flat = _expected_shapes(cfg), {}
+    shapes, flat = models.param_shapes(cfg), {}
     for theirs, (ours, transform) in mapping.items():
         value = np.asarray(state[theirs])
         if value.dtype != np.float32:
@@ -388,5 +371,5 @@ def optimizer_groups(cfg: models.ModelConfig, lr: float = 2e-4) -> dict:
 
 def num_parameters(cfg: models.ModelConfig) -> int:
     """Learnable parameters of their model for `cfg` (= llp_jax's count of the same config)."""
-    shapes = _expected_shapes(cfg)
+    shapes = models.param_shapes(cfg)
     return int(sum(math.prod(s) for s in shapes.values()))

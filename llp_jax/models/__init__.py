@@ -6,7 +6,7 @@ from llp_jax.models.config import ConfigError, ModelConfig, code_faithful
 from llp_jax.models.masks import MaskSpec
 from llp_jax.models.presets import paper_llp, sized, tiny
 from llp_jax.models.registry import LATENT_MODELS, MODEL_NAMES, MODELS, model_class
-from llp_jax.models.zoo import abstract_model, build, count_params
+from llp_jax.models.zoo import abstract_model, build, count_params, param_shapes
 
 __all__ = [
     "LATENT_MODELS",
@@ -18,6 +18,7 @@ __all__ = [
     "ModelConfig",
     "StructuralSizes",
     "abstract_model",
+    "param_shapes",
     "attend",
     "build",
     "code_faithful",

@@ -25,6 +25,22 @@ def abstract_model(config: Any) -> LanguageModel:
     return nnx.eval_shape(lambda: cfg.model_class(cfg, rngs=nnx.Rngs(params=0)))
 
 
+def param_shapes(config: Any) -> dict[str, tuple]:
+    """Every parameter's shape by its '/'-joined path (e.g. 'blocks/attn/q/kernel'), without
+    allocating: what converters and weight loaders check tensors against."""
+    flat: dict[str, tuple] = {}
+
+    def walk(tree, path):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{path}{key}/")
+            else:
+                flat[f"{path}{key}"] = tuple(value.shape)
+
+    walk(nnx.to_pure_dict(nnx.state(abstract_model(config), nnx.Param)), "")
+    return flat
+
+
 def count_params(model_or_config: Any) -> int:
     """Number of parameters; accepts a model or a config (then counted without allocation)."""
     model = model_or_config

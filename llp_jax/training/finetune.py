@@ -50,20 +50,6 @@ def check_source(spec: str) -> None:
         raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
 
 
-def _shapes(cfg: models.ModelConfig) -> dict[str, tuple]:
-    flat = {}
-
-    def walk(tree, path):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(value, f"{path}{key}/")
-            else:
-                flat[f"{path}{key}"] = tuple(value.shape)
-
-    walk(nnx.to_pure_dict(nnx.state(models.abstract_model(cfg), nnx.Param)), "")
-    return flat
-
-
 def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[nnx.State, str]:
     """The parameters of checkpoint `spec` placed like `target` (the new run's sharded params);
     returns (params, a description of where they came from).
@@ -91,7 +77,7 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
             f"compression is a Linear over n - l positions): the source's {source.seq_len} "
             f"cannot become {cfg.seq_len}"
         )
-    want, have = _shapes(cfg), _shapes(source)
+    want, have = models.param_shapes(cfg), models.param_shapes(source)
     diffs = [f"{p} {have.get(p)} vs {want.get(p)}" for p in sorted(set(want) | set(have))
              if want.get(p) != have.get(p)]  # fmt: skip
     if diffs:
