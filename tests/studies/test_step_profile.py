@@ -1,0 +1,49 @@
+"""The step benchmark's measuring pieces: matmul FLOPs read from a jaxpr (scanned bodies counted
+`length` times, batched matmuls apart), the HLO classifier, a profiled breakdown, a peak."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llp_jax.studies import step_profile
+
+
+def test_forward_matmuls_counts_scanned_bodies_and_separates_batched_ones():
+    def f(x_BxTxD, w_DxD, w_DxF):
+        def layer(h, _):
+            return jnp.tanh(h @ w_DxD), None
+
+        h, _ = jax.lax.scan(layer, x_BxTxD, None, length=3)
+        scores = jnp.einsum("btd,bsd->bts", h, h)  # batched: attention-like
+        return (h @ w_DxF).sum() + scores.sum()
+
+    x = jnp.ones((2, 8, 4))
+    shapes, batched = step_profile.forward_matmuls(f, x, jnp.ones((4, 4)), jnp.ones((4, 6)))
+    assert shapes == {(16, 4, 4): 3, (16, 4, 6): 1}
+    assert step_profile.matmul_flops(shapes) == 3 * 2 * 16 * 4 * 4 + 2 * 16 * 4 * 6
+    assert batched == 2 * 2 * 8 * 8 * 4
+
+
+def test_classify_hlo_and_a_profiled_breakdown():
+    @jax.jit
+    def f(a, b):
+        return jnp.exp(a @ b).T + 1.0
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((256, 256)), jnp.float32)
+    compiled = f.lower(a, a).compile()
+    kinds = step_profile.classify_hlo(compiled.as_text())
+    assert "matmul" in kinds.values()
+    assert set(kinds.values()) <= {"matmul", "elementwise", "movement", "control"}
+    out = step_profile.profile_breakdown(lambda: compiled(a, a), compiled.as_text())
+    assert out["matmul"] > 0 and out["wall_ms"] > 0
+    assert out["matmul"] + out["elementwise"] + out["movement"] <= out["wall_ms"] * 1.5 + 5
+
+
+def test_matmul_peak_weights_shapes_by_how_often_they_run():
+    peak = step_profile.matmul_peak({(64, 32, 48): 2, (32, 32, 32): 1}, min_s=0.01)
+    assert [r["shape"] for r in peak["shapes"]] == [[32, 32, 32], [64, 32, 48]]
+    for lib in ("numpy", "xla"):
+        rates = [r[f"{lib}_gflops"] for r in peak["shapes"]]
+        assert min(rates) * 0.999 <= peak[f"{lib}_gflops"] <= max(rates) * 1.001
