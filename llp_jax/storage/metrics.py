@@ -10,18 +10,31 @@ are kept locally and uploaded whole at each flush (object stores cannot append).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import tempfile
 import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
 
 from llp_jax import paths
+
+
+@contextlib.contextmanager
+def _naming(path) -> Iterator[None]:
+    """A write error of a file object carries no file name (a full disk reads "no space left on
+    device", nowhere): give it the path, so the one-line error names it."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
+        raise
 
 
 def _to_float(value: Any) -> float | None:
@@ -121,8 +134,9 @@ class MetricsWriter:
             if time.time() - self._last_upload > self._flush_secs:
                 self.flush()
         else:
-            self._jsonl.write(line)
-            self._jsonl.flush()
+            with _naming(self.jsonl_path):
+                self._jsonl.write(line)
+                self._jsonl.flush()
 
     def flush(self) -> None:
         """Makes everything written so far durable (uploads a remote log)."""
@@ -131,7 +145,8 @@ class MetricsWriter:
         if self._pending is not None:
             self._emit()
         if self._tb is not None:
-            self._tb.flush()
+            with _naming(self._tb_dir or self.logdir):
+                self._tb.flush()
         if self.remote:
             paths.write_text(self.jsonl_path, "".join(self._lines))
             if self._tb_dir is not None:
@@ -144,7 +159,8 @@ class MetricsWriter:
         if not self.active:
             return
         if self._tb is not None:
-            self._tb.close()
+            with _naming(self._tb_dir or self.logdir):
+                self._tb.close()
         self.flush()
         self._tb = None
         if self._jsonl is not None:

@@ -4,6 +4,7 @@ import json
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from llp_jax.storage import metrics as metrics_lib
 from llp_jax.studies.report import plot_losses
@@ -45,3 +46,27 @@ def test_plot_losses_writes_png(tmp_path):
     png = tmp_path / "plots" / "loss.png"
     plot_losses(tmp_path / "metrics.jsonl", png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_full_disk_names_the_metrics_file(tmp_path):
+    """A file object's write error has no file name; the writer adds its path, so the one-line
+    error says where the disk is full."""
+    import errno
+
+    writer = metrics_lib.MetricsWriter(str(tmp_path), tensorboard=False)
+
+    class Full:
+        def write(self, _):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    writer._jsonl = Full()
+    writer.write(1, {"train/loss": 1.0})
+    with pytest.raises(OSError) as err:
+        writer.flush()
+    assert err.value.errno == errno.ENOSPC and err.value.filename == writer.jsonl_path
