@@ -146,7 +146,7 @@ def _quiet_background_errors() -> None:
 
     default_thread_hook, default_unraisable = threading.excepthook, sys.unraisablehook
 
-    from llp_jax.storage import is_storage_fault  # noqa: PLC0415  (jax-heavy; only when run)
+    from llp_jax.storage.faults import is_storage_fault  # noqa: PLC0415  (the package imports jax)
 
     def thread_hook(args):
         if args.exc_value is not None and is_storage_fault(args.exc_value):

@@ -2,13 +2,8 @@
 of their format), the metrics log and the workdir's lock. Below training and evaluation, which
 both use it."""
 
-from llp_jax.storage.checkpoints import (
-    Checkpointer,
-    CheckpointWriteError,
-    Restored,
-    describe_cause,
-    is_storage_fault,
-)
+from llp_jax.storage.checkpoints import Checkpointer, Restored
+from llp_jax.storage.faults import CheckpointWriteError, describe_cause, is_storage_fault
 from llp_jax.storage.metrics import MetricsWriter, read_jsonl
 from llp_jax.storage.steps import (
     CheckpointNotFoundError,
