@@ -248,7 +248,9 @@ def _decode_logits(graphdef, params, tokens_BxT, *, decoder, prompt_len, pad_id)
 
     cs = jnp.arange(c0, decoder.offset + T, dtype=jnp.int32)
     _, logits_NxBxV = jax.lax.scan(body, state, cs)
-    return logits_NxBxV.transpose(1, 0, 2)
+    # A decoder that feeds the prompt token by token also returns the prompt's own predictions.
+    skip = decoder.offset + prompt_len - 1 - c0
+    return logits_NxBxV[skip:].transpose(1, 0, 2)
 
 
 def decode_logits(

@@ -218,6 +218,12 @@ class LanguageModel(nnx.Module):
         """Every layer: all T positions attend to each other under `attention_mask(T)` (and
         within their documents, given `segments`). The body of transformer, s2attn, llp and
         enhanced_v1/v2."""
+        return self.self_attention_with_kv(x_BxTxD, rng, segments)[0]
+
+    def self_attention_with_kv(self, x_BxTxD: jax.Array, rng, segments=None):
+        """`run_self_attention` that also returns every layer's keys/values of the T positions:
+        (h, ((k, v) of layer 1 [B, T, H, D], (k, v) of layers 2..L [L-1, B, T, H, D])) — what a
+        ring-cache decoder stores, so a prompt fills the caches in one parallel pass."""
         T = x_BxTxD.shape[1]
         pos, mask = positions(0, T), self.attention_mask(T)
         example = None if segments is None else ExampleMask(None, segments, segments)
@@ -229,7 +235,7 @@ class LanguageModel(nnx.Module):
 
             return fn
 
-        return self.run_layers(x_BxTxD, layer(True), layer(False), rng)[0]
+        return self.run_layers(x_BxTxD, layer(True), layer(False), rng)
 
     def run_layers(self, x, first_fn: LayerFn, rest_fn: LayerFn, rng, layer_aux=(None, None)):
         """Applies first_fn to layer 1 and rest_fn to layers 2..L (scanned).
