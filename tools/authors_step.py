@@ -9,7 +9,9 @@ AutoRegressiveWrapper as their training script does, with their AdamW grouping
 (tools/golden_from_authors.py), then serves a line protocol on stdin/stdout so that the
 benchmark can alternate its own steps with theirs in one run: each line `step` runs one training
 step on fixed random tokens (forward, backward, gradient clipping at 1.0, AdamW update) and
-answers `<seconds> <loss>`; end of input stops it. It prints `ready` once built and warmed up.
+answers `<seconds> <loss>`; `generate P G` times their `AutoRegressiveWrapper.generate` of G
+tokens after a random P-token prompt (it re-runs the model on the last n tokens for each token)
+and answers `<seconds> 0`; end of input stops it. It prints `ready` once built and warmed up.
 """
 
 from __future__ import annotations
@@ -65,11 +67,17 @@ def main() -> None:
     print(f"ready params={sum(p.numel() for p in model.parameters())} "
           f"threads={torch.get_num_threads()} torch={torch.__version__}", flush=True)  # fmt: skip
     for line in sys.stdin:
-        if line.strip() != "step":
-            continue
-        start = time.perf_counter()
-        loss = step()
-        print(f"{time.perf_counter() - start:.6f} {loss:.6f}", flush=True)
+        words = line.split()
+        if words[:1] == ["generate"]:  # `generate P G`: their sampler, G tokens after P
+            prompt = torch.from_numpy(rng.integers(0, args.vocab, (1, int(words[1]))))
+            start = time.perf_counter()
+            wrapper.generate(prompt, int(words[2]))
+            print(f"{time.perf_counter() - start:.6f} 0", flush=True)
+            wrapper.train()
+        elif words[:1] == ["step"]:
+            start = time.perf_counter()
+            loss = step()
+            print(f"{time.perf_counter() - start:.6f} {loss:.6f}", flush=True)
 
 
 if __name__ == "__main__":

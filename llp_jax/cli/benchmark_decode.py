@@ -10,6 +10,14 @@ the steady state) and the figure is the marginal rate, (G2 - G1) / (t(G2) - t(G1
 compiled, warmed-up generations of G1 and G2 tokens, so prompt processing and compilation are
 excluded; each time is the fastest of --repeats runs. Untrained weights: the speed does not depend on them. Writes
 experiments/results/decode_benchmark.md.
+
+A second table puts LLP at the authors' small config (d = 256, L = 4, H = 4, n = 1024, S = 4,
+vocabulary 8192; --limits_*) against the physical limit of a batch-1 decode step, memory
+bandwidth (`studies.decode_limits`), gives the time to first token of an n-token prompt with the
+one-pass prefill and fed token by token, and, given --authors and --torch_python, the authors'
+ECP `generate` timed in the same run:
+
+  python -m experiments.benchmark_decode --authors=PATH/TO/ECPTransformer --torch_python=PY
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from absl import flags
 from llp_jax import models
 from llp_jax.cli import common
 from llp_jax.evaluation import sampling
+from llp_jax.studies import decode_limits
+from llp_jax.studies.step_benchmark import AuthorsWorker, StepSpec
 
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "n, the model's window.")
 _SEGMENTS = flags.DEFINE_integer("segments", 8, "S: LLP segments per window (s = n / S).")
@@ -34,6 +44,9 @@ _MODELS = flags.DEFINE_list("models", ["llp"], "Models to time (llp, transformer
 _CACHED = flags.DEFINE_list("cached_tokens", ["64", "576"], "G1, G2 for the cached decoders.")
 _RECOMPUTE = flags.DEFINE_list("recompute_tokens", ["4", "20"], "G1, G2 for recompute.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per point; the fastest counts.")
+_LIMITS = flags.DEFINE_bool("limits", True, "Add the table at the authors' config.")
+_AUTHORS = flags.DEFINE_string("authors", "", "A checkout of MetaMain/ECPTransformer.")
+_TORCH = flags.DEFINE_string("torch_python", "", "A Python with torch and einops installed.")
 _OUT = flags.DEFINE_string("out", "experiments/results/decode_benchmark.md", "Markdown output.")
 
 
@@ -66,8 +79,54 @@ def marginal_rate(model, prompt, method: str, counts) -> tuple[float, np.ndarray
     return (g2 - g1) / max(t2 - t1, 1e-9), out
 
 
+def limits_table() -> list[str]:
+    """LLP (clean, code-faithful) at the authors' config vs the bandwidth limit and theirs."""
+    spec = StepSpec(batch=1, authors=_AUTHORS.value, torch_python=_TORCH.value)
+    n, W = spec.seq_len, 2 * spec.seq_len // spec.segments
+    prompt = np.random.default_rng(1).integers(0, spec.vocab_size, (1, n)).astype(np.int32)
+    bandwidth = decode_limits.memory_bandwidth()
+    worker = AuthorsWorker(spec, 0.0) if _AUTHORS.value else None
+    theirs = decode_limits.authors_generation_rate(worker, n) if worker else None
+    if worker:
+        worker.close()
+    rows = []
+    for label in ("llp", "llp_faithful"):
+        cfg = spec.model_config(label)
+        model = models.build(cfg, seed=0)
+        rate, _ = marginal_rate(model, prompt, "cached", _CACHED.value)
+        limit = bandwidth / decode_limits.bytes_per_token(cfg, W)
+        ttft = [decode_limits.time_to_first_token(model, prompt, prefill=p) for p in (True, False)]
+        rows.append((label, rate, limit, *ttft))
+        print(f"{label}: {rate:,.1f} tok/s of {limit:,.0f} (bandwidth), TTFT {ttft[0]:.3f} s "
+              f"prefilled vs {ttft[1]:.3f} s token by token")  # fmt: skip
+    head = "| model | cached tok/s | bandwidth limit tok/s | of limit | TTFT prefill | TTFT fed |"
+    table = [head, "|---|---|---|---|---|---|"]
+    for label, rate, limit, t_pre, t_fed in rows:
+        table.append(f"| {label} | {rate:,.1f} | {limit:,.0f} | {rate / limit:.0%} | "
+                     f"{t_pre:.3f} s | {t_fed:.3f} s |")  # fmt: skip
+    if theirs:
+        table.append(f"| authors' ECP `generate` (recompute) | {theirs:,.2f} | | | | |")
+        table += ["", f"Ours (code-faithful) / theirs: {rows[1][1] / theirs:,.0f}x tokens/s."]
+    return [
+        "## LLP at the authors' config against the memory-bandwidth limit",
+        "",
+        (f"d = {spec.d_model}, L = {spec.num_layers}, H = {spec.num_heads}, n = {n}, S = "
+         f"{spec.segments} (s = {n // spec.segments}, W = {W} cached keys/layer), vocabulary "
+         f"{spec.vocab_size}, batch 1, float32, prompt of n tokens. Limit = measured read "
+         f"bandwidth {bandwidth / 1e9:.1f} GB/s (NumPy) / float32 bytes a step must read "
+         "(parameters but the embedding, the head, W keys and values per layer; "
+         "`llp_jax/studies/decode_limits.py`). TTFT = time to first token: one parallel forward "
+         "of the prompt (prefill) vs the prompt fed token by token."),
+        "",
+        *table,
+        "",
+    ]  # fmt: skip
+
+
 def main(argv):
     common.start(argv)
+    if bool(_AUTHORS.value) != bool(_TORCH.value):
+        raise common.UsageError("--authors and --torch_python go together")
     n = _SEQ_LEN.value
     prompt = np.random.default_rng(0).integers(0, 256, size=(1, n)).astype(np.int32)
     rows = []
@@ -94,7 +153,8 @@ def main(argv):
         "",
         (
             f"Command: `python -m experiments.benchmark_decode --seq_len={n} "
-            f"--models={','.join(_MODELS.value)}`"
+            f"--models={','.join(_MODELS.value)}"
+            + (" --authors=... --torch_python=...`" if _AUTHORS.value else "`")
         ),
         "",
         (
@@ -111,6 +171,7 @@ def main(argv):
         "|---|---|---|---|---|",
         *[f"| {m} | {d} | {c:,.1f} | {r:,.2f} | {c / r:,.1f}x |" for m, d, c, r in rows],
         "",
+        *(limits_table() if _LIMITS.value else []),
     ]
     text = "\n".join(lines)
     print(text)

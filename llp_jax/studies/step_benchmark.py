@@ -109,7 +109,7 @@ class _Ours:
         return time.perf_counter() - t
 
 
-class _Theirs:
+class AuthorsWorker:
     """The authors' ECP step in a PyTorch worker (tools/authors_step.py), one step per request."""
 
     def __init__(self, spec: StepSpec, dropout: float):
@@ -127,8 +127,9 @@ class _Theirs:
         if not self.banner.startswith("ready"):
             raise RuntimeError(f"the authors' step worker did not start: {' '.join(cmd)}")
 
-    def timed(self) -> float:
-        self.proc.stdin.write("step\n")
+    def timed(self, request: str = "step") -> float:
+        """Seconds the worker took for one request ('step', or 'generate P G')."""
+        self.proc.stdin.write(request + "\n")
         self.proc.stdin.flush()
         return float(self.proc.stdout.readline().split()[0])
 
@@ -146,7 +147,7 @@ def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
         log(f"compiled {label} in {ours[label].compile_s:.1f}s")
     theirs = {}
     if spec.authors and spec.torch_python:
-        theirs = {label: _Theirs(spec, p) for label, p in AUTHORS.items()}
+        theirs = {label: AuthorsWorker(spec, p) for label, p in AUTHORS.items()}
     shapes = sum((o.shapes for o in ours.values()), start=type(ours[spec.variants[0]].shapes)())
     peak = step_profile.matmul_peak(shapes)
     log(f"matmul peak on the step's shapes: numpy {peak['numpy_gflops']:.0f}, "
