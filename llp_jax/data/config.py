@@ -19,7 +19,7 @@ class DataConfig:
     """The data section of an experiment config.
 
     Attributes:
-      corpus: 'austen' (embedded); your own text (user_text.py): a file, 'a.txt,b.md', a folder
+      corpus: 'austen' or 'web_bible' (embedded); your own text (user_text.py): a file, 'a.txt,b.md', a folder
         (every text file below it), a glob ('docs/**/*.md'), JSON Lines ('chats.jsonl', one
         document per line); or a tfds dataset: 'tfds:wikitext103' ('tfds:wikitext103/raw'),
         'tfds:pg19', 'tfds:enwik8', 'tfds-catalog:NAME'.

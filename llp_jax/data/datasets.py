@@ -17,8 +17,8 @@ import grain
 import jax
 import numpy as np
 
+from llp_jax.data import bible, pipeline, token_cache, tokenizers, user_text
 from llp_jax.data import corpus as corpus_lib
-from llp_jax.data import pipeline, token_cache, tokenizers, user_text
 from llp_jax.data.config import DataConfig
 from llp_jax.data.corpus import DataError
 
@@ -103,9 +103,11 @@ class Datasets:
 
 
 def load_corpus(spec: str = "austen", *, text_field: str = "text") -> corpus_lib.Corpus:
-    """The embedded corpus ('austen') or the user's text (see `user_text.load_text_corpus`)."""
+    """An embedded corpus ('austen', 'web_bible') or the user's text (`user_text`)."""
     if spec.strip().lower() in ("austen", ""):
         return corpus_lib.load_austen()
+    if spec.strip().lower() == "web_bible":
+        return bible.load_web_bible()
     return user_text.load_text_corpus(spec, text_field=text_field)
 
 
