@@ -22,18 +22,30 @@ from llp_jax.studies import benchmark
 
 _D = benchmark.BenchSpec()
 _MODELS = flags.DEFINE_list("models", list(_D.models), "Models to measure.")
-_SEQ_LENS = flags.DEFINE_list("seq_lens", [str(n) for n in _D.seq_lens], "Sequence lengths n.")
-_TOKENS = flags.DEFINE_integer("tokens_per_step", _D.tokens_per_step, "Tokens per train step.")
-_D_MODEL = flags.DEFINE_integer("d_model", _D.d_model, "Width.")
-_LAYERS = flags.DEFINE_integer("num_layers", _D.num_layers, "Layers.")
-_HEADS = flags.DEFINE_integer("num_heads", _D.num_heads, "Heads.")
-_SEGMENT = flags.DEFINE_integer("segment_len", _D.segment_len, "llp segment length s.")
-_LATENT = flags.DEFINE_integer("latent_len", _D.latent_len, "perceiver_ar latents l.")
-_GROUP = flags.DEFINE_integer("group_len", _D.group_len, "s2attn group G (0 = n / 4).")
+_SEQ_LENS = common.int_list_flag("seq_lens", _D.seq_lens, "Sequence lengths n.")
+_TOKENS = flags.DEFINE_integer(
+    "tokens_per_step", _D.tokens_per_step, "Tokens per train step.", lower_bound=1
+)
+_D_MODEL = flags.DEFINE_integer("d_model", _D.d_model, "Width.", lower_bound=1)
+_LAYERS = flags.DEFINE_integer("num_layers", _D.num_layers, "Layers.", lower_bound=1)
+_HEADS = flags.DEFINE_integer("num_heads", _D.num_heads, "Heads.", lower_bound=1)
+_SEGMENT = flags.DEFINE_integer(
+    "segment_len", _D.segment_len, "llp segment length s.", lower_bound=1
+)
+_LATENT = flags.DEFINE_integer(
+    "latent_len", _D.latent_len, "perceiver_ar latents l.", lower_bound=1
+)
+_GROUP = flags.DEFINE_integer(
+    "group_len", _D.group_len, "s2attn group G (0 = n / 4).", lower_bound=0
+)
 _IMPL = flags.DEFINE_string("attention_impl", _D.attention_impl, "ModelConfig.attention_impl.")
-_STEPS = flags.DEFINE_integer("steps", _D.steps, "Timed steps per point (median).")
-_BUDGET = flags.DEFINE_float("point_budget_s", _D.point_budget_s, "Timing seconds per point.")
-_MAX_GIB = flags.DEFINE_float("max_gib", _D.max_gib, "Do not run points planned above this.")
+_STEPS = flags.DEFINE_integer("steps", _D.steps, "Timed steps per point (median).", lower_bound=1)
+_BUDGET = flags.DEFINE_float(
+    "point_budget_s", _D.point_budget_s, "Timing seconds per point.", lower_bound=0
+)
+_MAX_GIB = flags.DEFINE_float(
+    "max_gib", _D.max_gib, "Do not run points planned above this.", lower_bound=0
+)
 _ISOLATE = flags.DEFINE_bool("isolate", True, "Measure each point in its own process.")
 _OUT = flags.DEFINE_string("out", "experiments/results/benchmark.md", "Markdown output.")
 _PNG = flags.DEFINE_string("png", "", "PNG output ('' = the --out path with .png).")

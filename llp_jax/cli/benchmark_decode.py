@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -36,14 +37,20 @@ from llp_jax.evaluation import sampling
 from llp_jax.studies import decode_limits
 from llp_jax.studies.step_benchmark import AuthorsWorker, StepSpec
 
-_SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "n, the model's window.")
-_SEGMENTS = flags.DEFINE_integer("segments", 8, "S: LLP segments per window (s = n / S).")
-_D_MODEL = flags.DEFINE_integer("d_model", 128, "Width.")
-_LAYERS = flags.DEFINE_integer("num_layers", 4, "Layers.")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "n, the model's window.", lower_bound=1)
+_SEGMENTS = flags.DEFINE_integer(
+    "segments", 8, "S: LLP segments per window (s = n / S).", lower_bound=1
+)
+_D_MODEL = flags.DEFINE_integer("d_model", 128, "Width.", lower_bound=1)
+_LAYERS = flags.DEFINE_integer("num_layers", 4, "Layers.", lower_bound=1)
 _MODELS = flags.DEFINE_list("models", ["llp"], "Models to time (llp, transformer, perceiver_ar).")
-_CACHED = flags.DEFINE_list("cached_tokens", ["64", "576"], "G1, G2 for the cached decoders.")
-_RECOMPUTE = flags.DEFINE_list("recompute_tokens", ["4", "20"], "G1, G2 for recompute.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per point; the fastest counts.")
+_CACHED = common.int_list_flag(
+    "cached_tokens", [64, 576], "G1, G2 for the cached decoders.", count=2
+)
+_RECOMPUTE = common.int_list_flag("recompute_tokens", [4, 20], "G1, G2 for recompute.", count=2)
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 3, "Timed runs per point; the fastest counts.", lower_bound=1
+)
 _LIMITS = flags.DEFINE_bool("limits", True, "Add the table at the authors' config.")
 _AUTHORS = flags.DEFINE_string("authors", "", "A checkout of MetaMain/ECPTransformer.")
 _TORCH = flags.DEFINE_string("torch_python", "", "A Python with torch and einops installed.")
@@ -125,8 +132,16 @@ def limits_table() -> list[str]:
 
 def main(argv):
     common.start(argv)
+    for flag in (_CACHED, _RECOMPUTE):
+        g1, g2 = (int(v) for v in flag.value)
+        if not g1 < g2:
+            sys.exit(f"error: --{flag.name}={g1},{g2}: the first count must be below the second")
     if bool(_AUTHORS.value) != bool(_TORCH.value):
-        raise common.UsageError("--authors and --torch_python go together")
+        sys.exit("error: --authors and --torch_python go together")
+    if _AUTHORS.value and not os.path.isfile(
+        os.path.join(_AUTHORS.value, "models", "ECPAttentionTransformer.py")
+    ):
+        sys.exit(f"error: --authors={_AUTHORS.value} is not a checkout of MetaMain/ECPTransformer")
     n = _SEQ_LEN.value
     prompt = np.random.default_rng(0).integers(0, 256, size=(1, n)).astype(np.int32)
     rows = []

@@ -27,8 +27,13 @@ def run(main) -> None:
     `--config=file.py:arg`, a ConfigError from the preset) otherwise prints its whole traceback.
     Ctrl-C outside the training loop (which saves first) exits 130 with one line; a closed
     stdout (`| head`) ends the program quietly."""
+
+    def guarded(argv):
+        with one_line_errors():  # a ConfigError or other LLPError from any program's body
+            return main(argv)
+
     try:
-        app.run(main, flags_parser=_parse_flags)
+        app.run(guarded, flags_parser=_parse_flags)
     except KeyboardInterrupt:
         _quiet_stdout()
         sys.stderr.write("error: interrupted (Ctrl-C); checkpoints already written are intact\n")
@@ -36,6 +41,24 @@ def run(main) -> None:
     except BrokenPipeError:
         _quiet_stdout()
         sys.exit(141)  # what a shell reports for a process ended by SIGPIPE
+
+
+def int_list_flag(name: str, default, help: str, *, minimum: int = 1, count: int | None = None):
+    """A comma-separated list of integers >= `minimum` (exactly `count` of them when given);
+    anything else is a one-line flag error at parse time."""
+    holder = flags.DEFINE_list(name, [str(v) for v in default], help)
+
+    def check(values) -> bool:
+        try:
+            ints = [int(v) for v in values]
+        except (TypeError, ValueError):
+            return False
+        return all(v >= minimum for v in ints) and (count is None or len(ints) == count)
+
+    many = f"{count} " if count else ""
+    flags.register_validator(name, check, f"--{name} must be {many}comma-separated integers "
+                                          f">= {minimum}")  # fmt: skip
+    return holder
 
 
 def _quiet_stdout() -> None:

@@ -9,7 +9,9 @@ from llp_jax.cli import common
 from llp_jax.models import count_params, paper_llp
 from llp_jax.studies.zoo import zoo_table
 
-_BATCH = flags.DEFINE_integer("batch_size", 2, "Batch size of the timed forward pass.")
+_BATCH = flags.DEFINE_integer(
+    "batch_size", 2, "Batch size of the timed forward pass.", lower_bound=1
+)
 _OUT = flags.DEFINE_string("out", "", "Also write the table to this Markdown file.")
 
 

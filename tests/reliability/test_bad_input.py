@@ -158,3 +158,41 @@ def test_workdir_paths(server, corpus_file, tmp_path):
     for program in ("evaluate", "sample"):
         result = server.run(program, f"--workdir={tmp_path / 'never_trained'}")
         assert_one_line_error(result, "no checkpoint")
+
+
+# (program, flags, fragment): the benchmark and study launchers, bad flags of every kind (a
+# bound, a list of integers, a name, a combination) and bad sizes the model config rejects.
+LAUNCHER_FLAGS = [
+    ("compare", ["--variants=nope"], "--variants: ['nope'] unknown"),
+    ("compare", ["--study=big"], "--study='big' must be one of"),
+    ("compare", ["--study=quick", "--variants=llp,x"], "['x'] unknown"),
+    ("compare", ["--num_steps=0"], "--num_steps=0"),
+    ("benchmark", ["--models=nope"], "model.name='nope'"),
+    ("benchmark", ["--seq_lens=abc"], "--seq_lens must be comma-separated integers"),
+    ("benchmark", ["--seq_lens=0"], "--seq_lens"),
+    ("benchmark", ["--steps=0"], "--steps=0"),
+    ("benchmark", ["--max_gib=-1"], "--max_gib=-1"),
+    ("benchmark_decode", ["--cached_tokens=5"], "must be 2 comma-separated integers"),
+    ("benchmark_decode", ["--recompute_tokens=20,4"], "first count must be below the second"),
+    ("benchmark_decode", ["--repeats=0"], "--repeats=0"),
+    ("benchmark_decode", ["--segments=3", "--nolimits"], "must divide seq_len"),
+    ("benchmark_decode", ["--authors=/tmp"], "--authors and --torch_python go together"),
+    ("benchmark_decode", ["--authors=/tmp", "--torch_python=python"], "not a checkout"),
+    ("benchmark_step", ["--variants=nope"], "--variants: unknown ['nope']"),
+    ("benchmark_step", ["--segments=3"], "must divide seq_len"),
+    ("benchmark_step", ["--rounds=-1"], "--rounds=-1"),
+    ("benchmark_sequence_parallel", ["--devices=0"], "--devices=0"),
+    ("model_summary", ["--batch_size=0"], "--batch_size=0"),
+]
+
+
+@pytest.mark.parametrize(
+    "case", LAUNCHER_FLAGS, ids=[f"{c[0]} {' '.join(c[1])}" for c in LAUNCHER_FLAGS]
+)
+def test_launcher_flags(case, server, tmp_path):
+    program, argv, fragment = case
+    out = tmp_path / "out.md"
+    extra = [] if program == "model_summary" else [f"--out={out}"]
+    result = server.run(program, *argv, *extra)
+    assert_one_line_error(result, fragment)
+    assert not out.exists()
