@@ -3,11 +3,14 @@
   python -m experiments.compare                # every variant (--estimate projects the run time)
   python -m experiments.compare --quick        # 2 tiny models, a few steps: a smoke test
   python -m experiments.compare --estimate     # short run of each variant -> projected runtime
+  python -m experiments.compare --study=small  # the paper's claims: seeds, budgets, context use
+  python -m experiments.compare --study=small --variants=llp   # one chunk: llp's runs only
 
 Writes experiments/results/compare.md (the table) and compare.png (validation loss vs step).
 Workdirs go under --workroot (git-ignored); a rerun reuses every variant that finished with the
 same settings, so an interrupted comparison continues where it stopped (--rerun: start over).
-See llp_jax/studies/compare.py for what is compared and how.
+See llp_jax/studies/compare.py for what is compared and how; a study (llp_jax/studies/study.py)
+writes experiments/results/study.md, study.json and three plots from every run finished so far.
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ import jax
 from absl import flags
 
 from llp_jax.cli import common
-from llp_jax.studies import compare
+from llp_jax.studies import compare, study, study_report
 
 _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
 _ESTIMATE = flags.DEFINE_bool("estimate", False, "Only project the runtime from short runs.")
 _VARIANTS = flags.DEFINE_list("variants", None, f"Subset of {[v.label for v in compare.VARIANTS]}.")
-_STEPS = flags.DEFINE_integer("num_steps", None, "Override the number of training steps.")
+_STEPS = flags.DEFINE_integer(
+    "num_steps", None, "Override the number of training steps.", lower_bound=1
+)
 _WORKROOT = flags.DEFINE_string("workroot", None, "Workdirs ('' = experiments/results/work/...).")
 _OUT = flags.DEFINE_string("out", None, "Markdown output (default experiments/results/compare.md).")
 _RERUN = flags.DEFINE_bool("rerun", False, "Retrain variants that already finished.")
+_STUDY = flags.DEFINE_string("study", None, f"Run a study ({', '.join(study.STUDIES)}) instead.")
 _CACHE = flags.DEFINE_string(
     "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
 )
@@ -39,6 +45,14 @@ def main(argv):
     common.start(argv)
     if _CACHE.value:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
+    unknown = [v for v in _VARIANTS.value or () if v not in compare.VARIANTS_BY_LABEL]
+    if unknown:
+        sys.exit(f"error: --variants: {unknown} unknown; choose from "
+                 f"{sorted(compare.VARIANTS_BY_LABEL)}")  # fmt: skip
+    if _STUDY.value and _STUDY.value not in study.STUDIES:
+        sys.exit(f"error: --study={_STUDY.value!r} must be one of {sorted(study.STUDIES)}")
+    if _STUDY.value:
+        return run_study(_STUDY.value)
     spec = compare.QUICK if _QUICK.value else compare.CompareSpec()
     if _VARIANTS.value:
         spec = dataclasses.replace(spec, variants=tuple(_VARIANTS.value))
@@ -58,6 +72,22 @@ def main(argv):
         rows = compare.run_comparison(spec, workroot, rerun=_RERUN.value, devices=devices)
     command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
     print(compare.write_results(rows, spec, out, command, time.perf_counter() - start))
+
+
+def run_study(name: str) -> None:
+    """One invocation of a study: its missing runs (of --variants, or all), then the report."""
+    spec = study.STUDIES[name]
+    only = tuple(_VARIANTS.value) if _VARIANTS.value else None
+    workroot = _WORKROOT.value or os.path.join("experiments/results/work", f"study_{name}")
+    default_out = "experiments/results/study.md" if name == "small" else f"{workroot}/study.md"
+    start = time.perf_counter()
+    with common.one_line_errors():
+        rows = study.run_study(spec, workroot, only=only, rerun=_RERUN.value,
+                               devices=jax.devices()[:1])  # fmt: skip
+    command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
+    text = study_report.write(spec, rows, _OUT.value or default_out, command,
+                              time.perf_counter() - start)  # fmt: skip
+    print(text)
 
 
 def entry():

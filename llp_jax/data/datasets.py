@@ -202,14 +202,21 @@ def text_datasets(spec: str, tokenizer: tokenizers.Tokenizer, seq_len: int) -> D
     corpus = corpus_lib.Corpus.from_documents(
         os.path.basename(os.path.normpath(spec)), {"text": docs}, f"{len(docs)} document(s)"
     )
+    return corpus_datasets(corpus, tokenizer, seq_len, splits=("text",), spec=spec)
+
+
+def corpus_datasets(corpus, tokenizer, seq_len: int, *, splits=("validation",), spec=None):
+    """Evaluation splits of a `Corpus` tokenised with a given tokenizer (a trained model's own),
+    documents ended by its end-of-document token: another domain for a trained model."""
+    split_text = {s: corpus.splits[s] for s in splits}
     return Datasets(
         tokenizer=tokenizer,
         corpus=corpus,
-        tokens={"text": encode_documents(tokenizer, docs)},
-        words=corpus.words,
-        num_bytes={"text": len(corpus.splits["text"].encode("utf-8"))},
+        tokens={s: encode_documents(tokenizer, corpus.split_documents(s)) for s in splits},
+        words={s: corpus_lib.count_words(t) for s, t in split_text.items()},
+        num_bytes={s: len(t.encode("utf-8")) for s, t in split_text.items()},
         seq_len=seq_len,
-        data_config=DataConfig(corpus=spec),
+        data_config=DataConfig(corpus=spec or corpus.name),
         process_index=0,
         process_count=1,
     )

@@ -58,7 +58,11 @@ VARIANTS = tuple(
     for v in (Variant(name, name),)
     + ((Variant("llp (code)", "llp", True),) if name == "llp" else ())
 )
-VARIANTS_BY_LABEL = {v.label: v for v in VARIANTS}
+# The authors' zoo (the latent models and llp) with their code knobs: the study's extra rows.
+CODE_VARIANTS = tuple(
+    Variant(f"{name} (code)", name, True) for name in (*models.LATENT_MODELS, "llp")
+)
+VARIANTS_BY_LABEL = {v.label: v for v in (*VARIANTS, *CODE_VARIANTS)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,9 @@ class CompareSpec:
       batch_size, num_steps, learning_rate, warmup_steps: the optimiser budget (AdamW, cosine).
       eval_every, eval_batches: in-training validation (the loss-vs-step plot).
       eval_tokens: tokens of each split the final perplexities use (0 = the whole split).
+      seed: parameter initialisation, dropout and data order.
+      tokenizer, vocab_size: 'byte', or 'sentencepiece' with its vocabulary size.
+      schedule, halve_every: 'cosine', or the paper's recipe (`train.schedule`).
     """
 
     variants: tuple[str, ...] = tuple(v.label for v in VARIANTS)
@@ -91,6 +98,11 @@ class CompareSpec:
     eval_every: int = 50
     eval_batches: int = 4
     eval_tokens: int = 131_072
+    seed: int = 0
+    tokenizer: str = "byte"
+    vocab_size: int = 2048
+    schedule: str = "cosine"
+    halve_every: int = 0
 
 
 # A few-minute smoke version (2 tiny models, a handful of steps) for tests and `--quick`.
@@ -123,12 +135,17 @@ def model_config(spec: CompareSpec, variant: Variant) -> models.ModelConfig:
 def experiment_config(spec: CompareSpec, variant: Variant) -> ml_collections.ConfigDict:
     """A trainer config (llp_jax/configs style) for one variant: Austen, byte tokens."""
     config = get_base_config(model_config(spec, variant))
-    config.data.tokenizer = "byte"
+    config.data.tokenizer = spec.tokenizer
+    config.data.vocab_size = spec.vocab_size
+    config.data.seed = spec.seed
+    config.train.seed = spec.seed
     config.train.update(
         batch_size=spec.batch_size,
         num_steps=spec.num_steps,
         learning_rate=spec.learning_rate,
         warmup_steps=spec.warmup_steps,
+        schedule=spec.schedule,
+        halve_every=spec.halve_every,
         eval_every=spec.eval_every,
         eval_batches=spec.eval_batches,
         checkpoint_every=spec.num_steps,  # only the final state: evaluation reads it in memory
@@ -166,8 +183,11 @@ def run_variant(
     *,
     devices=None,
     log: Callable[[str], None] = print,
+    extra: Callable[[trainer.Run, dict, models.ModelConfig], dict] | None = None,
+    protocols: Sequence[str] = ("standard", "paper"),
 ) -> dict:
-    """Trains (or resumes) one variant in `workdir`, evaluates it, writes and returns its row."""
+    """Trains (or resumes) one variant in `workdir`, evaluates it under `protocols`, writes and
+    returns its row (`extra(run, params, cfg)` adds the study's measurements)."""
     config = experiment_config(spec, variant)
     start = time.perf_counter()
     run = trainer.setup(config, workdir, devices=devices)
@@ -188,13 +208,15 @@ def run_variant(
     row["tokens_per_s"] = training_tokens_per_s(os.path.join(workdir, "metrics.jsonl"))
     params = jax.device_get(run.state["params"])
     t = time.perf_counter()
-    row.update(evaluate_row(spec, run, params, run.model_cfg))
+    row.update(evaluate_row(spec, run, params, run.model_cfg, protocols))
     # The same trained model evaluated the other ways its class declares (S^2-Attn: shifted
     # masks at evaluation, beside LongLoRA's dense protocol).
     row["alternatives"] = {
-        name: evaluate_row(spec, run, params, run.model_cfg.replace(**changes))
+        name: evaluate_row(spec, run, params, run.model_cfg.replace(**changes), protocols)
         for name, changes in run.model_cfg.model_class.inference_alternatives.items()
     }
+    if extra is not None:
+        row.update(extra(run, params, run.model_cfg))
     row["eval_s"] = time.perf_counter() - t
     row["total_s"] = time.perf_counter() - start
     with open(os.path.join(workdir, ROW_FILE), "w") as f:
@@ -207,19 +229,21 @@ def run_variant(
     return row
 
 
-def evaluate_row(spec: CompareSpec, run: trainer.Run, params, cfg: models.ModelConfig) -> dict:
-    """Perplexities (standard and paper protocols, validation and test) of trained `params`
-    under the model config `cfg` (the trained one, or another way of evaluating it)."""
+def evaluate_row(spec: CompareSpec, run: trainer.Run, params, cfg: models.ModelConfig,
+                 protocols: Sequence[str] = ("standard", "paper")) -> dict:  # fmt: skip
+    """Perplexities (`protocols`, validation and test) of trained `params` under the model
+    config `cfg` (the trained one, or another way of evaluating it)."""
     model = nnx.merge(nnx.split(models.abstract_model(cfg))[0], params)
     setup = runner.Setup(model, cfg, run.data, f"trained in {run.workdir}")
     row = {}
     for split in ("validation", "test"):
         results = runner.evaluate(
-            setup, split=split, protocols=["standard", "paper"], max_tokens=spec.eval_tokens
+            setup, split=split, protocols=list(protocols), max_tokens=spec.eval_tokens
         )
         for r in results:
             row[f"{split}_{r.protocol}_ppl"] = r.perplexity
             row[f"{split}_{r.protocol}_loss"] = r.loss
+            row[f"{split}_{r.protocol}_bits_per_byte"] = r.bits_per_byte
     return row
 
 
