@@ -35,5 +35,9 @@ def apply(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
     """Inverted dropout of `x` (identity without an rng or at rate 0)."""
     if rng is None or rate == 0.0:
         return x
-    keep = keep_mask(rng, rate, x.shape)
+    return apply_mask(x, keep_mask(rng, rate, x.shape), rate)
+
+
+def apply_mask(x: jax.Array, keep: jax.Array, rate: float) -> jax.Array:
+    """Inverted dropout of `x` with a given keep-mask (drawn by `keep_mask` at `rate`)."""
     return jnp.where(keep, x / (1.0 - quantised(rate)), 0.0).astype(x.dtype)
