@@ -36,6 +36,8 @@ _WORKROOT = flags.DEFINE_string("workroot", None, "Workdirs ('' = experiments/re
 _OUT = flags.DEFINE_string("out", None, "Markdown output (default experiments/results/compare.md).")
 _RERUN = flags.DEFINE_bool("rerun", False, "Retrain variants that already finished.")
 _STUDY = flags.DEFINE_string("study", None, f"Run a study ({', '.join(study.STUDIES)}) instead.")
+_KINDS = flags.DEFINE_list("study_runs", None, "With --study: only these kinds of run (tokens, "
+                           "targets, subword, depth, recipe).")  # fmt: skip
 _CACHE = flags.DEFINE_string(
     "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
 )
@@ -49,6 +51,9 @@ def main(argv):
     if unknown:
         sys.exit(f"error: --variants: {unknown} unknown; choose from "
                  f"{sorted(compare.VARIANTS_BY_LABEL)}")  # fmt: skip
+    bad_kinds = sorted(set(_KINDS.value or ()) - set(study.KINDS))
+    if bad_kinds:
+        sys.exit(f"error: --study_runs: {bad_kinds} unknown; choose from {list(study.KINDS)}")
     if _STUDY.value and _STUDY.value not in study.STUDIES:
         sys.exit(f"error: --study={_STUDY.value!r} must be one of {sorted(study.STUDIES)}")
     if _STUDY.value:
@@ -82,7 +87,8 @@ def run_study(name: str) -> None:
     default_out = "experiments/results/study.md" if name == "small" else f"{workroot}/study.md"
     start = time.perf_counter()
     with common.one_line_errors():
-        rows = study.run_study(spec, workroot, only=only, rerun=_RERUN.value,
+        kinds = tuple(_KINDS.value) if _KINDS.value else None
+        rows = study.run_study(spec, workroot, only=only, kinds=kinds, rerun=_RERUN.value,
                                devices=jax.devices()[:1])  # fmt: skip
     command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
     text = study_report.write(spec, rows, _OUT.value or default_out, command,

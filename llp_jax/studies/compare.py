@@ -223,7 +223,7 @@ def run_variant(
         json.dump(row, f, indent=2)
     log(
         f"{variant.label}: val ppl {row['validation_standard_ppl']:.3f} (paper "
-        f"{row['validation_paper_ppl']:.3f}), {row['tokens_per_s'] or 0:,.0f} tok/s, "
+        f"{row.get('validation_paper_ppl', float('nan')):.3f}), {row['tokens_per_s'] or 0:,.0f} tok/s, "
         f"{row['total_s']:.0f} s"
     )
     return row

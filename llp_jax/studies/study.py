@@ -35,6 +35,8 @@ from llp_jax.evaluation import runner
 from llp_jax.studies import compare, context_use
 from llp_jax.studies.compare import CompareSpec
 
+KINDS = ("tokens", "targets", "subword", "depth", "recipe")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunKey:
@@ -43,6 +45,13 @@ class RunKey:
     budget: str = "tokens"  # 'tokens' | 'targets' | 'recipe'
     tokenizer: str = "byte"  # 'byte' | 'sentencepiece'
     num_layers: int | None = None  # None: the study's depth
+
+    @property
+    def kind(self) -> str:
+        """'tokens', 'targets', 'subword', 'depth' or 'recipe' (`run_study`'s `kinds`)."""
+        if self.budget != "tokens":
+            return self.budget
+        return "subword" if self.tokenizer != "byte" else "depth" if self.num_layers else "tokens"
 
     @property
     def dirname(self) -> str:
@@ -103,9 +112,20 @@ class StudySpec:
 SMALL = StudySpec(
     name="small",
     base=CompareSpec(
-        seq_len=256, d_model=128, num_layers=4, num_heads=4, segments=4, latent_div=4,
-        history_segments=3, batch_size=8, num_steps=300, learning_rate=2e-3, warmup_steps=30,
-        eval_every=50, eval_batches=4, eval_tokens=65_536,
+        seq_len=256,
+        d_model=128,
+        num_layers=4,
+        num_heads=4,
+        segments=4,
+        latent_div=4,
+        history_segments=3,
+        batch_size=8,
+        num_steps=300,
+        learning_rate=2e-3,
+        warmup_steps=30,
+        eval_every=50,
+        eval_batches=4,
+        eval_tokens=65_536,
     ),  # fmt: skip
     variants=tuple(v.label for v in compare.VARIANTS if "(" not in v.label)
     + tuple(v.label for v in compare.CODE_VARIANTS),
@@ -113,9 +133,22 @@ SMALL = StudySpec(
     subword=("llp", "transformer"),
     depths=(2,),
     recipe=CompareSpec(
-        seq_len=512, d_model=128, num_layers=4, num_heads=4, segments=8, latent_div=4,
-        batch_size=8, num_steps=500, learning_rate=2e-4, warmup_steps=0, schedule="step_halving",
-        halve_every=200, eval_every=100, eval_batches=4, eval_tokens=65_536, vocab_size=2048,
+        seq_len=512,
+        d_model=128,
+        num_layers=4,
+        num_heads=4,
+        segments=8,
+        latent_div=4,
+        batch_size=8,
+        num_steps=500,
+        learning_rate=2e-4,
+        warmup_steps=0,
+        schedule="step_halving",
+        halve_every=200,
+        eval_every=100,
+        eval_batches=4,
+        eval_tokens=65_536,
+        vocab_size=2048,
     ),  # fmt: skip
 )
 # Seconds, for tests and `--study=quick`.
@@ -185,19 +218,21 @@ def run_study(
     workroot: str,
     *,
     only: tuple[str, ...] | None = None,
+    kinds: tuple[str, ...] | None = None,
     rerun: bool = False,
     devices=None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Trains the study's missing runs (those of `only`'s variants, or all) and returns every
-    finished run's row, each with its key."""
+    """Trains the study's missing runs (those of `only`'s variants and of `kinds`, or all) and
+    returns every finished run's row, each with its key."""
     workroot = os.path.abspath(workroot)
     compare.ensure_ignored(workroot)
     rows = []
     for key in study.runs():
         workdir = os.path.join(workroot, key.dirname)
-        row = None if rerun and (only is None or key.label in only) else finished(study, key, workdir)
-        if row is None and (only is None or key.label in only):
+        chosen = (only is None or key.label in only) and (kinds is None or key.kind in kinds)
+        row = None if rerun and chosen else finished(study, key, workdir)
+        if row is None and chosen:
             if os.path.isdir(workdir):  # another spec, or unfinished: never mix
                 shutil.rmtree(workdir)
             log(f"--- {key}")

@@ -192,10 +192,23 @@ def _tokenizers(rows, tokens) -> list[str]:
     body = [[label, ms([bits(r) for r in tokens.get(label, [])]), ms([bits(r) for r in rs]),
              ms([bits(r, "web") for r in rs]), f"{rs[0]['bytes_per_token']:.2f}"]
             for label, rs in sp.items()]  # fmt: skip
-    return ["## Bytes vs SentencePiece (same steps, same n in tokens)", "",
-            *_table(["model", "bytes: Austen val", "SentencePiece: Austen val",
-                     "SentencePiece: Bible", "bytes / SP token"], body),
-            "", "With SentencePiece a window of n tokens spans several times more text.", ""]
+    return [
+        "## Bytes vs SentencePiece (same steps, same n in tokens)",
+        "",
+        *_table(
+            [
+                "model",
+                "bytes: Austen val",
+                "SentencePiece: Austen val",
+                "SentencePiece: Bible",
+                "bytes / SP token",
+            ],
+            body,
+        ),
+        "",
+        "With SentencePiece a window of n tokens spans several times more text.",
+        "",
+    ]
 
 
 def _positions(study, tokens) -> list[str]:
@@ -221,14 +234,19 @@ def _context(study, rows) -> list[str]:
         return []
     keys = sorted({c for v in series.values() for c in v}, key=lambda c: (c == "stream", c))
     head = ["model", *[f"c = {c}" if c != "stream" else "streamed" for c in keys]]
-    body = [[label, *[ms(v.get(c, []), ".3f") for c in keys]] for label, v in series.items()]
+    body = [[label, *[ms(v.get(c, []), ".4f") for c in keys]] for label, v in series.items()]
     s = study.base.seq_len // study.base.segments
-    return ["## Context use: loss vs carried context", "",
-            f"The same target segments ({s} tokens each, Austen validation) scored with c "
-            "segments of context before them; 'streamed' = LLP's whole-text stream. LLP's "
-            "receptive field is L·k segments: beyond it the loss must stop improving (and equals "
-            "the stream's). The transformer is measured up to its window n.", "",
-            *_table(head, body), ""]
+    return [
+        "## Context use: loss vs carried context",
+        "",
+        f"The same target segments ({s} tokens each, Austen validation) scored with c "
+        "segments of context before them; 'streamed' = LLP's whole-text stream. LLP's "
+        "receptive field is L·k segments: beyond it the loss must stop improving (and equals "
+        "the stream's). The transformer is measured up to its window n.",
+        "",
+        *_table(head, body),
+        "",
+    ]
 
 
 def context_series(study, rows) -> dict[str, dict[str, list[float]]]:

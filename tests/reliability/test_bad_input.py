@@ -167,6 +167,7 @@ LAUNCHER_FLAGS = [
     ("compare", ["--study=big"], "--study='big' must be one of"),
     ("compare", ["--study=quick", "--variants=llp,x"], "['x'] unknown"),
     ("compare", ["--num_steps=0"], "--num_steps=0"),
+    ("compare", ["--study=quick", "--study_runs=tokens,foo"], "--study_runs: ['foo'] unknown"),
     ("benchmark", ["--models=nope"], "model.name='nope'"),
     ("benchmark", ["--seq_lens=abc"], "--seq_lens must be comma-separated integers"),
     ("benchmark", ["--seq_lens=0"], "--seq_lens"),

@@ -64,6 +64,7 @@ def test_the_small_study_runs_what_it_promises():
         if key.tokenizer == "sentencepiece":
             assert run.tokenizer == "sentencepiece"
     assert len({k.dirname for k in keys}) == len(keys)  # one workdir per run
+    assert {k.kind for k in keys} == set(study.KINDS)
 
 
 @pytest.mark.slow
@@ -73,9 +74,13 @@ def test_a_study_chunk_through_the_cli_resumes_and_reports(tmp_path):
            "--compilation_cache="]  # fmt: skip
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert (first.stdout + first.stderr).count("--- RunKey") == 6  # 2 seeds x (bytes, SentencePiece, L = 1)
+    assert (first.stdout + first.stderr).count(
+        "--- RunKey"
+    ) == 6  # 2 seeds x (bytes, SentencePiece, L = 1)
     report = (tmp_path / "out" / "study.md").read_text()
-    assert "## Context use" in report and "llp L=1" in report and "## Bytes vs SentencePiece" in report
+    assert (
+        "## Context use" in report and "llp L=1" in report and "## Bytes vs SentencePiece" in report
+    )
     rows = json.loads((tmp_path / "out" / "study.json").read_text())["rows"]
     assert {r["key"]["seed"] for r in rows} == {0, 1}
     for name in ("study_curves.png", "study_positions.png", "study_context.png"):
