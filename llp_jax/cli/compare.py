@@ -38,6 +38,8 @@ _RERUN = flags.DEFINE_bool("rerun", False, "Retrain variants that already finish
 _STUDY = flags.DEFINE_string("study", None, f"Run a study ({', '.join(study.STUDIES)}) instead.")
 _KINDS = flags.DEFINE_list("study_runs", None, "With --study: only these kinds of run (tokens, "
                            "targets, subword, depth, recipe).")  # fmt: skip
+_TRAIN = flags.DEFINE_bool("study_train", True, "With --study: train missing runs (--nostudy_train: "
+                           "only rewrite the report from the finished ones).")  # fmt: skip
 _CACHE = flags.DEFINE_string(
     "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
 )
@@ -88,6 +90,7 @@ def run_study(name: str) -> None:
     start = time.perf_counter()
     with common.one_line_errors():
         kinds = tuple(_KINDS.value) if _KINDS.value else None
+        kinds = kinds if _TRAIN.value else ()  # no kind chosen: finished rows only
         rows = study.run_study(spec, workroot, only=only, kinds=kinds, rerun=_RERUN.value,
                                devices=jax.devices()[:1])  # fmt: skip
     command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()

@@ -183,7 +183,10 @@ def _wall_clock(rows, tokens) -> list[str]:
             "byte) interpolated at the median training time of the equal-token runs, along each "
             "seed's longest run (equal targets where there is one). † = the run ended earlier: "
             "its last value. A point inside a longer run is taken before its learning rate "
-            "decayed, so this view favours the short runs slightly.", "",
+            "decayed, so this view favours the short runs slightly. In-training validation "
+            "scores each model's own loss positions with its training masks: the latent models "
+            "their last l (the positions with the most context), S²-Attn its shifted groups, so "
+            "compare models of one kind here, and use the tables above across kinds.", "",
             *_table(["model", f"val bits/byte at {t:.0f} s"], body), ""]  # fmt: skip
 
 

@@ -87,6 +87,10 @@ def test_a_study_chunk_through_the_cli_resumes_and_reports(tmp_path):
         assert os.path.getsize(tmp_path / "out" / name) > 10_000
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "--- RunKey" not in again.stderr + again.stdout  # cached
+    report_only = [a for a in cmd if a != "--variants=llp"] + ["--nostudy_train"]
+    done = subprocess.run(report_only, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "--- RunKey" not in done.stdout  # the others stay untrained
+    assert len(json.loads((tmp_path / "out" / "study.json").read_text())["rows"]) == 6
     for flags in (["--variants=nope"], ["--study=quick", "--variants=nope"], ["--study=big"]):
         bad = subprocess.run(cmd[:3] + flags, cwd=REPO, capture_output=True, text=True)
         assert bad.returncode != 0, flags
