@@ -175,22 +175,31 @@ def _window_parts(w: Windows, q_BxNxSxHxD, k_BxNxSxHxD, v_BxNxSxHxD, allowed, dr
     q, kb, vb = q_BxNxSxHxD, k_BxNxSxHxD, v_BxNxSxHxD
     B, nb, s, H, D = q.shape
     back, neg = w.back, jnp.finfo(jnp.float32).min
-    q = q * D**-0.5
-
-    def front(x, j, value=0.0):  # j blocks of `value` in front: part j starts at block j
-        return jnp.pad(x, ((0, 0), (j, 0)) + ((0, 0),) * (x.ndim - 2), constant_values=value)
-
-    cols = lambda j: slice((back - j) * s, (back - j + 1) * s)  # noqa: E731  part j in the window
     keep = None
     if rng is not None and dropout_rate > 0.0:
         W = (back + 1) * s
         keep = dropout_lib.keep_mask(rng, dropout_rate, (B * nb, H, s, W)).reshape(B, nb, H, s, W)
+    if B == 1:
+        # One batch axis: XLA:CPU picks much slower dot layouts for several batch axes when one
+        # of them is 1 (see `_dense`), so at batch 1 the blocks are the only batch axis.
+        q, kb, vb = q[0], kb[0], vb[0]
+        allowed = allowed[0] if jnp.ndim(allowed) == 4 else allowed
+        keep = None if keep is None else keep[0]
+    lead = (slice(None),) * (q.ndim - 4)  # (B,) or () before the block axis
+    q = q * D**-0.5
+
+    def front(x, j, value=0.0):  # j blocks of `value` in front: part j starts at block j
+        pad = ((0, 0),) * len(lead) + ((j, 0),) + ((0, 0),) * (x.ndim - len(lead) - 1)
+        return jnp.pad(x, pad, constant_values=value)
+
+    blocks = lambda x, a, b: x[(*lead, slice(a, b))]  # noqa: E731
+    cols = lambda j: slice((back - j) * s, (back - j + 1) * s)  # noqa: E731  part j in the window
     parts = []
     for j in range(back, -1, -1):
         if j >= nb:
             continue
-        logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q[:, j:], kb[:, : nb - j],
-                            preferred_element_type=jnp.float32)  # fmt: skip
+        logits = jnp.einsum("...nqhd,...nkhd->...nhqk", blocks(q, j, None),
+                            blocks(kb, None, nb - j), preferred_element_type=jnp.float32)  # fmt: skip
         part_mask = jnp.expand_dims(allowed[..., j:, :, cols(j)], -3)  # over heads
         parts.append((j, jnp.where(part_mask, logits, neg)))
     row_max = None
@@ -200,13 +209,14 @@ def _window_parts(w: Windows, q_BxNxSxHxD, k_BxNxSxHxD, v_BxNxSxHxD, allowed, dr
     row_max = jax.lax.stop_gradient(row_max)  # any shift gives the same softmax
     denom, out = 0.0, 0.0
     for j, logits in parts:
-        e = jnp.exp(logits - row_max[:, j:])
+        e = jnp.exp(logits - blocks(row_max, j, None))
         denom = denom + front(e.sum(-1, keepdims=True), j)
         if keep is not None:
-            e = dropout_lib.apply_mask(e, keep[:, j:, ..., cols(j)], dropout_rate)
-        o = jnp.einsum("bnhqk,bnkhd->bnqhd", e.astype(vb.dtype), vb[:, : nb - j])
+            e = dropout_lib.apply_mask(e, blocks(keep, j, None)[..., cols(j)], dropout_rate)
+        o = jnp.einsum("...nhqk,...nkhd->...nqhd", e.astype(vb.dtype), blocks(vb, None, nb - j))
         out = out + front(o, j)
-    return (out / jnp.moveaxis(denom, 2, 3)).astype(vb.dtype)  # [B, nb, H, s, 1] -> [.., s, H, 1]
+    out = out / jnp.moveaxis(denom, -3, -2)  # [.., nb, H, s, 1] -> [.., nb, s, H, 1]
+    return (out[None] if B == 1 else out).astype(vb.dtype)
 
 
 def attend_windows(

@@ -33,9 +33,10 @@ CASES = [  # (mask, offset, T, documents)
 
 @pytest.mark.parametrize("mask,offset,T,documents", CASES)
 @pytest.mark.parametrize("rate", [0.0, 0.3])
-def test_window_parts_equal_the_built_windows(mask, offset, T, documents, rate):
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1 runs with the blocks as the only batch axis
+def test_window_parts_equal_the_built_windows(mask, offset, T, documents, rate, batch):
     rng = np.random.default_rng(T + offset)
-    q, k, v = (jnp.asarray(rng.normal(size=(2, T, 2, 4)), jnp.float32) for _ in range(3))
+    q, k, v = (jnp.asarray(rng.normal(size=(batch, T, 2, 4)), jnp.float32) for _ in range(3))
     w = Windows.make(mask, offset, T)
     W = w.k_pos_NbxW.shape[1]
     allowed = jnp.asarray(w.k_pos_NbxW >= 0)[:, None, :]
@@ -45,7 +46,7 @@ def test_window_parts_equal_the_built_windows(mask, offset, T, documents, rate):
             & jnp.asarray(np.arange(W)[None, :] <= np.arange(w.s)[:, None] + w.back * w.s)[None]
         )
     if documents:
-        ids = jnp.asarray(np.cumsum(rng.random((2, T)) < 0.1, axis=1))
+        ids = jnp.asarray(np.cumsum(rng.random((batch, T)) < 0.1, axis=1))
         allowed = allowed & ExampleMask(None, ids, ids).windows(w)
     key = jax.random.key(5) if rate else None
 
