@@ -104,7 +104,8 @@ def markdown(study: StudySpec, rows: list[dict], command: str, wall_s: float) ->
     out = [
         f"# The paper's claims at small scale (study '{study.name}')", "",
         f"Command: `{command}` ({wall_s / 60:.1f} min in this invocation; each run is cached in "
-        "its workdir and reused).", "",
+        f"its workdir and reused; the {len(rows)} runs here took "
+        f"{sum(r.get('total_s', 0) for r in rows) / 60:.0f} min to train and measure).", "",
         f"Every model: n = {b.seq_len}, d = {b.d_model}, L = {b.num_layers}, H = {b.num_heads}; "
         f"llp s = n/{b.segments} = {b.seq_len // b.segments} (k = 1: receptive field "
         f"L·k·s = {b.num_layers * b.seq_len // b.segments}); latent models l = n/{b.latent_div}; "
