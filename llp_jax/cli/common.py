@@ -159,6 +159,20 @@ def start(argv) -> None:
         )
 
 
+def _orphaned_read(record: pylogging.LogRecord) -> bool:
+    """asyncio's "exception was never retrieved" for an Orbax read task: a damaged step's other
+    arrays fail after the first failure has already been caught (the step is set aside or
+    skipped, with one warning); their traceback is noise."""
+    if record.name != "asyncio" or "exception was never retrieved" not in record.getMessage():
+        return False
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _quiet_background_errors() -> None:
     """Storage faults also surface in Orbax's background threads, which would print (and log)
     their own tracebacks before the main thread reports the fault in one line
@@ -190,6 +204,7 @@ def _quiet_background_errors() -> None:
         return not (
             (error is not None and is_storage_fault(error))
             or any(m in record.getMessage() for m in ("RESOURCE_EXHAUSTED", "No space left"))
+            or _orphaned_read(record)
         )
 
     for name in ("absl", "asyncio"):
