@@ -4,6 +4,7 @@ peak, a per-op breakdown, and the authors' ECP step timed alternately with ours.
   python -m experiments.benchmark_step                          # ours only
   python -m experiments.benchmark_step --authors=PATH/TO/ECPTransformer \
       --torch_python=PATH/TO/python                             # + theirs (needs torch, einops)
+  python -m experiments.benchmark_step --xla_flag_set=--xla_cpu_use_onednn=true  # + XLA flags
 
 Writes experiments/results/step_benchmark.md (and .json). See llp_jax/studies/step_benchmark.py.
 """
@@ -32,6 +33,15 @@ _SEGMENTS = flags.DEFINE_integer(
 )
 _AUTHORS = flags.DEFINE_string("authors", "", "A checkout of MetaMain/ECPTransformer.")
 _TORCH = flags.DEFINE_string("torch_python", "", "A Python with torch and einops installed.")
+_FLAG_SETS = flags.DEFINE_multi_string(
+    "xla_flag_set",
+    [],
+    "An XLA_FLAGS value to try (repeatable): --flag_variants then also run in "
+    "worker processes under the default flags and under each set, in the same rounds.",
+)
+_FLAG_VARIANTS = flags.DEFINE_list(
+    "flag_variants", ["llp_faithful"], "Variants (of --variants) to time under each --xla_flag_set."
+)
 _OUT = flags.DEFINE_string("out", "experiments/results/step_benchmark.md", "Markdown output.")
 
 
@@ -46,6 +56,9 @@ def _main() -> None:
     if unknown:
         raise common.UsageError(f"--variants: unknown {sorted(unknown)}; choose from "
                                 f"{list(step_benchmark.VARIANTS)}")  # fmt: skip
+    if _FLAG_SETS.value and not set(_FLAG_VARIANTS.value) <= set(_VARIANTS.value):
+        raise common.UsageError(f"--flag_variants={','.join(_FLAG_VARIANTS.value)} must be "
+                                f"among --variants={','.join(_VARIANTS.value)}")  # fmt: skip
     if bool(_AUTHORS.value) != bool(_TORCH.value):
         raise common.UsageError("--authors and --torch_python go together")
     if _AUTHORS.value and not os.path.isfile(
@@ -58,7 +71,8 @@ def _main() -> None:
     spec = step_benchmark.StepSpec(
         variants=tuple(_VARIANTS.value), rounds=_ROUNDS.value, batch=_BATCH.value,
         seq_len=_SEQ.value, segments=_SEGMENTS.value, authors=_AUTHORS.value,
-        torch_python=_TORCH.value,
+        torch_python=_TORCH.value, flag_sets=tuple(_FLAG_SETS.value),
+        flag_variants=tuple(_FLAG_VARIANTS.value),
     )  # fmt: skip
     start = time.perf_counter()
     result = step_benchmark.run(spec)

@@ -18,6 +18,8 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -26,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llp_jax import models
+from llp_jax.errors import LLPError
 from llp_jax.studies import step_profile
 from llp_jax.studies.benchmark import attention_pairs
 from llp_jax.training import MeshConfig, TrainConfig, make_optimizer, make_schedule
@@ -58,6 +61,10 @@ class StepSpec:
     rounds: int = 5
     authors: str = ""  # a checkout of MetaMain/ECPTransformer ("" = not measured)
     torch_python: str = ""  # a Python with torch and einops
+    # XLA flag sets to try: each variant of `flag_variants` (a subset of `variants`) then also
+    # runs in worker processes, once under the default flags (the control) and once per set.
+    flag_sets: tuple[str, ...] = ()
+    flag_variants: tuple[str, ...] = ("llp_faithful",)
 
     def model_config(self, label: str) -> models.ModelConfig:
         name, faithful, dropout, dtype = VARIANTS[label]
@@ -69,7 +76,7 @@ class StepSpec:
         )  # fmt: skip
 
 
-class _Ours:
+class Ours:
     """One compiled train step of one variant, ready to time and to profile."""
 
     def __init__(self, spec: StepSpec, label: str):
@@ -109,23 +116,25 @@ class _Ours:
         return time.perf_counter() - t
 
 
-class AuthorsWorker:
-    """The authors' ECP step in a PyTorch worker (tools/authors_step.py), one step per request."""
+class Worker:
+    """A step in a worker process, one step per request: the line protocol of
+    tools/authors_step.py (`ready ...` once warmed up; `step` -> `<seconds> <loss>`)."""
 
-    def __init__(self, spec: StepSpec, dropout: float):
-        tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "authors_step.py")
-        cmd = [spec.torch_python, os.path.abspath(tool), f"--authors={spec.authors}",
-               f"--dim={spec.d_model}", f"--layers={spec.num_layers}", f"--heads={spec.num_heads}",
-               f"--seq_len={spec.seq_len}", f"--segments={spec.segments}",
-               f"--vocab={spec.vocab_size}", f"--batch={spec.batch}", f"--dropout={dropout}"]  # fmt: skip
-        # Passive OpenMP threads: PyTorch's pool would otherwise spin on the cores for a while
-        # after each of its steps, slowing the step of ours that follows.
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    def __init__(self, cmd: list[str], env: dict[str, str], what: str):
+        # Its stderr goes to a file: a worker that cannot start (an unknown XLA flag, a broken
+        # checkout) is reported in one line, not with the pages it printed.
+        self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env)  # fmt: skip
+                                     stderr=self.stderr, text=True, env=env)  # fmt: skip
         self.banner = self.proc.stdout.readline().strip()
         if not self.banner.startswith("ready"):
-            raise RuntimeError(f"the authors' step worker did not start: {' '.join(cmd)}")
+            self.proc.kill()
+            self.proc.wait()
+            self.stderr.seek(0)
+            lines = [x.strip() for x in self.stderr.read().splitlines() if x.strip()]
+            why = next((x for x in lines if "Unknown flag" in x or x.startswith("error")),
+                       lines[-1] if lines else "no output")  # fmt: skip
+            raise LLPError(f"{what} did not start: {why[-300:]}")
 
     def timed(self, request: str = "step") -> float:
         """Seconds the worker took for one request ('step', or 'generate P G')."""
@@ -136,18 +145,59 @@ class AuthorsWorker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
+        self.stderr.close()
+
+
+def _tool(name: str) -> str:
+    return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "tools", name))
+
+
+def AuthorsWorker(spec: StepSpec, dropout: float) -> Worker:  # noqa: N802 (a constructor)
+    """The authors' ECP step in a PyTorch worker (tools/authors_step.py)."""
+    cmd = [spec.torch_python, _tool("authors_step.py"), f"--authors={spec.authors}",
+           f"--dim={spec.d_model}", f"--layers={spec.num_layers}", f"--heads={spec.num_heads}",
+           f"--seq_len={spec.seq_len}", f"--segments={spec.segments}",
+           f"--vocab={spec.vocab_size}", f"--batch={spec.batch}", f"--dropout={dropout}"]  # fmt: skip
+    # Passive OpenMP threads: PyTorch's pool would otherwise spin on the cores for a while
+    # after each of its steps, slowing the step of ours that follows.
+    return Worker(cmd, {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, "the authors' step worker")
+
+
+def FlagsWorker(spec: StepSpec, label: str, xla_flags: str) -> Worker:  # noqa: N802
+    """One of our variants under its own `XLA_FLAGS` (tools/our_step.py), added to whatever
+    flags this process was started with (the same for every worker, the control included)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")),
+         *filter(None, [env.get("PYTHONPATH")])])  # fmt: skip
+    cmd = [sys.executable, _tool("our_step.py"), f"--variant={label}", f"--batch={spec.batch}",
+           f"--seq_len={spec.seq_len}", f"--segments={spec.segments}"]  # fmt: skip
+    return Worker(cmd, env, f"the {label} worker under XLA_FLAGS={xla_flags!r}")
+
+
+def flag_label(label: str, xla_flags: str) -> str:
+    return f"{label} [{xla_flags or 'default flags'}]"
 
 
 def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
     """Compiles every variant, measures the peak on their matmul shapes, times them alternately
     for `spec.rounds` rounds, then profiles one step of each of ours."""
+    # The flag sets' workers first: one whose flags XLA rejects fails before anything compiles.
+    flag_workers, flagged = {}, {}  # worker label -> worker, -> our variant
+    for label in spec.flag_variants if spec.flag_sets else ():
+        for xla_flags in (*spec.flag_sets, ""):
+            flag_workers[flag_label(label, xla_flags)] = FlagsWorker(spec, label, xla_flags)
+            flagged[flag_label(label, xla_flags)] = label
+            log(f"started {flag_label(label, xla_flags)}")
     ours = {}
     for label in spec.variants:
-        ours[label] = _Ours(spec, label)
+        ours[label] = Ours(spec, label)
         log(f"compiled {label} in {ours[label].compile_s:.1f}s")
     theirs = {}
     if spec.authors and spec.torch_python:
         theirs = {label: AuthorsWorker(spec, p) for label, p in AUTHORS.items()}
+    theirs.update(flag_workers)
     shapes = sum((o.shapes for o in ours.values()), start=type(ours[spec.variants[0]].shapes)())
     peak = step_profile.matmul_peak(shapes)
     log(f"matmul peak on the step's shapes: numpy {peak['numpy_gflops']:.0f}, "
@@ -172,7 +222,8 @@ def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
     faithful_flops = next((o.flops for k, o in ours.items() if k.startswith("llp_faithful")), None)
     for label, ts in times.items():
         runner = ours.get(label)
-        flops = runner.flops if runner else faithful_flops
+        flops = ours[flagged[label]].flops if label in flagged else (
+            runner.flops if runner else faithful_flops)  # fmt: skip
         median = statistics.median(ts)
         row = {"variant": label, "step_s": median, "min_s": min(ts), "max_s": max(ts),
                "tokens_per_s": spec.batch * spec.seq_len / median}  # fmt: skip
@@ -185,8 +236,9 @@ def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
             row["executed_attention_gflop"] = 3 * runner.executed_attention / 1e9
             row["breakdown"] = step_profile.profile_breakdown(runner.step, runner.exe.as_text())
         rows.append(row)
-    return {"rows": rows, "peak": peak, "load": load, "spec": dataclasses.asdict(spec),
-            "authors": {k: w.banner for k, w in theirs.items()},
+    return {"rows": rows, "times": times, "peak": peak, "load": load, "spec": dataclasses.asdict(spec),
+            "authors": {k: w.banner for k, w in theirs.items() if k in AUTHORS},
+            "flagged": flagged,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                        f"jax {jax.__version__}"}  # fmt: skip
 
@@ -198,6 +250,13 @@ def ratios(result: dict) -> list[tuple[str, str, float]]:
              ("llp_faithful_dropout", "authors_ecp_dropout"),
              ("llp_bf16", "authors_ecp")]  # fmt: skip
     return [(a, b, t[b] / t[a]) for a, b in pairs if a in t and b in t]
+
+
+def flag_ratios(result: dict) -> list[tuple[str, float]]:
+    """(worker label, the control's time / its time) for each flag set tried."""
+    t = {r["variant"]: r["step_s"] for r in result["rows"]}
+    return [(w, t[flag_label(label, "")] / t[w]) for w, label in result.get("flagged", {}).items()
+            if w != flag_label(label, "")]  # fmt: skip
 
 
 def markdown(result: dict, command: str, wall_s: float) -> str:
@@ -242,6 +301,10 @@ def markdown(result: dict, command: str, wall_s: float) -> str:
         lines += ["", "Against the authors' PyTorch code (their time / ours, > 1: ours is faster; "
                   f"{'; '.join(result['authors'].values())}):", ""]  # fmt: skip
         lines += [f"- {a} vs {b}: **{x:.2f}x**" for a, b, x in ratios(result)]
+    if result.get("flagged"):
+        lines += ["", "XLA flags (each in its own worker process, timed in the same rounds; the "
+                  "control's time / the flagged one's, > 1: the flags help):", ""]  # fmt: skip
+        lines += [f"- {w}: **{x:.2f}x**" for w, x in flag_ratios(result)]
     lines += ["", "Largest ops of each profiled step (ms, under the profiler):", ""]
     for r in result["rows"]:
         if r.get("breakdown"):

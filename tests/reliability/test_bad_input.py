@@ -182,6 +182,22 @@ LAUNCHER_FLAGS = [
     ("benchmark_step", ["--variants=nope"], "--variants: unknown ['nope']"),
     ("benchmark_step", ["--segments=3"], "must divide seq_len"),
     ("benchmark_step", ["--rounds=-1"], "--rounds=-1"),
+    (
+        "benchmark_step",
+        ["--variants=llp", "--flag_variants=transformer", "--xla_flag_set=--a"],
+        "--flag_variants=transformer must be among --variants=llp",
+    ),
+    (
+        "benchmark_step",
+        [
+            "--variants=perceiver_ar",
+            "--flag_variants=perceiver_ar",
+            "--batch=1",
+            "--seq_len=64",
+            "--xla_flag_set=--xla_no_such_flag=1",
+        ],
+        "Unknown flag in XLA_FLAGS: --xla_no_such_flag=1",
+    ),
     ("benchmark_sequence_parallel", ["--devices=0"], "--devices=0"),
     ("model_summary", ["--batch_size=0"], "--batch_size=0"),
 ]

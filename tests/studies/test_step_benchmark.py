@@ -1,0 +1,44 @@
+"""The step benchmark's XLA-flag sweep: our variant in worker processes (tools/our_step.py), one
+under the default flags (the control) and one per flag set, timed in the same rounds."""
+
+from __future__ import annotations
+
+import jax
+
+from llp_jax.studies import step_benchmark as sb
+
+# PerceiverAR at n = 64, batch 1: the smallest real step of the benchmark's config.
+SPEC = sb.StepSpec(variants=("perceiver_ar",), seq_len=64, batch=1, rounds=2,
+                   flag_variants=("perceiver_ar",))  # fmt: skip
+FLAGS = "--xla_cpu_enable_fast_min_max=false"
+
+
+def test_a_flags_worker_runs_the_step_under_its_flags():
+    worker = sb.FlagsWorker(SPEC, "perceiver_ar", FLAGS)
+    try:
+        assert FLAGS in worker.banner  # the worker's XLA saw them
+        assert worker.timed() > 0
+        # Its step is ours: the same loss as the in-process step (same init, same batch).
+        worker.proc.stdin.write("step\n")
+        worker.proc.stdin.flush()
+        _, their_loss = worker.proc.stdout.readline().split()
+    finally:
+        worker.close()
+    ours = sb.Ours(SPEC, "perceiver_ar")  # its warm-up ran two steps, as the worker's did
+    for _ in range(2):
+        loss = float(jax.block_until_ready(ours.step()))
+    assert abs(float(their_loss) - loss) < 1e-4 * abs(loss)
+
+
+def test_the_sweep_times_control_and_flags_in_the_same_rounds(tmp_path):
+    spec = sb.StepSpec(**{**SPEC.__dict__, "flag_sets": (FLAGS,)})
+    result = sb.run(spec, log=lambda _: None)
+    rows = {r["variant"]: r for r in result["rows"]}
+    control, flagged = sb.flag_label("perceiver_ar", ""), sb.flag_label("perceiver_ar", FLAGS)
+    assert {"perceiver_ar", control, flagged} <= rows.keys()
+    assert rows[flagged]["gflop"] == rows["perceiver_ar"]["gflop"]  # the same step's FLOPs
+    assert all(len(result["times"][k]) == spec.rounds for k in (control, flagged))
+    ((label, ratio),) = sb.flag_ratios(result)
+    assert label == flagged and ratio > 0
+    text = sb.markdown(result, "cmd", 1.0)
+    assert f"{flagged}: **{ratio:.2f}x**" in text
