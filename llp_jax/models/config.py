@@ -67,11 +67,14 @@ class ModelConfig:
       compute_dtype: 'float32' | 'bfloat16' for activations and matmuls (parameters stay float32).
         bfloat16 halves activation memory and uses the accelerators' fast units; on CPU it is
         usually slower than float32.
-      remat: 'none' | 'full' | 'dots' rematerialisation of the scanned layers 2..L. 'none' keeps
+      remat: 'auto' | 'none' | 'full' | 'dots' rematerialisation of the scanned layers 2..L. 'none' keeps
         every activation (fastest, most memory); 'full' keeps only each layer's input and recomputes
         the layer in the backward pass (~1/3 more compute, least memory); 'dots' also keeps the
         matmul outputs that have no batch dimension (jax's `dots_with_no_batch_dims_saveable`): a
-        middle ground.
+        middle ground in memory — and on CPU the fastest: recomputing the elementwise work is
+        cheaper there than writing and reading back its saved outputs (the LLP step at the
+        authors' small config 1.19x faster than 'none', experiments/results/step_benchmark.md).
+        'auto' (the default): 'dots' on CPU, 'none' on accelerators.
     """
 
     name: str = "llp"
@@ -102,7 +105,7 @@ class ModelConfig:
     cross_attend_dropout: float = 0.0
     attention_impl: str = "xla"
     compute_dtype: str = "float32"
-    remat: str = "none"
+    remat: str = "auto"
 
     # ----------------------------------------------------------------- derived sizes
     @property
@@ -180,7 +183,7 @@ class ModelConfig:
             "s2attn_inference": ("dense", "shifted"),
             "attention_impl": IMPLEMENTATIONS,
             "compute_dtype": ("float32", "bfloat16"),
-            "remat": ("none", "full", "dots"),
+            "remat": ("auto", "none", "full", "dots"),
         }
         for field, allowed in choices.items():
             value = getattr(self, field)

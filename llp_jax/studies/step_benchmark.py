@@ -35,14 +35,15 @@ from llp_jax.training import MeshConfig, TrainConfig, make_optimizer, make_sched
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import train_step as steps
 
-# label -> (model, code-faithful, dropout, compute dtype)
+# label -> (model, code-faithful, dropout, compute dtype, remat)
 VARIANTS = {
-    "llp": ("llp", False, 0.0, "float32"),
-    "llp_faithful": ("llp", True, 0.0, "float32"),
-    "llp_faithful_dropout": ("llp", True, 0.05, "float32"),
-    "llp_bf16": ("llp", False, 0.0, "bfloat16"),
-    "transformer": ("transformer", False, 0.0, "float32"),
-    "perceiver_ar": ("perceiver_ar", False, 0.0, "float32"),
+    "llp": ("llp", False, 0.0, "float32", "auto"),
+    "llp_faithful": ("llp", True, 0.0, "float32", "auto"),
+    "llp_faithful_dropout": ("llp", True, 0.05, "float32", "auto"),
+    "llp_faithful_saveall": ("llp", True, 0.0, "float32", "none"),  # remat off: before 'auto'
+    "llp_bf16": ("llp", False, 0.0, "bfloat16", "auto"),
+    "transformer": ("transformer", False, 0.0, "float32", "auto"),
+    "perceiver_ar": ("perceiver_ar", False, 0.0, "float32", "auto"),
 }
 AUTHORS = {"authors_ecp": 0.0, "authors_ecp_dropout": 0.05}
 
@@ -67,12 +68,12 @@ class StepSpec:
     flag_variants: tuple[str, ...] = ("llp_faithful",)
 
     def model_config(self, label: str) -> models.ModelConfig:
-        name, faithful, dropout, dtype = VARIANTS[label]
+        name, faithful, dropout, dtype, remat = VARIANTS[label]
         sizes = models.StructuralSizes(segments=self.segments, latent_div=self.latent_div)
         return models.sized(
             name, self.seq_len, sizes, faithful=faithful, vocab_size=self.vocab_size,
             d_model=self.d_model, num_layers=self.num_layers, num_heads=self.num_heads,
-            dropout=dropout, compute_dtype=dtype,
+            dropout=dropout, compute_dtype=dtype, remat=remat,
         )  # fmt: skip
 
 
@@ -103,8 +104,11 @@ class Ours:
         self.flops = 3 * step_profile.matmul_flops(self.shapes) + (
             12 * cfg.d_model * attention_pairs(cfg) * spec.batch
         )
-        self.step()  # warm-up: the first two calls allocate (the donated state)
+        # Warm-up: the first two calls allocate (the donated state). Waited for: dispatch is
+        # asynchronous, and steps still running would slow whatever is measured next (the
+        # matmul peak, the next variant's first step).
         self.step()
+        jax.block_until_ready(self.step())
 
     def step(self):
         self.state, metrics = self.exe(self.state, self.data)
@@ -126,21 +130,33 @@ class Worker:
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, env=env)  # fmt: skip
+        self.what = what
         self.banner = self.proc.stdout.readline().strip()
         if not self.banner.startswith("ready"):
             self.proc.kill()
             self.proc.wait()
-            self.stderr.seek(0)
-            lines = [x.strip() for x in self.stderr.read().splitlines() if x.strip()]
-            why = next((x for x in lines if "Unknown flag" in x or x.startswith("error")),
-                       lines[-1] if lines else "no output")  # fmt: skip
-            raise LLPError(f"{what} did not start: {why[-300:]}")
+            raise LLPError(f"{what} did not start: {self._why()}")
+
+    def _why(self) -> str:
+        """The line of the worker's stderr that says why it failed (or its last line)."""
+        self.stderr.flush()
+        self.stderr.seek(0)
+        lines = [x.strip() for x in self.stderr.read().splitlines() if x.strip()]
+        why = next((x for x in lines if "Unknown flag" in x or x.startswith("error")),
+                   lines[-1] if lines else "no output")  # fmt: skip
+        return why[-300:]
 
     def timed(self, request: str = "step") -> float:
         """Seconds the worker took for one request ('step', or 'generate P G')."""
-        self.proc.stdin.write(request + "\n")
-        self.proc.stdin.flush()
-        return float(self.proc.stdout.readline().split()[0])
+        try:
+            self.proc.stdin.write(request + "\n")
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline().split()
+        except BrokenPipeError:
+            reply = []
+        if not reply:
+            raise LLPError(f"{self.what} stopped (exit status {self.proc.wait()}): {self._why()}")
+        return float(reply[0])
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -248,7 +264,7 @@ def ratios(result: dict) -> list[tuple[str, str, float]]:
     t = {r["variant"]: r["step_s"] for r in result["rows"]}
     pairs = [("llp_faithful", "authors_ecp"), ("llp", "authors_ecp"),
              ("llp_faithful_dropout", "authors_ecp_dropout"),
-             ("llp_bf16", "authors_ecp")]  # fmt: skip
+             ("llp_faithful_saveall", "authors_ecp"), ("llp_bf16", "authors_ecp")]  # fmt: skip
     return [(a, b, t[b] / t[a]) for a, b in pairs if a in t and b in t]
 
 
@@ -273,7 +289,9 @@ def markdown(result: dict, command: str, wall_s: float) -> str:
         f"V={spec['vocab_size']}, batch {spec['batch']}, AdamW, one device. Medians of "
         f"{spec['rounds']} rounds; each round runs one step of every variant in turn. "
         "Variants: llp (clean), llp_faithful (code_faithful, dropout off), "
-        "llp_faithful_dropout (their default dropout 0.05), llp_bf16 (compute_dtype bfloat16), "
+        "llp_faithful_dropout (their default dropout 0.05), llp_faithful_saveall (remat='none': "
+        "every activation saved, the default before remat='auto' = 'dots' on CPU), llp_bf16 "
+        "(compute_dtype bfloat16), "
         "authors_ecp / authors_ecp_dropout (their ECPAttentionTransformer, dropout 0 / 0.05, "
         "float32 PyTorch).",
         "",
