@@ -23,7 +23,6 @@ ECP `generate` timed in the same run:
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 
@@ -35,6 +34,7 @@ from llp_jax import models
 from llp_jax.cli import common
 from llp_jax.evaluation import sampling
 from llp_jax.studies import decode_limits
+from llp_jax.studies.benchmark import cpu_name
 from llp_jax.studies.step_benchmark import AuthorsWorker, StepSpec
 
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "n, the model's window.", lower_bound=1)
@@ -177,7 +177,7 @@ def main(argv):
             f"{params:,} parameters ({_MODELS.value[0]}); batch 1, greedy, float32; prompt of n "
             "tokens; marginal tokens/s between "
             f"{'/'.join(_CACHED.value)} (cached) and {'/'.join(_RECOMPUTE.value)} (recompute) new "
-            f"tokens. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
+            f"tokens. Machine: {cpu_name()}, {os.cpu_count()} CPU "
             f"cores, jax {jax.__version__} on {jax.devices()[0].platform}; 1-minute load average "
             f"{os.getloadavg()[0]:.1f} at the end (a shared machine: other jobs slow both columns)."
         ),

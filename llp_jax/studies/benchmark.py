@@ -262,9 +262,22 @@ def check_targets(rows: Sequence[dict], short: int = 2048, long: int = 16384) ->
     return [(d, v, goal, None if v is None else bool(ok(v))) for d, v, goal, ok in targets]
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else the platform's word for it: figures
+    from different CPUs are not comparable, so every results page names it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def markdown_report(rows: Sequence[dict], spec: BenchSpec, command: str, wall_s: float) -> str:
     """The results page: settings, the table, the fitted exponents and the targets."""
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     lines = [
         "# Train-step time and memory vs sequence length",
         "",

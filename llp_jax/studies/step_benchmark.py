@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import numpy as np
 from llp_jax import models
 from llp_jax.errors import LLPError
 from llp_jax.studies import step_profile
-from llp_jax.studies.benchmark import attention_pairs
+from llp_jax.studies.benchmark import attention_pairs, cpu_name
 from llp_jax.training import MeshConfig, TrainConfig, make_optimizer, make_schedule
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import train_step as steps
@@ -255,7 +254,7 @@ def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
     return {"rows": rows, "times": times, "peak": peak, "load": load, "spec": dataclasses.asdict(spec),
             "authors": {k: w.banner for k, w in theirs.items() if k in AUTHORS},
             "flagged": flagged,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, "
                        f"jax {jax.__version__}"}  # fmt: skip
 
 
