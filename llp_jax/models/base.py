@@ -33,15 +33,17 @@ if TYPE_CHECKING:
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole layer in the backward pass
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_all": jax.checkpoint_policies.dots_saveable,  # attention's batched matmuls too
 }
 
 
 def resolve_remat(remat: str) -> str:
-    """`ModelConfig.remat` with 'auto' resolved: 'dots' on CPU (measured faster there than saving
-    everything), 'none' on accelerators (not measured there; the behaviour before 'auto')."""
+    """`ModelConfig.remat` with 'auto' resolved: 'dots_all' on CPU (measured there no slower than
+    saving everything, and faster where attention is cheap: see `ModelConfig`), 'none' on
+    accelerators (not measured there; the behaviour before 'auto')."""
     if remat != "auto":
         return remat
-    return "dots" if jax.default_backend() == "cpu" else "none"
+    return "dots_all" if jax.default_backend() == "cpu" else "none"
 
 
 # fn(block, x, aux_in, rng) -> (x, aux_out): aux_in is this layer's slice of `run_layers`'s

@@ -67,14 +67,17 @@ class ModelConfig:
       compute_dtype: 'float32' | 'bfloat16' for activations and matmuls (parameters stay float32).
         bfloat16 halves activation memory and uses the accelerators' fast units; on CPU it is
         usually slower than float32.
-      remat: 'auto' | 'none' | 'full' | 'dots' rematerialisation of the scanned layers 2..L. 'none' keeps
-        every activation (fastest, most memory); 'full' keeps only each layer's input and recomputes
-        the layer in the backward pass (~1/3 more compute, least memory); 'dots' also keeps the
-        matmul outputs that have no batch dimension (jax's `dots_with_no_batch_dims_saveable`): a
-        middle ground in memory — and on CPU the fastest: recomputing the elementwise work is
-        cheaper there than writing and reading back its saved outputs (the LLP step at the
-        authors' small config 1.19x faster than 'none', experiments/results/step_benchmark.md).
-        'auto' (the default): 'dots' on CPU, 'none' on accelerators.
+      remat: 'auto' | 'none' | 'full' | 'dots' | 'dots_all' rematerialisation of the scanned
+        layers 2..L. 'none' keeps every activation (most memory); 'full' keeps only each layer's
+        input and recomputes the layer in the backward pass (~1/3 more compute, least memory);
+        'dots' also keeps the matmul outputs that have no batch dimension (jax's
+        `dots_with_no_batch_dims_saveable`), 'dots_all' every matmul output, attention scores
+        included (`dots_saveable`): both recompute the elementwise work, which on CPU is cheaper
+        than writing its outputs and reading them back. 'auto' (the default): 'dots_all' on CPU,
+        'none' on accelerators. Measured on CPU (experiments/results/step_benchmark.md, alternated
+        in one run): the LLP step at the authors' small config 1.05-1.19x faster with 'dots' or
+        'dots_all' than with 'none'; the dense transformer at n = 16k ~20% slower with 'dots'
+        (it recomputes the n x n scores) and as fast with 'dots_all'.
     """
 
     name: str = "llp"
@@ -183,7 +186,7 @@ class ModelConfig:
             "s2attn_inference": ("dense", "shifted"),
             "attention_impl": IMPLEMENTATIONS,
             "compute_dtype": ("float32", "bfloat16"),
-            "remat": ("auto", "none", "full", "dots"),
+            "remat": ("auto", "none", "full", "dots", "dots_all"),
         }
         for field, allowed in choices.items():
             value = getattr(self, field)

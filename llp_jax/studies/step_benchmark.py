@@ -289,7 +289,7 @@ def markdown(result: dict, command: str, wall_s: float) -> str:
         f"{spec['rounds']} rounds; each round runs one step of every variant in turn. "
         "Variants: llp (clean), llp_faithful (code_faithful, dropout off), "
         "llp_faithful_dropout (their default dropout 0.05), llp_faithful_saveall (remat='none': "
-        "every activation saved, the default before remat='auto' = 'dots' on CPU), llp_bf16 "
+        "every activation saved, the default before remat='auto' = 'dots_all' on CPU), llp_bf16 "
         "(compute_dtype bfloat16), "
         "authors_ecp / authors_ecp_dropout (their ECPAttentionTransformer, dropout 0 / 0.05, "
         "float32 PyTorch).",

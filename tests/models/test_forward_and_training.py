@@ -66,7 +66,7 @@ def test_remat_does_not_change_loss_or_grads(name, faithful):
     tokens = jnp.asarray(random_tokens(2, (2, 65), 256))
     rng = jax.random.key(7, impl=FAST_RNG) if faithful else None
     results = {}
-    for remat in ("none", "full", "dots", "auto"):
+    for remat in ("none", "full", "dots", "dots_all", "auto"):
         cfg = make_config(name, faithful, num_layers=3, remat=remat, **SMALL[name])
         graphdef, params, rest = nnx.split(models.build(cfg, seed=3), nnx.Param, ...)
 
@@ -76,7 +76,7 @@ def test_remat_does_not_change_loss_or_grads(name, faithful):
         results[remat] = jit(jax.value_and_grad(loss_fn))(params, rest)
     loss0, grads0 = results["none"]
     assert np.isfinite(float(loss0))
-    for remat in ("full", "dots", "auto"):
+    for remat in ("full", "dots", "dots_all", "auto"):
         loss, grads = results[remat]
         np.testing.assert_allclose(float(loss), float(loss0), rtol=1e-6, atol=1e-6)
         chex.assert_trees_all_close(grads, grads0, atol=1e-5, rtol=1e-4)
@@ -85,13 +85,14 @@ def test_remat_does_not_change_loss_or_grads(name, faithful):
 
 
 def test_remat_auto_is_dots_on_cpu_and_the_default():
-    """'auto' (the default) resolves by backend: 'dots' on CPU, where the step benchmark
+    """'auto' (the default) resolves by backend: 'dots_all' on CPU, where the step benchmark
     measured it faster than saving every activation; explicit choices stay as given."""
     from llp_jax.models.base import resolve_remat
 
     assert models.ModelConfig().remat == "auto"
-    assert jax.default_backend() == "cpu" and resolve_remat("auto") == "dots"
-    assert [resolve_remat(r) for r in ("none", "full", "dots")] == ["none", "full", "dots"]
+    assert jax.default_backend() == "cpu" and resolve_remat("auto") == "dots_all"
+    explicit = ("none", "full", "dots", "dots_all")
+    assert [resolve_remat(r) for r in explicit] == list(explicit)
 
 
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
