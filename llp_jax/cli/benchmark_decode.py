@@ -35,7 +35,8 @@ from llp_jax.cli import common
 from llp_jax.evaluation import sampling
 from llp_jax.studies import decode_limits
 from llp_jax.studies.benchmark import cpu_name
-from llp_jax.studies.step_benchmark import AuthorsWorker, StepSpec
+from llp_jax.studies.step_benchmark import StepSpec
+from llp_jax.studies.step_workers import AuthorsWorker
 
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "n, the model's window.", lower_bound=1)
 _SEGMENTS = flags.DEFINE_integer(

@@ -74,10 +74,11 @@ class ModelConfig:
         `dots_with_no_batch_dims_saveable`), 'dots_all' every matmul output, attention scores
         included (`dots_saveable`): both recompute the elementwise work, which on CPU is cheaper
         than writing its outputs and reading them back. 'auto' (the default): 'dots_all' on CPU,
-        'none' on accelerators. Measured on CPU (experiments/results/step_benchmark.md, alternated
-        in one run): the LLP step at the authors' small config 1.05-1.19x faster with 'dots' or
-        'dots_all' than with 'none'; the dense transformer at n = 16k ~20% slower with 'dots'
-        (it recomputes the n x n scores) and as fast with 'dots_all'.
+        'none' on accelerators. On CPU the LLP step at the authors' small config is 1.07x faster
+        with 'dots_all' than with 'none' (experiments/results/step_benchmark.md, llp_faithful vs
+        llp_faithful_saveall, alternated in one run); 'dots' instead made the dense transformer
+        at n = 16k ~20% slower in side-by-side probes (it recomputes the n x n scores), where
+        'dots_all' was as fast as 'none'.
     """
 
     name: str = "llp"

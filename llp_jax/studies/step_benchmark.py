@@ -16,9 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -27,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from llp_jax import models
-from llp_jax.errors import LLPError
 from llp_jax.studies import step_profile
 from llp_jax.studies.benchmark import attention_pairs, cpu_name
+from llp_jax.studies.step_workers import AuthorsWorker, FlagsWorker
 from llp_jax.training import MeshConfig, TrainConfig, make_optimizer, make_schedule
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import train_step as steps
@@ -117,78 +114,6 @@ class Ours:
         t = time.perf_counter()
         jax.block_until_ready(self.step())
         return time.perf_counter() - t
-
-
-class Worker:
-    """A step in a worker process, one step per request: the line protocol of
-    tools/authors_step.py (`ready ...` once warmed up; `step` -> `<seconds> <loss>`)."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str], what: str):
-        # Its stderr goes to a file: a worker that cannot start (an unknown XLA flag, a broken
-        # checkout) is reported in one line, not with the pages it printed.
-        self.stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, env=env)  # fmt: skip
-        self.what = what
-        self.banner = self.proc.stdout.readline().strip()
-        if not self.banner.startswith("ready"):
-            self.proc.kill()
-            self.proc.wait()
-            raise LLPError(f"{what} did not start: {self._why()}")
-
-    def _why(self) -> str:
-        """The line of the worker's stderr that says why it failed (or its last line)."""
-        self.stderr.flush()
-        self.stderr.seek(0)
-        lines = [x.strip() for x in self.stderr.read().splitlines() if x.strip()]
-        why = next((x for x in lines if "Unknown flag" in x or x.startswith("error")),
-                   lines[-1] if lines else "no output")  # fmt: skip
-        return why[-300:]
-
-    def timed(self, request: str = "step") -> float:
-        """Seconds the worker took for one request ('step', or 'generate P G')."""
-        try:
-            self.proc.stdin.write(request + "\n")
-            self.proc.stdin.flush()
-            reply = self.proc.stdout.readline().split()
-        except BrokenPipeError:
-            reply = []
-        if not reply:
-            raise LLPError(f"{self.what} stopped (exit status {self.proc.wait()}): {self._why()}")
-        return float(reply[0])
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-        self.stderr.close()
-
-
-def _tool(name: str) -> str:
-    return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "tools", name))
-
-
-def AuthorsWorker(spec: StepSpec, dropout: float) -> Worker:  # noqa: N802 (a constructor)
-    """The authors' ECP step in a PyTorch worker (tools/authors_step.py)."""
-    cmd = [spec.torch_python, _tool("authors_step.py"), f"--authors={spec.authors}",
-           f"--dim={spec.d_model}", f"--layers={spec.num_layers}", f"--heads={spec.num_heads}",
-           f"--seq_len={spec.seq_len}", f"--segments={spec.segments}",
-           f"--vocab={spec.vocab_size}", f"--batch={spec.batch}", f"--dropout={dropout}"]  # fmt: skip
-    # Passive OpenMP threads: PyTorch's pool would otherwise spin on the cores for a while
-    # after each of its steps, slowing the step of ours that follows.
-    return Worker(cmd, {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, "the authors' step worker")
-
-
-def FlagsWorker(spec: StepSpec, label: str, xla_flags: str) -> Worker:  # noqa: N802
-    """One of our variants under its own `XLA_FLAGS` (tools/our_step.py), added to whatever
-    flags this process was started with (the same for every worker, the control included)."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")),
-         *filter(None, [env.get("PYTHONPATH")])])  # fmt: skip
-    cmd = [sys.executable, _tool("our_step.py"), f"--variant={label}", f"--batch={spec.batch}",
-           f"--seq_len={spec.seq_len}", f"--segments={spec.segments}"]  # fmt: skip
-    return Worker(cmd, env, f"the {label} worker under XLA_FLAGS={xla_flags!r}")
 
 
 def flag_label(label: str, xla_flags: str) -> str:

@@ -84,7 +84,7 @@ def test_remat_does_not_change_loss_or_grads(name, faithful):
     assert float(jnp.abs(grads0["blocks"]["ff"]["w_in"][...]).max()) > 0
 
 
-def test_remat_auto_is_dots_on_cpu_and_the_default():
+def test_remat_auto_is_dots_all_on_cpu_and_the_default():
     """'auto' (the default) resolves by backend: 'dots_all' on CPU, where the step benchmark
     measured it faster than saving every activation; explicit choices stay as given."""
     from llp_jax.models.base import resolve_remat

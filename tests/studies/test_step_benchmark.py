@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 
 from llp_jax.studies import step_benchmark as sb
+from llp_jax.studies import step_workers
 
 # PerceiverAR at n = 64, batch 1: the smallest real step of the benchmark's config.
 SPEC = sb.StepSpec(variants=("perceiver_ar",), seq_len=64, batch=1, rounds=2,
@@ -14,11 +15,13 @@ FLAGS = "--xla_cpu_enable_fast_min_max=false"
 
 
 def test_a_flags_worker_runs_the_step_under_its_flags():
-    worker = sb.FlagsWorker(SPEC, "perceiver_ar", FLAGS)
+    worker = step_workers.FlagsWorker(SPEC, "perceiver_ar", FLAGS)
     try:
-        assert FLAGS in worker.banner  # the worker's XLA saw them
+        # Its environment has them (that XLA reads them: the unknown-flag case in
+        # tests/reliability/test_bad_input.py).
+        assert FLAGS in worker.banner
         assert worker.timed() > 0
-        # Its step is ours: the same loss as the in-process step (same init, same batch).
+        # Its step is ours at the same spec (n = 64, batch 1): the same loss as in-process.
         worker.proc.stdin.write("step\n")
         worker.proc.stdin.flush()
         _, their_loss = worker.proc.stdout.readline().split()
@@ -30,7 +33,7 @@ def test_a_flags_worker_runs_the_step_under_its_flags():
     assert abs(float(their_loss) - loss) < 1e-4 * abs(loss)
 
 
-def test_the_sweep_times_control_and_flags_in_the_same_rounds(tmp_path):
+def test_the_sweep_times_control_and_flags_in_the_same_rounds():
     spec = sb.StepSpec(**{**SPEC.__dict__, "flag_sets": (FLAGS,)})
     result = sb.run(spec, log=lambda _: None)
     rows = {r["variant"]: r for r in result["rows"]}
