@@ -25,21 +25,21 @@ import numpy as np
 
 from llp_jax import models
 from llp_jax.studies import step_profile
-from llp_jax.studies.benchmark import attention_pairs, cpu_name
+from llp_jax.studies.benchmark import attention_pairs, cpu_name, host_allocator
 from llp_jax.studies.step_workers import AuthorsWorker, FlagsWorker
 from llp_jax.training import MeshConfig, TrainConfig, make_optimizer, make_schedule
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import train_step as steps
 
-# label -> (model, code-faithful, dropout, compute dtype, remat)
+# label -> (model, code-faithful, ModelConfig changes)
 VARIANTS = {
-    "llp": ("llp", False, 0.0, "float32", "auto"),
-    "llp_faithful": ("llp", True, 0.0, "float32", "auto"),
-    "llp_faithful_dropout": ("llp", True, 0.05, "float32", "auto"),
-    "llp_faithful_saveall": ("llp", True, 0.0, "float32", "none"),  # remat off: before 'auto'
-    "llp_bf16": ("llp", False, 0.0, "bfloat16", "auto"),
-    "transformer": ("transformer", False, 0.0, "float32", "auto"),
-    "perceiver_ar": ("perceiver_ar", False, 0.0, "float32", "auto"),
+    "llp": ("llp", False, {}),
+    "llp_faithful": ("llp", True, {}),
+    "llp_faithful_dropout": ("llp", True, {"dropout": 0.05}),
+    "llp_faithful_saveall": ("llp", True, {"remat": "none"}),  # remat off: before 'auto'
+    "llp_bf16": ("llp", False, {"compute_dtype": "bfloat16"}),
+    "transformer": ("transformer", False, {}),
+    "perceiver_ar": ("perceiver_ar", False, {}),
 }
 AUTHORS = {"authors_ecp": 0.0, "authors_ecp_dropout": 0.05}
 
@@ -64,12 +64,12 @@ class StepSpec:
     flag_variants: tuple[str, ...] = ("llp_faithful",)
 
     def model_config(self, label: str) -> models.ModelConfig:
-        name, faithful, dropout, dtype, remat = VARIANTS[label]
+        name, faithful, changes = VARIANTS[label]
         sizes = models.StructuralSizes(segments=self.segments, latent_div=self.latent_div)
         return models.sized(
             name, self.seq_len, sizes, faithful=faithful, vocab_size=self.vocab_size,
             d_model=self.d_model, num_layers=self.num_layers, num_heads=self.num_heads,
-            dropout=dropout, compute_dtype=dtype, remat=remat,
+            **{"dropout": 0.0, **changes},
         )  # fmt: skip
 
 
@@ -179,8 +179,8 @@ def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
     return {"rows": rows, "times": times, "peak": peak, "load": load, "spec": dataclasses.asdict(spec),
             "authors": {k: w.banner for k, w in theirs.items() if k in AUTHORS},
             "flagged": flagged,
-            "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, "
-                       f"jax {jax.__version__}"}  # fmt: skip
+            "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, jax {jax.__version__}, host "
+                       f"allocator: {host_allocator()} (the workers' too)"}  # fmt: skip
 
 
 def ratios(result: dict) -> list[tuple[str, str, float]]:
