@@ -11,6 +11,7 @@ import sys
 
 from absl import app, flags, logging
 
+from llp_jax.cli import host_allocator
 from llp_jax.errors import LLPError
 
 # Storage faults a user can cause and fix (a path, a permission, a full disk): one line each.
@@ -26,7 +27,9 @@ def run(main) -> None:
     """`app.run(main)` whose flag errors are one line: a config file that fails to load (a bad
     `--config=file.py:arg`, a ConfigError from the preset) otherwise prints its whole traceback.
     Ctrl-C outside the training loop (which saves first) exits 130 with one line; a closed
-    stdout (`| head`) ends the program quietly."""
+    stdout (`| head`) ends the program quietly. On CPU hosts the program first re-executes itself
+    once with glibc's malloc tuned (host_allocator.py)."""
+    host_allocator.ensure()
 
     def guarded(argv):
         with one_line_errors():  # a ConfigError or other LLPError from any program's body

@@ -48,6 +48,9 @@ def child(request: dict) -> None:
 
 
 def main() -> None:
+    # A forked child must not re-execute itself (it would re-run this server): it keeps this
+    # process's allocator, whatever the suite was started with.
+    os.environ.setdefault("LLP_JAX_HOST_MALLOC", "system")
     for name in PRELOAD:
         importlib.import_module(name)
     reply = sys.stdout

@@ -1,0 +1,59 @@
+"""glibc malloc settings for CPU runs, applied by re-executing a launcher once as it starts.
+
+With glibc's defaults, every buffer over its (dynamic, at most 32 MiB) mmap threshold is a fresh
+mapping: XLA:CPU's and PyTorch's large temporaries are page-faulted in and unmapped again on
+every step. On the step benchmark's machine that was ~300,000 page faults and ~0.45 s of kernel
+time per LLP train step, and far worse where memory is tight: in two runs of
+`python -m experiments.benchmark_step` one after the other, the dense transformer's step took
+7.64 s with the defaults and 2.98 s with the settings below, the code-faithful LLP with dropout
+5.65 s vs 3.20 s (experiments/results/step_benchmark*.md state the allocator of each page). The settings keep
+freed memory in one heap for reuse: one arena, no mmap below 4 GiB, no trimming, 1 GiB of top
+padding. The cost: the process keeps its peak heap (resident memory does not shrink after a
+peak), and one arena serialises malloc between threads (cheap at a few cores).
+
+glibc reads them only at process start, so a launcher re-executes itself (same argv, same PID)
+once with them added; variables the user set are kept. Not applied off Linux/glibc, where an
+accelerator plugin is installed (unless JAX_PLATFORMS=cpu), or with LLP_JAX_HOST_MALLOC=system.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import sys
+from collections.abc import Mapping
+
+TUNED = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 32),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
+    "MALLOC_TOP_PAD_": str(1 << 30),
+}
+OPT_OUT = "LLP_JAX_HOST_MALLOC"  # 'system': keep glibc's defaults
+ACCELERATOR_MODULES = ("libtpu", "jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin")
+
+
+def applies(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the tuned settings are wanted in this process (see the module docstring)."""
+    if environ.get(OPT_OUT, "tuned") == "system":
+        return False
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return True
+    return not any(importlib.util.find_spec(m) for m in ACCELERATOR_MODULES)
+
+
+def tuned_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """`environ` with every TUNED variable it lacks added (the user's own values win)."""
+    return {**TUNED, **environ}
+
+
+def ensure() -> None:
+    """Re-executes this process with the tuned settings if they apply and are not all set yet."""
+    if not applies() or all(k in os.environ for k in TUNED):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, list(sys.orig_argv), tuned_environment())

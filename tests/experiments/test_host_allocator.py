@@ -1,0 +1,78 @@
+"""The launchers' host-allocator re-exec (llp_jax/cli/host_allocator.py), in real processes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from llp_jax.cli import host_allocator
+from tests.helpers import REPO
+from tests.helpers.cli import cli_env, run_cli
+
+PROBE = (
+    "import json, os, sys; from llp_jax.cli import host_allocator; host_allocator.ensure(); "
+    "print(json.dumps({'env': {k: os.environ.get(k) for k in host_allocator.TUNED}, "
+    "'argv': sys.argv[1:], 'pid': os.getpid()}))"
+)
+
+pytestmark = pytest.mark.skipif(
+    not host_allocator.applies(cli_env()), reason="glibc on Linux only (the settings are glibc's)"
+)
+
+
+def untuned_env(**extra: str) -> dict:
+    env = {k: v for k, v in cli_env().items() if not k.startswith("MALLOC_")}
+    env.pop(host_allocator.OPT_OUT, None)
+    return {**env, **extra}
+
+
+def probe(env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PROBE, "a b", "--c=1"], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()  # printed once: the first image never reached print
+    return json.loads(line)
+
+
+def test_a_process_without_the_settings_restarts_once_with_them_and_its_argv():
+    out = probe(untuned_env())
+    assert out["env"] == host_allocator.TUNED
+    assert out["argv"] == ["a b", "--c=1"]
+
+
+def test_the_users_own_values_win_and_the_rest_are_added():
+    out = probe(untuned_env(MALLOC_ARENA_MAX="4"))
+    assert out["env"] == {**host_allocator.TUNED, "MALLOC_ARENA_MAX": "4"}
+
+
+def test_opting_out_keeps_glibcs_defaults():
+    out = probe(untuned_env(**{host_allocator.OPT_OUT: "system"}))
+    assert out["env"] == dict.fromkeys(host_allocator.TUNED)
+
+
+def test_a_real_launcher_restarted_with_the_settings_parses_its_flags(tmp_path):
+    args = ("--config=llp_jax/configs/tiny.py:nope", f"--workdir={tmp_path}")
+    tuned = run_cli("train", *args)
+    restarted = run_cli("train", *args, env=untuned_env())
+    assert tuned.rc == restarted.rc != 0, restarted
+    assert restarted.errors == tuned.errors and len(tuned.errors) == 1
+    assert "model.name='nope' is unknown" in tuned.errors[0]
+    assert restarted.stderr == tuned.stderr  # one line, no trace of the restart
+
+
+def test_the_test_script_exports_the_launchers_settings():
+    with open(os.path.join(REPO, "scripts", "test.sh")) as f:
+        script = f.read()
+    exported = dict(re.findall(r"(MALLOC_\w+)=(\d+)", script))
+    assert exported == host_allocator.TUNED
+
+
+def test_not_applied_where_an_accelerator_plugin_is_installed_unless_jax_runs_on_cpu(monkeypatch):
+    real = host_allocator.importlib.util.find_spec
+    monkeypatch.setattr(host_allocator.importlib.util, "find_spec",
+                        lambda name: object() if name == "libtpu" else real(name))  # fmt: skip
+    assert not host_allocator.applies({})
+    assert host_allocator.applies({"JAX_PLATFORMS": "cpu"})
