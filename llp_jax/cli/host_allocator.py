@@ -8,8 +8,12 @@ time per LLP train step, and far worse where memory is tight: in two runs of
 7.64 s with the defaults and 2.98 s with the settings below, the code-faithful LLP with dropout
 5.65 s vs 3.20 s (experiments/results/step_benchmark*.md state the allocator of each page). The settings keep
 freed memory in one heap for reuse: one arena, no mmap below 4 GiB, no trimming, 1 GiB of top
-padding. The cost: the process keeps its peak heap (resident memory does not shrink after a
-peak), and one arena serialises malloc between threads (cheap at a few cores).
+padding; then a step page-faults nothing. The costs: the process keeps its peak heap (resident
+memory does not shrink after a peak), and one arena serialises malloc between threads, so XLA's
+multi-threaded compilation takes ~1.6x as long (7.1-7.6 s vs 4.5 s for the LLP step; the test
+suite, which is mostly compilation, opts out). Two arenas compile at 4.8-5.0 s but leave
+~53,000 faults per step, and the step benchmark ran slower with them (the authors' step 2.27 s
+against 1.81 s with one arena).
 
 glibc reads them only at process start, so a launcher re-executes itself (same argv, same PID)
 once with them added; variables the user set are kept. Not applied off Linux/glibc, where an

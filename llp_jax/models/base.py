@@ -24,7 +24,7 @@ from flax import nnx
 from llp_jax.errors import ConfigError
 from llp_jax.models import losses
 from llp_jax.models.block import Block
-from llp_jax.models.layers import DTYPES, LayerNorm, logical_param, uniform_param
+from llp_jax.models.layers import DTYPES, LayerNorm, dense, logical_param, uniform_param
 from llp_jax.models.masks import ExampleMask, MaskSpec
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class LanguageModel(nnx.Module):
 
     def logits(self, h_BxPxD: jax.Array) -> jax.Array:
         h = self.final_norm(h_BxPxD)
-        logits = h @ self.head_w[...].astype(h.dtype) + self.head_b[...].astype(h.dtype)
+        logits = dense(h, self.head_w[...].astype(h.dtype)) + self.head_b[...].astype(h.dtype)
         return logits.astype(jnp.float32)
 
     def nll_sum(self, tokens_BxT: jax.Array, targets_BxP: jax.Array, *, rng=None) -> jax.Array:

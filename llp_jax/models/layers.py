@@ -7,6 +7,7 @@ Every parameter carries `out_sharding` = its logical axis names (see training/me
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Sequence
 
 import jax
@@ -32,6 +33,18 @@ def uniform_param(rngs: nnx.Rngs, shape: Sequence[int], fan_in: int, axes) -> nn
     bound = fan_in**-0.5
     value = jax.random.uniform(rngs.params(), tuple(shape), jnp.float32, -bound, bound)
     return logical_param(value, axes)
+
+
+def dense(x: jax.Array, w: jax.Array, in_dims: int = 1) -> jax.Array:
+    """`x @ w` contracting x's last `in_dims` axes with w's first ones, as one 2-D matmul
+    [rows, K] @ [K, N]. The gradient w.r.t. w then contracts a single rows axis: with the rows
+    left as several axes (batch, positions) XLA:CPU transposes the activations for the weight
+    gradient, and the feed-forward's forward + backward measured 1.34x slower that way
+    ([8, 1024, 256] -> 1024 -> 256, alternated in one process)."""
+    lead = x.shape[: x.ndim - in_dims]
+    k = math.prod(w.shape[:in_dims])
+    y_MxN = x.reshape(-1, k) @ w.reshape(k, -1)
+    return y_MxN.reshape(*lead, *w.shape[in_dims:])
 
 
 def split_rng(rng: jax.Array | None, n: int):
@@ -70,9 +83,9 @@ class FeedForward(nnx.Module):
 
     def __call__(self, x_BxTxD: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         dt = x_BxTxD.dtype
-        h_BxTxF = x_BxTxD @ self.w_in[...].astype(dt) + self.b_in[...].astype(dt)
+        h_BxTxF = dense(x_BxTxD, self.w_in[...].astype(dt)) + self.b_in[...].astype(dt)
         h_BxTxF = dropout(jax.nn.gelu(h_BxTxF, approximate=False), self.rate, rng)
-        return h_BxTxF @ self.w_out[...].astype(dt) + self.b_out[...].astype(dt)
+        return dense(h_BxTxF, self.w_out[...].astype(dt)) + self.b_out[...].astype(dt)
 
 
 class AttentionProjections(nnx.Module):
@@ -96,7 +109,7 @@ class AttentionProjections(nnx.Module):
         K/V head LayerNorm (if on) — the authors' order: the LayerNorm does not commute with the
         rotation, so normalising first would be a different function."""
         dt = hq_BxQxD.dtype
-        proj = lambda h, w: jnp.einsum("btd,dhk->bthk", h, w[...].astype(dt))  # noqa: E731
+        proj = lambda h, w: dense(h, w[...].astype(dt))  # noqa: E731  [B, T, d] -> [B, T, H, Dh]
         q = proj(hq_BxQxD, self.wq)
         if self.cfg.shared_kv:
             k = v = proj(hk_BxKxD, self.wkv)
@@ -121,4 +134,4 @@ class AttentionProjections(nnx.Module):
 def project_heads(o_BxQxHxD: jax.Array, w_HxKxD: nnx.Param, b_D: nnx.Param) -> jax.Array:
     """[B, Q, H, Dh] -> [B, Q, d]: merge heads through an output projection with bias."""
     dt = o_BxQxHxD.dtype
-    return jnp.einsum("bqhk,hkd->bqd", o_BxQxHxD, w_HxKxD[...].astype(dt)) + b_D[...].astype(dt)
+    return dense(o_BxQxHxD, w_HxKxD[...].astype(dt), in_dims=2) + b_D[...].astype(dt)

@@ -1,8 +1,6 @@
 """The launchers' host-allocator re-exec (llp_jax/cli/host_allocator.py), in real processes."""
 
 import json
-import os
-import re
 import subprocess
 import sys
 
@@ -61,13 +59,6 @@ def test_a_real_launcher_restarted_with_the_settings_parses_its_flags(tmp_path):
     assert restarted.errors == tuned.errors and len(tuned.errors) == 1
     assert "model.name='nope' is unknown" in tuned.errors[0]
     assert restarted.stderr == tuned.stderr  # one line, no trace of the restart
-
-
-def test_the_test_script_exports_the_launchers_settings():
-    with open(os.path.join(REPO, "scripts", "test.sh")) as f:
-        script = f.read()
-    exported = dict(re.findall(r"(MALLOC_\w+)=(\d+)", script))
-    assert exported == host_allocator.TUNED
 
 
 def test_not_applied_where_an_accelerator_plugin_is_installed_unless_jax_runs_on_cpu(monkeypatch):
