@@ -6,8 +6,8 @@ every step. On the step benchmark's machine that was ~300,000 page faults and ~0
 time per LLP train step, and far worse where memory is tight: in two runs of
 `python -m experiments.benchmark_step` one after the other, the dense transformer's step took
 7.64 s with the defaults and 2.98 s with the settings below, the code-faithful LLP with dropout
-5.65 s vs 3.20 s (experiments/results/step_benchmark*.md state the allocator of each page). The settings keep
-freed memory in one heap for reuse: one arena, no mmap below 4 GiB, no trimming, 1 GiB of top
+5.65 s vs 3.20 s (experiments/results/step_benchmark*.md state the allocator of each page).
+The settings keep freed memory in one heap for reuse: one arena, no mmap below 4 GiB, no trimming, 1 GiB of top
 padding; then a step page-faults nothing. The costs: the process keeps its peak heap (resident
 memory does not shrink after a peak), and one arena serialises malloc between threads, so XLA's
 multi-threaded compilation takes ~1.6x as long (7.1-7.6 s vs 4.5 s for the LLP step; the test
