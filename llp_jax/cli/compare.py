@@ -91,11 +91,12 @@ def run_study(name: str) -> None:
     with common.one_line_errors():
         kinds = tuple(_KINDS.value) if _KINDS.value else None
         kinds = kinds if _TRAIN.value else ()  # no kind chosen: finished rows only
+        out = _OUT.value or default_out
+        ledger = study.read_ledger(os.path.splitext(out)[0] + ".json")
         rows = study.run_study(spec, workroot, only=only, kinds=kinds, rerun=_RERUN.value,
-                               devices=jax.devices()[:1])  # fmt: skip
+                               ledger=ledger, devices=jax.devices()[:1])  # fmt: skip
     command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
-    text = study_report.write(spec, rows, _OUT.value or default_out, command,
-                              time.perf_counter() - start)  # fmt: skip
+    text = study_report.write(spec, rows, out, command, time.perf_counter() - start)
     print(text)
 
 

@@ -3,12 +3,18 @@
 One study is a list of training runs (`RunKey`s), each a `compare.run_variant` in its own
 workdir under the workroot with its row cached there, so the study runs in resumable chunks (a
 variant per invocation with `--variants`; `--rerun` redoes them) and every invocation rewrites the
-report from the runs that exist (`study_report`). A run is a variant (clean or with the authors'
-code knobs) at one seed under one budget:
+report from the runs that exist (`study_report`). A finished run's row (its figures and its
+validation curve) also lives in the committed study.json, the ledger: a run found there is not
+trained again, so a study started in one checkout continues in another. A run is a variant
+(clean or with the authors' code knobs) at one seed under one budget:
 
   * 'tokens': every model sees the same input tokens (the paper's framing);
+  * 'targets_short': the models that score every position train l / n times as long, so they
+    get as many loss targets as the latent models get at the 'tokens' budget (equal targets);
   * 'targets': the latent models train n / l times longer, so they get as many loss targets as
-    the models that score every position (an equal-wall-clock view is read off the curves);
+    the models that score every position (equal targets the other way round);
+  * 'long': `long_factor` times the 'tokens' budget, one seed: how far the short budget is
+    from a plateau, and whether the ordering survives a longer run;
 
 with byte tokens, or SentencePiece (`subword`), always reported in bits per byte. Each run is
 measured on the Austen validation split and on a held-out domain (the World English Bible's
@@ -32,23 +38,25 @@ import numpy as np
 from llp_jax.data import bible
 from llp_jax.data.datasets import corpus_datasets
 from llp_jax.evaluation import runner
+from llp_jax.storage import read_jsonl
 from llp_jax.studies import compare, context_use
 from llp_jax.studies.compare import CompareSpec
 
-KINDS = ("tokens", "targets", "subword", "depth", "recipe")
+KINDS = ("tokens", "targets", "targets_short", "long", "subword", "depth", "recipe")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunKey:
     label: str  # a compare variant label
     seed: int
-    budget: str = "tokens"  # 'tokens' | 'targets' | 'recipe'
+    budget: str = "tokens"  # 'tokens' | 'targets' | 'targets_short' | 'long' | 'recipe'
     tokenizer: str = "byte"  # 'byte' | 'sentencepiece'
     num_layers: int | None = None  # None: the study's depth
 
     @property
     def kind(self) -> str:
-        """'tokens', 'targets', 'subword', 'depth' or 'recipe' (`run_study`'s `kinds`)."""
+        """One of KINDS (`run_study`'s `kinds`): the budget, or for the 'tokens' budget what
+        else differs ('subword', 'depth')."""
         if self.budget != "tokens":
             return self.budget
         return "subword" if self.tokenizer != "byte" else "depth" if self.num_layers else "tokens"
@@ -68,7 +76,10 @@ class StudySpec:
     base: CompareSpec
     variants: tuple[str, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
-    equal_targets: tuple[str, ...] = ()  # latent variants also trained to equal targets
+    equal_targets: tuple[str, ...] = ()  # latent variants also trained n / l times longer
+    short_targets: tuple[str, ...] = ()  # full-scoring variants also trained l / n times as long
+    long: tuple[str, ...] = ()  # variants also trained long_factor times longer, seed 0
+    long_factor: int = 5
     subword: tuple[str, ...] = ()  # variants also trained with SentencePiece
     depths: tuple[int, ...] = ()  # extra LLP depths (context use)
     recipe: CompareSpec | None = None  # the paper's recipe, scaled down
@@ -81,6 +92,8 @@ class StudySpec:
     def runs(self) -> list[RunKey]:
         keys = [RunKey(v, s) for v in self.variants for s in self.seeds]
         keys += [RunKey(v, s, "targets") for v in self.equal_targets for s in self.seeds]
+        keys += [RunKey(v, s, "targets_short") for v in self.short_targets for s in self.seeds]
+        keys += [RunKey(v, self.seeds[0], "long") for v in self.long]
         keys += [RunKey(v, s, tokenizer="sentencepiece") for v in self.subword for s in self.seeds]
         keys += [RunKey("llp", s, num_layers=L) for L in self.depths for s in self.seeds]
         if self.recipe is not None:
@@ -93,22 +106,42 @@ class StudySpec:
         spec = dataclasses.replace(spec, seed=key.seed, tokenizer=key.tokenizer)
         if key.num_layers:
             spec = dataclasses.replace(spec, num_layers=key.num_layers)
-        if key.budget == "targets":
-            cfg = compare.model_config(spec, compare.VARIANTS_BY_LABEL[key.label])
-            factor = spec.seq_len // cfg.scored_len  # n / l for latent models, 1 otherwise
-            spec = dataclasses.replace(spec, num_steps=spec.num_steps * factor,
-                                       eval_every=spec.eval_every * factor)  # fmt: skip
+        if key.budget in ("targets", "targets_short", "long"):
+            spec = scaled(spec, self.budget_factor(key))
         return spec
 
+    def budget_factor(self, key: RunKey) -> float:
+        """The run's steps over the 'tokens' budget's."""
+        if key.budget == "long":
+            return float(self.long_factor)
+        if key.budget not in ("targets", "targets_short"):
+            return 1.0
+        cfg = compare.model_config(self.base, compare.VARIANTS_BY_LABEL[key.label])
+        if key.budget == "targets":
+            return self.base.seq_len / cfg.scored_len  # n / l for latent models, 1 otherwise
+        return 1.0 / self.base.latent_div if cfg.scored_len == self.base.seq_len else 1.0
+
     def measure_settings(self) -> dict:
+        """What `measure` depends on besides the run: a cached row measured otherwise is stale."""
         return {f: getattr(self, f) for f in ("bucket", "position_windows", "context_targets",
                                               "domain_tokens")}  # fmt: skip
 
 
+def scaled(spec: CompareSpec, factor: float) -> CompareSpec:
+    """`spec` with `factor` times the steps, the schedule's shape kept (warm-up and evaluation
+    interval scaled alike)."""
+    return dataclasses.replace(
+        spec, num_steps=max(1, round(spec.num_steps * factor)),
+        warmup_steps=round(spec.warmup_steps * factor),
+        eval_every=max(1, round(spec.eval_every * factor)),
+    )  # fmt: skip
+
+
 # The committed study: n = 256, d = 128, L = 4, H = 4 (LLP s = 64, k = 1: receptive field
-# L * k * s = 256 = n), 300 steps of 8 x 256 byte tokens, 3 seeds. Sized with `compare
-# --estimate` to fit this 2-core CPU in about 75 minutes (step times 0.05 s perceiver_ar to
-# 0.35 s enhanced_v2 (code)).
+# L * k * s = 256 = n), 400 steps of 8 x 256 byte tokens, 3 seeds; 5x that for the 'long' check.
+# Sized for this 2-core CPU (`compare --estimate`; step times 0.06 s perceiver_ar to 0.3 s
+# enhanced_v2 (code)): about two hours for the whole study without the recipe, whose two runs
+# take about half an hour each (the largest LLP this CPU trains in that time: d = 256, n = 512).
 SMALL = StudySpec(
     name="small",
     base=CompareSpec(
@@ -120,7 +153,7 @@ SMALL = StudySpec(
         latent_div=4,
         history_segments=3,
         batch_size=8,
-        num_steps=300,
+        num_steps=400,
         learning_rate=2e-3,
         warmup_steps=30,
         eval_every=50,
@@ -129,26 +162,29 @@ SMALL = StudySpec(
     ),  # fmt: skip
     variants=tuple(v.label for v in compare.VARIANTS if "(" not in v.label)
     + tuple(v.label for v in compare.CODE_VARIANTS),
-    equal_targets=("perceiver_ar", "enhanced_v3"),
-    subword=("llp", "transformer"),
+    equal_targets=("perceiver_ar",),
+    short_targets=("llp", "transformer", "s2attn", "llp (code)"),
+    long=("llp", "transformer", "perceiver_ar", "enhanced_v3"),
+    subword=("llp", "transformer", "perceiver_ar"),
     depths=(2,),
+    bucket=64,
     recipe=CompareSpec(
         seq_len=512,
-        d_model=128,
+        d_model=256,
         num_layers=4,
         num_heads=4,
         segments=8,
         latent_div=4,
         batch_size=8,
-        num_steps=500,
+        num_steps=1500,
         learning_rate=2e-4,
         warmup_steps=0,
         schedule="step_halving",
-        halve_every=200,
-        eval_every=100,
+        halve_every=500,
+        eval_every=250,
         eval_batches=4,
         eval_tokens=65_536,
-        vocab_size=2048,
+        vocab_size=4096,
     ),  # fmt: skip
 )
 # Seconds, for tests and `--study=quick`.
@@ -158,6 +194,9 @@ QUICK = StudySpec(
     variants=("transformer", "llp", "perceiver_ar"),
     seeds=(0, 1),
     equal_targets=("perceiver_ar",),
+    short_targets=("llp",),
+    long=("transformer",),
+    long_factor=2,
     subword=("llp",),
     depths=(1,),
     bucket=16,
@@ -197,20 +236,49 @@ def measure(study: StudySpec, key: RunKey) -> Callable:
         (result,) = runner.evaluate(setup, split="validation", protocols=["standard"],
                                     max_tokens=study.domain_tokens)  # fmt: skip
         out["web_bits_per_byte"] = result.bits_per_byte
+        out["curve"] = read_curve(run.workdir)
         return out
 
     return extra
+
+
+def read_curve(workdir: str) -> list[tuple[int, float, float]]:
+    """(step, training seconds so far, validation bits per token) of a run's in-training
+    evaluations; training seconds = logged step times (compilation and evaluation excluded)."""
+    points, seconds, last = [], 0.0, 0
+    for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")):
+        if "train/step_time_s" in r:
+            seconds += r["train/step_time_s"] * (r["step"] - last)
+            last = r["step"]
+        if "val/loss" in r:
+            points.append((r["step"], seconds, r["val/loss"] / math.log(2)))
+    return points
 
 
 def _bytes_per_token(data, split: str) -> float:
     return data.num_bytes[split] / max(len(data.eval_tokens(split)), 1)
 
 
-def finished(study: StudySpec, key: RunKey, workdir: str) -> dict | None:
+def finished(study: StudySpec, key: RunKey, workdir: str, ledger=()) -> dict | None:
+    """The run's row if it finished under the same spec and measurements: from its workdir, or
+    else from the `ledger` (rows of an earlier study.json, each with its key)."""
     row = compare.finished_row(study.run_spec(key), workdir)
+    if row is None:
+        spec = json.loads(json.dumps(dataclasses.asdict(study.run_spec(key))))
+        found = [r for r in ledger if r.get("key") == dataclasses.asdict(key)
+                 and r.get("spec") == spec and "curve" in r]  # fmt: skip
+        row = dict(found[-1]) if found else None
     if row is None or row.get("study") != json.loads(json.dumps(study.measure_settings())):
         return None
     return row
+
+
+def read_ledger(path: str) -> list[dict]:
+    """The rows of a study.json (none if there is no such file)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f).get("rows", [])
 
 
 def run_study(
@@ -220,18 +288,20 @@ def run_study(
     only: tuple[str, ...] | None = None,
     kinds: tuple[str, ...] | None = None,
     rerun: bool = False,
+    ledger=(),
     devices=None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Trains the study's missing runs (those of `only`'s variants and of `kinds`, or all) and
-    returns every finished run's row, each with its key."""
+    returns every finished run's row, each with its key. A run whose row is in the `ledger`
+    (`read_ledger`) is finished, unless `rerun` chooses it."""
     workroot = os.path.abspath(workroot)
     compare.ensure_ignored(workroot)
     rows = []
     for key in study.runs():
         workdir = os.path.join(workroot, key.dirname)
         chosen = (only is None or key.label in only) and (kinds is None or key.kind in kinds)
-        row = None if rerun and chosen else finished(study, key, workdir)
+        row = None if rerun and chosen else finished(study, key, workdir, ledger)
         if row is None and chosen:
             if os.path.isdir(workdir):  # another spec, or unfinished: never mix
                 shutil.rmtree(workdir)

@@ -16,8 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from llp_jax.storage import read_jsonl
-from llp_jax.studies.study import StudySpec, bits, mean_std
+from llp_jax.studies.study import StudySpec, bits, mean_std, read_curve
 
 LN2 = math.log(2)
 # The paper's ordering in perplexity, best first (its Tables 2-4): LLP < transformer < V1..V3 <
@@ -48,17 +47,11 @@ def ms(values, spec=".3f") -> str:
 
 
 def curve(row) -> list[tuple[int, float, float]]:
-    """(step, training seconds so far, validation bits per token) of a run's in-training
-    evaluations; training seconds = logged step times (compilation and evaluation excluded)."""
-    records = read_jsonl(os.path.join(row["workdir"], "metrics.jsonl"))
-    points, seconds, last = [], 0.0, 0
-    for r in records:
-        if "train/step_time_s" in r:
-            seconds += r["train/step_time_s"] * (r["step"] - last)
-            last = r["step"]
-        if "val/loss" in r:
-            points.append((r["step"], seconds, r["val/loss"] / LN2))
-    return points
+    """(step, training seconds, validation bits per token) of a run's in-training evaluations:
+    kept in its row (`study.read_curve`), or read from its workdir (rows of older studies)."""
+    if "curve" in row:
+        return [tuple(p) for p in row["curve"]]
+    return read_curve(row["workdir"])
 
 
 def at_time(points, t: float) -> tuple[float | None, bool]:
