@@ -93,10 +93,20 @@ def run_study(name: str) -> None:
         kinds = kinds if _TRAIN.value else ()  # no kind chosen: finished rows only
         out = _OUT.value or default_out
         ledger = study.read_ledger(os.path.splitext(out)[0] + ".json")
+        command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
+
+        def report(rows):
+            return study_report.write(spec, rows, out, command, time.perf_counter() - start)
+
+        def after_run(rows):  # a stopped invocation loses only the run under way
+            try:
+                report(rows)
+            except Exception as e:  # noqa: BLE001 - a partial report must not stop the study
+                print(f"warning: the report of {len(rows)} runs was not written: {e}")
+
         rows = study.run_study(spec, workroot, only=only, kinds=kinds, rerun=_RERUN.value,
-                               ledger=ledger, devices=jax.devices()[:1])  # fmt: skip
-    command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
-    text = study_report.write(spec, rows, out, command, time.perf_counter() - start)
+                               ledger=ledger, devices=jax.devices()[:1], on_run=after_run)  # fmt: skip
+    text = report(rows)
     print(text)
 
 

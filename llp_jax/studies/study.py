@@ -291,28 +291,37 @@ def run_study(
     ledger=(),
     devices=None,
     log: Callable[[str], None] = print,
+    on_run: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Trains the study's missing runs (those of `only`'s variants and of `kinds`, or all) and
     returns every finished run's row, each with its key. A run whose row is in the `ledger`
-    (`read_ledger`) is finished, unless `rerun` chooses it."""
+    (`read_ledger`) is finished, unless `rerun` chooses it. `on_run(rows)` is called after each
+    run trained here with every row so far and the ledger's others (so that a report written
+    there loses nothing when a long invocation is stopped)."""
     workroot = os.path.abspath(workroot)
     compare.ensure_ignored(workroot)
-    rows = []
-    for key in study.runs():
+    keys = study.runs()
+    done, todo = {}, []  # key index -> row; keys to train
+    for i, key in enumerate(keys):
         workdir = os.path.join(workroot, key.dirname)
         chosen = (only is None or key.label in only) and (kinds is None or key.kind in kinds)
         row = None if rerun and chosen else finished(study, key, workdir, ledger)
-        if row is None and chosen:
-            if os.path.isdir(workdir):  # another spec, or unfinished: never mix
-                shutil.rmtree(workdir)
-            log(f"--- {key}")
-            spec = study.run_spec(key)
-            row = compare.run_variant(spec, compare.VARIANTS_BY_LABEL[key.label], workdir,
-                                      devices=devices, log=log, extra=measure(study, key),
-                                      protocols=("standard",))  # fmt: skip
         if row is not None:
-            rows.append({**row, "key": dataclasses.asdict(key), "workdir": workdir})
-    return rows
+            done[i] = {**row, "key": dataclasses.asdict(key), "workdir": workdir}
+        elif chosen:
+            todo.append(i)
+    for i in todo:
+        key, workdir = keys[i], os.path.join(workroot, keys[i].dirname)
+        if os.path.isdir(workdir):  # another spec, or unfinished: never mix
+            shutil.rmtree(workdir)
+        log(f"--- {key}")
+        row = compare.run_variant(study.run_spec(key), compare.VARIANTS_BY_LABEL[key.label],
+                                  workdir, devices=devices, log=log, extra=measure(study, key),
+                                  protocols=("standard",))  # fmt: skip
+        done[i] = {**row, "key": dataclasses.asdict(key), "workdir": workdir}
+        if on_run is not None:
+            on_run([done[j] for j in sorted(done)])
+    return [done[j] for j in sorted(done)]
 
 
 def bits(row: dict, field: str = "validation") -> float:
