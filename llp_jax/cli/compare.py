@@ -30,7 +30,11 @@ _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny
 _ESTIMATE = flags.DEFINE_bool("estimate", False, "Only project the runtime from short runs.")
 _VARIANTS = flags.DEFINE_list("variants", None, f"Subset of {[v.label for v in compare.VARIANTS]}.")
 _STEPS = flags.DEFINE_integer(
-    "num_steps", None, "Override the number of training steps.", lower_bound=1
+    "num_steps",
+    None,
+    "Override the number of training steps (with --study: of the 'tokens' "
+    "budget, which the other budgets scale).",
+    lower_bound=1,
 )
 _WORKROOT = flags.DEFINE_string("workroot", None, "Workdirs ('' = experiments/results/work/...).")
 _OUT = flags.DEFINE_string("out", None, "Markdown output (default experiments/results/compare.md).")
@@ -46,6 +50,14 @@ _CACHE = flags.DEFINE_string(
 
 
 def main(argv):
+    try:
+        _main(argv)
+    except compare.RunInterrupted as e:  # the run saved its step; the rest waits for a rerun
+        print(e, file=sys.stderr)
+        sys.exit(130 if e.signal == "SIGINT" else 0)
+
+
+def _main(argv):
     common.start(argv)
     if _CACHE.value:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
@@ -84,6 +96,10 @@ def main(argv):
 def run_study(name: str) -> None:
     """One invocation of a study: its missing runs (of --variants, or all), then the report."""
     spec = study.STUDIES[name]
+    if _STEPS.value:  # another 'tokens' budget: every run of it is another run (another cache)
+        spec = dataclasses.replace(
+            spec, base=dataclasses.replace(spec.base, num_steps=_STEPS.value)
+        )
     only = tuple(_VARIANTS.value) if _VARIANTS.value else None
     workroot = _WORKROOT.value or os.path.join("experiments/results/work", f"study_{name}")
     default_out = "experiments/results/study.md" if name == "small" else f"{workroot}/study.md"

@@ -40,6 +40,17 @@ from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import trainer
 
 ROW_FILE = "compare_row.json"
+SPEC_FILE = "compare_spec.json"  # the spec a run started with: an unfinished run resumes under it
+
+
+class RunInterrupted(Exception):
+    """SIGTERM or Ctrl-C reached a run: its step is saved, no row is written, and the comparison
+    or study stops (rerunning the command resumes that run from the saved step)."""
+
+    def __init__(self, signal: str, label: str, step: int, workdir: str):
+        self.signal = signal
+        super().__init__(f"{signal}: saved {label} at step {step} in {workdir}; rerun the same "
+                         "command to continue")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +201,9 @@ def run_variant(
     returns its row (`extra(run, params, cfg)` adds the study's measurements)."""
     config = experiment_config(spec, variant)
     start = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, SPEC_FILE), "w") as f:
+        json.dump(dataclasses.asdict(spec), f)
     run = trainer.setup(config, workdir, devices=devices)
     row = {
         "label": variant.label,
@@ -204,6 +218,9 @@ def run_variant(
         progress = trainer.train_loop(run)
     finally:
         run.ckpt.close()
+    if progress["interrupted"]:
+        step = int(jax.device_get(run.state["step"]))
+        raise RunInterrupted(progress["interrupted"], variant.label, step, workdir)
     row["train_s"] = progress["wall_s"]
     row["tokens_per_s"] = training_tokens_per_s(os.path.join(workdir, "metrics.jsonl"))
     params = jax.device_get(run.state["params"])
@@ -258,6 +275,20 @@ def finished_row(spec: CompareSpec, workdir: str) -> dict | None:
     return row if same else None
 
 
+def clear_stale(spec: CompareSpec, workdir: str) -> None:
+    """Empties `workdir` unless it holds an unfinished run of `spec` (which then resumes from its
+    newest checkpoint): a run of another spec is never mixed into this one."""
+    if not os.path.isdir(workdir):
+        return
+    path = os.path.join(workdir, SPEC_FILE)
+    same = False
+    if os.path.exists(path) and not os.path.exists(os.path.join(workdir, ROW_FILE)):
+        with open(path) as f:
+            same = json.load(f) == json.loads(json.dumps(dataclasses.asdict(spec)))
+    if not same:
+        shutil.rmtree(workdir)
+
+
 def ensure_ignored(folder: str) -> None:
     """Makes `folder` git-ignored from the inside (a '*' .gitignore): workdirs hold checkpoints
     that must never be committed, wherever the user points --workroot."""
@@ -286,8 +317,9 @@ def run_comparison(
         workdir = os.path.join(workroot, workdir_name(variant))
         row = None if rerun else finished_row(spec, workdir)
         if row is None:
-            if os.path.isdir(workdir):  # other spec or unfinished: start over, never mix
+            if rerun and os.path.isdir(workdir):
                 shutil.rmtree(workdir)
+            clear_stale(spec, workdir)
             log(f"--- {label}")
             row = run_variant(spec, variant, workdir, devices=devices, log=log)
         else:

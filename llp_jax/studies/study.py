@@ -312,8 +312,9 @@ def run_study(
             todo.append(i)
     for i in todo:
         key, workdir = keys[i], os.path.join(workroot, keys[i].dirname)
-        if os.path.isdir(workdir):  # another spec, or unfinished: never mix
+        if rerun and os.path.isdir(workdir):
             shutil.rmtree(workdir)
+        compare.clear_stale(study.run_spec(key), workdir)  # an unfinished run of it resumes
         log(f"--- {key}")
         row = compare.run_variant(study.run_spec(key), compare.VARIANTS_BY_LABEL[key.label],
                                   workdir, devices=devices, log=log, extra=measure(study, key),

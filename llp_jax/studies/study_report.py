@@ -9,16 +9,25 @@ partial study already reads correctly (a missing cell is '-').
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from collections import defaultdict
 
-import numpy as np
+from llp_jax.studies import study_plots
+from llp_jax.studies.study import StudySpec, bits, mean_std
+from llp_jax.studies.study_rows import (
+    LN2,
+    at_time,
+    context_series,
+    curve,
+    equal_target_groups,
+    group,
+    last_quarter_drop,
+    ms,
+    separated,
+    targets_per_run,
+)
 
-from llp_jax.studies.study import StudySpec, bits, mean_std, read_curve
-
-LN2 = math.log(2)
 # The paper's ordering in perplexity, best first (its Tables 2-4): LLP < transformer < V1..V3 <
 # PerceiverAR; checked pairwise below, for the clean models and among the code-faithful ones.
 _V = ("enhanced_v1", "enhanced_v2", "enhanced_v3")
@@ -27,49 +36,6 @@ PAPER_CLAIMS = [("llp", "transformer"), *[("transformer", v) for v in _V],
                 *[("llp (code)", f"{v} (code)") for v in _V],
                 *[(f"{v} (code)", "perceiver_ar (code)") for v in _V],
                 ("llp (code)", "perceiver_ar (code)")]  # fmt: skip
-
-
-def group(rows, budget="tokens", tokenizer="byte", layers=None) -> dict[str, list[dict]]:
-    out = defaultdict(list)
-    for r in rows:
-        k = r["key"]
-        if (k["budget"], k["tokenizer"], k["num_layers"]) == (budget, tokenizer, layers):
-            out[k["label"]].append(r)
-    return out
-
-
-def ms(values, spec=".3f") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    mean, std, k = mean_std(values)
-    return f"{mean:{spec}}" + ("" if math.isnan(std) else f" ± {std:{spec}}") + f" ({k})"
-
-
-def curve(row) -> list[tuple[int, float, float]]:
-    """(step, training seconds, validation bits per token) of a run's in-training evaluations:
-    kept in its row (`study.read_curve`), or read from its workdir (rows of older studies)."""
-    if "curve" in row:
-        return [tuple(p) for p in row["curve"]]
-    return read_curve(row["workdir"])
-
-
-def at_time(points, t: float) -> tuple[float | None, bool]:
-    """Validation bits per token at training time t (linear between evaluations); (value, True)
-    if the run ended before t (its last value)."""
-    if not points:
-        return None, False
-    times, values = [p[1] for p in points], [p[2] for p in points]
-    if t >= times[-1]:
-        return values[-1], t > times[-1] * 1.02
-    return float(np.interp(t, times, values)), False
-
-
-def separated(a: list[float], b: list[float]) -> bool:
-    """Whether two seed samples are apart by more than their spreads (means differ by more than
-    the sum of the standard deviations)."""
-    (ma, sa, _), (mb, sb, _) = mean_std(a), mean_std(b)
-    return abs(ma - mb) > (0 if math.isnan(sa) else sa) + (0 if math.isnan(sb) else sb)
 
 
 def claims(tokens: dict[str, list[dict]]) -> list[str]:
@@ -104,11 +70,14 @@ def markdown(study: StudySpec, rows: list[dict], command: str, wall_s: float) ->
         f"L·k·s = {b.num_layers * b.seq_len // b.segments}); latent models l = n/{b.latent_div}; "
         f"AdamW lr {b.learning_rate:g}, {b.warmup_steps} warm-up steps, cosine; batch "
         f"{b.batch_size}; {b.num_steps} steps = {b.num_steps * b.batch_size * b.seq_len:,} input "
-        f"tokens ('tokens' budget). Seeds {list(study.seeds)} (initialisation, dropout, data "
+        f"tokens ('tokens' budget; the other budgets scale steps, warm-up and evaluation "
+        f"interval alike). Seeds {list(study.seeds)} (initialisation, dropout, data "
         f"order). Validation = Austen's Persuasion (first {b.eval_tokens:,} tokens, standard "
         "protocol: every target once with the longest context); held-out domain = the World "
         f"English Bible's Gospels (first {study.domain_tokens:,} tokens). Bits per byte "
-        "throughout; 'a ± b (k)': mean ± sample std over k seeds.", "",
+        "throughout; 'a ± b (k)': mean ± sample std over k seeds. 'Last-quarter drop': how "
+        "much the in-training validation loss still fell over the last quarter of the run "
+        "(bits per byte; near 0 = a plateau).", "",
         "## Equal input tokens (the paper's framing), byte tokens", "",
     ]  # fmt: skip
     body = []
@@ -116,13 +85,15 @@ def markdown(study: StudySpec, rows: list[dict], command: str, wall_s: float) ->
         rs = tokens[label]
         body.append([label, f"{rs[0]['params']:,}", str(rs[0]["loss_positions"]),
                      ms([bits(r) for r in rs]), ms([bits(r, "test") for r in rs]),
-                     ms([bits(r, "web") for r in rs]),
+                     ms([bits(r, "web") for r in rs]), ms([last_quarter_drop(r) for r in rs]),
                      ms([r.get("tokens_per_s") for r in rs], ",.0f"),
                      ms([r.get("train_s") for r in rs], ".0f")])  # fmt: skip
     out += _table(["model", "params", "loss positions", "Austen val", "Austen test",
-                   "Bible (other domain)", "train tokens/s", "train s"], body)  # fmt: skip
+                   "Bible (other domain)", "last-quarter drop", "train tokens/s", "train s"],
+                  body)  # fmt: skip
     out += ["", "Ordering (best first): " + " < ".join(order) + ".", "", *claims(tokens), ""]
-    out += _equal_targets(study, rows, tokens) + _wall_clock(rows, tokens)
+    out += _equal_targets(study, rows, tokens) + _long(study, rows, tokens)
+    out += _wall_clock(rows, tokens)
     out += _tokenizers(rows, tokens) + _positions(study, tokens) + _context(study, rows)
     out += _recipe(study, rows)
     out += ["![validation curves with seed bands](study_curves.png)", "",
@@ -132,25 +103,65 @@ def markdown(study: StudySpec, rows: list[dict], command: str, wall_s: float) ->
 
 
 def _equal_targets(study, rows, tokens) -> list[str]:
-    targets = group(rows, "targets")
-    if not targets:
+    b = study.base
+    fewer = equal_target_groups(study, rows, tokens)
+    out = []
+    if any(label in fewer for label in group(rows, "targets_short")):
+        order = sorted(fewer, key=lambda v: mean_std([bits(r) for r in fewer[v]])[0])
+        body = [[label, f"{fewer[label][0]['spec']['num_steps']:,}",
+                 f"{targets_per_run(fewer[label][0]):,}", ms([bits(r) for r in tokens.get(label, [])]),
+                 ms([bits(r) for r in fewer[label]]), ms([bits(r, "web") for r in fewer[label]])]
+                for label in order]  # fmt: skip
+        out += ["## Equal loss targets", "",
+                f"The latent models score l = n/{b.latent_div} of the n positions of a window, so "
+                "at equal input tokens they learn from that many times fewer loss targets. Here "
+                f"every model gets the latent models' targets: the latent models' {b.num_steps}-"
+                f"step runs, the models that score every position trained 1/{b.latent_div} as "
+                "long ('targets_short').", "",
+                *_table(["model", "steps", "loss targets", "Austen val (equal tokens)",
+                         "Austen val (equal targets)", "Bible (equal targets)"], body), "",
+                "Ordering (best first): " + " < ".join(order) + ".", "", *claims(fewer), ""]  # fmt: skip
+    longer = group(rows, "targets")
+    if longer:
+        body = [[label, f"{rs[0]['spec']['num_steps']:,}", f"{targets_per_run(rs[0]):,}",
+                 ms([bits(r) for r in tokens.get(label, [])]), ms([bits(r) for r in rs]),
+                 ms([bits(r, "web") for r in rs])] for label, rs in longer.items()]  # fmt: skip
+        for label, rs in tokens.items():
+            if rs[0]["loss_positions"] == b.seq_len and label in ("llp", "transformer"):
+                body.append([label + " (scores every position)", f"{b.num_steps:,}",
+                             f"{targets_per_run(rs[0]):,}", ms([bits(r) for r in rs]),
+                             ms([bits(r) for r in rs]), ms([bits(r, "web") for r in rs])])  # fmt: skip
+        out += ["The other way round: latent models trained n/l times longer, to the loss "
+                "targets the full-scoring models get at the 'tokens' budget.", "",
+                *_table(["model", "steps", "loss targets", "Austen val (equal tokens)",
+                         "Austen val (equal targets)", "Bible (equal targets)"], body), ""]  # fmt: skip
+    return out
+
+
+def _long(study, rows, tokens) -> list[str]:
+    long = group(rows, "long")
+    if not long:
         return []
+    seed = study.seeds[0]
+    order = sorted(long, key=lambda v: bits(long[v][0]))
     body = []
-    for label, rs in targets.items():
-        steps = rs[0]["spec"]["num_steps"]
-        body.append([label, f"{steps:,}", ms([bits(r) for r in tokens.get(label, [])]),
-                     ms([bits(r) for r in rs]), ms([bits(r, "web") for r in rs])])  # fmt: skip
-    for label in ("llp", "transformer"):
-        if label in tokens:
-            body.append([label + " (scores every position)", f"{study.base.num_steps:,}",
-                         ms([bits(r) for r in tokens[label]]),
-                         ms([bits(r) for r in tokens[label]]),
-                         ms([bits(r, "web") for r in tokens[label]])])  # fmt: skip
-    return ["## Equal loss targets", "",
-            "The latent models score l of n positions: trained n/l times longer they see as many "
-            "loss targets as the models that score every position.", "",
-            *_table(["model", "steps", "Austen val (equal tokens)", "Austen val (equal targets)",
-                     "Bible (equal targets)"], body), ""]  # fmt: skip
+    for label in order:
+        (r,) = long[label][:1]
+        short = [t for t in tokens.get(label, []) if t["key"]["seed"] == seed]
+        body.append([label, ms([bits(t) for t in short]), f"{bits(r):.3f}",
+                     f"{bits(r, 'web'):.3f}", _fmt(last_quarter_drop(r))])  # fmt: skip
+    return [f"## How far from a plateau: {study.long_factor}x the budget (seed {seed})", "",
+            f"The same models trained {study.long_factor} times as long ("
+            f"{study.base.num_steps * study.long_factor:,} steps, one seed): whether the "
+            "'tokens' ordering survives a run closer to a plateau.", "",
+            *_table(["model", f"Austen val, {study.base.num_steps} steps",
+                     f"Austen val, {study.base.num_steps * study.long_factor:,} steps",
+                     "Bible", "last-quarter drop"], body), "",
+            "Ordering (best first): " + " < ".join(order) + ".", ""]  # fmt: skip
+
+
+def _fmt(value, spec=".3f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _wall_clock(rows, tokens) -> list[str]:
@@ -161,7 +172,7 @@ def _wall_clock(rows, tokens) -> list[str]:
     longest = {}
     for r in rows:
         k = r["key"]
-        if k["tokenizer"] != "byte" or k["num_layers"] or k["budget"] == "recipe":
+        if k["tokenizer"] != "byte" or k["num_layers"] or k["budget"] not in ("tokens", "targets"):
             continue
         best = longest.get((k["label"], k["seed"]))
         if best is None or r["spec"]["num_steps"] > best["spec"]["num_steps"]:
@@ -241,26 +252,12 @@ def _context(study, rows) -> list[str]:
         f"The same target segments ({s} tokens each, Austen validation) scored with c "
         "segments of context before them; 'streamed' = LLP's whole-text stream. LLP's "
         "receptive field is L·k segments: beyond it the loss must stop improving (and equals "
-        "the stream's). The transformer is measured up to its window n.",
+        "the stream's). The transformer is measured up to its window n. The "
+        f"'{study.long_factor}x steps' rows are the long runs (one seed).",
         "",
         *_table(head, body),
         "",
     ]
-
-
-def context_series(study, rows) -> dict[str, dict[str, list[float]]]:
-    out: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        k = r["key"]
-        if "context" not in r or k["tokenizer"] != "byte" or k["budget"] != "tokens":
-            continue
-        if k["label"] not in ("llp", "transformer"):
-            continue
-        L = k["num_layers"] or study.base.num_layers
-        label = f"{k['label']} L={L}"
-        for c, v in r["context"].items():
-            out.setdefault(label, {}).setdefault(c, []).append(v / LN2)
-    return out
 
 
 def _recipe(study, rows) -> list[str]:
@@ -281,57 +278,6 @@ def _recipe(study, rows) -> list[str]:
                      "Bible bits/byte", "train min"], body), ""]  # fmt: skip
 
 
-def plots(study, rows, folder: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    def figure():
-        fig = Figure(figsize=(8, 5))
-        FigureCanvasAgg(fig)
-        return fig, fig.add_subplot()
-
-    fig, ax = figure()
-    for label, rs in group(rows).items():
-        curves = [curve(r) for r in rs]
-        steps = [p[0] for p in curves[0]]
-        vals = np.array([[p[2] for p in c[: len(steps)]] for c in curves if len(c) >= len(steps)])
-        style = "--" if rs[0]["loss_positions"] < study.base.seq_len else "-"
-        line = ax.plot(steps, vals.mean(0), style, label=label)[0]
-        ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="step (equal input tokens)", ylabel="validation bits/byte (own loss positions)",
-           title="Validation curves: mean and min-max band over seeds (dashed: latent)")  # fmt: skip
-    _save(fig, ax, os.path.join(folder, "study_curves.png"))
-    fig, ax = figure()
-    for label, rs in group(rows).items():
-        pos = np.array([[np.nan if v is None else v / LN2 for v in r["position_loss"]] for r in rs])
-        x = (np.arange(pos.shape[1]) + 0.5) * study.bucket
-        ax.plot(x, np.nanmean(pos, 0), "o-" if "llp" in label else ".-", label=label)
-    ax.set(xlabel="position in the window", ylabel="bits/byte", title="Loss by position")
-    _save(fig, ax, os.path.join(folder, "study_positions.png"))
-    fig, ax = figure()
-    for label, v in context_series(study, rows).items():
-        # Paired by seed: the change from the same run's loss without context (c = 0), so the
-        # seeds' different absolute levels do not hide the effect of context.
-        cs = [c for c in v if c != "stream"]
-        gain = {c: np.asarray(v[c]) - np.asarray(v["0"]) for c in v}
-        ax.errorbar([int(c) for c in cs], [gain[c].mean() for c in cs],
-                    yerr=[gain[c].std() for c in cs], marker="o", capsize=3, label=label)  # fmt: skip
-        if "stream" in v:
-            ax.axhline(gain["stream"].mean(), ls=":", color=ax.lines[-1].get_color())
-    ax.set(xlabel="context segments c before the scored segment",
-           ylabel="bits/byte minus the same run's at c = 0",
-           title="Context use, paired by seed (dotted: LLP streamed, unbounded context)")  # fmt: skip
-    _save(fig, ax, os.path.join(folder, "study_context.png"))
-
-
-def _save(fig, ax, path: str) -> None:
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-
-
 def write(study, rows, out_md: str, command: str, wall_s: float) -> str:
     """study.md, study.json (every row) and the three plots beside it."""
     text = markdown(study, rows, command, wall_s)
@@ -342,5 +288,5 @@ def write(study, rows, out_md: str, command: str, wall_s: float) -> str:
     with open(os.path.splitext(out_md)[0] + ".json", "w") as f:
         json.dump({"command": command, "rows": rows}, f, indent=1, default=str)
     if rows:
-        plots(study, rows, folder)
+        study_plots.plots(study, rows, folder)
     return text

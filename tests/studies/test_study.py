@@ -7,16 +7,20 @@ stream's, and with fewer it does not."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from llp_jax import models
-from llp_jax.studies import context_use, study
+from llp_jax.studies import compare, context_use, study
 from tests.helpers import REPO
 
 
@@ -76,7 +80,7 @@ def test_a_study_chunk_through_the_cli_resumes_and_reports(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert (first.stdout + first.stderr).count(
         "--- RunKey"
-    ) == 6  # 2 seeds x (bytes, SentencePiece, L = 1)
+    ) == 8  # 2 seeds x (bytes, SentencePiece, L = 1, equal targets: l / n as long)
     report = (tmp_path / "out" / "study.md").read_text()
     assert (
         "## Context use" in report and "llp L=1" in report and "## Bytes vs SentencePiece" in report
@@ -87,12 +91,78 @@ def test_a_study_chunk_through_the_cli_resumes_and_reports(tmp_path):
         assert os.path.getsize(tmp_path / "out" / name) > 10_000
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "--- RunKey" not in again.stderr + again.stdout  # cached
+    shutil.rmtree(tmp_path / "work")  # the checkpoints gone: study.json (the ledger) still has them
+    ledger = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ledger.returncode == 0 and "--- RunKey" not in ledger.stdout, ledger.stderr[-2000:]
+    assert len(json.loads((tmp_path / "out" / "study.json").read_text())["rows"]) == 8
     report_only = [a for a in cmd if a != "--variants=llp"] + ["--nostudy_train"]
     done = subprocess.run(report_only, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "--- RunKey" not in done.stdout  # the others stay untrained
-    assert len(json.loads((tmp_path / "out" / "study.json").read_text())["rows"]) == 6
+    assert len(json.loads((tmp_path / "out" / "study.json").read_text())["rows"]) == 8
     for flags in (["--variants=nope"], ["--study=quick", "--variants=nope"], ["--study=big"]):
         bad = subprocess.run(cmd[:3] + flags, cwd=REPO, capture_output=True, text=True)
         assert bad.returncode != 0, flags
         assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]  # one line
         assert bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_an_unfinished_run_of_the_same_spec_is_kept_to_resume_and_any_other_is_cleared(tmp_path):
+    spec = compare.QUICK
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "7").mkdir(parents=True)
+    (workdir / compare.SPEC_FILE).write_text(json.dumps(dataclasses.asdict(spec)))
+    compare.clear_stale(spec, str(workdir))
+    assert (workdir / "checkpoints" / "7").is_dir()  # same spec, no row: resumes
+    compare.clear_stale(dataclasses.replace(spec, num_steps=spec.num_steps + 1), str(workdir))
+    assert not workdir.exists()  # another spec: never mixed
+    (workdir / "checkpoints").mkdir(parents=True)
+    compare.clear_stale(spec, str(workdir))
+    assert not workdir.exists()  # no spec recorded: of unknown origin
+
+
+def test_budgets_scale_steps_warmup_and_evaluation_alike():
+    spec = study.SMALL
+    b = spec.base
+    for key, factor in [(study.RunKey("llp", 0, "targets_short"), 1 / b.latent_div),
+                        (study.RunKey("perceiver_ar", 0, "targets"), b.latent_div),
+                        (study.RunKey("perceiver_ar", 0, "targets_short"), 1),
+                        (study.RunKey("llp", 0, "targets"), 1),
+                        (study.RunKey("transformer", 0, "long"), spec.long_factor)]:  # fmt: skip
+        run = spec.run_spec(key)
+        assert run.num_steps == round(b.num_steps * factor), key
+        assert run.warmup_steps == round(b.warmup_steps * factor), key
+    # equal targets: the full-scoring models' short runs see the latent models' loss targets
+    latent = compare.model_config(b, compare.VARIANTS_BY_LABEL["perceiver_ar"]).scored_len
+    short = spec.run_spec(study.RunKey("llp", 0, "targets_short"))
+    assert short.num_steps * b.seq_len == b.num_steps * latent
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_study_with_the_run_saved_and_no_row(tmp_path):
+    """A preempted study must not record its half-trained run as finished (nor go on to the next
+    run): exit 0, one line naming the saved step, the checkpoint kept for the rerun."""
+    out = tmp_path / "out" / "study.md"
+    cmd = [sys.executable, "-m", "experiments.compare", "--study=quick", "--variants=llp",
+           "--study_runs=tokens", "--num_steps=100000", f"--workroot={tmp_path / 'work'}",
+           f"--out={out}", "--compilation_cache="]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    workdir = tmp_path / "work" / study.RunKey("llp", 0).dirname
+    deadline = time.time() + 600
+    while (
+        not (workdir / "metrics.jsonl").exists()
+        or "train/loss" not in (workdir / "metrics.jsonl").read_text()
+    ):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "SIGTERM: saved llp at step" in stderr and "Traceback" not in stderr
+    assert "--- RunKey" not in stdout.split("SIGTERM")[-1]  # no next run started
+    assert not (workdir / compare.ROW_FILE).exists()
+    assert os.listdir(workdir / "checkpoints")
+    assert (
+        not out.with_suffix(".json").exists()
+        or not json.loads(out.with_suffix(".json").read_text())["rows"]
+    )
