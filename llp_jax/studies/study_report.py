@@ -24,6 +24,8 @@ from llp_jax.studies.study_rows import (
     group,
     last_quarter_drop,
     ms,
+    paired,
+    paired_p,
     separated,
     targets_per_run,
 )
@@ -39,6 +41,8 @@ PAPER_CLAIMS = [("llp", "transformer"), *[("transformer", v) for v in _V],
 
 
 def claims(tokens: dict[str, list[dict]]) -> list[str]:
+    """The paper's pairwise claims checked: the means, and whether the seeds settle it (a paired
+    t-test over the shared seeds at p < 0.05, or else means further apart than their spreads)."""
     lines = []
     for better, worse in PAPER_CLAIMS:
         if better not in tokens or worse not in tokens:
@@ -46,7 +50,14 @@ def claims(tokens: dict[str, list[dict]]) -> list[str]:
         a, b = [bits(r) for r in tokens[better]], [bits(r) for r in tokens[worse]]
         ma, mb = mean_std(a)[0], mean_std(b)[0]
         verdict = "agrees" if ma < mb else "disagrees"
-        sure = "" if separated(a, b) else " (within the seed spread: not resolved)"
+        pair = paired(tokens[better], tokens[worse])
+        if pair is not None:
+            p = paired_p(*pair)
+            sure = f"; paired by seed {pair[0]:+.3f} ± {pair[1]:.3f}, p = {p:.2g}" + (
+                "" if p < 0.05 else ": not resolved"
+            )
+        else:
+            sure = "" if separated(a, b) else " (within the seed spread: not resolved)"
         lines.append(f"- paper: {better} < {worse}; here {ma:.3f} vs {mb:.3f}: {verdict}{sure}")
     return lines
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from llp_jax.studies.study import mean_std, read_curve
+from llp_jax.studies.study import bits, mean_std, read_curve
 
 LN2 = math.log(2)
 
@@ -57,6 +57,26 @@ def separated(a: list[float], b: list[float]) -> bool:
     the sum of the standard deviations)."""
     (ma, sa, _), (mb, sb, _) = mean_std(a), mean_std(b)
     return abs(ma - mb) > (0 if math.isnan(sa) else sa) + (0 if math.isnan(sb) else sb)
+
+
+def paired(a_rows: list[dict], b_rows: list[dict]) -> tuple[float, float, int] | None:
+    """(mean, std, k) of the per-seed differences bits(a) - bits(b) over the seeds both have
+    (None with fewer than two); `paired_p` tests it. A seed fixes the data order (and the
+    initialisation's random stream), so pairing by seed removes the batches' share of the
+    spread."""
+    a = {r["key"]["seed"]: bits(r) for r in a_rows}
+    b = {r["key"]["seed"]: bits(r) for r in b_rows}
+    diffs = [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+    return mean_std(diffs) if len(diffs) > 1 else None
+
+
+def paired_p(mean: float, std: float, k: int) -> float:
+    """Two-sided p-value of the paired t-test for k differences of this mean and sample std."""
+    from scipy import stats
+
+    if std == 0:
+        return 0.0 if mean else 1.0
+    return float(2 * stats.t.sf(abs(mean) / (std / math.sqrt(k)), df=k - 1))
 
 
 def equal_target_groups(study, rows, tokens) -> dict[str, list[dict]]:
