@@ -166,3 +166,28 @@ def test_sigterm_stops_a_study_with_the_run_saved_and_no_row(tmp_path):
         not out.with_suffix(".json").exists()
         or not json.loads(out.with_suffix(".json").read_text())["rows"]
     )
+
+
+def _rows(label, values):
+    return [{"key": {"seed": s, "label": label}, "validation_standard_bits_per_byte": v}
+            for s, v in enumerate(values)]  # fmt: skip
+
+
+def test_claims_are_settled_by_seed_pairs_not_by_the_spread_of_levels():
+    from scipy import stats
+
+    from llp_jax.studies import study_report, study_rows
+
+    # Each seed moves both models alike (a shared data order): the levels spread by 0.1, the
+    # per-seed gap is a steady 0.03 -> settled, which comparing the spreads alone could not say.
+    llp, transformer = [2.40, 2.50, 2.60], [2.43, 2.53, 2.635]
+    mean, std, k = study_rows.paired(_rows("llp", llp), _rows("transformer", transformer))
+    assert (mean, k) == (pytest.approx(-0.031667, abs=1e-5), 3)
+    p = study_rows.paired_p(mean, std, k)
+    assert p == pytest.approx(stats.ttest_rel(llp, transformer).pvalue)
+    groups = {"llp": _rows("llp", llp), "transformer": _rows("transformer", transformer)}
+    (line,) = [x for x in study_report.claims(groups) if "llp < transformer" in x]
+    assert "agrees" in line and "not resolved" not in line
+    noisy = {"llp": _rows("llp", [2.40, 2.60, 2.50]), "transformer": _rows("transformer", llp)}
+    (line,) = [x for x in study_report.claims(noisy) if "llp < transformer" in x]
+    assert "not resolved" in line
