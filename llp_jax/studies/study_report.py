@@ -115,24 +115,26 @@ def markdown(study: StudySpec, rows: list[dict], command: str, wall_s: float) ->
 
 def _equal_targets(study, rows, tokens) -> list[str]:
     b = study.base
-    fewer = equal_target_groups(study, rows, tokens)
-    out = []
-    if any(label in fewer for label in group(rows, "targets_short")):
+    fewer, longer = equal_target_groups(study, rows, tokens), group(rows, "targets")
+    if not group(rows, "targets_short") and not longer:
+        return []
+    head = ["model", "steps", "loss targets", "Austen val (equal tokens)",
+            "Austen val (equal targets)", "Bible (equal targets)"]  # fmt: skip
+    out = ["## Equal loss targets", "",
+           f"The latent models score l = n/{b.latent_div} of the n positions of a window, so at "
+           "equal input tokens they learn from that many times fewer loss targets. Two ways to "
+           "even that out: the models that score every position trained "
+           f"1/{b.latent_div} as long ('targets_short': every model at the latent models' "
+           f"targets of their {b.num_steps}-step runs), or the latent models trained "
+           f"{b.latent_div} times longer ('targets').", ""]  # fmt: skip
+    if group(rows, "targets_short"):
         order = sorted(fewer, key=lambda v: mean_std([bits(r) for r in fewer[v]])[0])
-        body = [[label, f"{fewer[label][0]['spec']['num_steps']:,}",
-                 f"{targets_per_run(fewer[label][0]):,}", ms([bits(r) for r in tokens.get(label, [])]),
-                 ms([bits(r) for r in fewer[label]]), ms([bits(r, "web") for r in fewer[label]])]
-                for label in order]  # fmt: skip
-        out += ["## Equal loss targets", "",
-                f"The latent models score l = n/{b.latent_div} of the n positions of a window, so "
-                "at equal input tokens they learn from that many times fewer loss targets. Here "
-                f"every model gets the latent models' targets: the latent models' {b.num_steps}-"
-                f"step runs, the models that score every position trained 1/{b.latent_div} as "
-                "long ('targets_short').", "",
-                *_table(["model", "steps", "loss targets", "Austen val (equal tokens)",
-                         "Austen val (equal targets)", "Bible (equal targets)"], body), "",
+        body = [[label, f"{rs[0]['spec']['num_steps']:,}", f"{targets_per_run(rs[0]):,}",
+                 ms([bits(r) for r in tokens.get(label, [])]), ms([bits(r) for r in rs]),
+                 ms([bits(r, "web") for r in rs])]
+                for label, rs in ((v, fewer[v]) for v in order)]  # fmt: skip
+        out += ["### Every model at the latent models' targets", "", *_table(head, body), "",
                 "Ordering (best first): " + " < ".join(order) + ".", "", *claims(fewer), ""]  # fmt: skip
-    longer = group(rows, "targets")
     if longer:
         body = [[label, f"{rs[0]['spec']['num_steps']:,}", f"{targets_per_run(rs[0]):,}",
                  ms([bits(r) for r in tokens.get(label, [])]), ms([bits(r) for r in rs]),
@@ -142,10 +144,8 @@ def _equal_targets(study, rows, tokens) -> list[str]:
                 body.append([label + " (scores every position)", f"{b.num_steps:,}",
                              f"{targets_per_run(rs[0]):,}", ms([bits(r) for r in rs]),
                              ms([bits(r) for r in rs]), ms([bits(r, "web") for r in rs])])  # fmt: skip
-        out += ["The other way round: latent models trained n/l times longer, to the loss "
-                "targets the full-scoring models get at the 'tokens' budget.", "",
-                *_table(["model", "steps", "loss targets", "Austen val (equal tokens)",
-                         "Austen val (equal targets)", "Bible (equal targets)"], body), ""]  # fmt: skip
+        out += ["### Latent models at the full-scoring models' targets", "",
+                *_table(head, body), ""]  # fmt: skip
     return out
 
 
