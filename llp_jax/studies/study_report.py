@@ -129,24 +129,25 @@ def _equal_targets(study, rows, tokens) -> list[str]:
            f"{b.latent_div} times longer ('targets').", ""]  # fmt: skip
     if group(rows, "targets_short"):
         order = sorted(fewer, key=lambda v: mean_std([bits(r) for r in fewer[v]])[0])
-        body = [[label, f"{rs[0]['spec']['num_steps']:,}", f"{targets_per_run(rs[0]):,}",
-                 ms([bits(r) for r in tokens.get(label, [])]), ms([bits(r) for r in rs]),
-                 ms([bits(r, "web") for r in rs])]
-                for label, rs in ((v, fewer[v]) for v in order)]  # fmt: skip
+        body = [_targets_row(label, fewer[label], tokens.get(label, [])) for label in order]
         out += ["### Every model at the latent models' targets", "", *_table(head, body), "",
                 "Ordering (best first): " + " < ".join(order) + ".", "", *claims(fewer), ""]  # fmt: skip
     if longer:
-        body = [[label, f"{rs[0]['spec']['num_steps']:,}", f"{targets_per_run(rs[0]):,}",
-                 ms([bits(r) for r in tokens.get(label, [])]), ms([bits(r) for r in rs]),
-                 ms([bits(r, "web") for r in rs])] for label, rs in longer.items()]  # fmt: skip
-        for label, rs in tokens.items():
-            if rs[0]["loss_positions"] == b.seq_len and label in ("llp", "transformer"):
-                body.append([label + " (scores every position)", f"{b.num_steps:,}",
-                             f"{targets_per_run(rs[0]):,}", ms([bits(r) for r in rs]),
-                             ms([bits(r) for r in rs]), ms([bits(r, "web") for r in rs])])  # fmt: skip
+        body = [_targets_row(label, rs, tokens.get(label, [])) for label, rs in longer.items()]
+        body += [_targets_row(label + " (scores every position)", rs, rs)
+                 for label, rs in tokens.items()
+                 if rs[0]["loss_positions"] == b.seq_len and label in ("llp", "transformer")]  # fmt: skip
         out += ["### Latent models at the full-scoring models' targets", "",
                 *_table(head, body), ""]  # fmt: skip
     return out
+
+
+def _targets_row(label: str, rs: list[dict], equal_tokens: list[dict]) -> list[str]:
+    """A row of the equal-targets tables: the run's steps and targets, its equal-token result
+    (`equal_tokens`), its result at equal targets (`rs`) on both domains."""
+    return [label, f"{rs[0]['spec']['num_steps']:,}", f"{targets_per_run(rs[0]):,}",
+            ms([bits(r) for r in equal_tokens]), ms([bits(r) for r in rs]),
+            ms([bits(r, "web") for r in rs])]  # fmt: skip
 
 
 def _long(study, rows, tokens) -> list[str]:
