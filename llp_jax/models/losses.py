@@ -58,10 +58,16 @@ def _forward(h_RxD, w_DxV, b_V, targets_R):
     rows, d = h_RxD.shape
     h_NxCxD, t_NxC = _split(h_RxD, targets_R, chunk_rows(rows))
     vocab = w_DxV.shape[1]
+    # dw = h^T @ dlogits contracts the rows, the leading axis of both operands; XLA:CPU runs that
+    # transposed-operand form at half its matmul rate on this shape ([1024, 256]^T @ [1024, 8192]:
+    # 87 vs 170 GFLOP/s on the AMD EPYC). A transposed copy of h (the barrier keeps XLA from
+    # folding the transpose back into the dot) makes it a plain matmul: the head's fwd + bwd at
+    # 8192 rows, d 256, V 8192 went 1.02 -> 0.81 s, the LLP train step 2.98 -> 2.79 s.
+    hT_NxDxC = jax.lax.optimization_barrier(jnp.swapaxes(h_NxCxD, 1, 2))
 
     def body(carry, xs):
         total, dw_DxV, db_V = carry
-        h_CxD, t_C = xs
+        h_CxD, hT_DxC, t_C = xs
         logits_CxV = _logits(h_CxD, w_DxV, b_V)
         lse_C, nll = _chunk_nll(logits_CxV, t_C)
         # d(sum nll)/d logits = softmax - one_hot(target)
@@ -69,7 +75,7 @@ def _forward(h_RxD, w_DxV, b_V, targets_R):
         dlogits_CxV = dlogits_CxV - jax.nn.one_hot(t_C, vocab, dtype=jnp.float32)
         dlogits_CxV = dlogits_CxV.astype(h_CxD.dtype)
         dh_CxD = jnp.dot(dlogits_CxV, w_DxV.T, preferred_element_type=jnp.float32)
-        dw_DxV = dw_DxV + jnp.dot(h_CxD.T, dlogits_CxV, preferred_element_type=jnp.float32)
+        dw_DxV = dw_DxV + jnp.dot(hT_DxC, dlogits_CxV, preferred_element_type=jnp.float32)
         db_V = db_V + jnp.sum(dlogits_CxV, axis=0, dtype=jnp.float32)
         return (total + nll, dw_DxV, db_V), dh_CxD.astype(h_CxD.dtype)
 
@@ -78,7 +84,7 @@ def _forward(h_RxD, w_DxV, b_V, targets_R):
         jnp.zeros(w_DxV.shape, jnp.float32),
         jnp.zeros((vocab,), jnp.float32),
     )
-    (total, dw_DxV, db_V), dh_NxCxD = jax.lax.scan(body, zeros, (h_NxCxD, t_NxC))
+    (total, dw_DxV, db_V), dh_NxCxD = jax.lax.scan(body, zeros, (h_NxCxD, hT_NxDxC, t_NxC))
     grads = (dh_NxCxD.reshape(rows, d), dw_DxV.astype(w_DxV.dtype), db_V.astype(b_V.dtype))
     return total, (grads, targets_R)
 
