@@ -1,5 +1,5 @@
-"""Dropout keep-masks from 16-bit halves of each random word: the right rate, independent
-halves, exact expectation, any shape."""
+"""Dropout keep-masks from 16-bit halves of each hashed random word: the right rate, independent
+neighbours, halves and keys, exact expectation, any shape, the same mask under any sharding."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from llp_jax.models import dropout
 
@@ -23,10 +25,29 @@ def test_the_drop_rate_and_independence_of_the_two_halves(rate):
     lo, hi = ~keep[..., :256], ~keep[..., 256:]
     both = (lo & hi).mean()
     assert abs(both - rate**2) < 5 * (rate**2 * (1 - rate**2) / lo.size) ** 0.5
-    # Neighbouring rows and other keys give other masks.
-    assert (keep[0] != keep[1]).mean() > rate
-    other = np.asarray(dropout.keep_mask(jax.random.key(2), rate, shape))
-    assert (keep != other).mean() > rate
+    # Neighbouring decisions (consecutive indices of the hash), neighbouring rows, another key
+    # and a key folded from this one (how layers and steps get theirs) are independent: each
+    # pair is dropped together with probability rate**2.
+    def joint(a, b):
+        both = (~a & ~b).mean()
+        assert abs(both - rate**2) < 5 * (rate**2 * (1 - rate**2) / a.size) ** 0.5
+
+    joint(keep[..., :-1], keep[..., 1:])
+    joint(keep[:-1], keep[1:])
+    for key in (jax.random.key(2), jax.random.fold_in(jax.random.key(1), 1)):
+        joint(keep, np.asarray(dropout.keep_mask(key, rate, shape)))
+
+
+def test_the_mask_is_the_same_under_any_sharding():
+    # A pure function of each element's global index: sharded, every device computes its own
+    # part of the same mask (the trainer's data-parallel steps drop what one device would).
+    shape = (16, 4, 64, 96)
+    draw = lambda k: dropout.keep_mask(k, 0.3, shape)  # noqa: E731
+    whole = np.asarray(jax.jit(draw)(jax.random.key(5)))
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
+    for spec in (P("data"), P("data", None, None, "model"), P(None, "model")):
+        sharded = jax.jit(draw, out_shardings=NamedSharding(mesh, spec))(jax.random.key(5))
+        np.testing.assert_array_equal(np.asarray(sharded), whole)
 
 
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 1), (4, 3, 9)])
