@@ -25,6 +25,7 @@ def test_the_drop_rate_and_independence_of_the_two_halves(rate):
     lo, hi = ~keep[..., :256], ~keep[..., 256:]
     both = (lo & hi).mean()
     assert abs(both - rate**2) < 5 * (rate**2 * (1 - rate**2) / lo.size) ** 0.5
+
     # Neighbouring decisions (consecutive indices of the hash), neighbouring rows, another key
     # and a key folded from this one (how layers and steps get theirs) are independent: each
     # pair is dropped together with probability rate**2.
