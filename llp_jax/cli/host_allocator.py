@@ -60,4 +60,10 @@ def ensure() -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, list(sys.orig_argv), tuned_environment())
+    try:
+        os.execve(sys.executable, list(sys.orig_argv), tuned_environment())
+    except OSError as e:  # e.g. an interpreter this user may run but not re-execute by its path
+        print(f"warning: could not restart with the tuned malloc settings ({e.strerror}: "
+              f"{sys.executable}); continuing with glibc's defaults (set {OPT_OUT}=system to "
+              "skip the restart)", file=sys.stderr)  # fmt: skip
+        os.environ[OPT_OUT] = "system"  # child processes (workers) do not try again

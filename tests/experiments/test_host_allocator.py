@@ -69,3 +69,17 @@ def test_not_applied_where_an_accelerator_plugin_is_installed_unless_jax_runs_on
                         lambda name: object() if name == "libtpu" else real(name))  # fmt: skip
     assert not host_allocator.applies({})
     assert host_allocator.applies({"JAX_PLATFORMS": "cpu"})
+
+
+def test_a_restart_that_the_system_refuses_warns_once_and_runs_on(tmp_path):
+    # An interpreter this user may run but not re-execute by its path (e.g. a venv whose python
+    # lives under a directory only root may traverse, run as 'nobody'): here, a path that is gone.
+    code = PROBE.replace("host_allocator.ensure()",
+                         f"sys.executable = {str(tmp_path / 'gone' / 'python')!r}; "
+                         "host_allocator.ensure()")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=untuned_env(), cwd=REPO, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    (warning,) = proc.stderr.splitlines()
+    assert warning.startswith("warning: could not restart with the tuned malloc settings")
+    assert json.loads(proc.stdout)["env"] == dict.fromkeys(host_allocator.TUNED)
