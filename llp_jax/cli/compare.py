@@ -24,11 +24,14 @@ import jax
 from absl import flags
 
 from llp_jax.cli import common
-from llp_jax.studies import compare, study, study_report
+from llp_jax.studies import compare, compare_report, study, study_report
 
 _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
 _ESTIMATE = flags.DEFINE_bool("estimate", False, "Only project the runtime from short runs.")
-_VARIANTS = flags.DEFINE_list("variants", None, f"Subset of {[v.label for v in compare.VARIANTS]}.")
+_VARIANTS = flags.DEFINE_list(
+    "variants", None, f"Subset of {[v.label for v in compare.VARIANTS]}, or of the extra rows "
+    f"{[v.label for v in (*compare.CODE_VARIANTS, *compare.PRECISION_VARIANTS)]}.",
+)  # fmt: skip
 _STEPS = flags.DEFINE_integer(
     "num_steps",
     None,
@@ -89,8 +92,8 @@ def _main(argv):
             print(f"projected full comparison: {sum(projected.values()) / 60:.0f} min")
             return
         rows = compare.run_comparison(spec, workroot, rerun=_RERUN.value, devices=devices)
-    command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
-    print(compare.write_results(rows, spec, out, command, time.perf_counter() - start))
+    command = common.command_line("compare")
+    print(compare_report.write_results(rows, spec, out, command, time.perf_counter() - start))
 
 
 def run_study(name: str) -> None:
@@ -109,7 +112,7 @@ def run_study(name: str) -> None:
         kinds = kinds if _TRAIN.value else ()  # no kind chosen: finished rows only
         out = _OUT.value or default_out
         ledger = study.read_ledger(os.path.splitext(out)[0] + ".json")
-        command = ("python -m experiments.compare " + " ".join(sys.argv[1:])).strip()
+        command = common.command_line("compare")
 
         def report(rows):
             return study_report.write(spec, rows, out, command, time.perf_counter() - start)

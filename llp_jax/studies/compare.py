@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import re
 import shutil
 import statistics
 import time
@@ -55,11 +55,13 @@ class RunInterrupted(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One row of the comparison: a zoo model, clean or with the authors' code knobs."""
+    """One row of the comparison: a zoo model, clean or with the authors' code knobs, and
+    `changes` to its ModelConfig (e.g. the compute dtype) as (field, value) pairs."""
 
     label: str
     name: str
     faithful: bool = False
+    changes: tuple[tuple[str, object], ...] = ()
 
 
 # Every registered model, clean; and the paper's model with the authors' code knobs after it.
@@ -73,7 +75,10 @@ VARIANTS = tuple(
 CODE_VARIANTS = tuple(
     Variant(f"{name} (code)", name, True) for name in (*models.LATENT_MODELS, "llp")
 )
-VARIANTS_BY_LABEL = {v.label: v for v in (*VARIANTS, *CODE_VARIANTS)}
+# Mixed precision (bfloat16 activations and matmuls, float32 parameters, softmax and LayerNorm
+# statistics): `--variants=llp,"llp (bf16)"` checks its validation loss against float32's.
+PRECISION_VARIANTS = (Variant("llp (bf16)", "llp", changes=(("compute_dtype", "bfloat16"),)),)
+VARIANTS_BY_LABEL = {v.label: v for v in (*VARIANTS, *CODE_VARIANTS, *PRECISION_VARIANTS)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +145,7 @@ def model_config(spec: CompareSpec, variant: Variant) -> models.ModelConfig:
     return models.sized(
         variant.name, spec.seq_len, sizes, faithful=variant.faithful, vocab_size=1,
         num_layers=spec.num_layers, d_model=spec.d_model, num_heads=spec.num_heads,
-    )  # fmt: skip
+    ).replace(**dict(variant.changes))  # fmt: skip
 
 
 def experiment_config(spec: CompareSpec, variant: Variant) -> ml_collections.ConfigDict:
@@ -168,7 +173,8 @@ def experiment_config(spec: CompareSpec, variant: Variant) -> ml_collections.Con
 
 
 def workdir_name(variant: Variant) -> str:
-    return variant.label.replace(" (code)", "_code").replace(" ", "_")
+    """'llp (code)' -> 'llp_code', 'llp (bf16)' -> 'llp_bf16'."""
+    return re.sub(r"\W+", "_", variant.label).strip("_")
 
 
 def compiled_peak_mib(run: trainer.Run) -> float | None:
@@ -329,115 +335,6 @@ def run_comparison(
         for name, figures in row.get("alternatives", {}).items():
             rows.append({**row, **figures, "label": f"{label} ({name})", "derived": True})
     return rows
-
-
-def _fmt(value, spec: str = ".2f") -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
-    )
-
-
-def markdown_report(
-    rows: Sequence[dict], spec: CompareSpec, command: str, wall_s: float, png_name: str
-) -> str:
-    """The results page: the settings, the table and how to read it."""
-    n = spec.seq_len
-    lines = [
-        "# Same-budget comparison of the zoo on the embedded Austen corpus",
-        "",
-        f"Command: `{command}`",
-        "",
-        (
-            f"Every model: n = {n}, d = {spec.d_model}, L = {spec.num_layers}, "
-            f"H = {spec.num_heads}, byte tokens, AdamW (lr {spec.learning_rate:g}, "
-            f"{spec.warmup_steps} warm-up steps, cosine), batch {spec.batch_size}, "
-            f"{spec.num_steps} steps = {spec.num_steps * spec.batch_size * n:,} input tokens seen. "
-            f"llp s = n/{spec.segments} = {n // spec.segments}; latent models l = "
-            f"n/{spec.latent_div} = {n // spec.latent_div} (enhanced_v2 S_h = "
-            f"{spec.history_segments}, enhanced_v3 c = n/4). Perplexity per byte token on the "
-            f"first {spec.eval_tokens:,} tokens of each split (0 = all): 'standard' counts every "
-            "target once with the longest available context (stride n/2, latent models "
-            "min(n/2, l)); 'paper' is the authors' protocol (windows every n/2, mean of window "
-            "means; llp counts overlapping targets twice). Attention pairs: per window, all "
-            "layers, per head, counted from each model's masks. Peak memory: the compiled train "
-            f"step's buffer plan. {wall_s / 60:.1f} min in all (a shared 2-core CPU: tokens/s "
-            "are noisy)."
-        ),
-        "",
-        (
-            "| model | params | attention pairs / window | loss positions / window | val ppl | "
-            "test ppl | val ppl (paper) | test ppl (paper) | train tokens/s | peak MiB |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['label']} | {r['params']:,} | {r['pairs_per_window']:,} | "
-            f"{r['loss_positions']} | {_fmt(r.get('validation_standard_ppl'), '.3f')} | "
-            f"{_fmt(r.get('test_standard_ppl'), '.3f')} | "
-            f"{_fmt(r.get('validation_paper_ppl'), '.3f')} | "
-            f"{_fmt(r.get('test_paper_ppl'), '.3f')} | {_fmt(r.get('tokens_per_s'), ',.0f')} | "
-            f"{_fmt(r.get('peak_mib'), ',.1f')} |"
-        )
-    lines += [
-        "",
-        (
-            "Equal input tokens are not equal loss targets: the latent models score "
-            f"{n // spec.latent_div} of every {n} positions per window, so they learn from "
-            f"{spec.latent_div}x fewer targets per step, each with long context; the others "
-            "score every position, most of them with short context. 'llp (code)' switches "
-            "on the authors' code knobs (shared K = V, unused K/V LayerNorm parameters, RoPE in "
-            "layer 1 only, a separate segment-0 output projection, dropout 0.05); all other rows "
-            "are the clean models without dropout. S²-Attn is evaluated as LongLoRA does, with "
-            "full causal attention on the trained weights; the '(shifted at evaluation)' row "
-            "keeps its training masks instead (the same run, evaluated twice)."
-        ),
-        "",
-        f"![validation loss vs step]({png_name})",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def plot_validation(rows: Sequence[dict], path: str) -> None:
-    """Validation loss (each model's own loss positions) vs step, one line per variant."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for r in rows:
-        if r.get("derived"):  # another evaluation of a trained run: the same curve
-            continue
-        records = read_jsonl(os.path.join(r["workdir"], "metrics.jsonl"))
-        points = sorted((x["step"], x["val/loss"]) for x in records if "val/loss" in x)
-        if points:
-            style = "s--" if models.model_class(r["model"]["name"]).scores_latents else "o-"
-            ax.plot(*zip(*points), style, label=r["label"], markersize=3)
-    ax.set_xlabel("step (equal input tokens per step)")
-    ax.set_ylabel("validation loss (nats/token, model's loss positions)")
-    ax.set_title("Validation loss vs step (dashed: latent models, scored on their last l)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-
-
-def write_results(rows, spec, out_md: str, command: str, wall_s: float) -> str:
-    """Writes the markdown table, the rows as JSON and the plot beside it (same name, .json and
-    .png); returns the markdown."""
-    png = os.path.splitext(out_md)[0] + ".png"
-    text = markdown_report(rows, spec, command, wall_s, os.path.basename(png))
-    os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
-    with open(out_md, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(out_md)[0] + ".json", "w") as f:
-        json.dump({"command": command, "rows": rows}, f, indent=1)
-    plot_validation(rows, png)
-    return text
 
 
 def estimate_runtime(

@@ -12,7 +12,7 @@ import jax
 import pytest
 
 from llp_jax import models
-from llp_jax.studies import benchmark, compare
+from llp_jax.studies import benchmark, compare, compare_report
 from tests.helpers import REPO as ROOT
 
 
@@ -34,6 +34,31 @@ def test_variants_share_size_budget_and_optimiser():
     assert not configs["llp"].model.llp_separate_first_out
     assert configs["llp"].model.segment_len == spec.seq_len // spec.segments
     assert configs["perceiver_ar"].model.latent_len == spec.seq_len // spec.latent_div
+
+
+def test_mixed_precision_variant_and_its_parity_line():
+    spec = compare.CompareSpec()
+    bf16 = compare.VARIANTS_BY_LABEL["llp (bf16)"]
+    low, base = (
+        compare.experiment_config(spec, v) for v in (bf16, compare.VARIANTS_BY_LABEL["llp"])
+    )
+    assert low.model.compute_dtype == "bfloat16" and base.model.compute_dtype == "float32"
+    assert {k: v for k, v in low.model.items() if k != "compute_dtype"} == {
+        k: v for k, v in base.model.items() if k != "compute_dtype"}  # fmt: skip
+    names = {compare.workdir_name(v) for v in compare.VARIANTS_BY_LABEL.values()}
+    assert {"llp_bf16", "llp_code", "enhanced_v1_code", "s2attn"} <= names
+    assert len(names) == len(compare.VARIANTS_BY_LABEL)  # one workdir per row
+    row = lambda label, loss, tps: {"label": label, "validation_standard_loss": loss,  # noqa: E731
+                                    "tokens_per_s": tps}  # fmt: skip
+    assert compare_report.precision_lines([row("llp", 2.0, 100.0)]) == []  # no bf16 row: no line
+    ((_, line),) = [
+        compare_report.precision_lines([row("llp", 2.0, 100.0), row("llp (bf16)", 2.01, 80.0)])
+    ]
+    assert "+0.50%" in line and "within 1%: yes" in line and "0.80x" in line, line
+    ((_, line),) = [
+        compare_report.precision_lines([row("llp (bf16)", 2.03, 80.0), row("llp", 2.0, 100.0)])
+    ]
+    assert "+1.50%" in line and "within 1%: no" in line, line
 
 
 def test_default_budget_tokens():
