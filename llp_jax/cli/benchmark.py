@@ -11,7 +11,6 @@ log-log PNG beside it. See llp_jax/studies/benchmark.py for what is measured and
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
@@ -77,7 +76,7 @@ def main(argv):
     start = time.perf_counter()
     rows = benchmark.run_benchmark(spec, isolate=_ISOLATE.value)
     png = _PNG.value or os.path.splitext(_OUT.value)[0] + ".png"
-    command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
+    command = common.command_line("benchmark")
     text = benchmark.write_results(
         rows, spec, _OUT.value, png, command.strip(), time.perf_counter() - start
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 from absl import flags
@@ -76,7 +75,7 @@ def _main() -> None:
     )  # fmt: skip
     start = time.perf_counter()
     result = step_benchmark.run(spec)
-    command = "python -m experiments.benchmark_step " + " ".join(sys.argv[1:])
+    command = common.command_line("benchmark_step")
     text = step_benchmark.markdown(result, command.strip(), time.perf_counter() - start)
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     with open(_OUT.value, "w") as f:

@@ -7,6 +7,7 @@ import errno
 import logging as pylogging
 import os
 import re
+import shlex
 import sys
 
 from absl import app, flags, logging
@@ -44,6 +45,12 @@ def run(main) -> None:
     except BrokenPipeError:
         _quiet_stdout()
         sys.exit(141)  # what a shell reports for a process ended by SIGPIPE
+
+
+def command_line(program: str) -> str:
+    """How this run was started, for a results page: `python -m experiments.<program>` and the
+    arguments quoted as a shell needs them (a label such as 'llp (bf16)' stays one argument)."""
+    return f"python -m experiments.{program} {shlex.join(sys.argv[1:])}".strip()
 
 
 def int_list_flag(name: str, default, help: str, *, minimum: int = 1, count: int | None = None):

@@ -28,3 +28,18 @@ def test_bad_flags_get_one_line(tool, args, says, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], done.stderr
     assert not os.listdir(tmp_path)  # nothing started
+
+
+def test_results_pages_quote_the_command_as_a_shell_reads_it(monkeypatch):
+    """A label with spaces ('llp (bf16)') stays one argument in the command a page quotes."""
+    import shlex
+
+    from llp_jax.cli import common
+
+    argv = ["compare.py", "--variants=llp,llp (bf16)", "--out=a b.md", "--quick"]
+    monkeypatch.setattr(sys, "argv", argv)
+    line = common.command_line("compare")
+    assert line.startswith("python -m experiments.compare ")
+    assert shlex.split(line)[3:] == argv[1:]
+    monkeypatch.setattr(sys, "argv", ["compare.py"])
+    assert common.command_line("compare") == "python -m experiments.compare"
