@@ -17,7 +17,7 @@ import jax
 from absl import flags
 
 from llp_jax.cli import common
-from llp_jax.studies import benchmark
+from llp_jax.studies import benchmark, benchmark_report
 
 _D = benchmark.BenchSpec()
 _MODELS = flags.DEFINE_list("models", list(_D.models), "Models to measure.")
@@ -77,7 +77,7 @@ def main(argv):
     rows = benchmark.run_benchmark(spec, isolate=_ISOLATE.value)
     png = _PNG.value or os.path.splitext(_OUT.value)[0] + ".png"
     command = common.command_line("benchmark")
-    text = benchmark.write_results(
+    text = benchmark_report.write_results(
         rows, spec, _OUT.value, png, command.strip(), time.perf_counter() - start
     )
     print(text)

@@ -34,7 +34,7 @@ from llp_jax import models
 from llp_jax.cli import common
 from llp_jax.evaluation import sampling
 from llp_jax.studies import decode_limits
-from llp_jax.studies.benchmark import cpu_name
+from llp_jax.studies.machine import cpu_name
 from llp_jax.studies.step_benchmark import StepSpec
 from llp_jax.studies.step_workers import AuthorsWorker
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from llp_jax import models
 from llp_jax.studies import step_profile
-from llp_jax.studies.benchmark import attention_pairs, cpu_name, host_allocator
+from llp_jax.studies.benchmark import attention_pairs
+from llp_jax.studies.machine import cpu_name, host_allocator
 from llp_jax.studies.step_workers import AuthorsWorker, FlagsWorker
 from llp_jax.training import MeshConfig, TrainConfig, make_optimizer, make_schedule
 from llp_jax.training import mesh as mesh_lib

@@ -9,15 +9,15 @@ import sys
 
 import pytest
 
-from llp_jax.studies import benchmark
+from llp_jax.studies import benchmark, benchmark_report
 from tests.helpers import REPO as ROOT
 
 
 def test_fit_exponent_recovers_a_power_law():
     ns = [1024, 2048, 4096, 8192]
-    assert benchmark.fit_exponent(ns, [3e-9 * n**2 for n in ns]) == pytest.approx(2.0)
-    assert benchmark.fit_exponent(ns, [0.5] * 4) == pytest.approx(0.0, abs=1e-9)
-    assert benchmark.fit_exponent([1024], [1.0]) is None
+    assert benchmark_report.fit_exponent(ns, [3e-9 * n**2 for n in ns]) == pytest.approx(2.0)
+    assert benchmark_report.fit_exponent(ns, [0.5] * 4) == pytest.approx(0.0, abs=1e-9)
+    assert benchmark_report.fit_exponent([1024], [1.0]) is None
 
 
 def test_targets_bookkeeping():
@@ -26,11 +26,11 @@ def test_targets_bookkeeping():
         {"model": "llp", "n": 16384, "step_s": 1.2, "train_mib": 110.0},
         {"model": "transformer", "n": 16384, "step_s": 6.0, "train_mib": 9000.0},
     ]
-    got = {d: (round(v, 2), ok) for d, v, _, ok in benchmark.check_targets(rows)}
+    got = {d: (round(v, 2), ok) for d, v, _, ok in benchmark_report.check_targets(rows)}
     assert list(got.values()) == [(1.2, True), (5.0, True), (1.1, True)]
     rows[1]["step_s"] = 2.0
     rows.pop()  # transformer not run: unknown, not failed
-    got = [ok for *_, ok in benchmark.check_targets(rows)]
+    got = [ok for *_, ok in benchmark_report.check_targets(rows)]
     assert got == [False, None, True]
 
 
