@@ -270,15 +270,25 @@ def evaluate_row(spec: CompareSpec, run: trainer.Run, params, cfg: models.ModelC
     return row
 
 
+def run_settings(spec: CompareSpec | dict | None) -> dict | None:
+    """What one run's result depends on: the spec as JSON (tuples as lists) without `variants`,
+    which only says which rows a comparison has (a run of llp is the same run whether the
+    comparison has two rows or twelve, so a subset reuses the full comparison's runs)."""
+    if spec is None:
+        return None
+    as_dict = spec if isinstance(spec, dict) else dataclasses.asdict(spec)
+    return {k: v for k, v in json.loads(json.dumps(as_dict)).items() if k != "variants"}
+
+
 def finished_row(spec: CompareSpec, workdir: str) -> dict | None:
-    """The row a previous run of the same spec left in `workdir`, if any (resume support)."""
+    """The row a previous run with the same settings left in `workdir`, if any (resume
+    support)."""
     path = os.path.join(workdir, ROW_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as f:
         row = json.load(f)
-    same = row.get("spec") == json.loads(json.dumps(dataclasses.asdict(spec)))  # tuples: lists
-    return row if same else None
+    return row if run_settings(row.get("spec")) == run_settings(spec) else None
 
 
 def clear_stale(spec: CompareSpec, workdir: str) -> None:
@@ -290,7 +300,7 @@ def clear_stale(spec: CompareSpec, workdir: str) -> None:
     same = False
     if os.path.exists(path) and not os.path.exists(os.path.join(workdir, ROW_FILE)):
         with open(path) as f:
-            same = json.load(f) == json.loads(json.dumps(dataclasses.asdict(spec)))
+            same = run_settings(json.load(f)) == run_settings(spec)
     if not same:
         shutil.rmtree(workdir)
 

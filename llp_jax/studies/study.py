@@ -264,9 +264,9 @@ def finished(study: StudySpec, key: RunKey, workdir: str, ledger=()) -> dict | N
     else from the `ledger` (rows of an earlier study.json, each with its key)."""
     row = compare.finished_row(study.run_spec(key), workdir)
     if row is None:
-        spec = json.loads(json.dumps(dataclasses.asdict(study.run_spec(key))))
+        settings = compare.run_settings(study.run_spec(key))
         found = [r for r in ledger if r.get("key") == dataclasses.asdict(key)
-                 and r.get("spec") == spec and "curve" in r]  # fmt: skip
+                 and compare.run_settings(r.get("spec")) == settings and "curve" in r]  # fmt: skip
         row = dict(found[-1]) if found else None
     if row is None or row.get("study") != json.loads(json.dumps(study.measure_settings())):
         return None

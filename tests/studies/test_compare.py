@@ -4,6 +4,7 @@ budget, and attention pairs counted from the models' masks against closed forms 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,26 @@ def test_mixed_precision_variant_and_its_parity_line():
         compare_report.precision_lines([row("llp (bf16)", 2.03, 80.0), row("llp", 2.0, 100.0)])
     ]
     assert "+1.50%" in line and "within 1%: no" in line, line
+
+
+def test_a_subset_of_variants_reuses_finished_and_unfinished_runs(tmp_path):
+    """Which rows a comparison has does not change a run: `--variants=llp,...` after the full
+    comparison reuses its llp run (it used to retrain it, deleting the finished one)."""
+    full = compare.CompareSpec()
+    subset = dataclasses.replace(full, variants=("llp", "llp (bf16)"))
+    finished, unfinished = tmp_path / "llp", tmp_path / "transformer"
+    for d in (finished, unfinished):
+        d.mkdir()
+        (d / compare.SPEC_FILE).write_text(json.dumps(dataclasses.asdict(full)))
+        (d / "checkpoint").write_text("step 100")
+    (finished / compare.ROW_FILE).write_text(json.dumps({"spec": dataclasses.asdict(full)}))
+    assert compare.finished_row(subset, str(finished)) is not None
+    compare.clear_stale(subset, str(unfinished))  # resumes: its checkpoint stays
+    assert (unfinished / "checkpoint").exists()
+    other = dataclasses.replace(subset, num_steps=full.num_steps + 1)
+    assert compare.finished_row(other, str(finished)) is None  # other settings: another run
+    compare.clear_stale(other, str(unfinished))
+    assert not unfinished.exists()
 
 
 def test_default_budget_tokens():
