@@ -248,7 +248,11 @@ def markdown(result: dict, command: str, wall_s: float) -> str:
         lines += ["", "XLA flags (each in its own worker process, timed in the same rounds; the "
                   "control's time / the flagged one's, > 1: the flags help):", ""]  # fmt: skip
         lines += [f"- {w}: **{x:.2f}x**" for w, x in flag_ratios(result)]
-    lines += ["", "Largest ops of each profiled step (ms, under the profiler):", ""]
+    lines += ["", "Largest ops of each profiled step (ms, under the profiler). Op times overlap: "
+              "XLA:CPU runs independent ops concurrently and an op waiting for a pool thread "
+              "counts as running (a [96, 256, 64] slice: 34 ms in the step, 0.8 ms alone), so "
+              "they sum to more than the step and the split above is of op time, not of wall "
+              "time; removing a part and timing the step says what it costs.", ""]  # fmt: skip
     for r in result["rows"]:
         if r.get("breakdown"):
             top = ", ".join(f"{t['op']} ({t['kind']}) {t['ms']:.0f}" for t in
