@@ -10,15 +10,8 @@ from collections.abc import Sequence
 
 from llp_jax import models
 from llp_jax.storage import read_jsonl
+from llp_jax.studies.benchmark import num_or_dash
 from llp_jax.studies.compare import PRECISION_VARIANTS, CompareSpec
-
-
-def _fmt(value, spec: str = ".2f") -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
-    )
 
 
 def markdown_report(
@@ -55,13 +48,14 @@ def markdown_report(
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        ppl = [num_or_dash(r.get(f"{split}_{protocol}_ppl"), ".3f")
+               for protocol in ("standard", "paper")
+               for split in ("validation", "test")]  # fmt: skip
         lines.append(
             f"| {r['label']} | {r['params']:,} | {r['pairs_per_window']:,} | "
-            f"{r['loss_positions']} | {_fmt(r.get('validation_standard_ppl'), '.3f')} | "
-            f"{_fmt(r.get('test_standard_ppl'), '.3f')} | "
-            f"{_fmt(r.get('validation_paper_ppl'), '.3f')} | "
-            f"{_fmt(r.get('test_paper_ppl'), '.3f')} | {_fmt(r.get('tokens_per_s'), ',.0f')} | "
-            f"{_fmt(r.get('peak_mib'), ',.1f')} |"
+            f"{r['loss_positions']} | {' | '.join(ppl)} | "
+            f"{num_or_dash(r.get('tokens_per_s'), ',.0f')} | "
+            f"{num_or_dash(r.get('peak_mib'), ',.1f')} |"
         )
     lines += [
         "",
