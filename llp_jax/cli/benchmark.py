@@ -78,7 +78,7 @@ def main(argv):
     png = _PNG.value or os.path.splitext(_OUT.value)[0] + ".png"
     command = common.command_line("benchmark")
     text = benchmark_report.write_results(
-        rows, spec, _OUT.value, png, command.strip(), time.perf_counter() - start
+        rows, spec, _OUT.value, png, command, time.perf_counter() - start
     )
     print(text)
 

@@ -167,11 +167,7 @@ def main(argv):
     lines = [
         "# Decoding speed: cached decoders vs recomputing the window per token",
         "",
-        (
-            f"Command: `python -m experiments.benchmark_decode --seq_len={n} "
-            f"--models={','.join(_MODELS.value)}"
-            + (" --authors=... --torch_python=...`" if _AUTHORS.value else "`")
-        ),
+        f"Command: `{common.command_line('benchmark_decode')}`",
         "",
         (
             f"n = {n}, d = {_D_MODEL.value}, L = {_LAYERS.value}, H = 4, byte vocabulary (259); "

@@ -142,7 +142,7 @@ def main(argv):
     lines = [
         "# Sequence (context) parallelism: longest LLP sequence under a memory budget",
         "",
-        "Command: `python -m experiments.benchmark_sequence_parallel`",
+        f"Command: `{common.command_line('benchmark_sequence_parallel')}`",
         "",
         header,
         "",

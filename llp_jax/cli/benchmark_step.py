@@ -76,7 +76,7 @@ def _main() -> None:
     start = time.perf_counter()
     result = step_benchmark.run(spec)
     command = common.command_line("benchmark_step")
-    text = step_benchmark.markdown(result, command.strip(), time.perf_counter() - start)
+    text = step_benchmark.markdown(result, command, time.perf_counter() - start)
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     with open(_OUT.value, "w") as f:
         f.write(text)
