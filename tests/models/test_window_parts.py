@@ -1,4 +1,4 @@
-"""The blocked path's window-free form (`attention._window_parts`) equals `_dense` on the built
+"""The blocked path's window-free form (`window_parts.window_parts`) equals `_dense` on the built
 windows — values and gradients, with dropout (the same keep-mask), several blocks back, padded
 blocks (an offset, a shifted block grid) and per-example document masks."""
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from llp_jax.models import attention as A
+from llp_jax.models import window_parts as P
 from llp_jax.models.masks import ExampleMask, MaskSpec, Windows
 
 
@@ -18,7 +19,7 @@ def _windowed(w, q, k, v, allowed, rate, rng):
 
 
 def _parts(w, q, k, v, allowed, rate, rng):
-    return w.merge(A._window_parts(w, w.split(q), w.split(k), w.split(v), allowed, rate, rng))
+    return w.merge(P.window_parts(w, w.split(q), w.split(k), w.split(v), allowed, rate, rng))
 
 
 CASES = [  # (mask, offset, T, documents)
