@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import statistics
 import time
@@ -36,11 +35,16 @@ from llp_jax.configs.base import get_base_config
 from llp_jax.evaluation import runner
 from llp_jax.storage import read_jsonl
 from llp_jax.studies.benchmark import MIB, attention_pairs, peak_bytes
+from llp_jax.studies.workdirs import (
+    ROW_FILE,
+    SPEC_FILE,
+    clear_stale,
+    ensure_ignored,
+    finished_row,
+    workdir_name,
+)
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import trainer
-
-ROW_FILE = "compare_row.json"
-SPEC_FILE = "compare_spec.json"  # the spec a run started with: an unfinished run resumes under it
 
 
 class RunInterrupted(Exception):
@@ -172,11 +176,6 @@ def experiment_config(spec: CompareSpec, variant: Variant) -> ml_collections.Con
     return config
 
 
-def workdir_name(variant: Variant) -> str:
-    """'llp (code)' -> 'llp_code', 'llp (bf16)' -> 'llp_bf16'."""
-    return re.sub(r"\W+", "_", variant.label).strip("_")
-
-
 def compiled_peak_mib(run: trainer.Run) -> float | None:
     """Peak memory of the run's compiled train step (arguments + outputs - donated + temps)."""
     B, n = run.train.batch_size, run.model_cfg.seq_len
@@ -270,51 +269,6 @@ def evaluate_row(spec: CompareSpec, run: trainer.Run, params, cfg: models.ModelC
     return row
 
 
-def run_settings(spec: CompareSpec | dict | None) -> dict | None:
-    """What one run's result depends on: the spec as JSON (tuples as lists) without `variants`,
-    which only says which rows a comparison has (a run of llp is the same run whether the
-    comparison has two rows or twelve, so a subset reuses the full comparison's runs)."""
-    if spec is None:
-        return None
-    as_dict = spec if isinstance(spec, dict) else dataclasses.asdict(spec)
-    return {k: v for k, v in json.loads(json.dumps(as_dict)).items() if k != "variants"}
-
-
-def finished_row(spec: CompareSpec, workdir: str) -> dict | None:
-    """The row a previous run with the same settings left in `workdir`, if any (resume
-    support)."""
-    path = os.path.join(workdir, ROW_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        row = json.load(f)
-    return row if run_settings(row.get("spec")) == run_settings(spec) else None
-
-
-def clear_stale(spec: CompareSpec, workdir: str) -> None:
-    """Empties `workdir` unless it holds an unfinished run of `spec` (which then resumes from its
-    newest checkpoint): a run of another spec is never mixed into this one."""
-    if not os.path.isdir(workdir):
-        return
-    path = os.path.join(workdir, SPEC_FILE)
-    same = False
-    if os.path.exists(path) and not os.path.exists(os.path.join(workdir, ROW_FILE)):
-        with open(path) as f:
-            same = run_settings(json.load(f)) == run_settings(spec)
-    if not same:
-        shutil.rmtree(workdir)
-
-
-def ensure_ignored(folder: str) -> None:
-    """Makes `folder` git-ignored from the inside (a '*' .gitignore): workdirs hold checkpoints
-    that must never be committed, wherever the user points --workroot."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, ".gitignore")
-    if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write("# compare.py workdirs (checkpoints, metrics): never committed\n*\n")
-
-
 def run_comparison(
     spec: CompareSpec,
     workroot: str,
@@ -330,7 +284,7 @@ def run_comparison(
     rows = []
     for label in spec.variants:
         variant = VARIANTS_BY_LABEL[label]
-        workdir = os.path.join(workroot, workdir_name(variant))
+        workdir = os.path.join(workroot, workdir_name(label))
         row = None if rerun else finished_row(spec, workdir)
         if row is None:
             if rerun and os.path.isdir(workdir):

@@ -39,7 +39,7 @@ from llp_jax.data import bible
 from llp_jax.data.datasets import corpus_datasets
 from llp_jax.evaluation import runner
 from llp_jax.storage import read_jsonl
-from llp_jax.studies import compare, context_use
+from llp_jax.studies import compare, context_use, workdirs
 from llp_jax.studies.compare import CompareSpec
 
 KINDS = ("tokens", "targets", "targets_short", "long", "subword", "depth", "recipe")
@@ -64,7 +64,7 @@ class RunKey:
     @property
     def dirname(self) -> str:
         depth = f"_L{self.num_layers}" if self.num_layers else ""
-        name = compare.workdir_name(compare.VARIANTS_BY_LABEL[self.label])
+        name = workdirs.workdir_name(self.label)
         return f"{self.budget}_{self.tokenizer}/{name}{depth}_seed{self.seed}"
 
 
@@ -262,11 +262,11 @@ def _bytes_per_token(data, split: str) -> float:
 def finished(study: StudySpec, key: RunKey, workdir: str, ledger=()) -> dict | None:
     """The run's row if it finished under the same spec and measurements: from its workdir, or
     else from the `ledger` (rows of an earlier study.json, each with its key)."""
-    row = compare.finished_row(study.run_spec(key), workdir)
+    row = workdirs.finished_row(study.run_spec(key), workdir)
     if row is None:
-        settings = compare.run_settings(study.run_spec(key))
+        settings = workdirs.run_settings(study.run_spec(key))
         found = [r for r in ledger if r.get("key") == dataclasses.asdict(key)
-                 and compare.run_settings(r.get("spec")) == settings and "curve" in r]  # fmt: skip
+                 and workdirs.run_settings(r.get("spec")) == settings and "curve" in r]  # fmt: skip
         row = dict(found[-1]) if found else None
     if row is None or row.get("study") != json.loads(json.dumps(study.measure_settings())):
         return None
@@ -299,7 +299,7 @@ def run_study(
     run trained here with every row so far and the ledger's others (so that a report written
     there loses nothing when a long invocation is stopped)."""
     workroot = os.path.abspath(workroot)
-    compare.ensure_ignored(workroot)
+    workdirs.ensure_ignored(workroot)
     keys = study.runs()
     done, todo = {}, []  # key index -> row; keys to train
     for i, key in enumerate(keys):
@@ -314,7 +314,7 @@ def run_study(
         key, workdir = keys[i], os.path.join(workroot, keys[i].dirname)
         if rerun and os.path.isdir(workdir):
             shutil.rmtree(workdir)
-        compare.clear_stale(study.run_spec(key), workdir)  # an unfinished run of it resumes
+        workdirs.clear_stale(study.run_spec(key), workdir)  # an unfinished run of it resumes
         log(f"--- {key}")
         row = compare.run_variant(study.run_spec(key), compare.VARIANTS_BY_LABEL[key.label],
                                   workdir, devices=devices, log=log, extra=measure(study, key),

@@ -13,7 +13,7 @@ import jax
 import pytest
 
 from llp_jax import models
-from llp_jax.studies import benchmark, compare, compare_report
+from llp_jax.studies import benchmark, compare, compare_report, workdirs
 from tests.helpers import REPO as ROOT
 
 
@@ -46,7 +46,7 @@ def test_mixed_precision_variant_and_its_parity_line():
     assert low.model.compute_dtype == "bfloat16" and base.model.compute_dtype == "float32"
     assert {k: v for k, v in low.model.items() if k != "compute_dtype"} == {
         k: v for k, v in base.model.items() if k != "compute_dtype"}  # fmt: skip
-    names = {compare.workdir_name(v) for v in compare.VARIANTS_BY_LABEL.values()}
+    names = {workdirs.workdir_name(label) for label in compare.VARIANTS_BY_LABEL}
     assert {"llp_bf16", "llp_code", "enhanced_v1_code", "s2attn"} <= names
     assert len(names) == len(compare.VARIANTS_BY_LABEL)  # one workdir per row
     row = lambda label, loss, tps: {"label": label, "validation_standard_loss": loss,  # noqa: E731
@@ -70,15 +70,15 @@ def test_a_subset_of_variants_reuses_finished_and_unfinished_runs(tmp_path):
     finished, unfinished = tmp_path / "llp", tmp_path / "transformer"
     for d in (finished, unfinished):
         d.mkdir()
-        (d / compare.SPEC_FILE).write_text(json.dumps(dataclasses.asdict(full)))
+        (d / workdirs.SPEC_FILE).write_text(json.dumps(dataclasses.asdict(full)))
         (d / "checkpoint").write_text("step 100")
-    (finished / compare.ROW_FILE).write_text(json.dumps({"spec": dataclasses.asdict(full)}))
-    assert compare.finished_row(subset, str(finished)) is not None
-    compare.clear_stale(subset, str(unfinished))  # resumes: its checkpoint stays
+    (finished / workdirs.ROW_FILE).write_text(json.dumps({"spec": dataclasses.asdict(full)}))
+    assert workdirs.finished_row(subset, str(finished)) is not None
+    workdirs.clear_stale(subset, str(unfinished))  # resumes: its checkpoint stays
     assert (unfinished / "checkpoint").exists()
     other = dataclasses.replace(subset, num_steps=full.num_steps + 1)
-    assert compare.finished_row(other, str(finished)) is None  # other settings: another run
-    compare.clear_stale(other, str(unfinished))
+    assert workdirs.finished_row(other, str(finished)) is None  # other settings: another run
+    workdirs.clear_stale(other, str(unfinished))
     assert not unfinished.exists()
 
 
@@ -180,4 +180,4 @@ def test_quick_compare_writes_table_and_plot(tmp_path):
     )
     assert all("reusing" in line for line in logs) and len(rows) == 2
     other = dataclasses.replace(compare.QUICK, num_steps=compare.QUICK.num_steps + 1)
-    assert compare.finished_row(other, rows[0]["workdir"]) is None  # a changed spec retrains
+    assert workdirs.finished_row(other, rows[0]["workdir"]) is None  # a changed spec retrains

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from llp_jax import models
-from llp_jax.studies import compare, context_use, study
+from llp_jax.studies import compare, context_use, study, workdirs
 from tests.helpers import REPO
 
 
@@ -110,13 +110,13 @@ def test_an_unfinished_run_of_the_same_spec_is_kept_to_resume_and_any_other_is_c
     spec = compare.QUICK
     workdir = tmp_path / "run"
     (workdir / "checkpoints" / "7").mkdir(parents=True)
-    (workdir / compare.SPEC_FILE).write_text(json.dumps(dataclasses.asdict(spec)))
-    compare.clear_stale(spec, str(workdir))
+    (workdir / workdirs.SPEC_FILE).write_text(json.dumps(dataclasses.asdict(spec)))
+    workdirs.clear_stale(spec, str(workdir))
     assert (workdir / "checkpoints" / "7").is_dir()  # same spec, no row: resumes
-    compare.clear_stale(dataclasses.replace(spec, num_steps=spec.num_steps + 1), str(workdir))
+    workdirs.clear_stale(dataclasses.replace(spec, num_steps=spec.num_steps + 1), str(workdir))
     assert not workdir.exists()  # another spec: never mixed
     (workdir / "checkpoints").mkdir(parents=True)
-    compare.clear_stale(spec, str(workdir))
+    workdirs.clear_stale(spec, str(workdir))
     assert not workdir.exists()  # no spec recorded: of unknown origin
 
 
@@ -160,7 +160,7 @@ def test_sigterm_stops_a_study_with_the_run_saved_and_no_row(tmp_path):
     assert proc.returncode == 0, stderr[-2000:]
     assert "SIGTERM: saved llp at step" in stderr and "Traceback" not in stderr
     assert "--- RunKey" not in stdout.split("SIGTERM")[-1]  # no next run started
-    assert not (workdir / compare.ROW_FILE).exists()
+    assert not (workdir / workdirs.ROW_FILE).exists()
     assert os.listdir(workdir / "checkpoints")
     assert (
         not out.with_suffix(".json").exists()
