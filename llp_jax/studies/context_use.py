@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from llp_jax.evaluation import perplexity
+from llp_jax.evaluation import protocols
 
 
 def _nll(model, inputs_BxT: np.ndarray, targets_BxT: np.ndarray, batch: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def _nll(model, inputs_BxT: np.ndarray, targets_BxT: np.ndarray, batch: int) -> 
         pad = batch - len(x)  # one compiled shape
         if pad:
             x, y = np.pad(x, ((0, pad), (0, 0))), np.pad(y, ((0, pad), (0, 0)))
-        nll = perplexity._window_nll(graphdef, params, jax.numpy.asarray(x), jax.numpy.asarray(y))
+        nll = protocols.window_nll(graphdef, params, jax.numpy.asarray(x), jax.numpy.asarray(y))
         out.append(np.asarray(nll)[: batch - pad])
     return np.concatenate(out)
 
@@ -85,7 +85,7 @@ def context_curve(model, tokens_N, *, segment: int, contexts, max_context: int,
         curve[str(c)] = float(_nll(model, inputs, outs, batch)[:, -s:].mean())
     if stream:
         end = (targets[-1] + 1) * s + 1
-        nll, _, _ = perplexity.stream_nll(model, tokens_N[:end], chunk=model.cfg.seq_len)
+        nll, _, _ = protocols.stream_nll(model, tokens_N[:end], chunk=model.cfg.seq_len)
         picked = np.concatenate([nll[j * s : (j + 1) * s] for j in targets])
         curve["stream"] = float(picked.mean())
     return curve

@@ -15,6 +15,7 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.data import ByteTokenizer
 from llp_jax.evaluation import perplexity as ppl
+from llp_jax.evaluation import protocols
 
 TEXT = (
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
@@ -55,7 +56,7 @@ def _nll_rows(model, inputs_KxT, targets_KxP):
     [(64, 32, 0), (64, 1, 0), (64, 64, 0), (64, 16, 48), (64, 5, 48), (16, 16, 0)],
 )
 def test_plan_scores_every_target_exactly_once(N, window, stride, offset):
-    plan = ppl.plan_standard(
+    plan = protocols.plan_standard(
         N, window, stride, lambda T: max(T - (window - offset), 0) if offset else 0
     )
     counts = np.zeros(N + plan.pad, int)
