@@ -6,11 +6,10 @@ from llp_jax.interop.authors import (
     NETS,
     InteropError,
     check_exportable,
-    from_params,
     infer_config,
     read_checkpoint,
-    to_params,
 )
+from llp_jax.interop.authors_keys import from_params, to_params
 from llp_jax.interop.torch_format import TorchFormatError
 from llp_jax.interop.workdir import export_checkpoint, import_checkpoint
 

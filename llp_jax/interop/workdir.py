@@ -20,7 +20,7 @@ from flax import nnx
 
 from llp_jax import models, paths
 from llp_jax.data import DataConfig
-from llp_jax.interop import authors, torch_format
+from llp_jax.interop import authors, authors_keys, torch_format
 from llp_jax.interop.authors import InteropError
 from llp_jax.storage import Checkpointer, committed_steps, load_params, read_meta
 
@@ -46,7 +46,7 @@ def import_checkpoint(
     """
     ckpt = authors.read_checkpoint(path)
     cfg = authors.infer_config(ckpt, **hints)
-    params = authors.to_params(ckpt, cfg)
+    params = authors_keys.to_params(ckpt, cfg)
     directory = paths.join(workdir, "checkpoints")
     if committed_steps(directory) and not overwrite:
         raise InteropError(f"{directory} already holds checkpoints; pass --overwrite or another")
@@ -98,7 +98,7 @@ def export_checkpoint(
         raise InteropError(f"checkpoint step {step} in {directory}: {e}") from None
     authors.check_exportable(cfg)
     freqs = (meta.get("source") or {}).get("rope_freqs")
-    state = authors.from_params(load_params(directory, step), cfg, freqs)
+    state = authors_keys.from_params(load_params(directory, step), cfg, freqs)
     if plain:
         torch_format.save(state, out_path)
     else:
@@ -106,7 +106,7 @@ def export_checkpoint(
             {
                 "epoch": step,
                 "state_dict": {f"model.{k}": v for k, v in state.items()},
-                "optimizer": authors.optimizer_groups(cfg),
+                "optimizer": authors_keys.optimizer_groups(cfg),
             },
             out_path,
         )

@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from llp_jax import models
-from llp_jax.interop import authors, torch_format, workdir
+from llp_jax.interop import authors, authors_keys, torch_format, workdir
 from llp_jax.interop.authors import InteropError
 from llp_jax.interop.torch_format import TorchFormatError
 from tests.helpers import REPO
@@ -39,7 +39,7 @@ def _load(net: str, file: str | None = None):
     ckpt = authors.read_checkpoint(os.path.join(FIXTURES, file or f"{net}.pt"))
     cfg = authors.infer_config(ckpt, **HINTS[net])
     graphdef, state = nnx.split(models.abstract_model(cfg))
-    nnx.replace_by_pure_dict(state, authors.to_params(ckpt, cfg))
+    nnx.replace_by_pure_dict(state, authors_keys.to_params(ckpt, cfg))
     return ckpt, cfg, nnx.merge(graphdef, state)
 
 
