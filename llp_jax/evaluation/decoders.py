@@ -39,62 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llp_jax.evaluation import cached_layers as cached
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.models import MaskSpec, ModelConfig
 from llp_jax.models.masks import ExampleMask
-
-
-def _write_slot(cache: jax.Array, new: jax.Array, slot, axis: int) -> jax.Array:
-    """Writes one position's keys or values (length 1 along `axis`) into slot `slot`."""
-    return jax.lax.dynamic_update_slice_in_dim(cache, new.astype(cache.dtype), slot, axis=axis)
-
-
-def _token_at(buf_BxN: jax.Array, c) -> jax.Array:
-    return jax.lax.dynamic_slice_in_dim(buf_BxN, c, 1, axis=1)  # [B, 1]
-
-
-def _empty_caches(model, batch: int, slots: int, dtype):
-    """Zero (k, v) for layer 1 [B, W, H, D] and layers 2..L stacked [L-1, B, W, H, D]."""
-    cfg = model.cfg
-    shape = (batch, slots, cfg.num_heads, cfg.head_dim)
-    first = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-    rest = cfg.num_layers - 1
-    stacked = jnp.zeros((rest, *shape), dtype) if rest else None
-    return first, (stacked, stacked) if rest else None
-
-
-def _cached_layers(model, x_Bx1xD, masks, q_pos, k_pos, slot, caches, example=None):
-    """Runs one token through every layer against cached keys/values and writes its own.
-
-    `masks`, `k_pos` and `slot` are pairs: (layer 1, layers 2..L). The new keys/values leave the
-    layer scan as small [.., 1, H, D] outputs and are written into the carried caches afterwards,
-    so a step copies no cache (writing inside the scan would restack every layer's cache).
-    Returns (h_Bx1xD, caches).
-    """
-
-    def layer(first: bool):
-        def fn(block, x, kv, _):
-            i = 0 if first else 1
-            return block(
-                x,
-                masks[i],
-                q_pos=q_pos,
-                k_pos=k_pos[i],
-                use_rope=model.rope_in(first),
-                kv_prefix=kv,
-                example=example,
-            )
-
-        return fn
-
-    h, (new_first, new_rest) = model.run_layers(
-        x_Bx1xD, layer(True), layer(False), None, layer_aux=caches
-    )
-    first = tuple(_write_slot(c, n, slot[0], axis=1) for c, n in zip(caches[0], new_first))
-    if caches[1] is None:
-        return h, (first, None)
-    rest = tuple(_write_slot(c, n, slot[1], axis=2) for c, n in zip(caches[1], new_rest))
-    return h, (first, rest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +69,7 @@ class RingCache:
 
     def init(self, model, buf_BxN: jax.Array, c0):
         B, W = buf_BxN.shape[0], self.slots or buf_BxN.shape[1]
-        caches = _empty_caches(model, B, W, model.dtype)
+        caches = cached.empty_caches(model, B, W, model.dtype)
         # Per slot its position (-1 = empty) and its document; and the next token's document.
         slot_pos_W = jnp.full((W,), -1, jnp.int32)
         docs = (jnp.zeros((B, W), jnp.int32), jnp.zeros((B,), jnp.int32))
@@ -163,14 +111,14 @@ class RingCache:
         q_pos = p[None]
         k_pos = jnp.concatenate([visible_W, q_pos])
         masks = model.attention_mask(model.cfg.seq_len)
-        token_Bx1 = _token_at(buf_BxN, c)
+        token_Bx1 = cached.token_at(buf_BxN, c)
         example = None
         if model.cfg.document_mask:  # the fed token belongs to the current document
             example = ExampleMask(None, doc_B[:, None],
                                   jnp.concatenate([slot_doc_BxW, doc_B[:, None]], axis=1))  # fmt: skip
             slot_doc_BxW = slot_doc_BxW.at[:, slot].set(doc_B)
             doc_B = doc_B + (token_Bx1[:, 0] == model.cfg.eod_id).astype(jnp.int32)
-        h, caches = _cached_layers(
+        h, caches = cached.cached_layers(
             model,
             model.embed_tokens(token_Bx1),
             (masks, masks),
@@ -236,9 +184,9 @@ class LatentCache:
             jnp.concatenate([jnp.where(latent_pos < r, latent_pos, -1), q_pos]),
         )
         mask = MaskSpec(causal=True)
-        h, caches = _cached_layers(
+        h, caches = cached.cached_layers(
             model,
-            model.embed_tokens(_token_at(buf_BxN, c)),
+            model.embed_tokens(cached.token_at(buf_BxN, c)),
             (mask, mask),
             q_pos,
             k_pos,
