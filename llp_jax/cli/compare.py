@@ -24,7 +24,7 @@ import jax
 from absl import flags
 
 from llp_jax.cli import common
-from llp_jax.studies import compare, compare_report, study, study_report
+from llp_jax.studies import compare, compare_report, study, study_report, study_spec
 
 _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
 _ESTIMATE = flags.DEFINE_bool("estimate", False, "Only project the runtime from short runs.")
@@ -42,7 +42,9 @@ _STEPS = flags.DEFINE_integer(
 _WORKROOT = flags.DEFINE_string("workroot", None, "Workdirs ('' = experiments/results/work/...).")
 _OUT = flags.DEFINE_string("out", None, "Markdown output (default experiments/results/compare.md).")
 _RERUN = flags.DEFINE_bool("rerun", False, "Retrain variants that already finished.")
-_STUDY = flags.DEFINE_string("study", None, f"Run a study ({', '.join(study.STUDIES)}) instead.")
+_STUDY = flags.DEFINE_string(
+    "study", None, f"Run a study ({', '.join(study_spec.STUDIES)}) instead."
+)
 _KINDS = flags.DEFINE_list("study_runs", None, "With --study: only these kinds of run (tokens, "
                            "targets, subword, depth, recipe).")  # fmt: skip
 _TRAIN = flags.DEFINE_bool("study_train", True, "With --study: train missing runs (--nostudy_train: "
@@ -68,11 +70,11 @@ def _main(argv):
     if unknown:
         sys.exit(f"error: --variants: {unknown} unknown; choose from "
                  f"{sorted(compare.VARIANTS_BY_LABEL)}")  # fmt: skip
-    bad_kinds = sorted(set(_KINDS.value or ()) - set(study.KINDS))
+    bad_kinds = sorted(set(_KINDS.value or ()) - set(study_spec.KINDS))
     if bad_kinds:
-        sys.exit(f"error: --study_runs: {bad_kinds} unknown; choose from {list(study.KINDS)}")
-    if _STUDY.value and _STUDY.value not in study.STUDIES:
-        sys.exit(f"error: --study={_STUDY.value!r} must be one of {sorted(study.STUDIES)}")
+        sys.exit(f"error: --study_runs: {bad_kinds} unknown; choose from {list(study_spec.KINDS)}")
+    if _STUDY.value and _STUDY.value not in study_spec.STUDIES:
+        sys.exit(f"error: --study={_STUDY.value!r} must be one of {sorted(study_spec.STUDIES)}")
     if _STUDY.value:
         return run_study(_STUDY.value)
     spec = compare.QUICK if _QUICK.value else compare.CompareSpec()
@@ -98,7 +100,7 @@ def _main(argv):
 
 def run_study(name: str) -> None:
     """One invocation of a study: its missing runs (of --variants, or all), then the report."""
-    spec = study.STUDIES[name]
+    spec = study_spec.STUDIES[name]
     if _STEPS.value:  # another 'tokens' budget: every run of it is another run (another cache)
         spec = dataclasses.replace(
             spec, base=dataclasses.replace(spec.base, num_steps=_STEPS.value)

@@ -14,7 +14,7 @@ import statistics
 from collections import defaultdict
 
 from llp_jax.studies import study_plots
-from llp_jax.studies.study import StudySpec, bits, mean_std
+from llp_jax.studies.study import bits, mean_std
 from llp_jax.studies.study_rows import (
     LN2,
     at_time,
@@ -29,6 +29,7 @@ from llp_jax.studies.study_rows import (
     separated,
     targets_per_run,
 )
+from llp_jax.studies.study_spec import StudySpec
 
 # The paper's ordering in perplexity, best first (its Tables 2-4): LLP < transformer < V1..V3 <
 # PerceiverAR; checked pairwise below, for the clean models and among the code-faithful ones.

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from llp_jax import models
-from llp_jax.studies import compare, context_use, study, workdirs
+from llp_jax.studies import compare, context_use, study_spec, workdirs
 from tests.helpers import REPO
 
 
@@ -55,7 +55,7 @@ def test_position_losses_cover_what_the_model_scores():
 
 
 def test_the_small_study_runs_what_it_promises():
-    spec = study.SMALL
+    spec = study_spec.SMALL
     keys = spec.runs()
     labels = {k.label for k in keys if k.budget == "tokens" and k.tokenizer == "byte"}
     assert labels >= set(models.MODEL_NAMES) and len(spec.seeds) >= 3
@@ -68,7 +68,7 @@ def test_the_small_study_runs_what_it_promises():
         if key.tokenizer == "sentencepiece":
             assert run.tokenizer == "sentencepiece"
     assert len({k.dirname for k in keys}) == len(keys)  # one workdir per run
-    assert {k.kind for k in keys} == set(study.KINDS)
+    assert {k.kind for k in keys} == set(study_spec.KINDS)
 
 
 @pytest.mark.slow
@@ -121,19 +121,19 @@ def test_an_unfinished_run_of_the_same_spec_is_kept_to_resume_and_any_other_is_c
 
 
 def test_budgets_scale_steps_warmup_and_evaluation_alike():
-    spec = study.SMALL
+    spec = study_spec.SMALL
     b = spec.base
-    for key, factor in [(study.RunKey("llp", 0, "targets_short"), 1 / b.latent_div),
-                        (study.RunKey("perceiver_ar", 0, "targets"), b.latent_div),
-                        (study.RunKey("perceiver_ar", 0, "targets_short"), 1),
-                        (study.RunKey("llp", 0, "targets"), 1),
-                        (study.RunKey("transformer", 0, "long"), spec.long_factor)]:  # fmt: skip
+    for key, factor in [(study_spec.RunKey("llp", 0, "targets_short"), 1 / b.latent_div),
+                        (study_spec.RunKey("perceiver_ar", 0, "targets"), b.latent_div),
+                        (study_spec.RunKey("perceiver_ar", 0, "targets_short"), 1),
+                        (study_spec.RunKey("llp", 0, "targets"), 1),
+                        (study_spec.RunKey("transformer", 0, "long"), spec.long_factor)]:  # fmt: skip
         run = spec.run_spec(key)
         assert run.num_steps == round(b.num_steps * factor), key
         assert run.warmup_steps == round(b.warmup_steps * factor), key
     # equal targets: the full-scoring models' short runs see the latent models' loss targets
     latent = compare.model_config(b, compare.VARIANTS_BY_LABEL["perceiver_ar"]).scored_len
-    short = spec.run_spec(study.RunKey("llp", 0, "targets_short"))
+    short = spec.run_spec(study_spec.RunKey("llp", 0, "targets_short"))
     assert short.num_steps * b.seq_len == b.num_steps * latent
 
 
@@ -147,7 +147,7 @@ def test_sigterm_stops_a_study_with_the_run_saved_and_no_row(tmp_path):
            f"--out={out}", "--compilation_cache="]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
-    workdir = tmp_path / "work" / study.RunKey("llp", 0).dirname
+    workdir = tmp_path / "work" / study_spec.RunKey("llp", 0).dirname
     deadline = time.time() + 600
     while (
         not (workdir / "metrics.jsonl").exists()
