@@ -12,7 +12,6 @@ exactly the batches the interrupted one would have seen.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import math
 from typing import Any
@@ -22,26 +21,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 from llp_jax import paths
+from llp_jax.storage import damaged, retention
 from llp_jax.storage.faults import CheckpointWriteError, describe_cause
 from llp_jax.storage.steps import DATA, META, STATE, CheckpointNotFoundError, inspect_step
 
 log = logging.getLogger(__name__)
-
-DAMAGED = "damaged_checkpoints"  # beside checkpoints/: the steps a trainer set aside
-
-
-class _NoMissingMetricsWarning(logging.Filter):
-    """Orbax warns on every save without metrics once `best_fn` is set; most of our saves (those
-    between evaluations) legitimately have none."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
-
-
-_ABSL_FILTER = _NoMissingMetricsWarning()
 
 
 def json_safe(obj: Any) -> Any:
@@ -72,11 +58,8 @@ class Restored:
 
 
 class Checkpointer:
-    """Periodic async checkpoints; keeps the last `keep` steps plus the best one on validation.
-
-    Orbax expresses this retention directly: `AnyPreservationPolicy([LatestN(keep),
-    BestN(n=1)])`. `best_fn` must still be set as well, because Orbax only writes the metrics of a
-    step when `best_fn` is given (it also powers `best_step()`).
+    """Periodic async checkpoints; keeps the last `keep` steps plus the best one on validation
+    (`retention.py`).
 
     Atomicity is Orbax's: a step is written into a temporary directory and renamed when complete,
     so an interrupted save never shows up as a step (leftover temporaries are removed on start).
@@ -117,34 +100,10 @@ class Checkpointer:
         # Orbax (tensorstore) needs absolute paths; a relative --workdir is the common case.
         self.directory = paths.resolve(directory)
         self._keep_best = bool(keep_best)
-        policies = [ocp_managers.LatestN(n=max(int(keep), 1))]
-        best_fn = None
-        if keep_best:
-            if _ABSL_FILTER not in logging.getLogger("absl").filters:
-                logging.getLogger("absl").addFilter(_ABSL_FILTER)
-            worst = math.inf if best_mode == "min" else -math.inf
-
-            def best_fn(metrics: dict) -> float:  # a NaN/missing value must never rank best
-                value = float(metrics.get(best_metric, math.nan))
-                return value if math.isfinite(value) else worst
-
-            policies.append(
-                ocp_managers.BestN(
-                    get_metric_fn=best_fn,
-                    reverse=(best_mode == "min"),
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
-        self._options = ocp.CheckpointManagerOptions(
-            save_interval_steps=max(int(save_every), 1),
-            best_fn=best_fn,
-            best_mode=best_mode,
-            preservation_policy=ocp_managers.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,
-            create=True,
-        )
+        self._options = retention.manager_options(
+            save_every=save_every, keep=keep, keep_best=keep_best, best_metric=best_metric,
+            best_mode=best_mode, async_save=async_save,
+        )  # fmt: skip
         self._owner = bool(set_aside_damaged)
         self.set_aside: list[int] = []  # the damaged steps this Checkpointer moved away
         if self._owner:
@@ -152,7 +111,7 @@ class Checkpointer:
                 reason = inspect_step(self.directory / str(step))
                 if reason is not None:
                     self._set_aside(step, reason)
-            _sync("llp_jax_checkpoints_inspected")
+            damaged.sync("llp_jax_checkpoints_inspected")
         try:
             self._manager = self._open()
         except Exception as e:  # noqa: BLE001  a damaged step only an owner may set aside
@@ -171,16 +130,8 @@ class Checkpointer:
         return sorted(int(d.name) for d in self.directory.iterdir() if d.name.isdigit())
 
     def _set_aside(self, step: int, reason: str) -> None:
-        """Moves a damaged step out of Orbax's sight (beside checkpoints/, never deleted), so
-        nothing trips over it and the run can write that step again."""
-        target = self.directory.parent / DAMAGED
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        log.warning("damaged checkpoint step %d in %s (%s): set aside in %s",
-                    step, self.directory, reason, target)  # fmt: skip
+        damaged.set_aside(self.directory, step, reason)
         self.set_aside.append(step)
-        if jax.process_index() == 0:
-            target.mkdir(parents=True, exist_ok=True)
-            (self.directory / str(step)).rename(target / f"{step}-{stamp}")
 
     def save(
         self,
@@ -264,27 +215,27 @@ class Checkpointer:
             raise CheckpointNotFoundError(f"no checkpoints to restore in {self.directory}")
         if step is not None:
             return self._restore_step(int(step), abstract_state, data_iterator)
-        damaged = []
+        bad = []
         for candidate in steps:
             try:
                 restored = self._restore_step(candidate, abstract_state, data_iterator)
             except Exception as e:  # noqa: BLE001  (any read failure means: try an older step)
                 reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
-                damaged.append(candidate)
+                bad.append(candidate)
                 if self._owner:
                     self._set_aside(candidate, reason)
                 else:
                     log.warning("skipping damaged checkpoint step %d in %s: %s",
                                 candidate, self.directory, reason)  # fmt: skip
                 continue
-            if damaged and self._owner:
-                _sync("llp_jax_checkpoints_set_aside")
+            if bad and self._owner:
+                damaged.sync("llp_jax_checkpoints_set_aside")
                 self._manager.close()
                 self._manager = self._open()  # it no longer lists the steps set aside
             return restored
         raise CheckpointNotFoundError(
-            f"no intact checkpoint in {self.directory} (damaged steps {damaged}"
-            + (f", set aside in {self.directory.parent / DAMAGED}" if self._owner else "")
+            f"no intact checkpoint in {self.directory} (damaged steps {bad}"
+            + (f", set aside in {self.directory.parent / damaged.DAMAGED}" if self._owner else "")
             + "); start over with --noresume or another --workdir"
         )
 
@@ -354,11 +305,3 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _sync(name: str) -> None:
-    """All processes of a multi-host run past this point (a no-op on one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # noqa: PLC0415
-
-        multihost_utils.sync_global_devices(name)

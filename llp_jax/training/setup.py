@@ -20,7 +20,7 @@ from llp_jax import models, paths
 from llp_jax.data import DataConfig, Datasets, build_datasets, workdir_store
 from llp_jax.errors import LLPError
 from llp_jax.storage import Checkpointer, CheckpointNotFoundError, WorkdirLock, set_aside
-from llp_jax.storage.checkpoints import DAMAGED
+from llp_jax.storage.damaged import DAMAGED
 from llp_jax.storage.workdir import check_path
 from llp_jax.training import finetune, sequence_parallel
 from llp_jax.training import mesh as mesh_lib
