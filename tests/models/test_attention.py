@@ -1,6 +1,6 @@
 """The attention primitive: fast (blocked) path == explicit-mask reference == a NumPy softmax;
-hand-checked MaskSpec semantics; dropout; RoPE's relative-position property; and whole models
-with attention_impl='xla' vs 'reference'."""
+dropout; and whole models with attention_impl='xla' vs 'reference'. (MaskSpec's hand-checked
+semantics: test_masks.py; RoPE: test_rotary.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from flax import nnx
 
 from llp_jax import models
-from llp_jax.models.rotary import apply_rope
 from tests.helpers.models import jit, jit_forward, make_config, random_tokens
 
 MS = models.MaskSpec
@@ -159,73 +158,6 @@ def test_blocked_path_never_builds_the_full_mask():
     assert _max_intermediate_size(ref) >= dense_logits  # the check above can fail
 
 
-# ----------------------------------------------------------------------------- MaskSpec.allowed
-def _m(rows):
-    return np.array([[c == "x" for c in r] for r in rows])
-
-
-def test_allowed_perceiver_ar_query_offset():
-    """Queries at m..n-1 over keys 0..n-1: key <= query, the triangle aligned bottom-right."""
-    n, l = 6, 2
-    got = MS(causal=True).allowed(np.arange(n - l, n), np.arange(n))
-    np.testing.assert_array_equal(got, _m(["xxxxx.", "xxxxxx"]))
-    # the wrong, top-left-aligned triangle (is_causal=True with fewer queries than keys)
-    assert not np.array_equal(got, np.tril(np.ones((l, n), bool)))
-
-
-def test_allowed_llp_segments():
-    got = MS(causal=True, block=2, blocks_back=1).allowed(np.arange(6), np.arange(6))
-    np.testing.assert_array_equal(
-        got, _m(["x.....", "xx....", "xxx...", "xxxx..", "..xxx.", "..xxxx"])
-    )
-    got = MS(causal=True, block=2, blocks_back=2).allowed(np.arange(8), np.arange(8))
-    np.testing.assert_array_equal(got[6:], _m(["..xxxxx.", "..xxxxxx"]))
-
-
-def test_allowed_s2_shifted_groups():
-    """Groups of 4 shifted left by 2: {0,1}, {2..5}, {6,7}; causal inside; no wrap-around."""
-    got = MS(causal=True, block=4, block_shift=2).allowed(np.arange(8), np.arange(8))
-    np.testing.assert_array_equal(
-        got,
-        _m(
-            [
-                "x.......",
-                "xx......",
-                "..x.....",
-                "..xx....",
-                "..xxx...",
-                "..xxxx..",
-                "......x.",
-                "......xx",
-            ]
-        ),
-    )
-
-
-def test_allowed_history_prefix():
-    n, m = 5, 3
-    bidir = MS(causal=True, prefix=m, prefix_causal=False).allowed(np.arange(n), np.arange(n))
-    np.testing.assert_array_equal(bidir, _m(["xxx..", "xxx..", "xxx..", "xxxx.", "xxxxx"]))
-    causal = MS(causal=True, prefix=m, prefix_causal=True).allowed(np.arange(n), np.arange(n))
-    np.testing.assert_array_equal(causal, _m(["x....", "xx...", "xxx..", "xxxx.", "xxxxx"]))
-    split = MS(causal=True, prefix=4, prefix_block=2, prefix_causal=False).allowed(
-        np.arange(6), np.arange(6)
-    )
-    np.testing.assert_array_equal(
-        split, _m(["xx....", "xx....", "..xx..", "..xx..", "xxxxx.", "xxxxxx"])
-    )
-
-
-def test_allowed_padding_keys_and_jax_inputs():
-    mask = MS(causal=True, block=2, blocks_back=1)
-    q_pos, k_pos = np.array([0, 1]), np.array([-2, -1, 0, 1])
-    np.testing.assert_array_equal(mask.allowed(q_pos, k_pos), _m(["..x.", "..xx"]))
-    assert isinstance(mask.allowed(q_pos, k_pos), np.ndarray)  # static under jit
-    got = mask.allowed(jnp.asarray(q_pos), jnp.asarray(k_pos))
-    assert isinstance(got, jax.Array)
-    np.testing.assert_array_equal(np.asarray(got), _m(["..x.", "..xx"]))
-
-
 # ----------------------------------------------------------------------------- dropout
 @pytest.mark.parametrize("block", [None, 8])
 def test_attention_dropout_needs_an_rng(block):
@@ -274,49 +206,6 @@ def test_model_dropout_active_only_with_rng():
     assert np.abs(a - base).max() > 1e-3
     assert np.abs(noisy(1) - a).max() > 1e-3
     np.testing.assert_array_equal(noisy(0), a)
-
-
-# ----------------------------------------------------------------------------- RoPE
-def test_rope_is_relative():
-    T, H, D = 16, 2, 8
-    ks = jax.random.split(jax.random.key(3), 2)
-    q = jax.random.normal(ks[0], (1, T, H, D))
-    k = jax.random.normal(ks[1], (1, T, H, D))
-    pos = np.arange(T)
-
-    def scores(offset):
-        qr = apply_rope(q, pos + offset)
-        kr = apply_rope(k, pos + offset)
-        return np.asarray(jnp.einsum("bqhd,bkhd->bhqk", qr, kr))
-
-    base = scores(0)
-    for offset in (1, 17, 1000):
-        np.testing.assert_allclose(scores(offset), base, atol=2e-4, rtol=1e-4)
-    # rotations keep norms, and a nonzero rotation does change q itself
-    qr = apply_rope(q, pos + 5)
-    np.testing.assert_allclose(
-        np.linalg.norm(np.asarray(qr), axis=-1), np.linalg.norm(np.asarray(q), axis=-1), rtol=1e-5
-    )
-    assert np.abs(np.asarray(qr - q)).max() > 1e-2
-    # but shifting only the queries changes the scores
-    shifted = np.asarray(jnp.einsum("bqhd,bkhd->bhqk", apply_rope(q, pos + 3), apply_rope(k, pos)))
-    assert np.abs(shifted - base).max() > 1e-2
-
-
-def test_rope_interleaved_pairs():
-    """Channels (0,1), (2,3), ... rotate by position * theta^(-2i/D) (the authors' layout)."""
-    x = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 1, 4)
-    p, theta = 3.0, 10000.0
-    got = np.asarray(apply_rope(x, np.array([p]), theta)).ravel()
-    a0, a1 = p, p * theta**-0.5
-    want = [
-        np.cos(a0) - 2 * np.sin(a0),
-        np.sin(a0) + 2 * np.cos(a0),
-        3 * np.cos(a1) - 4 * np.sin(a1),
-        3 * np.sin(a1) + 4 * np.cos(a1),
-    ]
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(apply_rope(x, np.array([0]))).ravel(), [1, 2, 3, 4])
 
 
 # ----------------------------------------------------------------------------- whole models

@@ -1,5 +1,6 @@
 """RoPE angles are exact at any position (static and traced), so the rotation's relative property
-holds at offsets of 10^7 and 10^9 and LLP streams far into a long text as it does at its start."""
+holds at offsets of 10^7 and 10^9 and LLP streams far into a long text as it does at its start;
+the rotation keeps norms and pairs channels as the authors do."""
 
 from __future__ import annotations
 
@@ -81,3 +82,49 @@ def test_a_stream_start_must_fall_on_a_segment_boundary():
     model = models.build(make_config("llp"))
     with pytest.raises(models.ConfigError, match="multiple of segment_len"):
         model.init_stream(1, start=5)
+
+
+def test_rope_is_relative():
+    T, H, D = 16, 2, 8
+    ks = jax.random.split(jax.random.key(3), 2)
+    q = jax.random.normal(ks[0], (1, T, H, D))
+    k = jax.random.normal(ks[1], (1, T, H, D))
+    pos = np.arange(T)
+
+    def scores(offset):
+        qr = rotary.apply_rope(q, pos + offset)
+        kr = rotary.apply_rope(k, pos + offset)
+        return np.asarray(jnp.einsum("bqhd,bkhd->bhqk", qr, kr))
+
+    base = scores(0)
+    for offset in (1, 17, 1000):
+        np.testing.assert_allclose(scores(offset), base, atol=2e-4, rtol=1e-4)
+    # rotations keep norms, and a nonzero rotation does change q itself
+    qr = rotary.apply_rope(q, pos + 5)
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(qr), axis=-1), np.linalg.norm(np.asarray(q), axis=-1), rtol=1e-5
+    )
+    assert np.abs(np.asarray(qr - q)).max() > 1e-2
+    # but shifting only the queries changes the scores
+    shifted = np.asarray(
+        jnp.einsum("bqhd,bkhd->bhqk", rotary.apply_rope(q, pos + 3), rotary.apply_rope(k, pos))
+    )
+    assert np.abs(shifted - base).max() > 1e-2
+
+
+def test_rope_interleaved_pairs():
+    """Channels (0,1), (2,3), ... rotate by position * theta^(-2i/D) (the authors' layout)."""
+    x = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 1, 4)
+    p, theta = 3.0, 10000.0
+    got = np.asarray(rotary.apply_rope(x, np.array([p]), theta)).ravel()
+    a0, a1 = p, p * theta**-0.5
+    want = [
+        np.cos(a0) - 2 * np.sin(a0),
+        np.sin(a0) + 2 * np.cos(a0),
+        3 * np.cos(a1) - 4 * np.sin(a1),
+        3 * np.sin(a1) + 4 * np.cos(a1),
+    ]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(rotary.apply_rope(x, np.array([0]))).ravel(), [1, 2, 3, 4]
+    )
