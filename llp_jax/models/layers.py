@@ -46,8 +46,8 @@ def dense(x: jax.Array, w: jax.Array, in_dims: int = 1) -> jax.Array:
     so that autodiff forms the weight gradient as dy^T @ x ([N, K]; XLA may not fold the
     transpose back). XLA:CPU runs x^T @ dy at 109 GFLOP/s for the feed-forward's second weight
     ([8192, 1024]^T @ [8192, 256]) but dy^T @ x at 150 (2-core AMD EPYC, float32): the
-    feed-forward's forward + backward 213 -> 198 ms, the code-faithful LLP step 1.025x and
-    1.035x (alternated in one process). Accelerators keep the plain form."""
+    feed-forward's forward + backward 213 -> 198 ms, the code-faithful LLP step 1.021-1.035x
+    (four runs, alternated in one process). Accelerators keep the plain form."""
     lead = x.shape[: x.ndim - in_dims]
     k = math.prod(w.shape[:in_dims])
     x_MxK, w_KxN = x.reshape(-1, k), w.reshape(k, -1)
