@@ -73,6 +73,31 @@ def makedirs(path: str | os.PathLike) -> epath.Path:
     return p
 
 
+def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Moves a file or a whole folder to `dst` (its parent is created). Locally a rename; object
+    stores have no rename and no empty folders (epath's rename refuses a missing parent), so
+    there fsspec copies every object under `src` server-side (GCS rewrite, S3 copy) and then
+    deletes them."""
+    src_p, dst_p = resolve(src), resolve(dst)
+    if not is_url(os.fspath(src_p)):
+        dst_p.parent.mkdir(parents=True, exist_ok=True)
+        src_p.rename(dst_p)
+        return
+    import fsspec  # noqa: PLC0415  (remote paths only; gcsfs and friends depend on it)
+
+    fs, src_path = fsspec.core.url_to_fs(os.fspath(src_p))
+    _, dst_path = fsspec.core.url_to_fs(os.fspath(dst_p))
+    # copy + rm rather than fs.mv: gcsfs's mv first tries GCS's moveTo, which not every server
+    # offers (the emulator), and logs a traceback before falling back to exactly this.
+    recursive = fs.isdir(src_path)
+    fs.copy(src_path, dst_path, recursive=recursive)
+    fs.rm(src_path, recursive=recursive)
+    # Every client of this store (epath's, Orbax's) keeps its own listing cache, which would
+    # still show `src`: Orbax would then try to delete a step folder that is no longer there.
+    for client in list(getattr(type(fs), "_cache", {}).values()):
+        client.invalidate_cache()
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes a whole file atomically: readers see the old content or the new, never a part."""
     p = resolve(path)

@@ -14,6 +14,8 @@ import logging
 import jax
 from etils import epath
 
+from llp_jax import paths
+
 log = logging.getLogger(__name__)
 
 DAMAGED = "damaged_checkpoints"  # beside checkpoints/: the steps a trainer set aside
@@ -26,8 +28,7 @@ def set_aside(directory: epath.Path, step: int, reason: str) -> None:
     log.warning("damaged checkpoint step %d in %s (%s): set aside in %s",
                 step, directory, reason, target)  # fmt: skip
     if jax.process_index() == 0:
-        target.mkdir(parents=True, exist_ok=True)
-        (directory / str(step)).rename(target / f"{step}-{stamp}")
+        paths.move(directory / str(step), target / f"{step}-{stamp}")
 
 
 def sync(name: str) -> None:

@@ -203,18 +203,5 @@ def set_aside(workdir: str) -> str | None:
     target = root / PREVIOUS / stamp
     target.mkdir(parents=True, exist_ok=True)
     for entry in entries:
-        if paths.is_url(os.fspath(entry)):
-            _move_remote(entry, target / entry.name)
-        else:
-            entry.rename(target / entry.name)
+        paths.move(entry, target / entry.name)
     return os.fspath(target)
-
-
-def _move_remote(src, dst) -> None:
-    """Object stores rename by copying: fsspec copies every object under `src` server-side
-    (GCS rewrite, S3 copy) and then deletes them."""
-    import fsspec  # noqa: PLC0415  (remote workdirs only; gcsfs and friends depend on it)
-
-    fs, src_path = fsspec.core.url_to_fs(os.fspath(src))
-    _, dst_path = fsspec.core.url_to_fs(os.fspath(dst))
-    fs.mv(src_path, dst_path, recursive=fs.isdir(src_path))

@@ -79,10 +79,22 @@ def test_gs_workdir_round_trip(corpus_file, tmp_path):
         rows = [json.loads(x) for x in fs.cat(f"{BUCKET}/runs/tiny/metrics.jsonl").splitlines()]
         assert sorted(r["step"] for r in rows if "train/loss" in r) == [1, 2, 3, 4, 5, 6]
 
+        # A damaged newest step (its arrays gone) is set aside in the bucket, kept whole, and
+        # the run resumes from the step before it: object stores have no rename, no empty folder.
+        fs.rm(f"{BUCKET}/runs/tiny/checkpoints/6/state", recursive=True)
+        healed = _train(workdir, corpus_file, env, tmp_path, 8)
+        assert healed.returncode == 0 and "Traceback" not in healed.stderr, healed.stderr[-3000:]
+        assert "resumed from step 4" in healed.stdout
+        assert "damaged checkpoint step 6" in healed.stderr
+        files = _listing(env, "runs/tiny")
+        kept = [f for f in files if f.startswith("runs/tiny/damaged_checkpoints/6-")]
+        assert any(f.endswith("/commit_success.txt") for f in kept), kept
+        assert "runs/tiny/checkpoints/8/commit_success.txt" in files
+
         # The object-store lock: a live owner's fresh heartbeat refuses a second run at once.
         owner = {"host": "another-host", "pid": 7, "since": 0.0, "heartbeat": time.time()}
         fs.pipe(f"{BUCKET}/runs/tiny/.lock", json.dumps(owner).encode())
-        busy = _train(workdir, corpus_file, env, tmp_path, 8)
+        busy = _train(workdir, corpus_file, env, tmp_path, 10)
         assert busy.returncode == 1 and "Traceback" not in busy.stderr, busy.stderr[-3000:]
         assert "in use by another training run, process 7 on another-host" in busy.stderr
         fs.pipe(f"{BUCKET}/runs/tiny/.lock", json.dumps({**owner, "heartbeat": 0.0}).encode())
@@ -92,7 +104,7 @@ def test_gs_workdir_round_trip(corpus_file, tmp_path):
         assert fresh.returncode == 0, fresh.stderr[-3000:]
         files = _listing(env, "runs/tiny")
         aside = [f for f in files if f.startswith("runs/tiny/previous_runs/")]
-        assert any(f.endswith("/checkpoints/6/commit_success.txt") for f in aside), aside
+        assert any(f.endswith("/checkpoints/8/commit_success.txt") for f in aside), aside
         current = [f for f in files if f.startswith("runs/tiny/checkpoints/")]
         assert current and all(f.startswith("runs/tiny/checkpoints/2/") for f in current)
         assert "runs/tiny/.lock" not in files  # released at exit
