@@ -42,7 +42,7 @@ def check_client(path: str | os.PathLike) -> None:
         module, package = CLIENTS[scheme]
         if not _importable(module) and not _importable("tensorflow"):
             raise StorageError(
-                f"{path}: {scheme}:// workdirs need the {package} client: pip install {package} "
+                f"{path}: {scheme}:// paths need the {package} client: pip install {package} "
                 f"(or pip install 'llp_jax[cloud]')"
             )
 

@@ -5,6 +5,8 @@ whatever its extension), 'docs/**/*.md' (a glob), 'chats.jsonl' (one document pe
 text in the `config.data.text_field` field). A name that exists as given is taken whole, so a
 file whose name holds a comma still works. Files met in a folder or a glob that are not text
 (binary, or mostly invalid UTF-8) are skipped with a count; a file named explicitly must be text.
+Each of these may also be a URL (gs://bucket/books/, s3://..., through fsspec): on a TPU VM or
+in Colab the text usually lives in a bucket.
 
 Every problem is a one-line `DataError` that says what is wrong and how to fix it, because these
 errors are what a user sees first when pointing `--config.data.corpus` at their own files.
@@ -19,6 +21,7 @@ import os
 import re
 from collections.abc import Sequence
 
+from llp_jax import paths
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
 
 # With at least this many documents, whole documents are held out (see load_text_corpus).
@@ -67,15 +70,20 @@ def read_text_file(path: str | os.PathLike) -> str:
         UTF-8.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"Corpus path {path} does not exist; pass an existing file or folder.")
-    if not os.path.isfile(path):
-        raise DataError(f"Corpus path {path} is not a regular file; pass a file or a folder.")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"Corpus file {path} cannot be read ({e.strerror}); check it.") from None
+    if paths.is_url(path):
+        raw = _read_url(path)
+    else:
+        if not os.path.exists(path):
+            raise DataError(f"Corpus path {path} does not exist; pass an existing file or folder.")
+        if not os.path.isfile(path):
+            raise DataError(f"Corpus path {path} is not a regular file; pass a file or a folder.")
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise DataError(
+                f"Corpus file {path} cannot be read ({e.strerror}); check it."
+            ) from None
     if not raw.strip():
         raise DataError(f"Corpus file {path} is empty; remove it from the corpus or add text.")
     return _decode(path, raw)
@@ -128,16 +136,16 @@ def expand_paths(spec: str | Sequence[str]) -> tuple[list[str], set[str]]:
     files: list[str] = []
     found: set[str] = set()
     for part in parts:
-        if os.path.isdir(part):
+        if paths.is_url(part):
+            named, walked = _expand_url(part)
+            files += named
+            found.update(walked)
+        elif os.path.isdir(part):
             walk = sorted(
                 os.path.join(folder, name)
                 for folder, dirs, names in os.walk(part)
                 for name in names
-                if not name.startswith(".")
-                and not any(
-                    d.startswith(".") and d != "."
-                    for d in os.path.relpath(folder, part).split(os.sep)
-                )
+                if not _hidden(os.path.relpath(os.path.join(folder, name), part))
             )
             if not walk:
                 raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")
@@ -154,6 +162,62 @@ def expand_paths(spec: str | Sequence[str]) -> tuple[list[str], set[str]]:
         else:
             raise DataError(f"Corpus path {part} does not exist; pass an existing file or folder.")
     return files, found
+
+
+def _hidden(relative: str) -> bool:
+    """A dot-file, or a file under a dot-folder (.git/, .ipynb_checkpoints/), of a walk."""
+    return any(c.startswith(".") and c != "." for c in relative.replace(os.sep, "/").split("/"))
+
+
+def _url_fs(url: str):
+    """(fsspec filesystem, path within it) of a URL; a missing client is one line."""
+    paths.check_client(url)
+    import fsspec  # noqa: PLC0415  (URLs only; gcsfs, s3fs and friends depend on it)
+
+    return fsspec.core.url_to_fs(url)
+
+
+def _url_trouble(url: str, e: Exception) -> DataError:
+    why = (str(e).splitlines() or [""])[0][:200] or type(e).__name__
+    return DataError(f"Corpus path {url} cannot be read ({why}); check the URL and your access.")
+
+
+def _expand_url(part: str) -> tuple[list[str], list[str]]:
+    """`expand_paths` of one URL: (its files, those found by a walk or a glob)."""
+    fs, root = _url_fs(part)
+    try:
+        if fs.isdir(root):
+            base = root.rstrip("/") + "/"
+            walk = sorted(fs.unstrip_protocol(p) for p in fs.find(root)
+                          if not _hidden(p[len(base):]))  # fmt: skip
+            if not walk:
+                raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")
+            return walk, walk
+        if fs.isfile(root):
+            return [part], []
+        if _GLOB.search(part):
+            matches = sorted(fs.unstrip_protocol(p) for p in fs.glob(root) if fs.isfile(p))
+            if not matches:
+                raise DataError(f"Corpus pattern {part!r} matches no files.")
+            return matches, matches
+    except (OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise _url_trouble(part, e) from None
+    raise DataError(f"Corpus path {part} does not exist; pass an existing file or folder.")
+
+
+def _read_url(url: str) -> bytes:
+    fs, path = _url_fs(url)
+    try:
+        if not fs.isfile(path):
+            what = "is not a file; pass a file or a folder" if fs.isdir(path) else "does not exist"
+            raise DataError(f"Corpus path {url} {what}.")
+        return fs.cat_file(path)
+    except (OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise _url_trouble(url, e) from None
 
 
 def _tail_cut(text: str, fraction: float, lo: int) -> int:
