@@ -8,7 +8,7 @@ from typing import Any
 
 import ml_collections
 
-from llp_jax import schema
+from llp_jax import paths, schema
 
 TOKENIZERS = ("byte", "sentencepiece")  # or a path to an existing SentencePiece .model
 SP_MODEL_TYPES = ("unigram", "bpe")
@@ -39,6 +39,7 @@ class DataConfig:
       data_dir: tfds only: prepared datasets; '' = tfds' default (~/tensorflow_datasets).
       manual_dir: tfds only: raw files (wiki.*.tokens, the PG-19 tree, enwik8).
       token_dir: tfds only: tokenised splits; '' = <prepared dataset folder>/llp_tokens.
+      (data_dir, manual_dir, token_dir and cache_dir are local or mounted folders, never URLs.)
       chunk_tokens: tfds only: tokens per ArrayRecord record of a tokenised split.
       sp_sample_chars: tfds only: SentencePiece trains on this much of the train split.
       eval_max_tokens: tfds only: evaluation splits keep their first this many tokens (0 = all).
@@ -87,6 +88,14 @@ class DataConfig:
         check.one_of("document_boundaries", ("eod", "none"))
         if self.tokenizer == "sentencepiece":
             check.at_least("vocab_size", 300)  # 261 byte and special pieces + the text's
+        for field in ("data_dir", "manual_dir", "token_dir", "cache_dir"):
+            check(
+                not paths.is_url(getattr(self, field)),
+                field,
+                "must be a local or mounted folder (the tfds builders, ArrayRecord and the token "
+                "files use plain file I/O): copy the files to a local disk or mount the bucket "
+                "(gcsfuse); a gs:// --config.data.corpus of your own text is read directly",
+            )
         for field in ("train_stride", "eval_max_tokens", "seed"):
             check.at_least(field, 0)
         for field in ("chunk_tokens", "sp_sample_chars", "train_sample_tokens"):
