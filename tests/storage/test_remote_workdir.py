@@ -91,6 +91,12 @@ def test_gs_workdir_round_trip(corpus_file, tmp_path):
         assert any(f.endswith("/commit_success.txt") for f in kept), kept
         assert "runs/tiny/checkpoints/8/commit_success.txt" in files
 
+        # Fine-tuning a local run from the bucket's weights.
+        tuned = _train(str(tmp_path / "tuned"), corpus_file, env, tmp_path, 1,
+                       f"--config.train.init_from={workdir}")  # fmt: skip
+        assert tuned.returncode == 0, tuned.stderr[-3000:]
+        assert "weights of step 8" in tuned.stdout, tuned.stdout[-2000:]
+
         # The object-store lock: a live owner's fresh heartbeat refuses a second run at once.
         owner = {"host": "another-host", "pid": 7, "since": 0.0, "heartbeat": time.time()}
         fs.pipe(f"{BUCKET}/runs/tiny/.lock", json.dumps(owner).encode())
