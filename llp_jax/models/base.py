@@ -257,6 +257,10 @@ class LanguageModel(nnx.Module):
 
         Returns:
           (x, (aux_out of layer 1, aux_out of layers 2..L stacked)).
+
+        Measured and not taken: unrolling this scan (`unroll=True`) made the step benchmark's
+        train step 1.009-1.048x faster on a 2-core AMD EPYC (alternated in one process), but
+        its compiled temporary memory 1.07 -> 1.50 GiB.
         """
         x, aux_first = first_fn(self.first_block, x, layer_aux[0], layer_rng(rng, 0))
         if self.blocks is None:
