@@ -81,7 +81,7 @@ class DataConfig:
             "tokenizer",
             f"must be one of {TOKENIZERS} or a path to a SentencePiece .model file",
         )
-        if is_model:
+        if is_model and not paths.is_url(self.tokenizer):  # a URL is read (or refused) at load
             path = os.path.expanduser(self.tokenizer)
             check(os.path.isfile(path), "tokenizer", "is not an existing .model file")
         check.one_of("sp_model_type", SP_MODEL_TYPES)

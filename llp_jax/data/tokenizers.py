@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import sentencepiece as spm
 
+from llp_jax import paths
 from llp_jax.data.corpus import DataError
 
 _log = logging.getLogger(__name__)
@@ -113,9 +114,13 @@ class SentencePieceTokenizer:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> SentencePieceTokenizer:
-        """Loads an existing .model file."""
-        with open(os.path.expanduser(os.fspath(path)), "rb") as f:
-            return cls(f.read(), name=f"sentencepiece:{os.path.basename(os.fspath(path))}")
+        """Loads an existing .model file (a local path or a URL: gs://bucket/spm.model)."""
+        try:
+            proto = paths.resolve(path).read_bytes()
+        except (OSError, ValueError) as e:
+            why = (str(e).splitlines() or [""])[0][:200] or type(e).__name__
+            raise DataError(f"SentencePiece model {path} cannot be read ({why}).") from None
+        return cls(proto, name=f"sentencepiece:{os.path.basename(os.fspath(path))}")
 
     def encode(self, text: str) -> np.ndarray:
         """Encodes text, shape [num_tokens], int32; each '\\n' becomes `newline_id`."""

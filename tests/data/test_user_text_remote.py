@@ -105,3 +105,18 @@ def test_training_reads_its_corpus_from_the_bucket(bucket, tmp_path):
     missing = run_cli("train", *args, f"--workdir={tmp_path / 'other'}",
                       f"--config.data.corpus=gs://{BUCKET}/no/such/folder", env=env)  # fmt: skip
     assert_one_line_error(missing, "gs://llp-text/no/such/folder", "does not exist")
+
+
+def test_a_sentencepiece_model_in_the_bucket(bucket, tmp_path):
+    from llp_jax.data import tokenizers
+
+    text = "".join(load_corpus(f"gs://{BUCKET}/books").splits.values()) * 4
+    local = tokenizers.train_sentencepiece(text, vocab_size=300, cache_dir=str(tmp_path))
+    fs = gcsfs.GCSFileSystem(endpoint_url=bucket[0]["STORAGE_EMULATOR_HOST"], token="anon")
+    fs.pipe(f"{BUCKET}/spm/mine.model", local.model_proto)
+    remote = tokenizers.make_tokenizer(f"gs://{BUCKET}/spm/mine.model")
+    assert remote.model_proto == local.model_proto and remote.name == "sentencepiece:mine.model"
+    assert list(remote.encode("alpha beta\ngamma")) == list(local.encode("alpha beta\ngamma"))
+    with pytest.raises(DataError, match="gs://llp-text/spm/none.model cannot be read") as caught:
+        tokenizers.make_tokenizer(f"gs://{BUCKET}/spm/none.model")
+    assert "\n" not in str(caught.value)
