@@ -200,9 +200,9 @@ def _expand_url(part: str) -> tuple[list[str], list[str]]:
             if not matches:
                 raise DataError(f"Corpus pattern {part!r} matches no files.")
             return matches, matches
-    except (OSError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
+    except DataError:
+        raise
+    except (OSError, ValueError) as e:  # the network, permissions, a bad bucket name
         raise _url_trouble(part, e) from None
     raise DataError(f"Corpus path {part} does not exist; pass an existing file or folder.")
 
@@ -214,9 +214,9 @@ def _read_url(url: str) -> bytes:
             what = "is not a file; pass a file or a folder" if fs.isdir(path) else "does not exist"
             raise DataError(f"Corpus path {url} {what}.")
         return fs.cat_file(path)
+    except DataError:
+        raise
     except (OSError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
         raise _url_trouble(url, e) from None
 
 
