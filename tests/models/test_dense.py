@@ -87,3 +87,24 @@ def test_weight_gradient_is_transposed_on_cpu_only_when_k_exceeds_n():
 
     assert "optimization_barrier" in hlo((2, 24, 64), (64, 16))
     assert "optimization_barrier" not in hlo((2, 24, 16), (16, 64))
+
+
+@pytest.mark.parametrize("w_shape", [(64, 16), (16, 64)])
+def test_dense_bfloat16_multiplies_bfloat16_into_float32(w_shape):
+    """bfloat16 inputs: one dot of bfloat16 operands accumulating in float32 (then rounded), the
+    form XLA:CPU gives YNNPACK's bfloat16 kernels (AMX). Without `preferred_element_type` the
+    dot is bf16 -> bf16, which XLA:CPU upcasts to float32 operands; a transposed operand (the
+    K > N barrier form) is refused as well. Checked on the traced and the compiled program."""
+    x, w, _, _ = _inputs((2, 24, w_shape[0]), w_shape, jnp.bfloat16)
+    jaxpr = jax.make_jaxpr(layers.dense)(x, w).jaxpr
+    (dot,) = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert [v.aval.dtype for v in dot.invars] == [jnp.bfloat16, jnp.bfloat16]
+    assert dot.params["preferred_element_type"] == jnp.float32
+    assert dot.params["dimension_numbers"] == (((1,), (0,)), ((), ()))
+    assert jax.jit(layers.dense)(x, w).dtype == jnp.bfloat16
+    if jax.default_backend() == "cpu":
+        compiled = jax.jit(layers.dense).lower(x, w).compile().as_text()
+        assert f"f32[48,{w_shape[0]}]" not in compiled  # the activations never upcast
+    want = np.asarray(x, np.float32).reshape(48, -1) @ np.asarray(w, np.float32)
+    got = np.asarray(jax.jit(layers.dense)(x, w), np.float32).reshape(48, -1)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
