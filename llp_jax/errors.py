@@ -14,3 +14,9 @@ class LLPError(Exception):
 
 class ConfigError(LLPError, ValueError):
     """A bad configuration value: the message names the field, the value and the constraint."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, cut to `limit` characters ('' if it has none):
+    what a one-line error quotes of a cause raised deep inside a library."""
+    return (str(error).splitlines() or [""])[0][:limit]

@@ -23,6 +23,7 @@ import sentencepiece as spm
 
 from llp_jax import paths
 from llp_jax.data.corpus import DataError
+from llp_jax.errors import first_line
 
 _log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class SentencePieceTokenizer:
         try:
             proto = paths.resolve(path).read_bytes()
         except (OSError, ValueError) as e:
-            why = (str(e).splitlines() or [""])[0][:200] or type(e).__name__
+            why = first_line(e) or type(e).__name__
             raise DataError(f"SentencePiece model {path} cannot be read ({why}).") from None
         return cls(proto, name=f"sentencepiece:{os.path.basename(os.fspath(path))}")
 

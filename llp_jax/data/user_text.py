@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from llp_jax import paths
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
+from llp_jax.errors import first_line
 
 # With at least this many documents, whole documents are held out (see load_text_corpus).
 MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT = 20
@@ -178,7 +179,7 @@ def _url_fs(url: str):
 
 
 def _url_trouble(url: str, e: Exception) -> DataError:
-    why = (str(e).splitlines() or [""])[0][:200] or type(e).__name__
+    why = first_line(e) or type(e).__name__
     return DataError(f"Corpus path {url} cannot be read ({why}); check the URL and your access.")
 
 

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from llp_jax import paths
+from llp_jax.errors import first_line
 from llp_jax.storage import damaged, retention
 from llp_jax.storage.faults import CheckpointWriteError, describe_cause
 from llp_jax.storage.steps import DATA, META, STATE, CheckpointNotFoundError, inspect_step
@@ -220,7 +221,7 @@ class Checkpointer:
             try:
                 restored = self._restore_step(candidate, abstract_state, data_iterator)
             except Exception as e:  # noqa: BLE001  (any read failure means: try an older step)
-                reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+                reason = f"{type(e).__name__}: {first_line(e, 300)}"
                 bad.append(candidate)
                 if self._owner:
                     self._set_aside(candidate, reason)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 
-from llp_jax.errors import LLPError
+from llp_jax.errors import LLPError, first_line
 
 
 class CheckpointWriteError(LLPError, OSError):
@@ -43,4 +43,4 @@ def describe_cause(error: BaseException) -> str:
             if marker in text:
                 return cause
         e = e.__cause__ or e.__context__
-    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+    return f"{type(error).__name__}: {first_line(error)}"

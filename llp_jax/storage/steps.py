@@ -19,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from llp_jax import paths
-from llp_jax.errors import LLPError
+from llp_jax.errors import LLPError, first_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,7 +123,7 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
                 except Exception as e:  # noqa: BLE001  any read failure: try an older step
                     if not (paths.resolve(directory) / str(step)).exists():
                         continue
-                    reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                    reason = f"{type(e).__name__}: {first_line(e)}"
             damaged[step] = reason
             log.warning("skipping damaged checkpoint step %d in %s: %s", step, directory, reason)
         if steps is not None:
