@@ -197,7 +197,7 @@ class LanguageModel(nnx.Module):
 
     def logits(self, h_BxPxD: jax.Array) -> jax.Array:
         h = self.final_norm(h_BxPxD)
-        logits = dense(h, self.head_w[...].astype(h.dtype)) + self.head_b[...].astype(h.dtype)
+        logits = dense(h, self.head_w[...].astype(h.dtype), bias=self.head_b[...])
         return logits.astype(jnp.float32)
 
     def nll_sum(self, tokens_BxT: jax.Array, targets_BxP: jax.Array, *, rng=None) -> jax.Array:

@@ -7,7 +7,6 @@ Every parameter carries `out_sharding` = its logical axis names (see training/me
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Sequence
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llp_jax.models import dropout as dropout_lib
+from llp_jax.models.matmul import dense
 from llp_jax.models.rotary import apply_rope
 
 if TYPE_CHECKING:
@@ -33,40 +33,6 @@ def uniform_param(rngs: nnx.Rngs, shape: Sequence[int], fan_in: int, axes) -> nn
     bound = fan_in**-0.5
     value = jax.random.uniform(rngs.params(), tuple(shape), jnp.float32, -bound, bound)
     return logical_param(value, axes)
-
-
-def dense(x: jax.Array, w: jax.Array, in_dims: int = 1) -> jax.Array:
-    """`x @ w` contracting x's last `in_dims` axes with w's first ones, as one 2-D matmul
-    [rows, K] @ [K, N]. The gradient w.r.t. w then contracts a single rows axis: with the rows
-    left as several axes (batch, positions) XLA:CPU transposes the activations for the weight
-    gradient, and the feed-forward's forward + backward measured 1.34x slower that way
-    ([8, 1024, 256] -> 1024 -> 256, alternated in one process).
-
-    On CPU, a weight with K > N enters as its transpose [N, K] behind an optimisation barrier,
-    so that autodiff forms the weight gradient as dy^T @ x ([N, K]; XLA may not fold the
-    transpose back). XLA:CPU runs x^T @ dy at 109 GFLOP/s for the feed-forward's second weight
-    ([8192, 1024]^T @ [8192, 256]) but dy^T @ x at 150 (2-core AMD EPYC, float32): the
-    feed-forward's forward + backward 213 -> 198 ms, the code-faithful LLP step 1.021-1.035x
-    (four runs, alternated in one process). Accelerators keep the plain form.
-
-    bfloat16 inputs multiply in the plain form with float32 accumulation, then round to
-    bfloat16 (the usual mixed precision). That form is also the one XLA:CPU hands to YNNPACK as
-    a bfloat16 matmul (AMX on recent Intel CPUs): bf16 x bf16 -> bf16 is not on its list and
-    was upcast to float32, and a transposed operand is refused too (so the barrier form above
-    would undo it). Measured on a 2-core Intel Xeon with AMX: [8192, 256] @ [256, 1024] at
-    ~1,700 GFLOP/s vs ~350 in float32, and the LLP train step with compute_dtype bfloat16
-    1.063x (1.838 -> 1.729 s, 10 rounds alternated in one process, load 1.61)."""
-    lead = x.shape[: x.ndim - in_dims]
-    k = math.prod(w.shape[:in_dims])
-    x_MxK, w_KxN = x.reshape(-1, k), w.reshape(k, -1)
-    if x_MxK.dtype == jnp.bfloat16:
-        y_MxN = jnp.dot(x_MxK, w_KxN, preferred_element_type=jnp.float32).astype(x.dtype)
-    elif w_KxN.shape[0] > w_KxN.shape[1] and jax.default_backend() == "cpu":
-        w_NxK = jax.lax.optimization_barrier(w_KxN.T)
-        y_MxN = jnp.einsum("mk,nk->mn", x_MxK, w_NxK)
-    else:
-        y_MxN = x_MxK @ w_KxN
-    return y_MxN.reshape(*lead, *w.shape[in_dims:])
 
 
 def split_rng(rng: jax.Array | None, n: int):
@@ -105,9 +71,9 @@ class FeedForward(nnx.Module):
 
     def __call__(self, x_BxTxD: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         dt = x_BxTxD.dtype
-        h_BxTxF = dense(x_BxTxD, self.w_in[...].astype(dt)) + self.b_in[...].astype(dt)
+        h_BxTxF = dense(x_BxTxD, self.w_in[...].astype(dt), bias=self.b_in[...])
         h_BxTxF = dropout(jax.nn.gelu(h_BxTxF, approximate=False), self.rate, rng)
-        return dense(h_BxTxF, self.w_out[...].astype(dt)) + self.b_out[...].astype(dt)
+        return dense(h_BxTxF, self.w_out[...].astype(dt), bias=self.b_out[...])
 
 
 class AttentionProjections(nnx.Module):
@@ -156,4 +122,4 @@ class AttentionProjections(nnx.Module):
 def project_heads(o_BxQxHxD: jax.Array, w_HxKxD: nnx.Param, b_D: nnx.Param) -> jax.Array:
     """[B, Q, H, Dh] -> [B, Q, d]: merge heads through an output projection with bias."""
     dt = o_BxQxHxD.dtype
-    return dense(o_BxQxHxD, w_HxKxD[...].astype(dt), in_dims=2) + b_D[...].astype(dt)
+    return dense(o_BxQxHxD, w_HxKxD[...].astype(dt), in_dims=2, bias=b_D[...])

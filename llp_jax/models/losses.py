@@ -17,6 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from llp_jax.models.matmul import row_major_transpose
+
 CHUNK_ROWS = 1024  # rows (batch x positions) per chunk: [1024, V] float32 logits at a time
 
 
@@ -63,7 +65,14 @@ def _forward(h_RxD, w_DxV, b_V, targets_R):
     # 87 vs 170 GFLOP/s on the AMD EPYC). A transposed copy of h (the barrier keeps XLA from
     # folding the transpose back into the dot) makes it a plain matmul: the head's fwd + bwd at
     # 8192 rows, d 256, V 8192 went 1.02 -> 0.81 s, the LLP train step 2.98 -> 2.79 s.
-    hT_NxDxC = jax.lax.optimization_barrier(jnp.swapaxes(h_NxCxD, 1, 2))
+    if h_RxD.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        # bfloat16 on CPU: both backward operands transposed row-major (see
+        # layers.row_major_transpose); a transposed layout would make XLA:CPU upcast the dots.
+        hT_NxDxC = row_major_transpose(h_NxCxD, (0, 2, 1))
+        wT_VxD = row_major_transpose(w_DxV)
+    else:
+        hT_NxDxC = jax.lax.optimization_barrier(jnp.swapaxes(h_NxCxD, 1, 2))
+        wT_VxD = w_DxV.T
 
     def body(carry, xs):
         total, dw_DxV, db_V = carry
@@ -74,7 +83,7 @@ def _forward(h_RxD, w_DxV, b_V, targets_R):
         dlogits_CxV = jnp.exp(logits_CxV - lse_C[:, None])
         dlogits_CxV = dlogits_CxV - jax.nn.one_hot(t_C, vocab, dtype=jnp.float32)
         dlogits_CxV = dlogits_CxV.astype(h_CxD.dtype)
-        dh_CxD = jnp.dot(dlogits_CxV, w_DxV.T, preferred_element_type=jnp.float32)
+        dh_CxD = jnp.dot(dlogits_CxV, wT_VxD, preferred_element_type=jnp.float32)
         dw_DxV = dw_DxV + jnp.dot(hT_DxC, dlogits_CxV, preferred_element_type=jnp.float32)
         db_V = db_V + jnp.sum(dlogits_CxV, axis=0, dtype=jnp.float32)
         return (total + nll, dw_DxV, db_V), dh_CxD.astype(h_CxD.dtype)

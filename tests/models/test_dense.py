@@ -5,6 +5,8 @@ policy the scanned layers use."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +91,28 @@ def test_weight_gradient_is_transposed_on_cpu_only_when_k_exceeds_n():
     assert "optimization_barrier" not in hlo((2, 24, 16), (16, 64))
 
 
+def _eqns(jaxpr, primitive: str = "dot_general"):
+    """Every equation of a primitive in a jaxpr, also inside sub-jaxprs (custom_vjp, pjit)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == primitive:
+            yield eqn
+        for param in eqn.params.values():
+            sub = getattr(param, "jaxpr", param)
+            if hasattr(sub, "eqns"):
+                yield from _eqns(sub, primitive)
+
+
+def _compiled_dot_operand_types(compiled_text: str) -> list[list[str]]:
+    """For each computation of a compiled XLA program that holds a dot: its parameters' element
+    types (XLA wraps each matmul in a fusion whose parameters are the dot's operands)."""
+    found = []
+    for computation in compiled_text.split("\n\n"):
+        header = computation.strip().splitlines()[0] if computation.strip() else ""
+        if " dot(" in computation and "ENTRY" not in header:
+            found.append(re.findall(r"param_[\d.]+: (\w+)\[", header))
+    return found
+
+
 @pytest.mark.parametrize("w_shape", [(64, 16), (16, 64)])
 def test_dense_bfloat16_multiplies_bfloat16_into_float32(w_shape):
     """bfloat16 inputs: one dot of bfloat16 operands accumulating in float32 (then rounded), the
@@ -96,8 +120,7 @@ def test_dense_bfloat16_multiplies_bfloat16_into_float32(w_shape):
     dot is bf16 -> bf16, which XLA:CPU upcasts to float32 operands; a transposed operand (the
     K > N barrier form) is refused as well. Checked on the traced and the compiled program."""
     x, w, _, _ = _inputs((2, 24, w_shape[0]), w_shape, jnp.bfloat16)
-    jaxpr = jax.make_jaxpr(layers.dense)(x, w).jaxpr
-    (dot,) = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    (dot,) = _eqns(jax.make_jaxpr(layers.dense)(x, w).jaxpr)
     assert [v.aval.dtype for v in dot.invars] == [jnp.bfloat16, jnp.bfloat16]
     assert dot.params["preferred_element_type"] == jnp.float32
     assert dot.params["dimension_numbers"] == (((1,), (0,)), ((), ()))
@@ -108,3 +131,85 @@ def test_dense_bfloat16_multiplies_bfloat16_into_float32(w_shape):
     want = np.asarray(x, np.float32).reshape(48, -1) @ np.asarray(w, np.float32)
     got = np.asarray(jax.jit(layers.dense)(x, w), np.float32).reshape(48, -1)
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+
+
+def _plain_bf16(x, w, b=None):
+    """The mixed-precision dense written plainly (autodiff's backward)."""
+    y = jnp.dot(x, w, preferred_element_type=jnp.float32)
+    return (y if b is None else y + b).astype(x.dtype)
+
+
+def _squares(dense):
+    return lambda x, w, b: jnp.sum(jnp.square(dense(x, w, b).astype(jnp.float32)))
+
+
+@pytest.mark.parametrize("w_shape", [(64, 16), (16, 64)])
+def test_dense_bfloat16_backward_dots_stay_bfloat16_on_cpu(w_shape):
+    """The gradient of a bfloat16 dense: both backward dots (dy @ w^T and x^T @ dy) multiply
+    bfloat16 operands in the canonical, untransposed form, so XLA:CPU neither upcasts them to
+    float32 nor refuses them to YNNPACK; the float32 bias's gradient is a float32 sum (a
+    bfloat16 one compiles to a slow reduce-window). Autodiff's own backward (the plain form) fails this: its dots contract a
+    transposed operand and compile to float32 matmuls."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the hand-written backward is CPU-only")
+    x, w, _, _ = _inputs((2, 24, w_shape[0]), w_shape, jnp.bfloat16)
+    b = jax.random.normal(jax.random.key(3), (w_shape[1],), jnp.float32)
+    ours = lambda x, w, b: layers.dense(x, w, bias=b)  # noqa: E731
+    grad = jax.jit(jax.grad(_squares(ours), argnums=(0, 1, 2)))
+    traced = list(_eqns(jax.make_jaxpr(grad)(x, w, b).jaxpr))
+    assert len(traced) == 3  # forward, dx, dw
+    for eqn in traced:
+        assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16, jnp.bfloat16]
+        assert eqn.params["dimension_numbers"] == (((1,), (0,)), ((), ()))
+    compiled = grad.lower(x, w, b).compile().as_text()
+    assert [t for t in _compiled_dot_operand_types(compiled)] == [["bf16", "bf16"]] * 3
+    sums = list(_eqns(jax.make_jaxpr(grad)(x, w, b).jaxpr, "reduce_sum"))
+    assert sums and all(e.invars[0].aval.dtype == jnp.float32 for e in sums)
+    plain = jax.jit(jax.grad(_squares(_plain_bf16), argnums=(0, 1, 2)))
+    plain_types = _compiled_dot_operand_types(plain.lower(x, w, b).compile().as_text())
+    assert any(t != ["bf16", "bf16"] for t in plain_types)  # the check can fail
+    for got, want in zip(grad(x, w, b), plain(x, w, b)):
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(
+            np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=2e-2, atol=5e-2
+        )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dense_adds_a_float32_bias_before_rounding(dtype):
+    """`bias=` equals adding the bias after the matmul; in bfloat16 the float32 bias joins the
+    float32 sum before the one rounding, and its gradient stays float32."""
+    x, w, _, _ = _inputs((2, 24, 64), (64, 16), dtype)
+    b = jax.random.normal(jax.random.key(3), (16,), jnp.float32)
+    got = jax.jit(lambda x, w, b: layers.dense(x, w, bias=b))(x, w, b)
+    want = _plain_bf16(x, w, b) if dtype == jnp.bfloat16 else _plain(x, w, 1) + b
+    assert got.dtype == dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    grad_b = jax.grad(_squares(lambda x, w, b: layers.dense(x, w, bias=b)), argnums=2)(x, w, b)
+    assert grad_b.dtype == jnp.float32
+
+
+def test_dense_bfloat16_inside_shard_map_sums_the_weight_gradient():
+    """Inside `shard_map` with the weight and bias replicated and the activations split: the
+    hand-written backward's weight and bias gradients are summed over the devices, as
+    autodiff's would be."""
+    if jax.device_count() < 2:
+        pytest.skip("needs two devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
+    mesh = jax.make_mesh((2,), ("s",))
+    spec = jax.sharding.PartitionSpec
+    x, w, _, _ = _inputs((8, 16), (16, 4), jnp.bfloat16)
+    b = jnp.arange(4, dtype=jnp.float32)
+    local = lambda x, w, b: _squares(lambda *a: layers.dense(*a[:2], bias=a[2]))(x, w, b)[None]  # noqa: E731
+
+    def loss(x, w, b):
+        split = jax.shard_map(local, mesh=mesh, in_specs=(spec("s"), spec(), spec()),
+                              out_specs=spec("s"))  # fmt: skip
+        return split(x, w, b).sum()
+
+    with jax.set_mesh(mesh):
+        xs = jax.device_put(x, jax.NamedSharding(mesh, spec("s")))
+        got = jax.device_get(jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(xs, w, b))
+    for a, want in zip(got, jax.grad(_squares(_plain_bf16), argnums=(0, 1, 2))(x, w, b)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(want, np.float32),
+                                   rtol=2e-2, atol=5e-2)  # fmt: skip
