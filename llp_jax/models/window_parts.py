@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from llp_jax.models import dropout as dropout_lib
+from llp_jax.models import matmul
 from llp_jax.models.masks import Windows
 
 
@@ -64,8 +65,8 @@ def window_parts(w: Windows, q_BxNxSxHxD, k_BxNxSxHxD, v_BxNxSxHxD, allowed, dro
     for j in range(back, -1, -1):
         if j >= nb:
             continue
-        logits = jnp.einsum("zqd,zkd->zqk", flat(q[:, :, j:]), flat(kb[:, :, : nb - j]),
-                            preferred_element_type=jnp.float32).reshape(B, H, nb - j, s, s)  # fmt: skip
+        logits = matmul.batched_nt(flat(q[:, :, j:]), flat(kb[:, :, : nb - j]), jnp.float32)
+        logits = logits.reshape(B, H, nb - j, s, s)
         parts.append((j, jnp.where(allowed[..., j:, :, cols(j)], logits, neg)))
     row_max = None
     for j, logits in parts:
@@ -78,6 +79,6 @@ def window_parts(w: Windows, q_BxNxSxHxD, k_BxNxSxHxD, v_BxNxSxHxD, allowed, dro
         denom = denom + front(e.sum(-1, keepdims=True), j)
         if keep_BxHxNxSxW is not None:
             e = dropout_lib.apply_mask(e, keep_BxHxNxSxW[:, :, j:, :, cols(j)], dropout_rate)
-        o = jnp.einsum("zqk,zkd->zqd", flat(e.astype(vb.dtype)), flat(vb[:, :, : nb - j]))
+        o = matmul.batched(flat(e.astype(vb.dtype)), flat(vb[:, :, : nb - j]))
         out = out + front(o.reshape(B, H, nb - j, s, D), j)
     return jnp.moveaxis(out / denom, 1, 3).astype(vb.dtype)  # [B, nb, s, H, D]

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llp_jax.models import layers
+from llp_jax.models import layers, matmul
 from llp_jax.models.base import REMAT_POLICIES
 
 
@@ -213,3 +213,37 @@ def test_dense_bfloat16_inside_shard_map_sums_the_weight_gradient():
     for a, want in zip(got, jax.grad(_squares(_plain_bf16), argnums=(0, 1, 2))(x, w, b)):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(want, np.float32),
                                    rtol=2e-2, atol=5e-2)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("nt", [False, True])
+def test_batched_matmuls_and_their_gradients(dtype, nt):
+    """`matmul.batched` (a @ b) and `matmul.batched_nt` (a @ b^T) over one batch axis equal
+    the einsum, values and gradients; in bfloat16 on CPU every compiled dot of the gradient
+    multiplies bfloat16 operands (the hand-written backward)."""
+    ka, kb = jax.random.split(jax.random.key(4))
+    a = jax.random.normal(ka, (6, 24, 16), jnp.float32).astype(dtype)
+    b = jax.random.normal(kb, (6, 32, 16) if nt else (6, 16, 32), jnp.float32).astype(dtype)
+    spec = "zmk,znk->zmn" if nt else "zmk,zkn->zmn"
+    ours = matmul.batched_nt if nt else matmul.batched
+
+    def plain(a, b, out):
+        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(out)
+
+    def loss(f):
+        return lambda a, b: jnp.sum(jnp.sin(f(a, b, jnp.float32)))
+
+    np.testing.assert_allclose(np.asarray(ours(a, b, jnp.float32)),
+                               np.asarray(plain(a, b, jnp.float32)), rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert ours(a, b).dtype == dtype
+    grad = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))
+    tol = 2e-2 if dtype == jnp.bfloat16 else 1e-5
+    for got, want in zip(grad(a, b), jax.grad(loss(plain), argnums=(0, 1))(a, b)):
+        assert got.dtype == want.dtype == dtype
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                   rtol=tol, atol=tol * 4)  # fmt: skip
+    if dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        types = _compiled_dot_operand_types(grad.lower(a, b).compile().as_text())
+        assert types == [["bf16", "bf16"]] * 3
+        autodiff = jax.jit(jax.grad(loss(plain), argnums=(0, 1))).lower(a, b).compile()
+        assert _compiled_dot_operand_types(autodiff.as_text()) != types  # the check can fail

@@ -60,3 +60,32 @@ def test_window_parts_equal_the_built_windows(mask, offset, T, documents, rate, 
     for a, b in zip(jax.grad(loss(_parts), (0, 1, 2))(q, k, v),
                     jax.grad(loss(_windowed), (0, 1, 2))(q, k, v)):  # fmt: skip
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mask,offset,T,documents", CASES[:3])
+def test_window_parts_in_bfloat16_match_float32(mask, offset, T, documents):
+    """bfloat16 q, k, v (on CPU the matmuls take matmul.batched*'s hand-written backward):
+    values and gradients within bfloat16 rounding of the float32 windows."""
+    rng = np.random.default_rng(T + offset)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, T, 2, 16)), jnp.float32) for _ in range(3))
+    w = Windows.make(mask, offset, T)
+    W = w.k_pos_NbxW.shape[1]
+    allowed = (
+        jnp.asarray(w.k_pos_NbxW >= 0)[:, None, :]
+        & jnp.asarray(np.arange(W)[None, :] <= np.arange(w.s)[:, None] + w.back * w.s)[None]
+    )
+
+    def loss(f, dtype):
+        def fn(q, k, v):
+            args = (x.astype(dtype) for x in (q, k, v))
+            return (f(w, *args, allowed, 0.0, None).astype(jnp.float32) ** 2).sum()
+
+        return fn
+
+    bf16 = jax.jit(jax.value_and_grad(loss(_parts, jnp.bfloat16), (0, 1, 2)))(q, k, v)
+    f32 = jax.value_and_grad(loss(_windowed, jnp.float32), (0, 1, 2))(q, k, v)
+    np.testing.assert_allclose(bf16[0], f32[0], rtol=2e-2)
+    for a, b in zip(bf16[1], f32[1]):
+        assert a.dtype == jnp.float32
+        scale = float(np.abs(b).max())
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=3e-2 * scale)
