@@ -60,14 +60,18 @@ def _mul_hi(a: jax.Array, b: jax.Array) -> jax.Array:
     return a1 * b1 + w2 + (t >> 16)
 
 
+def _static_angles(positions_T: np.ndarray, head_dim: int, theta: float) -> np.ndarray:
+    turns = np.asarray(positions_T, np.float64)[:, None] * (
+        inv_freq(head_dim, theta).astype(np.float64)[None, :] / (2 * np.pi)
+    )
+    turns = turns - np.round(turns)
+    return (turns * 2 * np.pi).astype(np.float32)
+
+
 def rope_angles(positions_T, head_dim: int, theta: float = 10000.0) -> jax.Array:
     """Angles [T, D/2] in [-pi, pi) of each position and frequency, exact to ~2e-7 rad."""
     if isinstance(positions_T, np.ndarray):  # static: exact in float64, folded into the graph
-        turns = np.asarray(positions_T, np.float64)[:, None] * (
-            inv_freq(head_dim, theta).astype(np.float64)[None, :] / (2 * np.pi)
-        )
-        turns = turns - np.round(turns)
-        return jnp.asarray((turns * 2 * np.pi).astype(np.float32))
+        return jnp.asarray(_static_angles(positions_T, head_dim, theta))
     hi, lo = _turn_fractions(head_dim, theta)
     pos = jnp.asarray(positions_T, jnp.int32)
     mag = jnp.abs(pos).astype(jnp.uint32)[:, None]  # |p| < 2^31; phase(-p) = -phase(p)
@@ -80,8 +84,16 @@ def rope_angles(positions_T, head_dim: int, theta: float = 10000.0) -> jax.Array
 def apply_rope(x_BxTxHxD: jax.Array, positions_T, theta: float = 10000.0) -> jax.Array:
     """Rotates interleaved channel pairs of x by angle position * theta^(-2i/D)."""
     D = x_BxTxHxD.shape[-1]
-    angles_TxF = rope_angles(positions_T, D, theta)
-    sin, cos = jnp.sin(angles_TxF)[:, None, :], jnp.cos(angles_TxF)[:, None, :]  # [T,1,F]
+    if isinstance(positions_T, np.ndarray):
+        # Static positions: the sin and cos tables as constants. Computed in the graph, XLA
+        # fuses sin and cos into each use and evaluates them once per element of x (B*H times
+        # too many) in every fusion that reads them, the backward's recomputations included.
+        angles = _static_angles(positions_T, D, theta)
+        sin_TxF, cos_TxF = jnp.asarray(np.sin(angles)), jnp.asarray(np.cos(angles))
+    else:
+        angles_TxF = rope_angles(positions_T, D, theta)
+        sin_TxF, cos_TxF = jnp.sin(angles_TxF), jnp.cos(angles_TxF)
+    sin, cos = sin_TxF[:, None, :], cos_TxF[:, None, :]  # [T, 1, F]
     x = x_BxTxHxD.astype(jnp.float32).reshape(*x_BxTxHxD.shape[:-1], D // 2, 2)
     x_even, x_odd = x[..., 0], x[..., 1]
     rotated = jnp.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], axis=-1)
