@@ -67,7 +67,7 @@ def _forward(h_RxD, w_DxV, b_V, targets_R):
     # 8192 rows, d 256, V 8192 went 1.02 -> 0.81 s, the LLP train step 2.98 -> 2.79 s.
     if h_RxD.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
         # bfloat16 on CPU: both backward operands transposed row-major (see
-        # layers.row_major_transpose); a transposed layout would make XLA:CPU upcast the dots.
+        # matmul.row_major_transpose); a transposed layout would make XLA:CPU upcast the dots.
         hT_NxDxC = row_major_transpose(h_NxCxD, (0, 2, 1))
         wT_VxD = row_major_transpose(w_DxV)
     else:
