@@ -31,7 +31,7 @@ import numpy as np
 
 from llp_jax.models import attention_kernels as kernels
 from llp_jax.models import dropout as dropout_lib
-from llp_jax.models import window_parts
+from llp_jax.models import matmul, window_parts
 from llp_jax.models.masks import ExampleMask, MaskSpec, Positions, Windows, blockable
 
 IMPLEMENTATIONS = ("xla", "reference", "cudnn", "splash", "auto")
@@ -93,13 +93,13 @@ def _dense(q, k, v, mask_QxK, dropout_rate, rng):
         )
         return out.reshape(*lead, *out.shape[-3:])
     scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("...qhd,...khd->...hqk", q * scale, k, preferred_element_type=jnp.float32)
+    logits = matmul.head_scores(q * scale, k)
     mask = jnp.expand_dims(mask_QxK, -3)  # broadcast over heads
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     if rng is not None and dropout_rate > 0.0:
         probs = dropout_lib.apply(probs, dropout_rate, rng)
-    return jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v)
+    return matmul.head_mix(probs.astype(v.dtype), v)
 
 
 def _static_1d(*positions) -> bool:

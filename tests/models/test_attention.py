@@ -243,3 +243,31 @@ def test_model_cudnn_equals_reference(name):
         jit_forward(models.build(cfg.replace(attention_impl="reference"), seed=5))(tokens)
     )
     np.testing.assert_allclose(fast, ref, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_dense_attention_in_bfloat16_matches_float32(batch):
+    """The explicit-mask path in bfloat16 (on CPU: head-major `matmul.head_scores/head_mix`
+    with their hand-written backward) against float32: values and gradients within bfloat16
+    rounding; on CPU the compiled gradient multiplies bfloat16 operands only."""
+    from llp_jax.models import attention as A
+    from tests.models.test_dense import _compiled_dot_operand_types
+
+    rng = np.random.default_rng(batch)
+    q, k, v = (jnp.asarray(rng.normal(size=(batch, 24, 2, 16)), jnp.float32) for _ in range(3))
+    mask = jnp.asarray(np.tril(np.ones((24, 24), bool)))
+
+    def loss(dtype):
+        def fn(q, k, v):
+            out = A._dense(*(x.astype(dtype) for x in (q, k, v)), mask, 0.0, None)
+            return jnp.sum(jnp.square(out.astype(jnp.float32)))
+
+        return jax.jit(jax.value_and_grad(fn, (0, 1, 2)))
+
+    (got, got_g), (want, want_g) = loss(jnp.bfloat16)(q, k, v), loss(jnp.float32)(q, k, v)
+    np.testing.assert_allclose(got, want, rtol=2e-2)
+    for a, b in zip(got_g, want_g):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=3e-2 * float(np.abs(b).max()))
+    if jax.default_backend() == "cpu":
+        compiled = loss(jnp.bfloat16).lower(q, k, v).compile().as_text()
+        assert all(t == ["bf16", "bf16"] for t in _compiled_dot_operand_types(compiled))
