@@ -37,15 +37,16 @@ def dense(x: jax.Array, w: jax.Array, in_dims: int = 1, bias: jax.Array | None =
     [8192, 256] @ [256, 1024] at ~1,700 GFLOP/s vs ~350 in float32, the LLP train step 1.063x.
     The bias's gradient is then a float32 sum; a bfloat16 bias gradient compiles on CPU to a
     single-threaded reduce-window, 18.6 vs 0.8 ms for [8192, 1024]. On CPU the backward is
-    written by hand as well (`_bf16_dense_cpu`)."""
+    written by hand as well (`_bf16_matmul_cpu`)."""
     lead = x.shape[: x.ndim - in_dims]
     k = math.prod(w.shape[:in_dims])
     x_MxK, w_KxN = x.reshape(-1, k), w.reshape(k, -1)
     cpu = jax.default_backend() == "cpu"
     if x_MxK.dtype == jnp.bfloat16 and cpu:
-        y_MxN = _bf16_dense_cpu(x_MxK, _vary_like(w_KxN, x_MxK), _vary_like(bias, x_MxK))
+        w_KxN, bias = _vary_like(w_KxN, x_MxK), _vary_like(bias, x_MxK)
+        y_MxN = _bf16_matmul_cpu(x_MxK, w_KxN, bias, x_MxK.dtype)
     elif x_MxK.dtype == jnp.bfloat16:
-        y_MxN = _bf16_dense(x_MxK, w_KxN, bias)
+        y_MxN = _bf16_matmul(x_MxK, w_KxN, bias, x_MxK.dtype)
     else:
         if w_KxN.shape[0] > w_KxN.shape[1] and cpu:
             w_NxK = jax.lax.optimization_barrier(w_KxN.T)
@@ -65,36 +66,8 @@ def row_major_transpose(a: jax.Array, axes: Sequence[int] | None = None) -> jax.
     return jax.lax.optimization_barrier(t.reshape(-1)).reshape(t.shape)
 
 
-def _bf16_dense(x_MxK, w_KxN, b_N=None):
-    y_MxN = jnp.dot(x_MxK, w_KxN, preferred_element_type=jnp.float32)
-    return (y_MxN if b_N is None else y_MxN + b_N.astype(jnp.float32)).astype(x_MxK.dtype)
-
-
-@jax.custom_vjp
-def _bf16_dense_cpu(x_MxK: jax.Array, w_KxN: jax.Array, b_N: jax.Array | None) -> jax.Array:
-    """The bfloat16 dense on CPU, with a backward whose two dots are in the form XLA:CPU hands
-    to YNNPACK (AMX on recent Intel CPUs): dx = dy @ (w^T) and dw = (x^T) @ dy with the
-    transposes written out row-major. Autodiff's own backward contracts a transposed operand;
-    XLA:CPU refuses those to YNNPACK and upcasts them to float32 matmuls. Measured on a 2-core
-    Xeon with AMX, forward + backward of [8192, 256] @ [256, 1024]: 41.6 -> 18.7 ms (2.2x), the
-    bfloat16 LLP train step 1.086x (1.959 -> 1.805 s, 10 rounds alternated, load 1.55)."""
-    return _bf16_dense(x_MxK, w_KxN, b_N)
-
-
-def _bf16_dense_cpu_fwd(x_MxK, w_KxN, b_N):
-    return _bf16_dense(x_MxK, w_KxN, b_N), (x_MxK, w_KxN, b_N)
-
-
-def _bf16_dense_cpu_bwd(residuals, dy_MxN):
-    x_MxK, w_KxN, b_N = residuals
-    dy_MxN = dy_MxN.astype(jnp.bfloat16)
-    dx_MxK = _bf16_dense(dy_MxN, row_major_transpose(w_KxN))
-    dw_KxN = _bf16_dense(row_major_transpose(x_MxK), dy_MxN)
-    db_N = None if b_N is None else jnp.sum(dy_MxN.astype(jnp.float32), axis=0).astype(b_N.dtype)
-    return dx_MxK, dw_KxN, db_N
-
-
-_bf16_dense_cpu.defvjp(_bf16_dense_cpu_fwd, _bf16_dense_cpu_bwd)
+def _row_major_mT(a: jax.Array) -> jax.Array:  # the last two axes swapped, row-major
+    return row_major_transpose(a, (*range(a.ndim - 2), a.ndim - 1, a.ndim - 2))
 
 
 def _vary_like(a: jax.Array | None, x: jax.Array) -> jax.Array | None:
@@ -109,12 +82,11 @@ def _vary_like(a: jax.Array | None, x: jax.Array) -> jax.Array | None:
 
 def batched(a_ZxMxK: jax.Array, b_ZxKxN: jax.Array, out_dtype=None) -> jax.Array:
     """`a @ b` over one batch axis Z (attention's blocks), accumulated in float32 and returned
-    in `out_dtype` (default: a's dtype). bfloat16 on CPU takes `_bf16_batched_cpu`."""
+    in `out_dtype` (default: a's dtype). bfloat16 on CPU takes `_bf16_matmul_cpu`."""
     out_dtype = out_dtype or a_ZxMxK.dtype
     if a_ZxMxK.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-        return _bf16_batched_cpu(a_ZxMxK, b_ZxKxN, jnp.dtype(out_dtype))
-    y_ZxMxN = jnp.einsum("zmk,zkn->zmn", a_ZxMxK, b_ZxKxN, preferred_element_type=jnp.float32)
-    return y_ZxMxN.astype(out_dtype)
+        return _bf16_matmul_cpu(a_ZxMxK, b_ZxKxN, None, jnp.dtype(out_dtype))
+    return _bf16_matmul(a_ZxMxK, b_ZxKxN, None, out_dtype)
 
 
 def batched_nt(a_ZxMxK: jax.Array, b_ZxNxK: jax.Array, out_dtype=None) -> jax.Array:
@@ -122,8 +94,7 @@ def batched_nt(a_ZxMxK: jax.Array, b_ZxNxK: jax.Array, out_dtype=None) -> jax.Ar
     row-major copy of b^T, the form YNNPACK takes; otherwise one einsum."""
     out_dtype = out_dtype or a_ZxMxK.dtype
     if a_ZxMxK.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-        bT_ZxKxN = row_major_transpose(b_ZxNxK, (0, 2, 1))
-        return _bf16_batched_cpu(a_ZxMxK, bT_ZxKxN, jnp.dtype(out_dtype))
+        return _bf16_matmul_cpu(a_ZxMxK, _row_major_mT(b_ZxNxK), None, jnp.dtype(out_dtype))
     y_ZxMxN = jnp.einsum("zmk,znk->zmn", a_ZxMxK, b_ZxNxK, preferred_element_type=jnp.float32)
     return y_ZxMxN.astype(out_dtype)
 
@@ -158,32 +129,39 @@ def head_mix(probs_BxHxQxK, v_BxKxHxD):
     return jnp.moveaxis(o_ZxQxD.reshape(B, H, Q, -1), 1, 2)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _bf16_batched_cpu(a_ZxMxK, b_ZxKxN, out_dtype):
-    """Batched bfloat16 matmul on CPU whose backward, like `_bf16_dense_cpu`'s, multiplies
-    row-major transposes (da = dy @ b^T, db = a^T @ dy) in bfloat16 with float32 accumulation:
-    autodiff's transposed-operand dots are upcast to float32 and run outside YNNPACK. The
-    incoming gradient is rounded to bfloat16 first (as flash-attention kernels round dS).
-    In LLP's blocked attention (window_parts) it took the bfloat16 train step from 1.63 to
-    1.34 s on a 2-core Xeon with AMX (processes alternated, load ~1.5)."""
-    return _bf16_bmm(a_ZxMxK, b_ZxKxN, out_dtype)
+def _bf16_matmul(a_xMxK, b_xKxN, bias_N, out_dtype):
+    """a @ b (+ bias) over any leading batch axes: float32 accumulation, then `out_dtype`."""
+    y = jnp.matmul(a_xMxK, b_xKxN, preferred_element_type=jnp.float32)
+    return (y if bias_N is None else y + bias_N.astype(jnp.float32)).astype(out_dtype)
 
 
-def _bf16_bmm(a_ZxMxK, b_ZxKxN, out_dtype):
-    y = jnp.einsum("zmk,zkn->zmn", a_ZxMxK, b_ZxKxN, preferred_element_type=jnp.float32)
-    return y.astype(out_dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bf16_matmul_cpu(a_xMxK, b_xKxN, bias_N, out_dtype):
+    """The bfloat16 matmul on CPU (`dense` 2-D, `batched` over one batch axis), with a backward
+    whose dots are in the form XLA:CPU hands to YNNPACK (AMX on recent Intel CPUs): da = dy @ b^T
+    and db = a^T @ dy with the transposes written out row-major, bfloat16 operands, float32
+    accumulation. Autodiff's own backward contracts a transposed operand; XLA:CPU refuses those
+    to YNNPACK and upcasts them to float32 matmuls. The incoming gradient is rounded to
+    bfloat16 first (as flash-attention kernels round dS); the bias's gradient is a float32 sum.
+    Measured on a 2-core Xeon with AMX: forward + backward of [8192, 256] @ [256, 1024] 41.6 ->
+    18.7 ms (2.2x); the bfloat16 LLP train step 2.03 -> 1.63 s with it in `dense` and the head,
+    -> 1.34 s with it in the blocked attention too (processes alternated, load ~1.5)."""
+    return _bf16_matmul(a_xMxK, b_xKxN, bias_N, out_dtype)
 
 
-def _bf16_batched_cpu_fwd(a_ZxMxK, b_ZxKxN, out_dtype):
-    return _bf16_bmm(a_ZxMxK, b_ZxKxN, out_dtype), (a_ZxMxK, b_ZxKxN)
+def _bf16_matmul_cpu_fwd(a_xMxK, b_xKxN, bias_N, out_dtype):
+    return _bf16_matmul(a_xMxK, b_xKxN, bias_N, out_dtype), (a_xMxK, b_xKxN, bias_N)
 
 
-def _bf16_batched_cpu_bwd(out_dtype, residuals, dy_ZxMxN):
-    a_ZxMxK, b_ZxKxN = residuals
-    dy_ZxMxN = dy_ZxMxN.astype(jnp.bfloat16)
-    da = _bf16_bmm(dy_ZxMxN, row_major_transpose(b_ZxKxN, (0, 2, 1)), a_ZxMxK.dtype)
-    db = _bf16_bmm(row_major_transpose(a_ZxMxK, (0, 2, 1)), dy_ZxMxN, b_ZxKxN.dtype)
-    return da, db
+def _bf16_matmul_cpu_bwd(out_dtype, residuals, dy_xMxN):
+    a_xMxK, b_xKxN, bias_N = residuals
+    dy_xMxN = dy_xMxN.astype(jnp.bfloat16)
+    da = _bf16_matmul(dy_xMxN, _row_major_mT(b_xKxN), None, a_xMxK.dtype)
+    db = _bf16_matmul(_row_major_mT(a_xMxK), dy_xMxN, None, b_xKxN.dtype)
+    if bias_N is not None:
+        rows = tuple(range(dy_xMxN.ndim - 1))
+        bias_N = jnp.sum(dy_xMxN.astype(jnp.float32), axis=rows).astype(bias_N.dtype)
+    return da, db, bias_N
 
 
-_bf16_batched_cpu.defvjp(_bf16_batched_cpu_fwd, _bf16_batched_cpu_bwd)
+_bf16_matmul_cpu.defvjp(_bf16_matmul_cpu_fwd, _bf16_matmul_cpu_bwd)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,3 +54,14 @@ def make_config(name: str, faithful: bool = False, **overrides) -> models.ModelC
     code-faithful switch, so an override really takes effect)."""
     cfg = models.tiny(name, faithful=faithful)
     return cfg.replace(**overrides).validate() if overrides else cfg
+
+
+def compiled_dot_operand_types(compiled_text: str) -> list[list[str]]:
+    """For each computation of a compiled XLA program that holds a dot: its parameters' element
+    types (XLA wraps each matmul in a fusion whose parameters are the dot's operands)."""
+    found = []
+    for computation in compiled_text.split("\n\n"):
+        header = computation.strip().splitlines()[0] if computation.strip() else ""
+        if " dot(" in computation and "ENTRY" not in header:
+            found.append(re.findall(r"param_[\d.]+: (\w+)\[", header))
+    return found

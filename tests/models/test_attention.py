@@ -12,7 +12,13 @@ import pytest
 from flax import nnx
 
 from llp_jax import models
-from tests.helpers.models import jit, jit_forward, make_config, random_tokens
+from tests.helpers.models import (
+    compiled_dot_operand_types,
+    jit,
+    jit_forward,
+    make_config,
+    random_tokens,
+)
 
 MS = models.MaskSpec
 
@@ -251,7 +257,6 @@ def test_dense_attention_in_bfloat16_matches_float32(batch):
     with their hand-written backward) against float32: values and gradients within bfloat16
     rounding; on CPU the compiled gradient multiplies bfloat16 operands only."""
     from llp_jax.models import attention as A
-    from tests.models.test_dense import _compiled_dot_operand_types
 
     rng = np.random.default_rng(batch)
     q, k, v = (jnp.asarray(rng.normal(size=(batch, 24, 2, 16)), jnp.float32) for _ in range(3))
@@ -270,4 +275,4 @@ def test_dense_attention_in_bfloat16_matches_float32(batch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=3e-2 * float(np.abs(b).max()))
     if jax.default_backend() == "cpu":
         compiled = loss(jnp.bfloat16).lower(q, k, v).compile().as_text()
-        assert all(t == ["bf16", "bf16"] for t in _compiled_dot_operand_types(compiled))
+        assert all(t == ["bf16", "bf16"] for t in compiled_dot_operand_types(compiled))

@@ -5,8 +5,6 @@ policy the scanned layers use."""
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 
 from llp_jax.models import layers, matmul
 from llp_jax.models.base import REMAT_POLICIES
+from tests.helpers.models import compiled_dot_operand_types
 
 
 def _inputs(x_shape, w_shape, dtype=jnp.float32):
@@ -102,17 +101,6 @@ def _eqns(jaxpr, primitive: str = "dot_general"):
                 yield from _eqns(sub, primitive)
 
 
-def _compiled_dot_operand_types(compiled_text: str) -> list[list[str]]:
-    """For each computation of a compiled XLA program that holds a dot: its parameters' element
-    types (XLA wraps each matmul in a fusion whose parameters are the dot's operands)."""
-    found = []
-    for computation in compiled_text.split("\n\n"):
-        header = computation.strip().splitlines()[0] if computation.strip() else ""
-        if " dot(" in computation and "ENTRY" not in header:
-            found.append(re.findall(r"param_[\d.]+: (\w+)\[", header))
-    return found
-
-
 @pytest.mark.parametrize("w_shape", [(64, 16), (16, 64)])
 def test_dense_bfloat16_multiplies_bfloat16_into_float32(w_shape):
     """bfloat16 inputs: one dot of bfloat16 operands accumulating in float32 (then rounded), the
@@ -162,11 +150,11 @@ def test_dense_bfloat16_backward_dots_stay_bfloat16_on_cpu(w_shape):
         assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16, jnp.bfloat16]
         assert eqn.params["dimension_numbers"] == (((1,), (0,)), ((), ()))
     compiled = grad.lower(x, w, b).compile().as_text()
-    assert [t for t in _compiled_dot_operand_types(compiled)] == [["bf16", "bf16"]] * 3
+    assert [t for t in compiled_dot_operand_types(compiled)] == [["bf16", "bf16"]] * 3
     sums = list(_eqns(jax.make_jaxpr(grad)(x, w, b).jaxpr, "reduce_sum"))
     assert sums and all(e.invars[0].aval.dtype == jnp.float32 for e in sums)
     plain = jax.jit(jax.grad(_squares(_plain_bf16), argnums=(0, 1, 2)))
-    plain_types = _compiled_dot_operand_types(plain.lower(x, w, b).compile().as_text())
+    plain_types = compiled_dot_operand_types(plain.lower(x, w, b).compile().as_text())
     assert any(t != ["bf16", "bf16"] for t in plain_types)  # the check can fail
     for got, want in zip(grad(x, w, b), plain(x, w, b)):
         assert got.dtype == want.dtype
@@ -243,7 +231,7 @@ def test_batched_matmuls_and_their_gradients(dtype, nt):
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
                                    rtol=tol, atol=tol * 4)  # fmt: skip
     if dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-        types = _compiled_dot_operand_types(grad.lower(a, b).compile().as_text())
+        types = compiled_dot_operand_types(grad.lower(a, b).compile().as_text())
         assert types == [["bf16", "bf16"]] * 3
         autodiff = jax.jit(jax.grad(loss(plain), argnums=(0, 1))).lower(a, b).compile()
-        assert _compiled_dot_operand_types(autodiff.as_text()) != types  # the check can fail
+        assert compiled_dot_operand_types(autodiff.as_text()) != types  # the check can fail
