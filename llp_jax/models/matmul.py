@@ -43,7 +43,7 @@ def dense(x: jax.Array, w: jax.Array, in_dims: int = 1, bias: jax.Array | None =
     x_MxK, w_KxN = x.reshape(-1, k), w.reshape(k, -1)
     cpu = jax.default_backend() == "cpu"
     if x_MxK.dtype == jnp.bfloat16 and cpu:
-        w_KxN, bias = _vary_like(w_KxN, x_MxK), _vary_like(bias, x_MxK)
+        w_KxN, bias = vary_like(w_KxN, x_MxK), vary_like(bias, x_MxK)
         y_MxN = _bf16_matmul_cpu(x_MxK, w_KxN, bias, x_MxK.dtype)
     elif x_MxK.dtype == jnp.bfloat16:
         y_MxN = _bf16_matmul(x_MxK, w_KxN, bias, x_MxK.dtype)
@@ -70,7 +70,7 @@ def _row_major_mT(a: jax.Array) -> jax.Array:  # the last two axes swapped, row-
     return row_major_transpose(a, (*range(a.ndim - 2), a.ndim - 1, a.ndim - 2))
 
 
-def _vary_like(a: jax.Array | None, x: jax.Array) -> jax.Array | None:
+def vary_like(a: jax.Array | None, x: jax.Array) -> jax.Array | None:
     """`a` marked as varying over the manual mesh axes x varies over (inside `shard_map`), as
     autodiff does implicitly for a plain dot; its transpose sums a's gradient over those axes.
     A custom_vjp must do it by hand: its backward's dw varies, and must match w's type."""

@@ -13,7 +13,7 @@ import pytest
 
 from llp_jax import models
 from llp_jax.models import rotary
-from tests.helpers.models import jit, make_config, random_tokens
+from tests.helpers.models import compiled_dot_operand_types, jit, make_config, random_tokens
 
 POSITIONS = np.array([0, 1, 63, 2047, 10**6, 5 * 10**6, 10**7, 10**9, 2**31 - 1, -1, -7 * 10**6])
 
@@ -128,3 +128,51 @@ def test_rope_interleaved_pairs():
     np.testing.assert_allclose(
         np.asarray(rotary.apply_rope(x, np.array([0]))).ravel(), [1, 2, 3, 4]
     )
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_bfloat16_rope_equals_float32_and_its_gradient_multiplies_bfloat16(traced):
+    """bfloat16 on CPU takes the matmul form (x * cos + (x @ R) * sin): its values equal the
+    float32 rotation of the same inputs rounded to bfloat16, its gradient matches float32's to
+    bfloat16 rounding, and every compiled dot of the gradient multiplies bfloat16 operands."""
+    B, T, H, D = 2, 40, 3, 16
+    kx, kg = jax.random.split(jax.random.key(7))
+    x = jax.random.normal(kx, (B, T, H, D), jnp.float32).astype(jnp.bfloat16)
+    g = jax.random.normal(kg, (B, T, H, D), jnp.float32).astype(jnp.bfloat16)
+    pos = jnp.arange(T) + 10**6 if traced else np.arange(T) + 5
+    rope = lambda x: rotary.apply_rope(x, pos)  # noqa: E731
+    want, want_vjp = jax.vjp(rope, x.astype(jnp.float32))
+    got, got_vjp = jax.vjp(rope, x)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(got, np.float32),
+                                  np.asarray(want.astype(jnp.bfloat16), np.float32))  # fmt: skip
+    (dx,), (dx_want,) = got_vjp(g), want_vjp(g.astype(jnp.float32))
+    assert dx.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(dx, np.float32), np.asarray(dx_want),
+                               rtol=2e-2, atol=2e-2)  # fmt: skip
+    if jax.default_backend() == "cpu":
+        grad = jax.jit(lambda x: jax.grad(lambda x: jnp.sum(rope(x).astype(jnp.float32) ** 2))(x))
+        dots = compiled_dot_operand_types(grad.lower(x).compile().as_text())
+        assert dots and all(t == ["bf16", "bf16"] for t in dots), dots
+
+
+def test_bfloat16_rope_inside_shard_map():
+    """The bfloat16 form's custom gradient type-checks inside `shard_map` (the tables are
+    replicated, x is split) and gives the gradient of the plain computation."""
+    if jax.device_count() < 2:
+        pytest.skip("needs two devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
+    mesh = jax.make_mesh((2,), ("s",))
+    spec = jax.sharding.PartitionSpec
+    x = jax.random.normal(jax.random.key(8), (4, 24, 2, 8), jnp.float32).astype(jnp.bfloat16)
+    pos = np.arange(24)
+    square = lambda x: jnp.sum(rotary.apply_rope(x, pos).astype(jnp.float32) ** 2)  # noqa: E731
+
+    def loss(x):
+        local = lambda x: square(x)[None]  # noqa: E731
+        return jax.shard_map(local, mesh=mesh, in_specs=spec("s"), out_specs=spec("s"))(x).sum()
+
+    with jax.set_mesh(mesh):
+        xs = jax.device_put(x, jax.NamedSharding(mesh, spec("s")))
+        got = jax.device_get(jax.jit(jax.grad(loss))(xs))
+    np.testing.assert_allclose(np.asarray(got, np.float32),
+                               np.asarray(jax.grad(square)(x), np.float32), rtol=2e-2, atol=2e-2)  # fmt: skip
