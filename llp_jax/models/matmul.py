@@ -139,7 +139,7 @@ def _bf16_matmul(a_xMxK, b_xKxN, bias_N, out_dtype):
 def _bf16_matmul_cpu(a_xMxK, b_xKxN, bias_N, out_dtype):
     """The bfloat16 matmul on CPU (`dense` 2-D, `batched` over one batch axis), with a backward
     whose dots are in the form XLA:CPU hands to YNNPACK (AMX on recent Intel CPUs): da = dy @ b^T
-    and db = a^T @ dy with the transposes written out row-major, bfloat16 operands, float32
+    and db = (dy^T @ a)^T with the transposes written out row-major, bfloat16 operands, float32
     accumulation. Autodiff's own backward contracts a transposed operand; XLA:CPU refuses those
     to YNNPACK and upcasts them to float32 matmuls. The incoming gradient is rounded to
     bfloat16 first (as flash-attention kernels round dS); the bias's gradient is a float32 sum.
@@ -157,7 +157,14 @@ def _bf16_matmul_cpu_bwd(out_dtype, residuals, dy_xMxN):
     a_xMxK, b_xKxN, bias_N = residuals
     dy_xMxN = dy_xMxN.astype(jnp.bfloat16)
     da = _bf16_matmul(dy_xMxN, _row_major_mT(b_xKxN), None, a_xMxK.dtype)
-    db = _bf16_matmul(_row_major_mT(a_xMxK), dy_xMxN, None, b_xKxN.dtype)
+    # db = a^T @ dy, computed as (dy^T @ a)^T: the row-major copy is of dy, not of a. a is
+    # usually a recomputed activation (a LayerNorm, GELU or the attention's normalised output,
+    # rematerialised in the backward), and XLA fuses that work into the transposing copy as
+    # slow strided loops; dy's transpose is a plain one. The bfloat16 LLP step 1.06x (10 rounds
+    # alternated in one process). The barrier keeps XLA from giving the dot a transposed output
+    # layout, which YNNPACK refuses (XLA then fails: no bf16 x bf16 -> f32 DotThunk).
+    dbT_xNxK = _bf16_matmul(_row_major_mT(dy_xMxN), a_xMxK, None, jnp.float32)
+    db = _row_major_mT(jax.lax.optimization_barrier(dbT_xNxK)).astype(b_xKxN.dtype)
     if bias_N is not None:
         rows = tuple(range(dy_xMxN.ndim - 1))
         bias_N = jnp.sum(dy_xMxN.astype(jnp.float32), axis=rows).astype(bias_N.dtype)
