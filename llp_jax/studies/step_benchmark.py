@@ -22,6 +22,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from llp_jax import models
 from llp_jax.studies import step_profile
@@ -93,9 +94,14 @@ class Ours:
         self.exe = step.lower(state, self.data).compile()
         self.compile_s = time.perf_counter() - t
         self.state = state
+        # Model FLOPs are the model's, not its form's: counted on the float32 twin (the
+        # bfloat16 CPU forms add an implementation matmul, RoPE's pair rotation).
+        twin_graphdef, twin_params = nnx.split(
+            models.build(dataclasses.replace(cfg, compute_dtype="float32"), seed=0)
+        )
         self.shapes, self.executed_attention = step_profile.forward_matmuls(
-            lambda p, b: steps.next_token_loss(graphdef, p, b, None, fused=False)[0],
-            state["params"],
+            lambda p, b: steps.next_token_loss(twin_graphdef, p, b, None, fused=False)[0],
+            twin_params,
             self.data,
         )
         self.flops = 3 * step_profile.matmul_flops(self.shapes) + (

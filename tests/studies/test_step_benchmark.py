@@ -45,3 +45,12 @@ def test_the_sweep_times_control_and_flags_in_the_same_rounds():
     assert label == flagged and ratio > 0
     text = sb.markdown(result, "cmd", 1.0)
     assert f"{flagged}: **{ratio:.2f}x**" in text
+
+
+def test_model_flops_are_the_models_not_the_bfloat16_forms():
+    """The bfloat16 CPU forms add an implementation matmul (RoPE's pair rotation); model FLOPs
+    and the peak's shapes come from the float32 twin, so both variants count the same."""
+    spec = sb.StepSpec(variants=("llp", "llp_bf16"), seq_len=64, batch=1, rounds=1)
+    f32, bf16 = sb.Ours(spec, "llp"), sb.Ours(spec, "llp_bf16")
+    assert bf16.shapes == f32.shapes
+    assert bf16.flops == f32.flops > 0
