@@ -1,6 +1,6 @@
-"""`layers.gelu` (erf form, derivative written out) is the exact GELU: equal to
-`jax.nn.gelu(approximate=False)` and to PyTorch's formula, values and derivatives (first and
-second), in float32 and bfloat16."""
+"""`layers.gelu` is the exact GELU: `jax.nn.gelu(approximate=False)` when not differentiated,
+PyTorch's erf formula with its derivative written out when differentiated; both equal to the
+double-precision reference, values and derivatives (first and second), in float32 and bfloat16."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def test_float32_values_and_gradient_equal_the_reference():
     np.testing.assert_allclose(
         got, np.asarray(jax.nn.gelu(x, approximate=False)), rtol=2e-6, atol=2e-6
     )
+    value, _ = jax.jvp(layers.gelu, (x,), (jnp.ones_like(x),))  # the differentiated form's value
+    np.testing.assert_allclose(np.asarray(value), got, rtol=2e-6, atol=2e-6)
     grad = jax.vmap(jax.grad(layers.gelu))(x)
     want = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x)
     np.testing.assert_allclose(np.asarray(grad), np.asarray(want), rtol=1e-5, atol=1e-6)
@@ -47,12 +49,15 @@ def test_jvp_matches_finite_differences():
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_bfloat16_rounds_the_float32_value_once(jit):
-    """bfloat16 in, bfloat16 out: the float32 GELU of the same input, rounded once (to
-    bfloat16's rounding, or 1e-6 where the erf form cancels in the far negative tail); its
-    gradient is bfloat16 and within bfloat16 rounding of float32's."""
-    f = jax.jit(layers.gelu) if jit else layers.gelu
+    """bfloat16 in, bfloat16 out. Differentiated: the float32 GELU of the same input, rounded
+    once (to bfloat16's rounding, or 1e-6 where the erf form cancels in the far negative tail);
+    its gradient is bfloat16 and within bfloat16 rounding of float32's. Not differentiated:
+    jax.nn.gelu's bfloat16 value."""
     xb = jnp.asarray(X, jnp.bfloat16)
-    got = f(xb)
+    np.testing.assert_array_equal(np.asarray(layers.gelu(xb), np.float32),
+                                  np.asarray(jax.nn.gelu(xb, approximate=False), np.float32))  # fmt: skip
+    f = lambda v: jax.jvp(layers.gelu, (v,), (jnp.ones_like(v),))[0]  # noqa: E731
+    got = (jax.jit(f) if jit else f)(xb)
     assert got.dtype == jnp.bfloat16
     want = np.array([_exact(float(v)) for v in np.asarray(xb, np.float32)])
     np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2**-8, atol=1e-6)
