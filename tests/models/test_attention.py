@@ -275,4 +275,5 @@ def test_dense_attention_in_bfloat16_matches_float32(batch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=3e-2 * float(np.abs(b).max()))
     if jax.default_backend() == "cpu":
         compiled = loss(jnp.bfloat16).lower(q, k, v).compile().as_text()
-        assert all(t == ["bf16", "bf16"] for t in compiled_dot_operand_types(compiled))
+        dots = compiled_dot_operand_types(compiled)
+        assert dots and all(t == ["bf16", "bf16"] for t in dots), dots  # an empty list: no check
