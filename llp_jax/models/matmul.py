@@ -161,8 +161,9 @@ def _bf16_matmul_cpu_bwd(out_dtype, residuals, dy_xMxN):
     # usually a recomputed activation (a LayerNorm, GELU or the attention's normalised output,
     # rematerialised in the backward), and XLA fuses that work into the transposing copy as
     # slow strided loops; dy's transpose is a plain one. bfloat16 steps (alternated in one
-    # process): LLP 1.06x, PerceiverAR 1.15x, the dense transformer 1.37x. The barrier keeps XLA from giving the dot a transposed output
-    # layout, which YNNPACK refuses (XLA then fails: no bf16 x bf16 -> f32 DotThunk).
+    # process): LLP 1.06x, PerceiverAR 1.15x, the dense transformer 1.37x. The barrier keeps
+    # XLA from giving the dot a transposed output layout, which YNNPACK refuses (XLA then
+    # fails: no bf16 x bf16 -> f32 DotThunk).
     dbT_xNxK = _bf16_matmul(_row_major_mT(dy_xMxN), a_xMxK, None, jnp.float32)
     db = _row_major_mT(jax.lax.optimization_barrier(dbT_xNxK)).astype(b_xKxN.dtype)
     if bias_N is not None:
