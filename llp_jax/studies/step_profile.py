@@ -9,9 +9,14 @@ For a model whose every layer sees every position this is the familiar 6*N*T + 6
 attention term; for latent models (PerceiverAR) it counts what the latents really compute.
 Attention work on masked-out blocks is *executed* FLOPs, not model FLOPs, and is reported apart.
 
-The peak: every distinct non-batched matmul shape of the forward, timed with numpy (BLAS) and
-with XLA in this process, FLOP-weighted by how often the step runs it: the float32 rate this
-machine reaches on this step's own matmuls.
+The peak: every distinct matmul shape of the forward, timed with numpy (BLAS) and with XLA in
+this process, FLOP-weighted by how often the step runs it: the float32 rate this machine reaches
+on this step's own matmuls. Two mixes: the non-batched shapes alone (projections, MLPs, the
+head: 2-D matmuls, which both libraries spread over every core), and all of them, attention's
+batched block matmuls ([Z, M, K] x [Z, K, N], Z = batch x heads x blocks) included at the
+FLOPs the step executes on them. The batched ones run far below the 2-D rate in both libraries
+on small blocks (an [s, 64] x [64, s] block is too little work to split across cores), so the
+second mix is the lower, and the fairer ceiling for a model whose attention is such blocks.
 
 The breakdown: one profiled step (`jax.profiler`, a Perfetto trace), each XLA thunk's time
 classified by what its HLO instruction computes — matmul (a fusion holding a dot or
@@ -45,24 +50,26 @@ MATMUL_OPS = frozenset({"dot", "convolution"})
 CONTROL_OPS = frozenset({"while", "conditional", "call", "async-start", "async-done"})
 
 
-def forward_matmuls(fn: Callable, *args) -> tuple[collections.Counter, float]:
-    """(Counter of non-batched forward matmul shapes (M, K, N) -> times run, FLOPs of the batched
-    ones (attention) as executed), from `fn`'s jaxpr; scanned bodies count `length` times."""
+def forward_matmuls(fn: Callable, *args) -> tuple[collections.Counter, collections.Counter]:
+    """Counters of `fn`'s forward matmul shapes -> times run, from its jaxpr (scanned bodies count
+    `length` times): the non-batched ones as (M, K, N), the batched ones (attention's blocks) as
+    (Z, M, K, N), Z the product of the batch axes."""
     shapes: collections.Counter = collections.Counter()
-    batched = [0.0]
+    batched: collections.Counter = collections.Counter()
 
     def walk(jaxpr, times: int) -> None:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "dot_general":
-                (lc, rc), (lb, _) = eqn.params["dimension_numbers"]
+                (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
                 lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
                 k = math.prod(lhs[i] for i in lc)
-                out = math.prod(eqn.outvars[0].aval.shape)
+                z = math.prod(lhs[i] for i in lb)
+                n = math.prod(d for i, d in enumerate(rhs) if i not in (*rc, *rb))
+                m = math.prod(eqn.outvars[0].aval.shape) // (z * n)
                 if lb:
-                    batched[0] += times * 2.0 * out * k
+                    batched[(z, m, k, n)] += times
                 else:
-                    n = math.prod(d for i, d in enumerate(rhs) if i not in rc)
-                    shapes[(out // n, k, n)] += times
+                    shapes[(m, k, n)] += times
             inner = (
                 times * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else times
             )
@@ -74,11 +81,12 @@ def forward_matmuls(fn: Callable, *args) -> tuple[collections.Counter, float]:
                         walk(sub, inner)
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr, 1)
-    return shapes, batched[0]
+    return shapes, batched
 
 
 def matmul_flops(shapes: collections.Counter) -> float:
-    return sum(2.0 * m * k * n * times for (m, k, n), times in shapes.items())
+    """FLOPs of a Counter of (M, K, N) or (Z, M, K, N) shapes -> times run."""
+    return sum(2.0 * math.prod(shape) * times for shape, times in shapes.items())
 
 
 def _rate(run: Callable[[], object], flops: float, min_s: float) -> float:
@@ -92,28 +100,50 @@ def _rate(run: Callable[[], object], flops: float, min_s: float) -> float:
     return flops / best
 
 
-def matmul_peak(shapes: collections.Counter, min_s: float = 0.5) -> dict:
-    """GFLOP/s of numpy and of XLA on each shape (best of repeated runs), and their FLOP-weighted
-    rate over the step's mix (total FLOPs / total time at each shape's rate)."""
-    rows, totals = [], {"numpy": [0.0, 0.0], "xla": [0.0, 0.0]}
+def matmul_peak(shapes: collections.Counter, batched: collections.Counter | None = None,
+                min_s: float = 0.5) -> dict:  # fmt: skip
+    """GFLOP/s of numpy and of XLA on each shape (best of repeated runs; a batched shape as
+    contiguous [Z, M, K] @ [Z, K, N]), and their FLOP-weighted rates over the step's mix (total
+    FLOPs / total time at each shape's rate): `{lib}_gflops` over the non-batched shapes,
+    `{lib}_all_gflops` over all of them."""
+    rows = []
+    totals = {f"{lib}{mix}": [0.0, 0.0] for lib in ("numpy", "xla") for mix in ("", "_all")}
     rng = np.random.default_rng(0)
-    for (m, k, n), times in sorted(shapes.items()):
-        a = rng.standard_normal((m, k), np.float32)
-        b = rng.standard_normal((k, n), np.float32)
-        flops = 2.0 * m * k * n
+    mm = jax.jit(jnp.matmul)
+    every = [*((s, t) for s, t in sorted(shapes.items())),
+             *((s, t) for s, t in sorted((batched or {}).items()))]  # fmt: skip
+    for shape, times in every:
+        *z, m, k, n = shape
+        a = rng.standard_normal((*z, m, k), np.float32)
+        b = rng.standard_normal((*z, k, n), np.float32)
+        flops = 2.0 * math.prod(shape)
         ja, jb = jnp.asarray(a), jnp.asarray(b)
-        mm = jax.jit(jnp.matmul)
         rates = {
-            "numpy": _rate(lambda: a @ b, flops, min_s),
+            "numpy": _rate(lambda: np.matmul(a, b), flops, min_s),
             "xla": _rate(lambda: mm(ja, jb).block_until_ready(), flops, min_s),
         }
         for lib, rate in rates.items():
-            totals[lib][0] += flops * times
-            totals[lib][1] += flops * times / rate
-        rows.append({"shape": [m, k, n], "times": times,
+            for mix in ("_all",) if z else ("", "_all"):
+                totals[lib + mix][0] += flops * times
+                totals[lib + mix][1] += flops * times / rate
+        rows.append({"shape": list(shape), "times": times,
                      **{f"{lib}_gflops": r / 1e9 for lib, r in rates.items()}})  # fmt: skip
     return {"shapes": rows,
-            **{f"{lib}_gflops": f / t / 1e9 for lib, (f, t) in totals.items()}}  # fmt: skip
+            **{f"{key}_gflops": f / t / 1e9 for key, (f, t) in totals.items() if t}}  # fmt: skip
+
+
+def mix_peak(peak: dict, shapes: collections.Counter, batched: collections.Counter) -> dict:
+    """`matmul_peak`'s FLOP-weighted rates for one step's own mix, from the per-shape rates of a
+    `peak` measured on a superset of its shapes (several variants' shapes timed once)."""
+    rates = {tuple(r["shape"]): r for r in peak["shapes"]}
+    out = {}
+    for lib in ("numpy", "xla"):
+        for mix, counters in (("", (shapes,)), ("_all", (shapes, batched))):
+            f = sum(2.0 * math.prod(s) * t for c in counters for s, t in c.items())
+            secs = sum(2.0 * math.prod(s) * t / (rates[s][f"{lib}_gflops"] * 1e9)
+                       for c in counters for s, t in c.items())  # fmt: skip
+            out[f"{lib}{mix}_gflops"] = f / secs / 1e9
+    return out
 
 
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+.*? ([\w\-]+)\(")

@@ -23,7 +23,17 @@ def test_forward_matmuls_counts_scanned_bodies_and_separates_batched_ones():
     shapes, batched = step_profile.forward_matmuls(f, x, jnp.ones((4, 4)), jnp.ones((4, 6)))
     assert shapes == {(16, 4, 4): 3, (16, 4, 6): 1}
     assert step_profile.matmul_flops(shapes) == 3 * 2 * 16 * 4 * 4 + 2 * 16 * 4 * 6
-    assert batched == 2 * 2 * 8 * 8 * 4
+    assert batched == {(2, 8, 4, 8): 1}  # Z=2 blocks of [8, 4] x [4, 8]
+    assert step_profile.matmul_flops(batched) == 2 * 2 * 8 * 8 * 4
+
+
+def test_forward_matmuls_reads_any_batch_and_free_axis_order():
+    # Attention's head-major scores: batch axes (b, h) inside, free axes on both sides.
+    def f(q_BxQxHxD, k_BxKxHxD):
+        return jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxD, k_BxKxHxD).sum()
+
+    _, batched = step_profile.forward_matmuls(f, jnp.ones((2, 8, 3, 4)), jnp.ones((2, 5, 3, 4)))
+    assert batched == {(6, 8, 4, 5): 1}
 
 
 def test_classify_hlo_and_a_profiled_breakdown():
@@ -47,3 +57,24 @@ def test_matmul_peak_weights_shapes_by_how_often_they_run():
     for lib in ("numpy", "xla"):
         rates = [r[f"{lib}_gflops"] for r in peak["shapes"]]
         assert min(rates) * 0.999 <= peak[f"{lib}_gflops"] <= max(rates) * 1.001
+        assert peak[f"{lib}_all_gflops"] == peak[f"{lib}_gflops"]  # nothing batched
+
+
+def test_matmul_peak_with_batched_shapes_and_each_steps_own_mix():
+    shapes, batched = {(64, 32, 48): 2}, {(4, 16, 8, 16): 3}
+    peak = step_profile.matmul_peak(shapes, batched, min_s=0.01)
+    assert [r["shape"] for r in peak["shapes"]] == [[64, 32, 48], [4, 16, 8, 16]]
+    for lib in ("numpy", "xla"):
+        two_d, blocks = (r[f"{lib}_gflops"] for r in peak["shapes"])
+        assert abs(peak[f"{lib}_gflops"] - two_d) < 1e-9 * two_d  # the non-batched mix: one shape
+        # All shapes: total FLOPs over total time at each shape's rate.
+        flops = (2 * 64 * 32 * 48 * 2, 2 * 4 * 16 * 8 * 16 * 3)
+        expected = sum(flops) / (flops[0] / two_d + flops[1] / blocks)
+        assert abs(peak[f"{lib}_all_gflops"] - expected) < 1e-9 * expected
+    # One step's own mix, from the rates of a peak measured on more shapes than it runs.
+    own = step_profile.mix_peak(peak, {(64, 32, 48): 1}, {})
+    rate = peak["shapes"][0]["numpy_gflops"]
+    assert abs(own["numpy_gflops"] - rate) < 1e-9 * rate
+    assert own["numpy_all_gflops"] == own["numpy_gflops"]
+    mixed = step_profile.mix_peak(peak, shapes, batched)
+    assert abs(mixed["xla_all_gflops"] - peak["xla_all_gflops"]) < 1e-9 * mixed["xla_all_gflops"]
