@@ -45,6 +45,13 @@ def test_the_sweep_times_control_and_flags_in_the_same_rounds():
     assert label == flagged and ratio > 0
     text = sb.markdown(result, "cmd", 1.0)
     assert f"{flagged}: **{ratio:.2f}x**" in text
+    # The peak with attention's batched blocks in: every row of ours, from its own mix.
+    for label in ("perceiver_ar", control, flagged):
+        row = rows[label]
+        expected = row["gflops"] / row["peak_all"]["numpy_all_gflops"]
+        assert abs(row["util_numpy_all"] - expected) < 1e-9 * expected
+    assert any(len(s["shape"]) == 4 for s in result["peak"]["shapes"])  # batched shapes timed
+    assert f"{100 * rows['perceiver_ar']['util_xla_all']:.0f}%" in text
 
 
 def test_model_flops_are_the_models_not_the_bfloat16_forms():
@@ -52,5 +59,6 @@ def test_model_flops_are_the_models_not_the_bfloat16_forms():
     and the peak's shapes come from the float32 twin, so both variants count the same."""
     spec = sb.StepSpec(variants=("llp", "llp_bf16"), seq_len=64, batch=1, rounds=1)
     f32, bf16 = sb.Ours(spec, "llp"), sb.Ours(spec, "llp_bf16")
-    assert bf16.shapes == f32.shapes
+    assert bf16.shapes == f32.shapes and bf16.batched == f32.batched
+    assert sum(bf16.batched.values()) > 0  # attention's block matmuls, apart
     assert bf16.flops == f32.flops > 0
