@@ -103,16 +103,13 @@ def _rate(run: Callable[[], object], flops: float, min_s: float) -> float:
 def matmul_peak(shapes: collections.Counter, batched: collections.Counter | None = None,
                 min_s: float = 0.5) -> dict:  # fmt: skip
     """GFLOP/s of numpy and of XLA on each shape (best of repeated runs; a batched shape as
-    contiguous [Z, M, K] @ [Z, K, N]), and their FLOP-weighted rates over the step's mix (total
-    FLOPs / total time at each shape's rate): `{lib}_gflops` over the non-batched shapes,
-    `{lib}_all_gflops` over all of them."""
+    contiguous [Z, M, K] @ [Z, K, N]), and their FLOP-weighted rates over this mix (`mix_peak`):
+    `{lib}_gflops` over the non-batched shapes, `{lib}_all_gflops` over all of them."""
+    batched = batched or collections.Counter()
     rows = []
-    totals = {f"{lib}{mix}": [0.0, 0.0] for lib in ("numpy", "xla") for mix in ("", "_all")}
     rng = np.random.default_rng(0)
     mm = jax.jit(jnp.matmul)
-    every = [*((s, t) for s, t in sorted(shapes.items())),
-             *((s, t) for s, t in sorted((batched or {}).items()))]  # fmt: skip
-    for shape, times in every:
+    for shape, times in [*sorted(shapes.items()), *sorted(batched.items())]:
         *z, m, k, n = shape
         a = rng.standard_normal((*z, m, k), np.float32)
         b = rng.standard_normal((*z, k, n), np.float32)
@@ -122,27 +119,25 @@ def matmul_peak(shapes: collections.Counter, batched: collections.Counter | None
             "numpy": _rate(lambda: np.matmul(a, b), flops, min_s),
             "xla": _rate(lambda: mm(ja, jb).block_until_ready(), flops, min_s),
         }
-        for lib, rate in rates.items():
-            for mix in ("_all",) if z else ("", "_all"):
-                totals[lib + mix][0] += flops * times
-                totals[lib + mix][1] += flops * times / rate
         rows.append({"shape": list(shape), "times": times,
                      **{f"{lib}_gflops": r / 1e9 for lib, r in rates.items()}})  # fmt: skip
-    return {"shapes": rows,
-            **{f"{key}_gflops": f / t / 1e9 for key, (f, t) in totals.items() if t}}  # fmt: skip
+    peak = {"shapes": rows}
+    return {**peak, **mix_peak(peak, shapes, batched)}
 
 
 def mix_peak(peak: dict, shapes: collections.Counter, batched: collections.Counter) -> dict:
-    """`matmul_peak`'s FLOP-weighted rates for one step's own mix, from the per-shape rates of a
-    `peak` measured on a superset of its shapes (several variants' shapes timed once)."""
+    """FLOP-weighted rates (total FLOPs / total time at each shape's rate) of one mix of shapes,
+    from the per-shape rates of a `peak` measured on a superset of them (several variants'
+    shapes timed once): `{lib}_gflops` over `shapes`, `{lib}_all_gflops` over both counters."""
     rates = {tuple(r["shape"]): r for r in peak["shapes"]}
     out = {}
     for lib in ("numpy", "xla"):
         for mix, counters in (("", (shapes,)), ("_all", (shapes, batched))):
-            f = sum(2.0 * math.prod(s) * t for c in counters for s, t in c.items())
-            secs = sum(2.0 * math.prod(s) * t / (rates[s][f"{lib}_gflops"] * 1e9)
-                       for c in counters for s, t in c.items())  # fmt: skip
-            out[f"{lib}{mix}_gflops"] = f / secs / 1e9
+            weighted = [(2.0 * math.prod(s) * t, rates[s][f"{lib}_gflops"])
+                        for c in counters for s, t in c.items()]  # fmt: skip
+            secs = sum(f / rate for f, rate in weighted)
+            if secs:
+                out[f"{lib}{mix}_gflops"] = sum(f for f, _ in weighted) / secs
     return out
 
 
