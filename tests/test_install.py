@@ -33,6 +33,7 @@ def test_the_wheel_holds_the_package_its_configs_and_license(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "llp_jax/cli/train.py" in names and "llp_jax/configs/tiny.py" in names
     assert "llp_jax/data/corpora/austen_novels.txt.xz" in names
+    assert "llp_jax/kernels/blas_batched_matmul.cc" in names  # built on first use
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not any(n.startswith(("tests/", "experiments/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -70,6 +71,10 @@ def test_console_scripts_from_a_fresh_venv(wheel, tmp_path, corpus_file):
     located = subprocess.run([python, "-c", "import llp_jax; print(llp_jax.__file__)"], cwd=work,
                              env=env, capture_output=True, text=True).stdout  # fmt: skip
     assert located.startswith(site)  # the installed copy ran, not the checkout
+    kernel = subprocess.run([python, "-c", "from llp_jax.kernels import blas; print(blas.status())"],
+                            cwd=work, env={**env, "LLP_JAX_KERNEL_CACHE": str(tmp_path / "kc")},
+                            capture_output=True, text=True, timeout=300).stdout  # fmt: skip
+    assert kernel.startswith("in use"), kernel  # its source came with the wheel
     evaluate = subprocess.run([str(bin_dir / "llp-evaluate"), "--workdir=run", "--max_tokens=512",
                                "--protocols=standard"], cwd=work, env=env, capture_output=True,
                               text=True, timeout=600)  # fmt: skip

@@ -15,6 +15,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from llp_jax.kernels import blas
+
 
 def dense(x: jax.Array, w: jax.Array, in_dims: int = 1, bias: jax.Array | None = None) -> jax.Array:
     """`x @ w (+ bias)` contracting x's last `in_dims` axes with w's first ones, as one 2-D
@@ -82,19 +84,25 @@ def vary_like(a: jax.Array | None, x: jax.Array) -> jax.Array | None:
 
 def batched(a_ZxMxK: jax.Array, b_ZxKxN: jax.Array, out_dtype=None) -> jax.Array:
     """`a @ b` over one batch axis Z (attention's blocks), accumulated in float32 and returned
-    in `out_dtype` (default: a's dtype). bfloat16 on CPU takes `_bf16_matmul_cpu`."""
+    in `out_dtype` (default: a's dtype). bfloat16 on CPU takes `_bf16_matmul_cpu`; float32 on
+    CPU the BLAS kernel (`llp_jax.kernels.blas`) where it is built and the blocks are big."""
     out_dtype = out_dtype or a_ZxMxK.dtype
     if a_ZxMxK.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
         return _bf16_matmul_cpu(a_ZxMxK, b_ZxKxN, None, jnp.dtype(out_dtype))
+    if blas.takes(a_ZxMxK, b_ZxKxN, transpose_b=False):
+        return blas.batched_matmul(a_ZxMxK, b_ZxKxN, transpose_b=False).astype(out_dtype)
     return _bf16_matmul(a_ZxMxK, b_ZxKxN, None, out_dtype)
 
 
 def batched_nt(a_ZxMxK: jax.Array, b_ZxNxK: jax.Array, out_dtype=None) -> jax.Array:
     """`a @ b^T` over one batch axis Z (attention's scores q k^T). bfloat16 on CPU multiplies a
-    row-major copy of b^T, the form YNNPACK takes; otherwise one einsum."""
+    row-major copy of b^T, the form YNNPACK takes; float32 on CPU the BLAS kernel (as
+    `batched`); otherwise one einsum."""
     out_dtype = out_dtype or a_ZxMxK.dtype
     if a_ZxMxK.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
         return _bf16_matmul_cpu(a_ZxMxK, _row_major_mT(b_ZxNxK), None, jnp.dtype(out_dtype))
+    if blas.takes(a_ZxMxK, b_ZxNxK, transpose_b=True):
+        return blas.batched_matmul(a_ZxMxK, b_ZxNxK, transpose_b=True).astype(out_dtype)
     y_ZxMxN = jnp.einsum("zmk,znk->zmn", a_ZxMxK, b_ZxNxK, preferred_element_type=jnp.float32)
     return y_ZxMxN.astype(out_dtype)
 

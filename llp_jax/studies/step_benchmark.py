@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from llp_jax import models
+from llp_jax.kernels import blas
 from llp_jax.studies import step_profile
 from llp_jax.studies.benchmark import attention_pairs
 from llp_jax.studies.machine import cpu_name, host_allocator
@@ -201,7 +202,8 @@ def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
             "authors": {k: w.banner for k, w in theirs.items() if k in AUTHORS},
             "flagged": flagged,
             "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, jax {jax.__version__}, host "
-                       f"allocator: {host_allocator()} (the workers' too)"}  # fmt: skip
+                       f"allocator: {host_allocator()} (the workers' too); attention's float32 "
+                       f"block matmuls: CPU BLAS kernel {blas.status()}"}  # fmt: skip
 
 
 def ratios(result: dict) -> list[tuple[str, str, float]]:
