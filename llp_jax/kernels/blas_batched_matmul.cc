@@ -39,11 +39,28 @@ using BatchStrided32 = void (*)(int, int, int, int32_t, int32_t, int32_t, float,
                                 int32_t, int32_t, const float*, int32_t, int32_t, float, float*,
                                 int32_t, int32_t, int32_t);
 
-using SetLocalThreads = int (*)(int);  // openblas_set_num_threads_local: returns the old value
+// openblas_set_num_threads_local: returns the old count. In numpy's (pthreads) OpenBLAS the
+// count is global despite the name, so it is set once for all calls in flight (`OneThread`).
+using SetLocalThreads = int (*)(int);
 
 BatchStrided64 g_batch64 = nullptr;
 BatchStrided32 g_batch32 = nullptr;
 SetLocalThreads g_local_threads = nullptr;
+std::mutex g_threads_mu;
+int g_calls_in_flight = 0, g_saved_threads = 0;
+
+// The BLAS single-threaded while any call is in flight; the count it had, restored after the
+// last one (numpy's own matmuls keep their threads).
+struct OneThread {
+  OneThread() {
+    std::lock_guard<std::mutex> lock(g_threads_mu);
+    if (g_calls_in_flight++ == 0) g_saved_threads = g_local_threads(1);
+  }
+  ~OneThread() {
+    std::lock_guard<std::mutex> lock(g_threads_mu);
+    if (--g_calls_in_flight == 0) g_local_threads(g_saved_threads);
+  }
+};
 
 struct Gemm {  // one cblas_sgemm_batch_strided call, less its batch
   int ta, tb;
@@ -51,8 +68,7 @@ struct Gemm {  // one cblas_sgemm_batch_strided call, less its batch
   const float *a, *b;
   float* c;
 
-  void Run(int64_t z0, int64_t z1) const {  // blocks [z0, z1), on this thread only
-    const int old = g_local_threads != nullptr ? g_local_threads(1) : 0;
+  void Run(int64_t z0, int64_t z1) const {  // blocks [z0, z1)
     const float *a0 = a + z0 * sa, *b0 = b + z0 * sb;
     float* c0 = c + z0 * m * n;
     if (g_batch64 != nullptr) {
@@ -62,7 +78,6 @@ struct Gemm {  // one cblas_sgemm_batch_strided call, less its batch
       g_batch32(kRowMajor, ta, tb, m, n, k, 1.0f, a0, lda, sa, b0, ldb, sb, 0.0f, c0, n, m * n,
                 z1 - z0);
     }
-    if (g_local_threads != nullptr) g_local_threads(old);
   }
 };
 
@@ -108,10 +123,11 @@ ffi::Error BatchedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buf
   Gemm gemm{transpose_a ? kTrans : kNoTrans, transpose_b ? kTrans : kNoTrans, m, n, k, ad[2],
             bd[2], ad[1] * ad[2], bd[1] * bd[2], a.typed_data(), b.typed_data(), out};
   const int64_t threads = g_local_threads != nullptr ? std::max<int64_t>(1, pool.num_threads()) : 1;
-  if (threads == 1) {  // without per-thread BLAS threads, one call uses the BLAS's own
+  if (threads == 1) {  // without a way to set its thread count, one call on the BLAS's threads
     gemm.Run(0, z);
     return ffi::Error::Success();
   }
+  OneThread one_thread;
   auto slices = std::make_shared<Slices>();
   slices->gemm = gemm;
   slices->z = z;

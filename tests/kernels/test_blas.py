@@ -58,6 +58,24 @@ def test_equals_einsum_values_and_gradients(kernel, transpose_b, shape):
                                atol=2e-4)  # fmt: skip
 
 
+def test_numpys_blas_keeps_its_threads(kernel):
+    """The kernel runs the BLAS single-threaded while a call is in flight. That count is global
+    in numpy's OpenBLAS, so calls overlapping on several threads must still restore it."""
+    import concurrent.futures
+    import ctypes
+
+    lib = ctypes.CDLL(blas.find_openblas()[0])
+    get = next(getattr(lib, s) for s in ("scipy_openblas_get_num_threads64_",
+                                         "openblas_get_num_threads") if hasattr(lib, s))  # fmt: skip
+    before = get()
+    a, b, _ = _pair(16, 256, 64, 256, True)
+    fn = jax.jit(lambda a, b: blas.batched_matmul(a, b, True))
+    fn(a, b).block_until_ready()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: fn(a, b).block_until_ready(), range(24)))
+    assert get() == before
+
+
 def test_empty_contraction_is_zero(kernel):
     a, b = jnp.ones((2, 3, 0), jnp.float32), jnp.ones((2, 0, 4), jnp.float32)
     y = jax.jit(lambda a, b: blas._call(a, b, False, False))(a, b)
