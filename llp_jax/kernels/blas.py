@@ -3,8 +3,11 @@
 Why: XLA:CPU runs a dot with a batch axis as a loop of small matmuls well below its 2-D rate.
 On the step benchmark's blocks ([128, 256, 64] x [128, 64, 256] and the other five forms of
 attention's forward and backward) it reached 95-105 GFLOP/s against 155-178 for this kernel
-(2-core Xeon, alternated in one process), and the code-faithful LLP train step went 1.09x
-faster (2.02 -> 1.85 s; `experiments/results/step_benchmark.md` has the table).
+(2-core Xeon, alternated in one process), and the code-faithful LLP train step was 1.06-1.12x
+faster in four A/B runs (README, step benchmark). Memory moves both ways: the train plan at the
+step benchmark's config 1061 -> 865 MiB, at the scaling benchmark's +7% (the score matmul's
+custom_vjp keeps its sliced q and k, which XLA's dot recomputed) and its forward plan +23% (the
+probabilities are materialised for the value matmul; XLA fused their exp into its dot).
 
 How: `blas_batched_matmul.cc` is compiled here on first use with the C++ compiler (`$CXX`, else
 g++) against jaxlib's FFI headers, into a cache folder keyed by the source, jaxlib and numpy.
