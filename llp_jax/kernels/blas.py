@@ -155,7 +155,14 @@ def _build_and_register() -> str | None:
         if why is not None:
             return why
         open(so + ".probed", "w").close()
-    lib = ctypes.CDLL(so)
+    try:
+        lib = ctypes.CDLL(so)
+    except OSError:  # a damaged cache entry (truncated, another machine's): build it again
+        os.unlink(so)
+        so, why = build()
+        if so is None:
+            return why
+        lib = ctypes.CDLL(so)
     lib.llp_blas_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
     path, batch, local = blas
     if lib.llp_blas_load(path.encode(), batch.encode(), 64, local.encode()) != 0:

@@ -115,6 +115,17 @@ def test_build_is_cached(kernel, tmp_path, monkeypatch):
     assert glob.glob(os.path.join(os.path.dirname(so), "*")) == [so]  # no temporary left
 
 
+def test_damaged_cache_entry_is_rebuilt(kernel, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLP_JAX_KERNEL_CACHE", str(tmp_path))
+    so, _ = blas.build()
+    with open(so, "wb") as f:
+        f.write(b"not a shared library")
+    code = "from llp_jax.kernels import blas; print(blas.status())"
+    done = _run(code, LLP_JAX_KERNEL_CACHE=str(tmp_path))
+    assert done.stdout.startswith("in use"), done.stdout + done.stderr[-2000:]
+    assert open(so, "rb").read(4) == b"\x7fELF"
+
+
 def test_build_without_compiler_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("LLP_JAX_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
