@@ -50,17 +50,8 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
-def enabled() -> bool:
-    """Whether the kernel is in use: CPU, a single device, not turned off, and it loaded."""
-    if os.environ.get("LLP_JAX_CPU_BLAS", "1") == "0":
-        return False
-    if jax.default_backend() != "cpu" or jax.device_count() != 1:
-        return False
-    return _load() is None
-
-
-def status() -> str:
-    """One line for benchmark pages: in use, or why not."""
+def _why_not() -> str | None:
+    """None when the kernel is in use (CPU, a single device, not turned off, and it loaded)."""
     if os.environ.get("LLP_JAX_CPU_BLAS", "1") == "0":
         return "off (LLP_JAX_CPU_BLAS=0)"
     if jax.default_backend() != "cpu":
@@ -68,7 +59,16 @@ def status() -> str:
     if jax.device_count() != 1:
         return f"not used with {jax.device_count()} devices"
     why = _load()
-    return f"in use ({_state['blas']})" if why is None else f"unavailable: {why}"
+    return None if why is None else f"unavailable: {why}"
+
+
+def enabled() -> bool:
+    return _why_not() is None
+
+
+def status() -> str:
+    """One line for benchmark pages: in use, or why not."""
+    return _why_not() or f"in use ({_state['blas']})"
 
 
 def takes(a_ZxMxK: jax.Array, b: jax.Array, transpose_b: bool) -> bool:
@@ -163,9 +163,9 @@ def _build_and_register() -> str | None:
         if so is None:
             return why
         lib = ctypes.CDLL(so)
-    lib.llp_blas_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    lib.llp_blas_load.argtypes = [ctypes.c_char_p] * 3
     path, batch, local = blas
-    if lib.llp_blas_load(path.encode(), batch.encode(), 64, local.encode()) != 0:
+    if lib.llp_blas_load(path.encode(), batch.encode(), local.encode()) != 0:
         return f"could not load {batch} from {path}"
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.LlpBatchedMatmulF32), platform="cpu")
     _state["blas"] = f"{os.path.basename(path)} {batch}" + (
@@ -175,10 +175,8 @@ def _build_and_register() -> str | None:
 
 
 def cache_dir() -> str:
-    root = os.environ.get("LLP_JAX_KERNEL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "llp_jax", "kernels"
-    )
-    return root
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.environ.get("LLP_JAX_KERNEL_CACHE") or os.path.join(home, "llp_jax", "kernels")
 
 
 def build() -> tuple[str | None, str]:

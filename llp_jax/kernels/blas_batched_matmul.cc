@@ -31,20 +31,16 @@ namespace {
 
 enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
 
-// cblas_sgemm_batch_strided with 64-bit or 32-bit BLAS integers.
-using BatchStrided64 = void (*)(int, int, int, int64_t, int64_t, int64_t, float, const float*,
-                                int64_t, int64_t, const float*, int64_t, int64_t, float, float*,
-                                int64_t, int64_t, int64_t);
-using BatchStrided32 = void (*)(int, int, int, int32_t, int32_t, int32_t, float, const float*,
-                                int32_t, int32_t, const float*, int32_t, int32_t, float, float*,
-                                int32_t, int32_t, int32_t);
+// cblas_sgemm_batch_strided of an ILP64 BLAS (numpy's scipy-openblas64: 64-bit integers).
+using BatchStrided = void (*)(int, int, int, int64_t, int64_t, int64_t, float, const float*,
+                              int64_t, int64_t, const float*, int64_t, int64_t, float, float*,
+                              int64_t, int64_t, int64_t);
 
 // openblas_set_num_threads_local: returns the old count. In numpy's (pthreads) OpenBLAS the
 // count is global despite the name, so it is set once for all calls in flight (`OneThread`).
 using SetLocalThreads = int (*)(int);
 
-BatchStrided64 g_batch64 = nullptr;
-BatchStrided32 g_batch32 = nullptr;
+BatchStrided g_batch = nullptr;
 SetLocalThreads g_local_threads = nullptr;
 std::mutex g_threads_mu;
 int g_calls_in_flight = 0, g_saved_threads = 0;
@@ -71,13 +67,8 @@ struct Gemm {  // one cblas_sgemm_batch_strided call, less its batch
   void Run(int64_t z0, int64_t z1) const {  // blocks [z0, z1)
     const float *a0 = a + z0 * sa, *b0 = b + z0 * sb;
     float* c0 = c + z0 * m * n;
-    if (g_batch64 != nullptr) {
-      g_batch64(kRowMajor, ta, tb, m, n, k, 1.0f, a0, lda, sa, b0, ldb, sb, 0.0f, c0, n, m * n,
-                z1 - z0);
-    } else {
-      g_batch32(kRowMajor, ta, tb, m, n, k, 1.0f, a0, lda, sa, b0, ldb, sb, 0.0f, c0, n, m * n,
-                z1 - z0);
-    }
+    g_batch(kRowMajor, ta, tb, m, n, k, 1.0f, a0, lda, sa, b0, ldb, sb, 0.0f, c0, n, m * n,
+            z1 - z0);
   }
 };
 
@@ -117,7 +108,7 @@ ffi::Error BatchedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buf
     std::memset(out, 0, sizeof(float) * z * m * n);
     return ffi::Error::Success();
   }
-  if (g_batch64 == nullptr && g_batch32 == nullptr) {
+  if (g_batch == nullptr) {
     return ffi::Error::Internal("llp_batched_matmul: no BLAS loaded (llp_blas_load)");
   }
   Gemm gemm{transpose_a ? kTrans : kNoTrans, transpose_b ? kTrans : kNoTrans, m, n, k, ad[2],
@@ -143,23 +134,16 @@ ffi::Error BatchedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buf
 
 extern "C" {
 
-// Loads `symbol` (a cblas_sgemm_batch_strided) from the shared library at `path`, with
-// `int_bits` (64 or 32) bit integers, and `local_threads` (openblas_set_num_threads_local; the
-// batch is then sliced over XLA's threads) if it is there. Returns 0 on success, 1 if the
-// library or symbol is missing, 2 for an unsupported integer width.
-int llp_blas_load(const char* path, const char* symbol, int int_bits, const char* local_threads) {
+// Loads `symbol` (an ILP64 cblas_sgemm_batch_strided) from the shared library at `path`, and
+// `local_threads` (openblas_set_num_threads_local; the batch is then sliced over XLA's
+// threads) if it is there. Returns 0 on success, 1 if the library or symbol is missing.
+int llp_blas_load(const char* path, const char* symbol, const char* local_threads) {
   void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) return 1;
   void* fn = dlsym(lib, symbol);
   if (fn == nullptr) return 1;
   g_local_threads = reinterpret_cast<SetLocalThreads>(dlsym(lib, local_threads));
-  if (int_bits == 64) {
-    g_batch64 = reinterpret_cast<BatchStrided64>(fn);
-  } else if (int_bits == 32) {
-    g_batch32 = reinterpret_cast<BatchStrided32>(fn);
-  } else {
-    return 2;
-  }
+  g_batch = reinterpret_cast<BatchStrided>(fn);
   return 0;
 }
 
