@@ -144,6 +144,7 @@ def mix_peak(peak: dict, shapes: collections.Counter, batched: collections.Count
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+.*? ([\w\-]+)\(")
 _COMP = re.compile(r"^%?([\w.\-]+) .*\{\s*$")
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
+_TARGET = re.compile(r'custom_call_target="([^"]+)"')
 
 
 def classify_hlo(hlo_text: str) -> dict[str, str]:
@@ -158,6 +159,8 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
             continue
         if current and (m := _INSTR.match(line)):
             name, op = m.group(1), m.group(2)
+            if op == "custom-call" and (target := _TARGET.search(line)):
+                op = target.group(1)  # a kernel is what it computes: llp_batched_matmul_f32
             call = _CALLS.search(line)
             ops[current].append(op)
             if call:

@@ -78,3 +78,17 @@ def test_matmul_peak_with_batched_shapes_and_each_steps_own_mix():
     assert own["numpy_all_gflops"] == own["numpy_gflops"]
     mixed = step_profile.mix_peak(peak, shapes, batched)
     assert abs(mixed["xla_all_gflops"] - peak["xla_all_gflops"]) < 1e-9 * mixed["xla_all_gflops"]
+
+
+def test_classify_hlo_reads_a_custom_calls_target():
+    # The CPU BLAS kernel is a custom call: a matmul by its target's name, not an elementwise op.
+    hlo = "\n".join([
+        "ENTRY %main.1 (p0: f32[4,8,8]) -> f32[4,8,8] {",
+        "  %p0 = f32[4,8,8]{2,1,0} parameter(0)",
+        '  %ffi_call.3 = f32[4,8,8]{2,1,0} custom-call(%p0, %p0), custom_call_target="llp_batched_matmul_f32"',
+        '  ROOT %ffi_call.4 = f32[4,8,8]{2,1,0} custom-call(%ffi_call.3), custom_call_target="my_softmax"',
+        "}",
+    ])  # fmt: skip
+    kinds = step_profile.classify_hlo(hlo)
+    assert kinds["ffi_call.3"] == "matmul"
+    assert kinds["ffi_call.4"] == "elementwise"
