@@ -27,3 +27,23 @@ def corpus_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "small.txt"
     path.write_text(text)
     return str(path)
+
+
+@pytest.fixture(params=["native", "float32"])
+def cpu_bf16_mode(request, monkeypatch):
+    """Each way bfloat16 matmuls can run on CPU (`matmul.cpu_bf16_matmuls`), whatever this CPU
+    has: 'native' (bfloat16 operands) and 'float32' (widened first, for CPUs without bfloat16
+    units). JAX's trace caches are cleared around it: the choice is made while tracing."""
+    monkeypatch.setenv("LLP_JAX_CPU_BF16", request.param)
+    jax.clear_caches()
+    yield request.param
+    jax.clear_caches()
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """The native bfloat16 CPU forms, as on a CPU with bfloat16 units (AMX, AVX512-BF16)."""
+    monkeypatch.setenv("LLP_JAX_CPU_BF16", "native")
+    jax.clear_caches()
+    yield
+    jax.clear_caches()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from llp_jax.models.matmul import row_major_transpose
+from llp_jax.models.matmul import cpu_bf16_matmuls, row_major_transpose
 
 CHUNK_ROWS = 1024  # rows (batch x positions) per chunk: [1024, V] float32 logits at a time
 
@@ -44,9 +44,18 @@ def _chunk_nll(logits_CxV, targets_C):
     return lse_C, jnp.sum(lse_C - picked_C)
 
 
-@jax.custom_vjp
 def head_nll_sum(h_RxD, w_DxV, b_V, targets_R):
-    """Sum of the rows' next-token negative log-likelihoods (float32 scalar)."""
+    """Sum of the rows' next-token negative log-likelihoods (float32 scalar). bfloat16 on a CPU
+    without bfloat16 units runs in float32 (`matmul.cpu_bf16_matmuls`)."""
+    if h_RxD.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        if cpu_bf16_matmuls() == "float32":
+            widen = lambda x: x.astype(jnp.float32)  # noqa: E731
+            return _head_nll_sum(widen(h_RxD), widen(w_DxV), widen(b_V), targets_R)
+    return _head_nll_sum(h_RxD, w_DxV, b_V, targets_R)
+
+
+@jax.custom_vjp
+def _head_nll_sum(h_RxD, w_DxV, b_V, targets_R):
     h_NxCxD, t_NxC = _split(h_RxD, targets_R, chunk_rows(h_RxD.shape[0]))
 
     def body(total, xs):
@@ -105,7 +114,7 @@ def _backward(residuals, g):
     return scale(dh), scale(dw), scale(db), zero_t
 
 
-head_nll_sum.defvjp(_forward, _backward)
+_head_nll_sum.defvjp(_forward, _backward)
 
 
 def fused_rows(rows: int) -> bool:

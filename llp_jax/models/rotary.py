@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llp_jax.models.matmul import vary_like
+from llp_jax.models.matmul import cpu_bf16_matmuls, vary_like
 
 # 2*pi to 60 digits, for the frequencies' fixed-point fractions of a turn.
 _TWO_PI = decimal.Decimal(
@@ -95,7 +95,11 @@ def apply_rope(x_BxTxHxD: jax.Array, positions_T, theta: float = 10000.0) -> jax
     else:
         angles_TxF = rope_angles(positions_T, D, theta)
         sin_TxF, cos_TxF = jnp.sin(angles_TxF), jnp.cos(angles_TxF)
-    if x_BxTxHxD.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+    if (
+        x_BxTxHxD.dtype == jnp.bfloat16
+        and jax.default_backend() == "cpu"
+        and cpu_bf16_matmuls() == "native"
+    ):
         # Inside shard_map the tables vary like x, so that their (unused) cotangents type-check.
         sin_TxF, cos_TxF = vary_like(sin_TxF, x_BxTxHxD), vary_like(cos_TxF, x_BxTxHxD)
         return _rope_by_matmul(x_BxTxHxD, sin_TxF, cos_TxF)

@@ -27,6 +27,7 @@ from flax import nnx
 
 from llp_jax import models
 from llp_jax.kernels import blas
+from llp_jax.models.matmul import cpu_bf16_matmuls
 from llp_jax.studies import step_profile
 from llp_jax.studies.benchmark import attention_pairs
 from llp_jax.studies.machine import cpu_name, host_allocator
@@ -203,7 +204,8 @@ def run(spec: StepSpec, log: Callable[[str], None] = print) -> dict:
             "flagged": flagged,
             "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, jax {jax.__version__}, host "
                        f"allocator: {host_allocator()} (the workers' too); attention's float32 "
-                       f"block matmuls: CPU BLAS kernel {blas.status()}"}  # fmt: skip
+                       f"block matmuls: CPU BLAS kernel {blas.status()}; bfloat16 matmuls: "
+                       f"{cpu_bf16_matmuls()}"}  # fmt: skip
 
 
 def ratios(result: dict) -> list[tuple[str, str, float]]:

@@ -252,10 +252,11 @@ def test_model_cudnn_equals_reference(name):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_dense_attention_in_bfloat16_matches_float32(batch):
+def test_dense_attention_in_bfloat16_matches_float32(batch, cpu_bf16_mode):
     """The explicit-mask path in bfloat16 (on CPU: head-major `matmul.head_scores/head_mix`
-    with their hand-written backward) against float32: values and gradients within bfloat16
-    rounding; on CPU the compiled gradient multiplies bfloat16 operands only."""
+    with their hand-written backward, or widened to float32 on CPUs without bfloat16 units)
+    against float32: values and gradients within bfloat16 rounding; on CPU the compiled
+    gradient multiplies bfloat16 operands only (native) or float32 ones only."""
     from llp_jax.models import attention as A
 
     rng = np.random.default_rng(batch)
@@ -276,4 +277,5 @@ def test_dense_attention_in_bfloat16_matches_float32(batch):
     if jax.default_backend() == "cpu":
         compiled = loss(jnp.bfloat16).lower(q, k, v).compile().as_text()
         dots = compiled_dot_operand_types(compiled)
-        assert dots and all(t == ["bf16", "bf16"] for t in dots), dots  # an empty list: no check
+        want = ["bf16", "bf16"] if cpu_bf16_mode == "native" else ["f32", "f32"]
+        assert dots and all(t == want for t in dots), dots  # an empty list: no check

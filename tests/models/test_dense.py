@@ -101,6 +101,7 @@ def _eqns(jaxpr, primitive: str = "dot_general"):
                 yield from _eqns(sub, primitive)
 
 
+@pytest.mark.usefixtures("native_bf16")
 @pytest.mark.parametrize("w_shape", [(64, 16), (16, 64)])
 def test_dense_bfloat16_multiplies_bfloat16_into_float32(w_shape):
     """bfloat16 inputs: one dot of bfloat16 operands accumulating in float32 (then rounded), the
@@ -131,6 +132,7 @@ def _squares(dense):
     return lambda x, w, b: jnp.sum(jnp.square(dense(x, w, b).astype(jnp.float32)))
 
 
+@pytest.mark.usefixtures("native_bf16")
 @pytest.mark.parametrize("w_shape", [(64, 16), (16, 64)])
 def test_dense_bfloat16_backward_dots_stay_bfloat16_on_cpu(w_shape):
     """The gradient of a bfloat16 dense: both backward dots (dy @ w^T and x^T @ dy) multiply
@@ -205,10 +207,11 @@ def test_dense_bfloat16_inside_shard_map_sums_the_weight_gradient():
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("nt", [False, True])
-def test_batched_matmuls_and_their_gradients(dtype, nt):
+def test_batched_matmuls_and_their_gradients(dtype, nt, cpu_bf16_mode):
     """`matmul.batched` (a @ b) and `matmul.batched_nt` (a @ b^T) over one batch axis equal
     the einsum, values and gradients; in bfloat16 on CPU every compiled dot of the gradient
-    multiplies bfloat16 operands (the hand-written backward)."""
+    multiplies bfloat16 operands (the hand-written backward), or float32 ones on CPUs without
+    bfloat16 units."""
     ka, kb = jax.random.split(jax.random.key(4))
     a = jax.random.normal(ka, (6, 24, 16), jnp.float32).astype(dtype)
     b = jax.random.normal(kb, (6, 32, 16) if nt else (6, 16, 32), jnp.float32).astype(dtype)
@@ -230,7 +233,10 @@ def test_batched_matmuls_and_their_gradients(dtype, nt):
         assert got.dtype == want.dtype == dtype
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
                                    rtol=tol, atol=tol * 4)  # fmt: skip
-    if dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+    if dtype == jnp.bfloat16 and jax.default_backend() == "cpu" and cpu_bf16_mode == "float32":
+        types = compiled_dot_operand_types(grad.lower(a, b).compile().as_text())
+        assert types and all(t == ["f32", "f32"] for t in types), types
+    elif dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
         types = compiled_dot_operand_types(grad.lower(a, b).compile().as_text())
         assert types == [["bf16", "bf16"]] * 3
         autodiff = jax.jit(jax.grad(loss(plain), argnums=(0, 1))).lower(a, b).compile()
