@@ -79,3 +79,28 @@ def test_a_bfloat16_model_in_float32_mode_matches_the_native_forms(name, faithfu
         assert a.dtype == b.dtype == jnp.float32
         scale = float(jnp.abs(b).max()) + 1e-6
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-2 * scale)
+
+
+def test_float32_mode_keeps_bfloat16_residuals(monkeypatch):
+    """`in_float32`'s backward widens its bfloat16 inputs again rather than keeping float32
+    copies: the gradient is autodiff's of the widened product, and what the forward saves for
+    it is bfloat16."""
+    monkeypatch.setenv(matmul.BF16_ENV, "float32")
+    ka, kb = jax.random.split(jax.random.key(9))
+    a = jax.random.normal(ka, (4, 32, 16), jnp.float32).astype(jnp.bfloat16)
+    b = jax.random.normal(kb, (4, 16, 24), jnp.float32).astype(jnp.bfloat16)
+
+    def loss(f):
+        return lambda a, b: jnp.sum(jnp.sin(f(a, b).astype(jnp.float32)))
+
+    def plain(a, b):  # autodiff through the widening: what the custom backward must equal
+        return matmul.batched(a.astype(jnp.float32), b.astype(jnp.float32)).astype(a.dtype)
+
+    got = jax.grad(loss(matmul.batched), argnums=(0, 1))(a, b)
+    want = jax.grad(loss(plain), argnums=(0, 1))(a, b)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(g, np.float32), np.asarray(w, np.float32))
+    _, saved = jax.vjp(lambda a, b: matmul.in_float32(matmul.batched, a, b), a, b)
+    residuals = [x for x in jax.tree.leaves(saved) if hasattr(x, "dtype") and x.ndim == 3]
+    assert residuals and all(x.dtype == jnp.bfloat16 for x in residuals)
