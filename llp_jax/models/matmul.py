@@ -47,7 +47,7 @@ def dense(x: jax.Array, w: jax.Array, in_dims: int = 1, bias: jax.Array | None =
     x_MxK, w_KxN = x.reshape(-1, k), w.reshape(k, -1)
     cpu = jax.default_backend() == "cpu"
     if _bf16_as_float32(x_MxK):
-        y_MxN = in_float32(dense, x_MxK, w_KxN)
+        y_MxN = in_float32(dense, x_MxK, vary_like(w_KxN, x_MxK))
         y_MxN = y_MxN if bias is None else y_MxN + bias.astype(jnp.float32)
         return y_MxN.astype(x.dtype).reshape(*lead, *w.shape[in_dims:])
     if x_MxK.dtype == jnp.bfloat16 and cpu:

@@ -180,10 +180,10 @@ def test_dense_adds_a_float32_bias_before_rounding(dtype):
     assert grad_b.dtype == jnp.float32
 
 
-def test_dense_bfloat16_inside_shard_map_sums_the_weight_gradient():
+def test_dense_bfloat16_inside_shard_map_sums_the_weight_gradient(cpu_bf16_mode):
     """Inside `shard_map` with the weight and bias replicated and the activations split: the
-    hand-written backward's weight and bias gradients are summed over the devices, as
-    autodiff's would be."""
+    hand-written backward's weight and bias gradients (native bfloat16 or widened to float32)
+    are summed over the devices, as autodiff's would be."""
     if jax.device_count() < 2:
         pytest.skip("needs two devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
     mesh = jax.make_mesh((2,), ("s",))

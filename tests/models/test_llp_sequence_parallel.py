@@ -196,3 +196,26 @@ def test_dropout_runs_and_differs_per_key():
         float(fn(params, batch, r)) for r in (jax.random.key(0), jax.random.key(1), None)
     )
     assert np.isfinite([a, b, clean]).all() and a != b and a != clean
+
+
+@pytest.mark.parametrize("faithful", [False, True], ids=["clean", "code"])
+def test_bfloat16_loss_and_grads_equal_single_device(faithful, cpu_bf16_mode):
+    """bfloat16 inside the sequence-parallel shard_map, in each CPU matmul mode (the custom
+    backwards of native bfloat16 and of float32 widening must type-check there and sum the
+    replicated weights' gradients): loss and gradients match the single-device bfloat16 run."""
+    cfg = llp(faithful, seq_len=128, segment_len=16, num_layers=2, compute_dtype="bfloat16")
+    mesh = make_mesh(sequence=8)
+    graphdef, params, placed = sharded_params(cfg, mesh)
+    batch = batch_of(3, 2, 128)
+    loss_ref, grads_ref = loss_and_grads(lambda p, b: next_token_loss(graphdef, p, b, None))(
+        params, batch
+    )
+    loss, grads = loss_and_grads(
+        lambda p, b: sp.sequence_parallel_loss(graphdef, p, b, None, mesh=mesh)
+    )(placed, batch)
+    np.testing.assert_allclose(float(loss), float(loss_ref), rtol=2e-3)
+    flat_ref = dict(jax.tree_util.tree_flatten_with_path(grads_ref)[0])
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        ref = np.asarray(flat_ref[path])
+        np.testing.assert_allclose(np.asarray(g), ref, atol=3e-2 * (np.abs(ref).max() + 1e-6),
+                                   err_msg=str(path))  # fmt: skip
