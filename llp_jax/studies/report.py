@@ -19,7 +19,7 @@ from llp_jax.data import unigram_perplexity
 from llp_jax.evaluation.sampling import SampleConfig, generate
 from llp_jax.storage import read_jsonl
 from llp_jax.training import trainer
-from llp_jax.training.distributed import gather_to_host
+from llp_jax.training.distributed import any_process, gather_to_host
 
 
 def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=None,
@@ -52,9 +52,14 @@ def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
     metrics_path = paths.join(workdir, "metrics.jsonl")
     vals = [r for r in read_jsonl(metrics_path) if "val/loss" in r] if paths.exists(
         metrics_path) else []  # fmt: skip
-    if vals:
+    on_record = bool(vals) and vals[-1].get("step") == run.start_step + steps_run
+    # No validation of these parameters on record (a lost or replaced metrics.jsonl; only
+    # process 0 writes it): evaluated now, by every process together (it is a collective).
+    if any_process(not on_record):
+        summary["val_loss"] = trainer.validation_loss(run)
+    else:
         summary["val_loss"] = vals[-1]["val/loss"]
-        summary["val_ppl"] = math.exp(summary["val_loss"])
+    summary["val_ppl"] = math.exp(min(summary["val_loss"], 50.0))
     summary["unigram_val_ppl"] = unigram_perplexity(
         data.tokens["train"], data.tokens["validation"], data.tokenizer.vocab_size
     )
@@ -67,7 +72,7 @@ def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
         plot_losses(metrics_path, summary["plot"], title=f"{cfg.name} on {data.corpus.name}")
         paths.write_text(summary_path, json.dumps(summary, indent=2))
         print(
-            f"\nvalidation perplexity {summary.get('val_ppl', float('nan')):.3f} "
+            f"\nvalidation perplexity {summary['val_ppl']:.3f} "
             f"(unigram baseline {summary['unigram_val_ppl']:.3f}, tokenizer {data.tokenizer.name})"
             f"\n{steps_run} steps in {wall_s:.0f} s, {summary['train_tokens_per_s']:,.0f} tokens/s;"
             f" loss plot: {summary['plot']}\nsample:\n{summary['sample']}"

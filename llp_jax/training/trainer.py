@@ -47,6 +47,14 @@ class NonFiniteError(LLPError, FloatingPointError):
     """Training produced a non-finite loss or gradient more often than allowed."""
 
 
+def validation_loss(run: Run) -> float:
+    """Mean next-token loss of the run's current parameters on its validation windows."""
+    return evaluate_windows(run.eval_step, run.state["params"],
+                            run.data.eval_tokens("validation"), run.model_cfg.seq_len,
+                            run.train.batch_size, run.train.eval_batches,
+                            mesh_lib.batch_sharding(run.mesh))  # fmt: skip
+
+
 def train_loop(run: Run) -> dict:
     """Runs steps start+1..num_steps; returns {'steps_run', 'wall_s', 'preempted',
     'interrupted'} ('interrupted': None, or 'SIGTERM' / 'SIGINT', after which the run saved its
@@ -74,9 +82,7 @@ def train_loop(run: Run) -> dict:
             )
 
     def validate(at: int) -> float:
-        val = evaluate_windows(run.eval_step, run.state["params"],
-                               run.data.eval_tokens("validation"), cfg.seq_len, train.batch_size,
-                               train.eval_batches, batch_sharding)  # fmt: skip
+        val = validation_loss(run)
         writer.write(at, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
         return val
 

@@ -43,6 +43,23 @@ def test_a_finished_run_rerun_keeps_its_summary(server, victim, corpus_file):
     assert faults.metrics_steps(victim) == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("lost", [("metrics.jsonl", "summary.json"), ("summary.json",)])
+def test_a_finished_run_without_its_summary_reports_a_real_perplexity(lost, server, victim,
+                                                                      corpus_file):  # fmt: skip
+    """The final checkpoint is there but the summary (and the metrics with the last validation)
+    is not: the rerun trains nothing and evaluates the final parameters again, never 'nan'."""
+    want = json.load(open(os.path.join(victim, "summary.json")))["val_ppl"]
+    for name in lost:
+        os.remove(os.path.join(victim, name))
+    result = server.run("train", *tiny_args(victim, corpus_file))
+    assert result.rc == 0, str(result)
+    assert "nan" not in result.stdout, result.stdout
+    summary = json.load(open(os.path.join(victim, "summary.json")))
+    assert summary["steps_run"] == 0
+    assert abs(summary["val_ppl"] - want) < 1e-4 * want
+    assert f"validation perplexity {want:.3f}" in result.stdout
+
+
 @pytest.mark.parametrize("damage", sorted(faults.DAMAGE))
 def test_every_program_skips_a_damaged_newest_step(damage, server, victim, trained, corpus_file):
     faults.DAMAGE[damage](os.path.join(victim, "checkpoints", "4"))
