@@ -85,18 +85,26 @@ def test_loss_and_grads_equal_single_device(n, s, L, k, faithful, axes):
     mesh = make_mesh(**axes)
     graphdef, params, placed = sharded_params(cfg, mesh)
     batch = batch_of(1, 2 * max(axes.get("data", 1), axes.get("fsdp", 1)), n)
-    loss_ref, grads_ref = loss_and_grads(lambda p, b: next_token_loss(graphdef, p, b, None))(
-        params, batch
-    )
-    loss, grads = loss_and_grads(
-        lambda p, b: sp.sequence_parallel_loss(graphdef, p, b, None, mesh=mesh)
-    )(placed, batch)
+    (loss, grads), (loss_ref, grads_ref) = both_losses(graphdef, params, placed, batch, mesh)
     np.testing.assert_allclose(float(loss), float(loss_ref), rtol=1e-6)
+    for path, g, ref in paired(grads, grads_ref):
+        np.testing.assert_allclose(np.asarray(g), ref, atol=1e-5, rtol=1e-4, err_msg=path)
+
+
+def both_losses(graphdef, params, placed, batch, mesh):
+    """(loss, grads) of the sequence-parallel run, then of the single-device one."""
+    single = loss_and_grads(lambda p, b: next_token_loss(graphdef, p, b, None))(params, batch)
+    split = loss_and_grads(lambda p, b: sp.sequence_parallel_loss(graphdef, p, b, None, mesh=mesh))(
+        placed, batch
+    )
+    return split, single
+
+
+def paired(grads, grads_ref):
+    """(path, gradient, reference gradient as numpy) for every parameter."""
     flat_ref = dict(jax.tree_util.tree_flatten_with_path(grads_ref)[0])
     for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
-        np.testing.assert_allclose(
-            np.asarray(g), np.asarray(flat_ref[path]), atol=1e-5, rtol=1e-4, err_msg=str(path)
-        )
+        yield str(path), g, np.asarray(flat_ref[path])
 
 
 def test_aux_matches_next_token_loss():
@@ -207,15 +215,8 @@ def test_bfloat16_loss_and_grads_equal_single_device(faithful, cpu_bf16_mode):
     mesh = make_mesh(sequence=8)
     graphdef, params, placed = sharded_params(cfg, mesh)
     batch = batch_of(3, 2, 128)
-    loss_ref, grads_ref = loss_and_grads(lambda p, b: next_token_loss(graphdef, p, b, None))(
-        params, batch
-    )
-    loss, grads = loss_and_grads(
-        lambda p, b: sp.sequence_parallel_loss(graphdef, p, b, None, mesh=mesh)
-    )(placed, batch)
+    (loss, grads), (loss_ref, grads_ref) = both_losses(graphdef, params, placed, batch, mesh)
     np.testing.assert_allclose(float(loss), float(loss_ref), rtol=2e-3)
-    flat_ref = dict(jax.tree_util.tree_flatten_with_path(grads_ref)[0])
-    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
-        ref = np.asarray(flat_ref[path])
+    for path, g, ref in paired(grads, grads_ref):
         np.testing.assert_allclose(np.asarray(g), ref, atol=3e-2 * (np.abs(ref).max() + 1e-6),
-                                   err_msg=str(path))  # fmt: skip
+                                   err_msg=path)  # fmt: skip
