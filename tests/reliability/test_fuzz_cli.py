@@ -73,6 +73,7 @@ def check(result) -> None:
         assert_one_line_error(result)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), min_size=1, max_size=3)
        .flatmap(lambda keys: st.fixed_dictionaries({k: FIELDS[k] for k in keys})))  # fmt: skip

@@ -9,6 +9,8 @@ import os
 import random
 import signal
 
+import pytest
+
 from llp_jax.storage import committed_steps, inspect_step
 from tests.reliability import faults
 from tests.reliability.conftest import params_digest, tiny_args
@@ -22,6 +24,7 @@ def losses(workdir) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
+@pytest.mark.slow
 def test_twenty_random_faults_then_bitwise_the_straight_run(server, corpus_file, tmp_path):
     straight, faulted = tmp_path / "straight", tmp_path / "faulted"
     args = lambda w: tiny_args(w, corpus_file, steps=STEPS, every=EVERY)  # noqa: E731

@@ -4,6 +4,7 @@ under the default flags (the control) and one per flag set, timed in the same ro
 from __future__ import annotations
 
 import jax
+import pytest
 
 from llp_jax.studies import step_benchmark as sb
 from llp_jax.studies import step_workers
@@ -33,6 +34,7 @@ def test_a_flags_worker_runs_the_step_under_its_flags():
     assert abs(float(their_loss) - loss) < 1e-4 * abs(loss)
 
 
+@pytest.mark.slow
 def test_the_sweep_times_control_and_flags_in_the_same_rounds():
     spec = sb.StepSpec(**{**SPEC.__dict__, "flag_sets": (FLAGS,)})
     result = sb.run(spec, log=lambda _: None)
