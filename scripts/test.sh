@@ -10,6 +10,8 @@ export LLP_JAX_HOST_MALLOC=system
 # Two worker processes (pytest-xdist; at most the CPU count, LLP_JAX_TEST_WORKERS overrides): most
 # of the suite's time is single-threaded XLA compilation and subprocesses starting the CLIs, so a
 # second worker fills the second core. Each file runs whole in one worker (its module fixtures
-# once); `-n 0` after the command runs everything in this process.
+# once), handed out in collection order (tests/conftest.py puts files holding a slow test first;
+# xdist's default order, most tests first, left the long files to the end); `-n 0` after the
+# command runs everything in this process.
 workers=${LLP_JAX_TEST_WORKERS:-$(( $(nproc) < 2 ? $(nproc) : 2 ))}
-exec .venv/bin/python -m pytest -q -n "$workers" --dist loadfile tests "$@"
+exec .venv/bin/python -m pytest -q -n "$workers" --dist loadfile --no-loadscope-reorder tests "$@"
