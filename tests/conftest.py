@@ -21,8 +21,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 def pytest_collection_modifyitems(config, items):
     """Files holding a `slow` test first, each file's tests kept together and in order. Under
     scripts/test.sh's workers (`--dist loadfile`, files handed out in this order) the long
-    files start at once and the run ends on short ones: with the long files where collection
-    put them, one worker spent the last ~10 minutes alone on them."""
+    files start at once and the run ends on short ones: in xdist's own order (most tests
+    first) one worker spent the last ~10 minutes alone on them."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable
 
