@@ -2,9 +2,7 @@
 llp_jax/cli/prepare_data.py (installed as the `llp-prepare-data` console script); see that module
 for its flags."""
 
-from llp_jax.cli import prepare_data as _launcher
+if __name__ == "__main__":  # llp_jax/cli/start.py: restart first, then import
+    from llp_jax.cli import start
 
-__doc__ = _launcher.__doc__  # absl's --help shows the launcher's own usage
-
-if __name__ == "__main__":
-    _launcher.entry()
+    start.launch("prepare_data")

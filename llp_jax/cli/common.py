@@ -29,7 +29,8 @@ def run(main) -> None:
     `--config=file.py:arg`, a ConfigError from the preset) otherwise prints its whole traceback.
     Ctrl-C outside the training loop (which saves first) exits 130 with one line; a closed
     stdout (`| head`) ends the program quietly. On CPU hosts the program first re-executes itself
-    once with glibc's malloc tuned (host_allocator.py)."""
+    once with glibc's malloc tuned (host_allocator.py); the launchers have done so already, before
+    their imports (start.py), so this only restarts an `entry()` called some other way."""
     host_allocator.ensure()
 
     def guarded(argv):

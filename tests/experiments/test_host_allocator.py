@@ -83,3 +83,15 @@ def test_a_restart_that_the_system_refuses_warns_once_and_runs_on(tmp_path):
     (warning,) = proc.stderr.splitlines()
     assert warning.startswith("warning: could not restart with the tuned malloc settings")
     assert json.loads(proc.stdout)["env"] == dict.fromkeys(host_allocator.TUNED)
+
+
+def test_a_launcher_restarts_before_it_imports_jax():
+    # execve discards the first image's imports: restarting after them paid for them twice.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "experiments.train", "--help"],
+                          capture_output=True, text=True, env=untuned_env(), cwd=REPO,
+                          timeout=120)  # fmt: skip
+    assert proc.stdout.startswith("Trains a zoo model"), proc.stdout[-2000:]  # the launcher's doc
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]  # fmt: skip
+    assert imported.count("jax") == 1, proc.stderr[-2000:]
+    assert imported.count("llp_jax.cli.host_allocator") == 2  # once per image: it did restart

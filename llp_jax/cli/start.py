@@ -1,0 +1,72 @@
+"""How every launcher starts (`python -m experiments.<name>` and the `llp-*` console scripts):
+the host-allocator restart first, then the launcher's own module.
+
+Why a module of its own: `host_allocator.ensure()` restarts the process with `execve`, which
+throws away everything imported so far. Called from a launcher module it ran after jax, flax,
+orbax and the rest were loaded (~1.9 s on the 2-core EPYC), so each launch imported them twice;
+from here it runs before anything heavy is imported (this module and `host_allocator` import
+only the standard library). tests/experiments/test_host_allocator.py checks that jax is
+imported once per launch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from llp_jax.cli import host_allocator
+
+
+def launch(name: str) -> None:
+    """Restarts with the tuned malloc if it applies, then runs `llp_jax.cli.<name>.entry()`."""
+    host_allocator.ensure()
+    launcher = importlib.import_module(f"llp_jax.cli.{name}")
+    main = sys.modules.get("__main__")
+    if main is not None:
+        main.__doc__ = launcher.__doc__  # absl's --help prints the main module's docstring
+    launcher.entry()
+
+
+# The console scripts (pyproject.toml [project.scripts]).
+def train() -> None:
+    launch("train")
+
+
+def evaluate() -> None:
+    launch("evaluate")
+
+
+def sample() -> None:
+    launch("sample")
+
+
+def convert() -> None:
+    launch("convert")
+
+
+def prepare_data() -> None:
+    launch("prepare_data")
+
+
+def compare() -> None:
+    launch("compare")
+
+
+def benchmark() -> None:
+    launch("benchmark")
+
+
+def benchmark_step() -> None:
+    launch("benchmark_step")
+
+
+def benchmark_decode() -> None:
+    launch("benchmark_decode")
+
+
+def benchmark_sequence_parallel() -> None:
+    launch("benchmark_sequence_parallel")
+
+
+def model_summary() -> None:
+    launch("model_summary")
