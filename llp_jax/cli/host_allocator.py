@@ -16,7 +16,8 @@ suite, which is mostly compilation, opts out). Two arenas compile at 4.8-5.0 s b
 against 1.81 s with one arena).
 
 glibc reads them only at process start, so a launcher re-executes itself (same argv, same PID)
-once with them added; variables the user set are kept. Not applied off Linux/glibc, where an
+once with them added, before it imports anything heavy (start.py); variables the user set are
+kept. Not applied off Linux/glibc, where an
 accelerator plugin is installed (unless JAX_PLATFORMS=cpu), or with LLP_JAX_HOST_MALLOC=system.
 """
 
