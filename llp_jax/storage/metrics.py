@@ -156,19 +156,24 @@ class MetricsWriter:
             self._last_upload = time.time()
 
     def close(self) -> None:
+        """Flushes and closes everything, even after a failed write; a write error names its
+        file (closing the log retries what a full disk refused, which fails again)."""
         if not self.active:
             return
-        if self._tb is not None:
-            with _naming(self._tb_dir or self.logdir):
-                self._tb.close()
-        self.flush()
-        self._tb = None
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
-        if self.remote and self._tb_dir is not None:
-            shutil.rmtree(self._tb_dir, ignore_errors=True)
-            self._tb_dir = None
+        try:
+            if self._tb is not None:
+                with _naming(self._tb_dir or self.logdir):
+                    self._tb.close()
+            self.flush()
+        finally:
+            self._tb = None
+            jsonl, self._jsonl = self._jsonl, None
+            if jsonl is not None:
+                with _naming(self.jsonl_path):
+                    jsonl.close()  # closes the file even when its last flush fails
+            if self.remote and self._tb_dir is not None:
+                shutil.rmtree(self._tb_dir, ignore_errors=True)
+                self._tb_dir = None
 
     def __enter__(self) -> "MetricsWriter":
         return self

@@ -137,9 +137,16 @@ def train_loop(run: Run) -> dict:
                     print(f"{interrupted}: saved step {step}; exiting")
                     break
     finally:
+        in_flight = sys.exc_info()[0] is not None
         bar.close()
-        writer.close()
-        if sys.exc_info()[0] is None:
+        try:
+            writer.close()
+        except OSError:
+            if not in_flight:
+                raise
+            # else the error in flight is the one to report: a full disk that stopped a save or
+            # a metrics write fails closing the log too, and would hide which write met it first
+        if not in_flight:
             run.ckpt.wait_until_finished()  # raises if the last save failed
         else:
             try:  # the error in flight is the one to report; still finish what can be saved

@@ -1,6 +1,8 @@
 """MetricsWriter (JSONL + TensorBoard) and the loss plot drawn from its JSONL."""
 
+import errno
 import json
+import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -70,3 +72,19 @@ def test_a_full_disk_names_the_metrics_file(tmp_path):
     with pytest.raises(OSError) as err:
         writer.flush()
     assert err.value.errno == errno.ENOSPC and err.value.filename == writer.jsonl_path
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (always full)")
+def test_a_full_disk_is_named_by_the_failed_write_and_by_close(tmp_path):
+    writer = metrics_lib.MetricsWriter(tmp_path, tensorboard=False)
+    writer._jsonl.close()
+    writer._jsonl = open("/dev/full", "a", encoding="utf-8")  # every write: ENOSPC, no file name
+    writer.write(1, {"train/loss": 1.0})
+    with pytest.raises(OSError) as failed:
+        writer.write(2, {"train/loss": 0.9})  # step 1's row is written as step 2 begins
+    assert (failed.value.errno, failed.value.filename) == (errno.ENOSPC, writer.jsonl_path)
+    # Closing retries the refused bytes, which fails again: named too, and the file is closed.
+    with pytest.raises(OSError) as closing:
+        writer.close()
+    assert (closing.value.errno, closing.value.filename) == (errno.ENOSPC, writer.jsonl_path)
+    assert writer._jsonl is None

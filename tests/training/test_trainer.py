@@ -102,3 +102,23 @@ def test_train_launcher_reduces_validation_loss(corpus_file, tmp_path):
     assert summary["val_ppl"] < summary["unigram_val_ppl"]
     assert (workdir / "loss.png").stat().st_size > 1000
     assert sorted(os.listdir(workdir / "checkpoints"))[-1] == "40"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (always full)")
+def test_a_failed_metrics_write_is_the_error_reported(corpus_file, tmp_path, monkeypatch):
+    # A full disk fails the metrics log's write and then its close (which retries the refused
+    # bytes): the loop must report the first, naming its file, not the close's.
+    real_init = trainer.MetricsWriter.__init__
+
+    def onto_a_full_disk(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self._jsonl.close()
+        self._jsonl = open("/dev/full", "a", encoding="utf-8")
+
+    monkeypatch.setattr(trainer.MetricsWriter, "__init__", onto_a_full_disk)
+    run = trainer.setup(small_config(corpus_file), str(tmp_path / "w"))
+    with pytest.raises(OSError) as failed:
+        trainer.train_loop(run)
+    run.close()
+    assert failed.value.filename == os.path.join(str(tmp_path / "w"), "metrics.jsonl")
+    assert "during handling" not in str(failed.getrepr())
