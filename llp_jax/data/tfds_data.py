@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from llp_jax import paths
 from llp_jax.data import token_cache, tokenizers
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
 from llp_jax.data.tfds_sources import (
@@ -85,10 +86,7 @@ def load_tokenizer(config, sources, feature: str, token_root: str):
         model_type=config.sp_model_type,
         cache_dir=config.cache_dir,
     )
-    os.makedirs(folder, exist_ok=True)
-    with open(f"{path}.tmp{os.getpid()}", "wb") as f:
-        f.write(tok.model_proto)
-    os.replace(f"{path}.tmp{os.getpid()}", path)
+    paths.write_bytes(path, tok.model_proto)  # atomic; a failed write names the path
     return tokenizers.SentencePieceTokenizer(tok.model_proto, name=key), folder
 
 

@@ -17,6 +17,7 @@ tokens touches at most two records.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 from collections.abc import Iterable
@@ -24,10 +25,21 @@ from collections.abc import Iterable
 import numpy as np
 from array_record.python import array_record_data_source, array_record_module
 
+from llp_jax import paths
 from llp_jax.data import tokenizers
 from llp_jax.data.corpus import count_words
 
 FORMAT_VERSION = 1
+
+
+def _as_os_error(error: RuntimeError, path: str) -> BaseException:
+    """array_record reports a failed write as RuntimeError('write() failed: No space left on
+    device; writing <file>; ...'): the OSError it stands for, naming the split's file (a
+    launcher then prints one line), or the error itself."""
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO):
+        if os.strerror(code) in str(error):
+            return OSError(code, os.strerror(code), path)
+    return error
 
 
 def _dtype_for(vocab_size: int) -> np.dtype:
@@ -61,28 +73,35 @@ def write_split(
     dtype = _dtype_for(vocab_size)
     path = os.path.join(folder, f"{split}.array_record")
     tmp = f"{path}.tmp{os.getpid()}"
-    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     pending: list[np.ndarray] = []
     num_pending = num_tokens = num_chunks = 0
     try:
-        for piece in token_arrays:
-            pending.append(np.asarray(piece).astype(dtype, copy=False))
-            num_pending += len(pending[-1])
-            if num_pending >= chunk_tokens:
-                flat = np.concatenate(pending)
-                full = len(flat) // chunk_tokens * chunk_tokens
-                for start in range(0, full, chunk_tokens):
-                    writer.write(flat[start : start + chunk_tokens].tobytes())
-                num_chunks += full // chunk_tokens
-                num_tokens += full
-                pending, num_pending = [flat[full:]], len(flat) - full
-        if num_pending:
-            writer.write(np.concatenate(pending).tobytes())
-            num_chunks += 1
-            num_tokens += num_pending
-    finally:
-        writer.close()
-    os.replace(tmp, path)
+        writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+        try:
+            for piece in token_arrays:
+                pending.append(np.asarray(piece).astype(dtype, copy=False))
+                num_pending += len(pending[-1])
+                if num_pending >= chunk_tokens:
+                    flat = np.concatenate(pending)
+                    full = len(flat) // chunk_tokens * chunk_tokens
+                    for start in range(0, full, chunk_tokens):
+                        writer.write(flat[start : start + chunk_tokens].tobytes())
+                    num_chunks += full // chunk_tokens
+                    num_tokens += full
+                    pending, num_pending = [flat[full:]], len(flat) - full
+            if num_pending:
+                writer.write(np.concatenate(pending).tobytes())
+                num_chunks += 1
+                num_tokens += num_pending
+        finally:
+            writer.close()
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)  # a failed write (a full disk) leaves no partial file behind
+        if isinstance(e, RuntimeError):
+            raise _as_os_error(e, path) from None
+        raise
     meta = dict(
         counts,
         num_tokens=num_tokens,
@@ -91,10 +110,7 @@ def write_split(
         dtype=dtype.str,
         format_version=FORMAT_VERSION,
     )
-    json_path = os.path.join(folder, f"{split}.json")
-    with open(f"{json_path}.tmp{os.getpid()}", "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(f"{json_path}.tmp{os.getpid()}", json_path)
+    paths.write_text(os.path.join(folder, f"{split}.json"), json.dumps(meta, indent=1))
     return meta
 
 

@@ -263,11 +263,9 @@ def train_sentencepiece(
         f"[llp_jax.data] trained SentencePiece {model_type} vocab {vocab_size} on "
         f"{len(train_text):,} chars in {seconds:.2f} s -> {path}"
     )
-    os.makedirs(cache_root, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(proto)
-    os.replace(tmp, path)  # Atomic: concurrent processes never read a half-written model.
+    # Atomic (concurrent processes never read a half-written model); a failed write (a full
+    # disk) names the path and leaves no temporary file.
+    paths.write_bytes(path, proto)
     return SentencePieceTokenizer(proto, name=name)
 
 
