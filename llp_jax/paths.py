@@ -8,12 +8,10 @@ already). A URL whose filesystem client is missing is a one-line error with the 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
+import io
 import os
 import re
-import tempfile
-from collections.abc import Iterator
 
 from etils import epath
 
@@ -131,15 +129,10 @@ def exists(path: str | os.PathLike) -> bool:
     return resolve(path).exists()
 
 
-@contextlib.contextmanager
-def local_copy_for_writing(path: str | os.PathLike) -> Iterator[str]:
-    """A local file path to write into; copied to `path` (which may be remote) on exit."""
-    p = resolve(path)
-    if not is_url(os.fspath(p)):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        yield os.fspath(p)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, p.name)
-        yield local
-        p.write_bytes(epath.Path(local).read_bytes())
+def write_figure(path: str | os.PathLike, fig, **savefig_kwargs) -> None:
+    """Saves a matplotlib figure like `write_bytes` (atomically, local or remote; a failed write
+    names the path), in the format the path's extension names."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=os.path.splitext(os.fspath(path))[1].lstrip(".") or "png",
+                **savefig_kwargs)  # fmt: skip
+    write_bytes(path, buffer.getvalue())

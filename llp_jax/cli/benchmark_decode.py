@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.cli import common
 from llp_jax.evaluation import sampling
 from llp_jax.studies import decode_limits
@@ -187,9 +187,7 @@ def main(argv):
     ]
     text = "\n".join(lines)
     print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-        f.write(text)
+    paths.write_text(_OUT.value, text)
 
 
 def entry():

@@ -34,7 +34,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.cli import common
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel as sp
@@ -175,9 +175,7 @@ def main(argv):
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-        f.write(text)
+    paths.write_text(_OUT.value, text)
 
 
 def entry():

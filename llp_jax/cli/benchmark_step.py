@@ -17,6 +17,7 @@ import time
 
 from absl import flags
 
+from llp_jax import paths
 from llp_jax.cli import common
 from llp_jax.studies import step_benchmark
 
@@ -77,11 +78,9 @@ def _main() -> None:
     result = step_benchmark.run(spec)
     command = common.command_line("benchmark_step")
     text = step_benchmark.markdown(result, command, time.perf_counter() - start)
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(_OUT.value)[0] + ".json", "w") as f:
-        json.dump({"command": command, **result}, f, indent=1)
+    paths.write_text(_OUT.value, text)
+    paths.write_text(os.path.splitext(_OUT.value)[0] + ".json",
+                     json.dumps({"command": command, **result}, indent=1))  # fmt: skip
     print(text)
 
 

@@ -5,6 +5,7 @@ python -m experiments.model_summary [--batch_size=2] [--out=experiments/results/
 
 from absl import flags
 
+from llp_jax import paths
 from llp_jax.cli import common
 from llp_jax.models import count_params, paper_llp
 from llp_jax.studies.zoo import zoo_table
@@ -25,8 +26,7 @@ def main(argv):
     )
     print(table + paper)
     if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            f.write(table + "\n" + paper + "\n")
+        paths.write_text(_OUT.value, table + "\n" + paper + "\n")
 
 
 def entry():

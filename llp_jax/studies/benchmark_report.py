@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from llp_jax import paths
 from llp_jax.models import attention
 from llp_jax.studies.benchmark import BenchSpec, num_or_dash
 from llp_jax.studies.machine import cpu_name
@@ -143,19 +144,16 @@ def plot(rows: Sequence[dict], path: str) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    paths.write_figure(path, fig, dpi=120)
 
 
 def write_results(rows, spec, out_md: str, out_png: str | None, command: str, wall_s: float):
     """Writes the markdown page, the rows as JSON beside it (same name, .json) and the PNG;
     returns the markdown text."""
     text = markdown_report(rows, spec, command, wall_s)
-    os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
-    with open(out_md, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(out_md)[0] + ".json", "w") as f:
-        json.dump({"command": command, "spec": dataclasses.asdict(spec), "rows": rows}, f, indent=1)
+    record = {"command": command, "spec": dataclasses.asdict(spec), "rows": rows}
+    paths.write_text(out_md, text)
+    paths.write_text(os.path.splitext(out_md)[0] + ".json", json.dumps(record, indent=1))
     if out_png:
         plot(rows, out_png)
     return text

@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.storage import read_jsonl
 from llp_jax.studies.benchmark import num_or_dash
 from llp_jax.studies.compare import PRECISION_VARIANTS, CompareSpec
@@ -119,8 +119,7 @@ def plot_validation(rows: Sequence[dict], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    paths.write_figure(path, fig, dpi=120)
 
 
 def write_results(rows, spec, out_md: str, command: str, wall_s: float) -> str:
@@ -128,10 +127,8 @@ def write_results(rows, spec, out_md: str, command: str, wall_s: float) -> str:
     .png); returns the markdown."""
     png = os.path.splitext(out_md)[0] + ".png"
     text = markdown_report(rows, spec, command, wall_s, os.path.basename(png))
-    os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
-    with open(out_md, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(out_md)[0] + ".json", "w") as f:
-        json.dump({"command": command, "rows": rows}, f, indent=1)
+    paths.write_text(out_md, text)
+    paths.write_text(os.path.splitext(out_md)[0] + ".json",
+                     json.dumps({"command": command, "rows": rows}, indent=1))  # fmt: skip
     plot_validation(rows, png)
     return text

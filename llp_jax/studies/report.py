@@ -124,5 +124,4 @@ def plot_losses(
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     fig.tight_layout()
-    with paths.local_copy_for_writing(png_path) as local:
-        fig.savefig(local, dpi=120)
+    paths.write_figure(png_path, fig, dpi=120)

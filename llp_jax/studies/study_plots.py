@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from llp_jax import paths
 from llp_jax.studies.study_rows import LN2, context_series, curve, group
 
 
@@ -57,5 +58,4 @@ def _save(fig, ax, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    paths.write_figure(path, fig, dpi=110)

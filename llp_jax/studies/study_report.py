@@ -13,6 +13,7 @@ import os
 import statistics
 from collections import defaultdict
 
+from llp_jax import paths
 from llp_jax.studies import study_plots
 from llp_jax.studies.study import bits, mean_std
 from llp_jax.studies.study_rows import (
@@ -295,11 +296,9 @@ def write(study, rows, out_md: str, command: str, wall_s: float) -> str:
     """study.md, study.json (every row) and the three plots beside it."""
     text = markdown(study, rows, command, wall_s)
     folder = os.path.dirname(os.path.abspath(out_md))
-    os.makedirs(folder, exist_ok=True)
-    with open(out_md, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(out_md)[0] + ".json", "w") as f:
-        json.dump({"command": command, "rows": rows}, f, indent=1, default=str)
+    paths.write_text(out_md, text)
+    paths.write_text(os.path.splitext(out_md)[0] + ".json",
+                     json.dumps({"command": command, "rows": rows}, indent=1, default=str))  # fmt: skip
     if rows:
         study_plots.plots(study, rows, folder)
     return text

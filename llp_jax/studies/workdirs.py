@@ -15,6 +15,8 @@ import re
 import shutil
 from typing import Any
 
+from llp_jax import paths
+
 ROW_FILE = "compare_row.json"
 SPEC_FILE = "compare_spec.json"  # the spec a run started with: an unfinished run resumes under it
 
@@ -65,5 +67,4 @@ def ensure_ignored(folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, ".gitignore")
     if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write("# compare.py workdirs (checkpoints, metrics): never committed\n*\n")
+        paths.write_text(path, "# compare.py workdirs (checkpoints, metrics): never committed\n*\n")
