@@ -9,6 +9,7 @@ reads are, a few times.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import zipfile
@@ -44,6 +45,10 @@ def find_file(root: str | None, names: Sequence[str]) -> str | None:
     return None
 
 
+# Writing the download failed here (a full disk, a quota, a permission): the file is named.
+_LOCAL_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
+
+
 def download(url: str, dest_dir: str, *, hint: str) -> str:
     """Downloads `url` into `dest_dir` (once; reused afterwards) and returns the file path.
 
@@ -54,6 +59,7 @@ def download(url: str, dest_dir: str, *, hint: str) -> str:
 
     Raises:
       DataError: one line naming the URL, the cause and `hint`.
+      OSError: the download could not be written (a full disk, ...), naming the file.
     """
     os.makedirs(dest_dir, exist_ok=True)
     path = os.path.join(dest_dir, os.path.basename(url.split("?")[0]))
@@ -74,6 +80,8 @@ def download(url: str, dest_dir: str, *, hint: str) -> str:
     except (requests.RequestException, OSError) as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno in _LOCAL_WRITE_ERRNOS:  # not the download's fault
+            raise OSError(e.errno, e.strerror, path) from None
         cause = type(e).__name__ + (": offline?" if _is_connection_error(e) else f": {e}")
         raise DataError(f"Could not download {url} ({cause}); {hint}") from e
     return path

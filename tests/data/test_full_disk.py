@@ -2,6 +2,7 @@
 error names the file and leaves no partial file behind, so the launchers print one line."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -10,13 +11,20 @@ from tests.helpers.cli import cli_env
 from tests.reliability import faults
 
 PROGRAM = r"""
-import errno, json, os, sys
+import errno, functools, http.server, json, os, sys, threading
 import numpy as np
-from llp_jax.data import load_austen, token_cache, tokenizers
+from llp_jax.data import builder_utils, load_austen, token_cache, tokenizers
 
-disk, what = sys.argv[1], sys.argv[2]
+disk, what, served = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
-    if what == "tokens":
+    if what == "download":  # from a real HTTP server on this machine
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served)
+        handler.log_message = lambda *a: None
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/big.zip"
+        builder_utils.download(url, os.path.join(disk, "downloads"), hint="h")
+    elif what == "tokens":
         pieces = (np.arange(50_000) % 256 for _ in range(20))  # ~2 MB of uint16 tokens
         token_cache.write_split(os.path.join(disk, "tok"), "train", pieces, vocab_size=256,
                                 chunk_tokens=4096, counts={})
@@ -33,15 +41,18 @@ print(json.dumps(outcome))
 
 
 @pytest.mark.parametrize("what, written", [("tokens", "tok/train.array_record"),
-                                           ("sentencepiece", "sentencepiece/")])  # fmt: skip
+                                           ("sentencepiece", "sentencepiece/"),
+                                           ("download", "downloads/big.zip")])  # fmt: skip
 def test_a_full_disk_names_the_file_and_leaves_nothing_partial(what, written, tmp_path):
     prefix = faults.namespace_prefix()
     if prefix is None:
         pytest.skip("no private mount namespace here (unshare): cannot make a small disk")
-    disk = tmp_path / "disk"
+    disk, served = tmp_path / "disk", tmp_path / "served"
     disk.mkdir()
+    served.mkdir()
+    (served / "big.zip").write_bytes(os.urandom(1 << 20))
     result = faults.in_namespace(prefix, f"mount -t tmpfs -o size=32k tmpfs '{disk}'",
-                                 [sys.executable, "-c", PROGRAM, str(disk), what],
+                                 [sys.executable, "-c", PROGRAM, str(disk), what, str(served)],
                                  cli_env())  # fmt: skip
     assert result.rc == 0, str(result)
     outcome = json.loads(result.stdout.splitlines()[-1])
