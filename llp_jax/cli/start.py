@@ -11,6 +11,7 @@ imported once per launch.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
@@ -27,46 +28,7 @@ def launch(name: str) -> None:
     launcher.entry()
 
 
-# The console scripts (pyproject.toml [project.scripts]).
-def train() -> None:
-    launch("train")
-
-
-def evaluate() -> None:
-    launch("evaluate")
-
-
-def sample() -> None:
-    launch("sample")
-
-
-def convert() -> None:
-    launch("convert")
-
-
-def prepare_data() -> None:
-    launch("prepare_data")
-
-
-def compare() -> None:
-    launch("compare")
-
-
-def benchmark() -> None:
-    launch("benchmark")
-
-
-def benchmark_step() -> None:
-    launch("benchmark_step")
-
-
-def benchmark_decode() -> None:
-    launch("benchmark_decode")
-
-
-def benchmark_sequence_parallel() -> None:
-    launch("benchmark_sequence_parallel")
-
-
-def model_summary() -> None:
-    launch("model_summary")
+# The console scripts (pyproject.toml [project.scripts]): `start.train()` runs `launch("train")`.
+LAUNCHERS = ("train", "evaluate", "sample", "convert", "prepare_data", "compare", "benchmark",
+             "benchmark_step", "benchmark_decode", "benchmark_sequence_parallel", "model_summary")  # fmt: skip
+globals().update({name: functools.partial(launch, name) for name in LAUNCHERS})

@@ -95,3 +95,25 @@ def test_a_launcher_restarts_before_it_imports_jax():
                 if line.startswith("import time:")]  # fmt: skip
     assert imported.count("jax") == 1, proc.stderr[-2000:]
     assert imported.count("llp_jax.cli.host_allocator") == 2  # once per image: it did restart
+
+
+def test_every_launcher_starts_through_start_py():
+    import glob
+    import os
+    import tomllib
+
+    from llp_jax.cli import start
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert {target for target in scripts.values()} == {
+        f"llp_jax.cli.start:{name}" for name in start.LAUNCHERS
+    }
+    wrappers = {
+        os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "experiments", "*.py"))
+    }
+    assert wrappers - {"__init__"} == set(start.LAUNCHERS)
+    for name in start.LAUNCHERS:
+        assert os.path.exists(os.path.join(REPO, "llp_jax", "cli", f"{name}.py"))
+        text = open(os.path.join(REPO, "experiments", f"{name}.py")).read()
+        assert f'start.launch("{name}")' in text
