@@ -4,6 +4,12 @@ Command-line entry points catch `LLPError` and print its one-line message instea
 traceback; anything else is a bug and keeps its traceback.
 """
 
+import errno
+
+# A write the user's storage refused (a full disk, a quota, a permission, a read-only folder):
+# reported in one line naming the file, wherever a library raised it.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM})
+
 
 class LLPError(Exception):
     """An error with a one-line message that names the problem and the fix."""

@@ -13,11 +13,11 @@ import sys
 from absl import app, flags, logging
 
 from llp_jax.cli import host_allocator
-from llp_jax.errors import LLPError
+from llp_jax.errors import STORAGE_ERRNOS, LLPError
 
 # Storage faults a user can cause and fix (a path, a permission, a full disk): one line each.
-USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
-               errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EIO, errno.EEXIST}  # fmt: skip
+USER_ERRNOS = STORAGE_ERRNOS | {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+                               errno.EIO, errno.EEXIST}  # fmt: skip
 
 
 class UsageError(LLPError):

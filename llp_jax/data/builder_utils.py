@@ -9,7 +9,6 @@ reads are, a few times.
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import os
 import zipfile
@@ -20,6 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from llp_jax.data.corpus import DataError
+from llp_jax.errors import STORAGE_ERRNOS
 
 TF_INSTALL = "pip install 'llp_jax[tf]' (or pip install tensorflow-cpu)"
 _USER_AGENT = "Mozilla/5.0 (compatible; llp_jax dataset builder)"
@@ -43,10 +43,6 @@ def find_file(root: str | None, names: Sequence[str]) -> str | None:
             if name in files:
                 return os.path.join(folder, name)
     return None
-
-
-# Writing the download failed here (a full disk, a quota, a permission): the file is named.
-_LOCAL_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
 
 
 def download(url: str, dest_dir: str, *, hint: str) -> str:
@@ -80,7 +76,7 @@ def download(url: str, dest_dir: str, *, hint: str) -> str:
     except (requests.RequestException, OSError) as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(e, OSError) and e.errno in _LOCAL_WRITE_ERRNOS:  # not the download's fault
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:  # not the download's fault
             raise OSError(e.errno, e.strerror, path) from None
         cause = type(e).__name__ + (": offline?" if _is_connection_error(e) else f": {e}")
         raise DataError(f"Could not download {url} ({cause}); {hint}") from e

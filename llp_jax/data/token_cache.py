@@ -17,7 +17,6 @@ tokens touches at most two records.
 from __future__ import annotations
 
 import collections
-import errno
 import json
 import os
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from array_record.python import array_record_data_source, array_record_module
 from llp_jax import paths
 from llp_jax.data import tokenizers
 from llp_jax.data.corpus import count_words
+from llp_jax.errors import STORAGE_ERRNOS
 
 FORMAT_VERSION = 1
 
@@ -36,7 +36,7 @@ def _as_os_error(error: RuntimeError, path: str) -> BaseException:
     """array_record reports a failed write as RuntimeError('write() failed: No space left on
     device; writing <file>; ...'): the OSError it stands for, naming the split's file (a
     launcher then prints one line), or the error itself."""
-    for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO):
+    for code in STORAGE_ERRNOS:
         if os.strerror(code) in str(error):
             return OSError(code, os.strerror(code), path)
     return error

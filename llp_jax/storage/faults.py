@@ -6,9 +6,7 @@ filters of background-thread errors.
 
 from __future__ import annotations
 
-import errno
-
-from llp_jax.errors import LLPError, first_line
+from llp_jax.errors import STORAGE_ERRNOS, LLPError, first_line
 
 
 class CheckpointWriteError(LLPError, OSError):
@@ -35,8 +33,7 @@ def describe_cause(error: BaseException) -> str:
     seen, e = set(), error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES,
-                                                  errno.EROFS, errno.EPERM):  # fmt: skip
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
             return e.strerror.lower() if e.strerror else str(e)
         text = str(e)
         for marker, cause in _CAUSES.items():
