@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 from absl import flags
 
 from llp_jax.cli import common
@@ -48,16 +47,12 @@ _MAX_GIB = flags.DEFINE_float(
 _ISOLATE = flags.DEFINE_bool("isolate", True, "Measure each point in its own process.")
 _OUT = flags.DEFINE_string("out", "experiments/results/benchmark.md", "Markdown output.")
 _PNG = flags.DEFINE_string("png", "", "PNG output ('' = the --out path with .png).")
-_CACHE = flags.DEFINE_string(
-    "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
-)
+_CACHE = common.compilation_cache_flag()
 
 
 def main(argv):
     common.start(argv)
-    if _CACHE.value:  # the environment variable reaches the per-point processes too
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(_CACHE.value)
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
+    common.use_compilation_cache(_CACHE.value)  # the per-point processes' too
     spec = benchmark.BenchSpec(
         models=tuple(_MODELS.value),
         seq_lens=tuple(int(n) for n in _SEQ_LENS.value),

@@ -143,6 +143,27 @@ def _last_line(error: Exception) -> str:
     return re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", line)
 
 
+def compilation_cache_flag():
+    """--compilation_cache for the programs that compile many models (benchmark, compare)."""
+    return flags.DEFINE_string(
+        "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
+    )
+
+
+def use_compilation_cache(folder: str) -> None:
+    """JAX's persistent compilation cache in `folder`, also for the processes this one starts
+    (through the environment); '' turns it off, here and in them, even where the caller's
+    JAX_COMPILATION_CACHE_DIR names one (JAX would otherwise use that)."""
+    import jax
+
+    if folder:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(folder)
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(folder))
+    else:
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+        jax.config.update("jax_enable_compilation_cache", False)
+
+
 def start(argv) -> None:
     """Rejects positional arguments and a --config file that could not be read, and, unless
     --verbosity is given, logs at WARNING (Orbax logs every file operation at INFO)."""

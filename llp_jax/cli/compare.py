@@ -49,9 +49,7 @@ _KINDS = flags.DEFINE_list("study_runs", None, "With --study: only these kinds o
                            "targets, subword, depth, recipe).")  # fmt: skip
 _TRAIN = flags.DEFINE_bool("study_train", True, "With --study: train missing runs (--nostudy_train: "
                            "only rewrite the report from the finished ones).")  # fmt: skip
-_CACHE = flags.DEFINE_string(
-    "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
-)
+_CACHE = common.compilation_cache_flag()
 
 
 def main(argv):
@@ -64,8 +62,7 @@ def main(argv):
 
 def _main(argv):
     common.start(argv)
-    if _CACHE.value:
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
+    common.use_compilation_cache(_CACHE.value)
     unknown = [v for v in _VARIANTS.value or () if v not in compare.VARIANTS_BY_LABEL]
     if unknown:
         sys.exit(f"error: --variants: {unknown} unknown; choose from "

@@ -43,3 +43,27 @@ def test_results_pages_quote_the_command_as_a_shell_reads_it(monkeypatch):
     assert shlex.split(line)[3:] == argv[1:]
     monkeypatch.setattr(sys, "argv", ["compare.py"])
     assert common.command_line("compare") == "python -m experiments.compare"
+
+
+@pytest.mark.parametrize("flag", ["", "given"])
+def test_compilation_cache_flag_is_the_cache_of_the_program_and_its_children(flag, tmp_path):
+    """--compilation_cache=DIR caches there (and tells child processes); '' turns the cache off
+    even where the environment names one, as the flag's help says."""
+    inherited, given = tmp_path / "inherited", tmp_path / "given"
+    code = (
+        "import os, jax, jax.numpy as jnp; from llp_jax.cli import common; "
+        f"common.use_compilation_cache({str(given) if flag else ''!r}); "
+        "jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(7)).block_until_ready(); "
+        "print(jax.config.jax_enable_compilation_cache, os.environ.get('JAX_COMPILATION_CACHE_DIR'))"
+    )
+    env = {**ENV, "JAX_COMPILATION_CACHE_DIR": str(inherited), "XLA_FLAGS": "",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    if flag:
+        assert done.stdout.split() == ["True", str(given)]
+        assert os.listdir(given) and not inherited.exists()
+    else:
+        assert done.stdout.split() == ["False", "None"]
+        assert not inherited.exists() and not given.exists()

@@ -5,6 +5,9 @@ import os
 from llp_jax.configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The suite's compilation cache (tests/conftest.py puts it in the environment), for programs
+# given a --compilation_cache flag.
+CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
 
 
 def small_config(corpus_file, model="llp", **train):

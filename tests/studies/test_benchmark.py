@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from llp_jax.studies import benchmark, benchmark_report
+from tests.helpers import CACHE
 from tests.helpers import REPO as ROOT
 
 
@@ -52,7 +53,7 @@ def test_tiny_benchmark_writes_its_table(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     cmd = [sys.executable, "-m", "experiments.benchmark", "--models=transformer,llp",
            "--seq_lens=64,128", "--tokens_per_step=256", "--d_model=32", "--num_layers=1",
-           "--segment_len=32", "--steps=2", f"--out={out}", "--compilation_cache="]  # fmt: skip
+           "--segment_len=32", "--steps=2", f"--out={out}", f"--compilation_cache={CACHE}"]  # fmt: skip
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
     )

@@ -14,6 +14,7 @@ import pytest
 
 from llp_jax import models
 from llp_jax.studies import benchmark, compare, compare_report, workdirs
+from tests.helpers import CACHE
 from tests.helpers import REPO as ROOT
 
 
@@ -157,7 +158,7 @@ def test_quick_compare_writes_table_and_plot(tmp_path):
     workroot, out = tmp_path / "work", tmp_path / "results" / "compare.md"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     cmd = [sys.executable, "-m", "experiments.compare", "--quick", f"--workroot={workroot}",
-           f"--out={out}", "--compilation_cache="]  # fmt: skip
+           f"--out={out}", f"--compilation_cache={CACHE}"]  # fmt: skip
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
     )

@@ -21,7 +21,7 @@ import pytest
 
 from llp_jax import models
 from llp_jax.studies import compare, context_use, study_spec, workdirs
-from tests.helpers import REPO
+from tests.helpers import CACHE, REPO
 
 
 def _llp(L: int, k: int = 1):
@@ -75,7 +75,7 @@ def test_the_small_study_runs_what_it_promises():
 def test_a_study_chunk_through_the_cli_resumes_and_reports(tmp_path):
     cmd = [sys.executable, "-m", "experiments.compare", "--study=quick", "--variants=llp",
            f"--workroot={tmp_path / 'work'}", f"--out={tmp_path / 'out' / 'study.md'}",
-           "--compilation_cache="]  # fmt: skip
+           f"--compilation_cache={CACHE}"]  # fmt: skip
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     assert (first.stdout + first.stderr).count(
@@ -144,7 +144,7 @@ def test_sigterm_stops_a_study_with_the_run_saved_and_no_row(tmp_path):
     out = tmp_path / "out" / "study.md"
     cmd = [sys.executable, "-m", "experiments.compare", "--study=quick", "--variants=llp",
            "--study_runs=tokens", "--num_steps=100000", f"--workroot={tmp_path / 'work'}",
-           f"--out={out}", "--compilation_cache="]  # fmt: skip
+           f"--out={out}", f"--compilation_cache={CACHE}"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     workdir = tmp_path / "work" / study_spec.RunKey("llp", 0).dirname
