@@ -157,8 +157,8 @@ def use_compilation_cache(folder: str) -> None:
     import jax
 
     if folder:
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(folder)
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(folder))
+        folder = os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(folder)
+        jax.config.update("jax_compilation_cache_dir", folder)
     else:
         os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
         jax.config.update("jax_enable_compilation_cache", False)
