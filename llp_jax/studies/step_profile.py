@@ -19,7 +19,7 @@ on small blocks (an [s, 64] x [64, s] block is too little work to split across c
 second mix is the lower, and the fairer ceiling for a model whose attention is such blocks.
 
 The breakdown: one profiled step (`jax.profiler`, a Perfetto trace), each XLA thunk's time
-classified by what its HLO instruction computes — matmul (a fusion holding a dot or
+(from its event to the executor's `end:` marker: asynchronous Eigen dots included) classified by what its HLO instruction computes — matmul (a fusion holding a dot or
 convolution), data movement (only copies, transposes, broadcasts, slices, concatenations,
 pads, dynamic updates) or elementwise (everything else: softmax, LayerNorm, the optimizer).
 """
@@ -195,6 +195,38 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
     return out
 
 
+def op_spans(events: list[dict]) -> list[tuple[str, float]]:
+    """(op name, milliseconds) of every op run in a Perfetto trace of XLA:CPU: from the op's
+    event to its `end: <op>` marker where the trace has one, else the event's own duration.
+
+    Why the marker: XLA:CPU runs some thunks asynchronously. A dot it leaves to Eigen (a weight
+    gradient x^T @ dy, say) shows as a ~0.1 ms launch event while its pool tasks run on for tens
+    of ms beside the next ops; only the executor's `end:` marker says when it finished. Counting
+    the launch alone put the LLP step's ~47 GFLOP of weight-gradient dots at a few ms of op time
+    and made the dots running beside them look slow. Repeated ops (a loop body's) pair each
+    event with the first marker of that name after it."""
+    starts: dict[str, list[dict]] = collections.defaultdict(list)
+    ends: dict[str, list[float]] = collections.defaultdict(list)
+    for e in events:
+        if e.get("ph") != "X" or "name" not in e:
+            continue
+        if e["name"].startswith("end: "):
+            ends[e["name"][5:]].append(e["ts"])
+        else:
+            starts[e["name"]].append(e)
+    spans = []
+    for name, opened in starts.items():
+        closes, i = sorted(ends.get(name, ())), 0
+        for e in sorted(opened, key=lambda e: e["ts"]):
+            while i < len(closes) and closes[i] < e["ts"]:
+                i += 1
+            own_end = e["ts"] + e.get("dur", 0)
+            end = max(closes[i], own_end) if i < len(closes) else own_end
+            i += i < len(closes)
+            spans.append((name, (end - e["ts"]) / 1e3))
+    return spans
+
+
 def profile_breakdown(run_once: Callable[[], object], hlo_text: str) -> dict:
     """Milliseconds per category of one profiled call of `run_once`, and the wall time."""
     categories = classify_hlo(hlo_text)
@@ -212,11 +244,11 @@ def profile_breakdown(run_once: Callable[[], object], hlo_text: str) -> dict:
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     ms: collections.Counter = collections.Counter()
     top: collections.Counter = collections.Counter()
-    for e in events:
-        kind = categories.get(e.get("name", ""))
-        if e.get("ph") == "X" and kind and kind != "control":
-            ms[kind] += e.get("dur", 0) / 1e3
-            top[(kind, e["name"])] += e.get("dur", 0) / 1e3
+    for name, op_ms in op_spans(events):
+        kind = categories.get(name)
+        if kind and kind != "control":
+            ms[kind] += op_ms
+            top[(kind, name)] += op_ms
     return {
         "wall_ms": wall * 1e3,
         **{k: ms.get(k, 0.0) for k in ("matmul", "elementwise", "movement")},  # fmt: skip

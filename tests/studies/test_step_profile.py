@@ -92,3 +92,32 @@ def test_classify_hlo_reads_a_custom_calls_target():
     kinds = step_profile.classify_hlo(hlo)
     assert kinds["ffi_call.3"] == "matmul"
     assert kinds["ffi_call.4"] == "elementwise"
+
+
+def test_op_spans_run_from_each_event_to_its_end_marker():
+    x = lambda name, ts, dur=0.0: {"ph": "X", "name": name, "ts": ts, "dur": dur}  # noqa: E731
+    events = [
+        x("fusion.1", 0, 1000), x("end: fusion.1", 1000),  # synchronous: its own duration
+        x("dot.7", 1000, 100), x("end: dot.7", 31000),  # asynchronous: launch, then 30 ms on
+        x("loop.2", 2000, 500), x("end: loop.2", 2500),  # a loop body's op, run twice
+        x("loop.2", 40000, 700), x("end: loop.2", 40700),
+        x("copy.3", 50000, 2000),  # no marker: the event's own duration
+        {"ph": "M", "name": "process_name"},
+    ]  # fmt: skip
+    assert sorted(step_profile.op_spans(events)) == [
+        ("copy.3", 2.0), ("dot.7", 30.0), ("fusion.1", 1.0), ("loop.2", 0.5), ("loop.2", 0.7),
+    ]  # fmt: skip
+
+
+def test_a_breakdown_counts_dots_xla_runs_asynchronously():
+    # x^T @ y contracts the rows of both: XLA:CPU leaves it to Eigen, asynchronously. Its launch
+    # event alone is ~0.1 ms of a ~30 ms dot.
+    def f(a, b):
+        tn = lambda p, q: jax.lax.dot_general(p, q, (((0,), (0,)), ((), ())))  # noqa: E731
+        return tn(a, b), tn(jnp.tanh(a) * 2 + jnp.exp(b), a) + 1
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((4096, 512)), jnp.float32)
+    compiled = jax.jit(f).lower(a, a).compile()
+    jax.block_until_ready(compiled(a, a))
+    out = step_profile.profile_breakdown(lambda: compiled(a, a), compiled.as_text())
+    assert out["matmul"] > 0.5 * out["wall_ms"], out
