@@ -47,6 +47,7 @@ MOVEMENT_OPS = frozenset(
     "bitcast-convert reverse".split()
 )  # fmt: skip
 MATMUL_OPS = frozenset({"dot", "convolution"})
+MARKER_US = 50.0  # how far after an Execute event its `end:` marker may come (microseconds)
 CONTROL_OPS = frozenset({"while", "conditional", "call", "async-start", "async-done"})
 
 
@@ -195,36 +196,63 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
     return out
 
 
-def op_spans(events: list[dict]) -> list[tuple[str, float]]:
-    """(op name, milliseconds) of every op run in a Perfetto trace of XLA:CPU: from the op's
-    event to its `end: <op>` marker where the trace has one, else the event's own duration.
+def op_spans(
+    events: list[dict], async_ops: frozenset[str] = frozenset()
+) -> list[tuple[str, float]]:
+    """(op name, milliseconds) of every op run in a Perfetto trace of XLA:CPU: each op's own
+    event, except the `async_ops` (`eigen_dots`), which run past theirs.
 
-    Why the marker: XLA:CPU runs some thunks asynchronously. A dot it leaves to Eigen (a weight
-    gradient x^T @ dy, say) shows as a ~0.1 ms launch event while its pool tasks run on for tens
-    of ms beside the next ops; only the executor's `end:` marker says when it finished. Counting
-    the launch alone put the LLP step's ~47 GFLOP of weight-gradient dots at a few ms of op time
-    and made the dots running beside them look slow. Repeated ops (a loop body's) pair each
-    event with the first marker of that name after it."""
+    Why: XLA:CPU leaves a plain dot (a weight gradient x^T @ dy, say) to Eigen, asynchronously.
+    Its event is the ~0.1 ms launch while its pool tasks run on for tens of ms beside the next
+    ops: counted by its event, the LLP step's ~47 GFLOP of weight-gradient dots were a few ms
+    of op time. When such a dot completes, the thread that finished it runs the ops that became
+    ready inside a `ThunkExecutor::Execute` event and then marks the dot done (`end: <op>`). So
+    an asynchronous op ends where the first Execute event closed by its marker (ending within
+    `MARKER_US` of it, starting after the launch) begins, or at the marker if there is none.
+    Other ops' markers are not used: the executor may emit them long after the op (a 0.1 ms
+    slice's came 68 ms later, once another thread had run a chain of its successors). Repeated
+    ops (a loop body's) pair each launch with the first marker of that name after it."""
     starts: dict[str, list[dict]] = collections.defaultdict(list)
-    ends: dict[str, list[float]] = collections.defaultdict(list)
+    ends: dict[str, list[dict]] = collections.defaultdict(list)
+    executes: dict[object, list[tuple[float, float]]] = collections.defaultdict(list)
     for e in events:
         if e.get("ph") != "X" or "name" not in e:
             continue
         if e["name"].startswith("end: "):
-            ends[e["name"][5:]].append(e["ts"])
+            ends[e["name"][5:]].append(e)
+        elif e["name"] == "ThunkExecutor::Execute":
+            executes[e.get("tid")].append((e["ts"], e["ts"] + e.get("dur", 0)))
         else:
             starts[e["name"]].append(e)
+
+    def completed(marker: dict, launched: float) -> float:
+        at = marker["ts"]
+        closed = [s for s, t in executes.get(marker.get("tid"), ())
+                  if launched <= s <= at <= t + MARKER_US]  # fmt: skip
+        return min(closed, default=at)
+
     spans = []
     for name, opened in starts.items():
-        closes, i = sorted(ends.get(name, ())), 0
+        closes, i = sorted(ends.get(name, ()), key=lambda m: m["ts"]), 0
         for e in sorted(opened, key=lambda e: e["ts"]):
-            while i < len(closes) and closes[i] < e["ts"]:
-                i += 1
-            own_end = e["ts"] + e.get("dur", 0)
-            end = max(closes[i], own_end) if i < len(closes) else own_end
-            i += i < len(closes)
+            end = e["ts"] + e.get("dur", 0)
+            if name in async_ops:
+                while i < len(closes) and closes[i]["ts"] < e["ts"]:
+                    i += 1
+                if i < len(closes):
+                    end, i = max(end, completed(closes[i], end)), i + 1
             spans.append((name, (end - e["ts"]) / 1e3))
     return spans
+
+
+def eigen_dots(hlo_text: str) -> frozenset[str]:
+    """Names of the dot and convolution instructions. Those outside a fusion are thunks of their
+    own, which XLA:CPU runs on Eigen, asynchronously (a fusion holding a dot goes to YNNPACK and
+    returns when done); the names inside fusions never appear in a trace."""
+    return frozenset(
+        m.group(1) for line in hlo_text.splitlines()
+        if (m := _INSTR.match(line)) and m.group(2) in MATMUL_OPS
+    )  # fmt: skip
 
 
 def profile_breakdown(run_once: Callable[[], object], hlo_text: str) -> dict:
@@ -244,7 +272,7 @@ def profile_breakdown(run_once: Callable[[], object], hlo_text: str) -> dict:
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     ms: collections.Counter = collections.Counter()
     top: collections.Counter = collections.Counter()
-    for name, op_ms in op_spans(events):
+    for name, op_ms in op_spans(events, eigen_dots(hlo_text)):
         kind = categories.get(name)
         if kind and kind != "control":
             ms[kind] += op_ms

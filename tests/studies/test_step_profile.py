@@ -94,19 +94,40 @@ def test_classify_hlo_reads_a_custom_calls_target():
     assert kinds["ffi_call.4"] == "elementwise"
 
 
-def test_op_spans_run_from_each_event_to_its_end_marker():
-    x = lambda name, ts, dur=0.0: {"ph": "X", "name": name, "ts": ts, "dur": dur}  # noqa: E731
+def test_op_spans_run_asynchronous_dots_to_their_completion():
+    x = lambda name, ts, dur=0.0, tid=1: {"ph": "X", "name": name, "ts": ts, "dur": dur,  # noqa: E731
+                                          "tid": tid}  # fmt: skip
+    run = "ThunkExecutor::Execute"
     events = [
-        x("fusion.1", 0, 1000), x("end: fusion.1", 1000),  # synchronous: its own duration
-        x("dot.7", 1000, 100), x("end: dot.7", 31000),  # asynchronous: launch, then 30 ms on
-        x("loop.2", 2000, 500), x("end: loop.2", 2500),  # a loop body's op, run twice
-        x("loop.2", 40000, 700), x("end: loop.2", 40700),
-        x("copy.3", 50000, 2000),  # no marker: the event's own duration
+        x("fusion.1", 0, 1000), x("end: fusion.1", 1000),  # synchronous: its own event
+        # An Eigen dot: launched at 1 ms; done at 31 ms, when thread 2 runs its successor
+        # (inside an Execute event) and then marks the dot done.
+        x("dot.7", 1000, 100), x(run, 31000, 5000, tid=2), x("fusion.9", 31000, 5000, tid=2),
+        x("end: fusion.9", 36000, tid=2), x("end: dot.7", 36010, tid=2),
+        # A loop body's dot, run twice; the second's marker has no Execute event before it.
+        x("dot.8", 40000, 100), x(run, 42000, 1000), x("end: dot.8", 43000),
+        x("dot.8", 50000, 100), x("end: dot.8", 54000),
+        # A synchronous op whose marker came late: its own event counts.
+        x("slice.3", 60000, 300), x(run, 60400, 68000, tid=2), x("end: slice.3", 128400, tid=2),
+        x("copy.4", 70000, 2000),  # no marker at all
         {"ph": "M", "name": "process_name"},
     ]  # fmt: skip
-    assert sorted(step_profile.op_spans(events)) == [
-        ("copy.3", 2.0), ("dot.7", 30.0), ("fusion.1", 1.0), ("loop.2", 0.5), ("loop.2", 0.7),
+    spans = sorted(step_profile.op_spans(events, frozenset({"dot.7", "dot.8"})))
+    assert spans == [
+        ("copy.4", 2.0), ("dot.7", 30.0), ("dot.8", 2.0), ("dot.8", 4.0), ("fusion.1", 1.0),
+        ("fusion.9", 5.0), ("slice.3", 0.3),
     ]  # fmt: skip
+
+
+def test_eigen_dots_are_the_dot_instructions():
+    @jax.jit
+    def f(a, b):
+        return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ()))) + jnp.exp(a[:4, :4])
+
+    a = jnp.ones((64, 4), jnp.float32)
+    hlo = f.lower(a, a).compile().as_text()
+    dots = step_profile.eigen_dots(hlo)
+    assert dots and all(step_profile.classify_hlo(hlo).get(n) == "matmul" for n in dots)
 
 
 def test_a_breakdown_counts_dots_xla_runs_asynchronously():
