@@ -284,10 +284,10 @@ def markdown(result: dict, command: str, wall_s: float) -> str:
         lines += [f"- {w}: **{x:.2f}x**" for w, x in flag_ratios(result)]
     lines += ["", "Largest ops of each profiled step (ms, under the profiler). Op times overlap: "
               "XLA:CPU runs independent ops concurrently and an op waiting for a pool thread "
-              "counts as running (a [96, 256, 64] slice: 34 ms in the step, 0.8 ms alone); an op "
-              "runs until the executor's end marker, so a dot XLA leaves to Eigen asynchronously "
-              "(the weight gradients) counts whole, not as its ~0.1 ms launch. Op times "
-              "sum to more than the step and the split above is of op time, not of wall "
+              "counts as running (a [96, 256, 64] slice: 34 ms in the step, 0.8 ms alone); a dot "
+              "XLA leaves to Eigen asynchronously (the weight gradients) counts from its launch "
+              "to its completion, read from the executor's events, not as its ~0.1 ms launch. "
+              "Op times sum to more than the step and the split above is of op time, not of wall "
               "time; removing a part and timing the step says what it costs.", ""]  # fmt: skip
     for r in result["rows"]:
         if r.get("breakdown"):
