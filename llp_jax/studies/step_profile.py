@@ -19,9 +19,10 @@ on small blocks (an [s, 64] x [64, s] block is too little work to split across c
 second mix is the lower, and the fairer ceiling for a model whose attention is such blocks.
 
 The breakdown: one profiled step (`jax.profiler`, a Perfetto trace), each XLA thunk's time
-(from its event to the executor's `end:` marker: asynchronous Eigen dots included) classified by what its HLO instruction computes — matmul (a fusion holding a dot or
-convolution), data movement (only copies, transposes, broadcasts, slices, concatenations,
-pads, dynamic updates) or elementwise (everything else: softmax, LayerNorm, the optimizer).
+(its event's; an asynchronous Eigen dot's from launch to completion, `op_spans`) classified by
+what its HLO instruction computes — matmul (a fusion holding a dot or convolution), data
+movement (only copies, transposes, broadcasts, slices, concatenations, pads, dynamic updates)
+or elementwise (everything else: softmax, LayerNorm, the optimizer).
 """
 
 from __future__ import annotations

@@ -95,8 +95,9 @@ def test_classify_hlo_reads_a_custom_calls_target():
 
 
 def test_op_spans_run_asynchronous_dots_to_their_completion():
-    x = lambda name, ts, dur=0.0, tid=1: {"ph": "X", "name": name, "ts": ts, "dur": dur,  # noqa: E731
-                                          "tid": tid}  # fmt: skip
+    def x(name, ts, dur=0.0, tid=1):  # a complete ('X') trace event
+        return {"ph": "X", "name": name, "ts": ts, "dur": dur, "tid": tid}
+
     run = "ThunkExecutor::Execute"
     events = [
         x("fusion.1", 0, 1000), x("end: fusion.1", 1000),  # synchronous: its own event
