@@ -191,13 +191,25 @@ def start(argv) -> None:
         )
 
 
+_TENSORSTORE_READ = re.compile(r"[A-Z_]+: Error (reading|opening)")  # its status, then the read
+
+
 def _orphaned_read(record: pylogging.LogRecord) -> bool:
-    """asyncio's "exception was never retrieved" for an Orbax read task: a damaged step's other
+    """asyncio's "exception was never retrieved" for a checkpoint read: a damaged step's other
     arrays fail after the first failure has already been caught (the step is set aside or
-    skipped, with one warning); their traceback is noise."""
+    skipped, with one warning); their traceback is noise. Such a task is either Orbax's own
+    coroutine or a tensorstore future that Orbax wrapped in a task (`_wrap_awaitable`: no Orbax
+    frame in its traceback, only tensorstore's error, e.g. 'OUT_OF_RANGE: Error opening "zarr"
+    driver: Error reading ...'). A failed write is never dropped here (storage faults have their
+    own filter)."""
     if record.name != "asyncio" or "exception was never retrieved" not in record.getMessage():
         return False
-    tb = record.exc_info[2] if record.exc_info else None
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None or "Error writing" in str(error):
+        return False
+    if _TENSORSTORE_READ.match(str(error)):
+        return True
+    tb = record.exc_info[2]
     while tb is not None:
         if "orbax" in tb.tb_frame.f_code.co_filename:
             return True
