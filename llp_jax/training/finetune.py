@@ -94,20 +94,44 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
     return params, f"the weights of step {step} in {workdir}"
 
 
+def _path_name(path) -> str:
+    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    return "/".join(n for n in names if n != "value")
+
+
 def trainable_labels(params: nnx.State, trainable: str):
-    """'train' / 'frozen' for every parameter (a prefix tree of the params), or None for 'all'."""
+    """'train' / 'frozen' for every parameter (a prefix tree of the params), or None for 'all'.
+    A pattern that matches no parameter is refused: a typo ('longlor', 'atn') would otherwise
+    freeze the whole model and train nothing, without a word."""
     if trainable == "all":
         return None
     pattern = re.compile(LONGLORA if trainable == "longlora" else trainable)
-
-    def label(path, leaf):
-        names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-        name = "/".join(n for n in names if n != "value")
-        return "train" if pattern.search(name) else "frozen"
-
-    return jax.tree_util.tree_map_with_path(
-        label, params, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    is_leaf = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+    labels = jax.tree_util.tree_map_with_path(
+        lambda path, _: "train" if pattern.search(_path_name(path)) else "frozen",
+        params,
+        is_leaf=is_leaf,
     )
+    if "train" not in jax.tree.leaves(labels):
+        names = [_path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params, is_leaf)]
+        raise ConfigError(
+            f"train.trainable={trainable!r} matches no parameter of this model, so nothing would "
+            f"train; its parameter paths are {', '.join(names[:8])}"
+            + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+            + "; use 'all', 'longlora' or a regular expression that matches some of them"
+        )
+    return labels
+
+
+def trainable_summary(params: nnx.State, labels, trainable: str) -> str | None:
+    """'trainable: N of M parameters (...)' for a run that freezes some; None for 'all'."""
+    if labels is None:
+        return None
+    sizes = [int(x.size) for x in jax.tree.leaves(params)]  # one array per Variable, in order
+    flags = jax.tree.leaves(labels)
+    trained = sum(n for n, flag in zip(sizes, flags, strict=True) if flag == "train")
+    frozen = "; the rest frozen" if trained < sum(sizes) else ""
+    return f"trainable: {trained:,} of {sum(sizes):,} parameters (train.trainable={trainable!r}{frozen})"
 
 
 def freeze(tx: optax.GradientTransformation, labels) -> optax.GradientTransformation:

@@ -172,6 +172,8 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
     with nnx.use_eager_sharding(False):
         abstract_params = nnx.split(nnx.eval_shape(factory))[1]
     labels = finetune.trainable_labels(abstract_params, train.trainable)
+    if (line := finetune.trainable_summary(abstract_params, labels, train.trainable)) is not None:
+        print(line)
     tx = finetune.freeze(make_optimizer(train, train.num_steps), labels)
     graphdef, state, shardings = steps.init_train_state(factory, tx, mesh, train.seed)
     train_step = steps.make_train_step(

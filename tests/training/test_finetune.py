@@ -4,6 +4,8 @@ validation loss at 1024 than before), refuses sources that do not fit; `train.tr
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from flax import nnx
@@ -11,7 +13,7 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.configs import tiny
 from llp_jax.storage import read_jsonl
-from llp_jax.training import trainer
+from llp_jax.training import finetune, trainer
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +108,24 @@ def _flat(tree, prefix=""):
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+@pytest.mark.parametrize("name", ["llp", "perceiver_ar", "transformer", "enhanced_v3"])
+def test_a_trainable_pattern_that_matches_nothing_is_refused(name):
+    """A typo in `trainable` ('longlor', 'atn', an anchor the paths do not have) would freeze
+    every weight and train nothing while the run reports progress; it is refused, naming the
+    parameter paths, and a pattern that matches some of them is counted."""
+    cfg = models.tiny(name)
+    params = nnx.split(nnx.eval_shape(lambda: models.build(cfg, seed=0)))[1]
+    for typo in ("longlor", "atn", "^attn", "blocks/attn/wq/", "$^"):
+        with pytest.raises(models.ConfigError, match=f"trainable='{re.escape(typo)}' matches no"):
+            finetune.trainable_labels(params, typo)
+    total = models.count_params(cfg)
+    for pattern in ("longlora", "attn|norm", "embed"):
+        labels = finetune.trainable_labels(params, pattern)
+        summary = finetune.trainable_summary(params, labels, pattern)
+        trained = int(summary.split()[1].replace(",", ""))
+        assert 0 < trained < total and f"of {total:,} parameters" in summary, summary
+    every = finetune.trainable_summary(params, finetune.trainable_labels(params, ".*"), ".*")
+    assert every.startswith(f"trainable: {total:,} of {total:,}") and "frozen" not in every
+    assert finetune.trainable_labels(params, "all") is None
