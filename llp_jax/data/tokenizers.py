@@ -259,14 +259,21 @@ def train_sentencepiece(
     start = time.perf_counter()
     proto = _train_sentencepiece(train_text, settings)
     seconds = time.perf_counter() - start
+    tokenizer = SentencePieceTokenizer(proto, name=name)
+    got = tokenizer.vocab_size
+    size = f"vocab {got:,}" + (
+        f" (of the {vocab_size:,} asked: this text holds no more pieces)"
+        if got < vocab_size
+        else ""
+    )
     print(
-        f"[llp_jax.data] trained SentencePiece {model_type} vocab {vocab_size} on "
-        f"{len(train_text):,} chars in {seconds:.2f} s -> {path}"
+        f"[llp_jax.data] trained SentencePiece {model_type} {size} on {len(train_text):,} chars "
+        f"in {seconds:.2f} s -> {path}"
     )
     # Atomic (concurrent processes never read a half-written model); a failed write (a full
     # disk) names the path and leaves no temporary file.
     paths.write_bytes(path, proto)
-    return SentencePieceTokenizer(proto, name=name)
+    return tokenizer
 
 
 def make_tokenizer(

@@ -204,3 +204,14 @@ def test_a_too_small_vocabulary_names_the_minimum(tmp_path):
     with pytest.raises(DataError, match="the minimum is 300") as e:
         tk.train_sentencepiece("some text\n" * 50, vocab_size=280, cache_dir=str(tmp_path))
     assert "\n" not in str(e.value)
+
+
+def test_a_vocabulary_the_text_cannot_fill_says_what_it_got(tmp_path, capsys):
+    """SentencePiece gives a small text fewer pieces than asked (no error, by design); the
+    message says how many, not the size asked for."""
+    tok = tk.train_sentencepiece("abc " * 5000, vocab_size=100_000, cache_dir=str(tmp_path))
+    out = capsys.readouterr().out
+    assert tok.vocab_size < 300
+    assert f"vocab {tok.vocab_size:,} (of the 100,000 asked" in out, out
+    full = tk.train_sentencepiece(small_text(), vocab_size=300, cache_dir=str(tmp_path))
+    assert full.vocab_size == 300 and "vocab 300 on" in capsys.readouterr().out
