@@ -8,6 +8,7 @@ already). A URL whose filesystem client is missing is a one-line error with the 
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import io
 import os
@@ -96,13 +97,37 @@ def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         client.invalidate_cache()
 
 
+def unwritable(path: str | os.PathLike) -> str | None:
+    """Why no file can be written at local `path` ('is a folder', a file where a parent folder
+    must be, a read-only parent), or None; URLs are not checked (their store says so). Output
+    flags are checked with it before a program's work starts, not after it (a benchmark's
+    minutes, an evaluation's hour)."""
+    text = os.fspath(path)
+    if not text or is_url(text):
+        return None
+    target = os.path.abspath(os.path.expanduser(text))
+    if os.path.isdir(target):
+        return "is a folder; give a file path"
+    parent = os.path.dirname(target)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes a whole file atomically: readers see the old content or the new, never a part."""
+    """Writes a whole file atomically: readers see the old content or the new, never a part.
+    A failure names `path`, never the temporary file beside it."""
     p = resolve(path)
     try:
         if is_url(os.fspath(p)):
             p.write_bytes(data)
             return
+        if p.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder; give a file path", os.fspath(p))
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.parent / f".{p.name}.tmp{os.getpid()}"
         try:
@@ -112,7 +137,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
             if tmp.exists():
                 tmp.unlink()  # a failed write leaves nothing behind
     except OSError as e:
-        if e.filename:
+        if e.filename and not os.path.basename(os.fspath(e.filename)).startswith(f".{p.name}.tmp"):
             raise
         raise OSError(e.errno, e.strerror or str(e), os.fspath(p)) from None
 

@@ -45,8 +45,10 @@ _MAX_GIB = flags.DEFINE_float(
     "max_gib", _D.max_gib, "Do not run points planned above this.", lower_bound=0
 )
 _ISOLATE = flags.DEFINE_bool("isolate", True, "Measure each point in its own process.")
-_OUT = flags.DEFINE_string("out", "experiments/results/benchmark.md", "Markdown output.")
-_PNG = flags.DEFINE_string("png", "", "PNG output ('' = the --out path with .png).")
+_OUT = common.output_flag(
+    "out", "experiments/results/benchmark.md", "Markdown output.", also=(".json",)
+)
+_PNG = common.output_flag("png", "", "PNG output ('' = the --out path with .png).")
 _CACHE = common.compilation_cache_flag()
 
 

@@ -55,7 +55,7 @@ _REPEATS = flags.DEFINE_integer(
 _LIMITS = flags.DEFINE_bool("limits", True, "Add the table at the authors' config.")
 _AUTHORS = flags.DEFINE_string("authors", "", "A checkout of MetaMain/ECPTransformer.")
 _TORCH = flags.DEFINE_string("torch_python", "", "A Python with torch and einops installed.")
-_OUT = flags.DEFINE_string("out", "experiments/results/decode_benchmark.md", "Markdown output.")
+_OUT = common.output_flag("out", "experiments/results/decode_benchmark.md", "Markdown output.")
 
 
 def model_config(name: str) -> models.ModelConfig:

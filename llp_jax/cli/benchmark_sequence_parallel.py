@@ -46,7 +46,7 @@ _D_MODEL = flags.DEFINE_integer("d_model", 128, "Width.", lower_bound=1)
 _LAYERS = flags.DEFINE_integer("num_layers", 4, "Layers.", lower_bound=1)
 _DEVICES = flags.DEFINE_integer("devices", 8, "Devices of the sequence axis.", lower_bound=1)
 _MAX_LEN = flags.DEFINE_integer("max_len", 1 << 17, "Stop doubling here.", lower_bound=1)
-_OUT = flags.DEFINE_string("out", "experiments/results/sequence_parallel.md", "Markdown output.")
+_OUT = common.output_flag("out", "experiments/results/sequence_parallel.md", "Markdown output.")
 
 MiB = 1 << 20
 

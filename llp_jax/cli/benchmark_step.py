@@ -42,7 +42,9 @@ _FLAG_SETS = flags.DEFINE_multi_string(
 _FLAG_VARIANTS = flags.DEFINE_list(
     "flag_variants", ["llp_faithful"], "Variants (of --variants) to time under each --xla_flag_set."
 )
-_OUT = flags.DEFINE_string("out", "experiments/results/step_benchmark.md", "Markdown output.")
+_OUT = common.output_flag(
+    "out", "experiments/results/step_benchmark.md", "Markdown output.", also=(".json",)
+)
 
 
 def main(argv):

@@ -12,6 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
+from llp_jax import paths
 from llp_jax.cli import host_allocator
 from llp_jax.errors import STORAGE_ERRNOS, LLPError
 
@@ -69,6 +70,24 @@ def int_list_flag(name: str, default, help: str, *, minimum: int = 1, count: int
     many = f"{count} " if count else ""
     flags.register_validator(name, check, f"--{name} must be {many}comma-separated integers "
                                           f">= {minimum}")  # fmt: skip
+    return holder
+
+
+def output_flag(name: str, default: str | None, help: str, *, also: tuple[str, ...] = ()):
+    """A file path the program writes at the end: refused at parse time, before the work, when
+    no file can be written there (a folder, a file for a parent folder, a read-only place).
+    `also`: extensions of files written beside it ('.json', '.png')."""
+    holder = flags.DEFINE_string(name, default, help)
+
+    def check(value) -> bool:
+        for path in [value] + [os.path.splitext(value)[0] + ext for ext in also] if value else []:
+            why = paths.unwritable(path)
+            if why is not None:  # absl prefixes 'flag --name=value: '
+                beside = f"{path} (written beside it) " if path != value else ""
+                raise flags.ValidationError(f"{beside}{why}")
+        return True
+
+    flags.register_validator(name, check)
     return holder
 
 
@@ -167,8 +186,9 @@ def use_compilation_cache(folder: str) -> None:
 def start(argv) -> None:
     """Rejects positional arguments and a --config file that could not be read, and, unless
     --verbosity is given, logs at WARNING (Orbax logs every file operation at INFO)."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if len(argv) > 1:  # e.g. an unquoted value with a space: --prompt=It was
+        sys.exit(f"error: unexpected argument(s) {' '.join(map(shlex.quote, argv[1:]))}: every "
+                 "setting is a --flag=value; quote a value that has spaces (--prompt='It was')")  # fmt: skip
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         try:
             # config_flags defers an unreadable file to the first attribute access.

@@ -40,7 +40,9 @@ _STEPS = flags.DEFINE_integer(
     lower_bound=1,
 )
 _WORKROOT = flags.DEFINE_string("workroot", None, "Workdirs ('' = experiments/results/work/...).")
-_OUT = flags.DEFINE_string("out", None, "Markdown output (default experiments/results/compare.md).")
+_OUT = common.output_flag(
+    "out", None, "Markdown output (default experiments/results/compare.md).", also=(".json", ".png")
+)
 _RERUN = flags.DEFINE_bool("rerun", False, "Retrain variants that already finished.")
 _STUDY = flags.DEFINE_string(
     "study", None, f"Run a study ({', '.join(study_spec.STUDIES)}) instead."

@@ -25,7 +25,7 @@ from llp_jax.interop import export_checkpoint, import_checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose data section to record.")
 _FROM = flags.DEFINE_string("from_authors", None, "An authors' checkpoint (.pt) to import.")
-_TO = flags.DEFINE_string("to_authors", None, "Write the workdir's params here (.pt).")
+_TO = common.output_flag("to_authors", None, "Write the workdir's params here (.pt).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The llp_jax workdir.")
 _MODEL = flags.DEFINE_string("model", None, "Model name, where the tensors do not say.")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "n, where neither tensors nor file name say.")

@@ -32,7 +32,7 @@ _STRIDE = flags.DEFINE_integer("stride", None, "Standard protocol stride (defaul
 _PAPER_STRIDE = flags.DEFINE_integer("paper_stride", None, "Paper protocol stride (default n/2).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Windows per forward pass.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 0, "Evaluate only the first tokens (0 = all).")
-_OUT = flags.DEFINE_string("out", None, "JSON output path.")
+_OUT = common.output_flag("out", None, "JSON output path.")
 _TEXT = flags.DEFINE_string(
     "text",
     None,

@@ -13,7 +13,7 @@ from llp_jax.studies.zoo import zoo_table
 _BATCH = flags.DEFINE_integer(
     "batch_size", 2, "Batch size of the timed forward pass.", lower_bound=1
 )
-_OUT = flags.DEFINE_string("out", "", "Also write the table to this Markdown file.")
+_OUT = common.output_flag("out", "", "Also write the table to this Markdown file.")
 
 
 def main(argv):
