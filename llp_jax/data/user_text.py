@@ -2,7 +2,8 @@
 
 `config.data.corpus` names them: 'notes.txt', 'a.txt,b.md', 'books/' (every text file below it,
 whatever its extension), 'docs/**/*.md' (a glob), 'chats.jsonl' (one document per line, its
-text in the `config.data.text_field` field). A name that exists as given is taken whole, so a
+text in the `config.data.text_field` field; `text_bytes` reads compressed, UTF-16 and JSON
+files too). A name that exists as given is taken whole, so a
 file whose name holds a comma still works. Files met in a folder or a glob that are not text
 (binary, or mostly invalid UTF-8) are skipped with a count; a file named explicitly must be text.
 Each of these may also be a URL (gs://bucket/books/, s3://..., through fsspec): on a TPU VM or
@@ -15,53 +16,24 @@ errors are what a user sees first when pointing `--config.data.corpus` at their 
 from __future__ import annotations
 
 import glob
-import json
-import logging
 import os
 import re
 from collections.abc import Sequence
 
 from llp_jax import paths
+from llp_jax.data import text_bytes
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
+from llp_jax.data.text_bytes import NotText  # noqa: F401  (re-exported: callers catch it)
 from llp_jax.errors import first_line
 
 # With at least this many documents, whole documents are held out (see load_text_corpus).
 MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT = 20
-# A file with more invalid UTF-8 bytes than this fraction is not text.
-MAX_INVALID_FRACTION = 0.01
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
-
-_log = logging.getLogger(__name__)
-_SURROGATE_RE = re.compile("[\udc80-\udcff]")
 _GLOB = re.compile(r"[*?[]")
 
 
-class NotText(DataError):
-    """A file that is not text (raised for named files; folder and glob walks skip them)."""
-
-
-def _decode(path: str, raw: bytes) -> str:
-    if b"\x00" in raw:
-        raise NotText(
-            f"Corpus file {path} looks binary (contains NUL bytes); pass a plain UTF-8 text file."
-        )
-    # surrogateescape maps each undecodable byte to exactly one lone surrogate: they can be counted.
-    text = raw.decode("utf-8", errors="surrogateescape")
-    text, num_bad = _SURROGATE_RE.subn("\ufffd", text)
-    if num_bad > MAX_INVALID_FRACTION * len(raw):
-        raise NotText(
-            f"Corpus file {path} is not UTF-8 text ({num_bad / len(raw):.0%} of its bytes are "
-            "invalid UTF-8); convert it to UTF-8 or leave it out."
-        )
-    if num_bad:
-        # A few stray Latin-1 bytes in a scraped book should not stop a run.
-        _log.warning("%s: replaced %d invalid UTF-8 bytes with U+FFFD.", path, num_bad)
-    text = text.removeprefix("\ufeff")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
 def read_text_file(path: str | os.PathLike) -> str:
-    """Reads a UTF-8 text file for training, rejecting inputs that cannot be text.
+    """Reads a text file for training (`text_bytes`: decompressed if gzip, bzip2, xz or
+    Zstandard; UTF-8, or UTF-16/32 after a byte-order mark), rejecting inputs that cannot be text.
 
     A few invalid UTF-8 bytes (at most 1% of the file) become U+FFFD, with a logged count. A
     UTF-8 BOM is dropped and Windows/old-Mac newlines become '\\n'.
@@ -85,35 +57,16 @@ def read_text_file(path: str | os.PathLike) -> str:
             raise DataError(
                 f"Corpus file {path} cannot be read ({e.strerror}); check it."
             ) from None
+    raw = text_bytes.decompress(path, raw)
     if not raw.strip():
         raise DataError(f"Corpus file {path} is empty; remove it from the corpus or add text.")
-    return _decode(path, raw)
+    return text_bytes.decode(path, raw)
 
 
 def read_documents(path: str, text_field: str = "text") -> list[str]:
-    """The documents of one file: the whole text, or one per line of a JSON Lines file."""
-    text = read_text_file(path)
-    if not path.endswith(JSONL_SUFFIXES):
-        return [text]
-    docs = []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number} is not JSON ({e.msg}); one object per line.")
-        value = record.get(text_field) if isinstance(record, dict) else None
-        if not isinstance(value, str):
-            raise DataError(
-                f"{path}:{number} has no text field {text_field!r}; set "
-                "--config.data.text_field to the field that holds the text."
-            )
-        if value.strip():
-            docs.append(value)
-    if not docs:
-        raise DataError(f"{path} holds no documents with text in field {text_field!r}.")
-    return docs
+    """The documents of one file (`text_bytes.documents`): the whole text, or one per record of a
+    JSON Lines or JSON file."""
+    return text_bytes.documents(path, read_text_file(path), text_field)
 
 
 def _parts(spec: str | Sequence[str]) -> list[str]:

@@ -5,6 +5,7 @@ reads its corpus from the bucket."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 
@@ -29,6 +30,12 @@ TREE = {
     "books/crlf.txt": "windows\r\nnewlines\r\n" * 30,
     "chats.jsonl": "".join(json.dumps({"text": f"message {i}\n"}) + "\n" for i in range(25)),
     "model.bin": b"PK\x03\x04\x00\x00binary",
+    # C4's shard form (JSON Lines, gzip, named .json.gz): decompressed by its bytes
+    "c4/c4-train.00000-of-01024.json.gz": gzip.compress(
+        "".join(
+            json.dumps({"text": f"web page {i}\n", "url": f"u{i}"}) + "\n" for i in range(25)
+        ).encode()
+    ),
 }
 
 
@@ -52,7 +59,15 @@ def bucket(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "spec",
-    ["books", "books/", "books/**/*.md", "chats.jsonl", "books/a.md,chats.jsonl", "books/crlf.txt"],
+    [
+        "books",
+        "books/",
+        "books/**/*.md",
+        "chats.jsonl",
+        "books/a.md,chats.jsonl",
+        "books/crlf.txt",
+        "c4/",
+    ],  # fmt: skip
 )
 def test_a_bucket_gives_the_corpus_the_disk_gives(bucket, spec):
     _, local = bucket

@@ -1,0 +1,136 @@
+"""Corpus files as real corpora ship them: C4's JSON Lines as `.json.gz`, the Pile's `.jsonl.zst`
+(a streamed Zstandard frame without a content size), `.xz` / `.bz2` dumps, "Unicode" text from a
+Windows editor (UTF-16 with a byte-order mark), JSON arrays of records; each read to the same
+documents as the plain file, through the same corpus loader the trainer uses. Damaged or
+mislabelled files are one-line errors naming the file, and a folder walk skips an archive that
+decompresses to binary."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import lzma
+import tarfile
+
+import pytest
+import zstandard
+
+from llp_jax.data import DataError, load_corpus, user_text
+
+DOCS = [f"Document {i}: it is a truth universally acknowledged, caf\u00e9 \u2014 {'x' * i}.\n"
+        for i in range(30)]  # fmt: skip
+
+
+def _jsonl(records) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def _zstd_stream(data: bytes) -> bytes:
+    """As the Pile's shards were written: a streamed frame, no content size in its header."""
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor().stream_writer(out, closefd=False) as writer:
+        writer.write(data)
+    return out.getvalue()
+
+
+C4 = [{"text": d, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://e.com/{i}"}
+      for i, d in enumerate(DOCS)]  # fmt: skip
+PILE = [{"text": d, "meta": {"pile_set_name": "Pile-CC"}} for d in DOCS]
+# name -> bytes; every one holds exactly DOCS (one document per record, or all of them whole).
+FILES = {
+    "c4-train.00000-of-01024.json.gz": gzip.compress(_jsonl(C4)),
+    "00.jsonl.zst": _zstd_stream(_jsonl(PILE)),
+    "records.jsonl.bz2": bz2.compress(_jsonl(PILE)),
+    "records.ndjson.xz": lzma.compress(_jsonl(C4)),
+    "array.json": json.dumps(C4, indent=2).encode(),
+    "strings.json": json.dumps(DOCS).encode(),
+    "c4-validation.json": _jsonl(C4),  # C4's uncompressed shards: JSON Lines named .json
+}
+WHOLE = {
+    "book.txt.gz": gzip.compress("".join(DOCS).encode()),
+    "book.txt.xz": lzma.compress("".join(DOCS).encode()),
+    "book.txt.bz2": bz2.compress("".join(DOCS).encode()),
+    "book.txt.zst": zstandard.ZstdCompressor().compress("".join(DOCS).encode()),
+    "two_frames.txt.zst": _zstd_stream("".join(DOCS[:9]).encode())
+    + _zstd_stream("".join(DOCS[9:]).encode()),
+    "two_members.txt.gz": gzip.compress("".join(DOCS[:9]).encode())
+    + gzip.compress("".join(DOCS[9:]).encode()),  # as `cat a.gz b.gz` makes
+    "no_extension": gzip.compress("".join(DOCS).encode()),  # known by its first bytes
+    "notepad_unicode.txt": "".join(DOCS).encode("utf-16"),  # little-endian, BOM first
+    "utf16_be.txt": b"\xfe\xff" + "".join(DOCS).encode("utf-16-be"),
+    "utf32.txt": "".join(DOCS).encode("utf-32"),
+    "windows.txt": "".join(DOCS).replace("\n", "\r\n").encode("utf-16"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_record_files_give_one_document_per_record(name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(FILES[name])
+    assert user_text.read_documents(str(path)) == DOCS
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(_jsonl({"text": d} for d in DOCS))
+    corpus = load_corpus(str(path))
+    assert "30 documents" in corpus.description
+    assert corpus.splits == load_corpus(str(plain)).splits
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_compressed_and_unicode_text_reads_as_the_plain_file(name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(WHOLE[name])
+    assert user_text.read_documents(str(path)) == ["".join(DOCS)]
+
+
+def test_a_json_array_takes_the_text_field(tmp_path):
+    alpaca = [{"instruction": "Say hi", "input": "", "output": d} for d in DOCS]
+    path = tmp_path / "alpaca_data.json"
+    path.write_text(json.dumps(alpaca))
+    assert user_text.read_documents(str(path), text_field="output") == DOCS
+    with pytest.raises(DataError, match=r"alpaca_data.json item 0 has no text field 'text'"):
+        user_text.read_documents(str(path))
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"text": DOCS[0], "id": 1}, indent=2))
+    assert user_text.read_documents(str(one)) == [DOCS[0]]
+
+
+BROKEN = {
+    "cut.txt.gz": (gzip.compress(DOCS[0].encode() * 50)[:-30], "damaged gzip file"),
+    "cut.jsonl.zst": (_zstd_stream(_jsonl(PILE))[:-40], "damaged Zstandard file"),
+    "cut.xz": (lzma.compress(DOCS[0].encode())[:-10], "damaged xz file"),
+    "cut.bz2": (bz2.compress(DOCS[0].encode())[:-10], "damaged bzip2 file"),
+    "bad_array.json": (b'[{"text": "a"},\n {"text": }]', "bad_array.json is not JSON"),
+    "bad_line.jsonl.gz": (gzip.compress(b'{"text": "a"}\nnot json\n'), "bad_line.jsonl.gz:2"),
+    "fake_bom.txt": (b"\xff\xfe" + b"\x00\xd8", "not UTF-16"),  # a lone surrogate
+    "empty.txt.gz": (gzip.compress(b"  \n"), "is empty"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_damaged_files_are_one_line_errors_naming_the_file(name, tmp_path):
+    data, fragment = BROKEN[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=fragment) as e:
+        load_corpus(str(path))
+    assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_folder_walk_reads_compressed_text_and_skips_compressed_binaries(tmp_path, capsys):
+    root = tmp_path / "shards"
+    root.mkdir()
+    (root / "c4-train.00000-of-01024.json.gz").write_bytes(FILES["c4-train.00000-of-01024.json.gz"])
+    (root / "00.jsonl.zst").write_bytes(FILES["00.jsonl.zst"])
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:  # decompresses to a tar: binary
+        info = tarfile.TarInfo("a.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    (root / "backup.tar.gz").write_bytes(archive.getvalue())
+    corpus = load_corpus(str(root))
+    assert (
+        "60 documents" in corpus.description and "1 non-text file(s) skipped" in corpus.description
+    )
+    assert "skipped 1 file(s) that are not text" in capsys.readouterr().out
