@@ -1,6 +1,7 @@
 """The README's "Train on your own text" commands run as written (on small fixture files of the
 kinds they name, with a few training steps appended), so that section cannot rot."""
 
+import gzip
 import json
 import os
 import shlex
@@ -32,7 +33,7 @@ def _commands() -> list[list[str]]:
 
 def _fixtures(root):
     """The files the commands name: a book, a folder of notes (with a binary file and a nested
-    folder), JSON Lines with a 'message' field, and other text."""
+    folder), JSON Lines with a 'message' field, other text, and two C4 shards."""
     text = load_austen().splits["validation"]
     (root / "my_book.txt").write_text(text[:40_000])
     notes = root / "my_notes"
@@ -46,6 +47,14 @@ def _fixtures(root):
             f.write(json.dumps({"message": text[60_000 + i * 1500 : 60_000 + (i + 1) * 1500],
                                 "user": f"u{i}"}) + "\n")  # fmt: skip
     (root / "other_text.txt").write_text(text[80_000:90_000])
+    c4 = root / "c4" / "en"  # C4's layout: JSON Lines shards, gzip, named .json.gz
+    c4.mkdir(parents=True)
+    for shard in range(2):
+        records = [{"text": text[90_000 + (shard * 25 + i) * 800 : 90_000 + (shard * 25 + i + 1) * 800],
+                    "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}
+                   for i in range(25)]  # fmt: skip
+        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
+        (c4 / f"c4-train.{shard:05d}-of-01024.json.gz").write_bytes(gzip.compress(lines))
 
 
 def test_the_section_has_the_commands_it_promises():
@@ -53,7 +62,7 @@ def test_the_section_has_the_commands_it_promises():
     assert len(commands) >= 7
     corpora = " ".join(" ".join(c) for c in commands)
     for kind in ("my_book.txt", "my_notes/", "**/*.md", ".jsonl", "gs://", "sentencepiece",
-                 "--text=", "init_from"):  # fmt: skip
+                 "--text=", "init_from", ".json.gz"):  # fmt: skip
         assert kind in corpora, kind
 
 
