@@ -13,10 +13,12 @@ import importlib.util
 import io
 import os
 import re
+import socket
+import urllib.parse
 
 from etils import epath
 
-from llp_jax.errors import LLPError
+from llp_jax.errors import LLPError, first_line
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # URL scheme -> (module its etils/fsspec filesystem needs, pip package).
@@ -32,7 +34,8 @@ def is_url(path: str | os.PathLike) -> bool:
 
 
 def check_client(path: str | os.PathLike) -> None:
-    """One-line StorageError if `path` is a URL whose filesystem client is not installed."""
+    """One-line StorageError if `path` is a URL whose filesystem client is not installed, or
+    whose store cannot be reached or refuses access (`_check_reachable`)."""
     path = os.fspath(path)
     if not is_url(path):
         return
@@ -44,6 +47,57 @@ def check_client(path: str | os.PathLike) -> None:
                 f"{path}: {scheme}:// paths need the {package} client: pip install {package} "
                 f"(or pip install 'llp_jax[cloud]')"
             )
+        if _importable(module):
+            _check_reachable(path, scheme)
+
+
+def _connect(path: str, scheme: str, endpoint) -> None:
+    """Opens a TCP connection to the store's endpoint: no network, a wrong host or a refused port
+    fails here in seconds, where the client would retry each request for most of a minute."""
+    if not isinstance(endpoint, str) or "://" not in endpoint:
+        return
+    url = urllib.parse.urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=15).close()
+    except OSError as e:
+        raise StorageError(f"{path}: cannot reach the {scheme}:// store at {url.hostname}:{port} "
+                           f"({e.strerror or e}); check the network (or STORAGE_EMULATOR_HOST "
+                           "for an emulator)") from None  # fmt: skip
+
+
+_REACHED: set[str] = set()  # 'gs://bucket' a probe got an answer from, in this process
+
+
+def _check_reachable(path: str, scheme: str) -> None:
+    """Asks the store about `path` once per bucket: when it cannot be reached at all (no network,
+    a wrong endpoint) or refuses this identity, a one-line StorageError says so. Without it the
+    clients' `exists()` answers False to any failure, so a run printed the client's retry
+    tracebacks for a minute and then 'no checkpoint' or 'does not exist'."""
+    bucket = f"{scheme}://{path.split('://', 1)[1].split('/', 1)[0]}"
+    if bucket in _REACHED:
+        return
+    import fsspec  # noqa: PLC0415  (URLs only; gcsfs, s3fs and friends depend on it)
+
+    fs, inner = fsspec.core.url_to_fs(path)
+    _connect(path, scheme, getattr(fs, "_location", None))  # gcsfs's endpoint
+    try:
+        fs.info(inner)
+    except FileNotFoundError:
+        pass  # an answer: what is missing is the caller's to say
+    except Exception as e:  # noqa: BLE001  each client has its own errors; sorted below
+        why = first_line(e) or type(e).__name__
+        # gcsfs raises a 403 as OSError('Forbidden: <path>\n<GCS's reason>'), a 401 as HttpError
+        if (isinstance(e, PermissionError) or getattr(e, "code", None) in (401, 403)
+                or why.startswith("Forbidden")):  # fmt: skip
+            why = " ".join(str(e).split())[:300]
+            raise StorageError(f"{path}: access denied ({why}); check the credentials "
+                               "(gcloud auth application-default login) and the bucket's "
+                               "permissions") from None  # fmt: skip
+        if isinstance(e, (OSError, TimeoutError)):  # aiohttp's connection errors are OSErrors
+            raise StorageError(f"{path}: cannot reach the {scheme}:// store ({why}); check the "
+                               "network (or STORAGE_EMULATOR_HOST for an emulator)") from None  # fmt: skip
+    _REACHED.add(bucket)
 
 
 def _importable(module: str) -> bool:

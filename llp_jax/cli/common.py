@@ -273,6 +273,11 @@ def _quiet_background_errors() -> None:
 
     for name in ("absl", "asyncio"):
         pylogging.getLogger(name).addFilter(storage_record)
+    # gcsfs logs each failed request's traceback, then raises the error to its caller, which
+    # reports it in one line (paths.check_client: an unreachable store, access denied).
+    pylogging.getLogger("gcsfs").addFilter(
+        lambda r: not any(m in r.getMessage() for m in ("out of retries", "non-retriable"))
+    )
 
 
 @contextlib.contextmanager

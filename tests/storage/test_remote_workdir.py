@@ -4,10 +4,13 @@ local folder named after the URL; evaluate and sample read it back; a rerun resu
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -126,3 +129,80 @@ def test_a_missing_client_is_one_line(tmp_path, corpus_file):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "pip install gcsfs" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "gs:")
+
+
+class _Denying(http.server.BaseHTTPRequestHandler):
+    """A GCS JSON API endpoint that answers every request as GCS does a caller without access."""
+
+    def _deny(self):
+        body = json.dumps({"error": {"code": 403, "message": "llp@test does not have "
+                                     "storage.objects.get access", "errors": []}}).encode()  # fmt: skip
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _deny
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def denying_store():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Denying)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it is closed
+
+
+# Every way a run names a URL: a workdir to train, evaluate or sample, a corpus, a source run.
+PROGRAMS = [
+    ("train", ["--config=llp_jax/configs/tiny.py:llp", "--workdir=gs://b/run"]),
+    ("evaluate", ["--workdir=gs://b/run"]),
+    ("sample", ["--workdir=gs://b/run"]),
+    (
+        "train",
+        [
+            "--config=llp_jax/configs/tiny.py:llp",
+            "--workdir={tmp}/w",
+            "--config.data.corpus=gs://b/books/",
+        ],
+    ),  # fmt: skip
+    (
+        "train",
+        [
+            "--config=llp_jax/configs/tiny.py:llp",
+            "--workdir={tmp}/w",
+            "--config.train.init_from=gs://b/run",
+        ],
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("store", ["unreachable", "denied"])
+@pytest.mark.parametrize("case", PROGRAMS, ids=[" ".join(c[1][-1:]) for c in PROGRAMS])
+def test_a_store_that_cannot_be_used_is_one_line(store, case, denying_store, tmp_path):
+    """No network or a wrong endpoint, or credentials the store refuses: one line saying which,
+    in seconds. The client's `exists()` answers False to any failure, so these runs printed
+    its retry tracebacks for a minute, then 'no checkpoint' or 'does not exist'."""
+    program, argv = case
+    endpoint = _closed_port() if store == "unreachable" else denying_store
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO,
+           "STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}  # fmt: skip
+    cmd = [sys.executable, "-m", f"experiments.{program}",
+           *(a.format(tmp=tmp_path) for a in argv)]  # fmt: skip
+    start = time.monotonic()
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    expected = "cannot reach the gs:// store" if store == "unreachable" else "access denied"
+    assert len(errors) == 1 and expected in errors[0] and "gs://b/" in errors[0], done.stderr
+    assert time.monotonic() - start < 60
