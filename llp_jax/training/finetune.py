@@ -14,6 +14,7 @@ expression that trainable parameter paths match ('attn|norm').
 
 from __future__ import annotations
 
+import os
 import re
 
 import jax
@@ -37,17 +38,28 @@ def parse_init_from(spec: str) -> tuple[str, int | None]:
     return spec, None
 
 
-def check_source(spec: str) -> None:
-    """Up front, before any data or compilation: `train.init_from` names a checkpoint."""
+def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
+    """Up front, before any data or compilation: `train.init_from` names a checkpoint, and not
+    the `target` workdir's own when --noresume is about to set that run aside."""
     if not spec:
         return
     workdir, step = parse_init_from(spec)
+    if not resume and target and _same(workdir, target):
+        raise ConfigError(
+            f"train.init_from={spec!r} is this --workdir, whose run --noresume sets aside (into "
+            "previous_runs/) before training starts; train into another --workdir with "
+            f"init_from={spec!r}, or keep this one and leave out --noresume"
+        )
     directory = paths.join(workdir, "checkpoints")
     steps = committed_steps(directory)
     if not steps:
         raise ConfigError(f"train.init_from={spec!r}: no checkpoint in {directory}")
     if step is not None and step not in steps:
         raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
+
+
+def _same(a: str, b: str) -> bool:
+    return os.fspath(paths.resolve(a)).rstrip("/") == os.fspath(paths.resolve(b)).rstrip("/")
 
 
 def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[nnx.State, str]:

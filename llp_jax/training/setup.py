@@ -127,7 +127,7 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
     mesh = mesh_lib.make_mesh(mesh_config, devices=devices)
     local_batch = check_batch(train, mesh)
     sequence_parallel.check_config(probe, mesh)
-    finetune.check_source(train.init_from)
+    finetune.check_source(train.init_from, workdir, resume=resume)
     lock = _own(workdir)
     try:
         if not resume and jax.process_index() == 0:

@@ -4,6 +4,7 @@ validation loss at 1024 than before), refuses sources that do not fit; `train.tr
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -129,3 +130,18 @@ def test_a_trainable_pattern_that_matches_nothing_is_refused(name):
     every = finetune.trainable_summary(params, finetune.trainable_labels(params, ".*"), ".*")
     assert every.startswith(f"trainable: {total:,} of {total:,}") and "frozen" not in every
     assert finetune.trainable_labels(params, "all") is None
+
+
+def test_init_from_this_workdir_with_noresume_is_refused_before_anything_moves(corpus_file,
+                                                                                tmp_path):  # fmt: skip
+    """--noresume sets the workdir's run aside before the source is read: a source naming the
+    workdir itself found its checkpoints gone, after they had been moved (the command failed,
+    the run was in previous_runs/). Refused first; the run stays where it was."""
+    _train(_config(corpus_file, 2), tmp_path / "run")
+    again = _config(corpus_file, 2)
+    for spec in (str(tmp_path / "run"), f"{tmp_path}/run/:2", f"{tmp_path}/x/../run"):
+        again.train.init_from = spec
+        with pytest.raises(models.ConfigError, match="is this --workdir, whose run --noresume"):
+            trainer.setup(again, str(tmp_path / "run"), resume=False)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
+    assert not (tmp_path / "run" / "previous_runs").exists()
