@@ -3,7 +3,8 @@
 Everything a run writes goes through here or through Orbax: local paths are made absolute (Orbax
 needs that), URLs stay URLs (never a local folder named 'gs:'). Small files are written whole
 and atomically (a temporary file renamed into place locally; an object store's write is atomic
-already). A URL whose filesystem client is missing is a one-line error with the install hint.
+already). A URL whose filesystem client is missing is a one-line error with the install hint;
+one whose store cannot be reached or refuses the credentials, one line saying which.
 """
 
 from __future__ import annotations
