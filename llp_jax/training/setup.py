@@ -223,7 +223,9 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
             abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
             restored = ckpt.restore(abstract, data_iterator=train_iter)
             state, start = restored.state, restored.step
-            print(f"resumed from step {start} in {ckpt.directory}")
+            # A preempted fine-tune resumes its own steps; its source only seeded step 0.
+            also = " (train.init_from seeds only a fresh start)" if train.init_from else ""
+            print(f"resumed from step {start} in {ckpt.directory}{also}")
     elif train.init_from:
         params, where = finetune.init_params(train.init_from, model_cfg, state["params"])
         state = {**state, "params": params}

@@ -133,7 +133,7 @@ def test_a_trainable_pattern_that_matches_nothing_is_refused(name):
 
 
 def test_init_from_this_workdir_with_noresume_is_refused_before_anything_moves(corpus_file,
-                                                                                tmp_path):  # fmt: skip
+                                                                                tmp_path, capsys):  # fmt: skip
     """--noresume sets the workdir's run aside before the source is read: a source naming the
     workdir itself found its checkpoints gone, after they had been moved (the command failed,
     the run was in previous_runs/). Refused first; the run stays where it was."""
@@ -145,3 +145,10 @@ def test_init_from_this_workdir_with_noresume_is_refused_before_anything_moves(c
             trainer.setup(again, str(tmp_path / "run"), resume=False)
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
     assert not (tmp_path / "run" / "previous_runs").exists()
+    # Resuming (a preempted fine-tune) continues its own steps and says the source is unused.
+    capsys.readouterr()
+    run = trainer.setup(again, str(tmp_path / "run"))
+    run.close()
+    assert run.start_step == 2
+    assert "resumed from step 2" in (out := capsys.readouterr().out)
+    assert "train.init_from seeds only a fresh start" in out
