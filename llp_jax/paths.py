@@ -43,12 +43,13 @@ def check_client(path: str | os.PathLike) -> None:
     scheme = path.split("://", 1)[0].lower()
     if scheme in CLIENTS:
         module, package = CLIENTS[scheme]
-        if not _importable(module) and not _importable("tensorflow"):
+        has_client = _importable(module)
+        if not has_client and not _importable("tensorflow"):
             raise StorageError(
                 f"{path}: {scheme}:// paths need the {package} client: pip install {package} "
                 f"(or pip install 'llp_jax[cloud]')"
             )
-        if _importable(module):
+        if has_client:  # (tensorflow's gfile alone: nothing to probe with)
             _check_reachable(path, scheme)
 
 
