@@ -10,7 +10,9 @@ an unknown field or a value of the wrong type, so a typo never falls back to a d
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import numbers
 import typing
 from typing import Any, TypeVar
 
@@ -20,13 +22,14 @@ from llp_jax.errors import ConfigError
 
 T = TypeVar("T")
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
+_ARTICLE = {"int": "an", "float": "a", "str": "a", "bool": "a"}
 
 
 def _accepts(kind: str, value: Any) -> bool:
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "float":  # numbers.Real/Integral: numpy scalars too
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     return isinstance(value, _SCALARS[kind])
 
 
@@ -45,19 +48,41 @@ def from_any(cls: type[T], config: Any, section: str) -> T:
     if not isinstance(config, typing.Mapping):
         raise ConfigError(f"config.{section} must be a section of fields, not {config!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"config.{section} has unknown field(s) {unknown}; known fields: {sorted(fields)}"
-        )
+    check_known(config, fields, f"config.{section}")
     values = {}
     for name, value in config.items():
-        kind = fields[name].type
-        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        if field_kind(fields[name]) == "float" and _accepts("float", value):
+            value = float(value)
+        values[name] = value
+    instance = cls(**values)
+    check_types(instance, section)
+    return instance.validate()
+
+
+def check_known(given, fields, section: str) -> None:
+    """One line for names in `given` that are not among `fields` (a typo gets a suggestion)."""
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        # A field that contains the name (steps -> num_steps) before one spelt like it.
+        holds = [f for f in fields if unknown[0] in f.split("_")]
+        close = difflib.get_close_matches(unknown[0], holds or list(fields), n=1,
+                                          cutoff=0.0 if holds else 0.6)  # fmt: skip
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {sorted(fields)}"
+        raise ConfigError(f"{section} has no field(s) {unknown}{hint}")
+
+
+def field_kind(field: dataclasses.Field) -> str:
+    kind = field.type
+    return kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+
+
+def check_types(instance: Any, section: str) -> None:
+    """One line for a scalar field holding a value of the wrong type (a float layer count, a
+    string width), before any check compares it."""
+    for field in dataclasses.fields(instance):
+        kind, value = field_kind(field), getattr(instance, field.name)
         if kind in _SCALARS and not _accepts(kind, value):
-            raise ConfigError(f"{section}.{name}={value!r} must be a {kind}")
-        values[name] = float(value) if kind == "float" else value
-    return cls(**values).validate()
+            raise ConfigError(f"{section}.{field.name}={value!r} must be {_ARTICLE[kind]} {kind}")
 
 
 def to_configdict(instance: Any) -> ml_collections.ConfigDict:

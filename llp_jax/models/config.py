@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from llp_jax import schema
 from llp_jax.errors import ConfigError
 from llp_jax.models.attention import IMPLEMENTATIONS
 from llp_jax.models.base import LanguageModel, need
@@ -144,6 +145,8 @@ class ModelConfig:
         return self.latent_len if self.scores_latents else self.seq_len
 
     def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with `changes` (a field it does not have: one-line ConfigError)."""
+        schema.check_known(changes, _FIELDS, "model")
         return dataclasses.replace(self, **changes)
 
     # ----------------------------------------------------------------- construction
@@ -152,18 +155,22 @@ class ModelConfig:
         """Accepts a ModelConfig, a mapping or an ml_collections.ConfigDict (e.g. `config.model`)."""
         if isinstance(config, ModelConfig):
             return config.validate()
-        data = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
+        if hasattr(config, "to_dict"):
+            config = config.to_dict()
+        if not isinstance(config, Mapping):
+            hint = f"; e.g. llp_jax.models.tiny({config!r})" if isinstance(config, str) else ""
             raise ConfigError(
-                f"model config has unknown field(s) {unknown}; known fields: {sorted(known)}"
+                f"a model config is a ModelConfig or a mapping of its fields, not a "
+                f"{type(config).__name__}{hint}"
             )
+        data = dict(config)
+        schema.check_known(data, _FIELDS, "model")
         return cls(**data).validate()
 
     # ----------------------------------------------------------------- validation
     def validate(self) -> "ModelConfig":
         """Checks every constraint; raises ConfigError with a one-line message. Returns self."""
+        schema.check_types(self, "model")
 
         need(
             self.name in MODEL_NAMES, f"name={self.name!r} is unknown; choose one of {MODEL_NAMES}"
@@ -209,6 +216,9 @@ class ModelConfig:
         )
         self.model_class.check_config(self)
         return self
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 
 
 def code_faithful(cfg: ModelConfig) -> ModelConfig:

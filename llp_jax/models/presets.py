@@ -18,7 +18,7 @@ def sized(
     """Model `name` at window `seq_len`, its own structure sized by `sizes` (each model takes the
     fields it uses), clean or code-faithful; explicit `fields` win over both."""
     structure = model_class(name).structural_sizes(seq_len, sizes)
-    cfg = ModelConfig(name=name, seq_len=seq_len, **{**structure, **fields})
+    cfg = ModelConfig(name=name, seq_len=seq_len, **structure).replace(**fields)
     if not faithful:
         return cfg.validate()
     return code_faithful(cfg).replace(**fields).validate()

@@ -154,7 +154,13 @@ def read_sections(config: Any) -> tuple[dict, DataConfig, TrainConfig, MeshConfi
     """The trainer's sections of an experiment config, typed and validated: (the model fields as
     a dict, to be completed with the tokenizer's vocabulary; DataConfig; TrainConfig;
     MeshConfig). One-line ConfigError for a missing or unknown section."""
-    keys = set(config.keys()) if hasattr(config, "keys") else set()
+    if not hasattr(config, "keys"):
+        raise schema.ConfigError(
+            f"an experiment config is a ConfigDict with {', '.join(SECTIONS)} sections, not a "
+            f"{type(config).__name__}; load a config file with llp_jax.configs.load("
+            "'llp_jax/configs/tiny.py:llp') and set its .model to change the model"
+        )
+    keys = set(config.keys())
     missing = [s for s in SECTIONS if s not in keys]
     if missing:
         raise schema.ConfigError(
