@@ -22,6 +22,10 @@ class ConfigError(LLPError, ValueError):
     """A bad configuration value: the message names the field, the value and the constraint."""
 
 
+class InputError(LLPError, ValueError):
+    """Tokens a model cannot take: the wrong rank or dtype, or ids outside its vocabulary."""
+
+
 def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, cut to `limit` characters ('' if it has none):
     what a one-line error quotes of a cause raised deep inside a library."""

@@ -9,6 +9,7 @@ writes or cleans anything there, so it is safe to run beside a training job.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 from flax import nnx
@@ -107,6 +108,10 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
     Raises:
       CheckpointNotFoundError, ConfigMismatchError, CheckpointError: one-line messages.
     """
+    if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)):
+        raise EvaluationError(
+            f"step={step!r} must be an int, a checkpoint's step (None: the newest)"
+        )
     paths.check_client(workdir)
     where = paths.join(workdir, "checkpoints")
     steps = committed_steps(where)

@@ -31,6 +31,7 @@ import numpy as np
 
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.evaluation.protocols import paper_window_losses, standard_nll, stream_nll
+from llp_jax.models.inputs import as_model, as_tokens
 
 PROTOCOLS = ("standard", "paper", "stream")
 
@@ -123,7 +124,7 @@ def evaluate_perplexity(
     """Perplexity of `model` on the token stream `tokens_N` under `protocol`.
 
     Args:
-      model: a zoo model (evaluated deterministically as `model.for_inference()`, jit on the
+      model: a zoo model, or `load_model`'s result (evaluated deterministically as `model.for_inference()`, jit on the
         default device).
       tokens_N: the whole stream of a split, int[N].
       protocol: 'standard', 'paper' or 'stream' (see the module docstring).
@@ -136,7 +137,11 @@ def evaluate_perplexity(
         byte / character and word-level perplexity (None: not reported).
       keep_token_nll: return the per-target NLL (standard and stream).
     """
+    model = as_model(model)
     cfg = model.cfg
+    tokens_N = np.asarray(as_tokens(tokens_N, cfg.vocab_size, what="tokens_N", rank=1))
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size={batch_size} must be >= 1")
     n = window or cfg.seq_len
     N = len(tokens_N)
     units = {"num_bytes": num_bytes, "num_chars": num_chars, "num_words": num_words}

@@ -22,6 +22,7 @@ from flax import nnx
 from llp_jax import schema
 from llp_jax.evaluation import decoders as dec
 from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.models.inputs import as_model, as_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,8 +199,8 @@ def generate(
     """Generates num_new tokens after each prompt (all rows share its length P); [B, P + num_new].
 
     Args:
-      model: a zoo model.
-      prompt_BxP: prompt tokens (P >= 1).
+      model: a zoo model, or `load_model`'s result.
+      prompt_BxP: prompt tokens, int [B, P >= 1] (an array or a list of equal-length rows).
       num_new: tokens to generate.
       rng: a PRNG key or an integer seed.
       method: 'auto' (the model's cached decoder if it has one), 'cached' or 'recompute'.
@@ -211,14 +212,16 @@ def generate(
       window: recompute / PerceiverAR window (default model.cfg.seq_len).
       slide: PerceiverAR window advance when full (default latent_len).
     """
+    model = as_model(model)
     check_sampling(num_new=num_new, temperature=temperature, top_k=top_k, top_p=top_p,
                    stop_id=stop_id, vocab_size=model.cfg.vocab_size)  # fmt: skip
+    prompt_BxP = as_tokens(prompt_BxP, model.cfg.vocab_size, what="prompt")
     model = model.for_inference()
     if decoder is None:
         decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
     if isinstance(rng, int):
         rng = jax.random.key(rng)
-    if prompt_BxP.ndim != 2 or prompt_BxP.shape[1] < 1:
+    if prompt_BxP.shape[1] < 1:
         raise EvaluationError(f"prompt must be [batch, length >= 1], got shape {prompt_BxP.shape}")
     graphdef, params = nnx.split(model)
     sampler = Sampler(float(temperature), int(top_k), float(top_p), stop_id)

@@ -24,6 +24,7 @@ from flax import nnx
 from llp_jax.errors import ConfigError
 from llp_jax.models import losses
 from llp_jax.models.block import Block
+from llp_jax.models.inputs import check_tokens
 from llp_jax.models.layers import DTYPES, LayerNorm, dense, logical_param, uniform_param
 from llp_jax.models.masks import ExampleMask, MaskSpec
 
@@ -193,6 +194,7 @@ class LanguageModel(nnx.Module):
         return first or self.cfg.rope_layers == "all"
 
     def embed_tokens(self, tokens_BxT: jax.Array) -> jax.Array:
+        check_tokens(tokens_BxT, self.cfg.vocab_size)  # jnp.take gathers NaN for a bad id
         return jnp.take(self.embed[...], tokens_BxT, axis=0).astype(self.dtype)
 
     def logits(self, h_BxPxD: jax.Array) -> jax.Array:
@@ -220,8 +222,10 @@ class LanguageModel(nnx.Module):
         is_eod = (tokens_BxT == self.cfg.eod_id).astype(jnp.int32)
         return jnp.cumsum(is_eod, axis=1) - is_eod
 
-    def __call__(self, tokens_BxT: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:
-        """Logits [B, P, V] for the scored positions loss_start(T)..T-1; rng enables dropout."""
+    def __call__(self, tokens_BxT: jax.Array, *, rng: jax.Array | int | None = None) -> jax.Array:
+        """Logits [B, P, V] for the scored positions loss_start(T)..T-1; rng (a PRNG key or an
+        int seed) enables dropout."""
+        rng = jax.random.key(rng) if isinstance(rng, int) else rng
         x = self.embed_tokens(tokens_BxT)
         return self.logits(self.hidden(x, rng, self.document_ids(tokens_BxT)))
 

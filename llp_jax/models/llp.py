@@ -29,6 +29,7 @@ from flax import nnx
 from llp_jax.errors import ConfigError
 from llp_jax.models.base import LanguageModel, need
 from llp_jax.models.block import Block
+from llp_jax.models.inputs import check_tokens
 from llp_jax.models.layers import project_heads, uniform_param
 from llp_jax.models.masks import ExampleMask, MaskSpec
 
@@ -168,6 +169,7 @@ class LLP(LanguageModel):
 
         Returns (logits [B, T, V], state); pass the state back to continue the same sequence.
         """
+        check_tokens(tokens_BxT, self.cfg.vocab_size)
         B, T = tokens_BxT.shape
         s = self.cfg.segment_len
         if T % s:

@@ -1,0 +1,71 @@
+"""What a model takes: token ids, an integer array whose values lie in [0, vocab_size).
+
+Checked where tokens come in from a user (a model's `__call__`, `stream`, perplexity, generation),
+because JAX itself would not complain: a float or wrongly ranked array fails deep inside an einsum,
+and an id outside the vocabulary gathers NaN embeddings (`jnp.take` fills out-of-range rows), so a
+tokenizer larger than the model yields NaN logits and a perplexity that is silently wrong.
+Inside `jit` the values are tracers: only the rank and dtype are checked there (free, at trace
+time); the range check runs on concrete arrays (also those a traced function closes over), one
+reduction.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from llp_jax.errors import InputError
+
+_LAYOUT = {1: "int [N] (one token stream)", 2: "int [batch, length]"}
+_HINT = {1: "; pass one stream (a split's tokens, not a batch of windows)",
+         2: "; add the batch axis with tokens[None]"}  # fmt: skip
+
+
+def as_tokens(tokens, vocab_size: int, *, what: str = "tokens", rank: int = 2):
+    """`tokens` as an array (a list becomes a numpy array), checked by `check_tokens`."""
+    if not hasattr(tokens, "shape"):
+        try:
+            tokens = np.asarray(tokens)
+        except (TypeError, ValueError) as e:  # ragged lists
+            raise InputError(f"{what} must be {_LAYOUT[rank]}: {e}") from None
+        if tokens.size == 0:  # np.asarray([]) is float64
+            tokens = tokens.astype(np.int32)
+    check_tokens(tokens, vocab_size, what=what, rank=rank)
+    return tokens
+
+
+def check_tokens(tokens, vocab_size: int, *, what: str = "tokens", rank: int = 2) -> None:
+    """Raises a one-line InputError unless `tokens` is an integer array of `rank` dimensions with
+    every (concrete) id in [0, vocab_size)."""
+    shape, dtype = getattr(tokens, "shape", None), getattr(tokens, "dtype", None)
+    if shape is None or dtype is None:
+        raise InputError(f"{what} must be {_LAYOUT[rank]}, not a {type(tokens).__name__}")
+    if len(shape) != rank:
+        hint = _HINT[rank] if len(shape) in (1, 2) else ""
+        raise InputError(f"{what} must be {_LAYOUT[rank]}, got shape {tuple(shape)}{hint}")
+    if not np.issubdtype(dtype, np.integer):
+        raise InputError(f"{what} must be integer token ids, got dtype {dtype}; e.g. "
+                         f"tokens.astype('int32') if they are whole numbers")  # fmt: skip
+    if isinstance(tokens, jax.core.Tracer) or 0 in shape:
+        return
+    if not getattr(tokens, "is_fully_addressable", True):  # a multi-host global array
+        return
+    with jax.ensure_compile_time_eval():  # a concrete array captured inside a jit trace
+        low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise InputError(
+            f"token id {bad} in {what} is outside the model's vocabulary [0, {vocab_size}): tokenize "
+            f"with the tokenizer the model was trained with (its vocab_size is {vocab_size})"
+        )
+
+
+def as_model(model):
+    """The zoo model itself, also from what holds one in `.model` (`load_model`'s result)."""
+    inner = getattr(model, "model", None)
+    if not hasattr(model, "for_inference") and hasattr(inner, "for_inference"):
+        model = inner
+    if not hasattr(model, "for_inference"):
+        raise InputError(f"model must be a zoo model (llp_jax.build(cfg), or "
+                         f"llp_jax.load_model(workdir).model), not a {type(model).__name__}")  # fmt: skip
+    return model
