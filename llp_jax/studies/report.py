@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax import models, paths
+from llp_jax import configs, models, paths
 from llp_jax.data import unigram_perplexity
 from llp_jax.evaluation.sampling import SampleConfig, generate
 from llp_jax.storage import read_jsonl
@@ -25,8 +25,11 @@ from llp_jax.training.distributed import any_process, gather_to_host
 def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=None,
                        allow_data_change: bool = False) -> dict:  # fmt: skip
     """Trains `config` in `workdir`, then reports; returns the summary (also in summary.json).
-    An interrupted run returns the loop's progress instead (nothing is reported); a run that
+    `config` is an experiment ConfigDict or a config file spec ("llp_jax/configs/tiny.py:llp",
+    see `llp_jax.configs.load`). An interrupted run returns the loop's progress instead (nothing is reported); a run that
     had nothing left to train returns the summary already there, untouched."""
+    if isinstance(config, str):
+        config = configs.load(config)
     run, progress = trainer.train(config, workdir, resume=resume, devices=devices,
                                   allow_data_change=allow_data_change, close=False)  # fmt: skip
     try:

@@ -1,0 +1,168 @@
+"""What the Python API gets from a user who calls it wrongly: a one-line LLPError naming the
+problem and the fix, never a shape error from inside an einsum, and never NaN logits from token
+ids outside the vocabulary (`jnp.take` fills those rows with NaN, so nothing else would notice)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import llp_jax
+from llp_jax import configs, models
+from llp_jax.errors import ConfigError, InputError, LLPError
+from llp_jax.evaluation.checkpoints import LoadedModel
+
+
+@pytest.fixture(scope="module")
+def model():
+    return llp_jax.build(models.tiny("llp", num_layers=1, d_model=32))
+
+
+BAD_TOKENS = [
+    (np.zeros(128, np.int32), "got shape \\(128,\\); add the batch axis"),
+    (np.zeros((1, 2, 128), np.int32), "got shape \\(1, 2, 128\\)"),
+    (np.zeros((1, 128), np.float32), "integer token ids, got dtype float32"),
+    (np.zeros((1, 128), bool), "integer token ids, got dtype bool"),
+    (
+        np.full((1, 128), 256),
+        "token id 256 in tokens is outside the model's vocabulary \\[0, 256\\)",
+    ),
+    (np.full((1, 128), -1), "token id -1 in tokens is outside"),
+    ([[1, 2, 3]], "must be int \\[batch, length\\], not a list"),
+]
+
+
+@pytest.mark.parametrize("tokens, message", BAD_TOKENS)
+def test_model_call_rejects_bad_tokens(model, tokens, message):
+    for form in (tokens, jnp.asarray(tokens) if hasattr(tokens, "shape") else tokens):
+        with pytest.raises(InputError, match=message):
+            model(form)
+
+
+def test_a_vocabulary_id_at_the_edge_is_fine_and_a_traced_call_checks_rank_and_dtype(model):
+    logits = model(jnp.full((1, 128), 255, jnp.int32))
+    assert bool(jnp.isfinite(logits).all())
+    with pytest.raises(InputError, match="dtype float32"):
+        jax.jit(lambda t: model(t))(jnp.zeros((1, 128), jnp.float32))
+    # Inside jit the values are unknown: no range check, no error, no host sync.
+    assert jax.jit(lambda t: model(t))(jnp.full((1, 128), 7, jnp.int32)).shape == (1, 128, 256)
+
+
+def test_llp_stream_checks_its_tokens(model):
+    with pytest.raises(InputError, match="token id 300"):
+        model.stream(jnp.full((1, 64), 300, jnp.int32))
+    with pytest.raises(InputError, match="add the batch axis"):
+        model.stream(jnp.zeros(64, jnp.int32))
+
+
+@pytest.mark.parametrize(
+    "tokens, message",
+    [
+        (np.arange(300), "token id 299 in tokens_N is outside"),
+        (list(range(300)), "token id 299 in tokens_N is outside"),
+        (np.zeros((2, 300), np.int32), "must be int \\[N\\] \\(one token stream\\), got shape"),
+        (np.ones(300, np.float64), "dtype float64"),
+        ([], "the stream has 0 token"),
+        ([[1, 2], [3]], "must be int \\[N\\]"),
+    ],
+)
+def test_perplexity_rejects_bad_streams(model, tokens, message):
+    with pytest.raises(LLPError, match=message):
+        llp_jax.evaluate_perplexity(model, tokens)
+
+
+def test_perplexity_and_generate_take_lists_and_load_models_result(model):
+    loaded = LoadedModel(model=model, config=model.cfg, step=0, workdir="unused")
+    stream = [1, 2, 3] * 100
+    expected = llp_jax.evaluate_perplexity(model, np.asarray(stream)).perplexity
+    assert llp_jax.evaluate_perplexity(loaded, stream).perplexity == pytest.approx(expected)
+    out = llp_jax.generate(loaded, [[1, 2, 3]], 4, 0)
+    assert out.shape == (1, 7) and np.array_equal(np.asarray(out[:, :3]), [[1, 2, 3]])
+    with pytest.raises(InputError, match="model must be a zoo model"):
+        llp_jax.evaluate_perplexity("workdir/tiny_llp", stream)
+    with pytest.raises(LLPError, match="batch_size=0 must be >= 1"):
+        llp_jax.evaluate_perplexity(model, stream, batch_size=0)
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        (np.full((1, 3), 999), "token id 999 in prompt"),
+        (np.array([[-1, 2]]), "token id -1 in prompt"),
+        (np.ones((1, 3), np.float32), "integer token ids"),
+        (np.ones(3, np.int32), "add the batch axis"),
+    ],
+)
+def test_generate_rejects_bad_prompts(model, prompt, message):
+    with pytest.raises(InputError, match=message):
+        llp_jax.generate(model, prompt, 2)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: models.tiny("llp", d_modle=32),
+            "no field\\(s\\) \\['d_modle'\\]; did you mean 'd_model'",
+        ),
+        (lambda: models.tiny("llp").replace(segment=16), "did you mean 'segment_len'"),
+        (lambda: models.tiny("llp", d_model="64"), "model.d_model='64' must be an int"),
+        (lambda: models.tiny("llp", num_layers=2.0), "model.num_layers=2.0 must be an int"),
+        (lambda: models.tiny("llp", dropout="0.1"), "model.dropout='0.1' must be a float"),
+        (lambda: models.tiny("llp", shared_kv=1), "model.shared_kv=1 must be a bool"),
+        (lambda: llp_jax.build("llp"), "not a str; e.g. llp_jax.models.tiny\\('llp'\\)"),
+        (lambda: llp_jax.build(3), "not a int"),
+        (
+            lambda: models.ModelConfig.from_any({"name": "llp", "vocab": 3}),
+            "did you mean 'vocab_size'",
+        ),
+    ],
+)
+def test_model_config_mistakes_are_one_line_config_errors(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_numpy_scalars_are_ints_and_floats():
+    cfg = models.tiny("llp", d_model=np.int64(32), dropout=np.float32(0.1))
+    assert cfg.d_model == 32 and llp_jax.build(cfg.replace(dropout=0.0)) is not None
+
+
+def test_train_and_evaluate_takes_a_config_file_spec(tmp_path, corpus_file):
+    spec = tmp_path / "mine.py"
+    spec.write_text(
+        "from llp_jax.configs import tiny\n\n\n"
+        "def get_config(arg):\n"
+        "    config = tiny.get_config(arg)\n"
+        f"    config.data.corpus = {corpus_file!r}\n"
+        "    config.model.update(seq_len=64, segment_len=16, d_model=32, num_layers=1)\n"
+        "    config.train.update(batch_size=8, num_steps=2, warmup_steps=1, eval_every=1000,\n"
+        "                        eval_batches=1, checkpoint_every=2)\n"
+        "    return config\n"
+    )
+    summary = llp_jax.train_and_evaluate(f"{spec}:llp", str(tmp_path / "run"))
+    assert summary["steps_run"] == 2 and np.isfinite(summary["val_loss"])
+    assert configs.load("llp_jax/configs/tiny.py:s2attn").model.name == "s2attn"
+    with pytest.raises(ConfigError, match="nope.py does not exist"):
+        llp_jax.train_and_evaluate("nope.py:llp", str(tmp_path / "other"))
+    with pytest.raises(ConfigError, match="not a ModelConfig; load a config file with"):
+        llp_jax.train_and_evaluate(models.tiny("llp"), str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
+
+
+def test_dropout_rng_may_be_an_int_seed_and_a_step_must_be_an_int():
+    model = llp_jax.build(models.tiny("llp", num_layers=1, d_model=32, dropout=0.5))
+    tokens = jnp.ones((1, 128), jnp.int32)
+    by_seed, by_key = model(tokens, rng=3), model(tokens, rng=jax.random.key(3))
+    assert np.array_equal(np.asarray(by_seed), np.asarray(by_key))
+    assert not np.allclose(np.asarray(by_seed), np.asarray(model(tokens)))
+    with pytest.raises(LLPError, match="step='20' must be an int"):
+        llp_jax.load_model("workdir/anything", step="20")
+
+
+def test_concrete_tokens_a_jitted_function_closes_over_are_checked(model):
+    tokens = jnp.full((1, 128), 5, jnp.int32)
+    assert jax.jit(lambda: model(tokens))().shape == (1, 128, 256)
+    bad = jnp.full((1, 128), 256, jnp.int32)
+    with pytest.raises(InputError, match="token id 256"):
+        jax.jit(lambda: model(bad))()
