@@ -9,12 +9,15 @@ writes or cleans anything there, so it is safe to run beside a training job.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from typing import Any
 
 from flax import nnx
 
 from llp_jax import models, paths
+from llp_jax.data import workdir_store
+from llp_jax.data.tokenizers import ByteTokenizer, Tokenizer
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.storage import (
     CheckpointNotFoundError,
@@ -47,6 +50,20 @@ class LoadedModel:
     step: int
     workdir: str
     data_config: dict | None = None
+
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer the model was trained with (the workdir's data record): `.encode(text)`
+        gives the ids `evaluate_perplexity` and `generate` take, `.decode(ids)` the text."""
+        record = workdir_store.read_record(self.workdir)
+        if record is not None:
+            return workdir_store.tokenizer(self.workdir, record)
+        if (self.data_config or {}).get("tokenizer", "byte") == "byte":
+            return ByteTokenizer()
+        raise EvaluationError(
+            f"{self.workdir} keeps no tokenizer (no {workdir_store.FOLDER}/record.json: written "
+            "before llp_jax 0.2); tokenize with the one its run was trained with"
+        )
 
 
 def check_same_model(saved: models.ModelConfig, given: Any, where: str) -> models.ModelConfig:

@@ -158,3 +158,32 @@ def test_entry_points(trained, tmp_path):
     wrong = run("experiments.evaluate", f"--workdir={workdir}", "--config.model.num_layers=3")
     assert wrong.returncode != 0 and "num_layers=2 (checkpoint) vs 3 (config)" in wrong.stderr
     assert jax.devices()  # (the subprocesses ran on their own; this process is untouched)
+
+
+def test_a_loaded_model_carries_its_tokenizer_from_text_to_text(trained, tmp_path):
+    """From Python, text in and text out with only the top-level API: load_model(workdir)
+    .tokenizer encodes a prompt and decodes what generate made, as `experiments.sample` does."""
+    import llp_jax
+
+    config, workdir = trained
+    loaded = llp_jax.load_model(workdir)
+    ids = loaded.tokenizer.encode("the cat")
+    out = llp_jax.generate(loaded, [ids], 12, 0, temperature=0.0)
+    setup = runner.setup(workdir, config)
+    assert (
+        loaded.tokenizer.decode(out[0])
+        == runner.sample(setup, "the cat", max_new_tokens=12, temperature=0.0)[0]
+    )
+    text = "the dog ran far away to the river by the house\n" * 20
+    ppl = llp_jax.evaluate_perplexity(loaded, loaded.tokenizer.encode(text)).perplexity
+    assert np.isfinite(ppl) and ppl > 1.0
+    # A workdir without a data record: the run's data config names the tokenizer.
+    old = checkpoints.LoadedModel(
+        loaded.model, loaded.config, 2, str(tmp_path), {"tokenizer": "byte"}
+    )
+    assert old.tokenizer.decode(old.tokenizer.encode("héllo")) == "héllo"
+    spm = checkpoints.LoadedModel(
+        loaded.model, loaded.config, 2, str(tmp_path), {"tokenizer": "sentencepiece"}
+    )
+    with pytest.raises(checkpoints.EvaluationError, match="keeps no tokenizer"):
+        _ = spm.tokenizer
