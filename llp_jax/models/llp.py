@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax.errors import ConfigError
+from llp_jax.errors import ConfigError, InputError
 from llp_jax.models.base import LanguageModel, need
 from llp_jax.models.block import Block
 from llp_jax.models.inputs import check_tokens
@@ -174,8 +174,14 @@ class LLP(LanguageModel):
         s = self.cfg.segment_len
         if T % s:
             raise ConfigError(f"stream input length {T} must be a multiple of segment_len={s}")
+        fresh = jax.eval_shape(lambda: self.init_stream(B))
         if state is None:
             state = self.init_stream(B)
+        elif jax.tree.map(jnp.shape, state) != jax.tree.map(lambda x: x.shape, fresh):
+            raise InputError(
+                f"the stream state does not fit this model and a batch of {B}: pass back the "
+                "state this model's stream returned for the same batch (or none, to start)"
+            )
         segments_NxBxS = tokens_BxT.reshape(B, T // s, s).transpose(1, 0, 2)
 
         def step(carry, seg):

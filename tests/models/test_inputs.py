@@ -166,3 +166,15 @@ def test_concrete_tokens_a_jitted_function_closes_over_are_checked(model):
     bad = jnp.full((1, 128), 256, jnp.int32)
     with pytest.raises(InputError, match="token id 256"):
         jax.jit(lambda: model(bad))()
+
+
+def test_llp_stream_state_must_fit_the_model_and_batch(model):
+    _, state = model.stream(jnp.zeros((2, 64), jnp.int32))
+    logits, _ = model.stream(jnp.ones((2, 32), jnp.int32), state)  # continues
+    assert logits.shape == (2, 32, 256)
+    other = llp_jax.build(models.tiny("llp", num_layers=1, d_model=16))
+    for make in (lambda: model.stream(jnp.zeros((1, 64), jnp.int32), state),
+                 lambda: other.stream(jnp.zeros((2, 64), jnp.int32), state),
+                 lambda: model.stream(jnp.zeros((2, 64), jnp.int32), {"first": None})):  # fmt: skip
+        with pytest.raises(InputError, match="stream state does not fit this model and a batch"):
+            make()
