@@ -124,8 +124,8 @@ def evaluate_perplexity(
     """Perplexity of `model` on the token stream `tokens_N` under `protocol`.
 
     Args:
-      model: a zoo model, or `load_model`'s result (evaluated deterministically as `model.for_inference()`, jit on the
-        default device).
+      model: a zoo model, or `load_model`'s result (evaluated deterministically as
+        `model.for_inference()`, jit on the default device).
       tokens_N: the whole stream of a split, int[N].
       protocol: 'standard', 'paper' or 'stream' (see the module docstring).
       window: n (default model.cfg.seq_len; models with `fixed_window` accept only that). Stream: chunk length.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import numpy as np
+
 from llp_jax import schema
 from llp_jax.errors import ConfigError
 from llp_jax.models.attention import IMPLEMENTATIONS
@@ -111,6 +113,14 @@ class ModelConfig:
     attention_impl: str = "xla"
     compute_dtype: str = "float32"
     remat: str = "auto"
+
+    def __post_init__(self):
+        # numpy scalars (a width computed with numpy) become Python numbers: the config is
+        # written as JSON into every checkpoint. Other wrong types are left for validate().
+        for field in dataclasses.fields(self):
+            value, kind = getattr(self, field.name), schema.field_kind(field)
+            if isinstance(value, np.generic) and kind in ("int", "float", "bool", "str"):
+                object.__setattr__(self, field.name, value.item())
 
     # ----------------------------------------------------------------- derived sizes
     @property

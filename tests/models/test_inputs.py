@@ -2,6 +2,9 @@
 problem and the fix, never a shape error from inside an einsum, and never NaN logits from token
 ids outside the vocabulary (`jnp.take` fills those rows with NaN, so nothing else would notice)."""
 
+import dataclasses
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,8 +127,12 @@ def test_model_config_mistakes_are_one_line_config_errors(make, message):
 
 
 def test_numpy_scalars_are_ints_and_floats():
-    cfg = models.tiny("llp", d_model=np.int64(32), dropout=np.float32(0.1))
-    assert cfg.d_model == 32 and llp_jax.build(cfg.replace(dropout=0.0)) is not None
+    cfg = models.tiny("llp", d_model=np.int64(32), dropout=np.float32(0.25), shared_kv=np.bool_(1))
+    assert (cfg.d_model, cfg.dropout, cfg.shared_kv) == (32, 0.25, True)
+    assert [type(x) for x in (cfg.d_model, cfg.dropout, cfg.shared_kv)] == [int, float, bool]
+    json.dumps(dataclasses.asdict(cfg))  # what every checkpoint's meta holds
+    with pytest.raises(ConfigError, match="model.d_model=32.0 must be an int"):
+        models.tiny("llp", d_model=np.float64(32))
 
 
 def test_train_and_evaluate_takes_a_config_file_spec(tmp_path, corpus_file):
