@@ -272,6 +272,8 @@ def decode_logits(
     Returns [B, T - prompt_len + 1, V]; row j holds the logits that predict token prompt_len + j,
     computed exactly as `generate` would (same decoder, same steps).
     """
+    model = as_model(model)
+    tokens_BxT = as_tokens(tokens_BxT, model.cfg.vocab_size)
     model = model.for_inference()
     if decoder is None:
         decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
@@ -305,6 +307,7 @@ def generate_recompute(
     The model-agnostic decoder, what the authors' code does, and the reference the cached decoders
     are checked against. `align` is the recompute alignment of `decoders.make_decoder`.
     """
+    model = as_model(model)
     decoder = dec.make_decoder(model.cfg, "recompute", window=window, align=align)
     return generate(
         model,

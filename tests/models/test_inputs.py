@@ -81,6 +81,12 @@ def test_perplexity_and_generate_take_lists_and_load_models_result(model):
     assert llp_jax.evaluate_perplexity(loaded, stream).perplexity == pytest.approx(expected)
     out = llp_jax.generate(loaded, [[1, 2, 3]], 4, 0)
     assert out.shape == (1, 7) and np.array_equal(np.asarray(out[:, :3]), [[1, 2, 3]])
+    from llp_jax.evaluation import decode_logits, generate_recompute
+
+    assert generate_recompute(loaded, [[1, 2, 3]], 4, 0, window=128).shape == (1, 7)
+    assert decode_logits(loaded, [[1, 2, 3]]).shape == (1, 3, 256)
+    with pytest.raises(InputError, match="token id 256 in tokens"):
+        decode_logits(model, [[1, 256]])
     with pytest.raises(InputError, match="model must be a zoo model"):
         llp_jax.evaluate_perplexity("workdir/tiny_llp", stream)
     with pytest.raises(LLPError, match="batch_size=0 must be >= 1"):
