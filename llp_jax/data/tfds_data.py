@@ -76,7 +76,9 @@ def load_tokenizer(config, sources, feature: str, token_root: str):
     path = os.path.join(folder, "tokenizer.model")
     if os.path.isfile(path):
         with open(path, "rb") as f:
-            return tokenizers.SentencePieceTokenizer(f.read(), name=key), folder
+            proto = f.read()
+        fix = f"delete {folder} to train the tokenizer and encode the data again"
+        return tokenizers.SentencePieceTokenizer(proto, name=key, source=path, fix=fix), folder
     sample = sentencepiece_sample(
         sources["train"], feature, int(config.sp_sample_chars), int(config.seed)
     )

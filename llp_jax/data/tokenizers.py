@@ -96,9 +96,19 @@ class SentencePieceTokenizer:
     text except U+2581 ('▁', SentencePiece's own space marker, which comes back as a space).
     """
 
-    def __init__(self, model_proto: bytes, name: str = "sentencepiece"):
-        """Wraps a serialized model (the bytes of a .model file)."""
-        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    def __init__(self, model_proto: bytes, name: str = "sentencepiece", *, source: str = "",
+                 fix: str = "replace it with an intact copy"):  # fmt: skip
+        """Wraps a serialized model (the bytes of a .model file); `source` (the file) and `fix`
+        word the one-line DataError for bytes that are no SentencePiece model."""
+        try:
+            if not model_proto:  # SentencePiece would load it as an uninitialised model
+                raise ValueError("it is empty")
+            self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        except (RuntimeError, TypeError, ValueError) as e:
+            why = first_line(e).removeprefix("INTERNAL: ")
+            why = "it does not parse" if "ParseFromArray" in why or not why else why
+            raise DataError(f"{source or 'the SentencePiece model'} is damaged or not a "
+                            f"SentencePiece model ({why}); {fix}") from None  # fmt: skip
         self.model_proto = model_proto
         self.name = name
         self.vocab_size = int(self._sp.get_piece_size())
@@ -121,7 +131,8 @@ class SentencePieceTokenizer:
         except (OSError, ValueError) as e:
             why = first_line(e) or type(e).__name__
             raise DataError(f"SentencePiece model {path} cannot be read ({why}).") from None
-        return cls(proto, name=f"sentencepiece:{os.path.basename(os.fspath(path))}")
+        name = f"sentencepiece:{os.path.basename(os.fspath(path))}"
+        return cls(proto, name=name, source=f"SentencePiece model {path}")
 
     def encode(self, text: str) -> np.ndarray:
         """Encodes text, shape [num_tokens], int32; each '\\n' becomes `newline_id`."""
@@ -255,7 +266,12 @@ def train_sentencepiece(
     if os.path.exists(path):
         _log.info("Loading cached SentencePiece model %s", path)
         with open(path, "rb") as f:
-            return SentencePieceTokenizer(f.read(), name=name)
+            cached = f.read()
+        try:
+            fix = "a cache, trained again on the same text and replaced"
+            return SentencePieceTokenizer(cached, name=name, source=path, fix=fix)
+        except DataError as e:
+            print(f"[llp_jax.data] {e}")
     start = time.perf_counter()
     proto = _train_sentencepiece(train_text, settings)
     seconds = time.perf_counter() - start

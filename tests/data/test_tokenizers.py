@@ -215,3 +215,33 @@ def test_a_vocabulary_the_text_cannot_fill_says_what_it_got(tmp_path, capsys):
     assert f"vocab {tok.vocab_size:,} (of the 100,000 asked" in out, out
     full = tk.train_sentencepiece(small_text(), vocab_size=300, cache_dir=str(tmp_path))
     assert full.vocab_size == 300 and "vocab 300 on" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda proto: proto[: len(proto) // 2], "it does not parse"),
+        (lambda proto: b"", "it is empty"),
+        (lambda proto: b"xx", "unk is not defined"),
+        (lambda proto: b"<html>403 Forbidden</html>", ""),
+    ],
+    ids=["truncated", "empty", "two-bytes", "an-html-page"],
+)
+def test_a_damaged_model_file_is_one_line(sp_tok, tmp_path, damage, why):
+    path = tmp_path / "my.model"
+    path.write_bytes(damage(sp_tok.model_proto))
+    with pytest.raises(DataError, match="is damaged or not a SentencePiece model") as e:
+        tk.make_tokenizer(str(path))
+    assert str(path) in str(e.value) and why in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_damaged_cached_model_is_trained_again(sp_tok, tmp_path, capsys):
+    """The cache is written atomically, but a disk or a user can still damage it: it is a
+    cache, so it is trained again (the same bytes) and replaced, not an error."""
+    first = tk.train_sentencepiece(small_text(), vocab_size=320, cache_dir=str(tmp_path))
+    [cached] = (tmp_path / "sentencepiece").glob("*.model")
+    cached.write_bytes(first.model_proto[:100])
+    capsys.readouterr()
+    again = tk.train_sentencepiece(small_text(), vocab_size=320, cache_dir=str(tmp_path))
+    assert again.model_proto == first.model_proto == cached.read_bytes()
+    assert "is damaged or not a SentencePiece model" in capsys.readouterr().out
