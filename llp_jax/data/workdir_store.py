@@ -23,6 +23,7 @@ from llp_jax.data import tokenizers
 from llp_jax.data.config import DataConfig
 from llp_jax.data.corpus import Corpus, DataError
 from llp_jax.data.datasets import Datasets
+from llp_jax.errors import first_line
 
 FOLDER = "data"
 EVAL_SPLITS = ("validation", "test")
@@ -80,10 +81,34 @@ def exists(workdir: str) -> bool:
     return paths.exists(_path(workdir, "record.json"))
 
 
+_RECORD = {"data": dict, "tokenizer": str, "corpus": str, "splits": dict}
+_COUNTS = ("tokens", "split_tokens", "words", "bytes", "chars")
+
+
+def _damaged(workdir: str, name: str, why: str) -> DataError:
+    return DataError(
+        f"{_path(workdir, name)} is damaged ({why}); restore {_path(workdir, '')} from a copy "
+        "of the workdir, or delete that folder to rebuild it from the run's data config (the "
+        "corpus and its tokenizer unchanged)"
+    )
+
+
 def read_record(workdir: str) -> dict | None:
+    """The workdir's data record, None if it has none; one-line DataError if it is damaged."""
     if not exists(workdir):
         return None
-    return json.loads(paths.read_text(_path(workdir, "record.json")))
+    try:
+        record = json.loads(paths.read_text(_path(workdir, "record.json")))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise _damaged(workdir, "record.json", first_line(e)) from None
+    record = record if isinstance(record, dict) else {}
+    missing = [key for key, kind in _RECORD.items() if not isinstance(record.get(key), kind)]
+    bad = [s for s, c in (record["splits"] if not missing else {}).items()
+           if not isinstance(c, dict) or any(k not in c for k in _COUNTS)]  # fmt: skip
+    if missing or bad:
+        why = f"no {', '.join(missing)}" if missing else f"split(s) {bad} without their counts"
+        raise _damaged(workdir, "record.json", why)
+    return record
 
 
 def tokenizer(workdir: str, record: dict | None = None):
@@ -91,8 +116,13 @@ def tokenizer(workdir: str, record: dict | None = None):
     record = record or read_record(workdir)
     if record["tokenizer"] == tokenizers.ByteTokenizer.name:
         return tokenizers.ByteTokenizer()
-    proto = paths.resolve(_path(workdir, "tokenizer.model")).read_bytes()
-    return tokenizers.SentencePieceTokenizer(proto, name=record["tokenizer"])
+    path = _path(workdir, "tokenizer.model")
+    proto = paths.resolve(path).read_bytes()
+    return tokenizers.SentencePieceTokenizer(
+        proto, name=record["tokenizer"], source=f"{path} (the run's tokenizer)",
+        fix="restore it from a copy of the workdir: its checkpoints need the tokenizer they "
+        "were trained with",
+    )  # fmt: skip
 
 
 def load(workdir: str, seq_len: int) -> Datasets:
@@ -107,7 +137,13 @@ def load(workdir: str, seq_len: int) -> Datasets:
     tokens, words, num_bytes, chars = {}, {}, {}, {}
     for split, counts in record["splits"].items():
         raw = paths.resolve(_path(workdir, f"{split}.npy")).read_bytes()
-        tokens[split] = np.load(io.BytesIO(raw)).astype(np.int32)
+        try:
+            tokens[split] = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int32)
+        except (ValueError, EOFError, OSError) as e:
+            raise _damaged(workdir, f"{split}.npy", first_line(e) or type(e).__name__) from None
+        if tokens[split].shape != (counts["tokens"],):
+            raise _damaged(workdir, f"{split}.npy", f"{tokens[split].shape} tokens, the record "
+                           f"says {counts['tokens']}")  # fmt: skip
         words[split], num_bytes[split], chars[split] = (
             counts["words"],
             counts["bytes"],

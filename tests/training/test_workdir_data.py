@@ -89,6 +89,15 @@ def test_a_workdir_evaluates_and_samples_alone(tmp_path, env):
     record = json.load(open(tmp_path / "moved" / "data" / "record.json"))
     assert record["tokenizer"].startswith("sp_") and os.path.exists(
         tmp_path / "moved" / "data" / "tokenizer.model")  # fmt: skip
+    # The data folder damaged: each program says which file and how to get back, in one line.
+    model = tmp_path / "moved" / "data" / "tokenizer.model"
+    model.write_bytes(model.read_bytes()[:500])
+    for program in ("evaluate", "sample"):
+        line = _one_line_error(_run(program, "--workdir=moved", cwd=tmp_path, env=env))
+        assert "tokenizer.model (the run's tokenizer) is damaged" in line, line
+    (tmp_path / "moved" / "data" / "record.json").write_text("{")
+    line = _one_line_error(_run("evaluate", "--workdir=moved", cwd=tmp_path, env=env))
+    assert "record.json is damaged" in line and "delete that folder" in line, line
 
 
 @pytest.mark.slow
