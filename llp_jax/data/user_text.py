@@ -204,6 +204,9 @@ def load_text_corpus(
     Raises:
       DataError: see `expand_paths`, `read_text_file`; or no text file at all.
     """
+    if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
+        raise DataError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must "
+                        "each be > 0, with a sum < 1")  # fmt: skip
     files, found = expand_paths(spec)
     docs, skipped = [], []
     for path in files:

@@ -85,9 +85,11 @@ _RECORD = {"data": dict, "tokenizer": str, "corpus": str, "splits": dict}
 _COUNTS = ("tokens", "split_tokens", "words", "bytes", "chars")
 
 
-def _damaged(workdir: str, name: str, why: str) -> DataError:
+def _damaged(workdir: str, name: str, why: str | None) -> DataError:
+    """`why` None: the file is missing."""
+    state = "missing" if why is None else f"damaged ({why})"
     return DataError(
-        f"{_path(workdir, name)} is damaged ({why}); restore {_path(workdir, '')} from a copy "
+        f"{_path(workdir, name)} is {state}; restore {_path(workdir, '')} from a copy "
         "of the workdir, or delete that folder to rebuild it from the run's data config (the "
         "corpus and its tokenizer unchanged)"
     )
@@ -117,12 +119,14 @@ def tokenizer(workdir: str, record: dict | None = None):
     if record["tokenizer"] == tokenizers.ByteTokenizer.name:
         return tokenizers.ByteTokenizer()
     path = _path(workdir, "tokenizer.model")
-    proto = paths.resolve(path).read_bytes()
+    fix = "restore it from a copy of the workdir: its checkpoints need the tokenizer they were "
+    fix += "trained with"
+    try:
+        proto = paths.resolve(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path} (the run's tokenizer) is missing; {fix}") from None
     return tokenizers.SentencePieceTokenizer(
-        proto, name=record["tokenizer"], source=f"{path} (the run's tokenizer)",
-        fix="restore it from a copy of the workdir: its checkpoints need the tokenizer they "
-        "were trained with",
-    )  # fmt: skip
+        proto, name=record["tokenizer"], source=f"{path} (the run's tokenizer)", fix=fix)  # fmt: skip
 
 
 def load(workdir: str, seq_len: int) -> Datasets:
@@ -136,7 +140,10 @@ def load(workdir: str, seq_len: int) -> Datasets:
         raise DataError(f"{workdir} holds no data record ({FOLDER}/record.json); pass --config")
     tokens, words, num_bytes, chars = {}, {}, {}, {}
     for split, counts in record["splits"].items():
-        raw = paths.resolve(_path(workdir, f"{split}.npy")).read_bytes()
+        try:
+            raw = paths.resolve(_path(workdir, f"{split}.npy")).read_bytes()
+        except FileNotFoundError:
+            raise _damaged(workdir, f"{split}.npy", None) from None
         try:
             tokens[split] = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int32)
         except (ValueError, EOFError, OSError) as e:

@@ -74,3 +74,12 @@ def test_real_license_texts_without_a_txt_suffix():
     corpus = load_corpus("/usr/share/common-licenses")  # the quoted "holds no *.txt files"
     text = "".join(corpus.splits.values())
     assert "Apache License" in text and "GNU GENERAL PUBLIC LICENSE" in text
+
+
+@pytest.mark.parametrize("val, test", [(1.5, 0.05), (0.0, 0.05), (0.05, -0.1), (0.5, 0.5)])
+def test_split_fractions_must_leave_three_non_empty_parts(tmp_path, val, test):
+    path = tmp_path / "a.txt"
+    path.write_text("some text\n" * 100)
+    with pytest.raises(DataError, match=f"val_fraction={val} and test_fraction={test} must"):
+        user_text.load_text_corpus(str(path), val_fraction=val, test_fraction=test)
+    assert user_text.load_text_corpus(str(path), val_fraction=0.1, test_fraction=0.1).splits["test"]

@@ -56,6 +56,12 @@ DAMAGE = {
     "split-short": ("validation.npy", None, "validation.npy is damaged ((10,) tokens, the record"),
     "tokenizer-truncated": ("tokenizer.model", lambda b: b[:300], "tokenizer.model (the run's"),
     "tokenizer-empty": ("tokenizer.model", lambda b: b"", "(it is empty)"),
+    "tokenizer-missing": (
+        "tokenizer.model",
+        "delete",
+        "tokenizer.model (the run's tokenizer) is missing",
+    ),
+    "split-missing": ("test.npy", "delete", "test.npy is missing; restore"),
 }
 
 
@@ -64,7 +70,9 @@ def test_a_damaged_record_is_one_data_error_line(saved, tmp_path, case):
     name, damage, message = DAMAGE[case]
     workdir = _copy(saved, tmp_path)
     path = workdir / "data" / name
-    if damage is None:  # a valid array of the wrong length
+    if damage == "delete":
+        path.unlink()
+    elif damage is None:  # a valid array of the wrong length
         np.save(path, np.zeros(10, np.uint16))
     else:
         path.write_bytes(damage(path.read_bytes()))
