@@ -7,6 +7,7 @@ enwik8.py builders; tfds_sources.py, tfds_data.py, token_cache.py) is imported o
 `config.data.corpus` names a 'tfds:' dataset.
 """
 
+from llp_jax.data.baseline import unigram_perplexity
 from llp_jax.data.config import DataConfig, default_data_config
 from llp_jax.data.corpus import AUSTEN_SHA256, SPLITS, Corpus, DataError, count_words, load_austen
 from llp_jax.data.datasets import Datasets, build_datasets, encode_documents, load_corpus
@@ -22,7 +23,6 @@ from llp_jax.data.tokenizers import (
     Tokenizer,
     make_tokenizer,
     train_sentencepiece,
-    unigram_perplexity,
 )
 from llp_jax.data.user_text import load_text_corpus, read_text_file
 

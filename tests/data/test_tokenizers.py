@@ -9,6 +9,7 @@ import sentencepiece as spm
 
 from llp_jax.data import DataError
 from llp_jax.data import tokenizers as tk
+from llp_jax.data.baseline import unigram_perplexity
 
 SAMPLES = [
     "",
@@ -160,11 +161,11 @@ def test_make_tokenizer_errors():
 
 def test_unigram_perplexity():
     # Uniform training counts: perplexity equals the vocabulary size.
-    assert tk.unigram_perplexity(np.arange(10), np.array([3, 4, 5]), 10) == pytest.approx(10.0)
+    assert unigram_perplexity(np.arange(10), np.array([3, 4, 5]), 10) == pytest.approx(10.0)
     # Add-one smoothing: token 0 seen 8 times in 8 tokens, vocab 2 -> p(0) = 9/10, p(1) = 1/10.
-    ppl = tk.unigram_perplexity(np.zeros(8, np.int32), np.array([0, 1]), 2)
+    ppl = unigram_perplexity(np.zeros(8, np.int32), np.array([0, 1]), 2)
     assert ppl == pytest.approx(math.exp(-(math.log(0.9) + math.log(0.1)) / 2))
-    assert math.isnan(tk.unigram_perplexity(np.zeros(3), np.zeros(0, np.int32), 4))
+    assert math.isnan(unigram_perplexity(np.zeros(3), np.zeros(0, np.int32), 4))
 
 
 # ----------------------------------------------------------------------------- any script
