@@ -77,9 +77,10 @@ class ModelConfig:
         `dots_with_no_batch_dims_saveable`), 'dots_all' every matmul output, attention scores
         included (`dots_saveable`): both recompute the elementwise work, which on CPU is cheaper
         than writing its outputs and reading them back. 'auto' (the default): 'dots_all' on CPU,
-        'none' on accelerators. On CPU the LLP step at the authors' small config is 1.07x faster
-        with 'dots_all' than with 'none' (experiments/results/step_benchmark.md, llp_faithful vs
-        llp_faithful_saveall, alternated in one run); 'dots' instead made the dense transformer
+        'none' on accelerators. On CPU the LLP step at the authors' small config was 1.07x faster
+        with 'dots_all' than with 'none' on an earlier machine, 1.00x on the Zen 4 EPYC of
+        experiments/results/step_benchmark.md (llp_faithful vs llp_faithful_saveall, alternated
+        in one run; in bfloat16 0.96x), for a smaller memory plan; 'dots' instead made the dense transformer
         at n = 16k ~20% slower in side-by-side probes (it recomputes the n x n scores), where
         'dots_all' was as fast as 'none'.
     """

@@ -17,6 +17,8 @@ batched block matmuls ([Z, M, K] x [Z, K, N], Z = batch x heads x blocks) includ
 FLOPs the step executes on them. The batched ones run far below the 2-D rate in both libraries
 on small blocks (an [s, 64] x [64, s] block is too little work to split across cores), so the
 second mix is the lower, and the fairer ceiling for a model whose attention is such blocks.
+For a bfloat16 step on a CPU with bfloat16 units, XLA's bfloat16 dots on the same shapes give
+its own ceiling (`matmul_peak(bf16=True)`).
 
 The breakdown: one profiled step (`jax.profiler`, a Perfetto trace), each XLA thunk's time
 (its event's; an asynchronous Eigen dot's from launch to completion, `op_spans`) classified by
@@ -28,6 +30,7 @@ or elementwise (everything else: softmax, LayerNorm, the optimizer).
 from __future__ import annotations
 
 import collections
+import functools
 import glob
 import gzip
 import json
@@ -103,14 +106,18 @@ def _rate(run: Callable[[], object], flops: float, min_s: float) -> float:
 
 
 def matmul_peak(shapes: collections.Counter, batched: collections.Counter | None = None,
-                min_s: float = 0.5) -> dict:  # fmt: skip
+                min_s: float = 0.5, bf16: bool = False) -> dict:  # fmt: skip
     """GFLOP/s of numpy and of XLA on each shape (best of repeated runs; a batched shape as
     contiguous [Z, M, K] @ [Z, K, N]), and their FLOP-weighted rates over this mix (`mix_peak`):
-    `{lib}_gflops` over the non-batched shapes, `{lib}_all_gflops` over all of them."""
+    `{lib}_gflops` over the non-batched shapes, `{lib}_all_gflops` over all of them. `bf16`
+    adds lib 'xla_bf16': XLA's dot of bfloat16 operands accumulated in float32, the form the
+    bfloat16 step's matmuls take on a CPU with bfloat16 units (a float32 peak would flatter it:
+    such a CPU multiplies bfloat16 about twice as fast)."""
     batched = batched or collections.Counter()
     rows = []
     rng = np.random.default_rng(0)
     mm = jax.jit(jnp.matmul)
+    mm_bf16 = jax.jit(functools.partial(jnp.matmul, preferred_element_type=jnp.float32))
     for shape, times in [*sorted(shapes.items()), *sorted(batched.items())]:
         *z, m, k, n = shape
         a = rng.standard_normal((*z, m, k), np.float32)
@@ -121,6 +128,9 @@ def matmul_peak(shapes: collections.Counter, batched: collections.Counter | None
             "numpy": _rate(lambda: np.matmul(a, b), flops, min_s),
             "xla": _rate(lambda: mm(ja, jb).block_until_ready(), flops, min_s),
         }
+        if bf16:
+            ha, hb = ja.astype(jnp.bfloat16), jb.astype(jnp.bfloat16)
+            rates["xla_bf16"] = _rate(lambda: mm_bf16(ha, hb).block_until_ready(), flops, min_s)
         rows.append({"shape": list(shape), "times": times,
                      **{f"{lib}_gflops": r / 1e9 for lib, r in rates.items()}})  # fmt: skip
     peak = {"shapes": rows}
@@ -130,10 +140,13 @@ def matmul_peak(shapes: collections.Counter, batched: collections.Counter | None
 def mix_peak(peak: dict, shapes: collections.Counter, batched: collections.Counter) -> dict:
     """FLOP-weighted rates (total FLOPs / total time at each shape's rate) of one mix of shapes,
     from the per-shape rates of a `peak` measured on a superset of them (several variants'
-    shapes timed once): `{lib}_gflops` over `shapes`, `{lib}_all_gflops` over both counters."""
+    shapes timed once): `{lib}_gflops` over `shapes`, `{lib}_all_gflops` over both counters,
+    for each lib the peak measured."""
     rates = {tuple(r["shape"]): r for r in peak["shapes"]}
+    libs = [lib for lib in ("numpy", "xla", "xla_bf16")
+            if all(f"{lib}_gflops" in r for r in peak["shapes"])]  # fmt: skip
     out = {}
-    for lib in ("numpy", "xla"):
+    for lib in libs:
         for mix, counters in (("", (shapes,)), ("_all", (shapes, batched))):
             weighted = [(2.0 * math.prod(s) * t, rates[s][f"{lib}_gflops"])
                         for c in counters for s, t in c.items()]  # fmt: skip

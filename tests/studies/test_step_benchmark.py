@@ -64,3 +64,30 @@ def test_model_flops_are_the_models_not_the_bfloat16_forms():
     assert bf16.shapes == f32.shapes and bf16.batched == f32.batched
     assert sum(bf16.batched.values()) > 0  # attention's block matmuls, apart
     assert bf16.flops == f32.flops > 0
+
+
+@pytest.mark.parametrize("units", ["native", "float32"])
+def test_a_bfloat16_step_is_measured_against_bfloat16_dots_where_the_cpu_has_them(
+    monkeypatch, units
+):
+    """On a CPU with bfloat16 units (forced here either way), the bfloat16 variant's utilisation
+    is also stated against XLA's bfloat16 dots on the same shapes; without them its matmuls run
+    in float32, so the float32 peak is its ceiling and no bfloat16 peak is measured."""
+    monkeypatch.setenv("LLP_JAX_CPU_BF16", units)
+    peak = sb.step_profile.matmul_peak
+    monkeypatch.setattr(sb.step_profile, "matmul_peak", lambda *a, **k: peak(*a, **k, min_s=0.01))
+    spec = sb.StepSpec(variants=("llp", "llp_bf16"), seq_len=64, batch=1, rounds=1)
+    result = sb.run(spec, log=lambda _: None)
+    rows = {r["variant"]: r for r in result["rows"]}
+    text = sb.markdown(result, "cmd", 1.0)
+    assert "util_bf16" not in rows["llp"]
+    if units == "float32":
+        assert "xla_bf16_gflops" not in result["peak"] and "util_bf16" not in rows["llp_bf16"]
+        assert "bfloat16 matmul peak" not in text
+        return
+    row = rows["llp_bf16"]
+    mix = sb.step_profile.mix_peak(result["peak"], sb.Ours(spec, "llp_bf16").shapes, {})
+    assert abs(row["util_bf16"] - row["gflops"] / mix["xla_bf16_gflops"]) < 1e-6 * row["util_bf16"]
+    assert f"{result['peak']['xla_bf16_gflops']:.0f} GFLOP/s**" in text
+    assert f"llp_bf16 **{100 * row['util_bf16']:.0f}%**" in text
+    assert "(bfloat16 " in text  # per-shape bfloat16 rates

@@ -143,3 +143,16 @@ def test_a_breakdown_counts_dots_xla_runs_asynchronously():
     jax.block_until_ready(compiled(a, a))
     out = step_profile.profile_breakdown(lambda: compiled(a, a), compiled.as_text())
     assert out["matmul"] > 0.5 * out["wall_ms"], out
+
+
+def test_matmul_peak_measures_bfloat16_dots_when_asked():
+    shapes, batched = {(64, 32, 48): 2}, {(4, 16, 8, 16): 3}
+    plain = step_profile.matmul_peak(shapes, batched, min_s=0.01)
+    assert "xla_bf16_gflops" not in plain and "xla_bf16_gflops" not in plain["shapes"][0]
+    peak = step_profile.matmul_peak(shapes, batched, min_s=0.01, bf16=True)
+    two_d, blocks = (r["xla_bf16_gflops"] for r in peak["shapes"])
+    assert two_d > 0 and blocks > 0
+    assert abs(peak["xla_bf16_gflops"] - two_d) < 1e-9 * two_d
+    flops = (2 * 64 * 32 * 48 * 2, 2 * 4 * 16 * 8 * 16 * 3)
+    expected = sum(flops) / (flops[0] / two_d + flops[1] / blocks)
+    assert abs(peak["xla_bf16_all_gflops"] - expected) < 1e-9 * expected
