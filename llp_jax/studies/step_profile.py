@@ -45,6 +45,8 @@ import jax.extend.core as jcore
 import jax.numpy as jnp
 import numpy as np
 
+from llp_jax.kernels import blas
+
 MOVEMENT_OPS = frozenset(
     "parameter constant copy transpose bitcast broadcast reshape slice dynamic-slice "
     "dynamic-update-slice concatenate pad iota tuple get-tuple-element copy-start copy-done "
@@ -58,7 +60,8 @@ CONTROL_OPS = frozenset({"while", "conditional", "call", "async-start", "async-d
 def forward_matmuls(fn: Callable, *args) -> tuple[collections.Counter, collections.Counter]:
     """Counters of `fn`'s forward matmul shapes -> times run, from its jaxpr (scanned bodies count
     `length` times): the non-batched ones as (M, K, N), the batched ones (attention's blocks) as
-    (Z, M, K, N), Z the product of the batch axes."""
+    (Z, M, K, N), Z the product of the batch axes. The float32 BLAS kernel's calls count as the
+    batched dots they replace (uncounted, the LLP pages' attention blocks were missing)."""
     shapes: collections.Counter = collections.Counter()
     batched: collections.Counter = collections.Counter()
 
@@ -75,6 +78,12 @@ def forward_matmuls(fn: Callable, *args) -> tuple[collections.Counter, collectio
                     batched[(z, m, k, n)] += times
                 else:
                     shapes[(m, k, n)] += times
+            elif eqn.primitive.name == "ffi_call" and eqn.params["target_name"] == blas.TARGET:
+                # The float32 BLAS kernel's batched matmul (attention's blocks on CPU).
+                z, m, n = eqn.outvars[0].aval.shape
+                a = eqn.invars[0].aval.shape
+                k = a[1] if dict(eqn.params["attributes"])["transpose_a"] else a[2]
+                batched[(z, m, k, n)] += times
             inner = (
                 times * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else times
             )

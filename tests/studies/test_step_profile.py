@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llp_jax.kernels import blas
 from llp_jax.studies import step_profile
 
 
@@ -156,3 +157,17 @@ def test_matmul_peak_measures_bfloat16_dots_when_asked():
     flops = (2 * 64 * 32 * 48 * 2, 2 * 4 * 16 * 8 * 16 * 3)
     expected = sum(flops) / (flops[0] / two_d + flops[1] / blocks)
     assert abs(peak["xla_bf16_all_gflops"] - expected) < 1e-9 * expected
+
+
+def test_forward_matmuls_counts_the_blas_kernels_calls_as_batched_dots():
+    """On CPU, LLP's float32 attention blocks run as the BLAS kernel's FFI call, not as a
+    dot_general: uncounted, the step benchmark's pages lost them from the 'blocks in' peak.
+    Tracing needs no built kernel."""
+    a, b_nk, b_kn = jnp.ones((6, 16, 8)), jnp.ones((6, 32, 8)), jnp.ones((6, 8, 32))
+    shapes, batched = step_profile.forward_matmuls(
+        lambda a, b_nk, b_kn: blas.batched_matmul(a, b_nk, transpose_b=True)
+        + blas.batched_matmul(a, b_kn, transpose_b=False)
+        + blas._call(jnp.swapaxes(a, 1, 2), b_kn, True, False),  # a^T stored [Z, K, M]
+        a, b_nk, b_kn,
+    )  # fmt: skip
+    assert not shapes and batched == {(6, 16, 8, 32): 3}
