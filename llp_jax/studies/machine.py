@@ -10,7 +10,8 @@ import platform
 def host_allocator() -> str:
     """The host allocator settings this process was started with (glibc's MALLOC_* variables,
     GLIBC_TUNABLES, an LD_PRELOADed allocator), or 'glibc defaults': they move CPU step times
-    (a PyTorch step by ~1.25x: experiments/results/step_benchmark_glibc_defaults.md), so pages state them."""
+    (a PyTorch step by ~1.25x: experiments/results/step_benchmark_glibc_defaults.md), so pages
+    state them."""
     names = sorted(k for k in os.environ if k.startswith("MALLOC_"))
     names += [k for k in ("GLIBC_TUNABLES", "LD_PRELOAD") if k in os.environ]
     return " ".join(f"{k}={os.environ[k]}" for k in names) or "glibc defaults"
