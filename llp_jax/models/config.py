@@ -81,8 +81,8 @@ class ModelConfig:
         with 'dots_all' than with 'none' on an earlier machine, 1.00x on the Zen 4 EPYC of
         experiments/results/step_benchmark.md (llp_faithful vs llp_faithful_saveall, alternated
         in one run; in bfloat16 0.96x), for a smaller memory plan; 'dots' instead made the dense
-        transformer at n = 16k ~20% slower in side-by-side probes (it recomputes the n x n scores), where
-        'dots_all' was as fast as 'none'.
+        transformer at n = 16k ~20% slower in side-by-side probes (it recomputes the n x n
+        scores), where 'dots_all' was as fast as 'none'.
     """
 
     name: str = "llp"
