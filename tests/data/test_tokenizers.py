@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import sentencepiece as spm
 from llp_jax.data import DataError
 from llp_jax.data import tokenizers as tk
 from llp_jax.data.baseline import unigram_perplexity
+from llp_jax.errors import InputError
 
 SAMPLES = [
     "",
@@ -166,6 +168,17 @@ def test_unigram_perplexity():
     ppl = unigram_perplexity(np.zeros(8, np.int32), np.array([0, 1]), 2)
     assert ppl == pytest.approx(math.exp(-(math.log(0.9) + math.log(0.1)) / 2))
     assert math.isnan(unigram_perplexity(np.zeros(3), np.zeros(0, np.int32), 4))
+
+
+@pytest.mark.parametrize(
+    "train,evaluated,fragment",
+    [([0, 1, 4], [1], "train_ids holds ids in [0, 4]"), ([0, -1], [1], "train_ids holds ids in [-1, 0]"),
+     ([0, 1], [3, 9], "eval_ids holds ids in [3, 9]"), ([0, 1], [-2], "eval_ids")],
+)  # fmt: skip
+def test_unigram_perplexity_names_ids_outside_the_vocabulary(train, evaluated, fragment):
+    with pytest.raises(InputError, match=re.escape(fragment)) as err:
+        unigram_perplexity(np.array(train), np.array(evaluated), 4)
+    assert "outside the vocabulary [0, 4)" in str(err.value) and "\n" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------- any script
