@@ -23,6 +23,7 @@ from llp_jax.storage import (
     CheckpointNotFoundError,
     committed_steps,
     describe_cause,
+    file_in_the_way,
     load_params,
     newest_readable,
     read_meta,
@@ -131,6 +132,11 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
         )
     paths.check_client(workdir)
     where = paths.join(workdir, "checkpoints")
+    blocker = file_in_the_way(where)
+    if blocker is not None:
+        raise CheckpointNotFoundError(
+            f"no checkpoint in {where}: {blocker} is not a folder; check --workdir"
+        )
     steps = committed_steps(where)
     if not step_dirs(where):
         raise CheckpointNotFoundError(f"no checkpoint in {where}: train first, or check --workdir")

@@ -22,7 +22,8 @@ from llp_jax import models, paths
 from llp_jax.data import DataConfig
 from llp_jax.interop import authors, authors_keys, torch_format
 from llp_jax.interop.authors import InteropError
-from llp_jax.storage import Checkpointer, committed_steps, load_params, read_meta
+from llp_jax.storage import Checkpointer, committed_steps, file_in_the_way, load_params, read_meta
+from llp_jax.storage.workdir import check_path
 
 
 def import_checkpoint(
@@ -43,7 +44,9 @@ def import_checkpoint(
 
     Raises:
       InteropError: one line naming the tensor or setting at fault.
+      WorkdirError: a workdir path no run could use (a file where a folder must be, ...).
     """
+    check_path(workdir)  # before the (possibly large) file is read
     ckpt = authors.read_checkpoint(path)
     cfg = authors.infer_config(ckpt, **hints)
     params = authors_keys.to_params(ckpt, cfg)
@@ -85,6 +88,9 @@ def export_checkpoint(
         `save_model` file ({'epoch', 'state_dict' of the AutoRegressiveWrapper, 'optimizer'}).
     """
     directory = paths.join(workdir, "checkpoints")
+    blocker = file_in_the_way(directory)
+    if blocker is not None:
+        raise InteropError(f"no checkpoint in {directory}: {blocker} is not a folder")
     steps = committed_steps(directory)
     if not steps:
         raise InteropError(f"no checkpoint in {directory}: train or import first")

@@ -14,7 +14,13 @@ from llp_jax.storage.steps import (
     read_meta,
     step_dirs,
 )
-from llp_jax.storage.workdir import WorkdirBusyError, WorkdirError, WorkdirLock, set_aside
+from llp_jax.storage.workdir import (
+    WorkdirBusyError,
+    WorkdirError,
+    WorkdirLock,
+    file_in_the_way,
+    set_aside,
+)
 
 __all__ = [
     "CheckpointNotFoundError",
@@ -27,6 +33,7 @@ __all__ = [
     "WorkdirLock",
     "committed_steps",
     "describe_cause",
+    "file_in_the_way",
     "inspect_step",
     "is_storage_fault",
     "load_params",

@@ -23,7 +23,13 @@ from flax import nnx
 
 from llp_jax import models, paths
 from llp_jax.errors import ConfigError
-from llp_jax.storage import committed_steps, load_params, newest_readable, read_meta
+from llp_jax.storage import (
+    committed_steps,
+    file_in_the_way,
+    load_params,
+    newest_readable,
+    read_meta,
+)
 
 # LongLoRA trains its embeddings and normalisation layers (with low-rank attention updates);
 # here the attention projections train in full and the feed-forward layers and head are frozen.
@@ -36,6 +42,14 @@ def parse_init_from(spec: str) -> tuple[str, int | None]:
     if sep and tail.isdigit() and head and not head.endswith(":/"):
         return head, int(tail)
     return spec, None
+
+
+def _check_folder(spec: str, directory: str) -> None:
+    blocker = file_in_the_way(directory)
+    if blocker is not None:
+        raise ConfigError(
+            f"train.init_from={spec!r}: no checkpoint in {directory}: {blocker} is not a folder"
+        )
 
 
 def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
@@ -51,6 +65,7 @@ def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
             f"init_from={spec!r}, or keep this one and leave out --noresume"
         )
     directory = paths.join(workdir, "checkpoints")
+    _check_folder(spec, directory)
     steps = committed_steps(directory)
     if not steps:
         raise ConfigError(f"train.init_from={spec!r}: no checkpoint in {directory}")
@@ -71,6 +86,7 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
     """
     workdir, step = parse_init_from(spec)
     directory = paths.join(workdir, "checkpoints")
+    _check_folder(spec, directory)
     steps = committed_steps(directory)
     if not steps:
         raise ConfigError(f"train.init_from={spec!r}: no checkpoint in {directory}")

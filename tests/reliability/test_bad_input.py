@@ -164,6 +164,28 @@ def test_workdir_paths(server, corpus_file, tmp_path):
         assert_one_line_error(result, "no checkpoint")
 
 
+def test_a_file_where_a_workdir_folder_must_be(server, corpus_file, tmp_path):
+    """--workdir (or init_from, or convert's --workdir) naming a file, or a path under one: every
+    program that writes or reads a workdir names the file in one line and leaves it alone."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a run")
+    for workdir in (a_file, a_file / "run"):
+        result = server.run("train", *tiny_args(str(workdir), corpus_file))
+        assert_one_line_error(result, f"--workdir {workdir}", f"{a_file} is not a folder")
+        source = f"--config.train.init_from={workdir}"
+        result = server.run("train", *tiny_args(str(tmp_path / "fine"), corpus_file), source)
+        assert_one_line_error(result, "train.init_from=", f"{a_file} is not a folder")
+        for program in ("evaluate", "sample"):
+            result = server.run(program, f"--workdir={workdir}")
+            assert_one_line_error(result, "no checkpoint in", f"{a_file} is not a folder")
+        result = server.run("convert", f"--workdir={workdir}", f"--to_authors={tmp_path}/o.pt")
+        assert_one_line_error(result, "no checkpoint in", f"{a_file} is not a folder")
+        result = server.run("convert", f"--workdir={workdir}", f"--from_authors={corpus_file}")
+        assert_one_line_error(result, f"--workdir {workdir}", f"{a_file} is not a folder")
+    assert a_file.read_text() == "not a run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 # (program, flags, fragment): the benchmark and study launchers, bad flags of every kind (a
 # bound, a list of integers, a name, a combination) and bad sizes the model config rejects.
 LAUNCHER_FLAGS = [
