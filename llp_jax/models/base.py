@@ -229,6 +229,15 @@ class LanguageModel(nnx.Module):
         x = self.embed_tokens(tokens_BxT)
         return self.logits(self.hidden(x, rng, self.document_ids(tokens_BxT)))
 
+    def stream(self, tokens_BxT: jax.Array, state: Any = None):
+        """The streaming scan form, defined by the models that declare `can_stream`; the others
+        answer a caller who tries it (as the README's LLP example does) in one line."""
+        del tokens_BxT, state
+        raise ConfigError(
+            f"{self.cfg.name} has no streaming form (can_stream is False; llp has one): run it on "
+            f"windows of seq_len={self.cfg.seq_len} tokens with model(tokens)"
+        )
+
     def run_self_attention(self, x_BxTxD: jax.Array, rng, segments=None) -> jax.Array:
         """Every layer: all T positions attend to each other under `attention_mask(T)` (and
         within their documents, given `segments`). The body of transformer, s2attn, llp and

@@ -191,3 +191,11 @@ def test_llp_stream_state_must_fit_the_model_and_batch(model):
                  lambda: model.stream(jnp.zeros((2, 64), jnp.int32), {"first": None})):  # fmt: skip
         with pytest.raises(InputError, match="stream state does not fit this model and a batch"):
             make()
+
+
+@pytest.mark.parametrize("name", [n for n, cls in models.MODELS.items() if not cls.can_stream])
+def test_stream_on_a_model_without_a_streaming_form_is_one_line(name):
+    other = llp_jax.build(models.tiny(name, num_layers=1, d_model=32))
+    with pytest.raises(ConfigError, match=f"{name} has no streaming form") as err:
+        other.stream(jnp.zeros((1, other.cfg.seq_len), jnp.int32))
+    assert "\n" not in str(err.value) and "model(tokens)" in str(err.value)
