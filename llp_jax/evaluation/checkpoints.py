@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
+import os
 from typing import Any
 
 from flax import nnx
@@ -129,6 +130,10 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
     if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)):
         raise EvaluationError(
             f"step={step!r} must be an int, a checkpoint's step (None: the newest)"
+        )
+    if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
+        raise EvaluationError(
+            f"workdir={workdir!r} must be a training run's folder (a path or a gs:// URL)"
         )
     paths.check_client(workdir)
     where = paths.join(workdir, "checkpoints")

@@ -14,6 +14,7 @@ of the code asks the model class (through `models.registry`) instead of switchin
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import jax
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax.errors import ConfigError
+from llp_jax.errors import ConfigError, InputError
 from llp_jax.models import losses
 from llp_jax.models.block import Block
 from llp_jax.models.inputs import check_tokens
@@ -225,7 +226,9 @@ class LanguageModel(nnx.Module):
     def __call__(self, tokens_BxT: jax.Array, *, rng: jax.Array | int | None = None) -> jax.Array:
         """Logits [B, P, V] for the scored positions loss_start(T)..T-1; rng (a PRNG key or an
         int seed) enables dropout."""
-        rng = jax.random.key(rng) if isinstance(rng, int) else rng
+        rng = jax.random.key(int(rng)) if isinstance(rng, numbers.Integral) else rng
+        if rng is not None and not isinstance(rng, (jax.Array, np.ndarray)):
+            raise InputError(f"rng must be a PRNG key, an int seed or None, not {rng!r}")
         x = self.embed_tokens(tokens_BxT)
         return self.logits(self.hidden(x, rng, self.document_ids(tokens_BxT)))
 

@@ -232,9 +232,11 @@ class ModelConfig:
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 
 
-def code_faithful(cfg: ModelConfig) -> ModelConfig:
+def code_faithful(cfg: Any) -> ModelConfig:
     """Switches every knob to the behaviour of the authors' released code for `cfg.name`: the
-    knobs all their models share, then the model's own (`faithful_knobs`)."""
+    knobs all their models share, then the model's own (`faithful_knobs`). `cfg` is anything
+    `ModelConfig.from_any` takes."""
+    cfg = ModelConfig.from_any(cfg)
     changes: dict[str, Any] = dict(
         shared_kv=True,
         kv_head_norm="on",

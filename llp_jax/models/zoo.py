@@ -3,6 +3,7 @@ model; `abstract_model` and `count_params` do the same without allocating parame
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax
@@ -10,13 +11,17 @@ import numpy as np
 from flax import nnx
 
 from llp_jax.models.base import LanguageModel
-from llp_jax.models.config import ModelConfig
+from llp_jax.models.config import ConfigError, ModelConfig
 
 
 def build(config: Any, *, rngs: nnx.Rngs | None = None, seed: int = 0) -> LanguageModel:
     """Builds the model named by `config.name` (validated first, one-line ConfigError if bad)."""
     cfg = ModelConfig.from_any(config)
-    return cfg.model_class(cfg, rngs=rngs if rngs is not None else nnx.Rngs(params=seed))
+    if rngs is None:
+        if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, jax.Array)):
+            raise ConfigError(f"seed={seed!r} must be an int or a PRNG key (or give rngs)")
+        rngs = nnx.Rngs(params=int(seed) if isinstance(seed, numbers.Integral) else seed)
+    return cfg.model_class(cfg, rngs=rngs)
 
 
 def abstract_model(config: Any) -> LanguageModel:

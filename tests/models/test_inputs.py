@@ -199,3 +199,29 @@ def test_stream_on_a_model_without_a_streaming_form_is_one_line(name):
     with pytest.raises(ConfigError, match=f"{name} has no streaming form") as err:
         other.stream(jnp.zeros((1, other.cfg.seq_len), jnp.int32))
     assert "\n" not in str(err.value) and "model(tokens)" in str(err.value)
+
+
+def test_python_api_arguments_of_the_wrong_kind_are_one_line():
+    """Seeds, rng keys, configs and workdirs of the wrong type: one LLPError line naming the
+    argument, not a TypeError from inside nnx, jax or os.path; integer-likes still work."""
+    cfg = models.tiny("llp", num_layers=1, d_model=32, dropout=0.1)
+    cases = [
+        (lambda: llp_jax.build(cfg, seed="a"), "seed='a' must be an int or a PRNG key"),
+        (lambda: llp_jax.build(cfg, seed=1.5), "seed=1.5"),
+        (lambda: models.code_faithful("llp"), "not a str; e.g. llp_jax.models.tiny('llp')"),
+        (lambda: llp_jax.load_model(None), "workdir=None must be a training run's folder"),
+        (lambda: llp_jax.load_model(3), "workdir=3"),
+        (lambda: llp_jax.load_model(""), "workdir=''"),
+    ]
+    for call, fragment in cases:
+        with pytest.raises(LLPError) as err:
+            call()
+        assert fragment in str(err.value) and "\n" not in str(err.value)
+    built = llp_jax.build(cfg, seed=np.int64(3))
+    same = llp_jax.build(cfg, seed=3)
+    tokens = jnp.zeros((1, 128), jnp.int32)
+    np.testing.assert_array_equal(built(tokens), same(tokens))
+    with pytest.raises(InputError, match="rng must be a PRNG key, an int seed or None, not 'x'"):
+        built(tokens, rng="x")
+    np.testing.assert_array_equal(built(tokens, rng=np.int64(5)), built(tokens, rng=5))
+    assert models.code_faithful(dataclasses.asdict(cfg)) == models.code_faithful(cfg)
