@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import numpy as np
 
@@ -140,8 +141,13 @@ def evaluate_perplexity(
     model = as_model(model)
     cfg = model.cfg
     tokens_N = np.asarray(as_tokens(tokens_N, cfg.vocab_size, what="tokens_N", rank=1))
-    if batch_size < 1:
-        raise EvaluationError(f"batch_size={batch_size} must be >= 1")
+    for name, value, low in (("batch_size", batch_size, 1), ("window", window, 2),
+                             ("stride", stride, 1)):  # fmt: skip
+        if value is None and name != "batch_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            default = "" if name == "batch_size" else " (None: the protocol's default)"
+            raise EvaluationError(f"{name}={value!r} must be an int >= {low}{default}")
     n = window or cfg.seq_len
     N = len(tokens_N)
     units = {"num_bytes": num_bytes, "num_chars": num_chars, "num_words": num_words}

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from llp_jax import schema
@@ -163,6 +165,13 @@ def check_sampling(*, num_new: int, temperature: float, top_k: int, top_p: float
         return EvaluationError(f"{prefix}{name}={value!r} {constraint}")
 
     new_name = "max_new_tokens" if prefix else "num_new"
+    ints = {new_name: num_new, "num_samples": num_samples, "top_k": top_k}
+    if stop_id is not None:
+        ints["stop_id"] = stop_id
+    for name, value in (*ints.items(), ("temperature", temperature), ("top_p", top_p)):
+        kind = numbers.Integral if name in ints else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise bad(name, value, "must be an int" if name in ints else "must be a number")
     if not num_new >= 1:
         raise bad(new_name, num_new, "must be >= 1")
     if not num_samples >= 1:
@@ -219,8 +228,10 @@ def generate(
     model = model.for_inference()
     if decoder is None:
         decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
-    if isinstance(rng, int):
-        rng = jax.random.key(rng)
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        rng = jax.random.key(int(rng))
+    if not isinstance(rng, (jax.Array, np.ndarray)):
+        raise EvaluationError(f"rng={rng!r} must be a PRNG key or an int seed")
     if prompt_BxP.shape[1] < 1:
         raise EvaluationError(f"prompt must be [batch, length >= 1], got shape {prompt_BxP.shape}")
     graphdef, params = nnx.split(model)

@@ -89,8 +89,53 @@ def test_perplexity_and_generate_take_lists_and_load_models_result(model):
         decode_logits(model, [[1, 256]])
     with pytest.raises(InputError, match="model must be a zoo model"):
         llp_jax.evaluate_perplexity("workdir/tiny_llp", stream)
-    with pytest.raises(LLPError, match="batch_size=0 must be >= 1"):
+    with pytest.raises(LLPError, match="batch_size=0 must be an int >= 1"):
         llp_jax.evaluate_perplexity(model, stream, batch_size=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 2.0}, "batch_size=2.0 must be an int >= 1"),
+        ({"window": -1}, "window=-1 must be an int >= 2 \\(None: the protocol's default\\)"),
+        ({"window": 1}, "window=1 must be an int >= 2"),
+        ({"window": 64.0}, "window=64.0 must be an int"),
+        ({"stride": 0}, "stride=0 must be an int >= 1"),
+        ({"stride": "8", "protocol": "paper"}, "stride='8'"),
+        ({"window": True}, "window=True"),
+    ],
+)
+def test_perplexity_window_arguments_are_checked_for_every_protocol(model, kwargs, message):
+    with pytest.raises(LLPError, match=message) as err:
+        llp_jax.evaluate_perplexity(model, [1, 2, 3] * 100, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_new": 2.5}, "num_new=2.5 must be an int"),
+        ({"num_new": "5"}, "num_new='5' must be an int"),
+        ({"top_k": 2.0}, "top_k=2.0 must be an int"),
+        ({"stop_id": "x"}, "stop_id='x' must be an int"),
+        ({"temperature": "hot"}, "temperature='hot' must be a number"),
+        ({"top_p": None}, "top_p=None must be a number"),
+        ({"rng": "a"}, "rng='a' must be a PRNG key or an int seed"),
+        ({"rng": 1.5}, "rng=1.5"),
+    ],
+)
+def test_generate_arguments_of_the_wrong_kind_are_one_line(model, kwargs, message):
+    """Each was a TypeError from a comparison or from jit's argument handling."""
+    args = {"num_new": 2, **kwargs}
+    with pytest.raises(LLPError, match=message) as err:
+        llp_jax.generate(model, [[1, 2]], args.pop("num_new"), **args)
+    assert "\n" not in str(err.value)
+
+
+def test_generate_takes_numpy_scalars(model):
+    out = llp_jax.generate(model, [[1, 2]], np.int64(3), rng=np.int32(4), temperature=np.float32(0))
+    assert out.shape == (1, 5)
+    np.testing.assert_array_equal(out, llp_jax.generate(model, [[1, 2]], 3, rng=4, temperature=0))
 
 
 @pytest.mark.parametrize(
