@@ -34,6 +34,7 @@ Three schemes, all built from the models' public pieces (`embed_tokens`, `first_
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -259,7 +260,15 @@ def make_decoder(
     Raises:
       ValueError: an impossible combination (one line).
     """
+    for name, value in (("window", window), ("slide", slide)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+        ):
+            raise EvaluationError(f"{name}={value!r} must be an int >= 1 (None: the default)")
     n = window or cfg.seq_len
+    problem = cfg.model_class.window_problem(cfg, n)
+    if problem:
+        raise EvaluationError(problem)
     cache = cfg.model_class.cache
     if method == "auto":
         method = "cached" if cache else "recompute"
@@ -272,10 +281,6 @@ def make_decoder(
         if align == "right" and not scores_all:
             raise EvaluationError(
                 f"align='right' needs a model scoring every position, not {cfg.name}"
-            )
-        if cfg.model_class.fixed_window and n != cfg.seq_len:
-            raise EvaluationError(
-                f"{cfg.name} runs only on windows of seq_len={cfg.seq_len}, not {n}"
             )
         return Recompute(window=n, align=align)
     if method != "cached":

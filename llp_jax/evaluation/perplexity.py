@@ -149,6 +149,9 @@ def evaluate_perplexity(
             default = "" if name == "batch_size" else " (None: the protocol's default)"
             raise EvaluationError(f"{name}={value!r} must be an int >= {low}{default}")
     n = window or cfg.seq_len
+    problem = cfg.model_class.window_problem(cfg, n) if protocol != "stream" else None
+    if problem:
+        raise EvaluationError(problem)
     N = len(tokens_N)
     units = {"num_bytes": num_bytes, "num_chars": num_chars, "num_words": num_words}
     if protocol == "standard":

@@ -132,6 +132,19 @@ class LanguageModel(nnx.Module):
         return {}
 
     @classmethod
+    def window_problem(cls, cfg: ModelConfig, window: int) -> str | None:
+        """Why this model cannot be evaluated or decoded on windows of `window` tokens (None: it
+        can); what the perplexity protocols and decoders check a `window` argument against."""
+        if cls.fixed_window and window != cfg.seq_len:
+            return f"{cfg.name} runs only on windows of seq_len={cfg.seq_len}, not {window}"
+        if cls.scores_latents and window < cfg.latent_len:
+            return (
+                f"window={window} is shorter than {cfg.name}'s latent_len={cfg.latent_len}; its "
+                f"windows score their last latent_len positions, so give at least that many"
+            )
+        return None
+
+    @classmethod
     def ring_slots(cls, cfg: ModelConfig) -> int:
         """Key/value slots per layer of the ring cache (0 = one per position); cache='ring'."""
         raise NotImplementedError(f"{cls.name} has no ring cache")

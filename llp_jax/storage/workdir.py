@@ -39,6 +39,8 @@ class WorkdirBusyError(WorkdirError):
 
 def check_path(workdir: str) -> None:
     """One-line errors for a workdir path no filesystem call should ever see."""
+    if not isinstance(workdir, (str, os.PathLike)):
+        raise WorkdirError(f"workdir={workdir!r} must be a folder path (or a gs:// URL)")
     text = os.fspath(workdir)
     if not text.strip():
         raise WorkdirError("--workdir is empty; give a folder (or a gs:// URL) for the run")

@@ -4,6 +4,7 @@ ids outside the vocabulary (`jnp.take` fills those rows with NaN, so nothing els
 
 import dataclasses
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -270,3 +271,28 @@ def test_python_api_arguments_of_the_wrong_kind_are_one_line():
         built(tokens, rng="x")
     np.testing.assert_array_equal(built(tokens, rng=np.int64(5)), built(tokens, rng=5))
     assert models.code_faithful(dataclasses.asdict(cfg)) == models.code_faithful(cfg)
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_windows_a_model_cannot_run_on_are_one_line_for_every_protocol_and_decoder(name):
+    """A latent model's window shorter than latent_len was a reshape or 'negative dimensions'
+    error from deep inside; a fixed-window model's other windows came from the model itself."""
+    model = llp_jax.build(models.tiny(name, num_layers=1, d_model=32))
+    cfg, stream = model.cfg, np.arange(400) % 256
+    for window in (2, cfg.latent_len - 1, cfg.seq_len // 2, cfg.seq_len, cfg.seq_len + 72):
+        if window < 2:
+            continue
+        problem = model.window_problem(cfg, window)
+        calls = [lambda p=p: llp_jax.evaluate_perplexity(model, stream, protocol=p, window=window)
+                 for p in ("standard", "paper")]  # fmt: skip
+        calls += [lambda m=m: llp_jax.generate(model, [[1, 2, 3]], 2, 0, window=window, method=m)
+                  for m in ("auto", "recompute")]  # fmt: skip
+        for call in calls:
+            if problem is None:
+                call()
+            else:
+                with pytest.raises(LLPError, match=re.escape(problem)):
+                    call()
+    assert model.window_problem(cfg, cfg.seq_len) is None
+    if cfg.scores_latents and not model.fixed_window:
+        assert "is shorter than" in model.window_problem(cfg, cfg.latent_len - 1)

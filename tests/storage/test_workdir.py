@@ -143,3 +143,9 @@ def test_file_in_the_way_names_the_file_a_folder_must_replace(tmp_path):
     with pytest.raises(workdir_lib.WorkdirError, match=f"{a_file} is not a folder") as err:
         workdir_lib.check_path(str(a_file / "run"))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("workdir", [None, 5, b"bytes/run"])
+def test_check_path_rejects_what_is_not_a_path(workdir):
+    with pytest.raises(workdir_lib.WorkdirError, match=f"workdir={workdir!r} must be a folder"):
+        workdir_lib.check_path(workdir)
