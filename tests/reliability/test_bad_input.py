@@ -165,8 +165,9 @@ def test_workdir_paths(server, corpus_file, tmp_path):
 
 
 def test_a_file_where_a_workdir_folder_must_be(server, corpus_file, tmp_path):
-    """--workdir (or init_from, or convert's --workdir) naming a file, or a path under one: every
-    program that writes or reads a workdir names the file in one line and leaves it alone."""
+    """--workdir (or init_from, convert's --workdir, compare's --workroot) naming a file, or a path
+    under one: every program that writes or reads a workdir names the file in one line, before any
+    work, and leaves it alone."""
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a run")
     for workdir in (a_file, a_file / "run"):
@@ -182,6 +183,9 @@ def test_a_file_where_a_workdir_folder_must_be(server, corpus_file, tmp_path):
         assert_one_line_error(result, "no checkpoint in", f"{a_file} is not a folder")
         result = server.run("convert", f"--workdir={workdir}", f"--from_authors={corpus_file}")
         assert_one_line_error(result, f"--workdir {workdir}", f"{a_file} is not a folder")
+        for args in (["--quick"], ["--quick", "--estimate"], ["--study=quick"]):
+            result = server.run("compare", *args, f"--workroot={workdir}", f"--out={tmp_path}/c.md")
+            assert_one_line_error(result, f"--workroot {workdir}", f"{a_file} is not a folder")
     assert a_file.read_text() == "not a run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
