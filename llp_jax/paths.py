@@ -164,14 +164,29 @@ def unwritable(path: str | os.PathLike) -> str | None:
     target = os.path.abspath(os.path.expanduser(text))
     if os.path.isdir(target):
         return "is a folder; give a file path"
-    parent = os.path.dirname(target)
-    while not os.path.lexists(parent):
-        parent = os.path.dirname(parent)
+    parent = _nearest_existing(os.path.dirname(target))
     if not os.path.isdir(parent):
         return f"{parent} is a file, not a folder"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{parent} is not writable"
     return None
+
+
+def file_in_the_way(path: str | os.PathLike) -> str | None:
+    """What stands where a folder must be: local `path` itself, or the nearest existing path
+    above it, when that is a file (or a dangling link); None when nothing does. URLs: None (an
+    object store's 'folders' are name prefixes, which an object may share)."""
+    text = os.fspath(path)
+    if not text or is_url(text):
+        return None
+    at = _nearest_existing(os.path.abspath(os.path.expanduser(text)))
+    return None if os.path.isdir(at) else at
+
+
+def _nearest_existing(absolute: str) -> str:
+    while not os.path.lexists(absolute) and os.path.dirname(absolute) != absolute:
+        absolute = os.path.dirname(absolute)
+    return absolute
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -96,6 +96,8 @@ class DataConfig:
                 "files use plain file I/O): copy the files to a local disk or mount the bucket "
                 "(gcsfuse); a gs:// --config.data.corpus of your own text is read directly",
             )
+            blocker = paths.file_in_the_way(getattr(self, field))
+            check(blocker is None, field, f"cannot be a folder: {blocker} is a file")
         for field in ("train_stride", "eval_max_tokens", "seed"):
             check.at_least(field, 0)
         for field in ("chunk_tokens", "sp_sample_chars", "train_sample_tokens"):

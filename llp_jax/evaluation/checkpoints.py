@@ -24,7 +24,6 @@ from llp_jax.storage import (
     CheckpointNotFoundError,
     committed_steps,
     describe_cause,
-    file_in_the_way,
     load_params,
     newest_readable,
     read_meta,
@@ -137,7 +136,7 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
         )
     paths.check_client(workdir)
     where = paths.join(workdir, "checkpoints")
-    blocker = file_in_the_way(where)
+    blocker = paths.file_in_the_way(where)
     if blocker is not None:
         raise CheckpointNotFoundError(
             f"no checkpoint in {where}: {blocker} is not a folder; check --workdir"

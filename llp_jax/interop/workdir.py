@@ -22,7 +22,7 @@ from llp_jax import models, paths
 from llp_jax.data import DataConfig
 from llp_jax.interop import authors, authors_keys, torch_format
 from llp_jax.interop.authors import InteropError
-from llp_jax.storage import Checkpointer, committed_steps, file_in_the_way, load_params, read_meta
+from llp_jax.storage import Checkpointer, committed_steps, load_params, read_meta
 from llp_jax.storage.workdir import check_path
 
 
@@ -88,7 +88,7 @@ def export_checkpoint(
         `save_model` file ({'epoch', 'state_dict' of the AutoRegressiveWrapper, 'optimizer'}).
     """
     directory = paths.join(workdir, "checkpoints")
-    blocker = file_in_the_way(directory)
+    blocker = paths.file_in_the_way(directory)
     if blocker is not None:
         raise InteropError(f"no checkpoint in {directory}: {blocker} is not a folder")
     steps = committed_steps(directory)

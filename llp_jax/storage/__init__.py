@@ -14,13 +14,7 @@ from llp_jax.storage.steps import (
     read_meta,
     step_dirs,
 )
-from llp_jax.storage.workdir import (
-    WorkdirBusyError,
-    WorkdirError,
-    WorkdirLock,
-    file_in_the_way,
-    set_aside,
-)
+from llp_jax.storage.workdir import WorkdirBusyError, WorkdirError, WorkdirLock, set_aside
 
 __all__ = [
     "CheckpointNotFoundError",
@@ -33,7 +27,6 @@ __all__ = [
     "WorkdirLock",
     "committed_steps",
     "describe_cause",
-    "file_in_the_way",
     "inspect_step",
     "is_storage_fault",
     "load_params",

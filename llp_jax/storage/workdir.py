@@ -54,26 +54,11 @@ def check_path(workdir: str) -> None:
     if "\x00" in text:
         raise WorkdirError("--workdir contains a NUL character")
     paths.check_client(text)
-    blocker = file_in_the_way(text)
+    blocker = paths.file_in_the_way(text)
     if blocker is not None:
         raise WorkdirError(
             f"--workdir {text}: {blocker} is not a folder; give a folder for the run"
         )
-
-
-def file_in_the_way(path: str) -> str | None:
-    """What stands where a folder must be: `path` itself, or the nearest existing path above it,
-    when that is a file (or a dangling link); None when nothing does. Local paths only: an object
-    store's 'folders' are name prefixes, which an object may share."""
-    if paths.is_url(path):
-        return None
-    at = os.path.abspath(os.fspath(path))
-    while not os.path.lexists(at):
-        parent = os.path.dirname(at)
-        if parent == at:
-            return None
-        at = parent
-    return None if os.path.isdir(at) else at
 
 
 def _owner() -> dict:

@@ -16,7 +16,7 @@ import shutil
 from typing import Any
 
 from llp_jax import paths
-from llp_jax.storage import WorkdirError, file_in_the_way
+from llp_jax.storage import WorkdirError
 
 ROW_FILE = "compare_row.json"
 SPEC_FILE = "compare_spec.json"  # the spec a run started with: an unfinished run resumes under it
@@ -65,7 +65,7 @@ def clear_stale(spec: Any, workdir: str) -> None:
 def ensure_ignored(folder: str) -> None:
     """Makes `folder` git-ignored from the inside (a '*' .gitignore): workdirs hold checkpoints
     that must never be committed, wherever the user points --workroot."""
-    blocker = file_in_the_way(folder)
+    blocker = paths.file_in_the_way(folder)
     if blocker is not None:
         raise WorkdirError(
             f"--workroot {folder}: {blocker} is not a folder; give a folder for the runs' workdirs"

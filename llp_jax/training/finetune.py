@@ -25,7 +25,6 @@ from llp_jax import models, paths
 from llp_jax.errors import ConfigError
 from llp_jax.storage import (
     committed_steps,
-    file_in_the_way,
     load_params,
     newest_readable,
     read_meta,
@@ -45,7 +44,7 @@ def parse_init_from(spec: str) -> tuple[str, int | None]:
 
 
 def _check_folder(spec: str, directory: str) -> None:
-    blocker = file_in_the_way(directory)
+    blocker = paths.file_in_the_way(directory)
     if blocker is not None:
         raise ConfigError(
             f"train.init_from={spec!r}: no checkpoint in {directory}: {blocker} is not a folder"

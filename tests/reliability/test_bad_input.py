@@ -165,9 +165,9 @@ def test_workdir_paths(server, corpus_file, tmp_path):
 
 
 def test_a_file_where_a_workdir_folder_must_be(server, corpus_file, tmp_path):
-    """--workdir (or init_from, convert's --workdir, compare's --workroot) naming a file, or a path
-    under one: every program that writes or reads a workdir names the file in one line, before any
-    work, and leaves it alone."""
+    """--workdir (or init_from, convert's --workdir, compare's --workroot, the data section's
+    folders) naming a file, or a path under one: every program that writes or reads there names
+    the file in one line, before any work, and leaves it alone."""
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a run")
     for workdir in (a_file, a_file / "run"):
@@ -183,6 +183,10 @@ def test_a_file_where_a_workdir_folder_must_be(server, corpus_file, tmp_path):
         assert_one_line_error(result, "no checkpoint in", f"{a_file} is not a folder")
         result = server.run("convert", f"--workdir={workdir}", f"--from_authors={corpus_file}")
         assert_one_line_error(result, f"--workdir {workdir}", f"{a_file} is not a folder")
+        for field in ("cache_dir", "token_dir", "data_dir", "manual_dir"):
+            folder = f"--config.data.{field}={workdir}"
+            result = server.run("train", *tiny_args(str(tmp_path / "run"), corpus_file), folder)
+            assert_one_line_error(result, f"data.{field}=", f"{a_file} is a file")
         for args in (["--quick"], ["--quick", "--estimate"], ["--study=quick"]):
             result = server.run("compare", *args, f"--workroot={workdir}", f"--out={tmp_path}/c.md")
             assert_one_line_error(result, f"--workroot {workdir}", f"{a_file} is not a folder")

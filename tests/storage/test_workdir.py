@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from llp_jax import paths
 from llp_jax.storage import workdir as workdir_lib
 from tests.helpers import REPO
 
@@ -132,14 +133,12 @@ def test_file_in_the_way_names_the_file_a_folder_must_replace(tmp_path):
     a_file.write_text("x")
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     (tmp_path / "to_dir").symlink_to(tmp_path)
-    assert workdir_lib.file_in_the_way(str(a_file)) == str(a_file)
-    assert workdir_lib.file_in_the_way(str(a_file / "run" / "checkpoints")) == str(a_file)
-    assert workdir_lib.file_in_the_way(str(tmp_path / "dangling" / "x")) == str(
-        tmp_path / "dangling"
-    )
+    assert paths.file_in_the_way(str(a_file)) == str(a_file)
+    assert paths.file_in_the_way(str(a_file / "run" / "checkpoints")) == str(a_file)
+    assert paths.file_in_the_way(str(tmp_path / "dangling" / "x")) == str(tmp_path / "dangling")
     for fine in (tmp_path, tmp_path / "new" / "run", tmp_path / "to_dir" / "run", "relative/run"):
-        assert workdir_lib.file_in_the_way(str(fine)) is None
-    assert workdir_lib.file_in_the_way("gs://bucket/a_file/run") is None
+        assert paths.file_in_the_way(str(fine)) is None
+    assert paths.file_in_the_way("gs://bucket/a_file/run") is None
     with pytest.raises(workdir_lib.WorkdirError, match=f"{a_file} is not a folder") as err:
         workdir_lib.check_path(str(a_file / "run"))
     assert "\n" not in str(err.value)
