@@ -189,14 +189,7 @@ def text_datasets(spec: str, tokenizer: tokenizers.Tokenizer, seq_len: int) -> D
     """Any text (files, folders, globs, JSON Lines: a corpus spec) as one evaluation split
     'text', tokenised with a given tokenizer (a trained model's own), documents ended by its
     end-of-document token."""
-    files, found = user_text.expand_paths(spec)
-    docs = []
-    for path in files:
-        try:
-            docs += user_text.read_documents(path)
-        except user_text.NotText:
-            if path not in found:
-                raise
+    docs, _ = user_text.read_spec_documents(spec)
     if not docs:
         raise DataError(f"{spec!r} holds no text to evaluate")
     corpus = corpus_lib.Corpus.from_documents(

@@ -36,7 +36,8 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
 
 
 class NotText(DataError):
-    """A file that is not text (raised for named files; folder and glob walks skip them)."""
+    """A file that is not text, or holds none (raised for named files; folder and glob walks
+    skip them)."""
 
 
 def _zstd(raw: bytes) -> bytes:

@@ -5,7 +5,8 @@ whatever its extension), 'docs/**/*.md' (a glob), 'chats.jsonl' (one document pe
 text in the `config.data.text_field` field; `text_bytes` reads compressed, UTF-16 and JSON
 files too). A name that exists as given is taken whole, so a
 file whose name holds a comma still works. Files met in a folder or a glob that are not text
-(binary, or mostly invalid UTF-8) are skipped with a count; a file named explicitly must be text.
+(binary, mostly invalid UTF-8, or empty) are skipped with a count; a file named explicitly must
+be text.
 Each of these may also be a URL (gs://bucket/books/, s3://..., through fsspec): on a TPU VM or
 in Colab the text usually lives in a bucket.
 
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from llp_jax import paths
 from llp_jax.data import text_bytes
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
-from llp_jax.data.text_bytes import NotText  # noqa: F401  (re-exported: callers catch it)
+from llp_jax.data.text_bytes import NotText
 from llp_jax.errors import first_line
 
 # With at least this many documents, whole documents are held out (see load_text_corpus).
@@ -39,8 +40,8 @@ def read_text_file(path: str | os.PathLike) -> str:
     UTF-8 BOM is dropped and Windows/old-Mac newlines become '\\n'.
 
     Raises:
-      DataError: the path is missing, not a file, unreadable or empty; NotText: binary or not
-        UTF-8.
+      DataError: the path is missing, not a file or unreadable; NotText: empty, binary or not
+        UTF-8 (what a folder or glob walk skips).
     """
     path = os.fspath(path)
     if paths.is_url(path):
@@ -59,8 +60,29 @@ def read_text_file(path: str | os.PathLike) -> str:
             ) from None
     raw = text_bytes.decompress(path, raw)
     if not raw.strip():
-        raise DataError(f"Corpus file {path} is empty; remove it from the corpus or add text.")
+        raise NotText(f"Corpus file {path} is empty; remove it from the corpus or add text.")
     return text_bytes.decode(path, raw)
+
+
+def read_spec_documents(
+    spec: str | Sequence[str], text_field: str = "text"
+) -> tuple[list[str], list[str]]:
+    """The documents of every file a corpus spec names, and the files a folder or glob walk met
+    that hold no text (binary or empty: skipped, counted in one printed line); a file named
+    explicitly must be text (`NotText`)."""
+    files, found = expand_paths(spec)
+    docs, skipped = [], []
+    for path in files:
+        try:
+            docs += read_documents(path, text_field)
+        except NotText:
+            if path not in found:
+                raise
+            skipped.append(path)
+    if skipped:
+        print(f"[llp_jax.data] skipped {len(skipped)} file(s) that are not text (binary or "
+              f"empty), e.g. {skipped[0]}")  # fmt: skip
+    return docs, skipped
 
 
 def read_documents(path: str, text_field: str = "text") -> list[str]:
@@ -207,19 +229,11 @@ def load_text_corpus(
     if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
         raise DataError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must "
                         "each be > 0, with a sum < 1")  # fmt: skip
-    files, found = expand_paths(spec)
-    docs, skipped = [], []
-    for path in files:
-        try:
-            docs += read_documents(path, text_field)
-        except NotText:
-            if path not in found:
-                raise
-            skipped.append(path)
-    if skipped:
-        print(f"[llp_jax.data] skipped {len(skipped)} file(s) that are not text, e.g. {skipped[0]}")
+    docs, skipped = read_spec_documents(spec, text_field)
     if not docs:
-        raise DataError(f"Corpus {spec!r} holds no text files ({len(skipped)} skipped as binary).")
+        raise DataError(
+            f"Corpus {spec!r} holds no text files ({len(skipped)} skipped: binary or empty)."
+        )
     parts = _parts(spec)
     name = os.path.basename(os.path.normpath(parts[0])) if len(parts) == 1 else "custom"
     note = f"; {len(skipped)} non-text file(s) skipped" if skipped else ""

@@ -35,6 +35,25 @@ def test_folders_are_walked_for_any_text_file(tmp_path, capsys):
     assert "2 non-text file(s) skipped" in corpus.description
 
 
+def test_a_walk_skips_empty_files_and_a_named_empty_file_is_refused(tmp_path, capsys):
+    """A project folder holds empty files (__init__.py, .keep, a blank note): one of them used to
+    stop the whole corpus ('Corpus file .../__init__.py is empty'), for training and for
+    evaluate --text alike."""
+    root = tmp_path / "project"
+    _write(root / "notes.md", "delta\n" * 40)
+    empty = _write(root / "pkg" / "__init__.py", "")
+    _write(root / "blank.txt", " \n\t\n")
+    corpus = load_corpus(str(root))
+    assert "delta" in "".join(corpus.splits.values())
+    assert "skipped 2 file(s) that are not text (binary or empty)" in capsys.readouterr().out
+    docs, skipped = user_text.read_spec_documents(str(root / "**" / "*.py"))
+    assert docs == [] and skipped == [str(empty)]
+    with pytest.raises(DataError, match="holds no text files \\(1 skipped: binary or empty\\)"):
+        load_corpus(str(root / "pkg"))
+    with pytest.raises(DataError, match=f"Corpus file {empty} is empty"):
+        load_corpus(str(empty))
+
+
 def test_a_named_file_must_be_text(tmp_path):
     binary = _write(tmp_path / "model.bin", b"PK\x03\x04\x00\x00binary")
     with pytest.raises(user_text.NotText, match="NUL bytes"):
