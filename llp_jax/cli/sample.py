@@ -12,7 +12,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from llp_jax.cli import common
-from llp_jax.evaluation import runner, sampling
+from llp_jax.evaluation import runner, sample_settings
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config (data settings; no workdir: an untrained model)."
@@ -42,11 +42,11 @@ def main(argv):
         check = dict(num_new=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
                      top_p=_TOP_P.value, num_samples=_NUM.value, stop_id=_STOP_ID.value,
                      prefix="--")  # fmt: skip
-        sampling.check_sampling(**check)
+        sample_settings.check_sampling(**check)
         if _SLIDE.value is not None and _SLIDE.value < 1:
             raise runner.EvaluationError(f"--slide={_SLIDE.value} must be >= 1")
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, allow_data_change=_ALLOW.value)
-        sampling.check_sampling(**check, vocab_size=setup.config.vocab_size)
+        sample_settings.check_sampling(**check, vocab_size=setup.config.vocab_size)
         texts = runner.sample(
             setup,
             _PROMPT.value,

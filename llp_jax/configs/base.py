@@ -18,7 +18,7 @@ import ml_collections
 
 from llp_jax import schema
 from llp_jax.data import default_data_config
-from llp_jax.evaluation.sampling import SampleConfig
+from llp_jax.evaluation.sample_settings import SampleConfig
 from llp_jax.models import ModelConfig
 from llp_jax.training import default_mesh_config, default_train_config
 

@@ -15,8 +15,8 @@ from llp_jax.evaluation.checkpoints import (
 from llp_jax.evaluation.decoders import LatentCache, Recompute, RingCache, make_decoder
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.evaluation.perplexity import PROTOCOLS, PerplexityResult, evaluate_perplexity
+from llp_jax.evaluation.sample_settings import SampleConfig
 from llp_jax.evaluation.sampling import (
-    SampleConfig,
     Sampler,
     decode_logits,
     generate,

@@ -14,49 +14,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax import schema
 from llp_jax.evaluation import decoders as dec
 from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.evaluation.sample_settings import check_sampling
 from llp_jax.models.inputs import as_model, as_tokens
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleConfig:
-    """`config.sample`: the end-of-run sample of a training run.
-
-    Attributes:
-      prompt: the text continued ('' = the first words of the validation text).
-      num_tokens: tokens generated (0 = no sample).
-      temperature: 0 = greedy.
-      top_k: keep the k most likely tokens (0 = all).
-      top_p: nucleus mass in (0, 1] (1 = all).
-      seed: sampling seed.
-    """
-
-    prompt: str = ""
-    num_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 1.0
-    seed: int = 0
-
-    @classmethod
-    def from_any(cls, config: Any) -> SampleConfig:
-        return schema.from_any(cls, config, "sample")
-
-    def validate(self) -> SampleConfig:
-        check = schema.Checker("sample", self)
-        for field in ("num_tokens", "temperature", "top_k", "seed"):
-            check.at_least(field, 0)
-        check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
-        return self
 
 
 def sample_logits(
@@ -153,40 +120,6 @@ def _generate(graphdef, params, prompt_BxP, rng, *, decoder, num_new, sampler, p
 
 def _column(buf_BxN: jax.Array, c) -> jax.Array:
     return jax.lax.dynamic_slice_in_dim(buf_BxN, c, 1, axis=1)[:, 0]
-
-
-def check_sampling(*, num_new: int, temperature: float, top_k: int, top_p: float,
-                   num_samples: int = 1, stop_id: int | None = None,
-                   vocab_size: int | None = None, prefix: str = "") -> None:  # fmt: skip
-    """One-line EvaluationError for sampling arguments outside their range (`prefix` '--'
-    names them as flags); the vocabulary bounds are checked once `vocab_size` is known."""
-
-    def bad(name: str, value, constraint: str) -> EvaluationError:
-        return EvaluationError(f"{prefix}{name}={value!r} {constraint}")
-
-    new_name = "max_new_tokens" if prefix else "num_new"
-    ints = {new_name: num_new, "num_samples": num_samples, "top_k": top_k}
-    if stop_id is not None:
-        ints["stop_id"] = stop_id
-    for name, value in (*ints.items(), ("temperature", temperature), ("top_p", top_p)):
-        kind = numbers.Integral if name in ints else numbers.Real
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise bad(name, value, "must be an int" if name in ints else "must be a number")
-    if not num_new >= 1:
-        raise bad(new_name, num_new, "must be >= 1")
-    if not num_samples >= 1:
-        raise bad("num_samples", num_samples, "must be >= 1")
-    if not temperature >= 0 or temperature == float("inf"):
-        raise bad("temperature", temperature, "must be a number >= 0 (0 = greedy)")
-    if not 0 < top_p <= 1:
-        raise bad("top_p", top_p, "must be in (0, 1] (1 = every token)")
-    if not top_k >= 0:
-        raise bad("top_k", top_k, "must be >= 0 (0 = every token)")
-    if vocab_size is not None and top_k > vocab_size:
-        raise bad("top_k", top_k, f"must be <= the vocabulary size {vocab_size} (0 = every token)")
-    if stop_id is not None and not (0 <= stop_id and (vocab_size is None or stop_id < vocab_size)):
-        limit = f"{vocab_size - 1}" if vocab_size is not None else "the vocabulary size - 1"
-        raise bad("stop_id", stop_id, f"must be a token id in [0, {limit}]")
 
 
 def generate(

@@ -137,11 +137,6 @@ class LanguageModel(nnx.Module):
         can); what the perplexity protocols and decoders check a `window` argument against."""
         if cls.fixed_window and window != cfg.seq_len:
             return f"{cfg.name} runs only on windows of seq_len={cfg.seq_len}, not {window}"
-        if cls.scores_latents and window < cfg.latent_len:
-            return (
-                f"window={window} is shorter than {cfg.name}'s latent_len={cfg.latent_len}; its "
-                f"windows score their last latent_len positions, so give at least that many"
-            )
         return None
 
     @classmethod
@@ -307,33 +302,6 @@ class LanguageModel(nnx.Module):
             body = jax.checkpoint(body, policy=REMAT_POLICIES[remat])
         x, aux_rest = jax.lax.scan(body, x, (state, jnp.arange(1, count + 1), layer_aux[1]))
         return x, (aux_first, aux_rest)
-
-
-class LatentModel(LanguageModel):
-    """What perceiver_ar and enhanced_v1..v3 share: they score their last l = latent_len
-    positions, whose queries see the m = n - l history positions before them."""
-
-    scores_latents = True
-
-    @classmethod
-    def check_config(cls, cfg: ModelConfig) -> None:
-        need(
-            1 <= cfg.latent_len <= cfg.seq_len,
-            f"latent_len={cfg.latent_len} must be in [1, seq_len={cfg.seq_len}]",
-        )
-
-    @classmethod
-    def check_history(cls, cfg: ModelConfig) -> None:
-        """For the models that need a history block (m = n - l >= 1)."""
-        need(
-            cfg.latent_len < cfg.seq_len,
-            f"latent_len={cfg.latent_len} must be < seq_len={cfg.seq_len} (no history)",
-        )
-
-    @classmethod
-    def structural_sizes(cls, seq_len: int, sizes: StructuralSizes) -> dict[str, int]:
-        latent = min(sizes.latent_len, seq_len) if sizes.latent_len else seq_len // sizes.latent_div
-        return {"latent_len": max(latent, 1)}
 
 
 def positions(start: int, length: int) -> np.ndarray:

@@ -9,7 +9,7 @@ position, and applies RoPE in every layer.
 
 from __future__ import annotations
 
-from llp_jax.models.base import LatentModel
+from llp_jax.models.latent import LatentModel
 from llp_jax.models.masks import MaskSpec
 
 

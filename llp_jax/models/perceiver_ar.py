@@ -17,7 +17,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from llp_jax.models.base import LatentModel, positions
+from llp_jax.models.base import positions
+from llp_jax.models.latent import LatentModel
 from llp_jax.models.masks import ExampleMask, MaskSpec
 
 

@@ -16,7 +16,8 @@ from flax import nnx
 
 from llp_jax import configs, models, paths
 from llp_jax.data import unigram_perplexity
-from llp_jax.evaluation.sampling import SampleConfig, generate
+from llp_jax.evaluation.sample_settings import SampleConfig
+from llp_jax.evaluation.sampling import generate
 from llp_jax.storage import read_jsonl
 from llp_jax.training import trainer
 from llp_jax.training.distributed import any_process, gather_to_host
