@@ -26,6 +26,7 @@ from llp_jax.storage import (
     describe_cause,
     load_params,
     newest_readable,
+    no_checkpoint,
     read_meta,
     step_dirs,
 )
@@ -136,14 +137,9 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
         )
     paths.check_client(workdir)
     where = paths.join(workdir, "checkpoints")
-    blocker = paths.file_in_the_way(where)
-    if blocker is not None:
-        raise CheckpointNotFoundError(
-            f"no checkpoint in {where}: {blocker} is not a folder; check --workdir"
-        )
     steps = committed_steps(where)
     if not step_dirs(where):
-        raise CheckpointNotFoundError(f"no checkpoint in {where}: train first, or check --workdir")
+        raise CheckpointNotFoundError(no_checkpoint(where, "train first, or check --workdir"))
 
     def read(at: int):
         meta = read_meta(where, at)

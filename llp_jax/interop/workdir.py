@@ -22,7 +22,7 @@ from llp_jax import models, paths
 from llp_jax.data import DataConfig
 from llp_jax.interop import authors, authors_keys, torch_format
 from llp_jax.interop.authors import InteropError
-from llp_jax.storage import Checkpointer, committed_steps, load_params, read_meta
+from llp_jax.storage import Checkpointer, committed_steps, load_params, no_checkpoint, read_meta
 from llp_jax.storage.workdir import check_path
 
 
@@ -88,12 +88,9 @@ def export_checkpoint(
         `save_model` file ({'epoch', 'state_dict' of the AutoRegressiveWrapper, 'optimizer'}).
     """
     directory = paths.join(workdir, "checkpoints")
-    blocker = paths.file_in_the_way(directory)
-    if blocker is not None:
-        raise InteropError(f"no checkpoint in {directory}: {blocker} is not a folder")
     steps = committed_steps(directory)
     if not steps:
-        raise InteropError(f"no checkpoint in {directory}: train or import first")
+        raise InteropError(no_checkpoint(directory, "train or import first"))
     step = steps[-1] if step is None else int(step)
     if step not in steps:
         raise InteropError(f"no checkpoint for step {step} in {directory} (steps: {steps})")

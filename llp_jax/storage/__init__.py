@@ -11,6 +11,7 @@ from llp_jax.storage.steps import (
     inspect_step,
     load_params,
     newest_readable,
+    no_checkpoint,
     read_meta,
     step_dirs,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "is_storage_fault",
     "load_params",
     "newest_readable",
+    "no_checkpoint",
     "read_jsonl",
     "read_meta",
     "set_aside",

@@ -42,6 +42,13 @@ def step_dirs(directory: str | os.PathLike) -> list[int]:
     return sorted(int(d.name) for d in root.iterdir() if d.name.isdigit())
 
 
+def no_checkpoint(directory: str | os.PathLike, fix: str) -> str:
+    """The one line for a checkpoint directory without a committed step: the file that stands
+    where a folder must be (a --workdir naming a file, or a path under one), else `fix`."""
+    blocker = paths.file_in_the_way(directory)
+    return f"no checkpoint in {directory}: " + (f"{blocker} is not a folder" if blocker else fix)
+
+
 def _in_progress(step_dir) -> bool:
     """On an object store Orbax writes a step in place and marks it done with
     commit_success.txt (a local step appears by an atomic rename, whole)."""

@@ -27,9 +27,11 @@ from llp_jax.storage import (
     committed_steps,
     load_params,
     newest_readable,
+    no_checkpoint,
     read_meta,
 )
 
+_NO_RUN = "name a trained run's workdir (WORKDIR or WORKDIR:STEP)"
 # LongLoRA trains its embeddings and normalisation layers (with low-rank attention updates);
 # here the attention projections train in full and the feed-forward layers and head are frozen.
 LONGLORA = r"(^|/)(embed|final_norm|norm1|norm2|attn|wo0|bo0|compress_w|compress_b)(/|$)"
@@ -41,14 +43,6 @@ def parse_init_from(spec: str) -> tuple[str, int | None]:
     if sep and tail.isdigit() and head and not head.endswith(":/"):
         return head, int(tail)
     return spec, None
-
-
-def _check_folder(spec: str, directory: str) -> None:
-    blocker = paths.file_in_the_way(directory)
-    if blocker is not None:
-        raise ConfigError(
-            f"train.init_from={spec!r}: no checkpoint in {directory}: {blocker} is not a folder"
-        )
 
 
 def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
@@ -64,10 +58,9 @@ def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
             f"init_from={spec!r}, or keep this one and leave out --noresume"
         )
     directory = paths.join(workdir, "checkpoints")
-    _check_folder(spec, directory)
     steps = committed_steps(directory)
     if not steps:
-        raise ConfigError(f"train.init_from={spec!r}: no checkpoint in {directory}")
+        raise ConfigError(f"train.init_from={spec!r}: {no_checkpoint(directory, _NO_RUN)}")
     if step is not None and step not in steps:
         raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
 
@@ -85,10 +78,9 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
     """
     workdir, step = parse_init_from(spec)
     directory = paths.join(workdir, "checkpoints")
-    _check_folder(spec, directory)
     steps = committed_steps(directory)
     if not steps:
-        raise ConfigError(f"train.init_from={spec!r}: no checkpoint in {directory}")
+        raise ConfigError(f"train.init_from={spec!r}: {no_checkpoint(directory, _NO_RUN)}")
     if step is None:  # the newest intact step (damaged ones skipped with a warning)
         step, meta = newest_readable(directory, lambda at: read_meta(directory, at))
     elif step not in steps:
