@@ -34,14 +34,13 @@ Three schemes, all built from the models' public pieces (`embed_tokens`, `first_
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from llp_jax.evaluation import cached_layers as cached
-from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.evaluation.errors import EvaluationError, check_counts
 from llp_jax.models import MaskSpec, ModelConfig
 from llp_jax.models.masks import ExampleMask
 
@@ -260,11 +259,7 @@ def make_decoder(
     Raises:
       ValueError: an impossible combination (one line).
     """
-    for name, value in (("window", window), ("slide", slide)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
-        ):
-            raise EvaluationError(f"{name}={value!r} must be an int >= 1 (None: the default)")
+    check_counts((("window", window, 1), ("slide", slide, 1)), default=" (None: the default)")
     n = window or cfg.seq_len
     problem = cfg.model_class.window_problem(cfg, n)
     if problem:

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 import numpy as np
 
-from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.evaluation.errors import EvaluationError, check_counts
 from llp_jax.evaluation.protocols import paper_window_losses, standard_nll, stream_nll
 from llp_jax.models.inputs import as_model, as_tokens
 
@@ -141,13 +140,8 @@ def evaluate_perplexity(
     model = as_model(model)
     cfg = model.cfg
     tokens_N = np.asarray(as_tokens(tokens_N, cfg.vocab_size, what="tokens_N", rank=1))
-    for name, value, low in (("batch_size", batch_size, 1), ("window", window, 2),
-                             ("stride", stride, 1)):  # fmt: skip
-        if value is None and name != "batch_size":
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            default = "" if name == "batch_size" else " (None: the protocol's default)"
-            raise EvaluationError(f"{name}={value!r} must be an int >= {low}{default}")
+    check_counts((("batch_size", batch_size, 1), ("window", window, 2), ("stride", stride, 1)),
+                 default=" (None: the protocol's default)", required=("batch_size",))  # fmt: skip
     n = window or cfg.seq_len
     problem = cfg.model_class.window_problem(cfg, n) if protocol != "stream" else None
     if problem:

@@ -21,7 +21,7 @@ from llp_jax import models, paths
 from llp_jax.data import DataConfig, build_datasets, count_words, make_tokenizer, workdir_store
 from llp_jax.data.datasets import text_datasets
 from llp_jax.evaluation import checkpoints, perplexity, sampling
-from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.evaluation.errors import EvaluationError, check_counts
 
 
 @dataclasses.dataclass
@@ -124,11 +124,9 @@ def check_evaluate_args(*, step=None, window=None, stride=None, paper_stride=Non
                         batch_size=8, max_tokens=0, protocols=None) -> None:  # fmt: skip
     """One-line EvaluationError for `experiments.evaluate` flags outside their range, before
     anything is loaded (the bounds that depend on the model are checked by the protocols)."""
-    for name, value, low in (("step", step, 0), ("window", window, 2), ("stride", stride, 1),
-                             ("paper_stride", paper_stride, 1), ("batch_size", batch_size, 1),
-                             ("max_tokens", max_tokens, 0)):  # fmt: skip
-        if value is not None and value < low:
-            raise EvaluationError(f"--{name}={value} must be >= {low}")
+    check_counts((("step", step, 0), ("window", window, 2), ("stride", stride, 1),
+                  ("paper_stride", paper_stride, 1), ("batch_size", batch_size, 1),
+                  ("max_tokens", max_tokens, 0)), prefix="--")  # fmt: skip
     unknown = sorted(set(protocols or ()) - set(perplexity.PROTOCOLS))
     if unknown:
         raise EvaluationError(f"--protocols: {unknown} unknown; choose from {perplexity.PROTOCOLS}")

@@ -90,18 +90,19 @@ def test_perplexity_and_generate_take_lists_and_load_models_result(model):
         decode_logits(model, [[1, 256]])
     with pytest.raises(InputError, match="model must be a zoo model"):
         llp_jax.evaluate_perplexity("workdir/tiny_llp", stream)
-    with pytest.raises(LLPError, match="batch_size=0 must be an int >= 1"):
+    with pytest.raises(LLPError, match="batch_size=0 must be >= 1"):
         llp_jax.evaluate_perplexity(model, stream, batch_size=0)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"batch_size": 2.0}, "batch_size=2.0 must be an int >= 1"),
-        ({"window": -1}, "window=-1 must be an int >= 2 \\(None: the protocol's default\\)"),
-        ({"window": 1}, "window=1 must be an int >= 2"),
+        ({"batch_size": 2.0}, "batch_size=2.0 must be an int >= 1$"),
+        ({"batch_size": None}, "batch_size=None must be an int >= 1$"),
+        ({"window": -1}, "window=-1 must be >= 2 \\(None: the protocol's default\\)"),
+        ({"window": 1}, "window=1 must be >= 2"),
         ({"window": 64.0}, "window=64.0 must be an int"),
-        ({"stride": 0}, "stride=0 must be an int >= 1"),
+        ({"stride": 0}, "stride=0 must be >= 1"),
         ({"stride": "8", "protocol": "paper"}, "stride='8'"),
         ({"window": True}, "window=True"),
     ],
