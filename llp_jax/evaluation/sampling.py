@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from llp_jax.evaluation import decoders as dec
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.evaluation.sample_settings import check_sampling
-from llp_jax.models.inputs import as_model, as_tokens
+from llp_jax.models.inputs import as_model, as_rng, as_tokens
 
 
 def sample_logits(
@@ -161,10 +159,7 @@ def generate(
     model = model.for_inference()
     if decoder is None:
         decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        rng = jax.random.key(int(rng))
-    if not isinstance(rng, (jax.Array, np.ndarray)):
-        raise EvaluationError(f"rng={rng!r} must be a PRNG key or an int seed")
+    rng = as_rng(rng)
     if prompt_BxP.shape[1] < 1:
         raise EvaluationError(f"prompt must be [batch, length >= 1], got shape {prompt_BxP.shape}")
     graphdef, params = nnx.split(model)

@@ -14,7 +14,6 @@ of the code asks the model class (through `models.registry`) instead of switchin
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import jax
@@ -22,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax.errors import ConfigError, InputError
+from llp_jax.errors import ConfigError
 from llp_jax.models import losses
 from llp_jax.models.block import Block
-from llp_jax.models.inputs import check_tokens
+from llp_jax.models.inputs import as_rng, check_tokens
 from llp_jax.models.layers import DTYPES, LayerNorm, dense, logical_param, uniform_param
 from llp_jax.models.masks import ExampleMask, MaskSpec
 
@@ -234,9 +233,7 @@ class LanguageModel(nnx.Module):
     def __call__(self, tokens_BxT: jax.Array, *, rng: jax.Array | int | None = None) -> jax.Array:
         """Logits [B, P, V] for the scored positions loss_start(T)..T-1; rng (a PRNG key or an
         int seed) enables dropout."""
-        rng = jax.random.key(int(rng)) if isinstance(rng, numbers.Integral) else rng
-        if rng is not None and not isinstance(rng, (jax.Array, np.ndarray)):
-            raise InputError(f"rng must be a PRNG key, an int seed or None, not {rng!r}")
+        rng = as_rng(rng, optional=True)
         x = self.embed_tokens(tokens_BxT)
         return self.logits(self.hidden(x, rng, self.document_ids(tokens_BxT)))
 

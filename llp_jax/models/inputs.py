@@ -1,4 +1,5 @@
-"""What a model takes: token ids, an integer array whose values lie in [0, vocab_size).
+"""What a model takes: token ids, an integer array whose values lie in [0, vocab_size); and the
+random keys of dropout and sampling (a key or an int seed).
 
 Checked where tokens come in from a user (a model's `__call__`, `stream`, perplexity, generation),
 because JAX itself would not complain: a float or wrongly ranked array fails deep inside an einsum,
@@ -10,6 +11,8 @@ reduction.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import jax
 import numpy as np
@@ -69,3 +72,14 @@ def as_model(model):
         raise InputError(f"model must be a zoo model (llp_jax.build(cfg), or "
                          f"llp_jax.load_model(workdir).model), not a {type(model).__name__}")  # fmt: skip
     return model
+
+
+def as_rng(rng, *, optional: bool = False):
+    """A PRNG key from a key or an int seed (numpy integers too), or None where `optional`; one
+    InputError line for anything else (a string reached `jax.random` or jit's argument check)."""
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        return jax.random.key(int(rng))
+    if isinstance(rng, (jax.Array, np.ndarray)) or (rng is None and optional):
+        return rng
+    either = " (or None)" if optional else ""
+    raise InputError(f"rng={rng!r} must be a PRNG key or an int seed{either}")
