@@ -74,12 +74,13 @@ def as_model(model):
     return model
 
 
-def as_rng(rng, *, optional: bool = False):
+def as_rng(rng, *, optional: bool = False, name: str = "rng"):
     """A PRNG key from a key or an int seed (numpy integers too), or None where `optional`; one
-    InputError line for anything else (a string reached `jax.random` or jit's argument check)."""
+    InputError line naming the argument for anything else (a string reached `jax.random`, nnx or
+    jit's argument check)."""
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
         return jax.random.key(int(rng))
     if isinstance(rng, (jax.Array, np.ndarray)) or (rng is None and optional):
         return rng
     either = " (or None)" if optional else ""
-    raise InputError(f"rng={rng!r} must be a PRNG key or an int seed{either}")
+    raise InputError(f"{name}={rng!r} must be a PRNG key or an int seed{either}")

@@ -3,7 +3,6 @@ model; `abstract_model` and `count_params` do the same without allocating parame
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
@@ -11,16 +10,15 @@ import numpy as np
 from flax import nnx
 
 from llp_jax.models.base import LanguageModel
-from llp_jax.models.config import ConfigError, ModelConfig
+from llp_jax.models.config import ModelConfig
+from llp_jax.models.inputs import as_rng
 
 
 def build(config: Any, *, rngs: nnx.Rngs | None = None, seed: int = 0) -> LanguageModel:
     """Builds the model named by `config.name` (validated first, one-line ConfigError if bad)."""
     cfg = ModelConfig.from_any(config)
     if rngs is None:
-        if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, jax.Array)):
-            raise ConfigError(f"seed={seed!r} must be an int or a PRNG key (or give rngs)")
-        rngs = nnx.Rngs(params=int(seed) if isinstance(seed, numbers.Integral) else seed)
+        rngs = nnx.Rngs(params=as_rng(seed, name="seed"))
     return cfg.model_class(cfg, rngs=rngs)
 
 

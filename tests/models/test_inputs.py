@@ -253,7 +253,7 @@ def test_python_api_arguments_of_the_wrong_kind_are_one_line():
     argument, not a TypeError from inside nnx, jax or os.path; integer-likes still work."""
     cfg = models.tiny("llp", num_layers=1, d_model=32, dropout=0.1)
     cases = [
-        (lambda: llp_jax.build(cfg, seed="a"), "seed='a' must be an int or a PRNG key"),
+        (lambda: llp_jax.build(cfg, seed="a"), "seed='a' must be a PRNG key or an int seed"),
         (lambda: llp_jax.build(cfg, seed=1.5), "seed=1.5"),
         (lambda: models.code_faithful("llp"), "not a str; e.g. llp_jax.models.tiny('llp')"),
         (lambda: llp_jax.load_model(None), "workdir=None must be a training run's folder"),
