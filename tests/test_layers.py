@@ -21,6 +21,7 @@ LAYERS = {
     "errors": 0,
     "schema": 1,
     "paths": 1,
+    "backend": 1,
     "kernels": 1,
     "models": 2,
     "data": 2,

@@ -183,9 +183,11 @@ def use_compilation_cache(folder: str) -> None:
         jax.config.update("jax_enable_compilation_cache", False)
 
 
-def start(argv) -> None:
-    """Rejects positional arguments and a --config file that could not be read, and, unless
-    --verbosity is given, logs at WARNING (Orbax logs every file operation at INFO)."""
+def start(argv, *, devices: bool = True) -> None:
+    """Rejects positional arguments and a --config file that could not be read, unless
+    --verbosity is given logs at WARNING (Orbax logs every file operation at INFO), and with
+    `devices` starts JAX's backend: one line if the platform asked for cannot start. A program
+    that must start `jax.distributed` first (train), or needs no device, passes False."""
     if len(argv) > 1:  # e.g. an unquoted value with a space: --prompt=It was
         sys.exit(f"error: unexpected argument(s) {' '.join(map(shlex.quote, argv[1:]))}: every "
                  "setting is a --flag=value; quote a value that has spaces (--prompt='It was')")  # fmt: skip
@@ -209,6 +211,11 @@ def start(argv) -> None:
         pylogging.getLogger("gcsfs").addFilter(
             lambda record: "Could not determine bucket type" not in record.getMessage()
         )
+    if devices:
+        from llp_jax import backend  # noqa: PLC0415
+
+        with one_line_errors():
+            backend.check()
 
 
 _TENSORSTORE_READ = re.compile(r"[A-Z_]+: Error (reading|opening)")  # its status, then the read

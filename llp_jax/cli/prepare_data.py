@@ -19,7 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 
 
 def main(argv):
-    common.start(argv)
+    common.start(argv, devices=False)
     with common.one_line_errors():
         config = _CONFIG.value
         if config is None:

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from llp_jax import backend
 from llp_jax.models.base import LanguageModel
 from llp_jax.models.config import ModelConfig
 from llp_jax.models.inputs import as_rng
@@ -17,6 +18,7 @@ from llp_jax.models.inputs import as_rng
 def build(config: Any, *, rngs: nnx.Rngs | None = None, seed: int = 0) -> LanguageModel:
     """Builds the model named by `config.name` (validated first, one-line ConfigError if bad)."""
     cfg = ModelConfig.from_any(config)
+    backend.check()
     if rngs is None:
         rngs = nnx.Rngs(params=as_rng(seed, name="seed"))
     return cfg.model_class(cfg, rngs=rngs)

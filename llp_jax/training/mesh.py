@@ -19,6 +19,7 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from llp_jax import backend
 from llp_jax.errors import ConfigError
 from llp_jax.training.config import MESH_AXES, MeshConfig
 
@@ -93,6 +94,8 @@ def make_mesh(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> 
     `with_sharding_constraint`), not jax's new default `Explicit`, so model code needs no
     sharding-in-types annotations.
     """
+    if devices is None:
+        backend.check()
     devices = list(jax.devices() if devices is None else devices)
     sizes = mesh_shape(mesh_config, len(devices))
     kept = [(a, n) for a, n in zip(MESH_AXES, sizes) if a not in OPTIONAL_AXES or n > 1]

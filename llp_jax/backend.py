@@ -1,0 +1,61 @@
+"""Starting JAX's backend, or one line saying why it cannot start.
+
+Why: JAX starts its backend on the first device access, wherever that is. When the platform a
+user asked for (JAX_PLATFORMS=tpu on a machine without libtpu, JAX_PLATFORMS=cuda without a
+CUDA-enabled jax) cannot start, that access raises a RuntimeError, or for 'cuda' a bare
+AssertionError, from deep inside JAX; read inside a checkpoint loader, the failure looked like
+a damaged checkpoint (and the advice to train again with --noresume would have set good work
+aside). `check()` runs before the first device access of the library's entry points (building
+a model, making a mesh, reading checkpoints) and turns the failure into a `BackendError` that
+names the setting and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from llp_jax.errors import LLPError, first_line
+
+_started = False
+_HINT = re.compile(r"\s*\(set JAX_PLATFORMS='' to automatically choose an available backend\)")
+
+
+class BackendError(LLPError, RuntimeError):
+    """JAX's backend (the platform JAX_PLATFORMS or jax_platforms asks for) cannot start."""
+
+
+def check() -> None:
+    """Starts JAX's backend (once per process: later calls cost nothing).
+
+    Raises:
+      BackendError: it cannot start; the message names the platform setting and the fix.
+    """
+    global _started
+    if _started:
+        return
+    import jax  # noqa: PLC0415  (this module stays importable without starting anything)
+
+    try:
+        jax.devices()
+    except Exception as e:  # noqa: BLE001  whatever a backend's start raises, it did not start
+        raise BackendError(describe(e, jax.config.jax_platforms)) from e
+    _started = True
+
+
+def describe(error: BaseException, platforms: str | None) -> str:
+    """The one line for a backend that did not start under the setting `platforms`."""
+    reason = _HINT.sub("", first_line(error, 300)) or f"{type(error).__name__} inside JAX"
+    if not platforms:
+        return (
+            f"JAX could not start a backend ({reason}); check the jax / jaxlib install "
+            "(pip install -U jax) or set JAX_PLATFORMS=cpu"
+        )
+    from_env = os.environ.get("JAX_PLATFORMS") == platforms
+    setting = f"JAX_PLATFORMS={platforms}" if from_env else f"jax_platforms={platforms!r}"
+    unset = "unset JAX_PLATFORMS" if from_env else "leave jax_platforms unset"
+    return (
+        f"JAX could not start the platform {setting} asks for ({reason}); {unset} (or set it "
+        "to cpu) to run on the devices this machine has, or install jax for that platform: "
+        "pip install -U 'jax[tpu]' / 'jax[cuda12]'"
+    )
