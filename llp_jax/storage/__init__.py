@@ -3,7 +3,12 @@ of their format), the metrics log and the workdir's lock. Below training and eva
 both use it."""
 
 from llp_jax.storage.checkpoints import Checkpointer, Restored
-from llp_jax.storage.faults import CheckpointWriteError, describe_cause, is_storage_fault
+from llp_jax.storage.faults import (
+    CheckpointReadError,
+    CheckpointWriteError,
+    describe_cause,
+    is_storage_fault,
+)
 from llp_jax.storage.metrics import MetricsWriter, read_jsonl
 from llp_jax.storage.steps import (
     CheckpointNotFoundError,
@@ -19,6 +24,7 @@ from llp_jax.storage.workdir import WorkdirBusyError, WorkdirError, WorkdirLock,
 
 __all__ = [
     "CheckpointNotFoundError",
+    "CheckpointReadError",
     "CheckpointWriteError",
     "Checkpointer",
     "MetricsWriter",

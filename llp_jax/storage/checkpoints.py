@@ -25,7 +25,7 @@ from etils import epath
 from llp_jax import paths
 from llp_jax.errors import first_line
 from llp_jax.storage import damaged, retention
-from llp_jax.storage.faults import CheckpointWriteError, describe_cause
+from llp_jax.storage.faults import CheckpointWriteError, describe_cause, read_failure, read_fault
 from llp_jax.storage.steps import DATA, META, STATE, CheckpointNotFoundError, inspect_step
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,9 @@ class Checkpointer:
             try:
                 restored = self._restore_step(candidate, abstract_state, data_iterator)
             except Exception as e:  # noqa: BLE001  (any read failure means: try an older step)
+                cause = read_fault(e)  # ... unless it was no fault of the step
+                if cause is not None:
+                    raise read_failure(candidate, self.directory, cause) from e
                 reason = f"{type(e).__name__}: {first_line(e, 300)}"
                 bad.append(candidate)
                 if self._owner:

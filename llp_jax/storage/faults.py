@@ -13,6 +13,50 @@ class CheckpointWriteError(LLPError, OSError):
     """A checkpoint could not be written (disk full, permission denied, ...): the run stops."""
 
 
+class CheckpointReadError(LLPError, RuntimeError):
+    """An intact checkpoint could not be read here (out of memory, no permission): it is kept,
+    not set aside as damaged, and no older step is tried in its place."""
+
+
+_READ_FIXES = {
+    "out of memory": "free memory, or restore on a machine (or mesh) with more",
+    "permission denied": "make its files readable by this user",
+}
+
+
+def read_fault(error: BaseException) -> str | None:
+    """The cause when a checkpoint read failed through no fault of the step ('out of memory:
+    ...', 'permission denied'), else None (the step may be damaged: try an older one).
+
+    Why: a read that runs out of memory (resuming on a smaller machine: numpy's MemoryError
+    under tensorstore's error, or XLA's RESOURCE_EXHAUSTED on a device) looked like damage, so
+    the trainer set the newest good step aside and fell back to an older one, or told the user
+    to start over."""
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = first_line(e)
+        if isinstance(e, MemoryError) or any(
+            m in text for m in ("RESOURCE_EXHAUSTED: Out of memory", "std::bad_alloc")
+        ):
+            return f"out of memory ({type(e).__name__}: {text})"
+        if isinstance(e, PermissionError) or "PERMISSION_DENIED" in text:
+            return "permission denied" + (
+                f" on {e.filename}" if getattr(e, "filename", None) else ""
+            )
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def read_failure(step: int, directory, cause: str) -> CheckpointReadError:
+    """The one-line error for an intact step that could not be read (see `read_fault`)."""
+    fix = next(f for k, f in _READ_FIXES.items() if cause.startswith(k))
+    return CheckpointReadError(
+        f"cannot read checkpoint step {step} in {directory}: {cause}; the step is kept as it "
+        f"is (not damaged): {fix}, then run again"
+    )
+
+
 _CAUSES = {  # what storage errors say deep inside tensorstore / Orbax -> the one-line cause
     "No space left on device": "no space left on device",
     "RESOURCE_EXHAUSTED": "no space left on device",

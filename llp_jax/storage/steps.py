@@ -18,8 +18,9 @@ from typing import TypeVar
 import jax
 import orbax.checkpoint as ocp
 
-from llp_jax import paths
+from llp_jax import backend, paths
 from llp_jax.errors import LLPError, first_line
+from llp_jax.storage.faults import read_failure, read_fault
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,7 +114,9 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
 
     Raises:
       CheckpointNotFoundError: no step reads.
+      BackendError: JAX's backend cannot start (not a fault of any step).
     """
+    backend.check()  # a backend that cannot start fails every read: not the steps' fault
     damaged: dict[int, str] = {}
     for _ in range(3):  # a trainer's retention may delete the older steps too while we read
         candidates = sorted(set(steps or step_dirs(directory)) - set(damaged), reverse=True)
@@ -130,6 +133,9 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
                 except Exception as e:  # noqa: BLE001  any read failure: try an older step
                     if not (paths.resolve(directory) / str(step)).exists():
                         continue
+                    cause = read_fault(e)  # ... unless it was no fault of the step
+                    if cause is not None:
+                        raise read_failure(step, directory, cause) from e
                     reason = f"{type(e).__name__}: {first_line(e)}"
             damaged[step] = reason
             log.warning("skipping damaged checkpoint step %d in %s: %s", step, directory, reason)
