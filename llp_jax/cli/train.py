@@ -34,14 +34,27 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host with auto-detected cluster (TPU pod, SLURM, ...)."
 )
+_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout",
+    300,
+    "Multi-host: seconds to wait for every process to join.",
+    lower_bound=1,
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    common.start(argv)
-    if _COORDINATOR.value or _DISTRIBUTED.value:
-        initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    common.start(argv, devices=False)
     with common.one_line_errors():
+        if _COORDINATOR.value or _DISTRIBUTED.value:
+            initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                   timeout_s=_TIMEOUT.value)  # fmt: skip
+        elif _NUM_PROCESSES.present or _PROCESS_ID.present or _TIMEOUT.present:
+            raise common.UsageError(
+                "--num_processes, --process_id and --distributed_timeout start a multi-host run "
+                "only with --coordinator_address=host:port (or --distributed where a cluster "
+                "supplies it); without either this would train as one process"
+            )
         result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
                                     allow_data_change=_ALLOW.value)  # fmt: skip
     if result.get("interrupted") == "SIGINT":
