@@ -12,13 +12,58 @@ names the setting and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Callable
 
 from llp_jax.errors import LLPError, first_line
 
 _started = False
 _HINT = re.compile(r"\s*\(set JAX_PLATFORMS='' to automatically choose an available backend\)")
+
+
+# What running out of host or device memory says, wherever JAX, XLA or a reader raised it: XLA:CPU
+# "Out of memory allocating N bytes", GPU "RESOURCE_EXHAUSTED: Out of memory while trying to
+# allocate", TPU "Ran out of memory in memory space hbm" (compile) or "Error allocating device
+# buffer" (run), C++ std::bad_alloc; numpy's MemoryError is matched by type.
+_OUT_OF_MEMORY = ("Out of memory", "out of memory", "Ran out of memory",
+                  "Error allocating device buffer", "std::bad_alloc")  # fmt: skip
+
+
+class OutOfMemoryError(LLPError, MemoryError):
+    """A computation did not fit in this machine's (or device's) memory; the message says what
+    to make smaller."""
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """'ExceptionType: first line' of the out-of-memory error in `error`'s chain, else None."""
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = first_line(e)
+        if isinstance(e, MemoryError) or any(m in text for m in _OUT_OF_MEMORY):
+            return f"{type(e).__name__}: {text}"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextlib.contextmanager
+def memory_fix(fix: str | Callable[[], str]):
+    """Turns running out of memory inside the block into one OutOfMemoryError line ending in
+    `fix` (what to make smaller; a callable is asked when it happens); any other error passes
+    unchanged."""
+    try:
+        yield
+    except LLPError:
+        raise
+    except Exception as e:
+        memory = out_of_memory(e)
+        if memory is None:
+            raise
+        raise OutOfMemoryError(
+            f"out of memory ({memory}); {fix if isinstance(fix, str) else fix()}"
+        ) from e
 
 
 class BackendError(LLPError, RuntimeError):

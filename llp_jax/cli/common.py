@@ -290,7 +290,7 @@ def _quiet_background_errors() -> None:
 @contextlib.contextmanager
 def one_line_errors():
     """Bad flags, config, data or checkpoint, a diverged run, a path that cannot be read or
-    written: `error: ...`, exit 1, no traceback."""
+    written, running out of memory: `error: ...`, exit 1, no traceback."""
     try:
         yield
     except LLPError as e:
@@ -300,3 +300,10 @@ def one_line_errors():
             raise
         where = f"{e.filename}: " if e.filename else ""
         sys.exit(f"error: {where}{(e.strerror or str(e)).lower()}")
+    except Exception as e:  # running out of memory where no library call named the fix
+        from llp_jax.backend import out_of_memory  # noqa: PLC0415
+
+        memory = out_of_memory(e)
+        if memory is None:
+            raise
+        sys.exit(f"error: out of memory ({memory}); use smaller batches or a smaller model")

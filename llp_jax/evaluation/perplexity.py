@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from llp_jax.backend import memory_fix
 from llp_jax.evaluation.errors import EvaluationError, check_counts
 from llp_jax.evaluation.protocols import paper_window_losses, standard_nll, stream_nll
 from llp_jax.models.inputs import as_model, as_tokens
@@ -107,6 +108,10 @@ def _finish(
     )
 
 
+def _fewer_windows(batch_size: int, window: int) -> str:
+    return f"lower batch_size={batch_size} (windows of {window} tokens per forward pass)"
+
+
 def evaluate_perplexity(
     model,
     tokens_N: np.ndarray,
@@ -151,9 +156,10 @@ def evaluate_perplexity(
     if protocol == "standard":
         if stride is None:
             stride = min(n // 2, cfg.latent_len) if cfg.scores_latents else max(n // 2, 1)
-        nll, plan = standard_nll(
-            model, tokens_N, window=n, stride=stride, batch_size=batch_size, pad_id=pad_id
-        )
+        with memory_fix(_fewer_windows(batch_size, n)):
+            nll, plan = standard_nll(
+                model, tokens_N, window=n, stride=stride, batch_size=batch_size, pad_id=pad_id
+            )
         assert not np.isnan(nll).any(), "the standard protocol left a target unscored"
         total = float(nll.sum())
         return _finish(
@@ -171,9 +177,10 @@ def evaluate_perplexity(
         )
     if protocol == "paper":
         stride = stride or max(n // 2, 1)
-        means, starts, Q = paper_window_losses(
-            model, tokens_N, window=n, stride=stride, batch_size=batch_size
-        )
+        with memory_fix(_fewer_windows(batch_size, n)):
+            means, starts, Q = paper_window_losses(
+                model, tokens_N, window=n, stride=stride, batch_size=batch_size
+            )
         covered = np.zeros(N, bool)
         for s in starts:
             covered[s + n - Q + 1 : s + n + 1] = True
@@ -192,7 +199,8 @@ def evaluate_perplexity(
             token_nll=None,
         )
     if protocol == "stream":
-        nll, num, chunk = stream_nll(model, tokens_N, chunk=window, pad_id=pad_id)
+        with memory_fix(f"give a smaller window (the stream's chunk, now {n} tokens)"):
+            nll, num, chunk = stream_nll(model, tokens_N, chunk=window, pad_id=pad_id)
         total = float(nll.sum())
         return _finish(
             "stream",

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llp_jax.backend import memory_fix
 from llp_jax.evaluation import decoders as dec
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.evaluation.sample_settings import check_sampling
@@ -164,16 +165,19 @@ def generate(
         raise EvaluationError(f"prompt must be [batch, length >= 1], got shape {prompt_BxP.shape}")
     graphdef, params = nnx.split(model)
     sampler = Sampler(float(temperature), int(top_k), float(top_p), stop_id)
-    return _generate(
-        graphdef,
-        params,
-        jnp.asarray(prompt_BxP, jnp.int32),
-        rng,
-        decoder=decoder,
-        num_new=int(num_new),
-        sampler=sampler,
-        pad_id=int(pad_id),
-    )
+    rows = prompt_BxP.shape[0]
+    with memory_fix(f"generate fewer rows at once (the prompt has {rows}; sample: --num_samples)"):
+        out = _generate(
+            graphdef,
+            params,
+            jnp.asarray(prompt_BxP, jnp.int32),
+            rng,
+            decoder=decoder,
+            num_new=int(num_new),
+            sampler=sampler,
+            pad_id=int(pad_id),
+        )
+        return jax.block_until_ready(out)  # a failed allocation surfaces here, not in a reader
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "decoder", "prompt_len", "pad_id"))

@@ -6,6 +6,7 @@ filters of background-thread errors.
 
 from __future__ import annotations
 
+from llp_jax.backend import out_of_memory
 from llp_jax.errors import STORAGE_ERRNOS, LLPError, first_line
 
 
@@ -32,14 +33,13 @@ def read_fault(error: BaseException) -> str | None:
     under tensorstore's error, or XLA's RESOURCE_EXHAUSTED on a device) looked like damage, so
     the trainer set the newest good step aside and fell back to an older one, or told the user
     to start over."""
+    memory = out_of_memory(error)
+    if memory is not None:
+        return f"out of memory ({memory})"
     seen, e = set(), error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         text = first_line(e)
-        if isinstance(e, MemoryError) or any(
-            m in text for m in ("RESOURCE_EXHAUSTED: Out of memory", "std::bad_alloc")
-        ):
-            return f"out of memory ({type(e).__name__}: {text})"
         if isinstance(e, PermissionError) or "PERMISSION_DENIED" in text:
             return "permission denied" + (
                 f" on {e.filename}" if getattr(e, "filename", None) else ""
@@ -81,7 +81,7 @@ def describe_cause(error: BaseException) -> str:
             return e.strerror.lower() if e.strerror else str(e)
         text = str(e)
         for marker, cause in _CAUSES.items():
-            if marker in text:
-                return cause
+            if marker in text and not (marker == "RESOURCE_EXHAUSTED" and "memory" in text):
+                return cause  # (a device out of memory is RESOURCE_EXHAUSTED too: not storage)
         e = e.__cause__ or e.__context__
     return f"{type(error).__name__}: {first_line(error)}"

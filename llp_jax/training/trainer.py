@@ -26,7 +26,7 @@ from typing import Any
 
 import jax
 
-from llp_jax import models
+from llp_jax import backend, models
 from llp_jax.data import make_global_batch
 from llp_jax.errors import LLPError
 from llp_jax.storage import MetricsWriter
@@ -89,7 +89,7 @@ def train_loop(run: Run) -> dict:
     if run.start_step == 0 and train.init_from:
         validate(0)  # the loaded model before any update: the fine-tune's starting point
     try:
-        with Interruptions() as signals:
+        with Interruptions() as signals, backend.memory_fix(lambda: smaller_step(run, step)):
             for step in range(run.start_step + 1, num_steps + 1):
                 run.ckpt.check()  # a background save that failed stops the run here
                 batch = make_global_batch(next(run.train_iter), batch_sharding)
@@ -159,6 +159,19 @@ def train_loop(run: Run) -> dict:
         "preempted": interrupted is not None,
         "interrupted": interrupted,
     }
+
+
+def smaller_step(run: Run, step: int) -> str:
+    """What to make smaller when a train or validation step did not fit, and where the run
+    resumes (the state in flight was donated to the failed step)."""
+    train, kept = run.train, run.ckpt.latest_step()
+    resume = (f"the last checkpoint (step {kept}) is intact: rerun to resume from it"
+              if kept is not None else "no checkpoint was written yet")  # fmt: skip
+    return (
+        f"training, by step {step}; make the step smaller: train.batch_size={train.batch_size} "
+        f"(or train.grad_accum_steps={train.grad_accum_steps} -> more passes per batch), "
+        f"model.remat='full', a shorter model.seq_len or a smaller model; {resume}"
+    )
 
 
 def train(config: Any, workdir: str, *, resume: bool = True, devices=None,

@@ -1,5 +1,6 @@
-"""Start-up faults outside the data and the config: a JAX platform that cannot start, a
-multi-host cluster that cannot form, and a checkpoint too big for this machine's memory.
+"""Faults of the machine rather than the data or the config: a JAX platform that cannot start,
+a multi-host cluster that cannot form, and work too big for this machine's memory (a
+checkpoint to read, a train step, an evaluation batch, a batch of samples).
 
 Each used to end in a traceback from inside JAX, a fatal C++ abort, or worse, read as a damaged
 checkpoint: the reader skipped the good step (the trainer set it aside) and advised starting
@@ -206,3 +207,35 @@ def test_a_checkpoint_too_big_for_memory_is_kept(tmp_path, env, how):
         assert fragment in lines[0], lines[0]
     assert committed_steps(directory) == [1, 2]
     assert not os.path.exists(tmp_path / "damaged_checkpoints")
+
+
+# An address-space limit well below what the oversized runs below allocate (tens of GB), well
+# above what the programs need to start (~1-2 GB mapped).
+LIMITED = ("prlimit", f"--as={6 << 30}")
+
+
+@pytest.mark.parametrize(
+    "program, flags, fragments",
+    [
+        ("train", {"steps": 6, "train__batch_size": 1 << 16},
+         ("training, by step 5", "train.batch_size=65536", "train.grad_accum_steps=1",
+          "the last checkpoint (step 4) is intact: rerun to resume from it")),
+        ("evaluate", ("--batch_size=10000000",),
+         ("lower batch_size=10000000 (windows of 64 tokens per forward pass)",)),
+        ("evaluate", ("--protocols=stream", "--window=1000000000"),
+         ("give a smaller window (the stream's chunk, now 1000000000 tokens)",)),
+        ("sample", ("--num_samples=1000000", "--max_new_tokens=4"),
+         ("generate fewer rows at once (the prompt has 1000000; sample: --num_samples)",)),
+    ],
+)  # fmt: skip
+def test_out_of_memory_names_what_to_make_smaller(victim, trained, env, corpus_file, program,
+                                                  flags, fragments):  # fmt: skip
+    """Each of these printed JAX's RESOURCE_EXHAUSTED / 'Out of memory allocating' traceback;
+    the trainer's run stops at the last checkpoint, which nothing touches."""
+    if program == "train":
+        argv = tiny_args(victim, corpus_file, **flags)
+    else:
+        argv = [f"--workdir={victim}", *flags]
+    result = run_cli(program, *argv, env=env, prefix=LIMITED)
+    assert_one_line_error(result, "error: out of memory (", *fragments)
+    _untouched(victim, trained)
