@@ -25,6 +25,7 @@ from absl import flags
 
 from llp_jax.cli import common
 from llp_jax.studies import compare, compare_report, study, study_report, study_spec
+from llp_jax.training.interruptions import EXIT_CODES
 
 _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
 _ESTIMATE = flags.DEFINE_bool("estimate", False, "Only project the runtime from short runs.")
@@ -59,7 +60,7 @@ def main(argv):
         _main(argv)
     except compare.RunInterrupted as e:  # the run saved its step; the rest waits for a rerun
         print(e, file=sys.stderr)
-        sys.exit(130 if e.signal == "SIGINT" else 0)
+        sys.exit(EXIT_CODES.get(e.signal, 0))
 
 
 def _main(argv):

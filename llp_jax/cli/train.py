@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from llp_jax.cli import common
 from llp_jax.studies import train_and_evaluate
 from llp_jax.training.distributed import initialize_distributed
+from llp_jax.training.interruptions import EXIT_CODES
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")
@@ -57,8 +58,8 @@ def main(argv):
             )
         result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
                                     allow_data_change=_ALLOW.value)  # fmt: skip
-    if result.get("interrupted") == "SIGINT":
-        sys.exit(130)  # saved; the shell's code for Ctrl-C
+    if result.get("interrupted") in EXIT_CODES:
+        sys.exit(EXIT_CODES[result["interrupted"]])  # saved; the shell's code for the signal
 
 
 def entry():

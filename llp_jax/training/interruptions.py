@@ -1,16 +1,27 @@
-"""SIGTERM (preemption) and SIGINT (Ctrl-C) become a flag the training loop checks after each
-step: the step finishes, is saved, and the run ends cleanly (the CLI exits 0 after SIGTERM, 130
-after Ctrl-C). A second Ctrl-C aborts at once, as a terminal user expects: the first one put the
-default action back, and the checkpoints on disk are whole whatever moment it lands (Orbax
-writes a step into a temporary folder and renames it when complete).
+"""SIGTERM (preemption), SIGINT (Ctrl-C) and SIGHUP (the terminal closed: an SSH connection
+dropped, a terminal window shut) become a flag the training loop checks after each step: the
+step finishes, is saved, and the run ends cleanly (the CLI exits 0 after SIGTERM, 130 after
+Ctrl-C, 129 after a hangup). A second Ctrl-C aborts at once, as a terminal user expects: the
+first one put the default action back, and the checkpoints on disk are whole whatever moment it
+lands (Orbax writes a step into a temporary folder and renames it when complete).
+
+Why SIGHUP: its default action ended the run at once, losing every step since the last
+checkpoint. After a hangup the terminal is gone and writing to it fails (EIO), so the handler
+points the standard streams that were a terminal at /dev/null; the run saves and stops quietly.
+Under `nohup` (SIGHUP ignored when the run starts) a hangup stays ignored and the run goes on.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import sys
 
-_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT", signal.SIGHUP: "SIGHUP"}
+# The exit status of a program whose run saved and stopped on the signal (SIGTERM: 0, a
+# preemption handled as asked).
+EXIT_CODES = {"SIGINT": 130, "SIGHUP": 129}
 
 
 class Interruptions:
@@ -26,6 +37,8 @@ class Interruptions:
 
     def __enter__(self) -> "Interruptions":
         for signum in _NAMES:
+            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # started under nohup: a hangup is to be ignored, as asked
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread
@@ -34,6 +47,8 @@ class Interruptions:
 
     def _handle(self, signum, frame) -> None:
         self.requested = self.requested or _NAMES[signum]
+        if signum == signal.SIGHUP:
+            _leave_terminal()
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # the second Ctrl-C: abort at once
             print(
@@ -46,3 +61,18 @@ class Interruptions:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+
+
+def _leave_terminal() -> None:
+    """Points stdin, stdout and stderr at /dev/null where they were a terminal (a character
+    device; files and pipes keep their output), so nothing written after a hangup fails."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (0, 1, 2):
+            try:
+                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                    os.dup2(devnull, fd)
+            except OSError:
+                continue  # closed already
+    finally:
+        os.close(devnull)
