@@ -183,6 +183,16 @@ def file_in_the_way(path: str | os.PathLike) -> str | None:
     return None if os.path.isdir(at) else at
 
 
+def missing(path: str | os.PathLike) -> str:
+    """Why a local path that `os.path.exists` denies cannot be read: 'does not exist', or, when
+    a folder above it is one this user may not enter, that folder: such a path may well exist
+    (another user's folder, a pytest or /root tree)."""
+    at = _nearest_existing(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    if os.path.isdir(at) and not os.access(at, os.X_OK):
+        return f"cannot be reached: this user may not enter {at} (permission denied)"
+    return "does not exist"
+
+
 def _nearest_existing(absolute: str) -> str:
     while not os.path.lexists(absolute) and os.path.dirname(absolute) != absolute:
         absolute = os.path.dirname(absolute)

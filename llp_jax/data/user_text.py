@@ -48,7 +48,7 @@ def read_text_file(path: str | os.PathLike) -> str:
         raw = _read_url(path)
     else:
         if not os.path.exists(path):
-            raise DataError(f"Corpus path {path} does not exist; pass an existing file or folder.")
+            raise _no_such(path)
         if not os.path.isfile(path):
             raise DataError(f"Corpus path {path} is not a regular file; pass a file or a folder.")
         try:
@@ -136,8 +136,16 @@ def expand_paths(spec: str | Sequence[str]) -> tuple[list[str], set[str]]:
             files += matches
             found.update(matches)
         else:
-            raise DataError(f"Corpus path {part} does not exist; pass an existing file or folder.")
+            raise _no_such(part)
     return files, found
+
+
+def _no_such(path: str) -> DataError:
+    """A local corpus path `os.path.exists` denies: missing, or behind a folder this user may
+    not enter (paths.missing)."""
+    why = paths.missing(path)
+    fix = "pass an existing file or folder" if why == "does not exist" else "make it readable"
+    return DataError(f"Corpus path {path} {why}; {fix}.")
 
 
 def _hidden(relative: str) -> bool:

@@ -26,7 +26,14 @@ from llp_jax import paths
 from llp_jax.errors import first_line
 from llp_jax.storage import damaged, retention
 from llp_jax.storage.faults import CheckpointWriteError, describe_cause, read_failure, read_fault
-from llp_jax.storage.steps import DATA, META, STATE, CheckpointNotFoundError, inspect_step
+from llp_jax.storage.steps import (
+    DATA,
+    META,
+    STATE,
+    CheckpointNotFoundError,
+    inspect_step,
+    unreadable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +225,9 @@ class Checkpointer:
             return self._restore_step(int(step), abstract_state, data_iterator)
         bad = []
         for candidate in steps:
+            denied = unreadable(self.directory / str(candidate))
+            if denied is not None:  # not damage: the step stays where it is
+                raise read_failure(candidate, self.directory, f"permission denied on {denied}")
             try:
                 restored = self._restore_step(candidate, abstract_state, data_iterator)
             except Exception as e:  # noqa: BLE001  (any read failure means: try an older step)

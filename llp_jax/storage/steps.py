@@ -69,6 +69,24 @@ def committed_steps(directory: str | os.PathLike) -> list[int]:
     ]
 
 
+def unreadable(step_dir: str | os.PathLike) -> str | None:
+    """The first file or folder of a local step this user may not read (None: all readable).
+
+    Why: Orbax swallows a permission error while it reads a step's metadata (it logs it and
+    returns None), so an unreadable step failed later with an unrelated TypeError and read as
+    damaged: readers skipped it, the trainer set it aside. Remote steps are not walked (their
+    access errors arrive as such)."""
+    if paths.is_url(step_dir):
+        return None
+    for folder, dirs, files in os.walk(step_dir):
+        if not os.access(folder, os.R_OK | os.X_OK):
+            return folder
+        for name in files:
+            if not os.access(os.path.join(folder, name), os.R_OK):
+                return os.path.join(folder, name)
+    return None
+
+
 def inspect_step(step_dir: str | os.PathLike) -> str | None:
     """Why a step is damaged (None: it looks intact), from its structure and JSON files alone,
     without reading any array: what Orbax itself reads before it can restore anything (a
@@ -126,6 +144,9 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
             step_dir = paths.resolve(directory) / str(step)
             if not step_dir.exists() or _in_progress(step_dir):
                 continue  # deleted since listing (a newer step replaced it), or being written
+            denied = unreadable(step_dir)
+            if denied is not None:
+                raise read_failure(step, directory, f"permission denied on {denied}")
             reason = inspect_step(step_dir)
             if reason is None:
                 try:

@@ -11,9 +11,11 @@ MemoryError under tensorstore's read) and checks the one line and that nothing m
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -23,6 +25,7 @@ from llp_jax.storage import committed_steps
 from llp_jax.training import distributed
 from tests.helpers import REPO
 from tests.helpers.cli import assert_one_line_error, run_cli
+from tests.reliability import faults
 from tests.reliability.conftest import params_digest, tiny_args
 
 # Platforms this CPU-only jax cannot start: libtpu is not installed (RuntimeError inside JAX),
@@ -239,3 +242,40 @@ def test_out_of_memory_names_what_to_make_smaller(victim, trained, env, corpus_f
     result = run_cli(program, *argv, env=env, prefix=LIMITED)
     assert_one_line_error(result, "error: out of memory (", *fragments)
     _untouched(victim, trained)
+
+
+@pytest.mark.parametrize("program", ["evaluate", "train"])
+def test_an_unreadable_checkpoint_is_kept(trained, env, corpus_file, program):
+    """A workdir another user wrote (a shared cluster folder): Orbax swallowed the permission
+    error reading the step's metadata, the step failed with a TypeError and read as damaged
+    (evaluate: 'train again with --noresume'; the trainer would set it aside)."""
+    prefix = faults.unprivileged_prefix()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: every file is readable")
+    shared = tempfile.mkdtemp(prefix="llp_unprivileged_")  # reachable by 'nobody'
+    try:
+        os.chmod(shared, 0o777)
+        workdir = os.path.join(shared, "run")
+        shutil.copytree(trained["dir"], workdir)
+        for folder, _, files in os.walk(workdir):  # the run readable and writable by all ...
+            os.chmod(folder, 0o777)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o666)
+        step = os.path.join(workdir, "checkpoints", "4", "state")
+        for folder, _, files in os.walk(step):  # ... but the newest step's arrays root's own
+            for name in files:
+                if f"{os.sep}d{os.sep}" in os.path.join(folder, name):
+                    os.chmod(os.path.join(folder, name), 0o600)
+        env = {**env, "HOME": shared, "XDG_CACHE_HOME": os.path.join(shared, "cache")}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)  # another user's cache folder
+        corpus = shutil.copy(corpus_file, os.path.join(shared, "corpus.txt"))
+        os.chmod(corpus, 0o644)
+        argv = ([*tiny_args(workdir, corpus, steps=6), "--allow_data_change"]
+                if program == "train" else [f"--workdir={workdir}"])  # fmt: skip
+        result = run_cli(program, *argv, env=env, prefix=prefix)
+        assert_one_line_error(result, "cannot read checkpoint step 4", "permission denied on",
+                              "make its files readable")  # fmt: skip
+        assert committed_steps(os.path.join(workdir, "checkpoints")) == [2, 4]
+        assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

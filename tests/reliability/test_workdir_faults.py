@@ -243,6 +243,13 @@ def test_unreadable_files_are_one_line(env, corpus_file):
         result = run_cli("train", *tiny_args(os.path.join(locked, "w"), readable), env=env,
                          prefix=prefix)  # fmt: skip
         assert_one_line_error(result, "locked", "permission denied")
+        private = os.path.join(shared, "private")  # root's folder, closed to everyone else
+        os.mkdir(private, 0o700)
+        hidden = shutil.copy(corpus_file, os.path.join(private, "corpus.txt"))
+        result = run_cli("train", *tiny_args(work, hidden), env=env, prefix=prefix)
+        # It exists: 'does not exist' (os.path.exists's answer) sent users looking for a typo.
+        assert_one_line_error(result, "corpus.txt cannot be reached: this user may not enter",
+                              "private (permission denied)")  # fmt: skip
     finally:
         shutil.rmtree(shared, ignore_errors=True)
 
