@@ -14,7 +14,9 @@ workdir is one owner); another process gets `WorkdirBusyError` at once, naming t
 from __future__ import annotations
 
 import datetime
+import errno
 import json
+import logging
 import os
 import socket
 import threading
@@ -27,6 +29,7 @@ LOCK_NAME = ".lock"
 PREVIOUS = "previous_runs"  # where --noresume sets an earlier run aside
 STALE_S = 300.0  # a remote lock not refreshed for this long belongs to no one
 HEARTBEAT_S = 30.0
+log = logging.getLogger(__name__)
 
 
 class WorkdirError(LLPError):
@@ -97,9 +100,7 @@ class WorkdirLock:
             if self.path in _held:
                 _held[self.path][0] += 1
             else:
-                handle = (
-                    _RemoteLock(self.path) if paths.is_url(self.path) else _LocalLock(self.path)
-                )
+                handle = _RemoteLock(self.path) if paths.is_url(self.path) else _local(self.path)
                 _held[self.path] = [1, handle]
         self._acquired = True
         return self
@@ -131,6 +132,31 @@ def _busy(path: str, owner: dict) -> WorkdirBusyError:
     )
 
 
+# What flock() returns on filesystems without file locks: Lustre mounted without -o flock
+# (ENOSYS), NFS without its lock daemon (ENOLCK), some FUSE and SMB mounts (EOPNOTSUPP, EINVAL).
+_NO_FLOCK = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
+
+
+class _NoFlock(Exception):
+    pass
+
+
+def _local(path: str):
+    """The kernel's flock where the filesystem has it; else the owner record with a heartbeat
+    that object stores use (a dead owner on this host is taken over at once, one elsewhere
+    after STALE_S)."""
+    try:
+        return _LocalLock(path)
+    except _NoFlock as e:
+        log.warning(
+            "%s: this filesystem has no file locks (flock: %s); the workdir's lock is an owner "
+            "record with a heartbeat instead",
+            path,
+            e,
+        )
+        return _RemoteLock(path)
+
+
 class _LocalLock:
     def __init__(self, path: str):
         import fcntl  # noqa: PLC0415  (POSIX only; remote workdirs never need it)
@@ -148,6 +174,11 @@ class _LocalLock:
                 owner = {}
             os.close(self._fd)
             raise _busy(path, owner) from None
+        except OSError as e:
+            if e.errno not in _NO_FLOCK:
+                raise
+            os.close(self._fd)
+            raise _NoFlock(e.strerror or str(e)) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, json.dumps(_owner()).encode(), 0)
 
