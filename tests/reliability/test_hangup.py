@@ -10,12 +10,10 @@ sshd or a terminal emulator does; the kernel sends the SIGHUP, and writes after 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
 import subprocess
-import termios
 import threading
 
 from llp_jax.storage import committed_steps
@@ -31,14 +29,10 @@ def _in_terminal(args: list[str], env: dict):
     """`python -m experiments.train args...` on a fresh pseudo-terminal it controls; returns the
     process and `hang_up()`, which closes the terminal's master side."""
     master, slave = os.openpty()
-
-    def controlling_terminal():
-        os.setsid()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    proc = subprocess.Popen([PYTHON, "-m", "experiments.train", *args], cwd=REPO, env=env,
-                            stdin=slave, stdout=slave, stderr=slave,
-                            preexec_fn=controlling_terminal)  # fmt: skip
+    # util-linux's setsid: a new session whose controlling terminal is stdin (the pty), then
+    # exec (no fork: the child is not a group leader), so proc.pid is the run's pid.
+    proc = subprocess.Popen(["setsid", "--ctty", PYTHON, "-m", "experiments.train", *args],
+                            cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave)  # fmt: skip
     os.close(slave)
     stop = threading.Event()
 
