@@ -23,6 +23,9 @@ from tests.reliability import faults
 from tests.reliability.conftest import tiny_args
 
 STEPS, EVERY = 100_000, 100_000  # the run never saves by itself
+# A run as a user starts it: SIGHUP at its default action, whatever this test process inherited
+# (a test suite started under nohup ignores SIGHUP, and ignored signals survive exec).
+TRAIN = ["env", "--default-signal=HUP", PYTHON, "-m", "experiments.train"]
 
 
 def _in_terminal(args: list[str], env: dict):
@@ -31,7 +34,7 @@ def _in_terminal(args: list[str], env: dict):
     master, slave = os.openpty()
     # util-linux's setsid: a new session whose controlling terminal is stdin (the pty), then
     # exec (no fork: the child is not a group leader), so proc.pid is the run's pid.
-    proc = subprocess.Popen(["setsid", "--ctty", PYTHON, "-m", "experiments.train", *args],
+    proc = subprocess.Popen(["setsid", "--ctty", *TRAIN, *args],
                             cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave)  # fmt: skip
     os.close(slave)
     stop = threading.Event()
@@ -73,7 +76,8 @@ def test_closing_the_terminal_saves_the_step_and_the_rerun_resumes(tmp_path, env
 def test_a_hangup_to_a_run_whose_output_is_a_file_saves_and_says_so(tmp_path, env, corpus_file):
     """kill -HUP (or a hangup) with the output redirected: the output is kept, not silenced."""
     workdir = tmp_path / "run"
-    proc = faults.launch(tiny_args(workdir, corpus_file, steps=STEPS, every=EVERY), env)
+    proc = subprocess.Popen([*TRAIN, *tiny_args(workdir, corpus_file, steps=STEPS, every=EVERY)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     faults.wait_for_step(workdir, 3, proc)
     proc.send_signal(signal.SIGHUP)
     result = faults.finish(proc)
