@@ -78,7 +78,7 @@ def unreadable(step_dir: str | os.PathLike) -> str | None:
     access errors arrive as such)."""
     if paths.is_url(step_dir):
         return None
-    for folder, dirs, files in os.walk(step_dir):
+    for folder, _, files in os.walk(step_dir):
         if not os.access(folder, os.R_OK | os.X_OK):
             return folder
         for name in files:
