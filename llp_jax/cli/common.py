@@ -224,19 +224,23 @@ _TENSORSTORE_READ = re.compile(r"[A-Z_]+: Error (reading|opening)")  # its statu
 def _orphaned_read(record: pylogging.LogRecord) -> bool:
     """asyncio's "exception was never retrieved" for a checkpoint read: a damaged step's other
     arrays fail after the first failure has already been caught (the step is set aside or
-    skipped, with one warning); their traceback is noise. Such a task is either Orbax's own
-    coroutine or a tensorstore future that Orbax wrapped in a task (`_wrap_awaitable`: no Orbax
-    frame in its traceback, only tensorstore's error, e.g. 'OUT_OF_RANGE: Error opening "zarr"
-    driver: Error reading ...'). A failed write is never dropped here (storage faults have their
-    own filter)."""
+    skipped, with one warning); their traceback is noise."""
     if record.name != "asyncio" or "exception was never retrieved" not in record.getMessage():
         return False
-    error = record.exc_info[1] if record.exc_info else None
+    return record.exc_info is not None and _read_error(record.exc_info[1])
+
+
+def _read_error(error: BaseException | None) -> bool:
+    """A checkpoint read's error, raised in a task nobody awaits any more. Such a task is either
+    Orbax's own coroutine or a tensorstore future that Orbax wrapped in a task
+    (`_wrap_awaitable`: no Orbax frame in its traceback, only tensorstore's error, e.g.
+    'OUT_OF_RANGE: Error opening "zarr" driver: Error reading ...'). A failed write is never
+    one (storage faults have their own filter)."""
     if error is None or "Error writing" in str(error):
         return False
     if _TENSORSTORE_READ.match(str(error)):
         return True
-    tb = record.exc_info[2]
+    tb = error.__traceback__
     while tb is not None:
         if "orbax" in tb.tb_frame.f_code.co_filename:
             return True
@@ -244,12 +248,22 @@ def _orphaned_read(record: pylogging.LogRecord) -> bool:
     return False
 
 
+def _noise(error: BaseException | None) -> bool:
+    """An unraisable error of a checkpoint read already dealt with: tensorstore's callback
+    finding Orbax's event loop closed, or a read's coroutine collected unawaited."""
+    if isinstance(error, RuntimeError) and "Event loop is closed" in str(error):
+        return True
+    return _read_error(error)
+
+
 def _quiet_background_errors() -> None:
     """Storage faults also surface in Orbax's background threads, which would print (and log)
     their own tracebacks before the main thread reports the fault in one line
     (CheckpointWriteError); and
-    when a damaged step's read fails, tensorstore's pending callbacks find Orbax's event loop
-    closed (unraisable RuntimeErrors). Both are dropped; anything else prints as usual."""
+    when a damaged step's read fails (or a trainer deletes the step being read), tensorstore's
+    pending callbacks find Orbax's event loop closed, and the step's other reads fail in
+    coroutines collected unawaited (unraisable errors). These are dropped; anything else prints
+    as usual."""
     import threading  # noqa: PLC0415
 
     default_thread_hook, default_unraisable = threading.excepthook, sys.unraisablehook
@@ -262,11 +276,8 @@ def _quiet_background_errors() -> None:
         default_thread_hook(args)
 
     def unraisable(info):
-        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(
-            info.exc_value
-        ):
-            return
-        default_unraisable(info)
+        if not _noise(info.exc_value):
+            default_unraisable(info)
 
     threading.excepthook, sys.unraisablehook = thread_hook, unraisable
 

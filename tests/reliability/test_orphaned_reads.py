@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
-from llp_jax.cli.common import _orphaned_read
+from llp_jax.cli.common import _noise, _orphaned_read
 
 
 def orphaned_records(*make_awaitables) -> list[logging.LogRecord]:
@@ -80,3 +80,19 @@ def test_other_orphaned_failures_still_print(tmp_path):
     records = orphaned_records(fails, write_fails)
     assert len(records) == 2
     assert not any(_orphaned_read(r) for r in records)
+
+
+def test_unraisable_read_errors_are_dropped_and_others_print(truncated_array):
+    """A trainer deleting the step an evaluation reads: the step's other reads fail in Orbax
+    coroutines that are collected unawaited, which Python reports as 'Exception ignored in:
+    <coroutine ...>' with the read's traceback (seen in a suite run: the evaluation itself fell
+    back to the older step, rc 0). The CLIs' unraisable hook drops those (`_noise`) and still
+    prints any other unraisable error, a failed write's included."""
+    try:
+        ts.open(truncated_array).result().read().result()
+    except Exception as e:  # noqa: BLE001  the real read error, with its traceback
+        read_error = e
+    assert _noise(read_error)
+    assert _noise(RuntimeError("Event loop is closed"))
+    assert not _noise(ValueError("something else went wrong"))
+    assert not _noise(ValueError('DATA_LOSS: Error writing local file "/x/d/0": ...'))
