@@ -4,10 +4,12 @@ mount namespace (a full disk, a read-only folder) or as an unprivileged user."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 from tests.helpers import REPO
@@ -132,3 +134,23 @@ def unprivileged_prefix() -> list[str] | None:
     if shutil.which("setpriv"):
         return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     return None
+
+
+@contextlib.contextmanager
+def as_nobody(env: dict):
+    """`(prefix, shared, env)` for running programs as user 'nobody': the command prefix, a
+    folder 'nobody' may use (removed afterwards), and `env` with HOME and caches there (another
+    user's compile cache is left out). Skips the test where privileges cannot be dropped."""
+    import pytest  # noqa: PLC0415
+
+    prefix = unprivileged_prefix()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: every file is readable")
+    shared = tempfile.mkdtemp(prefix="llp_unprivileged_")
+    try:
+        os.chmod(shared, 0o777)
+        env = {**env, "HOME": shared, "XDG_CACHE_HOME": os.path.join(shared, "cache")}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        yield prefix, shared, env
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -249,12 +248,7 @@ def test_an_unreadable_checkpoint_is_kept(trained, env, corpus_file, program):
     """A workdir another user wrote (a shared cluster folder): Orbax swallowed the permission
     error reading the step's metadata, the step failed with a TypeError and read as damaged
     (evaluate: 'train again with --noresume'; the trainer would set it aside)."""
-    prefix = faults.unprivileged_prefix()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: every file is readable")
-    shared = tempfile.mkdtemp(prefix="llp_unprivileged_")  # reachable by 'nobody'
-    try:
-        os.chmod(shared, 0o777)
+    with faults.as_nobody(env) as (prefix, shared, env):
         workdir = os.path.join(shared, "run")
         shutil.copytree(trained["dir"], workdir)
         for folder, _, files in os.walk(workdir):  # the run readable and writable by all ...
@@ -266,8 +260,6 @@ def test_an_unreadable_checkpoint_is_kept(trained, env, corpus_file, program):
             for name in files:
                 if f"{os.sep}d{os.sep}" in os.path.join(folder, name):
                     os.chmod(os.path.join(folder, name), 0o600)
-        env = {**env, "HOME": shared, "XDG_CACHE_HOME": os.path.join(shared, "cache")}
-        env.pop("JAX_COMPILATION_CACHE_DIR", None)  # another user's cache folder
         corpus = shutil.copy(corpus_file, os.path.join(shared, "corpus.txt"))
         os.chmod(corpus, 0o644)
         argv = ([*tiny_args(workdir, corpus, steps=6), "--allow_data_change"]
@@ -277,5 +269,3 @@ def test_an_unreadable_checkpoint_is_kept(trained, env, corpus_file, program):
                               "make its files readable")  # fmt: skip
         assert committed_steps(os.path.join(workdir, "checkpoints")) == [2, 4]
         assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)

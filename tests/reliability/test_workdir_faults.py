@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 
 import pytest
 
@@ -247,18 +246,11 @@ def test_a_read_only_workdir_is_one_line(env, victim, corpus_file, tmp_path):
 
 
 def test_unreadable_files_are_one_line(env, corpus_file):
-    prefix = faults.unprivileged_prefix()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: every file is readable")
-    shared = tempfile.mkdtemp(prefix="llp_unprivileged_")  # reachable by 'nobody'
-    try:
-        os.chmod(shared, 0o777)
+    with faults.as_nobody(env) as (prefix, shared, env):
         readable, secret = os.path.join(shared, "corpus.txt"), os.path.join(shared, "secret.txt")
         for path, mode in ((readable, 0o644), (secret, 0)):
             shutil.copy(corpus_file, path)
             os.chmod(path, mode)
-        env = {**env, "HOME": shared, "XDG_CACHE_HOME": os.path.join(shared, "cache")}
-        env.pop("JAX_COMPILATION_CACHE_DIR", None)  # another user's cache folder
         work = os.path.join(shared, "w")
         result = run_cli("train", *tiny_args(work, secret), env=env, prefix=prefix)
         assert_one_line_error(result, "secret.txt", "ermission denied")
@@ -274,8 +266,6 @@ def test_unreadable_files_are_one_line(env, corpus_file):
         # It exists: 'does not exist' (os.path.exists's answer) sent users looking for a typo.
         assert_one_line_error(result, "corpus.txt cannot be reached: this user may not enter",
                               "private (permission denied)")  # fmt: skip
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_a_closed_pipe_ends_quietly(env):
