@@ -33,6 +33,7 @@ def run(main) -> None:
     once with glibc's malloc tuned (host_allocator.py); the launchers have done so already, before
     their imports (start.py), so this only restarts an `entry()` called some other way."""
     host_allocator.ensure()
+    _encodable_output()
 
     def guarded(argv):
         with one_line_errors():  # a ConfigError or other LLPError from any program's body
@@ -89,6 +90,15 @@ def output_flag(name: str, default: str | None, help: str, *, also: tuple[str, .
 
     flags.register_validator(name, check)
     return holder
+
+
+def _encodable_output() -> None:
+    """Characters stdout's encoding cannot write print as backslash escapes instead of ending
+    the program in a UnicodeEncodeError (PYTHONIOENCODING=ascii, a Latin-1 locale, a Windows
+    console: a sample or a path holding 'é' or U+FFFD). stderr does so already."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def _quiet_stdout() -> None:

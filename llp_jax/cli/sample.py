@@ -6,6 +6,10 @@
 The decoder is the model's cached one where it has one (llp: the streaming segment cache, which
 runs past n indefinitely; transformer: KV cache; perceiver_ar: the latent-block cache), else
 (enhanced_v1..v3) recomputing the window; --method=recompute forces the latter.
+
+Samples are printed with control characters other than newline and tab escaped ('\\x1b'): an
+undertrained byte model emits arbitrary bytes, which would otherwise drive the terminal.
+`llp_jax.generate` returns the exact token ids.
 """
 
 from absl import flags
@@ -62,7 +66,7 @@ def main(argv):
         )
     print(f"{setup.config.name} ({setup.source})")
     for i, text in enumerate(texts):
-        print(f"--- sample {i}\n{text}")
+        print(f"--- sample {i}\n{sample_settings.shown(text)}")
 
 
 def entry():

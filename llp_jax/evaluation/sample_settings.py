@@ -1,11 +1,13 @@
 """What a caller may ask of sampling, and the checks on it: `SampleConfig` (a training run's
 `config.sample` section) and `check_sampling` (the arguments of `generate` and
-`experiments.sample`), kept apart from the generation loops they govern."""
+`experiments.sample`), kept apart from the generation loops they govern; and `shown`, how a
+sample is printed."""
 
 from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 from typing import Any
 
 from llp_jax import schema
@@ -76,3 +78,21 @@ def check_sampling(*, num_new: int, temperature: float, top_k: int, top_p: float
     if stop_id is not None and not (0 <= stop_id and (vocab_size is None or stop_id < vocab_size)):
         limit = f"{vocab_size - 1}" if vocab_size is not None else "the vocabulary size - 1"
         raise bad("stop_id", stop_id, f"must be a token id in [0, {limit}]")
+
+
+# C0 and C1 control characters but newline and tab, and the bidirectional overrides and
+# isolates (which reorder what follows them on screen).
+_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """`text` safe to print to a terminal: control characters other than newline and tab are
+    written as escapes ('\\x1b', '\\u202e'), and Windows newlines as '\\n'.
+
+    Why: a byte-level model early in training samples arbitrary bytes, and a prompt may hold
+    anything. Printed raw, an ESC starts a terminal escape sequence, SO (0x0e) switches some
+    terminals to line-drawing glyphs until reset, and a bidi override reverses the rest of the
+    line: one sample can garble the user's terminal. The token ids (`generate`) stay exact.
+    """
+    text = text.replace("\r\n", "\n")
+    return _UNSHOWN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)

@@ -16,7 +16,7 @@ from flax import nnx
 
 from llp_jax import configs, models, paths
 from llp_jax.data import unigram_perplexity
-from llp_jax.evaluation.sample_settings import SampleConfig
+from llp_jax.evaluation.sample_settings import SampleConfig, shown
 from llp_jax.evaluation.sampling import generate
 from llp_jax.storage import read_jsonl
 from llp_jax.training import trainer
@@ -79,7 +79,7 @@ def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
             f"\nvalidation perplexity {summary['val_ppl']:.3f} "
             f"(unigram baseline {summary['unigram_val_ppl']:.3f}, tokenizer {data.tokenizer.name})"
             f"\n{steps_run} steps in {wall_s:.0f} s, {summary['train_tokens_per_s']:,.0f} tokens/s;"
-            f" loss plot: {summary['plot']}\nsample:\n{summary['sample']}"
+            f" loss plot: {summary['plot']}\nsample:\n{shown(summary['sample'])}"
         )
     return summary
 
