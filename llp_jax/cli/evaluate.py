@@ -36,8 +36,9 @@ _OUT = common.output_flag("out", None, "JSON output path.")
 _TEXT = flags.DEFINE_string(
     "text",
     None,
-    "Evaluate this text instead (files, folders, globs, JSON Lines), tokenised with "
-    "the workdir's own tokenizer; reported as split 'text'.",
+    "Evaluate this text instead (files, folders, globs, JSON Lines; '-' reads standard input, "
+    "and a pipe such as <(zcat a.gz) works), tokenised with the workdir's own tokenizer; "
+    "reported as split 'text'.",
 )
 _ALLOW = flags.DEFINE_bool(
     "allow_data_change", False, "Evaluate on a --config data section other than the workdir's."

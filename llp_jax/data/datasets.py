@@ -186,15 +186,14 @@ def build_datasets(
 
 
 def text_datasets(spec: str, tokenizer: tokenizers.Tokenizer, seq_len: int) -> Datasets:
-    """Any text (files, folders, globs, JSON Lines: a corpus spec) as one evaluation split
-    'text', tokenised with a given tokenizer (a trained model's own), documents ended by its
+    """Any text (files, folders, globs, JSON Lines: a corpus spec; or '-', standard input, or a
+    pipe: read once) as one evaluation split 'text', tokenised with a given tokenizer (a trained model's own), documents ended by its
     end-of-document token."""
-    docs, _ = user_text.read_spec_documents(spec)
+    docs, _ = user_text.read_spec_documents(spec, once=True)  # '-' and pipes too
     if not docs:
         raise DataError(f"{spec!r} holds no text to evaluate")
-    corpus = corpus_lib.Corpus.from_documents(
-        os.path.basename(os.path.normpath(spec)), {"text": docs}, f"{len(docs)} document(s)"
-    )
+    name = "stdin" if spec == user_text.STDIN else os.path.basename(os.path.normpath(spec))
+    corpus = corpus_lib.Corpus.from_documents(name, {"text": docs}, f"{len(docs)} document(s)")
     return corpus_datasets(corpus, tokenizer, seq_len, splits=("text",), spec=spec)
 
 

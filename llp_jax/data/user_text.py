@@ -19,6 +19,8 @@ from __future__ import annotations
 import glob
 import os
 import re
+import stat
+import sys
 from collections.abc import Sequence
 
 from llp_jax import paths
@@ -30,14 +32,19 @@ from llp_jax.errors import first_line
 # With at least this many documents, whole documents are held out (see load_text_corpus).
 MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT = 20
 _GLOB = re.compile(r"[*?[]")
+STDIN = "-"  # `experiments.evaluate --text=-`
 
 
-def read_text_file(path: str | os.PathLike) -> str:
+def read_text_file(path: str | os.PathLike, *, once: bool = False) -> str:
     """Reads a text file for training (`text_bytes`: decompressed if gzip, bzip2, xz or
     Zstandard; UTF-8, or UTF-16/32 after a byte-order mark), rejecting inputs that cannot be text.
 
     A few invalid UTF-8 bytes (at most 1% of the file) become U+FFFD, with a logged count. A
     UTF-8 BOM is dropped and Windows/old-Mac newlines become '\\n'.
+
+    `once`: text read a single time (what `experiments.evaluate --text` scores) may also come
+    from a stream: '-' (standard input), a pipe (bash's `<(zcat a.gz)` is /dev/fd/63) or a
+    character device. A training corpus may not, because a resumed run reads it again.
 
     Raises:
       DataError: the path is missing, not a file or unreadable; NotText: empty, binary or not
@@ -46,11 +53,13 @@ def read_text_file(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if paths.is_url(path):
         raw = _read_url(path)
+    elif once and path == STDIN:
+        raw = sys.stdin.buffer.read()
     else:
         if not os.path.exists(path):
             raise _no_such(path)
-        if not os.path.isfile(path):
-            raise DataError(f"Corpus path {path} is not a regular file; pass a file or a folder.")
+        if not os.path.isfile(path) and not (once and _stream(path)):
+            raise _not_a_file(path)
         try:
             with open(path, "rb") as f:
                 raw = f.read()
@@ -59,22 +68,24 @@ def read_text_file(path: str | os.PathLike) -> str:
                 f"Corpus file {path} cannot be read ({e.strerror}); check it."
             ) from None
     raw = text_bytes.decompress(path, raw)
+    if not raw.strip() and path == STDIN:
+        raise DataError("Standard input ('-') holds no text; pipe text into it (cmd | ...).")
     if not raw.strip():
         raise NotText(f"Corpus file {path} is empty; remove it from the corpus or add text.")
     return text_bytes.decode(path, raw)
 
 
 def read_spec_documents(
-    spec: str | Sequence[str], text_field: str = "text"
+    spec: str | Sequence[str], text_field: str = "text", *, once: bool = False
 ) -> tuple[list[str], list[str]]:
     """The documents of every file a corpus spec names, and the files a folder or glob walk met
     that hold no text (binary or empty: skipped, counted in one printed line); a file named
-    explicitly must be text (`NotText`)."""
-    files, found = expand_paths(spec)
+    explicitly must be text (`NotText`). `once`: see `read_text_file`."""
+    files, found = expand_paths(spec, stdin=once)
     docs, skipped = [], []
     for path in files:
         try:
-            docs += read_documents(path, text_field)
+            docs += read_documents(path, text_field, once=once)
         except NotText:
             if path not in found:
                 raise
@@ -85,10 +96,10 @@ def read_spec_documents(
     return docs, skipped
 
 
-def read_documents(path: str, text_field: str = "text") -> list[str]:
+def read_documents(path: str, text_field: str = "text", *, once: bool = False) -> list[str]:
     """The documents of one file (`text_bytes.documents`): the whole text, or one per record of a
     JSON Lines or JSON file."""
-    return text_bytes.documents(path, read_text_file(path), text_field)
+    return text_bytes.documents(path, read_text_file(path, once=once), text_field)
 
 
 def _parts(spec: str | Sequence[str]) -> list[str]:
@@ -99,9 +110,10 @@ def _parts(spec: str | Sequence[str]) -> list[str]:
     return [os.path.expanduser(p.strip()) for p in spec.split(",") if p.strip()]
 
 
-def expand_paths(spec: str | Sequence[str]) -> tuple[list[str], set[str]]:
+def expand_paths(spec: str | Sequence[str], *, stdin: bool = False) -> tuple[list[str], set[str]]:
     """The files a corpus spec names, in order (folders walked recursively, sorted; globs
-    sorted), and which of them were found by a walk or a glob rather than named.
+    sorted), and which of them were found by a walk or a glob rather than named; with `stdin`,
+    '-' names standard input.
 
     Raises:
       DataError: an empty spec, a missing path, or a folder / glob without any file.
@@ -112,7 +124,9 @@ def expand_paths(spec: str | Sequence[str]) -> tuple[list[str], set[str]]:
     files: list[str] = []
     found: set[str] = set()
     for part in parts:
-        if paths.is_url(part):
+        if stdin and part == STDIN:
+            files.append(part)
+        elif paths.is_url(part):
             named, walked = _expand_url(part)
             files += named
             found.update(walked)
@@ -140,9 +154,32 @@ def expand_paths(spec: str | Sequence[str]) -> tuple[list[str], set[str]]:
     return files, found
 
 
+def _stream(path: str) -> bool:
+    """A pipe or a character device: bytes that can be read, once."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def _not_a_file(path: str) -> DataError:
+    if _stream(path):
+        return DataError(
+            f"Corpus path {path} is a pipe or device, which can be read only once, and a training "
+            "corpus is read again when the run resumes; save it to a file first (cmd > text.txt)."
+        )
+    return DataError(f"Corpus path {path} is not a regular file; pass a file or a folder.")
+
+
 def _no_such(path: str) -> DataError:
     """A local corpus path `os.path.exists` denies: missing, or behind a folder this user may
     not enter (paths.missing)."""
+    if path == STDIN:
+        return DataError(
+            "Corpus path '-' (standard input) can be evaluated (--text=-) but not trained on: a "
+            "resumed run reads its corpus again; save the text to a file first (cmd > text.txt)."
+        )
     why = paths.missing(path)
     fix = "pass an existing file or folder" if why == "does not exist" else "make it readable"
     return DataError(f"Corpus path {path} {why}; {fix}.")
