@@ -13,7 +13,7 @@ import sys
 from absl import app, flags, logging
 
 from llp_jax import paths
-from llp_jax.cli import host_allocator
+from llp_jax.cli import host_allocator, streams
 from llp_jax.errors import STORAGE_ERRNOS, LLPError
 
 # Storage faults a user can cause and fix (a path, a permission, a full disk): one line each.
@@ -31,22 +31,29 @@ def run(main) -> None:
     Ctrl-C outside the training loop (which saves first) exits 130 with one line; a closed
     stdout (`| head`) ends the program quietly. On CPU hosts the program first re-executes itself
     once with glibc's malloc tuned (host_allocator.py); the launchers have done so already, before
-    their imports (start.py), so this only restarts an `entry()` called some other way."""
+    their imports (start.py), so this only restarts an `entry()` called some other way. stdout
+    is made safe first (streams.py): a closed, unencodable or failing stdout costs no work."""
+    streams.standard_streams()
     host_allocator.ensure()
-    _encodable_output()
+    streams.encodable_output()
+    out = streams.guard_stdout()
 
     def guarded(argv):
         with one_line_errors():  # a ConfigError or other LLPError from any program's body
-            return main(argv)
+            result = main(argv)
+        if out.lost:
+            sys.exit(f"error: stdout could not be written ({out.lost}), so output was lost from "
+                     "then on; the program itself ran to its end")  # fmt: skip
+        return result
 
     try:
         app.run(guarded, flags_parser=_parse_flags)
     except KeyboardInterrupt:
-        _quiet_stdout()
+        streams.quiet_stdout()
         sys.stderr.write("error: interrupted (Ctrl-C); checkpoints already written are intact\n")
         sys.exit(130)
     except BrokenPipeError:
-        _quiet_stdout()
+        streams.quiet_stdout()
         sys.exit(141)  # what a shell reports for a process ended by SIGPIPE
 
 
@@ -90,24 +97,6 @@ def output_flag(name: str, default: str | None, help: str, *, also: tuple[str, .
 
     flags.register_validator(name, check)
     return holder
-
-
-def _encodable_output() -> None:
-    """Characters stdout's encoding cannot write print as backslash escapes instead of ending
-    the program in a UnicodeEncodeError (PYTHONIOENCODING=ascii, a Latin-1 locale, a Windows
-    console: a sample or a path holding 'é' or U+FFFD). stderr does so already."""
-    reconfigure = getattr(sys.stdout, "reconfigure", None)
-    if reconfigure is not None:
-        reconfigure(errors="backslashreplace")
-
-
-def _quiet_stdout() -> None:
-    """Points stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 def _packaged_config(argv: list[str]) -> list[str]:

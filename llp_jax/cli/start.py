@@ -15,11 +15,12 @@ import functools
 import importlib
 import sys
 
-from llp_jax.cli import host_allocator
+from llp_jax.cli import host_allocator, streams
 
 
 def launch(name: str) -> None:
     """Restarts with the tuned malloc if it applies, then runs `llp_jax.cli.<name>.entry()`."""
+    streams.standard_streams()  # before anything opens a file that could take descriptor 1 or 2
     host_allocator.ensure()
     launcher = importlib.import_module(f"llp_jax.cli.{name}")
     main = sys.modules.get("__main__")

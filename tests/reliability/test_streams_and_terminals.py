@@ -1,4 +1,5 @@
-"""Text that arrives on a stream, and text that goes out to a terminal, through the real CLIs.
+"""Text that arrives on a stream, and text that goes out to a terminal or a log, through the
+real CLIs.
 
 In: `experiments.evaluate --text=-` reads standard input and `--text=<(zcat a.gz)` a pipe (bash's
 process substitution, run by a real bash), each scored exactly as the same text in a file; a
@@ -6,6 +7,8 @@ training corpus may not be a stream (a resumed run reads it again): one line say
 Out: a sample holding control characters (an undertrained byte model emits any byte; a prompt
 may hold anything) prints them escaped, and a stdout whose encoding cannot write a character
 (PYTHONIOENCODING=ascii, a Latin-1 locale) gets a backslash escape instead of a traceback.
+A stdout that fails (`> train.log` on a full disk: /dev/full here) or is closed (`>&- 2>&-`)
+costs no work: the run goes on to its end, saves every checkpoint, and says what was lost.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import unicodedata
 import pytest
 
 from llp_jax.evaluation.sample_settings import shown
+from llp_jax.storage import committed_steps
 from tests.helpers import REPO
 from tests.helpers.cli import PYTHON, Result, assert_one_line_error, run_cli
 from tests.reliability.conftest import tiny_args
@@ -126,3 +130,35 @@ def test_shown_escapes_every_control_character_and_nothing_else():
         else:
             assert out == c, (hex(ord(c)), out)
     assert shown("a\r\nb\rc") == "a\nb\\rc"
+
+
+def _quoted(program: str, args) -> str:
+    return " ".join(
+        shlex.quote(a) for a in (PYTHON, "-m", f"experiments.{program}", *map(str, args))
+    )
+
+
+@pytest.mark.slow
+def test_a_failing_or_closed_stdout_costs_no_work(env, tmp_path, corpus_file):
+    full = tmp_path / "full"
+    result = _bash(_quoted("train", tiny_args(full, corpus_file)) + " > /dev/full", env)
+    line = assert_one_line_error(result, "stdout could not be written (no space left on device)")
+    assert "ran to its end" in line and "warning: stdout cannot be written" in result.stderr
+    assert committed_steps(full / "checkpoints") == [2, 4]
+    assert json.load(open(full / "summary.json"))["steps_run"] == 4
+    # Its report goes to a full disk too: the report file is written, the loss is said.
+    evaluate = _quoted(
+        "evaluate", [f"--workdir={full}", "--protocols=standard", "--max_tokens=600"]
+    )
+    report = _bash(evaluate + " > /dev/full", env)
+    assert_one_line_error(report, "stdout could not be written")
+    assert json.load(open(full / "eval_validation.json"))["results"]
+    # Every standard stream closed: nothing of the run's files is lost or overwritten by logs.
+    closed = tmp_path / "closed"
+    result = _bash(_quoted("train", tiny_args(closed, corpus_file)) + " <&- >&- 2>&-", env)
+    assert result.rc == 0 and not result.stdout and not result.stderr, str(result)
+    assert committed_steps(closed / "checkpoints") == [2, 4]
+    with open(closed / "metrics.jsonl") as f:
+        assert all(json.loads(line) for line in f)
+    sample = _bash(_quoted("sample", [f"--workdir={closed}", "--max_new_tokens=4"]) + " >&-", env)
+    assert sample.rc == 0 and "Traceback" not in sample.stderr, str(sample)
