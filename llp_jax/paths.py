@@ -9,13 +9,18 @@ one whose store cannot be reached or refuses the credentials, one line saying wh
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import io
 import os
 import re
 import socket
+import stat
+import sys
 import urllib.parse
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from etils import epath
 
@@ -200,27 +205,86 @@ def _nearest_existing(absolute: str) -> str:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes a whole file atomically: readers see the old content or the new, never a part.
-    A failure names `path`, never the temporary file beside it."""
+    """Writes a whole file atomically (`atomic_file`; an object store's write is atomic
+    already): readers see the old content or the new, never a part. A failure names `path`,
+    never the temporary file beside it."""
     p = resolve(path)
+    if is_url(os.fspath(p)):
+        p.write_bytes(data)
+        return
+    with atomic_file(p) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A local file open for writing that becomes `path` whole when the block ends without an
+    error (a temporary file beside it, renamed into place; removed if the block fails). A
+    failure names `path`.
+
+    Not every path names a file to replace: a device, pipe or socket (--out=/dev/null, a FIFO)
+    and the stream links (/dev/stdout, /dev/fd/N, /proc/...) are written into, appended to, as
+    they are; a rename over them would put a regular file in their place, and run as root
+    (Docker, Colab) that replaced the machine's /dev/null. A symbolic link to a file keeps
+    pointing at it: the file it names is replaced."""
+    target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    stream = _stream_path(target)
+    if not stream and os.path.islink(target):
+        target = os.path.realpath(target)
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}")
     try:
-        if is_url(os.fspath(p)):
-            p.write_bytes(data)
+        if stream:
+            _flush_standard_streams()  # what was printed before comes first on /dev/stdout
+            own = _own_descriptor(target)  # shares its offset with the program's own prints
+            with os.fdopen(os.dup(own), "wb") if own is not None else open(target, "ab") as f:
+                yield f
             return
-        if p.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a folder; give a file path", os.fspath(p))
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.parent / f".{p.name}.tmp{os.getpid()}"
+        if os.path.isdir(target):
+            raise IsADirectoryError(errno.EISDIR, "is a folder; give a file path", target)
+        os.makedirs(folder, exist_ok=True)
         try:
-            tmp.write_bytes(data)
-            os.replace(tmp, p)
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, target)
         finally:
-            if tmp.exists():
-                tmp.unlink()  # a failed write leaves nothing behind
+            if os.path.lexists(tmp):
+                os.unlink(tmp)  # a failed write leaves nothing behind
     except OSError as e:
-        if e.filename and not os.path.basename(os.fspath(e.filename)).startswith(f".{p.name}.tmp"):
+        if e.filename and os.fspath(e.filename) != tmp:
             raise
-        raise OSError(e.errno, e.strerror or str(e), os.fspath(p)) from None
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from None
+
+
+def _stream_path(path: str) -> bool:
+    """A path `atomic_file` writes into rather than replaces: an existing device, pipe or
+    socket, or a link into a process's descriptors."""
+    if path.startswith(("/proc/", "/dev/fd/", "/dev/stdout", "/dev/stderr")):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _own_descriptor(path: str) -> int | None:
+    """The descriptor a stream link names in this process (/dev/stdout: 1, /dev/fd/N,
+    /proc/self/fd/N), written through as it is: reopened, a log file redirected with `>` would
+    get a second offset, and the program's next print would overwrite what was written."""
+    named = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+    if path in named:
+        return named[path]
+    match = re.fullmatch(rf"/(?:dev|proc/self|proc/{os.getpid()})/fd/(\d+)", path)
+    return int(match.group(1)) if match else None
+
+
+def _flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -214,7 +214,7 @@ def write_json(path: str, s: Setup, split: str, results) -> None:
         "corpus": s.data.corpus.name,
         "results": [r.to_dict() for r in results],
     }
-    paths.write_text(path, json.dumps(report, indent=2))
+    paths.write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def sample(

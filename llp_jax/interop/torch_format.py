@@ -21,6 +21,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from llp_jax import paths
 from llp_jax.errors import LLPError
 
 # Storage class -> NumPy dtype (bfloat16 through ml_dtypes, which jax ships).
@@ -211,19 +212,17 @@ class _Writer:
 
 def save(obj: Any, path: str | os.PathLike) -> None:
     """Writes `obj` (dicts, lists, tuples, str, numbers, None and NumPy arrays as tensors) in the
-    `torch.save` zip format, atomically (a temporary file renamed into place)."""
+    `torch.save` zip format, atomically (`paths.atomic_file`)."""
     path = os.fspath(path)
     writer = _Writer()
     writer.op(b"\x80\x02")
     writer.value(obj)
     writer.op(b".")
     name = os.path.splitext(os.path.basename(path))[0] or "archive"
-    tmp = f"{path}.tmp{os.getpid()}"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+    with paths.atomic_file(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr(f"{name}/data.pkl", writer.out.getvalue())
         archive.writestr(f"{name}/.format_version", "1")
         archive.writestr(f"{name}/byteorder", "little")
         for key, array in enumerate(writer.storages):
             archive.writestr(f"{name}/data/{key}", array.tobytes())
         archive.writestr(f"{name}/version", "3\n")
-    os.replace(tmp, path)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 
 import pytest
@@ -148,6 +149,7 @@ def test_evaluating_beside_a_trainer_that_deletes_steps(env, server, victim, cor
             result = server.run("evaluate", f"--workdir={victim}", "--max_tokens=300",
                                 "--protocols=standard", "--out=/dev/null")  # fmt: skip
             assert result.rc == 0 and "Traceback" not in result.stderr, str(result)
+        assert stat.S_ISCHR(os.stat(os.devnull).st_mode)  # written into, not renamed over
         owner.send_signal(signal.SIGTERM)
         assert faults.finish(owner).rc == 0
     finally:
