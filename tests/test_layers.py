@@ -19,6 +19,7 @@ from tests.helpers import REPO
 # higher layer, and never a sibling (training and evaluation do not import each other).
 LAYERS = {
     "errors": 0,
+    "caches": 0,
     "schema": 1,
     "paths": 1,
     "backend": 1,

@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
-from llp_jax import paths
+from llp_jax import caches, paths
 from llp_jax.cli import host_allocator, streams
 from llp_jax.errors import STORAGE_ERRNOS, LLPError
 
@@ -37,6 +37,7 @@ def run(main) -> None:
     host_allocator.ensure()
     streams.encodable_output()
     out = streams.guard_stdout()
+    caches.matplotlib_config()
 
     def guarded(argv):
         with one_line_errors():  # a ConfigError or other LLPError from any program's body
@@ -164,7 +165,10 @@ def _last_line(error: Exception) -> str:
 def compilation_cache_flag():
     """--compilation_cache for the programs that compile many models (benchmark, compare)."""
     return flags.DEFINE_string(
-        "compilation_cache", "~/.cache/llp_jax/jax_cache", "JAX compilation cache ('' = off)."
+        "compilation_cache",
+        "auto",
+        "JAX compilation cache folder ('auto': ~/.cache/llp_jax/"
+        "jax_cache, or a private temporary folder where the home cannot be written; '' = off).",
     )
 
 
@@ -174,6 +178,8 @@ def use_compilation_cache(folder: str) -> None:
     JAX_COMPILATION_CACHE_DIR names one (JAX would otherwise use that)."""
     import jax
 
+    if folder == "auto":  # per entry, JAX warns of every cache read and write that fails
+        folder = caches.folder("jax_cache") or ""
     if folder:
         folder = os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(folder)
         jax.config.update("jax_compilation_cache_dir", folder)

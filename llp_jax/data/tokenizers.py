@@ -20,13 +20,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import sentencepiece as spm
 
-from llp_jax import paths
+from llp_jax import caches, paths
 from llp_jax.data.corpus import DataError
 from llp_jax.errors import first_line
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "llp_jax")
 # SentencePiece skips training lines longer than max_sentence_length; we cut longer lines instead
 # of losing them (a corpus may be one huge line).
 _SP_MAX_LINE_CHARS = 4096
@@ -246,7 +245,8 @@ def train_sentencepiece(
       vocab_size: target vocabulary size including 4 specials, '\\n' and 256 byte pieces; a small
         text may give fewer.
       model_type: 'unigram' or 'bpe'.
-      cache_dir: cache root (default ~/.cache/llp_jax); models live in `<cache_dir>/sentencepiece/`.
+      cache_dir: cache root (default: `llp_jax.caches`, ~/.cache/llp_jax); models live in
+        `<cache_dir>/sentencepiece/`. A cache that cannot be written is skipped with a warning.
 
     Returns:
       The tokenizer; prints the training time when it had to train.
@@ -259,10 +259,12 @@ def train_sentencepiece(
             f"({FIXED_PIECES} byte and special pieces, and a few of the text's own)"
         )
     settings = {"model_type": model_type, "vocab_size": int(vocab_size), "version": 2}
-    cache_root = os.path.join(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR), "sentencepiece")
+    cache_root = caches.folder(
+        "sentencepiece", os.path.join(cache_dir, "sentencepiece") if cache_dir else ""
+    )
     name = f"sp_{model_type}{vocab_size}_{_cache_key(train_text, settings)}"
-    path = os.path.join(cache_root, name + ".model")
-    if os.path.exists(path):
+    path = os.path.join(cache_root, name + ".model") if cache_root else None
+    if path and os.path.exists(path):
         _log.info("Loading cached SentencePiece model %s", path)
         with open(path, "rb") as f:
             cached = f.read()
@@ -283,11 +285,16 @@ def train_sentencepiece(
     )
     print(
         f"[llp_jax.data] trained SentencePiece {model_type} {size} on {len(train_text):,} chars "
-        f"in {seconds:.2f} s -> {path}"
+        f"in {seconds:.2f} s" + (f" -> {path}" if path else " (not cached)")
     )
-    # Atomic (concurrent processes never read a half-written model); a failed write (a full
-    # disk) names the path and leaves no temporary file.
-    paths.write_bytes(path, proto)
+    if path:
+        # Atomic (concurrent processes never read a half-written model). A failed write (a
+        # full disk) leaves no temporary file and costs only the cache: the model is the run's.
+        try:
+            paths.write_bytes(path, proto)
+        except OSError as e:
+            _log.warning("could not cache the SentencePiece model at %s (%s)", path,
+                         (e.strerror or str(e)).lower())  # fmt: skip
     return tokenizer
 
 

@@ -40,6 +40,8 @@ import threading
 import jax
 import jax.numpy as jnp
 
+from llp_jax import caches
+
 TARGET = "llp_batched_matmul_f32"
 MIN_BLOCK_MACS = 1 << 21  # m * n * k of one block; OpenBLAS's small-matrix bound is 1e6
 _SOURCE = os.path.join(os.path.dirname(__file__), "blas_batched_matmul.cc")
@@ -175,8 +177,10 @@ def _build_and_register() -> str | None:
 
 
 def cache_dir() -> str:
-    home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.environ.get("LLP_JAX_KERNEL_CACHE") or os.path.join(home, "llp_jax", "kernels")
+    """LLP_JAX_KERNEL_CACHE, else `llp_jax.caches` ('kernels'); where no cache folder can be
+    written (a home this user may not write), a fresh private folder: built once per process."""
+    found = caches.folder("kernels", os.environ.get("LLP_JAX_KERNEL_CACHE", ""))
+    return found or tempfile.mkdtemp(prefix="llp_jax_kernels_")
 
 
 def build() -> tuple[str | None, str]:

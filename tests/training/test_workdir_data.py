@@ -42,7 +42,8 @@ def env(tmp_path):
         "XLA_FLAGS": "",
         "PYTHONPATH": REPO,
         "HOME": str(tmp_path / "home"),
-    }  # fmt: skip  (the tokenizer cache lives in $HOME)
+        "XDG_CACHE_HOME": str(tmp_path / "home" / ".cache"),
+    }  # fmt: skip  (the tokenizer cache lives there)
 
 
 def _corpus(root, name, offset):
