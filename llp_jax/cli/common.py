@@ -31,20 +31,23 @@ def run(main) -> None:
     Ctrl-C outside the training loop (which saves first) exits 130 with one line; a closed
     stdout (`| head`) ends the program quietly. On CPU hosts the program first re-executes itself
     once with glibc's malloc tuned (host_allocator.py); the launchers have done so already, before
-    their imports (start.py), so this only restarts an `entry()` called some other way. stdout
-    is made safe first (streams.py): a closed, unencodable or failing stdout costs no work."""
+    their imports (start.py), so this only restarts an `entry()` called some other way. The
+    standard streams are made safe first (streams.py): closed, unencodable or failing, they cost
+    no work."""
     streams.standard_streams()
     host_allocator.ensure()
     streams.encodable_output()
-    out = streams.guard_stdout()
+    _, err = streams.guard_output()
     caches.matplotlib_config()
 
     def guarded(argv):
         with one_line_errors():  # a ConfigError or other LLPError from any program's body
             result = main(argv)
-        if out.lost:
-            sys.exit(f"error: stdout could not be written ({out.lost}), so output was lost from "
-                     "then on; the program itself ran to its end")  # fmt: skip
+        lost = streams.lost_output()
+        if lost:
+            if err.lost:  # stderr is gone: the line goes where the rest of the output went
+                print(lost)
+            sys.exit(1 if err.lost else lost)
         return result
 
     try:

@@ -8,10 +8,11 @@ cost the run:
     a C++ library's log lines;
   * characters its encoding cannot write (PYTHONIOENCODING=ascii, a Latin-1 locale): backslash
     escapes (`encodable_output`);
-  * a write that fails (`> train.log` on a disk that fills up, an I/O error on a network mount):
-    one warning on stderr, the rest of the output dropped, the program goes on to its end and then
-    exits 1 with an `error:` line (`OutputGuard`). A closed pipe (`| head`) still ends the program
-    quietly (BrokenPipeError, handled by `common.run`).
+  * a write that fails (`> train.log` or `2> err.log` on a disk that fills up, an I/O error on a
+    network mount): one warning on the other stream, the rest of that stream's output dropped,
+    the program goes on to its end and then exits 1 with an `error:` line (`OutputGuard`). A
+    closed pipe on stdout (`| head`) still ends the program quietly (BrokenPipeError, handled
+    by `common.run`).
 
 Only the standard library here: `start.py` calls `standard_streams` before anything heavy loads.
 """
@@ -56,21 +57,28 @@ def encodable_output() -> None:
 def quiet_stdout() -> None:
     """Points stdout's descriptor at /dev/null, so that no later flush (the interpreter's last
     one included) can fail again; what is still buffered goes there."""
+    _quiet(sys.stdout)
+
+
+def _quiet(stream) -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
 
 
 class OutputGuard:
-    """`sys.stdout` that survives a failing write: the first OSError other than a closed pipe
-    warns once on stderr and sends the rest of the output to /dev/null (`lost` keeps the
-    reason). Everything else is the wrapped stream's."""
+    """`sys.stdout` or `sys.stderr` that survives a failing write: the first OSError warns once
+    on the other stream and sends the rest of the output to /dev/null (`lost` keeps the reason;
+    C++ libraries writing to the descriptor land there too). A closed pipe on stdout is not
+    caught (`| head` ends the program); on stderr it is (its reader is a log, not the user).
+    Everything else is the wrapped stream's."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, name: str):
         self._stream = stream
+        self.name = name
         self.lost: str | None = None
 
     def write(self, text: str) -> int:
@@ -87,13 +95,16 @@ class OutputGuard:
             self._fail(e)
 
     def _fail(self, error: OSError) -> None:
-        if isinstance(error, BrokenPipeError) or error.errno == errno.EPIPE:
+        closed_pipe = isinstance(error, BrokenPipeError) or error.errno == errno.EPIPE
+        if closed_pipe and self.name == "stdout":
             raise error
         if self.lost is None:
             self.lost = (error.strerror or str(error)).lower()
-            _warn(f"warning: stdout cannot be written ({self.lost}); its output is dropped "
-                  "from here on and the program goes on (its files are written as usual)")  # fmt: skip
-        quiet_stdout()
+            other = sys.stderr if self.name == "stdout" else sys.stdout
+            _warn(other, f"warning: {self.name} cannot be written ({self.lost}); its output is "
+                         "dropped from here on and the program goes on (its files are written "
+                         "as usual)")  # fmt: skip
+        _quiet(self._stream)
         try:
             self._stream.flush()  # what was buffered, now into /dev/null
         except OSError:
@@ -103,16 +114,27 @@ class OutputGuard:
         return getattr(self._stream, name)
 
 
-def guard_stdout() -> OutputGuard:
-    """Installs an `OutputGuard` as `sys.stdout` (once) and returns it."""
-    if not isinstance(sys.stdout, OutputGuard):
-        sys.stdout = OutputGuard(sys.stdout)
-    return sys.stdout
+def guard_output() -> tuple[OutputGuard, OutputGuard]:
+    """Installs an `OutputGuard` as `sys.stdout` and as `sys.stderr` (once each); returns both."""
+    for name in ("stdout", "stderr"):
+        if not isinstance(getattr(sys, name), OutputGuard):
+            setattr(sys, name, OutputGuard(getattr(sys, name), name))
+    return sys.stdout, sys.stderr
 
 
-def _warn(line: str) -> None:
+def lost_output() -> str | None:
+    """The `error:` line for output lost to a failing stream (None if none was); written on
+    stdout where stderr is the one that failed."""
+    for guard in (sys.stdout, sys.stderr):
+        if isinstance(guard, OutputGuard) and guard.lost:
+            return (f"error: {guard.name} could not be written ({guard.lost}), so output was "
+                    "lost from then on; the program itself ran to its end")  # fmt: skip
+    return None
+
+
+def _warn(stream, line: str) -> None:
     try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        stream.write(line + "\n")
+        stream.flush()
     except (OSError, ValueError, AttributeError):
-        pass  # stderr cannot be written either: nowhere left to say it
+        pass  # that stream cannot be written either: nowhere left to say it

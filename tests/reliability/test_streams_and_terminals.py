@@ -7,8 +7,9 @@ training corpus may not be a stream (a resumed run reads it again): one line say
 Out: a sample holding control characters (an undertrained byte model emits any byte; a prompt
 may hold anything) prints them escaped, and a stdout whose encoding cannot write a character
 (PYTHONIOENCODING=ascii, a Latin-1 locale) gets a backslash escape instead of a traceback.
-A stdout that fails (`> train.log` on a full disk: /dev/full here) or is closed (`>&- 2>&-`)
-costs no work: the run goes on to its end, saves every checkpoint, and says what was lost.
+A stdout or stderr that fails (`> train.log` on a full disk: /dev/full here) or is closed
+(`>&- 2>&-`) costs no work: the run goes on to its end, saves every checkpoint, and says what
+was lost.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _quoted(program: str, args) -> str:
 
 
 @pytest.mark.slow
-def test_a_failing_or_closed_stdout_costs_no_work(env, tmp_path, corpus_file):
+def test_a_failing_or_closed_standard_stream_costs_no_work(env, tmp_path, corpus_file):
     full = tmp_path / "full"
     result = _bash(_quoted("train", tiny_args(full, corpus_file)) + " > /dev/full", env)
     line = assert_one_line_error(result, "stdout could not be written (no space left on device)")
@@ -153,6 +154,13 @@ def test_a_failing_or_closed_stdout_costs_no_work(env, tmp_path, corpus_file):
     report = _bash(evaluate + " > /dev/full", env)
     assert_one_line_error(report, "stdout could not be written")
     assert json.load(open(full / "eval_validation.json"))["results"]
+    # stderr on a full disk (`2> err.log`): the progress bar's first write ended the run.
+    quiet = tmp_path / "quiet"
+    result = _bash(_quoted("train", tiny_args(quiet, corpus_file)) + " 2> /dev/full", env)
+    assert result.rc == 1 and "Traceback" not in result.stdout, str(result)
+    assert "warning: stderr cannot be written (no space left on device)" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("error: stderr could not be written")
+    assert committed_steps(quiet / "checkpoints") == [2, 4]
     # Every standard stream closed: nothing of the run's files is lost or overwritten by logs.
     closed = tmp_path / "closed"
     result = _bash(_quoted("train", tiny_args(closed, corpus_file)) + " <&- >&- 2>&-", env)
