@@ -54,6 +54,8 @@ def read_text_file(path: str | os.PathLike, *, once: bool = False) -> str:
     if paths.is_url(path):
         raw = _read_url(path)
     elif once and path == STDIN:
+        if sys.stdin.isatty():  # typed by hand, or a forgotten pipe: say what it waits for
+            print("reading text from standard input; end it with Ctrl-D", file=sys.stderr)
         raw = sys.stdin.buffer.read()
     else:
         if not os.path.exists(path):

@@ -18,10 +18,12 @@ import codecs
 import json
 import lzma
 import os
+import pty
 import re
 import shlex
 import shutil
 import subprocess
+import termios
 import unicodedata
 
 import pytest
@@ -71,6 +73,28 @@ def test_evaluate_scores_standard_input_and_pipes_as_the_file(victim, env, tmp_p
     assert json.load(open(os.path.join(victim, "eval_text.json")))["split"] == "text"
     empty = _bash(f"{evaluate} --text=- < /dev/null", env)
     assert_one_line_error(empty, "Standard input ('-') holds no text")
+
+
+def test_standard_input_from_a_terminal_says_how_to_end_it(victim, env, corpus_file):
+    """`--text=-` typed at a terminal (or a pipe forgotten) would wait silently: it says what it
+    waits for, and Ctrl-D ends the text."""
+    text = open(corpus_file, encoding="utf-8").read()[:800]
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[3] &= ~termios.ECHO  # nobody reads the echo
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "experiments.evaluate", f"--workdir={victim}", "--protocols=standard",
+         "--text=-"], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        cwd=REPO)  # fmt: skip
+    os.close(slave)
+    try:
+        os.write(master, text.encode() + b"\n\x04")  # the text, then Ctrl-D at a line start
+        out, err = proc.communicate(timeout=600)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err.decode()
+    assert b"end it with Ctrl-D" in err and b"| standard |" in out, (out, err)
 
 
 def test_a_training_corpus_may_not_be_a_stream(server, env, tmp_path, corpus_file):
