@@ -40,6 +40,9 @@ _TEXT = flags.DEFINE_string(
     "and a pipe such as <(zcat a.gz) works), tokenised with the workdir's own tokenizer; "
     "reported as split 'text'.",
 )
+_TEXT_FIELD = flags.DEFINE_string(
+    "text_field", "text", "The JSON field or Parquet column of --text that holds the text."
+)
 _ALLOW = flags.DEFINE_bool(
     "allow_data_change", False, "Evaluate on a --config data section other than the workdir's."
 )
@@ -52,6 +55,7 @@ def main(argv):
                                    paper_stride=_PAPER_STRIDE.value, batch_size=_BATCH.value,
                                    max_tokens=_MAX_TOKENS.value, protocols=_PROTOCOLS.value)  # fmt: skip
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value, text=_TEXT.value,
+                             text_field=_TEXT_FIELD.value,
                              allow_data_change=_ALLOW.value)  # fmt: skip
         split = "text" if _TEXT.value else _SPLIT.value
         results = runner.evaluate(

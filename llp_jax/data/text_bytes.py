@@ -7,7 +7,9 @@ decompressed by its first bytes (gzip, bzip2, xz, Zstandard; an extension is oft
 wrong), decoded as UTF-8 (a few invalid bytes tolerated) or, after a UTF-16/32 byte-order mark,
 as that, and split into documents by its name without the compression suffix: `.jsonl` /
 `.ndjson` one object per line, `.json` an array of records or strings, one object, or JSON Lines;
-anything else is one document. Every problem is a one-line `DataError` naming the file.
+anything else is one document. Apache Parquet (how Hugging Face datasets ship their splits:
+`train-00000-of-00002.parquet`), known by its magic bytes, is one document per row of the text
+column. Every problem is a one-line `DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import io
 import json
 import logging
 import lzma
@@ -27,6 +30,7 @@ from llp_jax.errors import first_line
 MAX_INVALID_FRACTION = 0.01
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+FIELD_FIX = "set --config.data.text_field (experiments.evaluate --text: --text_field)"
 
 _log = logging.getLogger(__name__)
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
@@ -164,8 +168,41 @@ def _text_of(where: str, record, text_field: str) -> str:
         return record
     value = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(value, str):
-        raise DataError(
-            f"{where} has no text field {text_field!r}; set --config.data.text_field to the "
-            "field that holds the text."
-        )
+        raise DataError(f"{where} has no text field {text_field!r}; {FIELD_FIX} to the field "
+                        "that holds the text.")  # fmt: skip
     return value
+
+
+def is_parquet(raw: bytes) -> bool:
+    """Apache Parquet data ('PAR1' first; a file cut short lacks the one at its end and is
+    then reported damaged, not binary)."""
+    return raw[:4] == b"PAR1"
+
+
+def parquet_documents(path: str, raw: bytes, text_field: str = "text") -> list[str]:
+    """One document per row of a Parquet file's `text_field` column (null and blank rows left
+    out); a missing or non-text column is a DataError that lists the file's text columns."""
+    try:
+        import pyarrow as pa  # noqa: PLC0415  (tensorflow-datasets' dependency; Parquet only)
+        import pyarrow.parquet as pq  # noqa: PLC0415
+    except ImportError:
+        raise DataError(f"Corpus file {path} is Parquet, which needs pyarrow: pip install "
+                        "pyarrow") from None  # fmt: skip
+    try:
+        schema = pq.read_schema(io.BytesIO(raw))
+        kinds = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+        texts = [f.name for f in schema if any(kind(f.type) for kind in kinds)]
+        if text_field not in texts:
+            what = "is not a text column" if text_field in schema.names else "is not a column"
+            raise DataError(f"{path}: {text_field!r} {what}; its text columns: {texts}; "
+                            f"{FIELD_FIX} to one of them.")  # fmt: skip
+        rows = pq.read_table(io.BytesIO(raw), columns=[text_field]).column(0).to_pylist()
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001  pyarrow's ArrowInvalid, OSError, ...
+        raise DataError(f"Corpus file {path} is a damaged Parquet file ({first_line(e)}); "
+                        "download it again or leave it out.") from None  # fmt: skip
+    docs = [_newlines(row) for row in rows if row and row.strip()]
+    if not docs:
+        raise DataError(f"{path} holds no documents with text in column {text_field!r}.")
+    return docs

@@ -1,12 +1,12 @@
-"""A user's own text as a corpus: files, folders (recursive), glob patterns and JSON Lines.
+"""A user's own text as a corpus: files, folders (recursive), glob patterns, JSON Lines, Parquet.
 
 `config.data.corpus` names them: 'notes.txt', 'a.txt,b.md', 'books/' (every text file below it,
 whatever its extension), 'docs/**/*.md' (a glob), 'chats.jsonl' (one document per line, its
 text in the `config.data.text_field` field; `text_bytes` reads compressed, UTF-16 and JSON
-files too). A name that exists as given is taken whole, so a
-file whose name holds a comma still works. Files met in a folder or a glob that are not text
-(binary, mostly invalid UTF-8, or empty) are skipped with a count; a file named explicitly must
-be text.
+files too), 'train-*.parquet' (Hugging Face's shards: one document per row of that column). A
+name that exists as given is taken whole, so a file whose name holds a comma still works.
+Files met in a folder or a glob that are not text (binary, mostly invalid UTF-8, or empty) are
+skipped with a count; a file named explicitly must be text.
 Each of these may also be a URL (gs://bucket/books/, s3://..., through fsspec): on a TPU VM or
 in Colab the text usually lives in a bucket.
 
@@ -51,6 +51,11 @@ def read_text_file(path: str | os.PathLike, *, once: bool = False) -> str:
         UTF-8 (what a folder or glob walk skips).
     """
     path = os.fspath(path)
+    return text_bytes.decode(path, _read_bytes(path, once))
+
+
+def _read_bytes(path: str, once: bool) -> bytes:
+    """A corpus file's bytes, decompressed; `read_text_file` says which paths may be read."""
     if paths.is_url(path):
         raw = _read_url(path)
     elif once and path == STDIN:
@@ -74,7 +79,7 @@ def read_text_file(path: str | os.PathLike, *, once: bool = False) -> str:
         raise DataError("Standard input ('-') holds no text; pipe text into it (cmd | ...).")
     if not raw.strip():
         raise NotText(f"Corpus file {path} is empty; remove it from the corpus or add text.")
-    return text_bytes.decode(path, raw)
+    return raw
 
 
 def read_spec_documents(
@@ -99,9 +104,12 @@ def read_spec_documents(
 
 
 def read_documents(path: str, text_field: str = "text", *, once: bool = False) -> list[str]:
-    """The documents of one file (`text_bytes.documents`): the whole text, or one per record of a
-    JSON Lines or JSON file."""
-    return text_bytes.documents(path, read_text_file(path, once=once), text_field)
+    """The documents of one file (`text_bytes.documents`): the whole text, one per record of a
+    JSON Lines or JSON file, or one per row of a Parquet file's `text_field` column."""
+    raw = _read_bytes(path, once)
+    if text_bytes.is_parquet(raw):
+        return text_bytes.parquet_documents(path, raw, text_field)
+    return text_bytes.documents(path, text_bytes.decode(path, raw), text_field)
 
 
 def _parts(spec: str | Sequence[str]) -> list[str]:

@@ -34,7 +34,7 @@ class Setup:
     source: str  # "checkpoint step S in W" or "untrained (config)"
 
 
-def _data(workdir, config, loaded, seq_len, *, text, allow_data_change):
+def _data(workdir, config, loaded, seq_len, *, text, text_field, allow_data_change):
     """The data a model is evaluated on: the workdir's own (its tokenizer and evaluation
     splits), the --config's data section (which must match the workdir's unless
     `allow_data_change`), or `text` tokenised with the workdir's tokenizer."""
@@ -46,7 +46,7 @@ def _data(workdir, config, loaded, seq_len, *, text, allow_data_change):
             tok = make_tokenizer(data.tokenizer) if data.tokenizer != "sentencepiece" else None
         if tok is None:
             raise EvaluationError("--text needs a workdir with its tokenizer, or a byte --config")
-        return text_datasets(text, tok, seq_len)
+        return text_datasets(text, tok, seq_len, text_field)
     if config is not None and "data" in config:
         if record is not None and not allow_data_change:
             diffs = workdir_store.differences(record, config.data)
@@ -71,6 +71,7 @@ def setup(
     *,
     step: int | None = None,
     text: str | None = None,
+    text_field: str = "text",
     allow_data_change: bool = False,
 ) -> Setup:
     """Loads the model (workdir checkpoint, or a fresh one from `config`) and its data.
@@ -82,6 +83,7 @@ def setup(
       step: a checkpoint step (default: the newest).
       text: files, folders or JSON Lines (a corpus spec) to evaluate instead, as one split
         'text', tokenised with the workdir's own tokenizer.
+      text_field: the JSON field or Parquet column of `text` that holds the text.
       allow_data_change: accept a --config data section other than the workdir's.
 
     Raises:
@@ -97,7 +99,7 @@ def setup(
             workdir, model_config=None if config is None else config.model, step=step
         )
     seq_len = loaded.config.seq_len if loaded else int(config.model.seq_len)
-    data = _data(workdir, config, loaded, seq_len, text=text,
+    data = _data(workdir, config, loaded, seq_len, text=text, text_field=text_field,
                  allow_data_change=allow_data_change)  # fmt: skip
     vocab = data.tokenizer.vocab_size
     if loaded is not None:

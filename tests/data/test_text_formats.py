@@ -1,6 +1,8 @@
 """Corpus files as real corpora ship them: C4's JSON Lines as `.json.gz`, the Pile's `.jsonl.zst`
 (a streamed Zstandard frame without a content size), `.xz` / `.bz2` dumps, "Unicode" text from a
-Windows editor (UTF-16 with a byte-order mark), JSON arrays of records; each read to the same
+Windows editor (UTF-16 with a byte-order mark), JSON arrays of records, Hugging Face's Parquet
+shards (written by pyarrow as `datasets` writes them: several row groups, snappy or zstd pages,
+other columns beside the text, large strings, nulls); each read to the same
 documents as the plain file, through the same corpus loader the trainer uses. Damaged or
 mislabelled files are one-line errors naming the file, and a folder walk skips an archive that
 decompresses to binary."""
@@ -14,6 +16,8 @@ import json
 import lzma
 import tarfile
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import zstandard
 
@@ -37,6 +41,17 @@ def _zstd_stream(data: bytes) -> bytes:
 
 C4 = [{"text": d, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://e.com/{i}"}
       for i, d in enumerate(DOCS)]  # fmt: skip
+
+
+def _parquet(table: pa.Table, **options) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out, row_group_size=7, **options)  # several row groups
+    return out.getvalue()
+
+
+HF = pa.table({"text": DOCS, "id": list(range(len(DOCS))),
+               "meta": [{"source": "austen", "len": len(d)} for d in DOCS]})  # fmt: skip
+WITH_NULLS = pa.table({"content": pa.array([*DOCS[:5], None, "  ", *DOCS[5:]], pa.large_string())})
 PILE = [{"text": d, "meta": {"pile_set_name": "Pile-CC"}} for d in DOCS]
 # name -> bytes; every one holds exactly DOCS (one document per record, or all of them whole).
 FILES = {
@@ -47,6 +62,9 @@ FILES = {
     "array.json": json.dumps(C4, indent=2).encode(),
     "strings.json": json.dumps(DOCS).encode(),
     "c4-validation.json": _jsonl(C4),  # C4's uncompressed shards: JSON Lines named .json
+    "train-00000-of-00001.parquet": _parquet(HF),  # snappy pages, pyarrow's default
+    "zstd_pages.parquet": _parquet(HF, compression="zstd"),
+    "no_suffix_shard": _parquet(HF),  # known by its magic bytes
 }
 WHOLE = {
     "book.txt.gz": gzip.compress("".join(DOCS).encode()),
@@ -84,6 +102,12 @@ def test_compressed_and_unicode_text_reads_as_the_plain_file(name, tmp_path):
     assert user_text.read_documents(str(path)) == ["".join(DOCS)]
 
 
+def test_a_parquet_column_other_than_text_and_its_nulls(tmp_path):
+    path = tmp_path / "data.parquet"
+    path.write_bytes(_parquet(WITH_NULLS))
+    assert user_text.read_documents(str(path), text_field="content") == DOCS  # nulls, blanks out
+
+
 def test_a_json_array_takes_the_text_field(tmp_path):
     alpaca = [{"instruction": "Say hi", "input": "", "output": d} for d in DOCS]
     path = tmp_path / "alpaca_data.json"
@@ -105,6 +129,9 @@ BROKEN = {
     "bad_line.jsonl.gz": (gzip.compress(b'{"text": "a"}\nnot json\n'), "bad_line.jsonl.gz:2"),
     "fake_bom.txt": (b"\xff\xfe" + b"\x00\xd8", "not UTF-16"),  # a lone surrogate
     "empty.txt.gz": (gzip.compress(b"  \n"), "is empty"),
+    "cut.parquet": (_parquet(HF)[:-100], "damaged Parquet file"),
+    "other_column.parquet": (_parquet(WITH_NULLS), "'text' is not a column; its text columns: "),
+    "int_column.parquet": (_parquet(pa.table({"text": [1, 2]})), "'text' is not a text column"),
 }
 
 
@@ -123,6 +150,7 @@ def test_a_folder_walk_reads_compressed_text_and_skips_compressed_binaries(tmp_p
     root.mkdir()
     (root / "c4-train.00000-of-01024.json.gz").write_bytes(FILES["c4-train.00000-of-01024.json.gz"])
     (root / "00.jsonl.zst").write_bytes(FILES["00.jsonl.zst"])
+    (root / "train-00000-of-00001.parquet").write_bytes(FILES["train-00000-of-00001.parquet"])
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:  # decompresses to a tar: binary
         info = tarfile.TarInfo("a.txt")
@@ -131,6 +159,6 @@ def test_a_folder_walk_reads_compressed_text_and_skips_compressed_binaries(tmp_p
     (root / "backup.tar.gz").write_bytes(archive.getvalue())
     corpus = load_corpus(str(root))
     assert (
-        "60 documents" in corpus.description and "1 non-text file(s) skipped" in corpus.description
+        "90 documents" in corpus.description and "1 non-text file(s) skipped" in corpus.description
     )
     assert "skipped 1 file(s) that are not text" in capsys.readouterr().out
