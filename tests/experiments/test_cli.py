@@ -45,19 +45,24 @@ def test_results_pages_quote_the_command_as_a_shell_reads_it(monkeypatch):
     assert common.command_line("compare") == "python -m experiments.compare"
 
 
-@pytest.mark.parametrize("flag", ["", "given"])
+@pytest.mark.parametrize("flag", ["", "given", "auto"])
 def test_compilation_cache_flag_is_the_cache_of_the_program_and_its_children(flag, tmp_path):
-    """--compilation_cache=DIR caches there (and tells child processes); '' turns the cache off
-    even where the environment names one, as the flag's help says."""
+    """--compilation_cache=DIR caches there (and tells child processes); 'auto' (the default) is
+    llp_jax.caches' folder; '' turns the cache off even where the environment names one, as the
+    flag's help says."""
     inherited, given = tmp_path / "inherited", tmp_path / "given"
+    if flag == "auto":
+        given = tmp_path / "xdg" / "llp_jax" / "jax_cache"
+    value = {"": "", "given": str(given), "auto": "auto"}[flag]
     code = (
         "import os, jax, jax.numpy as jnp; from llp_jax.cli import common; "
-        f"common.use_compilation_cache({str(given) if flag else ''!r}); "
+        f"common.use_compilation_cache({value!r}); "
         "jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(7)).block_until_ready(); "
         "print(jax.config.jax_enable_compilation_cache, os.environ.get('JAX_COMPILATION_CACHE_DIR'))"
     )
     env = {**ENV, "JAX_COMPILATION_CACHE_DIR": str(inherited), "XLA_FLAGS": "",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # fmt: skip
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "XDG_CACHE_HOME": str(tmp_path / "xdg")}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
