@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from llp_jax.data import DataError
+from llp_jax.data import DataError, sentencepiece_trainer
 from llp_jax.data import tokenizers as tk
 from llp_jax.data.baseline import unigram_perplexity
 from llp_jax.errors import InputError
@@ -88,8 +88,9 @@ def test_sentencepiece_model_properties(sp_tok):
 
 def test_sentencepiece_cache_hit_and_invalidation(sp_cache, sp_tok, monkeypatch):
     calls = []
-    real_train = tk._train_sentencepiece
-    monkeypatch.setattr(tk, "_train_sentencepiece", lambda *a: calls.append(a) or real_train(*a))
+    real_train = sentencepiece_trainer.train_proto
+    monkeypatch.setattr(sentencepiece_trainer, "train_proto",
+                        lambda *a: calls.append(a) or real_train(*a))  # fmt: skip
     again = tk.make_tokenizer(
         "sentencepiece", vocab_size=320, train_text=small_text(), cache_dir=sp_cache
     )
