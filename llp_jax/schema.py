@@ -63,12 +63,18 @@ def check_known(given, fields, section: str) -> None:
     """One line for names in `given` that are not among `fields` (a typo gets a suggestion)."""
     unknown = sorted(set(given) - set(fields))
     if unknown:
-        # A field that contains the name (steps -> num_steps) before one spelt like it.
-        holds = [f for f in fields if unknown[0] in f.split("_")]
-        close = difflib.get_close_matches(unknown[0], holds or list(fields), n=1,
-                                          cutoff=0.0 if holds else 0.6)  # fmt: skip
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {sorted(fields)}"
-        raise ConfigError(f"{section} has no field(s) {unknown}{hint}")
+        raise ConfigError(f"{section} has no field(s) {unknown}{hint(unknown[0], fields)}")
+
+
+def hint(name: str, fields) -> str:
+    """'; did you mean ...?' for a field name that is not among `fields`, else the known ones.
+
+    A field whose words hold the name (steps -> num_steps, heads -> num_heads) comes before one
+    merely spelt like it (difflib would offer eps for steps)."""
+    holds = [f for f in fields if name in f.split("_")]
+    close = difflib.get_close_matches(name, holds or list(fields), n=1,
+                                      cutoff=0.0 if holds else 0.6)  # fmt: skip
+    return f"; did you mean {close[0]!r}?" if close else f"; known fields: {sorted(fields)}"
 
 
 def field_kind(field: dataclasses.Field) -> str:

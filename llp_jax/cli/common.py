@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
-from llp_jax import caches, paths
+from llp_jax import caches, configs, paths, schema
 from llp_jax.cli import host_allocator, streams
 from llp_jax.errors import STORAGE_ERRNOS, LLPError
 
@@ -146,12 +146,28 @@ def config_load_error(error: Exception, argv: list[str]) -> str:
         if a.startswith("--config.") and key and key[1] in a.split("=", 1)[0].split(".")[1:]
     ]
     if override:
-        mean = re.search(r'Did you mean \\?"(\w+)\\?"', text)
-        hint = f"; did you mean {mean[1]!r}?" if mean else ""
         parts = override[0][len("--") :].split(".")
         section = ".".join(parts[: parts.index(key[1])])
+        fields = _section_fields(files[-1] if files else None, section.split(".")[1:])
+        if fields is not None:
+            hint = schema.hint(key[1], fields)
+        else:  # the file does not load by itself: ml_collections' own suggestion, if any
+            mean = re.search(r'Did you mean \\?"(\w+)\\?"', text)
+            hint = f"; did you mean {mean[1]!r}?" if mean else ""
         return f"{override[0]}: {section} has no field {key[1]!r}{hint}"
     return f"{where}: loading it raised {type(error).__name__}: {_last_line(error)}"
+
+
+def _section_fields(spec: str | None, path: list[str]) -> list[str] | None:
+    """The field names of `config.<path>` in the config file `spec`, or None where it does not
+    load or has no such section (then the caller's message goes without them)."""
+    try:
+        section = configs.load(spec)
+        for part in path:
+            section = section[part]
+        return list(section.keys())
+    except Exception:  # noqa: BLE001  only a hint: any failure means no hint
+        return None
 
 
 def _last_line(error: Exception) -> str:

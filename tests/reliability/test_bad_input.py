@@ -49,7 +49,12 @@ TRAIN_VALUES = [
     ("model.dropout=1.5", "model.dropout"),
     ("mesh.data=0", "mesh config"),
     ("mesh.fsdp=-2", "mesh config"),
-    ("train.steps=3", "--config.train.steps", "did you mean"),
+    # The suggestion: a field whose words hold the name, else one spelt like it, else the list.
+    ("train.steps=3", "--config.train.steps", "did you mean 'num_steps'"),
+    ("model.heads=3", "config.model has no field 'heads'; did you mean 'num_heads'"),
+    ("model.d_modle=3", "did you mean 'd_model'"),
+    ("modl.d_model=3", "config has no field 'modl'; did you mean 'model'"),
+    ("train.zzz=3", "known fields: ['b1', 'b2', 'batch_size'"),
     ("nosuch.x=1", "--config.nosuch.x"),
 ]
 
