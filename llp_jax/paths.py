@@ -173,7 +173,9 @@ def unwritable(path: str | os.PathLike) -> str | None:
     if not os.path.isdir(parent):
         return f"{parent} is a file, not a folder"
     if not os.access(parent, os.W_OK | os.X_OK):
-        return f"{parent} is not writable"
+        if os.statvfs(parent).f_flag & os.ST_RDONLY:
+            return f"{parent} is on a read-only file system"
+        return f"{parent} is not writable by this user (permission denied)"
     return None
 
 

@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from llp_jax import paths
+from llp_jax.errors import LLPError
 from llp_jax.cli import common
 from llp_jax.evaluation import runner
 
@@ -58,6 +59,7 @@ def main(argv):
                              text_field=_TEXT_FIELD.value,
                              allow_data_change=_ALLOW.value)  # fmt: skip
         split = "text" if _TEXT.value else _SPLIT.value
+        out = _output_path(split)  # after the workdir is known to be one
         results = runner.evaluate(
             setup,
             split=split,
@@ -73,13 +75,23 @@ def main(argv):
         f"tokenizer {setup.data.tokenizer.name}"
     )
     print(runner.format_table(results))
-    out = _OUT.value
-    if out is None and _WORKDIR.value:
-        out = paths.join(_WORKDIR.value, f"eval_{split}.json")
     if out:
         with common.one_line_errors():
             runner.write_json(out, setup, split, results)
         print(f"wrote {out}")
+
+
+def _output_path(split: str) -> str | None:
+    """--out, else eval_<split>.json in the workdir, checked before the evaluation's minutes:
+    a workdir this user may only read (a colleague's, a read-only mount) needs --out."""
+    if _OUT.value is not None or not _WORKDIR.value:
+        return _OUT.value
+    out = paths.join(_WORKDIR.value, f"eval_{split}.json")
+    why = paths.unwritable(out)
+    if why is not None:
+        raise LLPError(f"the results go to {out} by default, but {why}: give --out=FILE "
+                       "(--out=/dev/null keeps no file)")  # fmt: skip
+    return out
 
 
 def entry():

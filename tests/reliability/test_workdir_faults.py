@@ -237,8 +237,8 @@ def test_a_read_only_workdir_is_one_line(env, victim, corpus_file, tmp_path):
     assert_one_line_error(faults.in_namespace(prefix, ro, train, env), "read-only file system")
     evaluate = [PYTHON, "-m", "experiments.evaluate", f"--workdir={victim}", "--max_tokens=300"]
     result = faults.in_namespace(prefix, ro, evaluate, env)
-    assert_one_line_error(result, "eval_validation.json", "read-only file system")
-    assert "| standard |" in result.stdout  # the table came first
+    assert_one_line_error(result, "eval_validation.json", "read-only file system", "--out=")
+    assert "| standard |" not in result.stdout  # said before the evaluation, not after it
     parent = tmp_path / "ro_parent"
     parent.mkdir()
     ro = f"mount --bind '{parent}' '{parent}'\nmount -o remount,bind,ro '{parent}'"
@@ -290,3 +290,30 @@ def test_summary_and_metrics_after_interrupted_rerun(server, victim, corpus_file
     assert faults.metrics_steps(victim) == [1, 2, 3, 4, 5, 6]
     summary = json.load(open(os.path.join(victim, "summary.json")))
     assert summary["steps_run"] == 2
+
+
+def test_a_read_only_workdir_is_evaluated_and_sampled(env, trained):
+    """A workdir this user may only read (a colleague's, a read-only mount): sampling and
+    evaluating with --out work; evaluating without --out says so before its minutes of work,
+    not after them (it used to score every protocol, then fail on eval_validation.json)."""
+    with faults.as_nobody(env) as (prefix, shared, env):
+        if not prefix:
+            pytest.skip("needs root to make a workdir another user can only read")
+        work = shutil.copytree(trained["dir"], os.path.join(shared, "theirs"))
+        for root, dirs, files in os.walk(work):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+        result = run_cli("evaluate", f"--workdir={work}", "--max_tokens=2000", env=env,
+                         prefix=prefix)  # fmt: skip
+        line = assert_one_line_error(result, "eval_validation.json by default", "--out=FILE")
+        assert "permission denied" in line and "| standard |" not in result.stdout
+        out = os.path.join(shared, "mine.json")
+        result = run_cli("evaluate", f"--workdir={work}", "--max_tokens=2000", f"--out={out}",
+                         env=env, prefix=prefix)  # fmt: skip
+        assert result.rc == 0 and json.load(open(out))["split"] == "validation", str(result)
+        result = run_cli("sample", f"--workdir={work}", "--max_new_tokens=4", env=env,
+                         prefix=prefix)  # fmt: skip
+        assert result.rc == 0 and "--- sample 0" in result.stdout, str(result)
+        assert sorted(os.listdir(work)) == sorted(os.listdir(trained["dir"]))
