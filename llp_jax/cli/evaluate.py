@@ -15,8 +15,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from llp_jax import paths
-from llp_jax.errors import LLPError
 from llp_jax.cli import common
+from llp_jax.errors import LLPError
 from llp_jax.evaluation import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
