@@ -31,6 +31,7 @@ _NAMES = {
     "load_model": "evaluation",
     "evaluate_perplexity": "evaluation",
     "generate": "evaluation",
+    "generate_stream": "evaluation",
 }
 __all__ = [*_SUBPACKAGES, *_NAMES, "__version__"]
 

@@ -54,8 +54,14 @@ def run(main) -> None:
         app.run(guarded, flags_parser=_parse_flags)
     except KeyboardInterrupt:
         streams.quiet_stdout()
-        sys.stderr.write("error: interrupted (Ctrl-C); checkpoints already written are intact\n")
-        sys.exit(130)
+        trains = main.__module__.rsplit(".", 1)[-1] in ("train", "compare")
+        kept = "; checkpoints already written are intact" if trains else ""
+        sys.stderr.write(f"error: interrupted (Ctrl-C){kept}\n")
+        # Not sys.exit: the interpreter's exit would tear down the XLA client, which waits for
+        # the computation under way (a long sample is one call) before the process may end.
+        pylogging.shutdown()
+        sys.stderr.flush()
+        os._exit(130)
     except BrokenPipeError:
         streams.quiet_stdout()
         sys.exit(141)  # what a shell reports for a process ended by SIGPIPE

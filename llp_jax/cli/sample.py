@@ -7,16 +7,21 @@ The decoder is the model's cached one where it has one (llp: the streaming segme
 runs past n indefinitely; transformer: KV cache; perceiver_ar: the latent-block cache), else
 (enhanced_v1..v3) recomputing the window; --method=recompute forces the latter.
 
-Samples are printed with control characters other than newline and tab escaped ('\\x1b'): an
-undertrained byte model emits arbitrary bytes, which would otherwise drive the terminal.
-`llp_jax.generate` returns the exact token ids.
+A single sample is printed as it is generated (several: a progress bar, then each sample), its
+text exactly the decoded whole (`text_stream.py`); Ctrl-C ends it at once, keeping what was
+printed. Samples are printed with control characters other than newline and tab escaped
+('\\x1b'): an undertrained byte model emits arbitrary bytes, which would otherwise drive the
+terminal. `llp_jax.generate` returns the exact token ids, `llp_jax.generate_stream` the same
+ids block by block.
 """
 
+import tqdm
 from absl import flags
 from ml_collections import config_flags
 
 from llp_jax.cli import common
 from llp_jax.evaluation import runner, sample_settings
+from llp_jax.evaluation.text_stream import TextStream
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config (data settings; no workdir: an untrained model)."
@@ -51,7 +56,7 @@ def main(argv):
             raise runner.EvaluationError(f"--slide={_SLIDE.value} must be >= 1")
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, allow_data_change=_ALLOW.value)
         sample_settings.check_sampling(**check, vocab_size=setup.config.vocab_size)
-        texts = runner.sample(
+        prompt_BxP, blocks = runner.sample_stream(
             setup,
             _PROMPT.value,
             max_new_tokens=_MAX_NEW.value,
@@ -64,9 +69,41 @@ def main(argv):
             method=_METHOD.value,
             slide=_SLIDE.value,
         )
-    print(f"{setup.config.name} ({setup.source})")
-    for i, text in enumerate(texts):
-        print(f"--- sample {i}\n{sample_settings.shown(text)}")
+        print(f"{setup.config.name} ({setup.source})", flush=True)
+        _print_samples(setup.data.tokenizer, prompt_BxP, blocks, _MAX_NEW.value)
+
+
+def _print_samples(tokenizer, prompt_BxP, blocks, total: int) -> None:
+    """One sample is printed as it grows; several as a progress bar, then each in turn. On
+    Ctrl-C, what was generated is printed before the program ends."""
+    texts = [TextStream(tokenizer) for _ in prompt_BxP]
+    shown = [sample_settings.shown(t.feed(row)) for t, row in zip(texts, prompt_BxP)]
+    if len(texts) == 1:
+        print(f"--- sample 0\n{shown[0]}", end="", flush=True)
+        try:
+            for block_BxK in blocks:
+                print(sample_settings.shown(texts[0].feed(block_BxK[0])), end="", flush=True)
+        finally:  # an error's line, too, starts on a line of its own
+            print(sample_settings.shown(texts[0].finish()), flush=True)
+        return
+    made = 0
+    try:
+        with tqdm.tqdm(desc="sample", total=total, unit=" tok", dynamic_ncols=True) as bar:
+            for block_BxK in blocks:
+                for i, (t, row) in enumerate(zip(texts, block_BxK)):
+                    shown[i] += sample_settings.shown(t.feed(row))
+                bar.update(block_BxK.shape[1])
+                made += block_BxK.shape[1]
+    except KeyboardInterrupt:
+        if made:
+            _print_all(shown, texts)
+        raise
+    _print_all(shown, texts)
+
+
+def _print_all(shown: list[str], texts: list[TextStream]) -> None:
+    for i, (text, t) in enumerate(zip(shown, texts)):
+        print(f"--- sample {i}\n{text}{sample_settings.shown(t.finish())}", flush=True)
 
 
 def entry():

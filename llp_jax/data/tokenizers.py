@@ -67,6 +67,7 @@ class ByteTokenizer:
     bos_id = 257
     eos_id = 258
     eod_id = 258  # end of document: the EOS id
+    newline_id = 10  # decode splits at it exactly: no UTF-8 sequence holds the byte 0x0a
 
     def encode(self, text: str) -> np.ndarray:
         """Encodes text as its UTF-8 bytes, shape [num_bytes], int32."""

@@ -2,6 +2,8 @@
 
 perplexity.evaluate_perplexity(model, tokens, protocol='standard' | 'paper' | 'stream')
 sampling.generate(model, prompt, num_new, rng, method='auto' | 'cached' | 'recompute', ...)
+sampling.generate_stream(...)              # the same tokens, block by block as they are made
+text_stream.TextStream(tokenizer)          # their text, piece by piece, exactly the decoded whole
 sampling.decode_logits(model, tokens)      # teacher-forced logits of the same decoders
 checkpoints.load_model(workdir, model_config=None)
 """
@@ -21,8 +23,10 @@ from llp_jax.evaluation.sampling import (
     decode_logits,
     generate,
     generate_recompute,
+    generate_stream,
     sample_logits,
 )
+from llp_jax.evaluation.text_stream import TextStream
 from llp_jax.storage import CheckpointNotFoundError
 
 __all__ = [
@@ -38,10 +42,12 @@ __all__ = [
     "RingCache",
     "SampleConfig",
     "Sampler",
+    "TextStream",
     "decode_logits",
     "evaluate_perplexity",
     "generate",
     "generate_recompute",
+    "generate_stream",
     "load_model",
     "make_decoder",
     "sample_logits",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -219,7 +219,15 @@ def write_json(path: str, s: Setup, split: str, results) -> None:
     paths.write_text(path, json.dumps(report, indent=2) + "\n")
 
 
-def sample(
+def sample(s: Setup, prompt: str, **settings) -> list[str]:
+    """Continuations of `prompt` (decoded text, prompt included), one per sample; an empty
+    prompt is the first words of the validation text. `settings`: `sample_stream`'s."""
+    prompt_BxP, blocks = sample_stream(s, prompt, **settings, whole=True)
+    out = np.concatenate([prompt_BxP, *blocks], axis=1)
+    return [s.data.tokenizer.decode(row) for row in out]
+
+
+def sample_stream(
     s: Setup,
     prompt: str,
     *,
@@ -232,25 +240,19 @@ def sample(
     stop_id: int | None = None,
     method: str = "auto",
     slide: int | None = None,
-) -> list[str]:
-    """Continuations of `prompt` (decoded text, prompt included), one per sample; an empty
-    prompt is the first words of the validation text."""
+    whole: bool = False,
+) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+    """The prompt's ids [num_samples, P] and the new tokens as blocks [num_samples, k] as they
+    are generated (`sampling.generate_stream`; `whole`: one block, one compiled call)."""
     ids = np.asarray(s.data.tokenizer.encode(prompt or s.data.opening_words()), np.int32)
     if ids.size == 0:
         raise EvaluationError("the prompt encodes to no tokens; give a non-empty --prompt")
     prompt_BxP = np.repeat(ids[None], num_samples, axis=0)
-    pad = max(s.data.tokenizer.pad_id, 0)
-    out = sampling.generate(
-        s.model,
-        prompt_BxP,
-        max_new_tokens,
-        jax.random.key(seed),
-        method=method,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        stop_id=stop_id,
-        pad_id=pad,
-        slide=slide,
-    )
-    return [s.data.tokenizer.decode(row) for row in np.asarray(out)]
+    settings = dict(method=method, temperature=temperature, top_k=top_k, top_p=top_p,
+                    stop_id=stop_id, pad_id=max(s.data.tokenizer.pad_id, 0), slide=slide)  # fmt: skip
+    rng = jax.random.key(seed)
+    if whole:
+        out = sampling.generate(s.model, prompt_BxP, max_new_tokens, rng, **settings)
+        return prompt_BxP, iter([np.asarray(out)[:, ids.size :]])
+    return prompt_BxP, sampling.generate_stream(s.model, prompt_BxP, max_new_tokens, rng,
+                                                **settings)  # fmt: skip

@@ -1,24 +1,29 @@
-"""Token sampling (temperature, top-k, top-p) and the jitted generation loop over any decoder.
+"""Token sampling (temperature, top-k, top-p) and generation over any decoder.
 
 `generate` runs the whole generation (prompt feeding, sampling, the stop token) as one compiled
 `lax.while_loop` over a decoder's steps (see `decoders.py`: LLP's streaming segment cache, the
-transformer's KV cache, PerceiverAR's latent cache, or recomputing the window); it exits early once
-every row has emitted the stop token. `decode_logits` feeds a known sequence through the same steps
-(teacher forcing) and returns every step's logits: what the tests compare against the parallel
-forward. The sampling key of token i is `fold_in(rng, i)` (i = its position in the text), so
-decoders that agree on the logits agree on the samples, whatever their buffer layout.
+transformer's KV cache, PerceiverAR's latent cache, or recomputing the window; the loops are in
+`decode_loop.py`); it exits early once every row has emitted the stop token. `generate_stream`
+yields the same tokens in blocks as they are made. `decode_logits` feeds a known sequence through
+the same steps (teacher forcing) and returns every step's logits: what the tests compare against
+the parallel forward. The sampling key of token i is `fold_in(rng, i)` (i = its position in the
+text), so decoders that agree on the logits agree on the samples, whatever their buffer layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import time
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from llp_jax.backend import memory_fix
+from llp_jax.evaluation import decode_loop as loop
 from llp_jax.evaluation import decoders as dec
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.evaluation.sample_settings import check_sampling
@@ -73,54 +78,6 @@ class Sampler:
         )
 
 
-def _place(tokens_BxT: jax.Array, decoder, extra: int, pad_id: int) -> jax.Array:
-    """The decoder's buffer: `offset` pads, the tokens, then `extra + tail` pads."""
-    B, T = tokens_BxT.shape
-    buf = jnp.full((B, decoder.offset + T + extra + decoder.tail), pad_id, jnp.int32)
-    return jax.lax.dynamic_update_slice(buf, tokens_BxT.astype(jnp.int32), (0, decoder.offset))
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "decoder", "num_new", "sampler", "pad_id"))
-def _generate(graphdef, params, prompt_BxP, rng, *, decoder, num_new, sampler, pad_id):
-    model = nnx.merge(graphdef, params)
-    B, P = prompt_BxP.shape
-    off = decoder.offset
-    buf = _place(prompt_BxP, decoder, num_new, pad_id)
-    end = off + P + num_new - 1  # the last token is sampled, never fed
-    c0 = decoder.first_fed(P)
-    state = decoder.init(model, buf, c0)
-
-    def cond(carry):
-        c, _, _, done = carry
-        return (c < end) & ~jnp.all(done)
-
-    def body(carry):
-        c, buf, state, done = carry
-        logits_BxV, state = decoder.step(model, state, buf, c)
-        tok = sampler(logits_BxV, jax.random.fold_in(rng, c + 1 - off))
-        if sampler.stop_id is not None:
-            tok = jnp.where(done, sampler.stop_id, tok)
-        sampling = c + 1 >= off + P  # otherwise c + 1 is a prompt token: keep it
-        tok = jnp.where(sampling, tok, _column(buf, c + 1))
-        if sampler.stop_id is not None:
-            done = done | (sampling & (tok == sampler.stop_id))
-        buf = jax.lax.dynamic_update_slice(buf, tok[:, None], (0, c + 1))
-        return c + 1, buf, state, done
-
-    carry = (jnp.asarray(c0, jnp.int32), buf, state, jnp.zeros((B,), bool))
-    _, buf, _, _ = jax.lax.while_loop(cond, body, carry)
-    out = buf[:, off : off + P + num_new]
-    if sampler.stop_id is not None:  # rows (and an early exit) leave pads after the stop token
-        gen = out[:, P:]
-        after = jnp.cumsum(gen == sampler.stop_id, axis=1) > 0
-        out = out.at[:, P:].set(jnp.where(after, sampler.stop_id, gen))
-    return out
-
-
-def _column(buf_BxN: jax.Array, c) -> jax.Array:
-    return jax.lax.dynamic_slice_in_dim(buf_BxN, c, 1, axis=1)[:, 0]
-
-
 def generate(
     model: nnx.Module,
     prompt_BxP: jax.Array,
@@ -153,50 +110,113 @@ def generate(
       window: recompute / PerceiverAR window (default model.cfg.seq_len).
       slide: PerceiverAR window advance when full (default latent_len).
     """
-    model = as_model(model)
-    check_sampling(num_new=num_new, temperature=temperature, top_k=top_k, top_p=top_p,
-                   stop_id=stop_id, vocab_size=model.cfg.vocab_size)  # fmt: skip
-    prompt_BxP = as_tokens(prompt_BxP, model.cfg.vocab_size, what="prompt")
-    model = model.for_inference()
-    if decoder is None:
-        decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
-    rng = as_rng(rng)
-    if prompt_BxP.shape[1] < 1:
-        raise EvaluationError(f"prompt must be [batch, length >= 1], got shape {prompt_BxP.shape}")
-    graphdef, params = nnx.split(model)
-    sampler = Sampler(float(temperature), int(top_k), float(top_p), stop_id)
-    rows = prompt_BxP.shape[0]
-    with memory_fix(f"generate fewer rows at once (the prompt has {rows}; sample: --num_samples)"):
-        out = _generate(
-            graphdef,
-            params,
-            jnp.asarray(prompt_BxP, jnp.int32),
-            rng,
-            decoder=decoder,
-            num_new=int(num_new),
-            sampler=sampler,
-            pad_id=int(pad_id),
-        )
+    run = _Run.prepare(model, prompt_BxP, num_new, rng, method=method, decoder=decoder,
+                       window=window, slide=slide, pad_id=pad_id,
+                       sampler=Sampler(float(temperature), int(top_k), float(top_p), stop_id))  # fmt: skip
+    with run.memory_fix():
+        out = loop._generate(run.graphdef, run.params, run.prompt_BxP, run.rng, decoder=run.decoder,
+                        num_new=run.num_new, sampler=run.sampler, pad_id=run.pad_id)  # fmt: skip
         return jax.block_until_ready(out)  # a failed allocation surfaces here, not in a reader
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "decoder", "prompt_len", "pad_id"))
-def _decode_logits(graphdef, params, tokens_BxT, *, decoder, prompt_len, pad_id):
-    model = nnx.merge(graphdef, params)
-    T = tokens_BxT.shape[1]
-    buf = _place(tokens_BxT, decoder, 0, pad_id)
-    c0 = decoder.first_fed(prompt_len)
-    state = decoder.init(model, buf, c0)
+def generate_stream(
+    model: nnx.Module,
+    prompt_BxP: jax.Array,
+    num_new: int,
+    rng: jax.Array | int = 0,
+    *,
+    seconds: float = 0.25,
+    method: str = "auto",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    stop_id: int | None = None,
+    pad_id: int = 0,
+    window: int | None = None,
+    slide: int | None = None,
+) -> Iterator[np.ndarray]:
+    """`generate`'s new tokens as they come: yields int32 [B, k] blocks (k >= 1) whose
+    concatenation is exactly `generate(...)[:, P:]` (the same sampling keys), ending early once
+    every row has stopped. Each block is one compiled call of about `seconds` (the first of 8
+    steps: the first tokens come at once); the calls share one compilation.
 
-    def body(state, c):
-        logits_BxV, state = decoder.step(model, state, buf, c)
-        return state, logits_BxV
+    Why: a long sample is one XLA call; streamed, a reader sees it grow, and an interruption
+    keeps what was made.
+    """
+    run = _Run.prepare(model, prompt_BxP, num_new, rng, method=method, window=window,
+                       slide=slide, pad_id=pad_id,
+                       sampler=Sampler(float(temperature), int(top_k), float(top_p), stop_id))  # fmt: skip
+    P, off = run.prompt_BxP.shape[1], run.decoder.offset
+    static = dict(decoder=run.decoder, prompt_len=P, sampler=run.sampler)
+    with run.memory_fix():
+        carry = loop._start_jit(run.graphdef, run.params, run.prompt_BxP, decoder=run.decoder,
+                           num_new=run.num_new, pad_id=run.pad_id)  # fmt: skip
+        c, emitted, steps = _position(carry), 0, 8
+        stopped_Bx1 = np.zeros((run.prompt_BxP.shape[0], 1), bool)
+        while emitted < run.num_new:
+            began = time.perf_counter()
+            carry = loop._advance_jit(run.graphdef, run.params, carry, run.rng,
+                                 jnp.asarray(c + steps, jnp.int32), **static)  # fmt: skip
+            c = _position(carry)
+            ready = max(min(c + 1 - off - P, run.num_new), emitted)  # new tokens in the buffer
+            if bool(jnp.all(carry[3])):  # every row stopped: the rest is stop tokens
+                ready = run.num_new
+            block = np.asarray(carry[1][:, off + P + emitted : off + P + ready])
+            if run.sampler.stop_id is not None:  # as _after_stop, across blocks
+                stopped_BxK = stopped_Bx1 | (np.cumsum(block == run.sampler.stop_id, 1) > 0)
+                block = np.where(stopped_BxK, run.sampler.stop_id, block).astype(np.int32)
+                stopped_Bx1 = stopped_BxK[:, -1:] if block.shape[1] else stopped_Bx1
+            if block.shape[1]:
+                yield block
+            emitted = ready
+            took = time.perf_counter() - began
+            steps = int(min(max(steps * seconds / max(took, 1e-6), 1), 4 * steps, 65536))
 
-    cs = jnp.arange(c0, decoder.offset + T, dtype=jnp.int32)
-    _, logits_NxBxV = jax.lax.scan(body, state, cs)
-    # A decoder that feeds the prompt token by token also returns the prompt's own predictions.
-    skip = decoder.offset + prompt_len - 1 - c0
-    return logits_NxBxV[skip:].transpose(1, 0, 2)
+
+def _position(carry) -> int:
+    """The carry's position, once the call is done. Waits for the whole carry: a call that ran
+    out of memory raises here, while `int(carry[0])` alone waits for ever (jax 0.10)."""
+    return int(jax.block_until_ready(carry)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """A generation's checked arguments (what `generate` and `generate_stream` share)."""
+
+    graphdef: Any
+    params: Any
+    prompt_BxP: jax.Array
+    rng: jax.Array
+    decoder: dec.Decoder
+    num_new: int
+    sampler: Sampler
+    pad_id: int
+
+    @classmethod
+    def prepare(cls, model, prompt_BxP, num_new, rng, *, method="auto", decoder=None,
+                window=None, slide=None, pad_id=0, sampler: Sampler):  # fmt: skip
+        model = as_model(model)
+        check_sampling(num_new=num_new, temperature=sampler.temperature, top_k=sampler.top_k,
+                       top_p=sampler.top_p, stop_id=sampler.stop_id,
+                       vocab_size=model.cfg.vocab_size)  # fmt: skip
+        prompt_BxP = as_tokens(prompt_BxP, model.cfg.vocab_size, what="prompt")
+        model = model.for_inference()
+        if decoder is None:
+            decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
+        rng = as_rng(rng)
+        if prompt_BxP.shape[1] < 1:
+            raise EvaluationError(
+                f"prompt must be [batch, length >= 1], got shape {prompt_BxP.shape}"
+            )
+        graphdef, params = nnx.split(model)
+        return cls(graphdef, params, jnp.asarray(prompt_BxP, jnp.int32), rng, decoder,
+                   int(num_new), sampler, int(pad_id))  # fmt: skip
+
+    def memory_fix(self):
+        rows = self.prompt_BxP.shape[0]
+        return memory_fix(
+            f"generate fewer rows at once (the prompt has {rows}; sample: --num_samples)"
+        )
 
 
 def decode_logits(
@@ -221,7 +241,7 @@ def decode_logits(
     if decoder is None:
         decoder = dec.make_decoder(model.cfg, method, window=window, slide=slide)
     graphdef, params = nnx.split(model)
-    return _decode_logits(
+    return loop._decode_logits(
         graphdef,
         params,
         jnp.asarray(tokens_BxT, jnp.int32),

@@ -162,3 +162,47 @@ def test_sampling_seed_top_k_top_p_and_stop():
             assert (row[first:] == stop).all()
         else:
             np.testing.assert_array_equal(row, ref)
+
+
+# ----------------------------------------------------------------------------- streamed blocks
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("llp", {}),  # the streaming segment cache, past n
+        ("transformer", {"method": "cached"}),  # the KV cache
+        ("perceiver_ar", {"slide": 3}),  # the latent cache, sliding
+        ("enhanced_v3", {}),  # recompute
+        ("llp", {"method": "recompute"}),
+    ],
+)
+@pytest.mark.parametrize("sampler", [{"temperature": 0.9, "top_k": 20}, {"stop_id": "greedy"}])
+def test_streamed_blocks_are_the_generation(name, kwargs, sampler):
+    """`generate_stream`'s blocks, whatever their sizes (0.2 ms calls: many blocks of a few
+    steps), concatenate to `generate`'s tokens: same keys, same stop handling; the stream ends
+    early once every row stopped."""
+    model = _model(name)
+    prompt = _tokens((3, 7), seed=8)
+    num_new = 150  # past n = 64
+    if sampler.get("stop_id") == "greedy":
+        greedy = np.asarray(sampling.generate(model, prompt, num_new, temperature=0.0, **kwargs))
+        sampler = {"temperature": 0.0, "stop_id": int(greedy[1, 20])}  # row 1 stops at 20
+    whole = np.asarray(sampling.generate(model, prompt, num_new, 4, **sampler, **kwargs))
+    blocks = list(sampling.generate_stream(model, prompt, num_new, 4, seconds=2e-4,
+                                           **sampler, **kwargs))  # fmt: skip
+    assert len(blocks) > 3 and all(b.dtype == np.int32 and b.shape[0] == 3 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole[:, 7:])
+
+
+def test_a_stream_of_stopped_rows_ends_early():
+    model = _model("llp")
+    prompt = _tokens((2, 5), seed=9)
+    greedy = np.asarray(sampling.generate(model, prompt, 40, temperature=0.0))
+    stop = int(greedy[0, 8])
+    rows = [r for r in greedy[:, 5:] if stop in r]
+    if len(rows) < 2:
+        prompt, greedy = prompt[:1], greedy[:1]
+    blocks = list(sampling.generate_stream(model, prompt, 10_000, temperature=0.0,
+                                           stop_id=stop, seconds=1e-3))  # fmt: skip
+    out = np.concatenate(blocks, axis=1)
+    assert out.shape[1] == 10_000 and (out[:, 40:] == stop).all()
+    assert len(blocks) < 40  # the stop ended the loop; no call for each of the 10,000 steps

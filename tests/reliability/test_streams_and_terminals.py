@@ -22,8 +22,11 @@ import pty
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import termios
+import threading
+import time
 import unicodedata
 
 import pytest
@@ -194,3 +197,32 @@ def test_a_failing_or_closed_standard_stream_costs_no_work(env, tmp_path, corpus
         assert all(json.loads(line) for line in f)
     sample = _bash(_quoted("sample", [f"--workdir={closed}", "--max_new_tokens=4"]) + " >&-", env)
     assert sample.rc == 0 and "Traceback" not in sample.stderr, str(sample)
+
+
+def test_ctrl_c_ends_a_long_sample_at_once_keeping_its_text(env):
+    """A sample is printed as it is generated, and Ctrl-C ends it at once. It used to be one XLA
+    call printed at its end: Ctrl-C printed its line, then waited for the whole call (minutes)
+    while the interpreter's exit tore down the XLA client, and the text was lost."""
+    args = [
+        "--config=llp_jax/configs/tiny.py",
+        "--config.model.d_model=256",
+        "--config.model.num_layers=4",
+        "--max_new_tokens=1000000",
+    ]  # ~45 min of sampling
+    proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    watchdog = threading.Timer(120, proc.kill)  # a sample that prints nothing: fail, not hang
+    watchdog.start()
+    try:
+        assert proc.stdout.readline().startswith(b"llp (untrained")
+        assert proc.stdout.readline() == b"--- sample 0\n"
+        first = proc.stdout.read(200)  # the prompt (~40 bytes), then the first new tokens
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        assert time.monotonic() - started < 10 and proc.returncode == 130, err.decode()
+        assert first.startswith(b"Persuasion by Jane Austen") and out.endswith(b"\n")
+        assert err.decode().strip().endswith("error: interrupted (Ctrl-C)"), err.decode()
+    finally:
+        watchdog.cancel()
+        proc.kill()
