@@ -226,3 +226,31 @@ def test_ctrl_c_ends_a_long_sample_at_once_keeping_its_text(env):
     finally:
         watchdog.cancel()
         proc.kill()
+
+
+def test_ctrl_c_prints_the_samples_made_so_far(env):
+    """Several samples grow behind a progress bar; Ctrl-C prints each as far as it got."""
+    args = [
+        "--config=llp_jax/configs/tiny.py",
+        "--config.model.d_model=256",
+        "--config.model.num_layers=4",
+        "--max_new_tokens=1000000",
+        "--num_samples=3",
+    ]
+    proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stdout.readline().startswith(b"llp (untrained")
+        time.sleep(12)  # compiled, and some blocks made
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err.decode()
+        samples = out.decode().split("--- sample ")[1:]
+        assert [s[0] for s in samples] == ["0", "1", "2"], out.decode()
+        assert all(len(s) > 100 for s in samples)  # the prompt (46) and what followed
+        assert " tok/s]" in err.decode() and "error: interrupted (Ctrl-C)" in err.decode()
+    finally:
+        watchdog.cancel()
+        proc.kill()
