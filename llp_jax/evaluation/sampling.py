@@ -161,7 +161,8 @@ def generate_stream(
             ready = max(min(c + 1 - off - P, run.num_new), emitted)  # new tokens in the buffer
             if bool(jnp.all(carry[3])):  # every row stopped: the rest is stop tokens
                 ready = run.num_new
-            block = np.asarray(carry[1][:, off + P + emitted : off + P + ready])
+            # Sliced on the host: a device slice compiles anew for each block's bounds.
+            block = np.asarray(carry[1])[:, off + P + emitted : off + P + ready].copy()
             if run.sampler.stop_id is not None:  # as _after_stop, across blocks
                 stopped_BxK = stopped_Bx1 | (np.cumsum(block == run.sampler.stop_id, 1) > 0)
                 block = np.where(stopped_BxK, run.sampler.stop_id, block).astype(np.int32)
