@@ -12,8 +12,8 @@ import sys
 
 from absl import app, flags, logging
 
-from llp_jax import caches, configs, paths, schema
-from llp_jax.cli import host_allocator, streams
+from llp_jax import caches, paths
+from llp_jax.cli import flag_parsing, host_allocator, streams
 from llp_jax.errors import STORAGE_ERRNOS, LLPError
 
 # Storage faults a user can cause and fix (a path, a permission, a full disk): one line each.
@@ -51,7 +51,7 @@ def run(main) -> None:
         return result
 
     try:
-        app.run(guarded, flags_parser=_parse_flags)
+        app.run(guarded, flags_parser=flag_parsing.parse)
     except KeyboardInterrupt:
         streams.quiet_stdout()
         trains = main.__module__.rsplit(".", 1)[-1] in ("train", "compare")
@@ -109,84 +109,6 @@ def output_flag(name: str, default: str | None, help: str, *, also: tuple[str, .
     return holder
 
 
-def _packaged_config(argv: list[str]) -> list[str]:
-    """`--config=llp_jax/configs/X.py[:arg]` names a file of the checkout; where it is not there
-    (an installed llp_jax, run from any folder) it means the file inside the installed package."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = []
-    for item in argv:
-        match = re.match(r"^(--config=)(llp_jax/configs/[^:]+)(:.*)?$", item)
-        if match and not os.path.exists(match.group(2)):
-            path = os.path.join(package, match.group(2)[len("llp_jax/") :])
-            item = match.group(1) + path + (match.group(3) or "")
-        out.append(item)
-    return out
-
-
-def _parse_flags(argv):
-    argv = _packaged_config(argv)
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"error: {_last_line(e)}")
-    except Exception as e:  # noqa: BLE001  a config file's own error, raised while it loads
-        sys.exit(f"error: {config_load_error(e, argv)}")
-
-
-def config_load_error(error: Exception, argv: list[str]) -> str:
-    """One line for a config file that does not load, or an override it has no field for."""
-    files = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-    where = f"--config={files[-1]}" if files else "--config"
-    if isinstance(error, SyntaxError):
-        return f"{where}: {error.msg} at line {error.lineno} of {error.filename}"
-    text = str(error)
-    if isinstance(error, AttributeError) and "get_config" in text:
-        return (
-            f"{where} defines no get_config(); a config file needs `def get_config(arg=None)` "
-            "returning a ConfigDict (see llp_jax/configs/tiny.py)"
-        )
-    key = re.search(r"\\?'(\w+)\\?'", text)
-    override = [
-        a.split("=", 1)[0]
-        for a in argv
-        if a.startswith("--config.") and key and key[1] in a.split("=", 1)[0].split(".")[1:]
-    ]
-    if override:
-        parts = override[0][len("--") :].split(".")
-        section = ".".join(parts[: parts.index(key[1])])
-        fields = _section_fields(files[-1] if files else None, section.split(".")[1:])
-        if fields is not None:
-            hint = schema.hint(key[1], fields)
-        else:  # the file does not load by itself: ml_collections' own suggestion, if any
-            mean = re.search(r'Did you mean \\?"(\w+)\\?"', text)
-            hint = f"; did you mean {mean[1]!r}?" if mean else ""
-        return f"{override[0]}: {section} has no field {key[1]!r}{hint}"
-    return f"{where}: loading it raised {type(error).__name__}: {_last_line(error)}"
-
-
-def _section_fields(spec: str | None, path: list[str]) -> list[str] | None:
-    """The field names of `config.<path>` in the config file `spec`, or None where it does not
-    load or has no such section (then the caller's message goes without them)."""
-    try:
-        section = configs.load(spec)
-        for part in path:
-            section = section[part]
-        return list(section.keys())
-    except Exception:  # noqa: BLE001  only a hint: any failure means no hint
-        return None
-
-
-def _last_line(error: Exception) -> str:
-    """The exception line of a message that may embed a traceback, without the module path."""
-    lines = [x.strip() for x in str(error).splitlines()]
-    line = next((x for x in reversed(lines) if re.search(r"\w", x)), "") or repr(error)
-    if "Traceback (most recent call last)" in line:  # a traceback flattened into one line
-        raised = list(re.finditer(r"\b(?:[A-Za-z_]\w*\.)*(\w+(?:Error|Exception)): ", line))
-        if raised:
-            line = raised[-1][1] + ": " + line[raised[-1].end() :]
-    return re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", line)
-
-
 def compilation_cache_flag():
     """--compilation_cache for the programs that compile many models (benchmark, compare)."""
     return flags.DEFINE_string(
@@ -227,7 +149,7 @@ def start(argv, *, devices: bool = True) -> None:
             value = flags.FLAGS["config"].value
             _ = value.keys
         except OSError as e:
-            sys.exit(f"error: --config: {_last_line(e)}")
+            sys.exit(f"error: --config: {flag_parsing.last_line(e)}")
         except AttributeError:
             sys.exit(
                 f"error: --config: get_config() returned a {type(value).__name__}, not a "
