@@ -112,7 +112,7 @@ def generate(
     """
     run = _Run.prepare(model, prompt_BxP, num_new, rng, method=method, decoder=decoder,
                        window=window, slide=slide, pad_id=pad_id,
-                       sampler=Sampler(float(temperature), int(top_k), float(top_p), stop_id))  # fmt: skip
+                       temperature=temperature, top_k=top_k, top_p=top_p, stop_id=stop_id)  # fmt: skip
     with run.memory_fix():
         out = loop._generate(run.graphdef, run.params, run.prompt_BxP, run.rng, decoder=run.decoder,
                         num_new=run.num_new, sampler=run.sampler, pad_id=run.pad_id)  # fmt: skip
@@ -145,7 +145,11 @@ def generate_stream(
     """
     run = _Run.prepare(model, prompt_BxP, num_new, rng, method=method, window=window,
                        slide=slide, pad_id=pad_id,
-                       sampler=Sampler(float(temperature), int(top_k), float(top_p), stop_id))  # fmt: skip
+                       temperature=temperature, top_k=top_k, top_p=top_p, stop_id=stop_id)  # fmt: skip
+    return _blocks(run, seconds)  # arguments checked now, not at the first block
+
+
+def _blocks(run: _Run, seconds: float) -> Iterator[np.ndarray]:
     P, off = run.prompt_BxP.shape[1], run.decoder.offset
     static = dict(decoder=run.decoder, prompt_len=P, sampler=run.sampler)
     with run.memory_fix():
@@ -195,11 +199,11 @@ class _Run:
 
     @classmethod
     def prepare(cls, model, prompt_BxP, num_new, rng, *, method="auto", decoder=None,
-                window=None, slide=None, pad_id=0, sampler: Sampler):  # fmt: skip
+                window=None, slide=None, pad_id=0, temperature, top_k, top_p, stop_id):  # fmt: skip
         model = as_model(model)
-        check_sampling(num_new=num_new, temperature=sampler.temperature, top_k=sampler.top_k,
-                       top_p=sampler.top_p, stop_id=sampler.stop_id,
-                       vocab_size=model.cfg.vocab_size)  # fmt: skip
+        check_sampling(num_new=num_new, temperature=temperature, top_k=top_k, top_p=top_p,
+                       stop_id=stop_id, vocab_size=model.cfg.vocab_size)  # fmt: skip
+        sampler = Sampler(float(temperature), int(top_k), float(top_p), stop_id)
         prompt_BxP = as_tokens(prompt_BxP, model.cfg.vocab_size, what="prompt")
         model = model.for_inference()
         if decoder is None:

@@ -126,11 +126,13 @@ def test_perplexity_window_arguments_are_checked_for_every_protocol(model, kwarg
         ({"rng": 1.5}, "rng=1.5"),
     ],
 )
-def test_generate_arguments_of_the_wrong_kind_are_one_line(model, kwargs, message):
-    """Each was a TypeError from a comparison or from jit's argument handling."""
+@pytest.mark.parametrize("generate", ["generate", "generate_stream"])
+def test_generate_arguments_of_the_wrong_kind_are_one_line(model, kwargs, message, generate):
+    """Each was a TypeError from a comparison or from jit's argument handling. A stream says so
+    when called, not at its first block."""
     args = {"num_new": 2, **kwargs}
     with pytest.raises(LLPError, match=message) as err:
-        llp_jax.generate(model, [[1, 2]], args.pop("num_new"), **args)
+        getattr(llp_jax, generate)(model, [[1, 2]], args.pop("num_new"), **args)
     assert "\n" not in str(err.value)
 
 
