@@ -13,6 +13,7 @@ text), so decoders that agree on the logits agree on the samples, whatever their
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -126,26 +127,22 @@ def generate_stream(
     rng: jax.Array | int = 0,
     *,
     seconds: float = 0.25,
-    method: str = "auto",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    stop_id: int | None = None,
-    pad_id: int = 0,
-    window: int | None = None,
-    slide: int | None = None,
+    **settings: Any,
 ) -> Iterator[np.ndarray]:
     """`generate`'s new tokens as they come: yields int32 [B, k] blocks (k >= 1) whose
     concatenation is exactly `generate(...)[:, P:]` (the same sampling keys), ending early once
-    every row has stopped. Each block is one compiled call of about `seconds` (the first of 8
-    steps: the first tokens come at once); the calls share one compilation.
+    every row has stopped. `settings`: `generate`'s keywords (method, decoder, temperature,
+    top_k, top_p, stop_id, pad_id, window, slide). Each block is one compiled call of about
+    `seconds` (the first of 8 steps: the first tokens come at once); the calls share one
+    compilation.
 
     Why: a long sample is one XLA call; streamed, a reader sees it grow, and an interruption
     keeps what was made.
     """
-    run = _Run.prepare(model, prompt_BxP, num_new, rng, method=method, window=window,
-                       slide=slide, pad_id=pad_id,
-                       temperature=temperature, top_k=top_k, top_p=top_p, stop_id=stop_id)  # fmt: skip
+    unknown = sorted(set(settings) - set(inspect.signature(generate).parameters))
+    if unknown:
+        raise TypeError(f"generate_stream() got unexpected keyword arguments {unknown}")
+    run = _Run.prepare(model, prompt_BxP, num_new, rng, **settings)
     return _blocks(run, seconds)  # arguments checked now, not at the first block
 
 
@@ -199,7 +196,8 @@ class _Run:
 
     @classmethod
     def prepare(cls, model, prompt_BxP, num_new, rng, *, method="auto", decoder=None,
-                window=None, slide=None, pad_id=0, temperature, top_k, top_p, stop_id):  # fmt: skip
+                window=None, slide=None, pad_id=0, temperature=1.0, top_k=0, top_p=1.0,
+                stop_id=None):  # fmt: skip
         model = as_model(model)
         check_sampling(num_new=num_new, temperature=temperature, top_k=top_k, top_p=top_p,
                        stop_id=stop_id, vocab_size=model.cfg.vocab_size)  # fmt: skip
