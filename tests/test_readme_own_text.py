@@ -1,7 +1,9 @@
 """The README's "Train on your own text" commands run as written (on small fixture files of the
 kinds they name, with a few training steps appended), so that section cannot rot."""
 
+import csv
 import gzip
+import io
 import json
 import os
 import shlex
@@ -33,7 +35,8 @@ def _commands() -> list[list[str]]:
 
 def _fixtures(root):
     """The files the commands name: a book, a folder of notes (with a binary file and a nested
-    folder), JSON Lines with a 'message' field, other text, and two C4 shards."""
+    folder), JSON Lines with a 'message' field, other text, two C4 shards, and a CSV of reviews
+    as Excel saves one (byte-order mark, CRLF, quoted cells holding commas and newlines)."""
     text = load_austen().splits["validation"]
     (root / "my_book.txt").write_text(text[:40_000])
     notes = root / "my_notes"
@@ -55,6 +58,12 @@ def _fixtures(root):
                    for i in range(25)]  # fmt: skip
         lines = "".join(json.dumps(r) + "\n" for r in records).encode()
         (c4 / f"c4-train.{shard:05d}-of-01024.json.gz").write_bytes(gzip.compress(lines))
+    table = io.StringIO(newline="")
+    csv.writer(table).writerows(
+        [["id", "review", "stars"]]
+        + [[i, text[130_000 + i * 1200 : 130_000 + (i + 1) * 1200], 1 + i % 5] for i in range(30)]
+    )
+    (root / "reviews.csv").write_bytes("\ufeff".encode() + table.getvalue().encode())
 
 
 def test_the_section_has_the_commands_it_promises():
@@ -62,7 +71,7 @@ def test_the_section_has_the_commands_it_promises():
     assert len(commands) >= 7
     corpora = " ".join(" ".join(c) for c in commands)
     for kind in ("my_book.txt", "my_notes/", "**/*.md", ".jsonl", "gs://", "sentencepiece",
-                 "--text=", "init_from", ".json.gz"):  # fmt: skip
+                 "--text=", "init_from", ".json.gz", ".csv"):  # fmt: skip
         assert kind in corpora, kind
 
 
@@ -97,6 +106,8 @@ def _run_all(env: dict, tmp_path) -> None:
         corpus = [a.split("=", 1)[1] for a in command if a.startswith("--config.data.corpus=")]
         if corpus and corpus[0].endswith("notes/"):  # the folder, on disk or in the bucket
             assert "skipped 1 file(s) that are not text" in done.stdout
+        if corpus and corpus[0].endswith(".csv"):  # a document per row, not one whole table
+            assert "corpus reviews.csv (30 documents" in done.stdout
         if "experiments.evaluate" in command:
             assert "| standard |" in done.stdout and "bits/byte" in done.stdout
         if "--config.train.init_from=workdir/notes" in command:

@@ -42,7 +42,7 @@ _TEXT = flags.DEFINE_string(
     "reported as split 'text'.",
 )
 _TEXT_FIELD = flags.DEFINE_string(
-    "text_field", "text", "The JSON field or Parquet column of --text that holds the text."
+    "text_field", "text", "The JSON field or Parquet / CSV / TSV column of --text holding the text."
 )
 _ALLOW = flags.DEFINE_bool(
     "allow_data_change", False, "Evaluate on a --config data section other than the workdir's."

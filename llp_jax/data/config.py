@@ -21,9 +21,10 @@ class DataConfig:
     Attributes:
       corpus: 'austen' or 'web_bible' (embedded); your own text (user_text.py): a file, 'a.txt,b.md', a folder
         (every text file below it), a glob ('docs/**/*.md'), JSON Lines ('chats.jsonl', one
-        document per line); or a tfds dataset: 'tfds:wikitext103' ('tfds:wikitext103/raw'),
+        document per line), CSV / TSV ('reviews.csv', one document per row); or a tfds dataset: 'tfds:wikitext103' ('tfds:wikitext103/raw'),
         'tfds:pg19', 'tfds:enwik8', 'tfds-catalog:NAME'.
-      text_field: the field holding the text: of a JSON Lines record ('' = 'text'), or of a
+      text_field: the field holding the text: of a JSON Lines record, or the Parquet / CSV / TSV
+        column ('' = 'text'), or of a
         'tfds-catalog:' dataset ('' = its first Text feature).
       document_boundaries: 'eod' (the tokenizer's end-of-document token after every document, so
         a model can tell documents apart and `model.document_mask` can keep attention inside

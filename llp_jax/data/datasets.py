@@ -188,10 +188,10 @@ def build_datasets(
 def text_datasets(
     spec: str, tokenizer: tokenizers.Tokenizer, seq_len: int, text_field: str = "text"
 ) -> Datasets:
-    """Any text (files, folders, globs, JSON Lines, Parquet: a corpus spec; or '-', standard
+    """Any text (files, folders, globs, JSON Lines, Parquet, CSV: a corpus spec; or '-', standard
     input, or a pipe: read once) as one evaluation split 'text', tokenised with a given
     tokenizer (a trained model's own), documents ended by its end-of-document token;
-    `text_field`: the field (JSON) or column (Parquet) holding the text."""
+    `text_field`: the field (JSON) or column (Parquet, CSV, TSV) holding the text."""
     docs, _ = user_text.read_spec_documents(spec, text_field, once=True)  # '-', pipes too
     if not docs:
         raise DataError(f"{spec!r} holds no text to evaluate")

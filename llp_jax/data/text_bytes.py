@@ -1,4 +1,4 @@
-"""From a corpus file's bytes to its documents: decompression, encoding, JSON records.
+"""From a corpus file's bytes to its documents: decompression, encoding, JSON records, tables.
 
 Real corpora rarely come as plain UTF-8 `.txt`: C4 ships JSON Lines as `.json.gz`, the Pile as
 `.jsonl.zst`, dumps come as `.xz` or `.bz2`, a Windows editor saves "Unicode" text as UTF-16 with
@@ -7,7 +7,8 @@ decompressed by its first bytes (gzip, bzip2, xz, Zstandard; an extension is oft
 wrong), decoded as UTF-8 (a few invalid bytes tolerated) or, after a UTF-16/32 byte-order mark,
 as that, and split into documents by its name without the compression suffix: `.jsonl` /
 `.ndjson` one object per line, `.json` an array of records or strings, one object, or JSON Lines;
-anything else is one document. Apache Parquet (how Hugging Face datasets ship their splits:
+`.csv` / `.tsv` (spreadsheet exports, Kaggle datasets) one row per document; anything else is
+one document. Apache Parquet (how Hugging Face datasets ship their splits:
 `train-00000-of-00002.parquet`), known by its magic bytes, is one document per row of the text
 column. Every problem is a one-line `DataError` naming the file.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import csv
 import gzip
 import io
 import json
@@ -30,6 +32,7 @@ from llp_jax.errors import first_line
 MAX_INVALID_FRACTION = 0.01
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 FIELD_FIX = "set --config.data.text_field (experiments.evaluate --text: --text_field)"
 
 _log = logging.getLogger(__name__)
@@ -128,6 +131,8 @@ def documents(path: str, text: str, text_field: str = "text") -> list[str]:
         records = _json_lines(path, text)
     elif name.endswith(".json"):
         records = _json(path, text)
+    elif name.endswith(tuple(TABLE_DELIMITERS)):
+        records = _table(path, text, TABLE_DELIMITERS[name[-4:]], text_field)
     else:
         return [text]
     docs = [_text_of(where, record, text_field) for where, record in records]
@@ -135,6 +140,41 @@ def documents(path: str, text: str, text_field: str = "text") -> list[str]:
     if not docs:
         raise DataError(f"{path} holds no documents with text in field {text_field!r}.")
     return docs
+
+
+def _table(path: str, text: str, delimiter: str, text_field: str):
+    """The `text_field` cells of a `.csv` / `.tsv` file, read as pandas and Hugging Face's csv
+    loader read one: the first row names the columns; a cell in double quotes may hold the
+    delimiter, newlines and doubled quotes (""); a row shorter than the header lacks the rest. A
+    row longer than the header, or a quote left open, is an error naming its line: read
+    leniently, one stray quote would swallow the rest of the file into one document. A cell may
+    hold a whole book (csv's 128 KiB cell limit is lifted)."""
+    kind = "CSV" if delimiter == "," else "TSV"
+    csv.field_size_limit(2**31 - 1)
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1  # the line the row being read starts on
+    try:
+        header = [name.strip() for name in next(rows, [])]
+        if text_field not in header:
+            raise DataError(f"{path}: {text_field!r} is not a column; its columns: {header}; "
+                            f"{FIELD_FIX} to one of them.")  # fmt: skip
+        column = header.index(text_field)
+        start = rows.line_num + 1
+        for row in rows:
+            if len(row) > len(header):
+                raise DataError(f"{path}:{start} has {len(row)} {kind} fields where its header "
+                                f"has {len(header)}; put a cell holding {delimiter!r} in double "
+                                "quotes.")  # fmt: skip
+            if column < len(row):
+                yield f"{path}:{start}", row[column]
+            start = rows.line_num + 1
+    except csv.Error as e:
+        if str(e) == "unexpected end of data":
+            raise DataError(f"{path}:{start}: a quoted {kind} cell starts on this line and never "
+                            "ends (a stray double quote?); close it or quote the cell whole, its "
+                            'quotes doubled ("").') from None  # fmt: skip
+        raise DataError(f"{path}:{start} is not {kind} ({e}); a cell holding quotes must be "
+                        'quoted whole, its quotes doubled ("").') from None  # fmt: skip
 
 
 def _json_lines(path: str, text: str):

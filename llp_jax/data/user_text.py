@@ -1,9 +1,10 @@
-"""A user's own text as a corpus: files, folders (recursive), glob patterns, JSON Lines, Parquet.
+"""A user's own text as a corpus: files, folders (recursive), globs, JSON Lines, Parquet, CSV.
 
 `config.data.corpus` names them: 'notes.txt', 'a.txt,b.md', 'books/' (every text file below it,
 whatever its extension), 'docs/**/*.md' (a glob), 'chats.jsonl' (one document per line, its
 text in the `config.data.text_field` field; `text_bytes` reads compressed, UTF-16 and JSON
-files too), 'train-*.parquet' (Hugging Face's shards: one document per row of that column). A
+files too), 'train-*.parquet' (Hugging Face's shards: one document per row of that column),
+'reviews.csv' / '.tsv' (a header row; one document per row of that column). A
 name that exists as given is taken whole, so a file whose name holds a comma still works.
 Files met in a folder or a glob that are not text (binary, mostly invalid UTF-8, or empty) are
 skipped with a count; a file named explicitly must be text.
@@ -105,7 +106,7 @@ def read_spec_documents(
 
 def read_documents(path: str, text_field: str = "text", *, once: bool = False) -> list[str]:
     """The documents of one file (`text_bytes.documents`): the whole text, one per record of a
-    JSON Lines or JSON file, or one per row of a Parquet file's `text_field` column."""
+    JSON Lines or JSON file, or one per row of a Parquet, CSV or TSV file's `text_field` column."""
     raw = _read_bytes(path, once)
     if text_bytes.is_parquet(raw):
         return text_bytes.parquet_documents(path, raw, text_field)

@@ -83,7 +83,7 @@ def setup(
       step: a checkpoint step (default: the newest).
       text: files, folders or JSON Lines (a corpus spec) to evaluate instead, as one split
         'text', tokenised with the workdir's own tokenizer.
-      text_field: the JSON field or Parquet column of `text` that holds the text.
+      text_field: the JSON field or Parquet / CSV / TSV column of `text` that holds the text.
       allow_data_change: accept a --config data section other than the workdir's.
 
     Raises:

@@ -2,7 +2,9 @@
 (a streamed Zstandard frame without a content size), `.xz` / `.bz2` dumps, "Unicode" text from a
 Windows editor (UTF-16 with a byte-order mark), JSON arrays of records, Hugging Face's Parquet
 shards (written by pyarrow as `datasets` writes them: several row groups, snappy or zstd pages,
-other columns beside the text, large strings, nulls); each read to the same
+other columns beside the text, large strings, nulls), CSV and TSV as pyarrow, Python's csv
+module and Excel write them (quoted cells with commas, quotes and newlines; a byte-order mark
+and CRLF); each read to the same
 documents as the plain file, through the same corpus loader the trainer uses. Damaged or
 mislabelled files are one-line errors naming the file, and a folder walk skips an archive that
 decompresses to binary."""
@@ -10,6 +12,7 @@ decompresses to binary."""
 from __future__ import annotations
 
 import bz2
+import csv
 import gzip
 import io
 import json
@@ -17,6 +20,7 @@ import lzma
 import tarfile
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import zstandard
@@ -49,6 +53,20 @@ def _parquet(table: pa.Table, **options) -> bytes:
     return out.getvalue()
 
 
+def _csv(rows, *, delimiter=",", bom=False) -> bytes:
+    """As Python's csv module (and Excel, with `bom`: "CSV UTF-8") writes a table: CRLF line
+    ends, a cell quoted only where it holds the delimiter, a quote or a newline."""
+    out = io.StringIO(newline="")
+    csv.writer(out, delimiter=delimiter).writerows(rows)
+    return ("\ufeff" if bom else "").encode() + out.getvalue().encode()
+
+
+def _arrow_csv(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pa_csv.write_csv(table, out)  # every string quoted, header too; LF line ends
+    return out.getvalue()
+
+
 HF = pa.table({"text": DOCS, "id": list(range(len(DOCS))),
                "meta": [{"source": "austen", "len": len(d)} for d in DOCS]})  # fmt: skip
 WITH_NULLS = pa.table({"content": pa.array([*DOCS[:5], None, "  ", *DOCS[5:]], pa.large_string())})
@@ -65,6 +83,13 @@ FILES = {
     "train-00000-of-00001.parquet": _parquet(HF),  # snappy pages, pyarrow's default
     "zstd_pages.parquet": _parquet(HF, compression="zstd"),
     "no_suffix_shard": _parquet(HF),  # known by its magic bytes
+    "train.csv": _arrow_csv(HF.drop_columns(["meta"])),
+    "excel.csv": _csv(
+        [["id", "text", "label"], *([i, d, "pos"] for i, d in enumerate(DOCS))], bom=True
+    ),
+    "reviews.tsv.gz": gzip.compress(
+        _csv([["text", "stars"], *([d, 5] for d in DOCS)], delimiter="\t")
+    ),
 }
 WHOLE = {
     "book.txt.gz": gzip.compress("".join(DOCS).encode()),
@@ -120,6 +145,20 @@ def test_a_json_array_takes_the_text_field(tmp_path):
     assert user_text.read_documents(str(one)) == [DOCS[0]]
 
 
+def test_csv_cells_hold_quotes_books_and_gaps(tmp_path):
+    book = "Chapter 1\n" + 'She said, "Quite so."\n' * 8000  # 190 KB: past csv's cell limit
+    rows = [["title", "review", "stars"], ["a", book, 5], ["b", "", 1], ["c"], [],
+            ["d", '"Quoted", she said\ttwice', 4]]  # fmt: skip
+    path = tmp_path / "reviews.csv"
+    path.write_bytes(_csv(rows))
+    expected = [book, '"Quoted", she said\ttwice']  # blank, missing: out
+    assert user_text.read_documents(str(path), text_field="review") == expected
+    with pytest.raises(
+        DataError, match=r"'text' is not a column; its columns: \['title', 'review', "
+    ):
+        user_text.read_documents(str(path))
+
+
 BROKEN = {
     "cut.txt.gz": (gzip.compress(DOCS[0].encode() * 50)[:-30], "damaged gzip file"),
     "cut.jsonl.zst": (_zstd_stream(_jsonl(PILE))[:-40], "damaged Zstandard file"),
@@ -132,6 +171,16 @@ BROKEN = {
     "cut.parquet": (_parquet(HF)[:-100], "damaged Parquet file"),
     "other_column.parquet": (_parquet(WITH_NULLS), "'text' is not a column; its text columns: "),
     "int_column.parquet": (_parquet(pa.table({"text": [1, 2]})), "'text' is not a text column"),
+    "other_column.csv": (_csv([["id", "body"], [1, "a"]]), "'text' is not a column; its columns: "),
+    "open_quote.csv": (
+        b'id,text\n1,a\n2,"b\n3,c\n4,d\n',
+        r"open_quote.csv:3: a quoted CSV cell starts",
+    ),
+    "long_row.tsv": (
+        b"text\tid\na\t1\nb\t2\tx\n",
+        r"long_row.tsv:3 has 3 TSV fields where its header has 2",
+    ),
+    "bad_quote.csv": (b'text\n"a" b\n', r"bad_quote.csv:2 is not CSV"),
 }
 
 
