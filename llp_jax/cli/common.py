@@ -38,6 +38,7 @@ def run(main) -> None:
     host_allocator.ensure()
     streams.encodable_output()
     _, err = streams.guard_output()
+    one_log_handler()
     caches.matplotlib_config()
 
     def guarded(argv):
@@ -155,6 +156,7 @@ def start(argv, *, devices: bool = True) -> None:
                 f"error: --config: get_config() returned a {type(value).__name__}, not a "
                 "ConfigDict with model, data, train and mesh sections"
             )
+    one_log_handler()  # again: a module imported since may have logged through absl
     _quiet_background_errors()
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
@@ -168,6 +170,17 @@ def start(argv, *, devices: bool = True) -> None:
 
         with one_line_errors():
             backend.check()
+
+
+def one_log_handler() -> None:
+    """Each log record printed once. absl's logging functions, called before app.run sets absl
+    up (Orbax logs as it is imported), call `logging.basicConfig()`: the root logger got a plain
+    stderr handler beside absl's, and every warning (a damaged checkpoint set aside, invalid
+    UTF-8 replaced) was printed twice, first as `WARNING:llp_jax.data.text_bytes:...`. That
+    handler goes; a warning before app.run prints as its bare message (logging's last resort)."""
+    for handler in list(pylogging.root.handlers):
+        if type(handler) is pylogging.StreamHandler:
+            pylogging.root.removeHandler(handler)
 
 
 _TENSORSTORE_READ = re.compile(r"[A-Z_]+: Error (reading|opening)")  # its status, then the read

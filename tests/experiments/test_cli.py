@@ -72,3 +72,17 @@ def test_compilation_cache_flag_is_the_cache_of_the_program_and_its_children(fla
     else:
         assert done.stdout.split() == ["False", "None"]
         assert not inherited.exists() and not given.exists()
+
+
+def test_a_library_warning_is_printed_once(tmp_path):
+    """Orbax logs through absl as it is imported, before app.run sets absl up; absl then gave
+    the root logger a plain handler of its own, and every warning was printed twice (the first
+    as `WARNING:llp_jax.data.text_bytes:...`)."""
+    corpus = tmp_path / "scraped.txt"
+    corpus.write_bytes(b"It is a truth universally acknowledged. " * 200 + b"caf\xe9\n")
+    cmd = [sys.executable, "-m", "experiments.prepare_data", "--config=llp_jax/configs/tiny.py:llp",
+           f"--config.data.corpus={corpus}"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("replaced 1 invalid UTF-8 bytes with U+FFFD") == 1, done.stderr
+    assert "WARNING:llp_jax" not in done.stderr
