@@ -60,10 +60,12 @@ def main(argv):
                              allow_data_change=_ALLOW.value)  # fmt: skip
         split = "text" if _TEXT.value else _SPLIT.value
         out = _output_path(split)  # after the workdir is known to be one
+        protocols, notes = runner.plan_protocols(setup, split, _PROTOCOLS.value, _WINDOW.value,
+                                                 _MAX_TOKENS.value)  # fmt: skip
         results = runner.evaluate(
             setup,
             split=split,
-            protocols=_PROTOCOLS.value,
+            protocols=protocols,
             window=_WINDOW.value,
             stride=_STRIDE.value,
             paper_stride=_PAPER_STRIDE.value,
@@ -75,6 +77,8 @@ def main(argv):
         f"tokenizer {setup.data.tokenizer.name}"
     )
     print(runner.format_table(results))
+    for note in notes:
+        print(note)
     if out:
         with common.one_line_errors():
             runner.write_json(out, setup, split, results)

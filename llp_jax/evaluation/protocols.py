@@ -120,7 +120,8 @@ def paper_window_losses(
     N, n = len(tokens_N), window
     if N < n + 1:
         raise EvaluationError(
-            f"the stream has {N} tokens, fewer than one window of n + 1 = {n + 1}"
+            f"the stream has {N} tokens, fewer than one window of n + 1 = {n + 1}: give a longer "
+            "text, a smaller window, or the standard protocol (it takes any length)"
         )
     starts = np.arange(0, N - n, stride)
     Q = n - model.loss_start(n)
@@ -149,7 +150,8 @@ def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id:
         )
     chunk = chunk or cfg.seq_len
     if chunk % cfg.segment_len:
-        raise EvaluationError(f"chunk={chunk} must be a multiple of segment_len={cfg.segment_len}")
+        raise EvaluationError(f"window={chunk} (the stream protocol's chunk) must be a multiple "
+                              f"of segment_len={cfg.segment_len}")  # fmt: skip
     tokens_N = np.asarray(tokens_N, np.int32)
     N = len(tokens_N)
     if N < 2:

@@ -139,6 +139,27 @@ def default_protocols(cfg: models.ModelConfig) -> list[str]:
     return ["standard", "paper"] + (["stream"] if cfg.model_class.can_stream else [])
 
 
+def plan_protocols(
+    s: Setup, split: str, protocols: Sequence[str] | None = None, window: int | None = None,
+    max_tokens: int = 0,
+) -> tuple[list[str], list[str]]:  # fmt: skip
+    """The protocols `evaluate` runs, and a note for each default one it leaves out. The paper
+    protocol needs one window of n + 1 tokens; on a shorter text (a paragraph given with --text)
+    the standard and stream protocols, which take any length, score it whole. Asked for by
+    name, the paper protocol is an error there."""
+    if protocols:
+        return list(protocols), []
+    chosen = default_protocols(s.config)
+    N = len(s.data.eval_tokens(split))
+    N = min(N, max_tokens) if max_tokens else N
+    n = window or s.config.seq_len
+    if N >= n + 1:
+        return chosen, []
+    chosen.remove("paper")
+    return chosen, [f"the paper protocol is left out: the text has {N:,} tokens, fewer than one "
+                    f"of its windows (n + 1 = {n + 1:,})"]  # fmt: skip
+
+
 def evaluate(
     s: Setup,
     *,
@@ -150,7 +171,8 @@ def evaluate(
     batch_size: int = 8,
     max_tokens: int = 0,
 ) -> list[perplexity.PerplexityResult]:
-    """Every requested protocol on a split; `max_tokens` > 0 evaluates only its first tokens."""
+    """Every requested protocol on a split (None: those of `plan_protocols`); `max_tokens` > 0
+    evaluates only its first tokens."""
     tokens = s.data.eval_tokens(split)
     if max_tokens and max_tokens < len(tokens):
         tokens = tokens[:max_tokens]
@@ -170,7 +192,8 @@ def evaluate(
         }
     pad = max(s.data.tokenizer.pad_id, 0)
     results = []
-    for protocol in protocols or default_protocols(s.config):
+    protocols, _ = plan_protocols(s, split, protocols, window, max_tokens)
+    for protocol in protocols:
         results.append(
             perplexity.evaluate_perplexity(
                 s.model,

@@ -87,6 +87,17 @@ def test_a_workdir_evaluates_and_samples_alone(tmp_path, env):
     text = _run("evaluate", "--workdir=moved", f"--text={other}", "--protocols=standard",
                 cwd=tmp_path, env=env)  # fmt: skip
     assert text.returncode == 0 and "| standard |" in text.stdout, text.stderr[-2000:]
+    # A paragraph shorter than one paper window (n + 1 = 65 tokens) is scored whole by the
+    # protocols that take any length; the paper protocol is left out, or named, an error.
+    short = tmp_path / "short.txt"
+    short.write_text("It is a truth universally acknowledged.")
+    text = _run("evaluate", "--workdir=moved", f"--text={short}", cwd=tmp_path, env=env)
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert "| standard |" in text.stdout and "| stream |" in text.stdout, text.stdout
+    assert "the paper protocol is left out: the text has " in text.stdout, text.stdout
+    paper = _run("evaluate", "--workdir=moved", f"--text={short}", "--protocols=paper",
+                 cwd=tmp_path, env=env)  # fmt: skip
+    assert "fewer than one window of n + 1 = 65: give a longer text" in _one_line_error(paper)
     record = json.load(open(tmp_path / "moved" / "data" / "record.json"))
     assert record["tokenizer"].startswith("sp_") and os.path.exists(
         tmp_path / "moved" / "data" / "tokenizer.model")  # fmt: skip
