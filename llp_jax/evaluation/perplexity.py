@@ -31,7 +31,13 @@ import numpy as np
 
 from llp_jax.backend import memory_fix
 from llp_jax.evaluation.errors import EvaluationError, check_counts
-from llp_jax.evaluation.protocols import paper_window_losses, standard_nll, stream_nll
+from llp_jax.evaluation.protocols import (
+    paper_problem,
+    paper_window_losses,
+    standard_nll,
+    stream_nll,
+    stream_problem,
+)
 from llp_jax.models.inputs import as_model, as_tokens
 
 PROTOCOLS = ("standard", "paper", "stream")
@@ -112,6 +118,20 @@ def _fewer_windows(batch_size: int, window: int) -> str:
     return f"lower batch_size={batch_size} (windows of {window} tokens per forward pass)"
 
 
+def protocol_problem(cfg, protocol: str, window: int | None, num_tokens: int) -> str | None:
+    """Why `protocol` cannot score `num_tokens` tokens of a model of `cfg` in windows of `window`
+    (None: the model's n), known before any scoring (None: it can). `experiments.evaluate` asks
+    for every protocol first: a window that one of them cannot use fails at once, not after the
+    protocols before it have run."""
+    if protocol not in PROTOCOLS:
+        return f"protocol={protocol!r} must be one of {PROTOCOLS}"
+    n = window or cfg.seq_len
+    if protocol == "stream":
+        return stream_problem(cfg, n)
+    problem = cfg.model_class.window_problem(cfg, n)
+    return problem or (paper_problem(num_tokens, n) if protocol == "paper" else None)
+
+
 def evaluate_perplexity(
     model,
     tokens_N: np.ndarray,
@@ -148,10 +168,10 @@ def evaluate_perplexity(
     check_counts((("batch_size", batch_size, 1), ("window", window, 2), ("stride", stride, 1)),
                  default=" (None: the protocol's default)", required=("batch_size",))  # fmt: skip
     n = window or cfg.seq_len
-    problem = cfg.model_class.window_problem(cfg, n) if protocol != "stream" else None
+    N = len(tokens_N)
+    problem = protocol_problem(cfg, protocol, window, N)
     if problem:
         raise EvaluationError(problem)
-    N = len(tokens_N)
     units = {"num_bytes": num_bytes, "num_chars": num_chars, "num_words": num_words}
     if protocol == "standard":
         if stride is None:
@@ -215,4 +235,4 @@ def evaluate_perplexity(
             **units,
             token_nll=nll if keep_token_nll else None,
         )
-    raise EvaluationError(f"protocol={protocol!r} must be one of {PROTOCOLS}")
+    raise AssertionError(f"unreachable: protocol_problem rejects {protocol!r}")

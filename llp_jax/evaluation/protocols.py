@@ -118,11 +118,9 @@ def paper_window_losses(
     model = model.for_inference()
     tokens_N = np.asarray(tokens_N, np.int32)
     N, n = len(tokens_N), window
-    if N < n + 1:
-        raise EvaluationError(
-            f"the stream has {N} tokens, fewer than one window of n + 1 = {n + 1}: give a longer "
-            "text, a smaller window, or the standard protocol (it takes any length)"
-        )
+    problem = paper_problem(N, n)
+    if problem:
+        raise EvaluationError(problem)
     starts = np.arange(0, N - n, stride)
     Q = n - model.loss_start(n)
     graphdef, params = nnx.split(model)
@@ -135,6 +133,24 @@ def paper_window_losses(
     return np.asarray(means), starts, Q
 
 
+def paper_problem(N: int, window: int) -> str | None:
+    """Why the paper protocol cannot score N tokens with `window` (None: it can)."""
+    if N >= window + 1:
+        return None
+    return (f"the stream has {N} tokens, fewer than one window of n + 1 = {window + 1}: give a "
+            "longer text, a smaller window, or the standard protocol (it takes any length)")  # fmt: skip
+
+
+def stream_problem(cfg, chunk: int) -> str | None:
+    """Why the stream protocol cannot run a model of `cfg` in chunks of `chunk` (None: it can)."""
+    if not cfg.model_class.can_stream:
+        return f"the 'stream' protocol needs a model with a streaming form (llp), not {cfg.name}"
+    if chunk % cfg.segment_len:
+        return (f"window={chunk} (the stream protocol's chunk) must be a multiple of "
+                f"segment_len={cfg.segment_len}")  # fmt: skip
+    return None
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _stream_chunk(graphdef, params, inputs_1xC, targets_1xC, state):
     logits_1xCxV, state = nnx.merge(graphdef, params).stream(inputs_1xC, state)
@@ -144,14 +160,10 @@ def _stream_chunk(graphdef, params, inputs_1xC, targets_1xC, state):
 def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id: int = 0):
     """Per-target NLL of LLP's scan form over the whole stream, cache carried across chunks."""
     model, cfg = model.for_inference(), model.cfg
-    if not model.can_stream:
-        raise EvaluationError(
-            f"the 'stream' protocol needs a model with a streaming form (llp), not {cfg.name}"
-        )
     chunk = chunk or cfg.seq_len
-    if chunk % cfg.segment_len:
-        raise EvaluationError(f"window={chunk} (the stream protocol's chunk) must be a multiple "
-                              f"of segment_len={cfg.segment_len}")  # fmt: skip
+    problem = stream_problem(cfg, chunk)
+    if problem:
+        raise EvaluationError(problem)
     tokens_N = np.asarray(tokens_N, np.int32)
     N = len(tokens_N)
     if N < 2:

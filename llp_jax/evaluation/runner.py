@@ -193,6 +193,10 @@ def evaluate(
     pad = max(s.data.tokenizer.pad_id, 0)
     results = []
     protocols, _ = plan_protocols(s, split, protocols, window, max_tokens)
+    for protocol in protocols:  # every one checked before any runs
+        problem = perplexity.protocol_problem(s.config, protocol, window, len(tokens))
+        if problem:
+            raise EvaluationError(problem)
     for protocol in protocols:
         results.append(
             perplexity.evaluate_perplexity(

@@ -18,6 +18,7 @@ from llp_jax import models
 from llp_jax.configs import tiny
 from llp_jax.errors import LLPError
 from llp_jax.evaluation import checkpoints, runner
+from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.storage import Checkpointer, CheckpointNotFoundError
 from tests.helpers import REPO
 
@@ -120,6 +121,31 @@ def test_evaluate_and_sample_a_trained_workdir(trained):
     runner.write_json(path, setup, "validation", results)
     with open(path) as f:
         assert [r["protocol"] for r in json.load(f)["results"]] == ["standard", "stream"]
+
+
+def test_every_protocol_is_checked_before_any_runs(trained, monkeypatch):
+    """A window one protocol cannot use (stream: not a multiple of the segment) fails at once,
+    not after the protocols before it have scored the whole split; a text shorter than a paper
+    window leaves the paper protocol out, unless it was asked for."""
+    config, workdir = trained
+    setup = runner.setup(workdir, config)
+    ran = []
+    real = runner.perplexity.evaluate_perplexity
+    monkeypatch.setattr(runner.perplexity, "evaluate_perplexity",
+                        lambda *a, **k: ran.append(k["protocol"]) or real(*a, **k))  # fmt: skip
+    segment = setup.config.segment_len
+    with pytest.raises(EvaluationError, match=f"must be a multiple of segment_len={segment}"):
+        runner.evaluate(setup, window=3 * segment + 1, max_tokens=700)
+    assert ran == []
+    n = setup.config.seq_len
+    assert runner.plan_protocols(setup, "validation", max_tokens=n)[0] == ["standard", "stream"]
+    results = runner.evaluate(setup, max_tokens=n)
+    assert [r.protocol for r in results] == ran == ["standard", "stream"]
+    assert runner.plan_protocols(setup, "validation", max_tokens=n + 1) == (
+        ["standard", "paper", "stream"], [])  # fmt: skip
+    with pytest.raises(EvaluationError, match=f"fewer than one window of n \\+ 1 = {n + 1}"):
+        runner.evaluate(setup, protocols=["standard", "paper"], max_tokens=n)
+    assert ran == ["standard", "stream"]  # the paper protocol, named, failed before any ran
 
 
 def test_entry_points(trained, tmp_path):
