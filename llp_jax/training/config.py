@@ -40,8 +40,8 @@ class TrainConfig:
       log_every: train metrics cadence.
       max_bad_steps: non-finite steps skipped (never applied) before the run stops.
       seed: parameter initialisation and dropout.
-      init_from: 'WORKDIR[:STEP]': start from another run's weights (fresh optimizer, data and
-        step counter; see training/finetune.py); '' = from scratch.
+      init_from: 'WORKDIR[:STEP]': start from another run's weights and tokenizer (fresh
+        optimizer, data and step counter; see training/finetune.py); '' = from scratch.
       trainable: 'all' | 'longlora' (embeddings, norms, attention; frozen feed-forward and
         head) | a regular expression that trainable parameter paths match.
     """

@@ -7,6 +7,10 @@ context is extended (LongLoRA's use case: train short, fine-tune longer): every 
 enhanced_v3, whose history compression is a Linear over exactly n - l positions, takes another
 seq_len, its segment and latent sizes validated again for it.
 
+The fine-tuned run keeps the source's token ids: its tokenizer is the source run's (kept in the
+source workdir), not one trained anew on the new text, whose ids would silently scramble every
+embedding row; a tokenizer setting that cannot give the source's ids is a one-line error.
+
 `trainable` freezes part of the model: 'all', 'longlora' (LongLoRA's trainable set: embeddings,
 LayerNorms and attention; the feed-forward layers and the output head stay frozen), or a regular
 expression that trainable parameter paths match ('attn|norm').
@@ -22,6 +26,7 @@ import optax
 from flax import nnx
 
 from llp_jax import models, paths
+from llp_jax.data import DataConfig, tokenizers, workdir_store
 from llp_jax.errors import ConfigError
 from llp_jax.storage import (
     committed_steps,
@@ -63,6 +68,45 @@ def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
         raise ConfigError(f"train.init_from={spec!r}: {no_checkpoint(directory, _NO_RUN)}")
     if step is not None and step not in steps:
         raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
+
+
+def _source_record(spec: str) -> dict | None:
+    """The source run's data record (None: a workdir written before runs kept one)."""
+    return workdir_store.read_record(parse_init_from(spec)[0])
+
+
+def source_tokenizer(spec: str, data: DataConfig) -> tokenizers.Tokenizer | None:
+    """The tokenizer a fresh run from `init_from=spec` must use: the source's SentencePiece
+    model where `data` would train one ('sentencepiece'), else None (build as `data` says; the
+    result is then held to the source's ids by `check_tokenizer`). A byte source with a
+    SentencePiece setting, or the reverse, is refused before any data is read."""
+    record = _source_record(spec) if spec else None
+    if record is None:
+        return None
+    byte_source = record["tokenizer"] == tokenizers.ByteTokenizer.name
+    if byte_source != (data.tokenizer == "byte"):
+        want = "'byte'" if byte_source else f"'sentencepiece' (the source's {record['tokenizer']})"
+        raise ConfigError(f"train.init_from={spec!r}: the source was trained on tokenizer "
+                          f"{record['tokenizer']}, but data.tokenizer={data.tokenizer!r}; its "
+                          f"weights need the same token ids: set data.tokenizer={want}")  # fmt: skip
+    if byte_source or data.tokenizer != "sentencepiece" or data.corpus.startswith("tfds"):
+        return None  # (a tfds corpus keeps its tokenizer with its prepared tokens)
+    return workdir_store.tokenizer(parse_init_from(spec)[0], record)
+
+
+def check_tokenizer(spec: str, tokenizer: tokenizers.Tokenizer) -> None:
+    """The run's tokenizer gives the source run's token ids (a SentencePiece model file named in
+    data.tokenizer, or one trained with a tfds corpus, may not)."""
+    record = _source_record(spec) if spec else None
+    if record is None or record["tokenizer"] == tokenizers.ByteTokenizer.name:
+        return
+    source = workdir_store.tokenizer(parse_init_from(spec)[0], record)
+    if getattr(tokenizer, "model_proto", None) != source.model_proto:
+        raise ConfigError(
+            f"train.init_from={spec!r}: this run's tokenizer ({tokenizer.name}) is not the "
+            f"source's ({record['tokenizer']}), so its token ids differ; set data.tokenizer to "
+            f"{paths.join(parse_init_from(spec)[0], workdir_store.FOLDER, 'tokenizer.model')}"
+        )
 
 
 def _same(a: str, b: str) -> bool:

@@ -89,10 +89,11 @@ class Run:
 
 
 def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bool,
-              allow_data_change: bool) -> Datasets:  # fmt: skip
+              allow_data_change: bool, init_from: str = "") -> Datasets:  # fmt: skip
     """The run's data. A workdir keeps a record of its data (data config, tokenizer, training
     fingerprint): a resumed run reuses its tokenizer (token ids never change under it) and must
-    train on the same data unless `allow_data_change`; the record is (re)written otherwise."""
+    train on the same data unless `allow_data_change`; the record is (re)written otherwise. A
+    fresh run from `init_from` takes the source run's tokenizer (`finetune.source_tokenizer`)."""
     record = workdir_store.read_record(workdir) if resume else None
     if record is not None and not allow_data_change:
         diffs = workdir_store.differences(record, data_config)
@@ -104,7 +105,14 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
     own = None
     if record is not None and not data_config.corpus.startswith(("tfds:", "tfds-catalog:")):
         own = workdir_store.tokenizer(workdir, record)
+    elif record is None and init_from:
+        own = finetune.source_tokenizer(init_from, data_config)
+        if own is not None and jax.process_index() == 0:
+            print(f"tokenizer {own.name}: train.init_from's (its weights' token ids), not one "
+                  "trained on this data")  # fmt: skip
     data = build_datasets(data_config, seq_len, tokenizer=own)
+    if record is None and init_from:
+        finetune.check_tokenizer(init_from, data.tokenizer)
     if record is not None and not allow_data_change:
         diffs = workdir_store.differences(record, data_config, data)
         if diffs:
@@ -162,7 +170,7 @@ def _own(workdir: str) -> WorkdirLock | None:
 def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh, local_batch,
            probe, *, resume, allow_data_change) -> Run:  # fmt: skip
     data = load_data(workdir, data_config, probe.seq_len, resume=resume,
-                     allow_data_change=allow_data_change)  # fmt: skip
+                     allow_data_change=allow_data_change, init_from=train.init_from)  # fmt: skip
     check_validation(data.eval_tokens("validation"), probe.seq_len,
                      mesh_lib.batch_sharding(mesh), data.corpus.name)  # fmt: skip
     model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size, data.tokenizer.eod_id)

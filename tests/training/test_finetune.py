@@ -152,3 +152,44 @@ def test_init_from_this_workdir_with_noresume_is_refused_before_anything_moves(c
     assert run.start_step == 2
     assert "resumed from step 2" in (out := capsys.readouterr().out)
     assert "train.init_from seeds only a fresh start" in out
+
+
+def test_fine_tuning_on_other_text_keeps_the_source_tokenizer(tmp_path, capsys):
+    """A SentencePiece run fine-tuned on new text used to train a new tokenizer on that text
+    (same vocabulary size, so the weights loaded) and silently scrambled every token id. The
+    source's tokenizer is used; a setting that cannot give its ids is a one-line error."""
+    from llp_jax.data import load_austen  # noqa: PLC0415
+
+    train = load_austen().splits["train"]
+    (tmp_path / "a.txt").write_text(train[:60_000])
+    (tmp_path / "b.txt").write_text(train[-60_000:])
+    sp = dict(tokenizer="sentencepiece", vocab_size=300)
+    source = _config(str(tmp_path / "a.txt"), 2)
+    source.data.update(sp)
+    _train(source, tmp_path / "source")
+    fine = _config(str(tmp_path / "b.txt"), 2)
+    fine.data.update(sp)
+    fine.train.init_from = str(tmp_path / "source")
+    capsys.readouterr()
+    _train(fine, tmp_path / "fine")
+    kept = (tmp_path / "source" / "data" / "tokenizer.model").read_bytes()
+    assert (tmp_path / "fine" / "data" / "tokenizer.model").read_bytes() == kept
+    assert "train.init_from's (its weights' token ids)" in capsys.readouterr().out
+    # A new tokenizer of the same size trained on b.txt differs: the case this guards.
+    alone = _config(str(tmp_path / "b.txt"), 2)
+    alone.data.update(sp)
+    _train(alone, tmp_path / "alone")
+    other = tmp_path / "alone" / "data" / "tokenizer.model"
+    assert other.read_bytes() != kept
+    for tokenizer, says in (("byte", "set data.tokenizer='sentencepiece'"),
+                            (str(other), "its token ids differ; set data.tokenizer to ")):  # fmt: skip
+        wrong = _config(str(tmp_path / "b.txt"), 2)
+        wrong.data.update(tokenizer=tokenizer)
+        wrong.train.init_from = str(tmp_path / "source")
+        with pytest.raises(models.ConfigError, match=re.escape(says)) as e:
+            trainer.setup(wrong, str(tmp_path / f"wrong_{len(says)}"))
+        assert "\n" not in str(e.value)
+    _train(_config(str(tmp_path / "a.txt"), 2), tmp_path / "bytes")
+    fine.train.init_from = str(tmp_path / "bytes")
+    with pytest.raises(models.ConfigError, match="trained on tokenizer byte, but data.tokenizer="):
+        trainer.setup(fine, str(tmp_path / "sp_from_bytes"))
