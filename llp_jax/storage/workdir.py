@@ -164,7 +164,12 @@ class _LocalLock:
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise WorkdirError(f"cannot create the lock {path}: {e.strerror.lower()}") from None
+            folder = os.path.dirname(path)
+            raise WorkdirError(
+                f"--workdir {folder} cannot hold the run's files (creating its lock "
+                f"{os.path.basename(path)}: {e.strerror.lower()}); give a folder on a disk this "
+                "user can write to"
+            ) from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

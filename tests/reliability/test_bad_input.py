@@ -159,6 +159,7 @@ def test_workdir_paths(server, corpus_file, tmp_path):
     cases = [
         (bad, "not valid UTF-8"),
         ("/proc/llp_jax_run", "/proc/llp_jax_run"),
+        ("/proc/self", "--workdir /proc/self cannot hold the run's files"),  # a folder, no files
         ("", "--workdir is empty"),
     ]
     for workdir, fragment in cases:
