@@ -28,6 +28,7 @@ _NAMES = {
     "ModelConfig": "models",
     "build": "models",
     "train_and_evaluate": "studies",
+    "TrainingInterrupted": "training",
     "load_model": "evaluation",
     "evaluate_perplexity": "evaluation",
     "generate": "evaluation",

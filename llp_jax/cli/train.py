@@ -17,7 +17,7 @@ from ml_collections import config_flags
 from llp_jax.cli import common
 from llp_jax.studies import train_and_evaluate
 from llp_jax.training.distributed import initialize_distributed
-from llp_jax.training.interruptions import EXIT_CODES
+from llp_jax.training.interruptions import EXIT_CODES, TrainingInterrupted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")
@@ -56,8 +56,11 @@ def main(argv):
                 "only with --coordinator_address=host:port (or --distributed where a cluster "
                 "supplies it); without either this would train as one process"
             )
-        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
-                                    allow_data_change=_ALLOW.value)  # fmt: skip
+        try:
+            result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
+                                        allow_data_change=_ALLOW.value)  # fmt: skip
+        except TrainingInterrupted:  # saved, and the loop said so
+            sys.exit(EXIT_CODES["SIGINT"])
     if result.get("interrupted") in EXIT_CODES:
         sys.exit(EXIT_CODES[result["interrupted"]])  # saved; the shell's code for the signal
 

@@ -21,19 +21,25 @@ from llp_jax.evaluation.sampling import generate
 from llp_jax.storage import read_jsonl
 from llp_jax.training import trainer
 from llp_jax.training.distributed import any_process, gather_to_host
+from llp_jax.training.interruptions import TrainingInterrupted
 
 
 def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=None,
                        allow_data_change: bool = False) -> dict:  # fmt: skip
     """Trains `config` in `workdir`, then reports; returns the summary (also in summary.json).
     `config` is an experiment ConfigDict or a config file spec ("llp_jax/configs/tiny.py:llp",
-    see `llp_jax.configs.load`). An interrupted run returns the loop's progress instead (nothing is reported); a run that
-    had nothing left to train returns the summary already there, untouched."""
+    see `llp_jax.configs.load`). Ctrl-C saves the step and raises `TrainingInterrupted` (a
+    KeyboardInterrupt); a run stopped by SIGTERM or SIGHUP returns the loop's progress (nothing
+    is reported); a run that had nothing left to train returns the summary already there,
+    untouched."""
     if isinstance(config, str):
         config = configs.load(config)
     run, progress = trainer.train(config, workdir, resume=resume, devices=devices,
                                   allow_data_change=allow_data_change, close=False)  # fmt: skip
     try:
+        if progress["interrupted"] == "SIGINT":
+            step = int(jax.device_get(run.state["step"]))
+            raise TrainingInterrupted(step, workdir, progress)
         if progress["preempted"]:
             return progress
         return final_report(run, **progress)

@@ -11,6 +11,7 @@ from llp_jax.training.config import (
     default_mesh_config,
     default_train_config,
 )
+from llp_jax.training.interruptions import TrainingInterrupted
 from llp_jax.training.mesh import LOGICAL_AXIS_RULES, make_mesh
 from llp_jax.training.optimizer import make_optimizer, make_schedule
 from llp_jax.training.trainer import NonFiniteError, Run, setup, train, train_loop
@@ -21,6 +22,7 @@ __all__ = [
     "NonFiniteError",
     "Run",
     "TrainConfig",
+    "TrainingInterrupted",
     "default_mesh_config",
     "default_train_config",
     "make_mesh",

@@ -24,6 +24,17 @@ _NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT", signal.SIGHUP: "SI
 EXIT_CODES = {"SIGINT": 130, "SIGHUP": 129}
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after its step was saved. `train_and_evaluate` raises it rather
+    than return as if the run had finished: a notebook cell (and "Run all") or a script stops as
+    the user asked, instead of going on to evaluate a half-trained model. Rerunning resumes from
+    the saved step; `progress` is the training loop's."""
+
+    def __init__(self, step: int, workdir: str, progress: dict):
+        super().__init__(f"Ctrl-C: saved step {step} in {workdir}; train again to resume from it")
+        self.step, self.workdir, self.progress = step, workdir, progress
+
+
 class Interruptions:
     """`with Interruptions() as stop:` ... `stop.requested` is None or the signal's name.
 

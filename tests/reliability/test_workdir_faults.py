@@ -177,6 +177,40 @@ def test_ctrl_c_saves_the_step_and_exits_130(env, victim, corpus_file):
     assert params_digest(victim)  # the newest step restores
 
 
+# As a notebook cell runs it: what follows the call must not run after a Ctrl-C.
+_API_SCRIPT = """
+import sys
+import llp_jax
+config = llp_jax.configs.load("llp_jax/configs/tiny.py:llp")
+for field, value in (f.split("=", 1) for f in sys.argv[2:]):
+    section, name = field.removeprefix("--config.").split(".")
+    config[section][name] = type(config[section][name])(value)
+try:
+    llp_jax.train_and_evaluate(config, sys.argv[1].removeprefix("--workdir="))
+except llp_jax.TrainingInterrupted as e:
+    print("interrupted:", e, e.step, flush=True)
+    raise
+print("the next statement ran", flush=True)
+"""
+
+
+def test_ctrl_c_in_python_saves_then_raises_keyboard_interrupt(env, victim, corpus_file):
+    """From Python (a notebook cell, a script), Ctrl-C used to save and return as if the run
+    had finished: the cell went on, and "Run all" evaluated the half-trained model."""
+    args = tiny_args(victim, corpus_file, steps=10_000, every=10_000)[1:]  # no --config file
+    run = subprocess.Popen([PYTHON, "-c", _API_SCRIPT, *args], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    faults.wait_for_step(victim, 6, run)
+    run.send_signal(signal.SIGINT)
+    result = faults.finish(run)
+    assert "the next statement ran" not in result.stdout, str(result)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("interrupted: "))
+    saved = int(line.split()[-1])
+    assert f"Ctrl-C: saved step {saved} in {victim}; train again to resume" in line
+    assert committed_steps(os.path.join(victim, "checkpoints"))[-1] == saved > 4
+    assert "TrainingInterrupted: Ctrl-C: saved step" in result.stderr, result.stderr[-500:]
+
+
 def test_ctrl_c_before_the_first_step_is_one_line(env, tmp_path, corpus_file):
     run = faults.launch(tiny_args(tmp_path / "w", corpus_file), env)
     while not os.path.exists(tmp_path / "w" / ".lock") and run.poll() is None:
