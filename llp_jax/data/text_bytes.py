@@ -47,6 +47,12 @@ class NotText(DataError):
     skip them)."""
 
 
+class NoTextField(DataError):
+    """A records or table file (JSON, CSV, Parquet) whose first record, header or schema has no
+    `text_field`: raised for named files; folder and glob walks skip it (a project folder's
+    package.json or results.csv is not the corpus) unless no file of the walk has the field."""
+
+
 def _zstd(raw: bytes) -> bytes:
     """Every frame of `raw`. Not `decompress()`: a frame written by a stream (the Pile's) has no
     content size in its header; not a stream reader either: it ends a truncated file silently."""
@@ -135,7 +141,8 @@ def documents(path: str, text: str, text_field: str = "text") -> list[str]:
         records = _table(path, text, TABLE_DELIMITERS[name[-4:]], text_field)
     else:
         return [text]
-    docs = [_text_of(where, record, text_field) for where, record in records]
+    docs = [_text_of(where, record, text_field, first=i == 0)
+            for i, (where, record) in enumerate(records)]  # fmt: skip
     docs = [doc for doc in docs if doc.strip()]
     if not docs:
         raise DataError(f"{path} holds no documents with text in field {text_field!r}.")
@@ -156,7 +163,7 @@ def _table(path: str, text: str, delimiter: str, text_field: str):
     try:
         header = [name.strip() for name in next(rows, [])]
         if text_field not in header:
-            raise DataError(f"{path}: {text_field!r} is not a column; its columns: {header}; "
+            raise NoTextField(f"{path}: {text_field!r} is not a column; its columns: {header}; "
                             f"{FIELD_FIX} to one of them.")  # fmt: skip
         column = header.index(text_field)
         start = rows.line_num + 1
@@ -203,12 +210,13 @@ def _json(path: str, text: str) -> list:
     return [(path, whole)]
 
 
-def _text_of(where: str, record, text_field: str) -> str:
+def _text_of(where: str, record, text_field: str, *, first: bool = False) -> str:
     if isinstance(record, str):
         return record
     value = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(value, str):
-        raise DataError(f"{where} has no text field {text_field!r}; {FIELD_FIX} to the field "
+        error = NoTextField if first else DataError
+        raise error(f"{where} has no text field {text_field!r}; {FIELD_FIX} to the field "
                         "that holds the text.")  # fmt: skip
     return value
 
@@ -234,10 +242,10 @@ def parquet_documents(path: str, raw: bytes, text_field: str = "text") -> list[s
         texts = [f.name for f in schema if any(kind(f.type) for kind in kinds)]
         if text_field not in texts:
             what = "is not a text column" if text_field in schema.names else "is not a column"
-            raise DataError(f"{path}: {text_field!r} {what}; its text columns: {texts}; "
+            raise NoTextField(f"{path}: {text_field!r} {what}; its text columns: {texts}; "
                             f"{FIELD_FIX} to one of them.")  # fmt: skip
         rows = pq.read_table(io.BytesIO(raw), columns=[text_field]).column(0).to_pylist()
-    except DataError:
+    except DataError:  # NoTextField
         raise
     except Exception as e:  # noqa: BLE001  pyarrow's ArrowInvalid, OSError, ...
         raise DataError(f"Corpus file {path} is a damaged Parquet file ({first_line(e)}); "

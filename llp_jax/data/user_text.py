@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import stat
 import sys
 from collections.abc import Sequence
@@ -27,12 +26,11 @@ from collections.abc import Sequence
 from llp_jax import paths
 from llp_jax.data import text_bytes
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
-from llp_jax.data.text_bytes import NotText
-from llp_jax.errors import first_line
+from llp_jax.data.remote_corpus import GLOB, expand_url, hidden, read_url
+from llp_jax.data.text_bytes import NoTextField, NotText
 
 # With at least this many documents, whole documents are held out (see load_text_corpus).
 MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT = 20
-_GLOB = re.compile(r"[*?[]")
 STDIN = "-"  # `experiments.evaluate --text=-`
 
 
@@ -58,7 +56,7 @@ def read_text_file(path: str | os.PathLike, *, once: bool = False) -> str:
 def _read_bytes(path: str, once: bool) -> bytes:
     """A corpus file's bytes, decompressed; `read_text_file` says which paths may be read."""
     if paths.is_url(path):
-        raw = _read_url(path)
+        raw = read_url(path)
     elif once and path == STDIN:
         if sys.stdin.isatty():  # typed by hand, or a forgotten pipe: say what it waits for
             print("reading text from standard input; end it with Ctrl-D", file=sys.stderr)
@@ -87,10 +85,11 @@ def read_spec_documents(
     spec: str | Sequence[str], text_field: str = "text", *, once: bool = False
 ) -> tuple[list[str], list[str]]:
     """The documents of every file a corpus spec names, and the files a folder or glob walk met
-    that hold no text (binary or empty: skipped, counted in one printed line); a file named
-    explicitly must be text (`NotText`). `once`: see `read_text_file`."""
+    that hold no text (binary or empty: skipped, counted in one printed line; so are record and
+    table files without `text_field`, unless no file has it); a file named explicitly must be
+    text (`NotText`) and have the field (`NoTextField`). `once`: see `read_text_file`."""
     files, found = expand_paths(spec, stdin=once)
-    docs, skipped = [], []
+    docs, skipped, fieldless = [], [], []
     for path in files:
         try:
             docs += read_documents(path, text_field, once=once)
@@ -98,9 +97,18 @@ def read_spec_documents(
             if path not in found:
                 raise
             skipped.append(path)
+        except NoTextField as e:
+            if path not in found:
+                raise
+            fieldless.append(e)
+    if fieldless and not docs:
+        raise fieldless[0]
     if skipped:
         print(f"[llp_jax.data] skipped {len(skipped)} file(s) that are not text (binary or "
               f"empty), e.g. {skipped[0]}")  # fmt: skip
+    if fieldless:
+        print(f"[llp_jax.data] skipped {len(fieldless)} record or table file(s) without the text "
+              f"field {text_field!r}: {fieldless[0]}")  # fmt: skip
     return docs, skipped
 
 
@@ -138,7 +146,7 @@ def expand_paths(spec: str | Sequence[str], *, stdin: bool = False) -> tuple[lis
         if stdin and part == STDIN:
             files.append(part)
         elif paths.is_url(part):
-            named, walked = _expand_url(part)
+            named, walked = expand_url(part)
             files += named
             found.update(walked)
         elif os.path.isdir(part):
@@ -146,7 +154,7 @@ def expand_paths(spec: str | Sequence[str], *, stdin: bool = False) -> tuple[lis
                 os.path.join(folder, name)
                 for folder, dirs, names in os.walk(part)
                 for name in names
-                if not _hidden(os.path.relpath(os.path.join(folder, name), part))
+                if not hidden(os.path.relpath(os.path.join(folder, name), part))
             )
             if not walk:
                 raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")
@@ -154,7 +162,7 @@ def expand_paths(spec: str | Sequence[str], *, stdin: bool = False) -> tuple[lis
             found.update(walk)
         elif os.path.exists(part):
             files.append(part)
-        elif _GLOB.search(part):
+        elif GLOB.search(part):
             matches = sorted(p for p in glob.glob(part, recursive=True) if os.path.isfile(p))
             if not matches:
                 raise DataError(f"Corpus pattern {part!r} matches no files.")
@@ -194,62 +202,6 @@ def _no_such(path: str) -> DataError:
     why = paths.missing(path)
     fix = "pass an existing file or folder" if why == "does not exist" else "make it readable"
     return DataError(f"Corpus path {path} {why}; {fix}.")
-
-
-def _hidden(relative: str) -> bool:
-    """A dot-file, or a file under a dot-folder (.git/, .ipynb_checkpoints/), of a walk."""
-    return any(c.startswith(".") and c != "." for c in relative.replace(os.sep, "/").split("/"))
-
-
-def _url_fs(url: str):
-    """(fsspec filesystem, path within it) of a URL; a missing client is one line."""
-    paths.check_client(url)
-    import fsspec  # noqa: PLC0415  (URLs only; gcsfs, s3fs and friends depend on it)
-
-    return fsspec.core.url_to_fs(url)
-
-
-def _url_trouble(url: str, e: Exception) -> DataError:
-    why = first_line(e) or type(e).__name__
-    return DataError(f"Corpus path {url} cannot be read ({why}); check the URL and your access.")
-
-
-def _expand_url(part: str) -> tuple[list[str], list[str]]:
-    """`expand_paths` of one URL: (its files, those found by a walk or a glob)."""
-    fs, root = _url_fs(part)
-    try:
-        if fs.isdir(root):
-            base = root.rstrip("/") + "/"
-            walk = sorted(fs.unstrip_protocol(p) for p in fs.find(root)
-                          if not _hidden(p[len(base):]))  # fmt: skip
-            if not walk:
-                raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")
-            return walk, walk
-        if fs.isfile(root):
-            return [part], []
-        if _GLOB.search(part):
-            matches = sorted(fs.unstrip_protocol(p) for p in fs.glob(root) if fs.isfile(p))
-            if not matches:
-                raise DataError(f"Corpus pattern {part!r} matches no files.")
-            return matches, matches
-    except DataError:
-        raise
-    except (OSError, ValueError) as e:  # the network, permissions, a bad bucket name
-        raise _url_trouble(part, e) from None
-    raise DataError(f"Corpus path {part} does not exist; pass an existing file or folder.")
-
-
-def _read_url(url: str) -> bytes:
-    fs, path = _url_fs(url)
-    try:
-        if not fs.isfile(path):
-            what = "is not a file; pass a file or a folder" if fs.isdir(path) else "does not exist"
-            raise DataError(f"Corpus path {url} {what}.")
-        return fs.cat_file(path)
-    except DataError:
-        raise
-    except (OSError, ValueError) as e:
-        raise _url_trouble(url, e) from None
 
 
 def _tail_cut(text: str, fraction: float, lo: int) -> int:

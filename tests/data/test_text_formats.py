@@ -211,3 +211,29 @@ def test_a_folder_walk_reads_compressed_text_and_skips_compressed_binaries(tmp_p
         "90 documents" in corpus.description and "1 non-text file(s) skipped" in corpus.description
     )
     assert "skipped 1 file(s) that are not text" in capsys.readouterr().out
+
+
+def test_a_folder_walk_skips_record_files_without_the_text_field(tmp_path, capsys):
+    """A project folder's package.json or results.csv is not the corpus: a walk skips record and
+    table files whose first record, header or schema lacks the field, with a line; named, or
+    when no file of the walk has the field, such a file is the one-line error it was."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "notes.txt").write_text("".join(DOCS))
+    (root / "package.json").write_text(json.dumps({"name": "x", "version": "1.0"}))
+    (root / "results.csv").write_bytes(_csv([["epoch", "loss"], [1, 2.5], [2, 2.1]]))
+    (root / "table.parquet").write_bytes(_parquet(pa.table({"id": [1, 2]})))
+    docs, _ = user_text.read_spec_documents(str(root))
+    assert docs == ["".join(DOCS)]
+    out = capsys.readouterr().out
+    assert "skipped 3 record or table file(s) without the text field 'text': " in out
+    with pytest.raises(DataError, match="results.csv: 'text' is not a column"):
+        user_text.read_spec_documents(str(root / "results.csv"))  # named
+    (root / "notes.txt").unlink()
+    with pytest.raises(DataError, match="has no text field 'text'|'text' is not a column"):
+        user_text.read_spec_documents(str(root))  # nothing else in the walk
+    # A record without the field after records with it is a damaged file, walk or not.
+    (root / "notes.txt").write_text("".join(DOCS))
+    (root / "chats.jsonl").write_bytes(_jsonl([{"text": "hello"}, {"message": "hi"}]))
+    with pytest.raises(DataError, match=r"chats.jsonl:2 has no text field 'text'"):
+        user_text.read_spec_documents(str(root))
