@@ -149,22 +149,42 @@ def documents(path: str, text: str, text_field: str = "text") -> list[str]:
     return docs
 
 
-def _table(path: str, text: str, delimiter: str, text_field: str):
+class _QuoteError(DataError):
+    """A quote a table's quoting rules cannot read (see `_table`)."""
+
+
+def _table(path: str, text: str, delimiter: str, text_field: str) -> list:
     """The `text_field` cells of a `.csv` / `.tsv` file, read as pandas and Hugging Face's csv
     loader read one: the first row names the columns; a cell in double quotes may hold the
     delimiter, newlines and doubled quotes (""); a row shorter than the header lacks the rest. A
     row longer than the header, or a quote left open, is an error naming its line: read
-    leniently, one stray quote would swallow the rest of the file into one document. A cell may
-    hold a whole book (csv's 128 KiB cell limit is lifted)."""
-    kind = "CSV" if delimiter == "," else "TSV"
+    leniently, one stray quote would swallow the rest of the file into one document. A TSV that
+    quoting cannot read is read again as the IANA format defines TSV, without quoting (database
+    and `paste` exports: a cell may start with a quote). A cell may hold a whole book (csv's
+    128 KiB cell limit is lifted)."""
     csv.field_size_limit(2**31 - 1)
-    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        return list(_cells(path, text, delimiter, text_field, csv.QUOTE_MINIMAL))
+    except _QuoteError:
+        if delimiter != "\t":
+            raise
+        try:
+            return list(_cells(path, text, delimiter, text_field, csv.QUOTE_NONE))
+        except DataError:
+            pass
+        raise
+
+
+def _cells(path: str, text: str, delimiter: str, text_field: str, quoting: int):
+    kind = "CSV" if delimiter == "," else "TSV"
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
+                      quoting=quoting)  # fmt: skip
     start = 1  # the line the row being read starts on
     try:
         header = [name.strip() for name in next(rows, [])]
         if text_field not in header:
             raise NoTextField(f"{path}: {text_field!r} is not a column; its columns: {header}; "
-                            f"{FIELD_FIX} to one of them.")  # fmt: skip
+                              f"{FIELD_FIX} to one of them.")  # fmt: skip
         column = header.index(text_field)
         start = rows.line_num + 1
         for row in rows:
@@ -177,11 +197,11 @@ def _table(path: str, text: str, delimiter: str, text_field: str):
             start = rows.line_num + 1
     except csv.Error as e:
         if str(e) == "unexpected end of data":
-            raise DataError(f"{path}:{start}: a quoted {kind} cell starts on this line and never "
-                            "ends (a stray double quote?); close it or quote the cell whole, its "
-                            'quotes doubled ("").') from None  # fmt: skip
-        raise DataError(f"{path}:{start} is not {kind} ({e}); a cell holding quotes must be "
-                        'quoted whole, its quotes doubled ("").') from None  # fmt: skip
+            raise _QuoteError(f"{path}:{start}: a quoted {kind} cell starts on this line and "
+                              "never ends (a stray double quote?); close it or quote the cell "
+                              'whole, its quotes doubled ("").') from None  # fmt: skip
+        raise _QuoteError(f"{path}:{start} is not {kind} ({e}); a cell holding quotes must be "
+                          'quoted whole, its quotes doubled ("").') from None  # fmt: skip
 
 
 def _json_lines(path: str, text: str):

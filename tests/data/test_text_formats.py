@@ -159,6 +159,16 @@ def test_csv_cells_hold_quotes_books_and_gaps(tmp_path):
         user_text.read_documents(str(path))
 
 
+def test_a_tsv_without_quoting_reads_as_iana_tsv(tmp_path):
+    """Database and `paste` exports write TSV as IANA defines it, with no quoting: a cell may
+    start with a quote that never closes as CSV's rules want."""
+    sentences = ['"Hello," she said, "how are you?"', "Plain text.", '"Quite."', "It's 5\" long."]
+    path = tmp_path / "sentences.tsv"
+    path.write_text("id\tlang\ttext\n" + "".join(f"{i}\teng\t{s}\n" for i, s in
+                                                 enumerate(sentences)))  # fmt: skip
+    assert user_text.read_documents(str(path)) == sentences
+
+
 BROKEN = {
     "cut.txt.gz": (gzip.compress(DOCS[0].encode() * 50)[:-30], "damaged gzip file"),
     "cut.jsonl.zst": (_zstd_stream(_jsonl(PILE))[:-40], "damaged Zstandard file"),
