@@ -32,7 +32,8 @@ from llp_jax.storage import (
 )
 
 # Knobs that change how a model is executed, not what it computes: a --config may differ there.
-EXECUTION_FIELDS = ("attention_impl", "compute_dtype", "remat", "dropout")
+# The model's execution fields, and dropout (off at inference).
+EXECUTION_FIELDS = (*models.config.EXECUTION_FIELDS, "dropout")
 
 
 class CheckpointError(EvaluationError):
@@ -89,11 +90,7 @@ def check_same_model(saved: models.ModelConfig, given: Any, where: str) -> model
     if not fields.get("vocab_size"):
         fields["vocab_size"] = saved.vocab_size
     want = models.ModelConfig.from_any(fields)
-    diffs = [
-        f"{f.name}={getattr(saved, f.name)!r} (checkpoint) vs {getattr(want, f.name)!r} (config)"
-        for f in dataclasses.fields(models.ModelConfig)
-        if f.name not in EXECUTION_FIELDS and getattr(saved, f.name) != getattr(want, f.name)
-    ]
+    diffs = models.config.differences(saved, want, ignore=EXECUTION_FIELDS)
     if diffs:
         raise ConfigMismatchError(
             f"the checkpoint in {where} was trained with a different model config: "

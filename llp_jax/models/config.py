@@ -250,3 +250,17 @@ def code_faithful(cfg: Any) -> ModelConfig:
 
 def as_dict(cfg: ModelConfig) -> Mapping[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+# How a model runs, not what it computes: a checkpoint's weights serve any of these (a run
+# resumed with remat='full' after running out of memory, or on a GPU with attention_impl='cudnn').
+EXECUTION_FIELDS = ("attention_impl", "compute_dtype", "remat")
+
+
+def differences(saved: ModelConfig, given: ModelConfig, *, ignore=()) -> list[str]:
+    """ "field=saved (checkpoint) vs given (config)" for each field that differs, but `ignore`."""
+    return [
+        f"{f.name}={getattr(saved, f.name)!r} (checkpoint) vs {getattr(given, f.name)!r} (config)"
+        for f in dataclasses.fields(ModelConfig)
+        if f.name not in ignore and getattr(saved, f.name) != getattr(given, f.name)
+    ]

@@ -153,6 +153,27 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
     return run
 
 
+def _check_resumed_model(saved: dict, model_cfg: models.ModelConfig, directory: str) -> None:
+    """A resumed run trains the checkpoint's model: a field that changes what it computes is a
+    one-line error naming each difference; its execution fields (remat, compute_dtype,
+    attention_impl: what a run out of memory, or moved to a GPU, changes) may differ."""
+    try:
+        before = models.ModelConfig.from_any(saved)
+        diffs = models.config.differences(before, model_cfg, ignore=models.config.EXECUTION_FIELDS)
+    except LLPError:  # written by another llp_jax version
+        before, diffs = None, [f"{saved} (checkpoint) vs {models.config.as_dict(model_cfg)}"]
+    if diffs:
+        raise models.ConfigError(
+            f"the checkpoint in {directory} was written by another model config: "
+            f"{'; '.join(diffs)}; set those back, use another --workdir, or --noresume"
+        )
+    changed = [f"model.{name}={getattr(model_cfg, name)!r} (was {getattr(before, name)!r})"
+               for name in models.config.EXECUTION_FIELDS
+               if getattr(before, name) != getattr(model_cfg, name)]  # fmt: skip
+    if changed and jax.process_index() == 0:
+        print(f"resuming with {', '.join(changed)}")
+
+
 def _own(workdir: str) -> WorkdirLock | None:
     """The workdir's lock (process 0 takes it; every process fails together if it is busy)."""
     lock, error = None, None
@@ -213,11 +234,8 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
             saved = ckpt.read_meta()
         except Exception:  # noqa: BLE001  a damaged newest step: restore() skips it, warns
             saved = {}
-        if saved.get("model") and saved["model"] != models.config.as_dict(model_cfg):
-            raise models.ConfigError(
-                f"the checkpoint in {ckpt.directory} was written by a different model config; "
-                "use another --workdir or --noresume"
-            )
+        if saved.get("model"):
+            _check_resumed_model(saved["model"], model_cfg, ckpt.directory)
         if saved.get("weights_only"):  # e.g. converted from the authors' code
             start = int(saved["step"])
             abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)

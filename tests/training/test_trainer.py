@@ -66,14 +66,31 @@ def test_grad_accumulation_equals_larger_batch(corpus_file, tmp_path):
     np.testing.assert_allclose(losses(big, 3), losses(accum, 3), rtol=2e-5)
 
 
-def test_resume_refuses_a_different_model(corpus_file, tmp_path):
+def test_resume_refuses_a_different_model_not_another_way_to_run_it(corpus_file, tmp_path,
+                                                                     capsys):  # fmt: skip
+    """A field that changes what the model computes is refused, each one named; remat,
+    compute_dtype and attention_impl may change (the out-of-memory message suggests
+    remat='full' and a rerun to resume: that resume used to be refused)."""
     config = small_config(corpus_file, num_steps=2)
     run = trainer.setup(config, str(tmp_path / "w"))
     trainer.train_loop(run)
-    run.ckpt.close()
-    config.model.num_layers = 3
-    with pytest.raises(ValueError, match="different model config"):
+    run.close()
+    layers = config.model.num_layers
+    config.model.num_layers = layers + 1
+    with pytest.raises(ValueError, match=f"another model config: num_layers={layers} "
+                       rf"\(checkpoint\) vs {layers + 1} \(config\); set those back") as e:  # fmt: skip
         trainer.setup(config, str(tmp_path / "w"))
+    assert "\n" not in str(e.value)
+    config.model.num_layers = layers
+    config.model.update(remat="full", compute_dtype="bfloat16")
+    config.train.num_steps = 3
+    capsys.readouterr()
+    run = trainer.setup(config, str(tmp_path / "w"))
+    trainer.train_loop(run)
+    run.close()
+    assert run.start_step == 2
+    out = capsys.readouterr().out
+    assert "resuming with model.compute_dtype='bfloat16' (was 'float32'), model.remat='full'" in out
 
 
 @pytest.mark.slow
