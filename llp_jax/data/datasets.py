@@ -116,7 +116,7 @@ def encode_documents(tokenizer, documents, boundaries: str = "eod") -> np.ndarra
     joined by newlines ('none')."""
     if boundaries == "none":
         return tokenizer.encode("\n".join(documents))
-    eod = np.asarray([tokenizer.eod_id], np.int32)
+    eod = np.asarray([tokenizers.document_end(tokenizer)], np.int32)
     return np.concatenate([part for doc in documents for part in (tokenizer.encode(doc), eod)])
 
 

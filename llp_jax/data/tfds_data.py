@@ -124,7 +124,7 @@ def prepare_tokens(config):
                 tokenizer,
                 separator="\n" if spec.catalog else SEPARATORS.get(spec.name, "\n"),
                 chunk_tokens=int(config.chunk_tokens),
-                eod_id=tokenizer.eod_id if eod else None,
+                eod_id=tokenizers.document_end(tokenizer) if eod else None,
             )
         chunks[split] = token_cache.TokenChunks(folder, split, meta)
     return spec, builder, tokenizer, chunks

@@ -223,6 +223,18 @@ def train_sentencepiece(
     return tokenizer
 
 
+def document_end(tokenizer: Tokenizer) -> int:
+    """The id ending each document (data.document_boundaries='eod'). A SentencePiece model
+    trained elsewhere with eos_id=-1 has none: a one-line DataError, not -1 in the stream."""
+    if tokenizer.eod_id < 0:
+        raise DataError(
+            f"tokenizer {tokenizer.name} has no end-of-sequence piece to end each document with "
+            "(data.document_boundaries='eod'); set --config.data.document_boundaries=none "
+            "(documents joined by a newline) or give a SentencePiece model trained with an eos id"
+        )
+    return tokenizer.eod_id
+
+
 def make_tokenizer(
     kind: str = "byte",
     *,

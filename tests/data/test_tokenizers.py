@@ -137,6 +137,26 @@ def test_foreign_sentencepiece_model_without_newline_piece(tmp_path):
     assert isinstance(tok.decode(tok.encode("a\nb 日本")), str)
 
 
+def test_foreign_sentencepiece_model_without_an_eos_piece(tmp_path):
+    """A model trained elsewhere with eos_id=-1 put -1 after every document (then 'ids in
+    [-1, ...] outside the vocabulary'); it is one line naming the way out, which works."""
+    from llp_jax.data import build_datasets  # noqa: PLC0415
+
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(small_text().split("\n")),
+                                   model_prefix=str(tmp_path / "no_eos"), vocab_size=40,
+                                   eos_id=-1, minloglevel=2)  # fmt: skip
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(small_text() * 3)
+    data = dict(corpus=str(corpus), tokenizer=str(tmp_path / "no_eos.model"))
+    with pytest.raises(DataError, match="no end-of-sequence piece .* set --config.data.document_"
+                       "boundaries=none") as e:  # fmt: skip
+        build_datasets(data, 32, process_index=0, process_count=1)
+    assert "\n" not in str(e.value)
+    joined = build_datasets({**data, "document_boundaries": "none"}, 32, process_index=0,
+                            process_count=1)  # fmt: skip
+    assert joined.tokens["validation"].min() >= 0
+
+
 def test_sentencepiece_bpe_and_long_lines(tmp_path):
     long_line = (
         " ".join(small_text().split()) * 3
