@@ -7,6 +7,11 @@ The decoder is the model's cached one where it has one (llp: the streaming segme
 runs past n indefinitely; transformer: KV cache; perceiver_ar: the latent-block cache), else
 (enhanced_v1..v3) recomputing the window; --method=recompute forces the latter.
 
+A sample ends at the end-of-document token where the run's data ends every document with one
+(data.document_boundaries='eod', the default): a model trained on many short documents (chats,
+reviews) writes one and stops, marked `[end of document]`, instead of running on into the next,
+unseparated (--stop_id names another token; --stop_id=-1 never stops).
+
 A single sample is printed as it is generated (several: a progress bar, then each sample), its
 text exactly the decoded whole (`text_stream.py`); Ctrl-C ends it at once, keeping what was
 printed. Samples are printed with control characters other than newline and tab escaped
@@ -15,6 +20,7 @@ terminal. `llp_jax.generate` returns the exact token ids, `llp_jax.generate_stre
 ids block by block.
 """
 
+import numpy as np
 import tqdm
 from absl import flags
 from ml_collections import config_flags
@@ -39,7 +45,12 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 = greedy.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = all).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass (1 = all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_STOP_ID = flags.DEFINE_integer("stop_id", None, "Stop a sample at this token id.")
+_STOP_ID = flags.DEFINE_integer(
+    "stop_id",
+    None,
+    "Stop a sample at this token id (default: the end-of-document token where "
+    "the run's data ends each document with one; -1: never).",
+)
 _METHOD = flags.DEFINE_enum("method", "auto", ["auto", "cached", "recompute"], "Decoder.")
 _SLIDE = flags.DEFINE_integer("slide", None, "perceiver_ar: window advance when full (default l).")
 
@@ -48,14 +59,17 @@ def main(argv):
     common.start(argv)
     with common.one_line_errors():
         # Every argument checked before anything loads; the vocabulary bounds once it has.
+        stop_id = None if _STOP_ID.value == -1 else _STOP_ID.value
         check = dict(num_new=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
-                     top_p=_TOP_P.value, num_samples=_NUM.value, stop_id=_STOP_ID.value,
+                     top_p=_TOP_P.value, num_samples=_NUM.value, stop_id=stop_id,
                      prefix="--")  # fmt: skip
         sample_settings.check_sampling(**check)
         if _SLIDE.value is not None and _SLIDE.value < 1:
             raise runner.EvaluationError(f"--slide={_SLIDE.value} must be >= 1")
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, allow_data_change=_ALLOW.value)
         sample_settings.check_sampling(**check, vocab_size=setup.config.vocab_size)
+        if _STOP_ID.value is None:
+            stop_id = sample_settings.document_end(setup.data)
         prompt_BxP, blocks = runner.sample_stream(
             setup,
             _PROMPT.value,
@@ -65,18 +79,18 @@ def main(argv):
             top_k=_TOP_K.value,
             top_p=_TOP_P.value,
             seed=_SEED.value,
-            stop_id=_STOP_ID.value,
+            stop_id=stop_id,
             method=_METHOD.value,
             slide=_SLIDE.value,
         )
         print(f"{setup.config.name} ({setup.source})", flush=True)
-        _print_samples(setup.data.tokenizer, prompt_BxP, blocks, _MAX_NEW.value)
+        _print_samples(setup.data.tokenizer, prompt_BxP, blocks, _MAX_NEW.value, stop_id)
 
 
-def _print_samples(tokenizer, prompt_BxP, blocks, total: int) -> None:
+def _print_samples(tokenizer, prompt_BxP, blocks, total: int, stop_id: int | None) -> None:
     """One sample is printed as it grows; several as a progress bar, then each in turn. On
     Ctrl-C, what was generated is printed before the program ends."""
-    texts = [TextStream(tokenizer) for _ in prompt_BxP]
+    texts = [_Sample(tokenizer, stop_id) for _ in prompt_BxP]
     shown = [sample_settings.shown(t.feed(row)) for t, row in zip(texts, prompt_BxP)]
     if len(texts) == 1:
         print(f"--- sample 0\n{shown[0]}", end="", flush=True)
@@ -99,6 +113,23 @@ def _print_samples(tokenizer, prompt_BxP, blocks, total: int) -> None:
             _print_all(shown, texts)
         raise
     _print_all(shown, texts)
+
+
+class _Sample(TextStream):
+    """A sample's text, and whether it reached the stop token (then `finish` marks its end)."""
+
+    def __init__(self, tokenizer, stop_id: int | None):
+        super().__init__(tokenizer)
+        self._stop_id, self._stopped = stop_id, False
+
+    def feed(self, ids) -> str:
+        if self._stop_id is not None and not self._stopped:
+            self._stopped = bool((np.asarray(ids) == self._stop_id).any())
+        return super().feed(ids)
+
+    def finish(self) -> str:
+        end = f"\n{sample_settings.END_OF_DOCUMENT}" if self._stopped else ""
+        return super().finish() + end
 
 
 def _print_all(shown: list[str], texts: list[TextStream]) -> None:

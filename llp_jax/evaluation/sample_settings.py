@@ -96,3 +96,15 @@ def shown(text: str) -> str:
     """
     text = text.replace("\r\n", "\n")
     return _UNSHOWN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+END_OF_DOCUMENT = "[end of document]"  # printed where a sample reached the token
+
+
+def document_end(data) -> int | None:
+    """The token a sample stops at by default (`data`: a Datasets): the end-of-document token,
+    where the run's data put one after every document (data.document_boundaries='eod'). A model
+    trained on many short documents (chats, reviews) then writes one and stops, instead of
+    running on into the next, unseparated."""
+    eod = data.tokenizer.eod_id
+    return eod if data.data_config.document_boundaries == "eod" and eod >= 0 else None

@@ -16,7 +16,7 @@ from flax import nnx
 
 from llp_jax import configs, models, paths
 from llp_jax.data import unigram_perplexity
-from llp_jax.evaluation.sample_settings import SampleConfig, shown
+from llp_jax.evaluation.sample_settings import END_OF_DOCUMENT, SampleConfig, document_end, shown
 from llp_jax.evaluation.sampling import generate
 from llp_jax.storage import read_jsonl
 from llp_jax.training import trainer
@@ -91,7 +91,8 @@ def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
 
 
 def end_of_run_sample(run) -> str:
-    """A short continuation of `config.sample.prompt` from the trained parameters."""
+    """A short continuation of `config.sample.prompt` from the trained parameters, ending at the
+    end-of-document token as `experiments.sample` does (`sample_settings.document_end`)."""
     sample = SampleConfig.from_any(run.config.get("sample"))
     if not sample.num_tokens:
         return ""
@@ -100,9 +101,11 @@ def end_of_run_sample(run) -> str:
     out = generate(  # the model's cached decoder where it has one
         model, prompt, sample.num_tokens, jax.random.key(sample.seed),
         temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p,
-        pad_id=int(run.data.tokenizer.pad_id),
+        pad_id=int(run.data.tokenizer.pad_id), stop_id=(stop := document_end(run.data)),
     )  # fmt: skip
-    return run.data.tokenizer.decode(np.asarray(out[0]))
+    ids = np.asarray(out[0])
+    ended = stop is not None and (ids[prompt.shape[1] :] == stop).any()
+    return run.data.tokenizer.decode(ids) + (f"\n{END_OF_DOCUMENT}" if ended else "")
 
 
 def plot_losses(

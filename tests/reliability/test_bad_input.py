@@ -115,7 +115,7 @@ SAMPLE_FLAGS = [
     ("--top_k=-3", "--top_k=-3"),
     ("--top_k=1000", "--top_k=1000 must be <= the vocabulary size 259"),
     ("--stop_id=99999999", "--stop_id=99999999 must be a token id in [0, 258]"),
-    ("--stop_id=-1", "--stop_id=-1"),
+    ("--stop_id=-2", "--stop_id=-2"),  # (-1: never stop)
     ("--num_samples=0", "--num_samples=0"),
     ("--slide=0", "--slide=0"),
     ("--method=fast", "--method"),

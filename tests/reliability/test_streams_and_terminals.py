@@ -208,6 +208,7 @@ def test_ctrl_c_ends_a_long_sample_at_once_keeping_its_text(env):
         "--config.model.d_model=256",
         "--config.model.num_layers=4",
         "--max_new_tokens=1000000",
+        "--stop_id=-1",  # an untrained model draws the end-of-document token now and then
     ]  # ~45 min of sampling
     proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
@@ -235,6 +236,7 @@ def test_ctrl_c_prints_the_samples_made_so_far(env):
         "--config.model.d_model=256",
         "--config.model.num_layers=4",
         "--max_new_tokens=1000000",
+        "--stop_id=-1",  # an untrained model draws the end-of-document token now and then
         "--num_samples=3",
     ]
     proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *args], cwd=REPO, env=env,

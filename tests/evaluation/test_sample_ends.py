@@ -1,0 +1,50 @@
+"""A sample ends with its document: a model trained on many short documents (JSON Lines records,
+each followed by the end-of-document token) writes one and stops, marked `[end of document]`,
+in `experiments.sample` and in the end-of-run sample; it used to run on into the next document,
+glued to it ('friendhello there'). `--stop_id=-1` keeps the old behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llp_jax.evaluation.sample_settings import END_OF_DOCUMENT
+from tests.helpers.cli import run_cli
+
+pytestmark = pytest.mark.slow
+DOC = "hello there, friend"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ends")
+    (root / "hello.jsonl").write_text("".join(json.dumps({"text": DOC}) + "\n" for _ in range(400)))
+    args = [f"--config.{k}={v}" for k, v in {
+        "data.corpus": root / "hello.jsonl", "model.seq_len": 64, "model.segment_len": 16,
+        "train.num_steps": 60, "train.batch_size": 8, "train.eval_every": 60,
+        "train.eval_batches": 1, "sample.num_tokens": 50, "sample.prompt": "hello",
+        "sample.temperature": 0}.items()]  # fmt: skip
+    result = run_cli("train", "--config=llp_jax/configs/tiny.py:llp", f"--workdir={root / 'w'}",
+                     *args)  # fmt: skip
+    assert result.rc == 0, str(result)
+    assert json.load(open(root / "w" / "summary.json"))["sample"] == f"{DOC}\n{END_OF_DOCUMENT}"
+    return root / "w"
+
+
+def _sample(workdir, *flags) -> str:
+    result = run_cli("sample", f"--workdir={workdir}", "--prompt=hello", "--temperature=0",
+                     "--max_new_tokens=80", *flags)  # fmt: skip
+    assert result.rc == 0, str(result)
+    return result.stdout
+
+
+def test_a_sample_stops_at_the_end_of_its_document(workdir):
+    assert _sample(workdir).endswith(f"--- sample 0\n{DOC}\n{END_OF_DOCUMENT}\n")
+    both = _sample(workdir, "--num_samples=2")
+    assert both.count(f"{DOC}\n{END_OF_DOCUMENT}\n") == 2, both
+
+
+def test_stop_id_minus_one_runs_on_into_the_next_document(workdir):
+    out = _sample(workdir, "--stop_id=-1")
+    assert f"{DOC}hello there" in out and END_OF_DOCUMENT not in out, out
