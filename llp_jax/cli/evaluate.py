@@ -56,8 +56,8 @@ def main(argv):
                                    paper_stride=_PAPER_STRIDE.value, batch_size=_BATCH.value,
                                    max_tokens=_MAX_TOKENS.value, protocols=_PROTOCOLS.value)  # fmt: skip
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value, text=_TEXT.value,
-                             text_field=_TEXT_FIELD.value,
-                             allow_data_change=_ALLOW.value)  # fmt: skip
+                             text_field=_TEXT_FIELD.value, allow_data_change=_ALLOW.value,
+                             training_split=_SPLIT.value == "train")  # fmt: skip
         split = "text" if _TEXT.value else _SPLIT.value
         out = _output_path(split)  # after the workdir is known to be one
         protocols, notes = runner.plan_protocols(setup, split, _PROTOCOLS.value, _WINDOW.value,

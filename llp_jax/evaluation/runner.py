@@ -18,9 +18,8 @@ import ml_collections
 import numpy as np
 
 from llp_jax import models, paths
-from llp_jax.data import DataConfig, build_datasets, count_words, make_tokenizer, workdir_store
-from llp_jax.data.datasets import text_datasets
-from llp_jax.evaluation import checkpoints, perplexity, sampling
+from llp_jax.data import count_words
+from llp_jax.evaluation import checkpoints, eval_data, perplexity, sampling
 from llp_jax.evaluation.errors import EvaluationError, check_counts
 
 
@@ -34,37 +33,6 @@ class Setup:
     source: str  # "checkpoint step S in W" or "untrained (config)"
 
 
-def _data(workdir, config, loaded, seq_len, *, text, text_field, allow_data_change):
-    """The data a model is evaluated on: the workdir's own (its tokenizer and evaluation
-    splits), the --config's data section (which must match the workdir's unless
-    `allow_data_change`), or `text` tokenised with the workdir's tokenizer."""
-    record = workdir_store.read_record(workdir) if workdir is not None else None
-    if text:
-        tok = workdir_store.tokenizer(workdir, record) if record else None
-        if tok is None:
-            data = DataConfig.from_any(config.data if config and "data" in config else None)
-            tok = make_tokenizer(data.tokenizer) if data.tokenizer != "sentencepiece" else None
-        if tok is None:
-            raise EvaluationError("--text needs a workdir with its tokenizer, or a byte --config")
-        return text_datasets(text, tok, seq_len, text_field)
-    if config is not None and "data" in config:
-        if record is not None and not allow_data_change:
-            diffs = workdir_store.differences(record, config.data)
-            if diffs:
-                raise EvaluationError(
-                    f"the --config's data differs from the workdir's: {'; '.join(diffs)}; drop "
-                    "--config, evaluate other text with --text, or pass --allow_data_change"
-                )
-        if record is not None and not allow_data_change:
-            return workdir_store.load(workdir, seq_len)
-        return build_datasets(config.data, seq_len)
-    if record is not None:
-        return workdir_store.load(workdir, seq_len)
-    if loaded is not None and loaded.data_config:  # a workdir written before data records
-        return build_datasets(loaded.data_config, seq_len)
-    return build_datasets(DataConfig(), seq_len)
-
-
 def setup(
     workdir: str | None = None,
     config: ml_collections.ConfigDict | None = None,
@@ -73,6 +41,7 @@ def setup(
     text: str | None = None,
     text_field: str = "text",
     allow_data_change: bool = False,
+    training_split: bool = False,
 ) -> Setup:
     """Loads the model (workdir checkpoint, or a fresh one from `config`) and its data.
 
@@ -85,6 +54,8 @@ def setup(
         'text', tokenised with the workdir's own tokenizer.
       text_field: the JSON field or Parquet / CSV / TSV column of `text` that holds the text.
       allow_data_change: accept a --config data section other than the workdir's.
+      training_split: the workdir's training text too, read again from its corpus (a workdir
+        keeps only its evaluation splits), e.g. for the train perplexity beside validation's.
 
     Raises:
       LLPError (CheckpointError, ConfigError, DataError, EvaluationError): one-line messages.
@@ -99,8 +70,9 @@ def setup(
             workdir, model_config=None if config is None else config.model, step=step
         )
     seq_len = loaded.config.seq_len if loaded else int(config.model.seq_len)
-    data = _data(workdir, config, loaded, seq_len, text=text, text_field=text_field,
-                 allow_data_change=allow_data_change)  # fmt: skip
+    data = eval_data.load(workdir, config, loaded, seq_len, text=text, text_field=text_field,
+                          allow_data_change=allow_data_change,
+                          training_split=training_split)  # fmt: skip
     vocab = data.tokenizer.vocab_size
     if loaded is not None:
         model, cfg = loaded.model, loaded.config

@@ -69,6 +69,10 @@ def test_a_workdir_evaluates_and_samples_alone(tmp_path, env):
     assert done.returncode == 0, done.stderr[-3000:]
     before = _run("evaluate", "--workdir=run", "--protocols=standard", cwd=tmp_path, env=env)
     assert before.returncode == 0, before.stderr[-3000:]
+    # The training text is read again for --split=train (it used to be "Unknown split").
+    train = _run("evaluate", "--workdir=run", "--protocols=standard", "--split=train",
+                 "--max_tokens=2000", "--out=/dev/null", cwd=tmp_path, env=env)  # fmt: skip
+    assert train.returncode == 0 and "on mine train" in train.stdout, train.stderr[-3000:]
     # Move the workdir; delete the corpus and the tokenizer cache.
     shutil.move(tmp_path / "run", tmp_path / "moved")
     shutil.rmtree(corpus)
@@ -76,6 +80,8 @@ def test_a_workdir_evaluates_and_samples_alone(tmp_path, env):
     after = _run("evaluate", "--workdir=moved", "--protocols=standard", cwd=tmp_path, env=env)
     assert after.returncode == 0, after.stderr[-3000:]
     assert _ppl(after.stdout) == _ppl(before.stdout)
+    train = _run("evaluate", "--workdir=moved", "--split=train", cwd=tmp_path, env=env)
+    assert "--split=train reads the run's training text again" in _one_line_error(train)
     sample = _run("sample", "--workdir=moved", "--max_new_tokens=8", cwd=tmp_path, env=env)
     assert sample.returncode == 0 and "--- sample 0" in sample.stdout, sample.stderr[-3000:]
     # A byte --config against this SentencePiece workdir: refused, naming the difference.

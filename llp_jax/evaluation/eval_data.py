@@ -1,0 +1,67 @@
+"""The data a model is evaluated on (`runner.setup`): the workdir's own (its tokenizer and
+evaluation splits), a --config's data section, other text, or the run's training text read again.
+
+A workdir keeps its validation and test splits, not its training text (which may be a bucket of
+shards): `--split=train` reads the corpus again, with the workdir's own tokenizer, and checks
+its fingerprint, so a corpus edited since the run is a one-line error, not a silent number.
+"""
+
+from __future__ import annotations
+
+from llp_jax.data import DataConfig, DataError, build_datasets, make_tokenizer, workdir_store
+from llp_jax.data.datasets import text_datasets
+from llp_jax.evaluation.errors import EvaluationError
+
+_TFDS = ("tfds:", "tfds-catalog:")
+
+
+def load(workdir, config, loaded, seq_len, *, text, text_field, allow_data_change,
+         training_split=False):  # fmt: skip
+    """The data a model is evaluated on: the workdir's own (its tokenizer and evaluation
+    splits), the --config's data section (which must match the workdir's unless
+    `allow_data_change`), `text` tokenised with the workdir's tokenizer, or, with
+    `training_split`, the workdir's data with its training text."""
+    record = workdir_store.read_record(workdir) if workdir is not None else None
+    if text:
+        tok = workdir_store.tokenizer(workdir, record) if record else None
+        if tok is None:
+            data = DataConfig.from_any(config.data if config and "data" in config else None)
+            tok = make_tokenizer(data.tokenizer) if data.tokenizer != "sentencepiece" else None
+        if tok is None:
+            raise EvaluationError("--text needs a workdir with its tokenizer, or a byte --config")
+        return text_datasets(text, tok, seq_len, text_field)
+    if config is not None and "data" in config:
+        if record is not None and not allow_data_change:
+            diffs = workdir_store.differences(record, config.data)
+            if diffs:
+                raise EvaluationError(
+                    f"the --config's data differs from the workdir's: {'; '.join(diffs)}; drop "
+                    "--config, evaluate other text with --text, or pass --allow_data_change"
+                )
+        if record is None or allow_data_change:
+            return build_datasets(config.data, seq_len)
+    if record is not None:
+        if training_split:
+            return _with_training_text(workdir, record, seq_len, allow_data_change)
+        return workdir_store.load(workdir, seq_len)
+    if loaded is not None and loaded.data_config:  # a workdir written before data records
+        return build_datasets(loaded.data_config, seq_len)
+    return build_datasets(DataConfig(), seq_len)
+
+
+def _with_training_text(workdir: str, record: dict, seq_len: int, allow_data_change: bool):
+    """The workdir's data built again from its corpus, with its own tokenizer; the training
+    tokens must be those the run trained on (its fingerprint), unless `allow_data_change`."""
+    data_config = DataConfig.from_any(record["data"])
+    own = None if data_config.corpus.startswith(_TFDS) else workdir_store.tokenizer(workdir, record)
+    try:
+        data = build_datasets(data_config, seq_len, tokenizer=own, process_index=0,
+                              process_count=1)  # fmt: skip
+    except DataError as e:
+        raise EvaluationError(f"--split=train reads the run's training text again (a workdir "
+                              f"keeps only its validation and test splits): {e}") from None  # fmt: skip
+    diffs = workdir_store.differences(record, data_config, data)
+    if diffs and not allow_data_change:
+        raise EvaluationError(f"--split=train: {'; '.join(diffs)}, so these are not the tokens "
+                              f"{workdir} was trained on (--allow_data_change: score them anyway)")  # fmt: skip
+    return data
