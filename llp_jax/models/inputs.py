@@ -26,6 +26,11 @@ _HINT = {1: "; pass one stream (a split's tokens, not a batch of windows)",
 
 def as_tokens(tokens, vocab_size: int, *, what: str = "tokens", rank: int = 2):
     """`tokens` as an array (a list becomes a numpy array), checked by `check_tokens`."""
+    if isinstance(tokens, str) or (isinstance(tokens, (list, tuple)) and tokens
+                                   and isinstance(tokens[0], str)):  # fmt: skip
+        one = "tokenizer.encode(text)" if rank == 1 else "[tokenizer.encode(text)]"
+        raise InputError(f"{what} is text; pass its token ids: {one} (a loaded workdir's "
+                         "tokenizer: llp_jax.load_model(workdir).tokenizer)")  # fmt: skip
     if not hasattr(tokens, "shape"):
         try:
             tokens = np.asarray(tokens)

@@ -68,6 +68,7 @@ def test_llp_stream_checks_its_tokens(model):
         (np.ones(300, np.float64), "dtype float64"),
         ([], "the stream has 0 token"),
         ([[1, 2], [3]], "must be int \\[N\\]"),
+        ("some text", "tokens_N is text; pass its token ids: tokenizer.encode\\(text\\)"),
     ],
 )
 def test_perplexity_rejects_bad_streams(model, tokens, message):
@@ -149,6 +150,8 @@ def test_generate_takes_numpy_scalars(model):
         (np.array([[-1, 2]]), "token id -1 in prompt"),
         (np.ones((1, 3), np.float32), "integer token ids"),
         (np.ones(3, np.int32), "add the batch axis"),
+        ("It is a truth", "prompt is text; pass its token ids: \\[tokenizer.encode\\(text\\)\\]"),
+        (["It is", "It was"], "prompt is text"),
     ],
 )
 def test_generate_rejects_bad_prompts(model, prompt, message):
