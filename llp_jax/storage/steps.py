@@ -45,9 +45,41 @@ def step_dirs(directory: str | os.PathLike) -> list[int]:
 
 def no_checkpoint(directory: str | os.PathLike, fix: str) -> str:
     """The one line for a checkpoint directory without a committed step: the file that stands
-    where a folder must be (a --workdir naming a file, or a path under one), else `fix`."""
+    where a folder must be (a --workdir naming a file, or a path under one), a workdir given as
+    another run's checkpoints folder or one of its steps (`inside_a_run`), else `fix`."""
     blocker = paths.file_in_the_way(directory)
-    return f"no checkpoint in {directory}: " + (f"{blocker} is not a folder" if blocker else fix)
+    if blocker:
+        return f"no checkpoint in {directory}: {blocker} is not a folder"
+    workdir = os.path.dirname(os.fspath(directory).rstrip("/"))
+    inside = inside_a_run(workdir)
+    if inside:
+        run, step = inside
+        here = os.path.basename(workdir.rstrip("/")) == "checkpoints"
+        where = f"step {step} of" if step is not None else "" if here else "inside"
+        also = f" (that step: evaluate --step={step}, init_from={run}:{step})" if step else ""
+        return (f"no checkpoint in {directory}: {workdir} is {where + ' ' if where else ''}the "
+                f"checkpoints folder of the run {run}; name the run, {run}, instead{also}")  # fmt: skip
+    return f"no checkpoint in {directory}: {fix}"
+
+
+def inside_a_run(path: str | os.PathLike) -> tuple[str, int | None] | None:
+    """(the run's workdir, the step or None) where local `path` is another run's checkpoints
+    folder, one of its steps, or lies below them: a --workdir there mixes a new run's files
+    into that run's checkpoints. None otherwise (URLs are not walked)."""
+    text = os.fspath(path)
+    if not text or paths.is_url(text):
+        return None
+    here = os.path.abspath(os.path.expanduser(text))
+    folder = here
+    while True:
+        if os.path.basename(folder) == "checkpoints" and committed_steps(folder):
+            rest = os.path.relpath(here, folder).split(os.sep)
+            step = int(rest[0]) if rest[0].isdigit() and len(rest) == 1 else None
+            return os.path.dirname(folder), step
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 def _in_progress(step_dir) -> bool:

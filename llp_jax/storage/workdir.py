@@ -24,6 +24,7 @@ import time
 
 from llp_jax import paths
 from llp_jax.errors import LLPError
+from llp_jax.storage.steps import inside_a_run
 
 LOCK_NAME = ".lock"
 PREVIOUS = "previous_runs"  # where --noresume sets an earlier run aside
@@ -61,6 +62,13 @@ def check_path(workdir: str) -> None:
     if blocker is not None:
         raise WorkdirError(
             f"--workdir {text}: {blocker} is not a folder; give a folder for the run"
+        )
+    inside = inside_a_run(text)
+    if inside is not None:
+        raise WorkdirError(
+            f"--workdir {text} is inside the checkpoints folder of the run {inside[0]}, where "
+            "a run's files would mix with its steps; give a folder of its own (or "
+            f"--workdir={inside[0]} to resume that run)"
         )
 
 
