@@ -70,6 +70,12 @@ class DataConfig:
     def from_any(cls, config: Any) -> DataConfig:
         return schema.from_any(cls, config, "data")
 
+    @property
+    def from_tfds(self) -> bool:
+        """A tfds corpus ('tfds:...', 'tfds-catalog:...'): it keeps its tokenizer with its
+        prepared tokens, where a text corpus is tokenised when it is read."""
+        return self.corpus.startswith(("tfds:", "tfds-catalog:"))
+
     def replace(self, **changes: Any) -> DataConfig:
         return dataclasses.replace(self, **changes)
 

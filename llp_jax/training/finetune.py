@@ -36,7 +36,6 @@ from llp_jax.storage import (
     read_meta,
 )
 
-_TFDS = ("tfds:", "tfds-catalog:")
 _NO_RUN = "name a trained run's workdir (WORKDIR or WORKDIR:STEP)"
 # LongLoRA trains its embeddings and normalisation layers (with low-rank attention updates);
 # here the attention projections train in full and the feed-forward layers and head are frozen.
@@ -90,7 +89,7 @@ def source_tokenizer(spec: str, data: DataConfig) -> tokenizers.Tokenizer | None
         raise ConfigError(f"train.init_from={spec!r}: the source was trained on tokenizer "
                           f"{record['tokenizer']}, but data.tokenizer={data.tokenizer!r}; its "
                           f"weights need the same token ids: set data.tokenizer={want}")  # fmt: skip
-    if byte_source or data.tokenizer != "sentencepiece" or data.corpus.startswith(_TFDS):
+    if byte_source or data.tokenizer != "sentencepiece" or data.from_tfds:
         return None  # (a tfds corpus keeps its tokenizer with its prepared tokens)
     return workdir_store.tokenizer(parse_init_from(spec)[0], record)
 
