@@ -71,7 +71,7 @@ class DataConfig:
         return schema.from_any(cls, config, "data")
 
     @property
-    def from_tfds(self) -> bool:
+    def is_tfds(self) -> bool:
         """A tfds corpus ('tfds:...', 'tfds-catalog:...'): it keeps its tokenizer with its
         prepared tokens, where a text corpus is tokenised when it is read."""
         return self.corpus.startswith(("tfds:", "tfds-catalog:"))

@@ -150,7 +150,7 @@ def build_datasets(
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     shards = dict(process_index=process_index, process_count=process_count)
-    if config.from_tfds:
+    if config.is_tfds:
         from llp_jax.data import tfds_data  # noqa: PLC0415  (imports tensorflow_datasets)
 
         parts = tfds_data.build_tfds_parts(config, seq_len)

@@ -51,7 +51,7 @@ def _with_training_text(workdir: str, record: dict, seq_len: int, allow_data_cha
     """The workdir's data built again from its corpus, with its own tokenizer; the training
     tokens must be those the run trained on (its fingerprint), unless `allow_data_change`."""
     data_config = DataConfig.from_any(record["data"])
-    own = None if data_config.from_tfds else workdir_store.tokenizer(workdir, record)
+    own = None if data_config.is_tfds else workdir_store.tokenizer(workdir, record)
     try:
         data = build_datasets(data_config, seq_len, tokenizer=own, process_index=0,
                               process_count=1)  # fmt: skip

@@ -89,7 +89,7 @@ def source_tokenizer(spec: str, data: DataConfig) -> tokenizers.Tokenizer | None
         raise ConfigError(f"train.init_from={spec!r}: the source was trained on tokenizer "
                           f"{record['tokenizer']}, but data.tokenizer={data.tokenizer!r}; its "
                           f"weights need the same token ids: set data.tokenizer={want}")  # fmt: skip
-    if byte_source or data.tokenizer != "sentencepiece" or data.from_tfds:
+    if byte_source or data.tokenizer != "sentencepiece" or data.is_tfds:
         return None  # (a tfds corpus keeps its tokenizer with its prepared tokens)
     return workdir_store.tokenizer(parse_init_from(spec)[0], record)
 

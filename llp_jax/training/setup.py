@@ -103,7 +103,7 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
                 "--workdir, --noresume, or --allow_data_change to continue on this data"
             )
     own = None
-    if record is not None and not data_config.from_tfds:
+    if record is not None and not data_config.is_tfds:
         own = workdir_store.tokenizer(workdir, record)
     elif record is None and init_from:
         own = finetune.source_tokenizer(init_from, data_config)
