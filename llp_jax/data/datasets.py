@@ -85,7 +85,13 @@ class Datasets:
         """The first words of the validation text (of the first split held): a prompt in the
         corpus' own language and style when none is given."""
         split = next(s for s in ("validation", "test", "text", "train") if s in self.tokens)
-        text = self.tokenizer.decode(np.asarray(self.tokens[split][: 32 * num_words]))
+        ids = np.asarray(self.tokens[split][: 32 * num_words])
+        eod = self.tokenizer.eod_id
+        if eod >= 0 and self.data_config.document_boundaries == "eod":  # its first document's
+            ids = ids[np.argmax(ids != eod) :]  # (leading ends of documents skipped)
+            ends = np.flatnonzero(ids == eod)
+            ids = ids[: ends[0]] if ends.size else ids
+        text = self.tokenizer.decode(ids)
         return " ".join(text.split()[:num_words]) or text[:32]
 
     def summary(self) -> str:

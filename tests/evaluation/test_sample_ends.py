@@ -48,3 +48,11 @@ def test_a_sample_stops_at_the_end_of_its_document(workdir):
 def test_stop_id_minus_one_runs_on_into_the_next_document(workdir):
     out = _sample(workdir, "--stop_id=-1")
     assert f"{DOC}hello there" in out and END_OF_DOCUMENT not in out, out
+
+
+def test_the_default_prompt_is_the_first_document_s_opening(workdir):
+    """The default prompt (the validation text's first words) ran across documents, glued
+    ('hello there, friendhello there, friendhello'): it stops at the first document's end."""
+    result = run_cli("sample", f"--workdir={workdir}", "--temperature=0", "--max_new_tokens=40")
+    assert result.rc == 0, str(result)
+    assert result.stdout.endswith(f"--- sample 0\n{DOC}\n{END_OF_DOCUMENT}\n"), result.stdout
