@@ -199,18 +199,17 @@ def test_a_failing_or_closed_standard_stream_costs_no_work(env, tmp_path, corpus
     assert sample.rc == 0 and "Traceback" not in sample.stderr, str(sample)
 
 
+# An untrained model's sample of ~45 min (it draws the end-of-document token now and then: -1
+# keeps it going).
+_LONG_SAMPLE = ["--config=llp_jax/configs/tiny.py", "--config.model.d_model=256",
+                "--config.model.num_layers=4", "--max_new_tokens=1000000", "--stop_id=-1"]  # fmt: skip
+
+
 def test_ctrl_c_ends_a_long_sample_at_once_keeping_its_text(env):
     """A sample is printed as it is generated, and Ctrl-C ends it at once. It used to be one XLA
     call printed at its end: Ctrl-C printed its line, then waited for the whole call (minutes)
     while the interpreter's exit tore down the XLA client, and the text was lost."""
-    args = [
-        "--config=llp_jax/configs/tiny.py",
-        "--config.model.d_model=256",
-        "--config.model.num_layers=4",
-        "--max_new_tokens=1000000",
-        "--stop_id=-1",  # an untrained model draws the end-of-document token now and then
-    ]  # ~45 min of sampling
-    proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *args], cwd=REPO, env=env,
+    proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *_LONG_SAMPLE], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     watchdog = threading.Timer(120, proc.kill)  # a sample that prints nothing: fail, not hang
     watchdog.start()
@@ -231,14 +230,7 @@ def test_ctrl_c_ends_a_long_sample_at_once_keeping_its_text(env):
 
 def test_ctrl_c_prints_the_samples_made_so_far(env):
     """Several samples grow behind a progress bar; Ctrl-C prints each as far as it got."""
-    args = [
-        "--config=llp_jax/configs/tiny.py",
-        "--config.model.d_model=256",
-        "--config.model.num_layers=4",
-        "--max_new_tokens=1000000",
-        "--stop_id=-1",  # an untrained model draws the end-of-document token now and then
-        "--num_samples=3",
-    ]
+    args = [*_LONG_SAMPLE, "--num_samples=3"]
     proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     watchdog = threading.Timer(120, proc.kill)
