@@ -111,7 +111,7 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
             print(f"tokenizer {own.name}: train.init_from's (its weights' token ids), not one "
                   "trained on this data")  # fmt: skip
     data = build_datasets(data_config, seq_len, tokenizer=own)
-    if record is None and init_from:
+    if record is None and init_from and own is None:  # (the source's own needs no check)
         finetune.check_tokenizer(init_from, data.tokenizer)
     if record is not None and not allow_data_change:
         diffs = workdir_store.differences(record, data_config, data)
