@@ -26,7 +26,21 @@ def launch(name: str) -> None:
     main = sys.modules.get("__main__")
     if main is not None:
         main.__doc__ = launcher.__doc__  # absl's --help prints the main module's docstring
+    _list_own_flags_in_help()
     launcher.entry()
+
+
+def _list_own_flags_in_help() -> None:
+    """`--help` / `--helpshort` list the flags of the main module (absl names it by sys.argv[0]),
+    and a launcher's are defined in llp_jax/cli/, so help listed none (and --helpfull buried
+    them among grain's, orbax's and absl's). Registering llp_jax's flags as the main module's
+    key flags lists exactly the tool's: each process imports one launcher."""
+    from absl import flags
+
+    for name, flag in flags.FLAGS._flags().items():
+        module = flags.FLAGS.find_module_defining_flag(name, "")
+        if name == flag.name and module.startswith("llp_jax."):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 # The console scripts (pyproject.toml [project.scripts]): `start.train()` runs `launch("train")`.

@@ -86,3 +86,32 @@ def test_a_library_warning_is_printed_once(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("replaced 1 invalid UTF-8 bytes with U+FFFD") == 1, done.stderr
     assert "WARNING:llp_jax" not in done.stderr
+
+
+def _own_flags(tool: str) -> set[str]:
+    """The flags a launcher defines (its module's and those it asks llp_jax.cli.common for)."""
+    code = (f"import sys; sys.argv = ['x']; from absl import flags; import llp_jax.cli.{tool}; "
+            "print(' '.join(sorted(n for n, f in flags.FLAGS._flags().items() if n == f.name and "
+            "flags.FLAGS.find_module_defining_flag(n, '').startswith('llp_jax.'))))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize("tool", sorted(os.path.basename(p)[:-3] for p in os.listdir(
+    os.path.join(REPO, "experiments")) if p.endswith(".py") and p != "__init__.py"))  # fmt: skip
+@pytest.mark.parametrize("how", ["--help", "--helpshort"])
+def test_help_lists_the_tools_own_flags(tool, how):
+    """`--help` printed the launcher's docstring and 'Try --helpfull': absl lists the main
+    module's flags, and a launcher's flags are defined in llp_jax/cli/, not in experiments/.
+    --helpfull buried them among grain's, orbax's and absl's."""
+    own = _own_flags(tool)
+    assert own, tool
+    done = subprocess.run([sys.executable, "-m", f"experiments.{tool}", how], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode in (0, 1) and not done.stderr, done.stderr  # absl's help exits 1
+    listed = {line.split(":")[0].strip().removeprefix("--").removeprefix("[no]")
+              for line in done.stdout.splitlines() if line.startswith("  --")}  # fmt: skip
+    assert listed == own, (own - listed, listed - own)
+    assert "grain" not in done.stdout
