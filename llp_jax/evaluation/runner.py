@@ -19,7 +19,7 @@ import numpy as np
 
 from llp_jax import models, paths
 from llp_jax.data import count_words
-from llp_jax.evaluation import checkpoints, eval_data, perplexity, sampling
+from llp_jax.evaluation import checkpoints, eval_data, perplexity, sample_settings, sampling
 from llp_jax.evaluation.errors import EvaluationError, check_counts
 
 
@@ -220,7 +220,8 @@ def write_json(path: str, s: Setup, split: str, results) -> None:
 
 def sample(s: Setup, prompt: str, **settings) -> list[str]:
     """Continuations of `prompt` (decoded text, prompt included), one per sample; an empty
-    prompt is the first words of the validation text. `settings`: `sample_stream`'s."""
+    prompt is the first words of the validation text. `settings`: `sample_stream`'s (a sample
+    ends with its document unless stop_id says otherwise)."""
     prompt_BxP, blocks = sample_stream(s, prompt, **settings, whole=True)
     out = np.concatenate([prompt_BxP, *blocks], axis=1)
     return [s.data.tokenizer.decode(row) for row in out]
@@ -236,13 +237,21 @@ def sample_stream(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int = 0,
-    stop_id: int | None = None,
+    stop_id: int | None | str = "document_end",
     method: str = "auto",
     slide: int | None = None,
     whole: bool = False,
 ) -> tuple[np.ndarray, Iterator[np.ndarray]]:
     """The prompt's ids [num_samples, P] and the new tokens as blocks [num_samples, k] as they
-    are generated (`sampling.generate_stream`; `whole`: one block, one compiled call)."""
+    are generated (`sampling.generate_stream`; `whole`: one block, one compiled call).
+
+    stop_id: a sample stops at this token ('document_end', the default: the end-of-document
+    token where the run's data ends every document with one, as `experiments.sample` does;
+    None: never, running on into the next document)."""
+    if isinstance(stop_id, str):
+        if stop_id != "document_end":
+            raise EvaluationError(f"stop_id={stop_id!r}: give a token id, 'document_end' or None")
+        stop_id = sample_settings.document_end(s.data)
     ids = np.asarray(s.data.tokenizer.encode(prompt or s.data.opening_words()), np.int32)
     if ids.size == 0:
         raise EvaluationError("the prompt encodes to no tokens; give a non-empty --prompt")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from llp_jax.evaluation.sample_settings import END_OF_DOCUMENT
@@ -56,3 +57,19 @@ def test_the_default_prompt_is_the_first_document_s_opening(workdir):
     result = run_cli("sample", f"--workdir={workdir}", "--temperature=0", "--max_new_tokens=40")
     assert result.rc == 0, str(result)
     assert result.stdout.endswith(f"--- sample 0\n{DOC}\n{END_OF_DOCUMENT}\n"), result.stdout
+
+
+def test_the_python_api_stops_there_too(workdir):
+    """`runner.sample` (the Colab notebook's sample cell) and `runner.sample_stream` ran on into
+    the next document; they stop at its end as `experiments.sample` does (stop_id=None: never)."""
+    from llp_jax.evaluation import runner
+
+    setup = runner.setup(str(workdir))
+    assert runner.sample(setup, "hello", max_new_tokens=80, temperature=0.0) == [DOC]
+    on = runner.sample(setup, "hello", max_new_tokens=80, temperature=0.0, stop_id=None)[0]
+    assert on.startswith(f"{DOC}hello there"), on
+    prompt_BxP, blocks = runner.sample_stream(setup, "hello", max_new_tokens=80, temperature=0.0)
+    ids = np.concatenate([prompt_BxP, *blocks], axis=1)[0]
+    assert setup.data.tokenizer.decode(ids) == DOC  # after the stop token only stop tokens
+    with pytest.raises(runner.EvaluationError, match="give a token id, 'document_end' or None"):
+        runner.sample(setup, "hello", max_new_tokens=8, stop_id="eod")
