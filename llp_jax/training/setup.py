@@ -174,6 +174,27 @@ def _check_resumed_model(saved: dict, model_cfg: models.ModelConfig, directory: 
         print(f"resuming with {', '.join(changed)}")
 
 
+def _continue_data(train_iter, meta: dict, batch_size: int) -> None:
+    """Moves a resumed data iterator past the windows the run has seen. Its position counts
+    batches (grain's next_index), so a resume with another train.batch_size (what the
+    out-of-memory message advises) went back over windows just trained on, or skipped some.
+    Global batch b is windows [b B, (b + 1) B) of the epoch order (each process takes every
+    process_count-th window), so the windows seen are next_index x the old global batch."""
+    before = meta.get("train_batch")  # absent in checkpoints written before it was recorded
+    if not before or before == batch_size:
+        return
+    position = train_iter.get_state()
+    seen = int(position["next_index"]) * int(before)
+    index = seen // batch_size  # no window skipped; fewer than batch_size seen again
+    train_iter.set_state({**position, "next_index": index})
+    again = seen - index * batch_size
+    if jax.process_index() == 0:
+        print(
+            f"resuming with train.batch_size={batch_size} (was {before}): the data goes on "
+            f"after the {seen} windows seen" + (f" ({again} of them again)" if again else "")
+        )
+
+
 def _own(workdir: str) -> WorkdirLock | None:
     """The workdir's lock (process 0 takes it; every process fails together if it is busy)."""
     lock, error = None, None
@@ -252,6 +273,7 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
             # A preempted fine-tune resumes its own steps; its source only seeded step 0.
             also = " (train.init_from seeds only a fresh start)" if train.init_from else ""
             print(f"resumed from step {start} in {ckpt.directory}{also}")
+            _continue_data(train_iter, restored.meta, train.batch_size)
     elif train.init_from:
         params, where = finetune.init_params(train.init_from, model_cfg, state["params"])
         state = {**state, "params": params}

@@ -69,7 +69,9 @@ def train_loop(run: Run) -> dict:
     tokens_per_step = train.batch_size * cfg.seq_len
     # The model and data settings travel with every checkpoint, so evaluation and sampling can
     # rebuild both from a workdir alone.
-    meta = {"model": models.config.as_dict(cfg), "data": dataclasses.asdict(run.data_config)}
+    # train_batch: the global windows per step, which a resume's data position is counted in.
+    meta = {"model": models.config.as_dict(cfg), "data": dataclasses.asdict(run.data_config),
+            "train_batch": train.batch_size}  # fmt: skip
     step, t_start, interrupted = run.start_step, time.perf_counter(), None
 
     def check_finite() -> None:

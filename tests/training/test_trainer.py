@@ -93,6 +93,33 @@ def test_resume_refuses_a_different_model_not_another_way_to_run_it(corpus_file,
     assert "resuming with model.compute_dtype='bfloat16' (was 'float32'), model.remat='full'" in out
 
 
+@pytest.mark.parametrize("before,after", [(8, 4), (4, 8), (8, 6)])
+def test_resume_with_another_batch_size_goes_on_after_the_windows_seen(corpus_file, tmp_path,
+                                                                     capsys, before, after):  # fmt: skip
+    """The out-of-memory message advises a smaller train.batch_size and a rerun to resume. The
+    data iterator's position counts batches, so resumed at half the batch it went back over
+    windows the run had just trained on (step 2 of batch 8 -> windows 8.. again, not 16..)."""
+    config, one = small_config(corpus_file, num_steps=2, batch_size=before), jax.devices()[:1]
+    run = trainer.setup(config, str(tmp_path / "w"), devices=one)
+    trainer.train_loop(run)
+    run.close()
+    config.train.update(batch_size=after, num_steps=4)
+    capsys.readouterr()
+    run = trainer.setup(config, str(tmp_path / "w"), devices=one)
+    seen = 2 * before
+    index = seen // after  # the next batch holds no window seen before (at most after-1 again)
+    fresh = run.data.train_iterator(after)
+    fresh.set_state({"next_index": index})
+    np.testing.assert_array_equal(next(run.train_iter)["inputs"], next(fresh)["inputs"])
+    run.close()
+    out = capsys.readouterr().out
+    again = seen - index * after
+    assert (
+        f"resuming with train.batch_size={after} (was {before}): the data goes on after the "
+        f"{seen} windows seen" + (f" ({again} of them again)" if again else "")
+    ) in out
+
+
 @pytest.mark.slow
 def test_train_launcher_reduces_validation_loss(corpus_file, tmp_path):
     # Run from another directory with a relative --workdir, as the README's main job does.
