@@ -2,8 +2,8 @@
 
 `config.data.corpus` names them: 'notes.txt', 'a.txt,b.md', 'books/' (every text file below it,
 whatever its extension), 'docs/**/*.md' (a glob), 'chats.jsonl' (one document per line, its
-text in the `config.data.text_field` field; `text_bytes` reads compressed, UTF-16 and JSON
-files too), 'train-*.parquet' (Hugging Face's shards: one document per row of that column),
+text in the `config.data.text_field` field; `text_bytes` reads compressed and UTF-16 files,
+`records` JSON ones too), 'train-*.parquet' (Hugging Face's shards: one document per row of that column),
 'reviews.csv' / '.tsv' (a header row; one document per row of that column). A
 name that exists as given is taken whole, so a file whose name holds a comma still works.
 Files met in a folder or a glob that are not text (binary, mostly invalid UTF-8, or empty) are
@@ -24,10 +24,11 @@ import sys
 from collections.abc import Sequence
 
 from llp_jax import paths
-from llp_jax.data import text_bytes
+from llp_jax.data import records, text_bytes
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
+from llp_jax.data.records import NoTextField
 from llp_jax.data.remote_corpus import GLOB, expand_url, hidden, read_url
-from llp_jax.data.text_bytes import NoTextField, NotText
+from llp_jax.data.text_bytes import NotText
 
 # With at least this many documents, whole documents are held out (see load_text_corpus).
 MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT = 20
@@ -113,12 +114,12 @@ def read_spec_documents(
 
 
 def read_documents(path: str, text_field: str = "text", *, once: bool = False) -> list[str]:
-    """The documents of one file (`text_bytes.documents`): the whole text, one per record of a
+    """The documents of one file (`records.documents`): the whole text, one per record of a
     JSON Lines or JSON file, or one per row of a Parquet, CSV or TSV file's `text_field` column."""
     raw = _read_bytes(path, once)
-    if text_bytes.is_parquet(raw):
-        return text_bytes.parquet_documents(path, raw, text_field)
-    return text_bytes.documents(path, text_bytes.decode(path, raw), text_field)
+    if records.is_parquet(raw):
+        return records.parquet_documents(path, raw, text_field)
+    return records.documents(path, text_bytes.decode(path, raw), text_field)
 
 
 def _parts(spec: str | Sequence[str]) -> list[str]:

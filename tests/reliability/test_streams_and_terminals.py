@@ -78,6 +78,26 @@ def test_evaluate_scores_standard_input_and_pipes_as_the_file(victim, env, tmp_p
     assert_one_line_error(empty, "Standard input ('-') holds no text")
 
 
+@pytest.mark.slow
+def test_records_on_standard_input_score_as_the_file(victim, env, tmp_path, corpus_file):
+    """`cat reviews.csv | evaluate --text=- --text_field=review` scored the CSV syntax (header,
+    quotes, ids) as one plain document; JSON Lines the same. Known by their first line now."""
+    text = open(corpus_file, encoding="utf-8").read()[-6000:]
+    docs = [text[i : i + 300] for i in range(0, len(text), 300)]
+    files = {"r.jsonl": "".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(docs)),
+             "r.csv": "id,review\n" + "".join(f'{i},"{d.replace(chr(34), 2 * chr(34))}"\n'
+                                               for i, d in enumerate(docs))}  # fmt: skip
+    evaluate = f"{shlex.quote(PYTHON)} -m experiments.evaluate --workdir={victim} "
+    evaluate += "--protocols=standard"
+    for name, body in files.items():
+        (tmp_path / name).write_text(body, encoding="utf-8")
+        field = "--text_field=review" if name.endswith(".csv") else ""
+        named = _standard_ppl(_bash(f"{evaluate} {field} --text={tmp_path / name}", env))
+        piped = _bash(f"{evaluate} {field} --text=-", env, stdin=body.encode())
+        assert _standard_ppl(piped) == named, name
+        assert "standard input read as" in piped.stdout, piped.stdout
+
+
 def test_standard_input_from_a_terminal_says_how_to_end_it(victim, env, corpus_file):
     """`--text=-` typed at a terminal (or a pipe forgotten) would wait silently: it says what it
     waits for, and Ctrl-D ends the text."""
