@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
@@ -46,36 +46,49 @@ def step_dirs(directory: str | os.PathLike) -> list[int]:
 def no_checkpoint(directory: str | os.PathLike, fix: str) -> str:
     """The one line for a checkpoint directory without a committed step: the file that stands
     where a folder must be (a --workdir naming a file, or a path under one), a workdir given as
-    another run's checkpoints folder or one of its steps (`inside_a_run`), else `fix`."""
+    another run's checkpoints folder, one of its steps or its data folder (`inside_a_run`),
+    else `fix`."""
     blocker = paths.file_in_the_way(directory)
     if blocker:
         return f"no checkpoint in {directory}: {blocker} is not a folder"
     workdir = os.path.dirname(os.fspath(directory).rstrip("/"))
     inside = inside_a_run(workdir)
     if inside:
-        run, step = inside
-        here = os.path.basename(workdir.rstrip("/")) == "checkpoints"
+        run, step, folder = inside
+        here = os.path.basename(workdir.rstrip("/")) == folder
         where = f"step {step} of" if step is not None else "" if here else "inside"
         also = f" (that step: evaluate --step={step}, init_from={run}:{step})" if step else ""
         return (f"no checkpoint in {directory}: {workdir} is {where + ' ' if where else ''}the "
-                f"checkpoints folder of the run {run}; name the run, {run}, instead{also}")  # fmt: skip
+                f"{folder} folder of the run {run}; name the run, {run}, instead{also}")  # fmt: skip
     return f"no checkpoint in {directory}: {fix}"
 
 
-def inside_a_run(path: str | os.PathLike) -> tuple[str, int | None] | None:
-    """(the run's workdir, the step or None) where local `path` is another run's checkpoints
-    folder, one of its steps, or lies below them: a --workdir there mixes a new run's files
-    into that run's checkpoints. None otherwise (URLs are not walked)."""
+class Inside(NamedTuple):
+    """Where a path lies in another run: its workdir, the step (a step folder itself, else
+    None) and which of its folders ('checkpoints', or 'data': the data record)."""
+
+    run: str
+    step: int | None
+    folder: str
+
+
+def inside_a_run(path: str | os.PathLike) -> Inside | None:
+    """Where local `path` is another run's checkpoints folder, one of its steps, its data folder
+    (holding record.json), or lies below them: a --workdir there mixes a new run's files into
+    that run's. None otherwise (URLs are not walked)."""
     text = os.fspath(path)
     if not text or paths.is_url(text):
         return None
     here = os.path.abspath(os.path.expanduser(text))
     folder = here
     while True:
-        if os.path.basename(folder) == "checkpoints" and committed_steps(folder):
+        name = os.path.basename(folder)
+        if name == "checkpoints" and committed_steps(folder):
             rest = os.path.relpath(here, folder).split(os.sep)
             step = int(rest[0]) if rest[0].isdigit() and len(rest) == 1 else None
-            return os.path.dirname(folder), step
+            return Inside(os.path.dirname(folder), step, name)
+        if name == "data" and os.path.isfile(os.path.join(folder, "record.json")):
+            return Inside(os.path.dirname(folder), None, name)
         parent = os.path.dirname(folder)
         if parent == folder:
             return None

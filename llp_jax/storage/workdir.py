@@ -65,10 +65,11 @@ def check_path(workdir: str) -> None:
         )
     inside = inside_a_run(text)
     if inside is not None:
+        mixed = "steps" if inside.folder == "checkpoints" else "data record"
         raise WorkdirError(
-            f"--workdir {text} is inside the checkpoints folder of the run {inside[0]}, where "
-            "a run's files would mix with its steps; give a folder of its own (or "
-            f"--workdir={inside[0]} to resume that run)"
+            f"--workdir {text} is inside the {inside.folder} folder of the run {inside.run}, "
+            f"where a run's files would mix with its {mixed}; give a folder of its own (or "
+            f"--workdir={inside.run} to resume that run)"
         )
 
 
