@@ -17,22 +17,21 @@ errors are what a user sees first when pointing `--config.data.corpus` at their 
 
 from __future__ import annotations
 
-import glob
 import os
 import stat
 import sys
 from collections.abc import Sequence
 
 from llp_jax import paths
-from llp_jax.data import records, text_bytes
+from llp_jax.data import corpus_paths, records, text_bytes
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
+from llp_jax.data.corpus_paths import STDIN, expand_paths, no_such
 from llp_jax.data.records import NoTextField
-from llp_jax.data.remote_corpus import GLOB, expand_url, hidden, read_url
+from llp_jax.data.remote_corpus import read_url
 from llp_jax.data.text_bytes import NotText
 
 # With at least this many documents, whole documents are held out (see load_text_corpus).
 MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT = 20
-STDIN = "-"  # `experiments.evaluate --text=-`
 
 
 def read_text_file(path: str | os.PathLike, *, once: bool = False) -> str:
@@ -64,7 +63,7 @@ def _read_bytes(path: str, once: bool) -> bytes:
         raw = sys.stdin.buffer.read()
     else:
         if not os.path.exists(path):
-            raise _no_such(path)
+            raise no_such(path)
         if not os.path.isfile(path) and not (once and _stream(path)):
             raise _not_a_file(path)
         try:
@@ -122,58 +121,6 @@ def read_documents(path: str, text_field: str = "text", *, once: bool = False) -
     return records.documents(path, text_bytes.decode(path, raw), text_field)
 
 
-def _parts(spec: str | Sequence[str]) -> list[str]:
-    if not isinstance(spec, str):
-        return [os.path.expanduser(os.fspath(p)) for p in spec]
-    if os.path.exists(os.path.expanduser(spec.strip())):  # one name, commas and all
-        return [os.path.expanduser(spec.strip())]
-    return [os.path.expanduser(p.strip()) for p in spec.split(",") if p.strip()]
-
-
-def expand_paths(spec: str | Sequence[str], *, stdin: bool = False) -> tuple[list[str], set[str]]:
-    """The files a corpus spec names, in order (folders walked recursively, sorted; globs
-    sorted), and which of them were found by a walk or a glob rather than named; with `stdin`,
-    '-' names standard input.
-
-    Raises:
-      DataError: an empty spec, a missing path, or a folder / glob without any file.
-    """
-    parts = _parts(spec)
-    if not parts:
-        raise DataError("Empty corpus specification; pass 'austen' or text files or folders.")
-    files: list[str] = []
-    found: set[str] = set()
-    for part in parts:
-        if stdin and part == STDIN:
-            files.append(part)
-        elif paths.is_url(part):
-            named, walked = expand_url(part)
-            files += named
-            found.update(walked)
-        elif os.path.isdir(part):
-            walk = sorted(
-                os.path.join(folder, name)
-                for folder, dirs, names in os.walk(part)
-                for name in names
-                if not hidden(os.path.relpath(os.path.join(folder, name), part))
-            )
-            if not walk:
-                raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")
-            files += walk
-            found.update(walk)
-        elif os.path.exists(part):
-            files.append(part)
-        elif GLOB.search(part):
-            matches = sorted(p for p in glob.glob(part, recursive=True) if os.path.isfile(p))
-            if not matches:
-                raise DataError(f"Corpus pattern {part!r} matches no files.")
-            files += matches
-            found.update(matches)
-        else:
-            raise _no_such(part)
-    return files, found
-
-
 def _stream(path: str) -> bool:
     """A pipe or a character device: bytes that can be read, once."""
     try:
@@ -190,19 +137,6 @@ def _not_a_file(path: str) -> DataError:
             "corpus is read again when the run resumes; save it to a file first (cmd > text.txt)."
         )
     return DataError(f"Corpus path {path} is not a regular file; pass a file or a folder.")
-
-
-def _no_such(path: str) -> DataError:
-    """A local corpus path `os.path.exists` denies: missing, or behind a folder this user may
-    not enter (paths.missing)."""
-    if path == STDIN:
-        return DataError(
-            "Corpus path '-' (standard input) can be evaluated (--text=-) but not trained on: a "
-            "resumed run reads its corpus again; save the text to a file first (cmd > text.txt)."
-        )
-    why = paths.missing(path)
-    fix = "pass an existing file or folder" if why == "does not exist" else "make it readable"
-    return DataError(f"Corpus path {path} {why}; {fix}.")
 
 
 def _tail_cut(text: str, fraction: float, lo: int) -> int:
@@ -243,7 +177,7 @@ def load_text_corpus(
         raise DataError(
             f"Corpus {spec!r} holds no text files ({len(skipped)} skipped: binary or empty)."
         )
-    parts = _parts(spec)
+    parts = corpus_paths.parts(spec)
     name = os.path.basename(os.path.normpath(parts[0])) if len(parts) == 1 else "custom"
     note = f"; {len(skipped)} non-text file(s) skipped" if skipped else ""
     if len(docs) >= MIN_DOCUMENTS_FOR_DOCUMENT_SPLIT:

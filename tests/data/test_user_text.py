@@ -102,3 +102,65 @@ def test_split_fractions_must_leave_three_non_empty_parts(tmp_path, val, test):
     with pytest.raises(DataError, match=f"val_fraction={val} and test_fraction={test} must"):
         user_text.load_text_corpus(str(path), val_fraction=val, test_fraction=test)
     assert user_text.load_text_corpus(str(path), val_fraction=0.1, test_fraction=0.1).splits["test"]
+
+
+def _linked_tree(tmp_path):
+    """corpus/{a.txt, sub/b.txt}, a symlinked folder of books kept elsewhere, and two links
+    back up the tree (as `ln -s .. up` leaves them): a loop a walk or `**` must not follow
+    round (with two, Python's glob takes 2^40 paths)."""
+    root = tmp_path / "corpus"
+    _write(root / "a.txt", "alpha\n" * 30)
+    _write(root / "sub" / "b.txt", "beta\n" * 30)
+    _write(tmp_path / "elsewhere" / "books" / "c.txt", "gamma\n" * 30)
+    (root / "linked_books").symlink_to(tmp_path / "elsewhere" / "books")
+    (root / "sub" / "up").symlink_to("..")
+    (root / "sub" / "up_again").symlink_to("..")
+    return root
+
+
+@pytest.mark.parametrize("spec", ["{}", "{}/", "{}/**/*.txt", "{}/**"])
+def test_symlinked_folders_are_read_once_each(tmp_path, spec):
+    """A folder walk skipped a symlinked folder's files (os.walk does not follow links), and
+    `**` went round a loop (`ln -s .. up`) reading each file again at every depth: 41 copies of
+    one book, the validation documents copies of training ones."""
+    root = _linked_tree(tmp_path)
+    files, found = user_text.expand_paths(spec.format(root))
+    names = sorted(os.path.relpath(f, root) for f in files)
+    assert names == ["a.txt", "linked_books/c.txt", "sub/b.txt"], names
+    assert set(files) == found
+
+
+def test_a_file_named_twice_is_read_once(tmp_path, capsys):
+    root = _linked_tree(tmp_path)
+    spec = f"{root}/a.txt,{root}/,{root}/sub/up/a.txt,{tmp_path}/elsewhere/books/c.txt"
+    files, _ = user_text.expand_paths(spec)
+    assert sorted(os.path.relpath(f, tmp_path) for f in files) == [
+        "corpus/a.txt", "corpus/linked_books/c.txt", "corpus/sub/b.txt"]  # fmt: skip
+    assert (
+        "read 2 file(s) once that the corpus names by more than one path" in capsys.readouterr().out
+    )
+
+
+GLOB_TREE = ["a.txt", "b.md", ".hidden.txt", "x/c.txt", "x/y/d.txt", "x/y/e.md", "x/.git/f.txt",
+             ".dot/g.txt", "x/.h.txt", "z/y/i.txt"]  # fmt: skip
+PATTERNS = ["**/*.txt", "**", "**/y/*.txt", "x/**/*.txt", "x/**", "**/*", "*/y/*", "x/**/y/**",
+            "**/.git/*.txt", "**/.*", ".dot/**/*.txt", "?/y/*.[tm][xd]*", "x/**/*.md", "**/x/**"]  # fmt: skip
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("absolute", [True, False])
+def test_globs_match_as_python_glob_does_where_there_is_no_loop(pattern, absolute, tmp_path,
+                                                                monkeypatch):  # fmt: skip
+    """`**` is matched on the loop-safe walk; without links it matches what glob.glob does."""
+    import glob
+
+    for name in GLOB_TREE:
+        _write(tmp_path / name, f"{name}\n")
+    monkeypatch.chdir(tmp_path)
+    spec = str(tmp_path / pattern) if absolute else pattern
+    want = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+    if not want:
+        with pytest.raises(DataError, match="matches no files"):
+            user_text.expand_paths(spec)
+        return
+    assert user_text.expand_paths(spec)[0] == want
