@@ -75,9 +75,16 @@ class Corpus:
         return {split: count_words(text) for split, text in self.splits.items()}
 
 
-def count_words(text: str) -> int:
-    """Counts whitespace-separated words, the convention of word-level perplexity on books."""
-    return len(text.split())
+def count_words(text: str, *, chunk: int = 1 << 20) -> int:
+    """Counts whitespace-separated words (`len(text.split())`), the convention of word-level
+    perplexity on books, a chunk of characters at a time: split whole, a 150 MB corpus held
+    26 million word strings at once (1.4 GB). A word cut by a chunk's end is counted once."""
+    words, joined = 0, False  # joined: the previous chunk ended inside a word
+    for start in range(0, len(text), chunk):
+        part = text[start : start + chunk]
+        words += len(part.split()) - (joined and not part[0].isspace())
+        joined = not part[-1].isspace()
+    return words
 
 
 def default_austen_path() -> str:

@@ -162,3 +162,20 @@ def test_many_documents_split_by_whole_document(tmp_path):
     assert c.splits["validation"] == "document 18 text\n\ndocument 38 text\n"
     assert c.splits["test"] == "document 19 text\n\ndocument 39 text\n"
     assert "document 18" not in c.splits["train"] and c.splits["train"].count("document") == 36
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1 << 20])
+def test_count_words_is_str_split_in_bounded_memory(chunk):
+    """count_words counted with text.split(): a list of every word at once (1.4 GB of str
+    objects for a 150 MB corpus). Counted a chunk at a time, it is the same count, for any
+    whitespace str.split knows (U+00A0, U+2003, U+3000, \\x1c...) wherever a chunk ends."""
+    import random
+
+    from llp_jax.data import corpus as corpus_lib
+
+    rng = random.Random(0)
+    spaces = [" ", "\n", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u2003", "\u3000"]
+    pieces = ["word", "caf\u00e9", "\U0001f600", "x", "\u00a0\u00a0"]
+    for _ in range(200):
+        text = "".join(rng.choice(spaces + pieces) for _ in range(rng.randrange(0, 40)))
+        assert corpus_lib.count_words(text, chunk=chunk) == len(text.split()), repr(text)
