@@ -179,16 +179,26 @@ def build_datasets(
             f"training window of seq_len + 1 = {seq_len + 1}; use a larger corpus or a smaller "
             "seq_len."
         )
+    counts = dict(words=corpus.words, num_chars={s: len(t) for s, t in corpus.splits.items()},
+                  num_bytes={s: len(t.encode("utf-8")) for s, t in corpus.splits.items()})  # fmt: skip
     return Datasets(
         tokenizer=tokenizer,
-        corpus=corpus,
+        corpus=_without_training_text(corpus),
         tokens=tokens,
-        words=corpus.words,
-        num_bytes={s: len(t.encode("utf-8")) for s, t in corpus.splits.items()},
         seq_len=seq_len,
         data_config=config,
+        **counts,
         **shards,
     )
+
+
+def _without_training_text(corpus: corpus_lib.Corpus) -> corpus_lib.Corpus:
+    """`corpus` less its training text: training reads the tokens, and the text (held twice:
+    its documents and their join) was a corpus's size again for the whole run. Its counts stay
+    in the Datasets; `--split=train` reads it again (evaluation/eval_data.py)."""
+    keep = lambda parts: {s: v for s, v in parts.items() if s != "train"}  # noqa: E731
+    documents = None if corpus.documents is None else keep(corpus.documents)
+    return dataclasses.replace(corpus, splits=keep(corpus.splits), documents=documents)
 
 
 def text_datasets(

@@ -40,7 +40,7 @@ def fingerprint(datasets: Datasets) -> str:
     h = hashlib.sha256(datasets.tokenizer.name.encode())
     train = datasets.train_tokens if datasets.train_tokens is not None else datasets.tokens["train"]
     if isinstance(train, np.ndarray):
-        h.update(np.ascontiguousarray(train, np.int32).tobytes())
+        h.update(memoryview(np.ascontiguousarray(train, np.int32)))  # no copy of int32 tokens
     else:  # token_cache.TokenChunks: its counts and format identify the prepared split
         h.update(json.dumps(train.meta, sort_keys=True).encode())
     return h.hexdigest()[:16]

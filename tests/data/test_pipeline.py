@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from llp_jax.data import build_datasets, default_data_config, pipeline
+from llp_jax.data import build_datasets, default_data_config, load_corpus, pipeline
 from llp_jax.data.corpus import DataError
 
 SEQ_LEN = 16
@@ -214,4 +214,12 @@ def test_build_datasets_austen_bytes_and_defaults():
     assert ds.process_index == jax.process_index() and ds.process_count == jax.process_count()
     assert len(ds.tokens["train"]) > 3_000_000 and ds.words["validation"] == 83_283
     batch = next(ds.train_iterator(2))
-    assert ds.tokenizer.decode(batch["inputs"][0]) in ds.corpus.splits["train"]
+    train_text = load_corpus("austen").splits["train"]
+    assert ds.tokenizer.decode(batch["inputs"][0]) in train_text
+    # Training reads tokens only; the training text (and its documents) is not held beside
+    # them for the whole run: a corpus's size twice over. Its counts are.
+    assert "train" not in ds.corpus.splits and "train" not in (ds.corpus.documents or {})
+    assert ds.num_chars["train"] == len(train_text) and ds.num_bytes["train"] == len(
+        train_text.encode()
+    )
+    assert ds.corpus.splits["validation"] == load_corpus("austen").splits["validation"]
