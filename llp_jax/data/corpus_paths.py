@@ -89,10 +89,11 @@ def no_such(path: str) -> DataError:
 def _walk(root: str, *, hidden_too: bool) -> list[tuple[str, str]]:
     """(path, path relative to root) of every file below `root`, sorted, through symbolic
     links, each folder entered once (a link back up the tree is not followed round); folders
-    whose name starts with '.' (.git/) are not entered unless `hidden_too`."""
+    whose name starts with '.' (.git/) are not entered unless `hidden_too`. A folder it may
+    not list is a DataError."""
     entered: set[str] = set()
     out = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
+    for folder, dirs, names in os.walk(root, onerror=_unreadable, followlinks=True):
         real = os.path.realpath(folder)
         if real in entered:
             dirs[:] = []
@@ -104,6 +105,14 @@ def _walk(root: str, *, hidden_too: bool) -> list[tuple[str, str]]:
             if os.path.isfile(path):  # not a broken link, a pipe or a socket
                 out.append((path, os.path.relpath(path, root)))
     return sorted(out)
+
+
+def _unreadable(error: OSError) -> None:
+    """A folder of a walk this user may not list: one line, as for a file it may not read
+    (os.walk left it out silently, and its documents with it)."""
+    why = (error.strerror or type(error).__name__).lower()
+    raise DataError(f"Corpus folder {error.filename} cannot be read ({why}); make it readable "
+                    "or leave it out of the corpus.")  # fmt: skip
 
 
 def _glob(pattern: str) -> list[str]:

@@ -239,6 +239,23 @@ def test_unreadable_files_are_one_line(env, corpus_file):
                               "private (permission denied)")  # fmt: skip
 
 
+def test_a_folder_walk_that_cannot_enter_a_folder_says_so(env, corpus_file):
+    """A file of a walk this user may not read was an error, a folder silently left out (its
+    documents missing from the corpus, nothing said): both are one line naming it now."""
+    with faults.as_nobody(env) as (prefix, shared, env):
+        corpus = os.path.join(shared, "corpus")
+        os.makedirs(os.path.join(corpus, "closed"))
+        shutil.copy(corpus_file, os.path.join(corpus, "open.txt"))
+        shutil.copy(corpus_file, os.path.join(corpus, "closed", "more.txt"))
+        os.chmod(corpus, 0o755)
+        os.chmod(os.path.join(corpus, "closed"), 0o700)  # root's, closed to 'nobody'
+        for spec in (corpus, os.path.join(corpus, "**", "*.txt")):
+            result = run_cli("prepare_data", "--config=llp_jax/configs/tiny.py:llp",
+                             f"--config.data.corpus={spec}", env=env, prefix=prefix)  # fmt: skip
+            assert_one_line_error(result, f"{os.path.join(corpus, 'closed')} cannot be read "
+                                  "(permission denied)", "leave it out")  # fmt: skip
+
+
 def test_a_closed_pipe_ends_quietly(env):
     proc = subprocess.Popen(
         [PYTHON, "-m", "experiments.sample", "--config=llp_jax/configs/tiny.py",
