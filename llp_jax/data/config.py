@@ -76,6 +76,12 @@ class DataConfig:
         prepared tokens, where a text corpus is tokenised when it is read."""
         return self.corpus.startswith(("tfds:", "tfds-catalog:"))
 
+    @property
+    def is_own_text(self) -> bool:
+        """The user's own files (not an embedded corpus or a tfds one): `corpus` says where
+        the text is, not what it is (the workdir's training fingerprint says that)."""
+        return not self.is_tfds and self.corpus.strip().lower() not in ("", "austen", "web_bible")
+
     def replace(self, **changes: Any) -> DataConfig:
         return dataclasses.replace(self, **changes)
 

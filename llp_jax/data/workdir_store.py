@@ -174,16 +174,34 @@ def load(workdir: str, seq_len: int) -> Datasets:
 
 def differences(record: dict, config: Any, datasets: Datasets | None = None) -> list[str]:
     """What differs between a workdir's data and `config` (a data section), and, given the data
-    built from it, between their training tokens (a corpus edited in place)."""
+    built from it, between their training tokens (a corpus edited in place). Own text at
+    another path (`moved`) differs only if its training tokens do."""
     saved, given = DataConfig.from_any(record["data"]), DataConfig.from_any(config)
+    where = moved(record, given)
     diffs = [
         f"data.{f.name}={getattr(saved, f.name)!r} (workdir) vs {getattr(given, f.name)!r}"
         for f in dataclasses.fields(DataConfig)
-        if f.name not in LOCATION_FIELDS and getattr(saved, f.name) != getattr(given, f.name)
+        if f.name not in LOCATION_FIELDS
+        and getattr(saved, f.name) != getattr(given, f.name)
+        and not (where and f.name == "corpus")
     ]
     if datasets is not None and not diffs and fingerprint(datasets) != record["fingerprint"]:
+        what = (
+            "the training text or its tokens changed"
+            if not where
+            else f"{where}, and the training tokens differ"
+        )
         diffs.append(
-            f"the training text or its tokens changed (fingerprint {record['fingerprint']} in the "
-            f"workdir, {fingerprint(datasets)} now)"
+            f"{what} (fingerprint {record['fingerprint']} in the workdir, {fingerprint(datasets)} "
+            "now)"
         )
     return diffs
+
+
+def moved(record: dict, config: Any) -> str:
+    """'data.corpus=OLD (workdir) vs NEW' where the workdir's own text is now named by another
+    path (moved to another disk or machine), else ''."""
+    saved, given = DataConfig.from_any(record["data"]), DataConfig.from_any(config)
+    if saved.corpus == given.corpus or not (saved.is_own_text and given.is_own_text):
+        return ""
+    return f"data.corpus={saved.corpus!r} (workdir) vs {given.corpus!r}"

@@ -40,6 +40,10 @@ def load(workdir, config, loaded, seq_len, *, text, text_field, allow_data_chang
             return build_datasets(config.data, seq_len)
     if record is not None:
         if training_split:
+            if config is not None and "data" in config and workdir_store.moved(record, config.data):
+                # The corpus moved since the run: its new path (the fingerprint still checks it).
+                data = {**record["data"], "corpus": DataConfig.from_any(config.data).corpus}
+                record = {**record, "data": data}
             return _with_training_text(workdir, record, seq_len, allow_data_change)
         return workdir_store.load(workdir, seq_len)
     if loaded is not None and loaded.data_config:  # a workdir written before data records
@@ -56,8 +60,10 @@ def _with_training_text(workdir: str, record: dict, seq_len: int, allow_data_cha
         data = build_datasets(data_config, seq_len, tokenizer=own, process_index=0,
                               process_count=1)  # fmt: skip
     except DataError as e:
+        moved = ("; if it moved, give a --config whose data.corpus names it there"
+                 if data_config.is_own_text else "")  # fmt: skip
         raise EvaluationError(f"--split=train reads the run's training text again (a workdir "
-                              f"keeps only its validation and test splits): {e}") from None  # fmt: skip
+                              f"keeps only its validation and test splits): {e}{moved}") from None  # fmt: skip
     diffs = workdir_store.differences(record, data_config, data)
     if diffs and not allow_data_change:
         raise EvaluationError(f"--split=train: {'; '.join(diffs)}, so these are not the tokens "

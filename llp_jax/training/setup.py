@@ -120,7 +120,12 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
                 f"{workdir} was trained on other data: {'; '.join(diffs)}; use another "
                 "--workdir, --noresume, or --allow_data_change to continue on this data"
             )
-    elif jax.process_index() == 0:
+    if record is not None and not allow_data_change and workdir_store.moved(record, data_config):
+        if jax.process_index() == 0:  # the record follows the text (--split=train reads it)
+            print(f"data.corpus is now {data_config.corpus!r} (was {record['data']['corpus']!r}): "
+                  "the same training tokens")  # fmt: skip
+            workdir_store.save(workdir, data)
+    elif (record is None or allow_data_change) and jax.process_index() == 0:
         workdir_store.save(workdir, data)
     return data
 

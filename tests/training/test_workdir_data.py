@@ -136,3 +136,43 @@ def test_resuming_on_other_data_is_refused_unless_allowed(tmp_path, env):
     assert allowed.returncode == 0 and "resumed from step 2" in allowed.stdout, allowed.stderr
     record = json.load(open(tmp_path / "run" / "data" / "record.json"))
     assert record["data"]["corpus"] == str(second)  # the record follows the allowed change
+
+
+def test_a_corpus_moved_elsewhere_resumes_when_its_tokens_are_the_same(tmp_path, env):
+    """The corpus moved (another disk, a Colab Drive path, another machine): the same text at
+    another path was 'trained on other data' and only --allow_data_change (which checks
+    nothing) resumed. A path is where the text is, not what it is: the training tokens'
+    fingerprint decides, and the record follows the move (--split=train reads it there)."""
+    first = _corpus(tmp_path, "first", 0)
+    args = [*TINY, "--workdir=run", "--config.train.num_steps=2"]
+    done = _run("train", *args, f"--config.data.corpus={first}", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    moved = first.rename(tmp_path / "moved")
+    more = ["--config.train.num_steps=4", f"--config.data.corpus={moved}"]
+    resumed = _run("train", *args, *more, cwd=tmp_path, env=env)
+    assert resumed.returncode == 0 and "resumed from step 2" in resumed.stdout, resumed.stderr
+    assert (f"data.corpus is now {str(moved)!r} (was {str(first)!r}): the same training tokens"
+            in resumed.stdout)  # fmt: skip
+    record = json.load(open(tmp_path / "run" / "data" / "record.json"))
+    assert record["data"]["corpus"] == str(moved)
+    train = _run("evaluate", "--workdir=run", "--split=train", "--max_tokens=500",
+                 cwd=tmp_path, env=env)  # fmt: skip
+    assert train.returncode == 0, train.stderr[-2000:]
+    again = moved.rename(tmp_path / "again")  # moved again, no run resumed since: --config
+    evaluate = ["evaluate", "--workdir=run", "--split=train", "--max_tokens=500"]
+    lost = _run(*evaluate, cwd=tmp_path, env=env)
+    assert "if it moved, give a --config whose data.corpus names it there" in _one_line_error(lost)
+    found = _run(*evaluate, *TINY, f"--config.data.corpus={again}", cwd=tmp_path, env=env)
+    assert found.returncode == 0 and _ppl(found.stdout) == _ppl(train.stdout), found.stderr
+    moved = again.rename(moved)
+    (moved / "b.txt").write_text((moved / "b.txt").read_text()[::-1])  # moved and changed
+    changed = _run("train", *args, "--config.train.num_steps=6", f"--config.data.corpus={first}",
+                   cwd=tmp_path, env=env)  # fmt: skip
+    assert "Corpus path" in _one_line_error(changed)  # the old path is gone
+    first.mkdir()
+    shutil.copytree(moved, first, dirs_exist_ok=True)
+    changed = _run("train", *args, "--config.train.num_steps=6", f"--config.data.corpus={first}",
+                   cwd=tmp_path, env=env)  # fmt: skip
+    line = _one_line_error(changed)
+    assert f"data.corpus={str(moved)!r} (workdir) vs {str(first)!r}, and the training tokens " \
+           "differ (fingerprint" in line, line  # fmt: skip
