@@ -20,6 +20,7 @@ from tests.helpers import REPO
 LAYERS = {
     "errors": 0,
     "caches": 0,
+    "url_clients": 0,
     "schema": 1,
     "paths": 1,
     "backend": 1,

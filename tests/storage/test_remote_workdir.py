@@ -206,3 +206,25 @@ def test_a_store_that_cannot_be_used_is_one_line(store, case, denying_store, tmp
     expected = "cannot reach the gs:// store" if store == "unreachable" else "access denied"
     assert len(errors) == 1 and expected in errors[0] and "gs://b/" in errors[0], done.stderr
     assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("flag", ["--config.data.corpus", "--config.data.tokenizer", "--workdir"])
+@pytest.mark.parametrize("url,says", [
+    ("hf://datasets/wikitext/train.txt", "hf:// paths need a client: Install huggingface_hub"),
+    ("sftp://host/books/a.txt", 'sftp:// paths need a client: SFTPFileSystem requires "paramiko"'),
+    ("abfs://container/books/", "abfs:// paths need a client: Install adlfs"),
+    ("ftpp://host/books/", "ftpp:// is not a storage protocol fsspec knows"),
+])  # fmt: skip
+def test_any_url_without_its_client_is_one_line(flag, url, says, tmp_path, corpus_file):
+    """gs://, s3:// and az:// named their client; any other fsspec URL (a Hugging Face hf://
+    path, sftp://, Azure's abfs://) printed fsspec's ImportError traceback."""
+    if flag == "--config.data.tokenizer":
+        url += ".model"
+    args = {"--config.data.corpus": corpus_file, "--workdir": str(tmp_path / "w"), flag: url}
+    cmd = [sys.executable, "-m", "experiments.train", "--config=llp_jax/configs/tiny.py:llp",
+           *(f"{k}={v}" for k, v in args.items())]  # fmt: skip
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": REPO}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
