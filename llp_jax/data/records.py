@@ -180,9 +180,20 @@ def _text_of(where: str, record, text_field: str, *, first: bool = False) -> str
     value = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(value, str):
         error = NoTextField if first else DataError
-        raise error(f"{where} has no text field {text_field!r}; {FIELD_FIX} to the field "
-                        "that holds the text.")  # fmt: skip
+        raise error(f"{where} has no text field {text_field!r} ({_fields(record, text_field)}); "
+                    f"{FIELD_FIX} to the field that holds the text.")  # fmt: skip
     return value
+
+
+def _fields(record, text_field: str) -> str:
+    """What a record holds instead: its fields with text in them (the choices for text_field)."""
+    if not isinstance(record, dict):
+        return f"the record is a {type(record).__name__}, not an object"
+    there = f"it is a {type(record[text_field]).__name__}; " if text_field in record else ""
+    texts = [name for name, value in record.items() if isinstance(value, str)]
+    if texts:
+        return f"{there}its text fields: {texts}"
+    return f"{there}no field holds text: {list(record)}"
 
 
 def is_parquet(raw: bytes) -> bool:

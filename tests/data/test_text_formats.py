@@ -140,8 +140,14 @@ def test_a_json_array_takes_the_text_field(tmp_path):
     path = tmp_path / "alpaca_data.json"
     path.write_text(json.dumps(alpaca))
     assert user_text.read_documents(str(path), text_field="output") == DOCS
-    with pytest.raises(DataError, match=r"alpaca_data.json item 0 has no text field 'text'"):
+    with pytest.raises(DataError, match=r"alpaca_data.json item 0 has no text field 'text' "
+                       r"\(its text fields: \['instruction', 'input', 'output'\]\)"):  # fmt: skip
         user_text.read_documents(str(path))
+    chat = tmp_path / "chat.jsonl"  # a field that is there but holds no text; none that does
+    chat.write_text(json.dumps({"text": ["Say hi"], "messages": [{"content": "hi"}], "n": 1}))
+    with pytest.raises(DataError, match=r"chat.jsonl:1 has no text field 'text' \(it is a "
+                       r"list; no field holds text: \['text', 'messages', 'n'\]\)"):  # fmt: skip
+        user_text.read_documents(str(chat))
     one = tmp_path / "one.json"
     one.write_text(json.dumps({"text": DOCS[0], "id": 1}, indent=2))
     assert user_text.read_documents(str(one)) == [DOCS[0]]
