@@ -17,7 +17,7 @@ import jax
 from flax import nnx
 
 from llp_jax import models, paths
-from llp_jax.data import DataConfig, Datasets, build_datasets, workdir_store
+from llp_jax.data import DataConfig, DataError, Datasets, build_datasets, workdir_store
 from llp_jax.errors import LLPError
 from llp_jax.storage import Checkpointer, CheckpointNotFoundError, WorkdirLock, set_aside
 from llp_jax.storage.damaged import DAMAGED
@@ -110,7 +110,15 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
         if own is not None and jax.process_index() == 0:
             print(f"tokenizer {own.name}: train.init_from's (its weights' token ids), not one "
                   "trained on this data")  # fmt: skip
-    data = build_datasets(data_config, seq_len, tokenizer=own)
+    try:
+        data = build_datasets(data_config, seq_len, tokenizer=own)
+    except DataError as e:
+        if record is None or data_config.is_tfds:
+            raise
+        raise DataError(f"{workdir}: a resuming run reads its training text again (a workdir "
+                        f"keeps only its validation and test splits): {str(e).rstrip('.')}; "
+                        "if it moved, give --config.data.corpus=<where it is now> (the same "
+                        "training tokens resume)") from None  # fmt: skip
     if record is None and init_from and own is None:  # (the source's own needs no check)
         finetune.check_tokenizer(init_from, data.tokenizer)
     if record is not None and not allow_data_change:

@@ -168,7 +168,13 @@ def test_a_corpus_moved_elsewhere_resumes_when_its_tokens_are_the_same(tmp_path,
     (moved / "b.txt").write_text((moved / "b.txt").read_text()[::-1])  # moved and changed
     changed = _run("train", *args, "--config.train.num_steps=6", f"--config.data.corpus={first}",
                    cwd=tmp_path, env=env)  # fmt: skip
-    assert "Corpus path" in _one_line_error(changed)  # the old path is gone
+    line = _one_line_error(changed)  # the old path is gone
+    assert (
+        "resuming run reads its training text again (a workdir keeps only its validation "
+        "and test splits): Corpus path"
+        in line
+        and "if it moved, give" in line
+    ), line
     first.mkdir()
     shutil.copytree(moved, first, dirs_exist_ok=True)
     changed = _run("train", *args, "--config.train.num_steps=6", f"--config.data.corpus={first}",
