@@ -96,9 +96,13 @@ class Datasets:
 
     def summary(self) -> str:
         """One line per split: tokens, words, bytes; for run logs."""
+        c, got = self.data_config, self.tokenizer.vocab_size
+        trained_here = self.tokenizer.name.startswith(f"sp_{c.sp_model_type}{c.vocab_size}_")
+        fewer = (f" (of the {c.vocab_size:,} asked: this text holds no more pieces)"
+                 if trained_here and got < c.vocab_size else "")  # fmt: skip
         head = (
             f"corpus {self.corpus.name} ({self.corpus.description}); "
-            f"tokenizer {self.tokenizer.name} vocab {self.tokenizer.vocab_size}"
+            f"tokenizer {self.tokenizer.name} vocab {got:,}{fewer}"
         )
         num_tokens = self.num_tokens or {s: len(self.tokens[s]) for s in self.tokens}
         rows = [

@@ -294,3 +294,19 @@ def test_unigram_counts_a_chunk_at_a_time_in_the_streams_own_dtype(dtype, chunk)
         baseline._counts(ids_N, 60, chunk), np.bincount(ids_N, minlength=60)
     )
     assert baseline._integers(ids_N).dtype == dtype
+
+
+def test_the_data_summary_says_a_vocabulary_is_smaller_than_asked(tmp_path, capsys):
+    """Trained, the tokenizer's line said 'vocab 4,142 (of the 50,000 asked ...)'; from the
+    cache (every later run) only 'tokenizer sp_unigram50000_... vocab 4142'."""
+    from llp_jax.data import build_datasets
+
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(small_text() * 3)
+    config = {"corpus": str(corpus), "tokenizer": "sentencepiece", "vocab_size": 50_000,
+              "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    for _ in ("trained", "cached"):
+        data = build_datasets(config, 16, process_index=0, process_count=1)
+        assert data.tokenizer.vocab_size < 50_000
+        assert (f"vocab {data.tokenizer.vocab_size:,} (of the 50,000 asked: this text holds no "
+                "more pieces)") in data.summary().splitlines()[0]  # fmt: skip
