@@ -19,7 +19,7 @@ def test_a_flags_worker_runs_the_step_under_its_flags():
     worker = step_workers.FlagsWorker(SPEC, "perceiver_ar", FLAGS)
     try:
         # Its environment has them (that XLA reads them: the unknown-flag case in
-        # tests/reliability/test_bad_input.py).
+        # tests/reliability/test_bad_flags.py).
         assert FLAGS in worker.banner
         assert worker.timed() > 0
         # Its step is ours at the same spec (n = 64, batch 1): the same loss as in-process.

@@ -1,0 +1,131 @@
+"""The benchmark, study and conversion launchers' bad flags, output paths no file can be
+written at, and stray arguments, through the real programs: one `error:` line naming the flag
+and the fix, caught when the flags are read, before any work (split from test_bad_input.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.helpers.cli import assert_one_line_error
+from tests.reliability.conftest import TINY
+
+# (program, flags, fragment): the benchmark and study launchers, bad flags of every kind (a
+# bound, a list of integers, a name, a combination) and bad sizes the model config rejects.
+LAUNCHER_FLAGS = [
+    ("compare", ["--variants=nope"], "--variants: ['nope'] unknown"),
+    ("compare", ["--study=big"], "--study='big' must be one of"),
+    ("compare", ["--study=quick", "--variants=llp,x"], "['x'] unknown"),
+    ("compare", ["--num_steps=0"], "--num_steps=0"),
+    ("compare", ["--study=quick", "--study_runs=tokens,foo"], "--study_runs: ['foo'] unknown"),
+    ("benchmark", ["--models=nope"], "model.name='nope'"),
+    ("benchmark", ["--seq_lens=abc"], "--seq_lens must be comma-separated integers"),
+    ("benchmark", ["--seq_lens=0"], "--seq_lens"),
+    ("benchmark", ["--steps=0"], "--steps=0"),
+    ("benchmark", ["--max_gib=-1"], "--max_gib=-1"),
+    ("benchmark_decode", ["--cached_tokens=5"], "must be 2 comma-separated integers"),
+    ("benchmark_decode", ["--recompute_tokens=20,4"], "first count must be below the second"),
+    ("benchmark_decode", ["--repeats=0"], "--repeats=0"),
+    ("benchmark_decode", ["--segments=3", "--nolimits"], "must divide seq_len"),
+    ("benchmark_decode", ["--authors=/tmp"], "--authors and --torch_python go together"),
+    ("benchmark_decode", ["--authors=/tmp", "--torch_python=python"], "not a checkout"),
+    ("benchmark_step", ["--variants=nope"], "--variants: unknown ['nope']"),
+    ("benchmark_step", ["--segments=3"], "must divide seq_len"),
+    ("benchmark_step", ["--rounds=-1"], "--rounds=-1"),
+    (
+        "benchmark_step",
+        ["--variants=llp", "--flag_variants=transformer", "--xla_flag_set=--a"],
+        "--flag_variants=transformer must be among --variants=llp",
+    ),
+    (
+        "benchmark_step",
+        [
+            "--variants=perceiver_ar",
+            "--flag_variants=perceiver_ar",
+            "--batch=1",
+            "--seq_len=64",
+            "--xla_flag_set=--xla_no_such_flag=1",
+        ],
+        "Unknown flag in XLA_FLAGS: --xla_no_such_flag=1",
+    ),
+    ("benchmark_sequence_parallel", ["--devices=0"], "--devices=0"),
+    ("model_summary", ["--batch_size=0"], "--batch_size=0"),
+]
+
+
+@pytest.mark.parametrize(
+    "case", LAUNCHER_FLAGS, ids=[f"{c[0]} {' '.join(c[1])}" for c in LAUNCHER_FLAGS]
+)
+def test_launcher_flags(case, server, tmp_path):
+    program, argv, fragment = case
+    out = tmp_path / "out.md"
+    extra = [] if program == "model_summary" else [f"--out={out}"]
+    result = server.run(program, *argv, *extra)
+    assert_one_line_error(result, fragment)
+    assert not out.exists()
+
+
+# Every flag naming a file a program writes at the end (program, flag, files written beside it).
+OUTPUT_FLAGS = [
+    ("benchmark", "out", (".json",)),
+    ("benchmark", "png", ()),
+    ("benchmark_decode", "out", ()),
+    ("benchmark_sequence_parallel", "out", ()),
+    ("benchmark_step", "out", (".json",)),
+    ("compare", "out", (".json", ".png")),
+    ("convert", "to_authors", ()),
+    ("evaluate", "out", ()),
+    ("model_summary", "out", ()),
+]
+
+
+@pytest.mark.parametrize("case", OUTPUT_FLAGS, ids=[f"{c[0]} --{c[1]}" for c in OUTPUT_FLAGS])
+def test_output_paths_no_file_can_be_written_at(case, server, tmp_path):
+    """A folder, a path under a file, a folder where a file is written beside the output: refused
+    when the flags are read, before a benchmark's minutes or an evaluation's hour are spent,
+    naming the path (the temporary file beside it used to be named, after the work)."""
+    program, flag, beside = case
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    cases = [
+        (tmp_path / "folder", "is a folder; give a file path"),
+        (tmp_path / "a_file" / "out.md", f"{tmp_path / 'a_file'} is a file, not a folder"),
+    ]
+    for ext in beside:
+        (tmp_path / f"taken{ext[1:]}{ext}").mkdir()
+        cases.append((tmp_path / f"taken{ext[1:]}.md",
+                      f"{tmp_path / f'taken{ext[1:]}{ext}'} (written beside it) is a folder"))  # fmt: skip
+    before = sorted(p.name for p in tmp_path.iterdir())
+    required = [f"--workdir={tmp_path / 'w'}"] if program == "convert" else []
+    for path, fragment in cases:
+        result = server.run(program, *required, f"--{flag}={path}")
+        assert_one_line_error(result, f"--{flag}={path}", fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_every_output_flag_is_checked_before_the_work():
+    """The list above is every output flag: none is a plain DEFINE_string."""
+    import glob
+    import re
+
+    plain = []
+    for path in glob.glob(os.path.join(os.path.dirname(__file__), "../../llp_jax/cli/*.py")):
+        text = open(path).read()
+        plain += re.findall(r'DEFINE_string\(\s*"(out|png|to_authors|\w*_out|\w*output\w*)"', text)
+        checked = re.findall(r'output_flag\(\s*"(\w+)"', text)
+        name = os.path.basename(path)[:-3]
+        assert sorted(checked) == sorted(f for p, f, _ in OUTPUT_FLAGS if p == name), name
+    assert not plain
+
+
+@pytest.mark.parametrize("program", ["train", "evaluate", "sample", "convert", "model_summary",
+                                     "benchmark_step"])  # fmt: skip
+def test_a_stray_argument_is_one_line(program, server, tmp_path):
+    """An unquoted value with a space (--prompt=It was) leaves a positional argument: one line
+    naming it and how to quote, not the program's whole usage text."""
+    extra = {"train": [TINY, f"--workdir={tmp_path / 'w'}"],
+             "convert": [f"--workdir={tmp_path / 'w'}"]}.get(program, [])  # fmt: skip
+    result = server.run(program, *extra, "--prompt=It" if program == "sample" else "--nohelp",
+                        "was")  # fmt: skip
+    assert_one_line_error(result, "unexpected argument(s) was", "quote a value")
