@@ -99,7 +99,9 @@ def _walk(root: str, *, hidden_too: bool) -> list[tuple[str, str]]:
             dirs[:] = []
             continue
         entered.add(real)
-        dirs[:] = [d for d in dirs if hidden_too or not d.startswith(".")]
+        # Sorted, so a folder reached by a link and by its own name is always kept under the
+        # same one (the documents' order, and so the split, do not depend on listing order).
+        dirs[:] = sorted(d for d in dirs if hidden_too or not d.startswith("."))
         for name in names:
             path = os.path.join(folder, name)
             if os.path.isfile(path):  # not a broken link, a pipe or a socket

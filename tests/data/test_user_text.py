@@ -164,3 +164,13 @@ def test_globs_match_as_python_glob_does_where_there_is_no_loop(pattern, absolut
             user_text.expand_paths(spec)
         return
     assert user_text.expand_paths(spec)[0] == want
+
+
+def test_a_folder_reached_twice_is_kept_under_the_first_name_in_sorted_order(tmp_path):
+    """Which of two names of one folder a walk keeps decided the documents' order (and so the
+    split); it followed the file system's listing order, which differs between machines."""
+    _write(tmp_path / "corpus" / "b_real" / "x.txt", "x\n" * 30)
+    (tmp_path / "corpus" / "a_link").symlink_to(tmp_path / "corpus" / "b_real")
+    (tmp_path / "corpus" / "c_link").symlink_to(tmp_path / "corpus" / "b_real")
+    files, _ = user_text.expand_paths(str(tmp_path / "corpus"))
+    assert [os.path.relpath(f, tmp_path / "corpus") for f in files] == ["a_link/x.txt"]
