@@ -74,7 +74,7 @@ def _sniffed(text: str, text_field: str) -> str | None:
     or a first row that is a CSV / TSV header naming `text_field` above a row as wide. Prose
     that merely starts with a brace or holds commas is none of these."""
     body = text.lstrip()
-    first = body.split("\n", 1)[0]
+    first = next(_lines(body), "").rstrip("\n")
     with contextlib.suppress(ValueError):
         if first.startswith("{") and isinstance(json.loads(first), dict):
             return ".jsonl"
@@ -86,11 +86,22 @@ def _sniffed(text: str, text_field: str) -> str | None:
         if delimiter not in first:
             continue
         with contextlib.suppress(csv.Error):  # a header naming the field, a record as wide
-            rows = csv.reader(io.StringIO(body, newline=""), delimiter=delimiter)
+            rows = csv.reader(_lines(body), delimiter=delimiter)
             header, record = next(rows, []), next(rows, [])
             if text_field in (cell.strip() for cell in header) and len(record) == len(header):
                 return suffix
     return None
+
+
+def _lines(text: str):
+    """`text`'s lines, newlines kept, one at a time: a sniff reads two rows, not a copy of a
+    whole corpus (as split or io.StringIO make)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
 
 
 class _QuoteError(DataError):
