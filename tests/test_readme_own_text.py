@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -35,8 +36,9 @@ def _commands() -> list[list[str]]:
 
 def _fixtures(root):
     """The files the commands name: a book, a folder of notes (with a binary file and a nested
-    folder), JSON Lines with a 'message' field, other text, two C4 shards, and a CSV of reviews
-    as Excel saves one (byte-order mark, CRLF, quoted cells holding commas and newlines)."""
+    folder), JSON Lines with a 'message' field, other text, two C4 shards, a CSV of reviews as
+    Excel saves one (byte-order mark, CRLF, quoted cells holding commas and newlines), and
+    IMDB's reviews as they ship (aclImdb_v1.tar.gz, a file per review)."""
     text = load_austen().splits["validation"]
     (root / "my_book.txt").write_text(text[:40_000])
     notes = root / "my_notes"
@@ -64,6 +66,12 @@ def _fixtures(root):
         + [[i, text[130_000 + i * 1200 : 130_000 + (i + 1) * 1200], 1 + i % 5] for i in range(30)]
     )
     (root / "reviews.csv").write_bytes("\ufeff".encode() + table.getvalue().encode())
+    with tarfile.open(root / "aclImdb_v1.tar.gz", "w:gz") as imdb:  # IMDB's layout, as shipped
+        for i in range(24):
+            review = text[170_000 + i * 700 : 170_000 + (i + 1) * 700].encode()
+            info = tarfile.TarInfo(f"aclImdb/train/{('neg', 'pos')[i % 2]}/{i}_{1 + i % 10}.txt")
+            info.size = len(review)
+            imdb.addfile(info, io.BytesIO(review))
 
 
 def test_the_section_has_the_commands_it_promises():
@@ -71,7 +79,7 @@ def test_the_section_has_the_commands_it_promises():
     assert len(commands) >= 7
     corpora = " ".join(" ".join(c) for c in commands)
     for kind in ("my_book.txt", "my_notes/", "**/*.md", ".jsonl", "gs://", "sentencepiece",
-                 "--text=", "init_from", ".json.gz", ".csv"):  # fmt: skip
+                 "--text=", "init_from", ".json.gz", ".csv", ".tar.gz"):  # fmt: skip
         assert kind in corpora, kind
 
 
@@ -108,6 +116,8 @@ def _run_all(env: dict, tmp_path) -> None:
             assert "skipped 1 file(s) that are not text" in done.stdout
         if corpus and corpus[0].endswith(".csv"):  # a document per row, not one whole table
             assert "corpus reviews.csv (30 documents" in done.stdout
+        if corpus and corpus[0].endswith(".tar.gz"):  # each file in it a document
+            assert "corpus aclImdb_v1.tar.gz (24 documents" in done.stdout
         if "experiments.evaluate" in command:
             assert "| standard |" in done.stdout and "bits/byte" in done.stdout
         if "--config.train.init_from=workdir/notes" in command:

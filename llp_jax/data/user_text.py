@@ -4,7 +4,8 @@
 whatever its extension), 'docs/**/*.md' (a glob), 'chats.jsonl' (one document per line, its
 text in the `config.data.text_field` field; `text_bytes` reads compressed and UTF-16 files,
 `records` JSON ones too), 'train-*.parquet' (Hugging Face's shards: one document per row of that column),
-'reviews.csv' / '.tsv' (a header row; one document per row of that column). A
+'reviews.csv' / '.tsv' (a header row; one document per row of that column), 'books.zip' or
+'aclImdb_v1.tar.gz' (`archives`: read as the folder it holds). A
 name that exists as given is taken whole, so a file whose name holds a comma still works.
 Files met in a folder or a glob that are not text (binary, mostly invalid UTF-8, or empty) are
 skipped with a count; a file named explicitly must be text.
@@ -17,13 +18,14 @@ errors are what a user sees first when pointing `--config.data.corpus` at their 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
 from collections.abc import Sequence
 
 from llp_jax import paths
-from llp_jax.data import corpus_paths, records, text_bytes
+from llp_jax.data import archives, corpus_paths, records, text_bytes
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
 from llp_jax.data.corpus_paths import STDIN, expand_paths, no_such
 from llp_jax.data.records import NoTextField
@@ -73,6 +75,11 @@ def _read_bytes(path: str, once: bool) -> bytes:
             raise DataError(
                 f"Corpus file {path} cannot be read ({e.strerror}); check it."
             ) from None
+    return _content(path, raw)
+
+
+def _content(path: str, raw: bytes) -> bytes:
+    """A file's (or an archive member's) bytes decompressed; NotText if they hold nothing."""
     raw = text_bytes.decompress(path, raw)
     if not raw.strip() and path == STDIN:
         raise DataError("Standard input ('-') holds no text; pipe text into it (cmd | ...).")
@@ -87,38 +94,94 @@ def read_spec_documents(
     """The documents of every file a corpus spec names, and the files a folder or glob walk met
     that hold no text (binary or empty: skipped, counted in one printed line; so are record and
     table files without `text_field`, unless no file has it); a file named explicitly must be
-    text (`NotText`) and have the field (`NoTextField`). `once`: see `read_text_file`."""
+    text (`NotText`) and have the field (`NoTextField`). An archive is read as the folder it
+    holds (`archives`). `once`: see `read_text_file`."""
     files, found = expand_paths(spec, stdin=once)
-    docs, skipped, fieldless = [], [], []
+    reading = _Reading(text_field)
     for path in files:
         try:
-            docs += read_documents(path, text_field, once=once)
+            raw = _read_bytes(path, once)
         except NotText:
             if path not in found:
                 raise
-            skipped.append(path)
-        except NoTextField as e:
-            if path not in found:
-                raise
-            fieldless.append(e)
-    if fieldless and not docs:
-        raise fieldless[0]
-    if skipped:
-        print(f"[llp_jax.data] skipped {len(skipped)} file(s) that are not text (binary or "
-              f"empty), e.g. {skipped[0]}")  # fmt: skip
-    if fieldless:
-        print(f"[llp_jax.data] skipped {len(fieldless)} record or table file(s) without the text "
-              f"field {text_field!r}: {fieldless[0]}")  # fmt: skip
-    return docs, skipped
+            reading.skipped.append(path)
+            continue
+        reading.add(path, raw, walked=path in found)
+    return reading.finish()
 
 
 def read_documents(path: str, text_field: str = "text", *, once: bool = False) -> list[str]:
     """The documents of one file (`records.documents`): the whole text, one per record of a
-    JSON Lines or JSON file, or one per row of a Parquet, CSV or TSV file's `text_field` column."""
-    raw = _read_bytes(path, once)
-    if records.is_parquet(raw):
-        return records.parquet_documents(path, raw, text_field)
-    return records.documents(path, text_bytes.decode(path, raw), text_field)
+    JSON Lines or JSON file, or one per row of a Parquet, CSV or TSV file's `text_field` column;
+    an archive's, those of the files in it."""
+    reading = _Reading(text_field)
+    reading.add(path, _read_bytes(path, once), walked=False)
+    return reading.finish()[0]
+
+
+class _Reading:
+    """The documents of a spec's files as they are read, and what was left out on the way: files
+    that are not text or lack the text field (of a walk, or in an archive), and the copies of a
+    text both in an archive and outside it (an archive unpacked beside itself, which a folder
+    walk met twice: validation documents would be copies of training ones)."""
+
+    def __init__(self, text_field: str):
+        self.text_field = text_field
+        self.docs: list[str] = []
+        self.skipped: list[str] = []
+        self.fieldless: list[NoTextField] = []
+        self.archives: list[str] = []
+        self.members = 0
+        self.again: list[str] = []
+        self._origin: dict[bytes, str] = {}  # content digest -> the archive it came from ('')
+
+    def add(self, path: str, raw: bytes, *, walked: bool, origin: str = "", depth: int = 0):
+        """Reads one file's (decompressed) bytes, or an archive member's (`origin`: the
+        archive named in the spec): `walked` ones that are not text are skipped."""
+        try:
+            raw = _content(path, raw) if depth else raw
+            archive = archives.kind(path, raw) if depth < archives.MAX_DEPTH else None
+            if archive:
+                self.archives.append(path)
+                for member, data in archives.members(path, raw, archive):
+                    self.members += 1
+                    self.add(member, data, walked=True, origin=origin or path, depth=depth + 1)
+                return
+            if records.is_parquet(raw):
+                docs = records.parquet_documents(path, raw, self.text_field)
+            else:
+                docs = records.documents(path, text_bytes.decode(path, raw), self.text_field)
+            first = self._origin.setdefault(hashlib.sha1(raw).digest(), origin)
+            if first != origin and (first or origin):
+                self.again.append(path)
+                return
+            self.docs += docs
+        except NotText:
+            if not walked:
+                raise
+            self.skipped.append(path)
+        except NoTextField as e:
+            if not walked:
+                raise
+            self.fieldless.append(e)
+
+    def finish(self) -> tuple[list[str], list[str]]:
+        """(documents, files skipped as not text), what was left out said in a line each."""
+        if self.fieldless and not self.docs:
+            raise self.fieldless[0]
+        if self.archives:
+            print(f"[llp_jax.data] read {len(self.archives)} archive(s) as the folders they hold "
+                  f"({self.members} file(s) in them), e.g. {self.archives[0]}")  # fmt: skip
+        if self.again:
+            print(f"[llp_jax.data] read {len(self.again)} text(s) once that are both in an archive "
+                  f"and outside it (or in two archives), e.g. {self.again[0]}")  # fmt: skip
+        if self.skipped:
+            print(f"[llp_jax.data] skipped {len(self.skipped)} file(s) that are not text (binary "
+                  f"or empty), e.g. {self.skipped[0]}")  # fmt: skip
+        if self.fieldless:
+            print(f"[llp_jax.data] skipped {len(self.fieldless)} record or table file(s) without "
+                  f"the text field {self.text_field!r}: {self.fieldless[0]}")  # fmt: skip
+        return self.docs, self.skipped
 
 
 def _stream(path: str) -> bool:
