@@ -38,7 +38,8 @@ def _fixtures(root):
     """The files the commands name: a book, a folder of notes (with a binary file and a nested
     folder), JSON Lines with a 'message' field, other text, two C4 shards, a CSV of reviews as
     Excel saves one (byte-order mark, CRLF, quoted cells holding commas and newlines), and
-    IMDB's reviews as they ship (aclImdb_v1.tar.gz, a file per review)."""
+    IMDB's reviews as they ship (aclImdb_v1.tar.gz, a file per review), and GPT-2's tokenizer
+    folder (its tokenizer.json)."""
     text = load_austen().splits["validation"]
     (root / "my_book.txt").write_text(text[:40_000])
     notes = root / "my_notes"
@@ -66,6 +67,9 @@ def _fixtures(root):
         + [[i, text[130_000 + i * 1200 : 130_000 + (i + 1) * 1200], 1 + i % 5] for i in range(30)]
     )
     (root / "reviews.csv").write_bytes("\ufeff".encode() + table.getvalue().encode())
+    from tests.helpers.hf_tokenizers import save_family  # noqa: PLC0415  (needs tokenizers)
+
+    save_family("gpt2", root)  # gpt2/tokenizer.json, as the hub's snapshot holds it
     with tarfile.open(root / "aclImdb_v1.tar.gz", "w:gz") as imdb:  # IMDB's layout, as shipped
         for i in range(24):
             review = text[170_000 + i * 700 : 170_000 + (i + 1) * 700].encode()
@@ -79,7 +83,7 @@ def test_the_section_has_the_commands_it_promises():
     assert len(commands) >= 7
     corpora = " ".join(" ".join(c) for c in commands)
     for kind in ("my_book.txt", "my_notes/", "**/*.md", ".jsonl", "gs://", "sentencepiece",
-                 "--text=", "init_from", ".json.gz", ".csv", ".tar.gz"):  # fmt: skip
+                 "--text=", "init_from", ".json.gz", ".csv", ".tar.gz", "gpt2/"):  # fmt: skip
         assert kind in corpora, kind
 
 
@@ -116,6 +120,8 @@ def _run_all(env: dict, tmp_path) -> None:
             assert "skipped 1 file(s) that are not text" in done.stdout
         if corpus and corpus[0].endswith(".csv"):  # a document per row, not one whole table
             assert "corpus reviews.csv (30 documents" in done.stdout
+        if "--config.data.tokenizer=gpt2/" in command:
+            assert "tokenizer hf:gpt2 vocab 800" in done.stdout
         if corpus and corpus[0].endswith(".tar.gz"):  # each file in it a document
             assert "corpus aclImdb_v1.tar.gz (24 documents" in done.stdout
         if "experiments.evaluate" in command:

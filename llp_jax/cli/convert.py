@@ -12,8 +12,10 @@
 The model config comes from the tensors and their file name (trans_<net>_N<n>_H<h>_L<l>_D<d>_S<s>
 .pt); --model, --seq_len, --latent_len and --segments give what neither says (a one-line error
 names it). --config supplies the data section the workdir is evaluated and trained with (the
-authors' BERT WordPiece and Transformer-XL enwik8 vocabularies are not shipped: give a tokenizer
-with the same ids). The imported workdir then works with experiments.evaluate, experiments.sample
+authors' vocabularies are not shipped: give one with the same ids, e.g. for their WikiText-103
+and PG-19 checkpoints bert-base-cased's tokenizer.json folder,
+--config.data.tokenizer=bert-base-cased/ --config.data.document_boundaries=none, whose stream
+is theirs: hf_tokenizer.py). The imported workdir then works with experiments.evaluate, experiments.sample
 and experiments.train (which continues from the weights with fresh optimizer moments).
 """
 

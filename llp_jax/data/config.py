@@ -10,7 +10,7 @@ import ml_collections
 
 from llp_jax import paths, schema
 
-TOKENIZERS = ("byte", "sentencepiece")  # or a path to an existing SentencePiece .model
+TOKENIZERS = ("byte", "sentencepiece")  # or a SentencePiece .model, or a tokenizer.json
 SP_MODEL_TYPES = ("unigram", "bpe")
 
 
@@ -29,7 +29,8 @@ class DataConfig:
       document_boundaries: 'eod' (the tokenizer's end-of-document token after every document, so
         a model can tell documents apart and `model.document_mask` can keep attention inside
         one) | 'none' (documents run into each other, joined by a newline).
-      tokenizer: 'byte' | 'sentencepiece' (trained on the train split) | path/to/existing.model.
+      tokenizer: 'byte' | 'sentencepiece' (trained on the train split) | path/to/existing.model
+        | a Hugging Face tokenizer.json, or the folder holding one (hf_tokenizer.py).
       vocab_size: SentencePiece vocabulary size.
       sp_model_type: SentencePiece 'unigram' | 'bpe'.
       cache_dir: SentencePiece model cache; '' = ~/.cache/llp_jax.
@@ -88,15 +89,15 @@ class DataConfig:
     def validate(self) -> DataConfig:
         check = schema.Checker("data", self)
         check(bool(self.corpus.strip()), "corpus", "must name a corpus ('austen', files, tfds:...)")
-        is_model = self.tokenizer.endswith(".model")
+        # A file or folder is not looked for here: a workdir's record names where its tokenizer
+        # was, and the run keeps its own copy (tokenizers.check_spec, where one is built).
+        path_like = self.tokenizer.endswith((".model", ".json")) or os.sep in self.tokenizer
         check(
-            self.tokenizer in TOKENIZERS or is_model,
+            self.tokenizer in TOKENIZERS or path_like or os.path.isdir(self.tokenizer),
             "tokenizer",
-            f"must be one of {TOKENIZERS} or a path to a SentencePiece .model file",
+            f"must be one of {TOKENIZERS}, a path to a SentencePiece .model file or a Hugging "
+            "Face tokenizer.json (or the folder holding it)",
         )
-        if is_model and not paths.is_url(self.tokenizer):  # a URL is read (or refused) at load
-            path = os.path.expanduser(self.tokenizer)
-            check(os.path.isfile(path), "tokenizer", "is not an existing .model file")
         check.one_of("sp_model_type", SP_MODEL_TYPES)
         check.one_of("document_boundaries", ("eod", "none"))
         if self.tokenizer == "sentencepiece":

@@ -63,14 +63,11 @@ def load_tokenizer(config, sources, feature: str, token_root: str):
     kind = config.tokenizer
     if kind == "byte":
         return tokenizers.ByteTokenizer(), os.path.join(token_root, "byte")
-    if kind.endswith(".model"):
-        tok = tokenizers.SentencePieceTokenizer.from_file(kind)
-        digest = hashlib.sha256(tok.model_proto).hexdigest()[:12]
-        return tok, os.path.join(token_root, f"spm_{digest}")
-    if kind != "sentencepiece":
-        raise ValueError(
-            f"Unknown tokenizer {kind!r}; use 'byte', 'sentencepiece' or a .model path."
-        )
+    if kind != "sentencepiece":  # a .model or a tokenizer.json: tokens by its bytes
+        tok = tokenizers.make_tokenizer(kind)
+        digest = hashlib.sha256(tok.file_bytes).hexdigest()[:12]
+        prefix = "spm" if kind.endswith(".model") else "hf"
+        return tok, os.path.join(token_root, f"{prefix}_{digest}")
     key = f"sp_{config.sp_model_type}{config.vocab_size}_n{config.sp_sample_chars}_s{config.seed}"
     folder = os.path.join(token_root, key)
     path = os.path.join(folder, "tokenizer.model")
@@ -110,6 +107,8 @@ def prepare_tokens(config):
     eod = config.document_boundaries == "eod" and (spec.catalog or spec.name not in SEPARATORS)
     if eod:
         folder += "_eod"
+    # WikiText's unknown-word marker, as the paper's code writes it for BERT: '[UNK]'.
+    unk = getattr(tokenizer, "unk_token", None) if spec.name == "wikitext103" else None
     chunks = {}
     for split in (s for s in SPLITS if s in sources):
         meta = token_cache.read_meta(folder, split)
@@ -120,7 +119,7 @@ def prepare_tokens(config):
             meta = token_cache.tokenize_documents(
                 folder,
                 split,
-                iter_documents(sources[split], feature),
+                _unk_written(iter_documents(sources[split], feature), unk),
                 tokenizer,
                 separator="\n" if spec.catalog else SEPARATORS.get(spec.name, "\n"),
                 chunk_tokens=int(config.chunk_tokens),
@@ -128,6 +127,13 @@ def prepare_tokens(config):
             )
         chunks[split] = token_cache.TokenChunks(folder, split, meta)
     return spec, builder, tokenizer, chunks
+
+
+def _unk_written(documents, unk: str | None):
+    """WikiText-103's `<unk>` as `unk` (a tokenizer's own unknown token), or as it is."""
+    if unk is None:
+        return documents
+    return (doc.replace(b"<unk>", unk.encode("utf-8")) for doc in documents)
 
 
 class _SplitTokens(Mapping):

@@ -19,7 +19,7 @@ import numpy as np
 import sentencepiece as spm
 
 from llp_jax import caches, paths
-from llp_jax.data import sentencepiece_trainer
+from llp_jax.data import hf_tokenizer, sentencepiece_trainer
 from llp_jax.data.corpus import DataError
 from llp_jax.data.sentencepiece_trainer import FIXED_PIECES, MIN_SP_VOCAB
 from llp_jax.errors import first_line
@@ -89,6 +89,8 @@ class SentencePieceTokenizer:
     text except U+2581 ('▁', SentencePiece's own space marker, which comes back as a space).
     """
 
+    file_name = "tokenizer.model"  # in a workdir's data folder
+
     def __init__(self, model_proto: bytes, name: str = "sentencepiece", *, source: str = "",
                  fix: str = "replace it with an intact copy"):  # fmt: skip
         """Wraps a serialized model (the bytes of a .model file); `source` (the file) and `fix`
@@ -102,7 +104,7 @@ class SentencePieceTokenizer:
             why = "it does not parse" if "ParseFromArray" in why or not why else why
             raise DataError(f"{source or 'the SentencePiece model'} is damaged or not a "
                             f"SentencePiece model ({why}); {fix}") from None  # fmt: skip
-        self.model_proto = model_proto
+        self.model_proto = self.file_bytes = model_proto  # file_bytes: as every file tokenizer
         self.name = name
         self.vocab_size = int(self._sp.get_piece_size())
         self.bos_id, self.eos_id, self.pad_id = (
@@ -228,11 +230,36 @@ def document_end(tokenizer: Tokenizer) -> int:
     trained elsewhere with eos_id=-1 has none: a one-line DataError, not -1 in the stream."""
     if tokenizer.eod_id < 0:
         raise DataError(
-            f"tokenizer {tokenizer.name} has no end-of-sequence piece to end each document with "
-            "(data.document_boundaries='eod'); set --config.data.document_boundaries=none "
-            "(documents joined by a newline) or give a SentencePiece model trained with an eos id"
+            f"tokenizer {tokenizer.name} has no end-of-sequence piece of its own to end each "
+            "document with (data.document_boundaries='eod'; a BERT [SEP] ends every line); set "
+            "--config.data.document_boundaries=none (documents joined by a newline) or give a "
+            "tokenizer with an end-of-sequence token"
         )
     return tokenizer.eod_id
+
+
+def check_spec(kind: str) -> None:
+    """Before any text is read: a `data.tokenizer` naming a file or folder names one there is
+    (a URL is read, or refused, when the tokenizer is built).
+
+    Raises:
+      DataError: a path that does not exist, a folder without a tokenizer.json, or a file that
+        is neither a SentencePiece .model nor a .json.
+    """
+    if kind in ("byte", "sentencepiece") or paths.is_url(kind):
+        return
+    path = os.path.expanduser(kind)
+    fix = ("give 'byte', 'sentencepiece', a SentencePiece .model file or a Hugging Face "
+           "tokenizer.json (or the folder holding it)")  # fmt: skip
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, hf_tokenizer.FILE)):
+            raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json; {fix}")
+    elif not os.path.exists(path):
+        if os.sep not in kind and not kind.endswith((".model", ".json")):  # a name, not a path
+            raise DataError(f"Unknown tokenizer {kind!r}; {fix}")
+        raise DataError(f"data.tokenizer={kind!r} {paths.missing(path)}; {fix}")
+    elif not kind.endswith((".model", ".json")):
+        raise DataError(f"data.tokenizer={kind!r} is neither a .model nor a .json file; {fix}")
 
 
 def make_tokenizer(
@@ -246,7 +273,8 @@ def make_tokenizer(
     """Builds a tokenizer by name.
 
     Args:
-      kind: 'byte', 'sentencepiece' (trained on `train_text`, cached) or a path to a .model file.
+      kind: 'byte', 'sentencepiece' (trained on `train_text`, cached), a path to a .model file,
+        or a Hugging Face tokenizer.json (or its folder: `hf_tokenizer`).
       vocab_size: SentencePiece vocabulary size (ignored for bytes).
       train_text: training split text; required for 'sentencepiece'.
       cache_dir: SentencePiece cache root (default ~/.cache/llp_jax).
@@ -257,12 +285,16 @@ def make_tokenizer(
     """
     if kind == "byte":
         return ByteTokenizer()
+    check_spec(kind)
     if kind.endswith(".model"):
         return SentencePieceTokenizer.from_file(kind)
+    if hf_tokenizer.is_spec(kind):
+        return hf_tokenizer.HFTokenizer.from_file(kind)
     if kind == "sentencepiece":
         if train_text is None:
             raise DataError("make_tokenizer('sentencepiece') needs train_text to train on.")
         return train_sentencepiece(
             train_text, vocab_size=vocab_size, model_type=model_type, cache_dir=cache_dir
         )
-    raise DataError(f"Unknown tokenizer {kind!r}; use 'byte', 'sentencepiece' or a .model path.")
+    raise DataError(f"Unknown tokenizer {kind!r}; use 'byte', 'sentencepiece', a .model path or a "
+                    "tokenizer.json.")  # fmt: skip

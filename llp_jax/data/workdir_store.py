@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from llp_jax import paths
-from llp_jax.data import tokenizers
+from llp_jax.data import hf_tokenizer, tokenizers
 from llp_jax.data.config import DataConfig
 from llp_jax.data.corpus import Corpus, DataError
 from llp_jax.data.datasets import Datasets
@@ -56,8 +56,8 @@ def save(workdir: str, datasets: Datasets) -> None:
         "corpus": datasets.corpus.name,
         "splits": {},
     }
-    if isinstance(tok, tokenizers.SentencePieceTokenizer):
-        paths.write_bytes(_path(workdir, "tokenizer.model"), tok.model_proto)
+    if getattr(tok, "file_name", None):  # SentencePiece's .model, a tokenizer.json
+        paths.write_bytes(_path(workdir, tok.file_name), tok.file_bytes)
     dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.int32
     num_tokens = datasets.num_tokens or {s: len(t) for s, t in datasets.tokens.items()}
     for split in EVAL_SPLITS:
@@ -118,15 +118,16 @@ def tokenizer(workdir: str, record: dict | None = None):
     record = record or read_record(workdir)
     if record["tokenizer"] == tokenizers.ByteTokenizer.name:
         return tokenizers.ByteTokenizer()
-    path = _path(workdir, "tokenizer.model")
+    kind = hf_tokenizer.HFTokenizer if record["tokenizer"].startswith("hf:") else None
+    kind = kind or tokenizers.SentencePieceTokenizer
+    path = _path(workdir, kind.file_name)
     fix = "restore it from a copy of the workdir: its checkpoints need the tokenizer they were "
     fix += "trained with"
     try:
         proto = paths.resolve(path).read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path} (the run's tokenizer) is missing; {fix}") from None
-    return tokenizers.SentencePieceTokenizer(
-        proto, name=record["tokenizer"], source=f"{path} (the run's tokenizer)", fix=fix)  # fmt: skip
+    return kind(proto, name=record["tokenizer"], source=f"{path} (the run's tokenizer)", fix=fix)
 
 
 def load(workdir: str, seq_len: int) -> Datasets:

@@ -96,16 +96,16 @@ def source_tokenizer(spec: str, data: DataConfig) -> tokenizers.Tokenizer | None
 
 def check_tokenizer(spec: str, tokenizer: tokenizers.Tokenizer) -> None:
     """The run's tokenizer gives the source run's token ids (a SentencePiece model file named in
-    data.tokenizer, or one trained with a tfds corpus, may not)."""
+    data.tokenizer, a tokenizer.json, or one trained with a tfds corpus, may not)."""
     record = _source_record(spec) if spec else None
     if record is None or record["tokenizer"] == tokenizers.ByteTokenizer.name:
         return
     source = workdir_store.tokenizer(parse_init_from(spec)[0], record)
-    if getattr(tokenizer, "model_proto", None) != source.model_proto:
+    if getattr(tokenizer, "file_bytes", None) != source.file_bytes:
         raise ConfigError(
             f"train.init_from={spec!r}: this run's tokenizer ({tokenizer.name}) is not the "
             f"source's ({record['tokenizer']}), so its token ids differ; set data.tokenizer to "
-            f"{paths.join(parse_init_from(spec)[0], workdir_store.FOLDER, 'tokenizer.model')}"
+            f"{paths.join(parse_init_from(spec)[0], workdir_store.FOLDER, source.file_name)}"
         )
 
 

@@ -17,7 +17,7 @@ import jax
 from flax import nnx
 
 from llp_jax import models, paths
-from llp_jax.data import DataConfig, DataError, Datasets, build_datasets, workdir_store
+from llp_jax.data import DataConfig, DataError, Datasets, build_datasets, tokenizers, workdir_store
 from llp_jax.errors import LLPError
 from llp_jax.storage import Checkpointer, CheckpointNotFoundError, WorkdirLock, set_aside
 from llp_jax.storage.damaged import DAMAGED
@@ -110,6 +110,8 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
         if own is not None and jax.process_index() == 0:
             print(f"tokenizer {own.name}: train.init_from's (its weights' token ids), not one "
                   "trained on this data")  # fmt: skip
+    if own is None and not data_config.is_tfds:
+        tokenizers.check_spec(data_config.tokenizer)  # before the text is read
     try:
         data = build_datasets(data_config, seq_len, tokenizer=own)
     except DataError as e:

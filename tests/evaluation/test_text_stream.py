@@ -69,3 +69,18 @@ def test_sentencepiece_streams_add_up_to_the_decoded_text(sp_models, which):
     for seed in range(20):
         _check(tok, text_ids, seed)
         _check(tok, rng.integers(0, tok.vocab_size, 200), seed)  # any ids a model may sample
+
+
+@pytest.mark.parametrize("family", ["bert-base-cased", "gpt2", "llama3", "t5"])
+def test_hugging_face_streams_add_up_to_the_decoded_text(family, tmp_path):
+    """A tokenizer.json's sample (hf_tokenizer.py): WordPiece's '##' pieces, byte-level BPE's
+    characters split across ids, and T5's (no newline id: decoded whole) add up the same."""
+    pytest.importorskip("tokenizers")
+    from tests.helpers.hf_tokenizers import save_family  # noqa: PLC0415
+
+    tok = tk.make_tokenizer(save_family(family, tmp_path))
+    text_ids = tok.encode(small_text(seed=3, lines=30) + TEXT)
+    rng = np.random.default_rng(2)
+    for seed in range(10):
+        _check(tok, text_ids, seed)
+        _check(tok, rng.integers(0, tok.vocab_size, 200), seed)

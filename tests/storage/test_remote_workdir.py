@@ -210,14 +210,14 @@ def test_a_store_that_cannot_be_used_is_one_line(store, case, denying_store, tmp
 
 @pytest.mark.parametrize("flag", ["--config.data.corpus", "--config.data.tokenizer", "--workdir"])
 @pytest.mark.parametrize("url,says", [
-    ("hf://datasets/wikitext/train.txt", "hf:// paths need a client: Install huggingface_hub"),
+    ("gdrive://books/a.txt", "gdrive:// paths need a client: Please install gdrive_fs"),
     ("sftp://host/books/a.txt", 'sftp:// paths need a client: SFTPFileSystem requires "paramiko"'),
     ("abfs://container/books/", "abfs:// paths need a client: Install adlfs"),
     ("ftpp://host/books/", "ftpp:// is not a storage protocol fsspec knows"),
 ])  # fmt: skip
 def test_any_url_without_its_client_is_one_line(flag, url, says, tmp_path, corpus_file):
-    """gs://, s3:// and az:// named their client; any other fsspec URL (a Hugging Face hf://
-    path, sftp://, Azure's abfs://) printed fsspec's ImportError traceback."""
+    """gs://, s3:// and az:// named their client; any other fsspec URL (Google Drive's gdrive://
+    in Colab, sftp://, Azure's abfs://; a Hugging Face hf:// path without huggingface_hub) printed fsspec's ImportError traceback."""
     if flag == "--config.data.tokenizer":
         url += ".model"
     args = {"--config.data.corpus": corpus_file, "--workdir": str(tmp_path / "w"), flag: url}

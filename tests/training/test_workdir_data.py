@@ -182,3 +182,30 @@ def test_a_corpus_moved_elsewhere_resumes_when_its_tokens_are_the_same(tmp_path,
     line = _one_line_error(changed)
     assert f"data.corpus={str(moved)!r} (workdir) vs {str(first)!r}, and the training tokens " \
            "differ (fingerprint" in line, line  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_workdir_outlives_the_tokenizer_file_it_was_named(tmp_path, env):
+    """`--config.data.tokenizer=my.model` (or a tokenizer.json), then the file deleted, or the
+    workdir copied to a machine without it: its record still named the file, which the config
+    check looked for, so evaluate, sample and the same train command (resuming) all stopped
+    with 'is not an existing .model file', though the workdir keeps its own copy."""
+    corpus = _corpus(tmp_path, "mine", 0)
+    sp = ["--config.data.tokenizer=sentencepiece", "--config.data.vocab_size=400"]
+    done = _run("train", *TINY, *sp, f"--config.data.corpus={corpus}", "--workdir=first",
+                "--config.train.num_steps=2", cwd=tmp_path, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = tmp_path / "my.model"
+    shutil.copy(tmp_path / "first" / "data" / "tokenizer.model", model)
+    named = [*TINY, f"--config.data.tokenizer={model}", f"--config.data.corpus={corpus}",
+             "--workdir=run"]  # fmt: skip
+    done = _run("train", *named, "--config.train.num_steps=2", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model.unlink()
+    for module, *args in (("evaluate", "--protocols=standard"), ("sample", "--max_new_tokens=4")):
+        done = _run(module, "--workdir=run", *args, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    done = _run("train", *named, "--config.train.num_steps=4", cwd=tmp_path, env=env)
+    assert done.returncode == 0 and "resumed from step 2" in done.stdout, done.stderr[-3000:]
+    fresh = _run("train", *named[:-1], "--workdir=fresh", cwd=tmp_path, env=env)
+    assert f"data.tokenizer='{model}' does not exist" in _one_line_error(fresh)

@@ -1,0 +1,169 @@
+"""A Hugging Face tokenizer.json as a run's tokenizer (`--config.data.tokenizer=<file or
+folder>`), for each family's file as the `tokenizers` library writes it (tests/helpers/
+hf_tokenizers.py): bert-base-cased's WordPiece gives the paper's own token stream (its code's
+`[SEP]` at every line end), byte-level BPE (GPT-2, Llama 3) the library's ids and the text back
+exactly, T5's Unigram (no newline token) the library's ids; and through the real CLIs a run
+keeps its tokenizer.json in the workdir, so evaluation, sampling and resuming need nothing else.
+Bad files, folders and a missing library are one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+tokenizers = pytest.importorskip("tokenizers")
+
+from llp_jax.data import DataConfig, DataError, make_tokenizer  # noqa: E402
+from llp_jax.errors import ConfigError  # noqa: E402
+from tests.helpers.cli import assert_one_line_error, cli_env, run_cli  # noqa: E402
+from tests.helpers.hf_tokenizers import FAMILIES, save_family  # noqa: E402
+from tests.helpers.real_formats import wiki_split_text  # noqa: E402
+from tests.reliability.conftest import tiny_args  # noqa: E402
+
+TEXTS = [
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune",
+    "Two\nlines", "blank\n\nlines\n\n\n", " leading and trailing spaces \n", "tab\tand\r\nCRLF",
+    "caf\u00e9 \u2014 na\u00efve \U0001f600 \u4e2d\u6587", "\n", "",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    return {name: save_family(name, root) for name in FAMILIES}
+
+
+def _library(folder):
+    return tokenizers.Tokenizer.from_file(f"{folder}/tokenizer.json")
+
+
+def test_each_family_gives_its_special_ids(families):
+    """The end of a text and the newline are the family's own tokens; BERT has one [SEP] for
+    both, so it ends lines (as in the paper's code) and documents have no token of their own."""
+    expect = {"bert-base-cased": ("[SEP]", None), "gpt2": ("\u010a", "<|endoftext|>"),
+              "llama3": ("\u010a", "<|end_of_text|>"), "t5": (None, "</s>")}  # fmt: skip
+    for name, folder in families.items():
+        for spec in (folder, f"{folder}/tokenizer.json"):
+            tok = make_tokenizer(spec)
+            assert tok.name == f"hf:{name}"
+            lib = _library(folder)
+            assert tok.vocab_size == lib.get_vocab_size(with_added_tokens=True)
+            newline, end = expect[name]
+            assert tok.newline_id == (None if newline is None else lib.token_to_id(newline))
+            assert tok.eod_id == (-1 if end is None else lib.token_to_id(end))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama3"])
+def test_byte_level_families_give_the_text_back_and_the_librarys_ids(families, name):
+    tok, lib = make_tokenizer(families[name]), _library(families[name])
+    for text in TEXTS:
+        ids = tok.encode(text)
+        assert ids.dtype == np.int32 and tok.decode(ids) == text
+        if "\n\n" not in text:  # a run of newlines may be one token of the library's
+            assert ids.tolist() == lib.encode(text, add_special_tokens=False).ids, text
+    assert tok.decode(tok.encode("\ud800 lone surrogate")) == "? lone surrogate"
+    assert tok.decode([-5, tok.vocab_size, 10**9]) == ""  # ids a model cannot mean: dropped
+
+
+def test_t5_without_a_newline_token_encodes_as_its_library_does(families):
+    tok, lib = make_tokenizer(families["t5"]), _library(families["t5"])
+    for text in TEXTS:
+        assert tok.encode(text).tolist() == lib.encode(text, add_special_tokens=False).ids
+
+
+def test_bert_gives_the_papers_token_stream(families):
+    """The paper's code tokenises WikiText-103 line by line with bert-base-cased, each line's
+    '\\n' replaced by '[SEP]' and '<unk>' by '[UNK]' (WikitextDataset.py); the same text with
+    '<unk>' written as '[UNK]' gives exactly that stream here, and decodes to its lines."""
+    tok, lib = make_tokenizer(families["bert-base-cased"]), _library(families["bert-base-cased"])
+    text, _ = wiki_split_text("valid", 3)
+    theirs = [i for line in text.splitlines(keepends=True)
+              for i in lib.encode(line.strip(" ").replace("\n", "[SEP]").replace("<unk>", "[UNK]"),
+                                  add_special_tokens=False).ids]  # fmt: skip
+    ours = tok.encode(text.replace("<unk>", "[UNK]"))
+    assert ours.tolist() == theirs
+    assert tok.decode(ours).count("\n") == text.count("\n")
+
+
+def test_wikitext_through_tfds_with_bert_is_the_papers_stream(families, wikitext_dir, tmp_path):
+    """`--config.data.corpus=tfds:wikitext103 --config.data.tokenizer=<bert-base-cased>`: each
+    split is, id for id, what WikitextDataset.py builds from the same file (its '<unk>' written
+    '[UNK]', a '[SEP]' at every line end)."""
+    from tests.data.test_tfds_pipeline import build, config_for  # noqa: PLC0415
+
+    folder = families["bert-base-cased"]
+    manual, texts, _ = wikitext_dir
+    data = build(config_for("tfds:wikitext103", tmp_path, manual, tokenizer=folder))
+    lib = _library(folder)
+    for split, text in texts.items():
+        theirs = [i for line in text.splitlines(keepends=True) for i in lib.encode(
+            line.strip(" ").replace("\n", "[SEP]").replace("<unk>", "[UNK]"),
+            add_special_tokens=False).ids]  # fmt: skip
+        ours = data.train_tokens[0 : len(data.train_tokens)] if split == "train" else None
+        ours = data.eval_tokens(split) if ours is None else ours
+        assert np.asarray(ours).tolist() == theirs, split
+    assert data.tokenizer.name == "hf:bert-base-cased"
+
+
+def test_bad_tokenizer_files_are_one_line_errors(families, tmp_path, monkeypatch):
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(open(f"{families['gpt2']}/tokenizer.json", "rb").read()[:500])
+    config = tmp_path / "config.json"
+    config.write_text('{"architectures": ["BertForMaskedLM"], "vocab_size": 28996}')
+    cases = {str(cut): "is damaged or not a Hugging Face tokenizer.json",
+             str(config): "is a JSON file but not a tokenizer.json",
+             str(tmp_path / "gone.json"): "does not exist"}  # fmt: skip
+    for spec, fragment in cases.items():
+        with pytest.raises(DataError, match=fragment) as e:
+            make_tokenizer(spec)
+        assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="is a folder without a tokenizer.json"):
+        make_tokenizer(str(tmp_path))
+    with pytest.raises(DataError, match="gone.json' does not exist; give 'byte'"):
+        make_tokenizer(str(tmp_path / "gone.json"))
+    with pytest.raises(ConfigError, match="must be one of"):
+        DataConfig(tokenizer="gpt2").validate()  # a name, not a path: there is no hub here
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # not installed
+    with pytest.raises(DataError, match="pip install tokenizers"):
+        make_tokenizer(families["gpt2"])
+
+
+def test_the_clis_train_evaluate_sample_and_resume_with_a_tokenizer_json(
+    families, tmp_path, corpus_file
+):
+    """Through the real programs; the workdir keeps the tokenizer.json, so with the hub folder
+    gone evaluation, sampling and resuming still work. BERT needs documents joined by a
+    newline ([SEP]); fine-tuning from it with another tokenizer is refused, naming its file."""
+    hub = tmp_path / "hub"
+    shutil.copytree(families["gpt2"], hub / "gpt2")
+    env = cli_env(str(tmp_path / "xla"))
+    run = tmp_path / "run"
+    args = [*tiny_args(run, corpus_file, steps=2), f"--config.data.tokenizer={hub / 'gpt2'}"]
+    result = run_cli("train", *args, env=env)
+    assert result.rc == 0, str(result)
+    assert "tokenizer hf:gpt2 vocab 800" in result.stdout
+    assert (run / "data" / "tokenizer.json").read_bytes() == (
+        hub / "gpt2" / "tokenizer.json"
+    ).read_bytes()
+    shutil.rmtree(hub)
+    evaluated = run_cli("evaluate", f"--workdir={run}", "--protocols=standard", env=env)
+    assert evaluated.rc == 0 and "| standard |" in evaluated.stdout, str(evaluated)
+    sampled = run_cli("sample", f"--workdir={run}", "--prompt=It is a truth", env=env)
+    assert sampled.rc == 0 and "It is a truth" in sampled.stdout, str(sampled)
+    resumed = run_cli("train", *tiny_args(run, corpus_file, steps=4), args[-1], env=env)
+    assert resumed.rc == 0 and "resum" in resumed.stdout.lower(), str(resumed)
+
+    bert = [*tiny_args(tmp_path / "bert", corpus_file, steps=2),
+            f"--config.data.tokenizer={families['bert-base-cased']}"]  # fmt: skip
+    assert_one_line_error(run_cli("train", *bert, env=env), "a BERT [SEP] ends every line",
+                          "--config.data.document_boundaries=none")  # fmt: skip
+    result = run_cli("train", *bert, "--config.data.document_boundaries=none", env=env)
+    assert result.rc == 0, str(result)
+    other = [*tiny_args(tmp_path / "tuned", corpus_file, steps=2),
+             f"--config.data.tokenizer={families['t5']}",
+             f"--config.train.init_from={tmp_path / 'bert'}"]  # fmt: skip
+    assert_one_line_error(run_cli("train", *other, env=env), "token ids differ",
+                          str(tmp_path / "bert" / "data" / "tokenizer.json"))  # fmt: skip
