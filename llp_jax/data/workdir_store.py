@@ -173,10 +173,12 @@ def load(workdir: str, seq_len: int) -> Datasets:
     )
 
 
-def differences(record: dict, config: Any, datasets: Datasets | None = None) -> list[str]:
+def differences(record: dict, config: Any, datasets: Datasets | None = None, *,
+                workdir: str | None = None) -> list[str]:  # fmt: skip
     """What differs between a workdir's data and `config` (a data section), and, given the data
     built from it, between their training tokens (a corpus edited in place). Own text at
-    another path (`moved`) differs only if its training tokens do."""
+    another path (`moved`) differs only if its training tokens do; a tokenizer file at another
+    path, only if it is not the `workdir`'s own."""
     saved, given = DataConfig.from_any(record["data"]), DataConfig.from_any(config)
     where = moved(record, given)
     diffs = [
@@ -185,6 +187,7 @@ def differences(record: dict, config: Any, datasets: Datasets | None = None) -> 
         if f.name not in LOCATION_FIELDS
         and getattr(saved, f.name) != getattr(given, f.name)
         and not (where and f.name == "corpus")
+        and not (f.name == "tokenizer" and _own_tokenizer(workdir, record, given.tokenizer))
     ]
     if datasets is not None and not diffs and fingerprint(datasets) != record["fingerprint"]:
         what = (
@@ -197,6 +200,17 @@ def differences(record: dict, config: Any, datasets: Datasets | None = None) -> 
             "now)"
         )
     return diffs
+
+
+def _own_tokenizer(workdir: str | None, record: dict, spec: str) -> bool:
+    """`spec` names a file holding the workdir's own tokenizer (moved, or on another machine,
+    or the copy in the workdir itself)."""
+    if workdir is None or spec in ("byte", "sentencepiece") or record["tokenizer"] == "byte":
+        return False
+    try:
+        return tokenizers.make_tokenizer(spec).file_bytes == tokenizer(workdir, record).file_bytes
+    except DataError:
+        return False
 
 
 def moved(record: dict, config: Any) -> str:

@@ -30,7 +30,7 @@ def load(workdir, config, loaded, seq_len, *, text, text_field, allow_data_chang
         return text_datasets(text, tok, seq_len, text_field)
     if config is not None and "data" in config:
         if record is not None and not allow_data_change:
-            diffs = workdir_store.differences(record, config.data)
+            diffs = workdir_store.differences(record, config.data, workdir=workdir)
             if diffs:
                 raise EvaluationError(
                     f"the --config's data differs from the workdir's: {'; '.join(diffs)}; drop "
@@ -64,7 +64,7 @@ def _with_training_text(workdir: str, record: dict, seq_len: int, allow_data_cha
                  if data_config.is_own_text else "")  # fmt: skip
         raise EvaluationError(f"--split=train reads the run's training text again (a workdir "
                               f"keeps only its validation and test splits): {e}{moved}") from None  # fmt: skip
-    diffs = workdir_store.differences(record, data_config, data)
+    diffs = workdir_store.differences(record, data_config, data, workdir=workdir)
     if diffs and not allow_data_change:
         raise EvaluationError(f"--split=train: {'; '.join(diffs)}, so these are not the tokens "
                               f"{workdir} was trained on (--allow_data_change: score them anyway)")  # fmt: skip

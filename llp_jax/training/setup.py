@@ -96,7 +96,7 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
     fresh run from `init_from` takes the source run's tokenizer (`finetune.source_tokenizer`)."""
     record = workdir_store.read_record(workdir) if resume else None
     if record is not None and not allow_data_change:
-        diffs = workdir_store.differences(record, data_config)
+        diffs = workdir_store.differences(record, data_config, workdir=workdir)
         if diffs:
             raise models.ConfigError(
                 f"{workdir} was trained on other data: {'; '.join(diffs)}; use another "
@@ -124,7 +124,7 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
     if record is None and init_from and own is None:  # (the source's own needs no check)
         finetune.check_tokenizer(init_from, data.tokenizer)
     if record is not None and not allow_data_change:
-        diffs = workdir_store.differences(record, data_config, data)
+        diffs = workdir_store.differences(record, data_config, data, workdir=workdir)
         if diffs:
             raise models.ConfigError(
                 f"{workdir} was trained on other data: {'; '.join(diffs)}; use another "

@@ -135,7 +135,8 @@ def test_the_clis_train_evaluate_sample_and_resume_with_a_tokenizer_json(
     families, tmp_path, corpus_file
 ):
     """Through the real programs; the workdir keeps the tokenizer.json, so with the hub folder
-    gone evaluation, sampling and resuming still work. BERT needs documents joined by a
+    gone evaluation, sampling and resuming still work, and so does resuming with the folder at
+    another path (the same bytes; another tokenizer is refused). BERT needs documents joined by a
     newline ([SEP]); fine-tuning from it with another tokenizer is refused, naming its file."""
     hub = tmp_path / "hub"
     shutil.copytree(families["gpt2"], hub / "gpt2")
@@ -154,7 +155,14 @@ def test_the_clis_train_evaluate_sample_and_resume_with_a_tokenizer_json(
     sampled = run_cli("sample", f"--workdir={run}", "--prompt=It is a truth", env=env)
     assert sampled.rc == 0 and "It is a truth" in sampled.stdout, str(sampled)
     resumed = run_cli("train", *tiny_args(run, corpus_file, steps=4), args[-1], env=env)
-    assert resumed.rc == 0 and "resum" in resumed.stdout.lower(), str(resumed)
+    assert resumed.rc == 0 and "resumed from step 2" in resumed.stdout, str(resumed)
+    moved = shutil.copytree(families["gpt2"], tmp_path / "elsewhere" / "gpt2")  # same bytes
+    again = [*tiny_args(run, corpus_file, steps=6), f"--config.data.tokenizer={moved}"]
+    resumed = run_cli("train", *again, env=env)
+    assert resumed.rc == 0 and "resumed from step 4" in resumed.stdout, str(resumed)
+    again[-1] = f"--config.data.tokenizer={families['llama3']}"
+    assert_one_line_error(run_cli("train", *again, env=env), "trained on other data",
+                          f"vs '{families['llama3']}'")  # fmt: skip
 
     bert = [*tiny_args(tmp_path / "bert", corpus_file, steps=2),
             f"--config.data.tokenizer={families['bert-base-cased']}"]  # fmt: skip
