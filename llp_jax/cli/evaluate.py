@@ -8,9 +8,11 @@
 Protocols: 'standard' (every target once, longest context the window allows; the default),
 'paper' (the authors': windows of n + 1 every n / 2, mean of window means), 'stream' (llp only:
 the scan form over the whole stream, unbounded context). Prints a table; writes JSON to --out
-(default <workdir>/eval_<split>.json when a workdir is given).
+(default <workdir>/eval_<split>.json when a workdir is given). On a terminal, a bar per protocol
+says how far it is (a paper-size model on a long split runs for many minutes).
 """
 
+import tqdm
 from absl import flags
 from ml_collections import config_flags
 
@@ -62,16 +64,18 @@ def main(argv):
         out = _output_path(split)  # after the workdir is known to be one
         protocols, notes = runner.plan_protocols(setup, split, _PROTOCOLS.value, _WINDOW.value,
                                                  _MAX_TOKENS.value)  # fmt: skip
-        results = runner.evaluate(
-            setup,
-            split=split,
-            protocols=protocols,
-            window=_WINDOW.value,
-            stride=_STRIDE.value,
-            paper_stride=_PAPER_STRIDE.value,
-            batch_size=_BATCH.value,
-            max_tokens=_MAX_TOKENS.value,
-        )
+        with _Bars() as bars:
+            results = runner.evaluate(
+                setup,
+                split=split,
+                protocols=protocols,
+                window=_WINDOW.value,
+                stride=_STRIDE.value,
+                paper_stride=_PAPER_STRIDE.value,
+                batch_size=_BATCH.value,
+                max_tokens=_MAX_TOKENS.value,
+                progress=bars,
+            )
     print(
         f"{setup.config.name} ({setup.source}) on {setup.data.corpus.name} {split}, "
         f"tokenizer {setup.data.tokenizer.name}"
@@ -83,6 +87,31 @@ def main(argv):
         with common.one_line_errors():
             runner.write_json(out, setup, split, results)
         print(f"wrote {out}")
+
+
+class _Bars:
+    """A tqdm bar per protocol on stderr, shown on a terminal only (a log gets the table), and
+    gone once the protocol is done: `progress(protocol, done, total)` for `runner.evaluate`."""
+
+    def __init__(self):
+        self._bar, self._protocol = None, None
+
+    def __call__(self, protocol: str, done: int, total: int) -> None:
+        if protocol != self._protocol:
+            self.__exit__()
+            unit = " chunks" if protocol == "stream" else " windows"
+            self._bar = tqdm.tqdm(desc=protocol, total=total, unit=unit, leave=False,
+                                  dynamic_ncols=True, disable=None)  # fmt: skip
+            self._protocol = protocol
+        self._bar.update(done - self._bar.n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar, self._protocol = None, None
 
 
 def _output_path(split: str) -> str | None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -145,6 +146,7 @@ def evaluate_perplexity(
     num_chars: int | None = None,
     num_words: int | None = None,
     keep_token_nll: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PerplexityResult:
     """Perplexity of `model` on the token stream `tokens_N` under `protocol`.
 
@@ -161,6 +163,8 @@ def evaluate_perplexity(
       num_bytes, num_chars, num_words: size of the text the stream encodes, for bits per
         byte / character and word-level perplexity (None: not reported).
       keep_token_nll: return the per-target NLL (standard and stream).
+      progress: called as `progress(done, total)` after each batch of windows (stream: each
+        chunk), e.g. to move a progress bar.
     """
     model = as_model(model)
     cfg = model.cfg
@@ -178,8 +182,9 @@ def evaluate_perplexity(
             stride = min(n // 2, cfg.latent_len) if cfg.scores_latents else max(n // 2, 1)
         with memory_fix(_fewer_windows(batch_size, n)):
             nll, plan = standard_nll(
-                model, tokens_N, window=n, stride=stride, batch_size=batch_size, pad_id=pad_id
-            )
+                model, tokens_N, window=n, stride=stride, batch_size=batch_size, pad_id=pad_id,
+                progress=progress,
+            )  # fmt: skip
         assert not np.isnan(nll).any(), "the standard protocol left a target unscored"
         total = float(nll.sum())
         return _finish(
@@ -199,8 +204,9 @@ def evaluate_perplexity(
         stride = stride or max(n // 2, 1)
         with memory_fix(_fewer_windows(batch_size, n)):
             means, starts, Q = paper_window_losses(
-                model, tokens_N, window=n, stride=stride, batch_size=batch_size
-            )
+                model, tokens_N, window=n, stride=stride, batch_size=batch_size,
+                progress=progress,
+            )  # fmt: skip
         covered = np.zeros(N, bool)
         for s in starts:
             covered[s + n - Q + 1 : s + n + 1] = True
@@ -220,7 +226,8 @@ def evaluate_perplexity(
         )
     if protocol == "stream":
         with memory_fix(f"give a smaller window (the stream's chunk, now {n} tokens)"):
-            nll, num, chunk = stream_nll(model, tokens_N, chunk=window, pad_id=pad_id)
+            nll, num, chunk = stream_nll(model, tokens_N, chunk=window, pad_id=pad_id,
+                                         progress=progress)  # fmt: skip
         total = float(nll.sum())
         return _finish(
             "stream",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -17,6 +18,8 @@ import optax
 from flax import nnx
 
 from llp_jax.evaluation.errors import EvaluationError
+
+Progress = Callable[[int, int], None]  # (windows or chunks done, of how many)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -76,14 +79,17 @@ def plan_standard(N: int, window: int, stride: int, loss_start_fn) -> StandardPl
     return StandardPlan(pad=pad, window=n, scored=Q, ends=ends, first_new=first_new)
 
 
-def _batches(count: int, batch_size: int):
+def _batches(count: int, batch_size: int, progress: Progress | None = None):
+    """Window indices a batch at a time; `progress(done, total)` after each (a long evaluation
+    says how far it is: `experiments.evaluate`'s bar)."""
     for i in range(0, count, batch_size):
         yield np.arange(i, min(i + batch_size, count))
+        if progress is not None:
+            progress(min(i + batch_size, count), count)
 
 
-def standard_nll(
-    model, tokens_N: np.ndarray, *, window: int, stride: int, batch_size: int = 8, pad_id: int = 0
-):
+def standard_nll(model, tokens_N: np.ndarray, *, window: int, stride: int, batch_size: int = 8,
+                 pad_id: int = 0, progress: Progress | None = None):  # fmt: skip
     """Per-target NLL under the standard protocol: (nll_{N-1} for t_1..t_{N-1}, plan)."""
     model = model.for_inference()
     tokens_N = np.asarray(tokens_N, np.int32)
@@ -94,7 +100,7 @@ def standard_nll(
     graphdef, params = nnx.split(model)
     nll = np.full(N - 1, np.nan)
     K = len(plan.ends)
-    for idx in _batches(K, batch_size):
+    for idx in _batches(K, batch_size, progress):
         ends = plan.ends[idx]
         rows = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])  # static batch shape
         starts = plan.ends[rows] - n
@@ -108,9 +114,8 @@ def standard_nll(
     return nll, plan
 
 
-def paper_window_losses(
-    model, tokens_N: np.ndarray, *, window: int, stride: int, batch_size: int = 8
-):
+def paper_window_losses(model, tokens_N: np.ndarray, *, window: int, stride: int,
+                        batch_size: int = 8, progress: Progress | None = None):  # fmt: skip
     """The authors' protocol: mean loss of each window of n + 1 tokens starting every `stride`.
 
     Returns (window means [K], starts [K], scored positions per window Q).
@@ -125,7 +130,7 @@ def paper_window_losses(
     Q = n - model.loss_start(n)
     graphdef, params = nnx.split(model)
     means = []
-    for idx in _batches(len(starts), batch_size):
+    for idx in _batches(len(starts), batch_size, progress):
         rows = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
         w = np.stack([tokens_N[s : s + n + 1] for s in starts[rows]])
         out_BxQ = np.asarray(window_nll(graphdef, params, w[:, :-1], w[:, n - Q + 1 :]))
@@ -157,7 +162,8 @@ def _stream_chunk(graphdef, params, inputs_1xC, targets_1xC, state):
     return optax.softmax_cross_entropy_with_integer_labels(logits_1xCxV, targets_1xC), state
 
 
-def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id: int = 0):
+def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id: int = 0,
+               progress: Progress | None = None):  # fmt: skip
     """Per-target NLL of LLP's scan form over the whole stream, cache carried across chunks."""
     model, cfg = model.for_inference(), model.cfg
     chunk = chunk or cfg.seq_len
@@ -176,7 +182,7 @@ def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id:
     graphdef, params = nnx.split(model)
     state = model.init_stream(1)
     out = []
-    for i in range(num):
+    for (i,) in _batches(num, 1, progress):
         piece = slice(i * chunk, (i + 1) * chunk)
         nll, state = _stream_chunk(
             graphdef, params, inputs[None, piece], targets[None, piece], state

@@ -9,8 +9,9 @@ Austen corpus, byte tokens); the tokenizer must fit the model's vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -142,9 +143,10 @@ def evaluate(
     paper_stride: int | None = None,
     batch_size: int = 8,
     max_tokens: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[perplexity.PerplexityResult]:
     """Every requested protocol on a split (None: those of `plan_protocols`); `max_tokens` > 0
-    evaluates only its first tokens."""
+    evaluates only its first tokens; `progress(protocol, done, total)` after each batch."""
     tokens = s.data.eval_tokens(split)
     if max_tokens and max_tokens < len(tokens):
         tokens = tokens[:max_tokens]
@@ -180,6 +182,7 @@ def evaluate(
                 batch_size=batch_size,
                 pad_id=pad,
                 **units,
+                progress=None if progress is None else functools.partial(progress, protocol),
             )
         )
     return results

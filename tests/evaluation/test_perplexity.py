@@ -171,3 +171,19 @@ def test_per_unit_figures():
     assert math.isclose(res.bits_per_char, res.bits_per_token)  # ASCII text
     assert math.isclose(res.word_perplexity, math.exp(res.loss * len(tokens) / words))
     assert res.to_dict()["num_targets"] == len(tokens) - 1 and "token_nll" not in res.to_dict()
+
+
+@pytest.mark.parametrize("protocol", ["standard", "paper", "stream"])
+def test_progress_counts_every_batch_up_to_the_total(protocol):
+    """`progress(done, total)` (experiments.evaluate's bar) after each batch of windows or each
+    stream chunk: rising, ending at the total, which is the result's window count; the figures
+    are those of a run without it."""
+    model, tokens = _model("llp"), _stream()
+    calls = []
+    got = ppl.evaluate_perplexity(model, tokens, protocol=protocol, batch_size=3,
+                                  progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    plain = ppl.evaluate_perplexity(model, tokens, protocol=protocol, batch_size=3)
+    assert got.loss == plain.loss
+    dones = [d for d, _ in calls]
+    assert dones == sorted(dones) and len(set(dones)) == len(dones) and len(calls) > 1
+    assert {t for _, t in calls} == {got.num_windows} and dones[-1] == got.num_windows

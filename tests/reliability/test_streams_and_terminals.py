@@ -15,6 +15,7 @@ was lost.
 from __future__ import annotations
 
 import codecs
+import fcntl
 import json
 import lzma
 import os
@@ -23,6 +24,7 @@ import re
 import shlex
 import shutil
 import signal
+import struct
 import subprocess
 import termios
 import threading
@@ -118,6 +120,37 @@ def test_standard_input_from_a_terminal_says_how_to_end_it(victim, env, corpus_f
         os.close(master)
     assert proc.returncode == 0, err.decode()
     assert b"end it with Ctrl-D" in err and b"| standard |" in out, (out, err)
+
+
+def test_evaluation_shows_a_bar_on_a_terminal_and_none_in_a_log(victim, env):
+    """A long evaluation printed nothing until its table (a paper-size model on a long split:
+    many minutes). On a terminal a bar per protocol says how far it is, then clears; a log
+    (a pipe) gets only the table."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "experiments.evaluate", f"--workdir={victim}", "--batch_size=1",
+         "--out=/dev/null"], stdout=subprocess.PIPE, stderr=slave, env=env, cwd=REPO,
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    while chunk := _read_some(master):
+        shown += chunk
+    out, _ = proc.communicate(timeout=600)
+    os.close(master)
+    assert proc.returncode == 0 and b"| standard |" in out, (out, shown)
+    for protocol in (b"standard: ", b"paper: ", b"stream: "):
+        assert protocol in shown, shown[-2000:]
+    assert b" windows/s]" in shown and b" chunks/s]" in shown
+    logged = run_cli("evaluate", f"--workdir={victim}", "--out=/dev/null", env=env)
+    assert logged.rc == 0 and "windows" not in logged.stderr, str(logged)
+
+
+def _read_some(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # the terminal's other end closed: the program ended
+        return b""
 
 
 def test_a_training_corpus_may_not_be_a_stream(server, env, tmp_path, corpus_file):
