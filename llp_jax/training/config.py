@@ -174,9 +174,12 @@ def read_sections(config: Any) -> tuple[dict, DataConfig, TrainConfig, MeshConfi
         )
     model = config["model"]
     model = dict(model.to_dict() if hasattr(model, "to_dict") else model)
-    return (
-        model,
-        DataConfig.from_any(config["data"]),
-        TrainConfig.from_any(config["train"]),
-        MeshConfig.from_any(config["mesh"]),
-    )
+    data = DataConfig.from_any(config["data"])
+    if model.get("document_mask") and data.document_boundaries == "none":
+        raise schema.ConfigError(
+            "model.document_mask=true keeps attention inside each document, but "
+            "data.document_boundaries='none' puts no token between documents (it would mask "
+            "nothing); set --config.data.document_boundaries=eod or "
+            "--config.model.document_mask=false"
+        )
+    return model, data, TrainConfig.from_any(config["train"]), MeshConfig.from_any(config["mesh"])

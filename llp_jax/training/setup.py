@@ -31,10 +31,17 @@ from llp_jax.training.optimizer import make_optimizer, make_schedule
 from llp_jax.training.validation import check_validation
 
 
-def resolve_model_config(model_fields: dict, vocab_size: int, eod_id: int = -1):
+def resolve_model_config(model_fields: dict, vocab_size: int, eod_id: int = -1,
+                         tokenizer: str = "the tokenizer"):  # fmt: skip
     """The model section with vocab_size 0 and eod_id -1 meaning "the tokenizer's", validated."""
     fields = dict(model_fields)
     if fields.get("document_mask") and fields.get("eod_id", -1) < 0:
+        if eod_id < 0:
+            raise models.ConfigError(
+                f"model.document_mask=true needs an end-of-document token, and {tokenizer} has "
+                "none of its own (a BERT [SEP] ends every line); set "
+                "--config.model.document_mask=false"
+            )
         fields["eod_id"] = eod_id
     if not fields.get("vocab_size"):
         fields["vocab_size"] = vocab_size
@@ -230,7 +237,8 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
                      allow_data_change=allow_data_change, init_from=train.init_from)  # fmt: skip
     check_validation(data.eval_tokens("validation"), probe.seq_len,
                      mesh_lib.batch_sharding(mesh), data.corpus.name)  # fmt: skip
-    model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size, data.tokenizer.eod_id)
+    model_cfg = resolve_model_config(model_fields, data.tokenizer.vocab_size, data.tokenizer.eod_id,
+                                     f"tokenizer {data.tokenizer.name}")  # fmt: skip
 
     schedule = make_schedule(train, train.num_steps)
     factory = lambda: models.build(model_cfg, seed=train.seed)  # noqa: E731

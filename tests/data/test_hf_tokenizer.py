@@ -108,6 +108,19 @@ def test_wikitext_through_tfds_with_bert_is_the_papers_stream(families, wikitext
     assert data.tokenizer.name == "hf:bert-base-cased"
 
 
+def test_a_document_mask_needs_a_tokenizer_with_a_document_end(families):
+    """BERT's [SEP] ends lines, so on WikiText (whose articles are one stream, no document token)
+    a document mask would find nothing to keep attention inside."""
+    from llp_jax.training.setup import resolve_model_config  # noqa: PLC0415
+
+    tok = make_tokenizer(families["bert-base-cased"])
+    fields = {"name": "llp", "seq_len": 64, "segment_len": 16, "document_mask": True}
+    with pytest.raises(ConfigError, match="tokenizer hf:bert-base-cased has none of its own"):
+        resolve_model_config(fields, tok.vocab_size, tok.eod_id, f"tokenizer {tok.name}")
+    gpt2 = make_tokenizer(families["gpt2"])
+    assert resolve_model_config(fields, gpt2.vocab_size, gpt2.eod_id).eod_id == gpt2.eod_id
+
+
 def test_bad_tokenizer_files_are_one_line_errors(families, tmp_path, monkeypatch):
     cut = tmp_path / "cut.json"
     cut.write_bytes(open(f"{families['gpt2']}/tokenizer.json", "rb").read()[:500])

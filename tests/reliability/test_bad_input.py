@@ -68,6 +68,16 @@ def test_train_config_values(case, server, victim, corpus_file):
     assert params_digest(victim) == before
 
 
+def test_settings_that_contradict_each_other(server, victim, corpus_file):
+    """A document mask over a stream with no token between its documents masked nothing, and
+    trained on silently."""
+    before = params_digest(victim)
+    result = server.run("train", *tiny_args(victim, corpus_file), "--config.model.document_mask=true",
+                        "--config.data.document_boundaries=none")  # fmt: skip
+    assert_one_line_error(result, "puts no token between documents", "document_mask=false")
+    assert params_digest(victim) == before
+
+
 CONFIG_FILES = {
     "syntax": ("def get_config(:\n", "invalid syntax at line 1"),
     "no_get_config": ("x = 1\n", "defines no get_config()"),
