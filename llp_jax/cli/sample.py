@@ -2,6 +2,10 @@
 
   python -m experiments.sample --workdir=workdir/demo --prompt="It is a truth" \
       --max_new_tokens=400 --temperature=0.8 --top_k=40
+  python -m experiments.sample --workdir=workdir/demo --prompt_file=chapter1.txt   # or - (stdin)
+
+A long prompt (a chapter, for a model whose context is the point) goes in a file: a shell
+argument holds at most 128 KiB, and `--prompt="$(cat f)"` past that fails before Python starts.
 
 The decoder is the model's cached one where it has one (llp: the streaming segment cache, which
 runs past n indefinitely; transformer: KV cache; perceiver_ar: the latent-block cache), else
@@ -20,12 +24,17 @@ terminal. `llp_jax.generate` returns the exact token ids, `llp_jax.generate_stre
 ids block by block.
 """
 
+import os
+
 import numpy as np
 import tqdm
 from absl import flags
 from ml_collections import config_flags
 
+from llp_jax import paths
 from llp_jax.cli import common
+from llp_jax.data import read_text_file
+from llp_jax.data.text_bytes import NotText
 from llp_jax.evaluation import runner, sample_settings
 from llp_jax.evaluation.text_stream import TextStream
 
@@ -36,6 +45,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its newest 
 _PROMPT = flags.DEFINE_string(
     "prompt", "", "Prompt text ('' = the first words of the workdir's validation text)."
 )
+_PROMPT_FILE = flags.DEFINE_string(
+    "prompt_file", None, "Read the prompt from this file ('-': standard input; compressed and "
+    "UTF-16 files too), its trailing newlines dropped as $(cat FILE) drops them.",
+)  # fmt: skip
 _ALLOW = flags.DEFINE_bool(
     "allow_data_change", False, "Use a --config data section other than the workdir's."
 )
@@ -66,13 +79,14 @@ def main(argv):
         sample_settings.check_sampling(**check)
         if _SLIDE.value is not None and _SLIDE.value < 1:
             raise runner.EvaluationError(f"--slide={_SLIDE.value} must be >= 1")
+        prompt = _prompt()
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, allow_data_change=_ALLOW.value)
         sample_settings.check_sampling(**check, vocab_size=setup.config.vocab_size)
         if _STOP_ID.value is None:
             stop_id = sample_settings.document_end(setup.data)
         prompt_BxP, blocks = runner.sample_stream(
             setup,
-            _PROMPT.value,
+            prompt,
             max_new_tokens=_MAX_NEW.value,
             num_samples=_NUM.value,
             temperature=_TEMPERATURE.value,
@@ -85,6 +99,27 @@ def main(argv):
         )
         print(f"{setup.config.name} ({setup.source})", flush=True)
         _print_samples(setup.data.tokenizer, prompt_BxP, blocks, _MAX_NEW.value, stop_id)
+
+
+def _prompt() -> str:
+    """--prompt, or the text of --prompt_file (read before the model loads)."""
+    if _PROMPT_FILE.value is None:
+        return _PROMPT.value
+    path = _PROMPT_FILE.value
+    if _PROMPT.value:
+        raise runner.EvaluationError("give --prompt or --prompt_file, not both")
+    local = path != "-" and not paths.is_url(path)  # (a pipe, bash's <(zcat p.gz), is read once)
+    if local and (os.path.isdir(path) or not os.path.exists(path)):
+        why = "is a folder" if os.path.isdir(path) else paths.missing(path)
+        raise runner.EvaluationError(f"--prompt_file={path} {why}; give a text file, or '-'")
+    try:
+        text = read_text_file(path, once=True)
+    except NotText:  # empty, or binary
+        text = ""
+    if not text.strip():
+        raise runner.EvaluationError(f"--prompt_file={path} holds no text (empty or binary); "
+                                     "write the prompt in it, or give --prompt")  # fmt: skip
+    return text.rstrip("\n")
 
 
 def _print_samples(tokenizer, prompt_BxP, blocks, total: int, stop_id: int | None) -> None:

@@ -73,3 +73,27 @@ def test_the_python_api_stops_there_too(workdir):
     assert setup.data.tokenizer.decode(ids) == DOC  # after the stop token only stop tokens
     with pytest.raises(runner.EvaluationError, match="give a token id, 'document_end' or None"):
         runner.sample(setup, "hello", max_new_tokens=8, stop_id="eod")
+
+
+def test_a_prompt_file_or_standard_input_is_the_prompt(workdir, tmp_path):
+    """A long prompt goes in a file (a shell argument holds at most 128 KiB): --prompt_file,
+    compressed too, or '-' with the text piped in, its trailing newlines dropped as $(cat f)
+    drops them, samples as --prompt does; with --prompt as well it is one line."""
+    import gzip  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from tests.helpers import REPO  # noqa: PLC0415
+    from tests.helpers.cli import PYTHON, assert_one_line_error, cli_env  # noqa: PLC0415
+
+    plain = _sample(workdir)
+    (tmp_path / "prompt.txt.gz").write_bytes(gzip.compress(b"hello\n\n"))
+    result = run_cli("sample", f"--workdir={workdir}", f"--prompt_file={tmp_path / 'prompt.txt.gz'}",
+                     "--temperature=0", "--max_new_tokens=80")  # fmt: skip
+    assert result.rc == 0 and result.stdout == plain, str(result)
+    piped = subprocess.run([PYTHON, "-m", "experiments.sample", f"--workdir={workdir}",
+                            "--prompt_file=-", "--temperature=0", "--max_new_tokens=80"],
+                           input=b"hello\n", capture_output=True, env=cli_env(), cwd=REPO,
+                           timeout=600)  # fmt: skip
+    assert piped.returncode == 0 and piped.stdout.decode() == plain, piped.stderr.decode()
+    both = run_cli("sample", f"--workdir={workdir}", "--prompt=hi", "--prompt_file=-")
+    assert_one_line_error(both, "give --prompt or --prompt_file, not both")

@@ -129,6 +129,12 @@ SAMPLE_FLAGS = [
     ("--num_samples=0", "--num_samples=0"),
     ("--slide=0", "--slide=0"),
     ("--method=fast", "--method"),
+    (
+        "--prompt_file=/nonexistent/prompt.txt",
+        "--prompt_file=/nonexistent/prompt.txt does not exist",
+    ),
+    ("--prompt_file=/", "--prompt_file=/ is a folder"),
+    ("--prompt_file=/dev/null", "--prompt_file=/dev/null holds no text"),
 ]
 
 
