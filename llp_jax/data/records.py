@@ -5,7 +5,8 @@ line, `.json` an array of records or strings, one object, or JSON Lines (C4's sh
 `.csv` / `.tsv` (spreadsheet exports, Kaggle datasets) one row per document; anything else is
 one document. Text with no name to tell (standard input, a pipe, a file without an extension:
 a Hugging Face cache blob) is known by its first line. Apache Parquet (how Hugging Face
-datasets ship their splits: `train-00000-of-00002.parquet`), known by its magic bytes, is one
+datasets ship their splits: `train-00000-of-00002.parquet`), known by its magic bytes, and
+Apache Arrow (how `datasets` caches them and `save_to_disk` writes them: `*.arrow`) are one
 document per row of the text column. Every problem is a one-line `DataError` naming the file.
 """
 
@@ -213,28 +214,50 @@ def is_parquet(raw: bytes) -> bool:
     return raw[:4] == b"PAR1"
 
 
+def is_arrow(path: str, raw: bytes) -> bool:
+    """Apache Arrow IPC data: the file format ('ARROW1' first), or the stream format in which
+    Hugging Face `datasets` caches a split (`cache-*.arrow`, `save_to_disk`'s
+    `data-00000-of-00001.arrow`), known by its name and its first continuation marker."""
+    return raw[:6] == b"ARROW1" or path.endswith(".arrow") and raw[:4] == b"\xff\xff\xff\xff"
+
+
 def parquet_documents(path: str, raw: bytes, text_field: str = "text") -> list[str]:
     """One document per row of a Parquet file's `text_field` column (null and blank rows left
     out); a missing or non-text column is a DataError that lists the file's text columns."""
+    return _column_documents(path, raw, text_field, "Parquet")
+
+
+def arrow_documents(path: str, raw: bytes, text_field: str = "text") -> list[str]:
+    """`parquet_documents` of an Arrow IPC file or stream (`is_arrow`)."""
+    return _column_documents(path, raw, text_field, "Arrow")
+
+
+def _column_documents(path: str, raw: bytes, text_field: str, kind: str) -> list[str]:
     try:
-        import pyarrow as pa  # noqa: PLC0415  (tensorflow-datasets' dependency; Parquet only)
+        import pyarrow as pa  # noqa: PLC0415  (tensorflow-datasets' dependency; tables only)
         import pyarrow.parquet as pq  # noqa: PLC0415
     except ImportError:
-        raise DataError(f"Corpus file {path} is Parquet, which needs pyarrow: pip install "
+        raise DataError(f"Corpus file {path} is {kind}, which needs pyarrow: pip install "
                         "pyarrow") from None  # fmt: skip
     try:
-        schema = pq.read_schema(io.BytesIO(raw))
+        if kind == "Parquet":
+            schema = pq.read_schema(io.BytesIO(raw))
+            table = lambda: pq.read_table(io.BytesIO(raw), columns=[text_field])  # noqa: E731
+        else:
+            ipc = pa.ipc.open_file if raw[:6] == b"ARROW1" else pa.ipc.open_stream
+            whole = ipc(pa.BufferReader(raw)).read_all()
+            schema, table = whole.schema, lambda: whole.select([text_field])
         kinds = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
-        texts = [f.name for f in schema if any(kind(f.type) for kind in kinds)]
+        texts = [f.name for f in schema if any(is_text(f.type) for is_text in kinds)]
         if text_field not in texts:
             what = "is not a text column" if text_field in schema.names else "is not a column"
             raise NoTextField(f"{path}: {text_field!r} {what}; its text columns: {texts}; "
                             f"{FIELD_FIX} to one of them.")  # fmt: skip
-        rows = pq.read_table(io.BytesIO(raw), columns=[text_field]).column(0).to_pylist()
+        rows = table().column(0).to_pylist()
     except DataError:  # NoTextField
         raise
     except Exception as e:  # noqa: BLE001  pyarrow's ArrowInvalid, OSError, ...
-        raise DataError(f"Corpus file {path} is a damaged Parquet file ({first_line(e)}); "
+        raise DataError(f"Corpus file {path} is a damaged {kind} file ({first_line(e)}); "
                         "download it again or leave it out.") from None  # fmt: skip
     docs = [text_bytes.newlines(row) for row in rows if row and row.strip()]
     if not docs:

@@ -149,6 +149,8 @@ class _Reading:
                 return
             if records.is_parquet(raw):
                 docs = records.parquet_documents(path, raw, self.text_field)
+            elif records.is_arrow(path, raw):
+                docs = records.arrow_documents(path, raw, self.text_field)
             else:
                 docs = records.documents(path, text_bytes.decode(path, raw), self.text_field)
             first = self._origin.setdefault(hashlib.sha1(raw).digest(), origin)

@@ -52,6 +52,19 @@ def _parquet(table: pa.Table, **options) -> bytes:
     return out.getvalue()
 
 
+def _arrow(table: pa.Table, *, stream: bool) -> bytes:
+    """Arrow IPC as Hugging Face `datasets` caches a split (`ArrowWriter`: a record batch
+    stream, its features in the schema's 'huggingface' metadata, several batches), or the IPC
+    file format ('ARROW1')."""
+    table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": {}}})})
+    out = io.BytesIO()
+    new = pa.ipc.new_stream if stream else pa.ipc.new_file
+    with new(out, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=7):
+            writer.write_batch(batch)
+    return out.getvalue()
+
+
 def _csv(rows, *, delimiter=",", bom=False) -> bytes:
     """As Python's csv module (and Excel, with `bom`: "CSV UTF-8") writes a table: CRLF line
     ends, a cell quoted only where it holds the delimiter, a quote or a newline."""
@@ -82,6 +95,8 @@ FILES = {
     "train-00000-of-00001.parquet": _parquet(HF),  # snappy pages, pyarrow's default
     "zstd_pages.parquet": _parquet(HF, compression="zstd"),
     "no_suffix_shard": _parquet(HF),  # known by its magic bytes
+    "cache-5f3a9c1e2b7d4f60.arrow": _arrow(HF, stream=True),  # datasets' cache, save_to_disk
+    "ipc_file.arrow": _arrow(WITH_NULLS.rename_columns(["text"]), stream=False),
     "train.csv": _arrow_csv(HF.drop_columns(["meta"])),
     "excel.csv": _csv(
         [["id", "text", "label"], *([i, d, "pos"] for i, d in enumerate(DOCS))], bom=True
@@ -186,6 +201,9 @@ BROKEN = {
     "cut.parquet": (_parquet(HF)[:-100], "damaged Parquet file"),
     "other_column.parquet": (_parquet(WITH_NULLS), "'text' is not a column; its text columns: "),
     "int_column.parquet": (_parquet(pa.table({"text": [1, 2]})), "'text' is not a text column"),
+    "cut.arrow": (_arrow(HF, stream=True)[:-300], "damaged Arrow file"),
+    "cut_ipc.arrow": (_arrow(HF, stream=False)[:-100], "damaged Arrow file"),
+    "other_column.arrow": (_arrow(WITH_NULLS, stream=True), "'text' is not a column; its text "),
     "other_column.csv": (_csv([["id", "body"], [1, "a"]]), "'text' is not a column; its columns: "),
     "open_quote.csv": (
         b'id,text\n1,a\n2,"b\n3,c\n4,d\n',
