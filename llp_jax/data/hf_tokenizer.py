@@ -66,6 +66,9 @@ class HFTokenizer:
         try:
             self._tok = library.Tokenizer.from_str(raw.decode("utf-8"))
         except Exception as e:  # noqa: BLE001  the library raises Exception for any bad file
+            if _other_json(raw):
+                raise DataError(f"{source} is a JSON file but not a tokenizer.json (it has no "
+                                "'model'); give the tokenizer.json beside it, or its folder") from None  # fmt: skip
             why = first_line(e) or type(e).__name__
             raise DataError(f"{source} is damaged or not a Hugging Face tokenizer.json ({why}); "
                             f"{fix}") from None  # fmt: skip
@@ -94,7 +97,6 @@ class HFTokenizer:
         except (OSError, ValueError) as e:
             why = first_line(e) or type(e).__name__
             raise DataError(f"Tokenizer {path} cannot be read ({why}).") from None
-        _check_json(path, raw)
         folder = os.path.basename(os.path.dirname(os.path.normpath(path)))
         label = folder if os.path.basename(path) == FILE and folder else os.path.basename(path)
         return cls(raw, f"hf:{label}", source=f"Tokenizer {path}")
@@ -132,12 +134,11 @@ class HFTokenizer:
                          for i, seg in enumerate(lines))  # fmt: skip
 
 
-def _check_json(path: str, raw: bytes) -> None:
-    """A .json that is no tokenizer (a config.json, tokenizer_config.json) named as one."""
+def _other_json(raw: bytes) -> bool:
+    """JSON, but no tokenizer (a config.json, tokenizer_config.json named as one): asked only
+    once the library has refused the bytes, so a good file is parsed once."""
     try:
         whole = json.loads(raw)
     except ValueError:
-        return  # HFTokenizer says it is damaged
-    if isinstance(whole, dict) and "model" not in whole:
-        raise DataError(f"Tokenizer {path} is a JSON file but not a tokenizer.json (it has no "
-                        "'model'); give the tokenizer.json beside it, or its folder") from None  # fmt: skip
+        return False
+    return isinstance(whole, dict) and "model" not in whole
