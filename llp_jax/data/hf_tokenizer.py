@@ -7,18 +7,27 @@ Face hub ships a `tokenizer.json` (`save_pretrained` writes one), which the `tok
 reads: `--config.data.tokenizer=path/to/tokenizer.json`, or the folder holding it (a hub
 snapshot). Its bytes are kept in the workdir like a SentencePiece model's.
 
-Text is encoded line by line, the lines joined by the tokenizer's newline id, as the
-SentencePiece tokenizer does: its own id for '\\n' where '\\n' is one token (GPT-2's 'Ċ'), else
-its separator: BERT's normaliser drops newlines, and the paper's code puts `[SEP]` at every line
-end (`line.replace('\\n', '[SEP]')`), which this reproduces (and WikiText-103's `<unk>` is
-written as the tokenizer's unknown token, as there: tfds_data.py). Decoding splits at that id,
-so a sample keeps its lines. Specials decode to nothing; ids out of range are dropped.
+A text is given the library's own ids for it, as `tokenizer.encode(text)` gives them, where the
+tokenizer has a token for '\\n' (GPT-2's 'Ċ', Llama's '<0x0A>'). For speed and memory a long
+text is encoded in pieces of about 4,000 characters, cut where a line starts with a character
+that is not a space, which is where the pre-tokeniser cuts (GPT-2's, Llama 3's) or where no
+token reaches across (Llama 2's '<0x0A>' is never merged). A piece is encoded between the
+characters around it (the '\\n' before it, the one after it), and keeps the tokens that start
+inside it (by their offsets). A tokenizer that cannot be cut so encodes a text whole. Encoding
+each line on its own would not be the library's ids: Llama 2 and Mistral prepend '▁' to a text,
+so every line would open with an extra token, and GPT-2 and Llama 3 have tokens for runs of
+newlines ('ĊĊ'). BERT's normaliser drops newlines; the paper's code puts `[SEP]` at every line
+end (`line.replace('\\n', '[SEP]')`), which lines encoded on their own and joined by `[SEP]`
+reproduce (and WikiText-103's `<unk>` is written as the tokenizer's unknown token, as there:
+tfds_data.py). Decoding splits at the newline id, so a sample keeps its lines (text_stream.py).
+Specials decode to nothing; ids out of range are dropped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +43,13 @@ _END = ("<|endoftext|>", "<|end_of_text|>", "</s>", "[SEP]", "<eos>")
 _BEGIN = ("<|begin_of_text|>", "<s>", "[CLS]", "<bos>")
 _PAD = ("[PAD]", "<pad>", "<|pad|>", "<|finetune_right_pad_id|>")
 _SEPARATOR = ("[SEP]",)  # (T5's </s> ends a text, not a line)
+IDS_VERSION = 2  # of the ids a text is given (token folders are kept by it: tfds_data.py)
 LINES_PER_BATCH = 4096
+PIECE_CHARS = 1 << 12  # a piece of text encoded on its own (then cut at the next line start)
+PIECES_PER_BATCH = 1024  # pieces encoded at once (in parallel by the library): ~4 MB
+_CUT = re.compile(r"\n(?=[^\s\x00-\x1f\x7f])")
+_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
+_LINE_STARTS = ("b", "B", "1", '"', ".", "_", "\u4e2d", "\U0001f600")  # after a cut
 
 
 def is_spec(kind: str) -> bool:
@@ -79,6 +94,11 @@ class HFTokenizer:
         self.bos_id = self._first(_BEGIN)
         self.pad_id = self._first(_PAD)
         self.unk_token = getattr(self._tok.model, "unk_token", None)  # BERT's '[UNK]'
+        # byte pieces: the decoder of a byte-fallback model (Llama 2) writes a run of them that
+        # is not UTF-8 as U+FFFD, every byte, so a streamed sample holds them (text_stream.py)
+        self.pending_ids = frozenset(
+            i for piece, i in self._tok.get_vocab().items() if _BYTE_PIECE.fullmatch(piece)
+        ) if getattr(self._tok.model, "byte_fallback", False) else frozenset()  # fmt: skip
         newline = self._tok.encode("\n", add_special_tokens=False).ids
         if len(newline) != 1 or self._tok.decode(newline) != "\n":  # (T5 folds it to a space)
             # '\n' as GPT-2 and SentencePiece's byte fallback name it, else BERT's [SEP]
@@ -86,6 +106,9 @@ class HFTokenizer:
         self.newline_id = newline[0] if newline[0] >= 0 else None  # None: as the tokenizer has it
         if self.newline_id == self.eod_id:  # BERT: one [SEP] for both, a line end in the paper
             self.eod_id = -1  # (tokenizers.document_end says to join documents by a newline)
+        # whether '\n' in a text is the newline token (not a separator put at line ends: BERT)
+        self._own_newline = self.newline_id in self._tok.encode("\n", add_special_tokens=False).ids
+        self._in_pieces = self._own_newline and _cut_at_line_starts(self._tok, self.newline_id)
 
     @classmethod
     def from_file(cls, spec: str | os.PathLike) -> HFTokenizer:
@@ -109,9 +132,12 @@ class HFTokenizer:
         return -1
 
     def encode(self, text: str) -> np.ndarray:
-        """Text -> int32 ids [num_tokens]: each line on its own, joined by `newline_id`."""
+        """Text -> int32 ids [num_tokens]: the library's ids for the text, or (BERT) each line's
+        joined by the separator."""
         text = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates
-        if self.newline_id is None:
+        if self._in_pieces and (ids := _encode_in_pieces(self._tok, text)) is not None:
+            return ids
+        if self.newline_id is None or self._own_newline:
             return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
         lines = text.split("\n")
         out: list[int] = []
@@ -124,14 +150,80 @@ class HFTokenizer:
         return np.asarray(out, np.int32)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        """Ids -> text; out-of-range ids dropped, specials decode to nothing, never raises."""
+        """Ids -> text; out-of-range ids dropped, specials decode to nothing, never raises.
+        Line by line: a line after the first is decoded after its newline token, so a decoder
+        that strips the space opening a text (Llama 2's) strips it from the text's start only."""
         ids_N = np.asarray(ids, dtype=np.int64).reshape(-1)
         ids_N = ids_N[(ids_N >= 0) & (ids_N < self.vocab_size)]
         if self.newline_id is None:
             return self._tok.decode(ids_N.tolist(), skip_special_tokens=True)
         lines = np.split(ids_N, np.flatnonzero(ids_N == self.newline_id))
-        return "\n".join(self._tok.decode(seg[1 if i else 0 :].tolist(), skip_special_tokens=True)
-                         for i, seg in enumerate(lines))  # fmt: skip
+        return "\n".join(self._line(seg.tolist(), i > 0) for i, seg in enumerate(lines))
+
+    def _line(self, ids: list[int], after_newline: bool) -> str:
+        if not after_newline:
+            return self._tok.decode(ids, skip_special_tokens=True)
+        if not self._own_newline:
+            return self._tok.decode(ids[1:], skip_special_tokens=True)
+        text = self._tok.decode(ids, skip_special_tokens=True)  # ids[0] is the newline
+        return (
+            text[1:]
+            if text.startswith("\n")
+            else self._tok.decode(ids[1:], skip_special_tokens=True)
+        )
+
+
+def _cut_at_line_starts(tok, newline_id: int) -> bool:
+    """Whether a text cut after a newline, before a character that is not a space, gives the
+    same tokens as the text whole: the pre-tokeniser cuts there (GPT-2's, Llama 3's), or no
+    token holds the newline and more (Llama 2's '<0x0A>': no merge reaches past it, it has no
+    pre-tokeniser). Else (a BPE without a pre-tokeniser that learnt 'e\\n') a text is encoded
+    whole."""
+    if tok.pre_tokenizer is not None and all(
+        any(start == 2 for _, (start, _) in tok.pre_tokenizer.pre_tokenize_str(f"a\n{first}"))
+        for first in _LINE_STARTS
+    ):
+        return True
+    newline = tok.id_to_token(newline_id)
+    return not any(newline in token and token != newline for token in tok.get_vocab())
+
+
+def _cuts(text: str) -> list[int]:
+    """Where pieces of about PIECE_CHARS start: after a newline, at a non-space character."""
+    cuts, at = [0], PIECE_CHARS
+    while at < len(text) and (found := _CUT.search(text, at)):
+        cuts.append(found.end())
+        at = found.end() + PIECE_CHARS
+    return [*cuts, len(text)]
+
+
+def _encode_in_pieces(tok, text: str) -> np.ndarray | None:
+    """The library's ids for `text`, encoded in pieces (see the module's docstring): a piece is
+    encoded with the '\\n' before it and the character after it, and keeps the tokens from its
+    first character's to the next character's. None where a token crosses a cut
+    (`_cut_at_line_starts` says none can)."""
+    cuts = _cuts(text)
+    pieces = list(zip(cuts, cuts[1:]))
+    out = []
+    for first in range(0, len(pieces), PIECES_PER_BATCH):
+        batch = pieces[first : first + PIECES_PER_BATCH]
+        contexts = [text[max(start - 1, 0) : end + 1] for start, end in batch]
+        encodings = tok.encode_batch(contexts, add_special_tokens=False)
+        for (start, end), context, encoding in zip(batch, contexts, encodings):
+            ids = encoding.ids
+            begin = _token_at(encoding, 1) if start else 0  # (the piece's first character)
+            stop = _token_at(encoding, len(context) - 1) if end < len(text) else len(ids)
+            if begin is None or stop is None:
+                return None
+            out.append(np.asarray(ids[begin:stop], np.int32))
+    return np.concatenate(out)
+
+
+def _token_at(encoding, char: int) -> int | None:
+    """The index of the first token of an encoded string's character `char`; None if a token
+    holds it and characters before it (or none holds it)."""
+    token = encoding.char_to_token(char)
+    return token if token is not None and encoding.token_to_chars(token)[0] == char else None
 
 
 def _other_json(raw: bytes) -> bool:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from llp_jax import paths
-from llp_jax.data import token_cache, tokenizers
+from llp_jax.data import hf_tokenizer, token_cache, tokenizers
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
 from llp_jax.data.tfds_sources import (
     SEPARATORS,
@@ -66,7 +66,7 @@ def load_tokenizer(config, sources, feature: str, token_root: str):
     if kind != "sentencepiece":  # a .model or a tokenizer.json: tokens by its bytes
         tok = tokenizers.make_tokenizer(kind)
         digest = hashlib.sha256(tok.file_bytes).hexdigest()[:12]
-        prefix = "spm" if kind.endswith(".model") else "hf"
+        prefix = "spm" if kind.endswith(".model") else f"hf{hf_tokenizer.IDS_VERSION}"
         return tok, os.path.join(token_root, f"{prefix}_{digest}")
     key = f"sp_{config.sp_model_type}{config.vocab_size}_n{config.sp_sample_chars}_s{config.seed}"
     folder = os.path.join(token_root, key)

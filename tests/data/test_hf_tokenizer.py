@@ -1,10 +1,11 @@
-"""A Hugging Face tokenizer.json as a run's tokenizer (`--config.data.tokenizer=<file or
-folder>`), for each family's file as the `tokenizers` library writes it (tests/helpers/
-hf_tokenizers.py): bert-base-cased's WordPiece gives the paper's own token stream (its code's
-`[SEP]` at every line end), byte-level BPE (GPT-2, Llama 3) the library's ids and the text back
-exactly, T5's Unigram (no newline token) the library's ids; and through the real CLIs a run
-keeps its tokenizer.json in the workdir, so evaluation, sampling and resuming need nothing else.
-Bad files, folders and a missing library are one-line errors."""
+"""A Hugging Face tokenizer.json as a run's tokenizer (`--config.data.tokenizer=<file or folder>`),
+for each family's file as the `tokenizers` library writes it (tests/helpers/hf_tokenizers.py):
+bert-base-cased's WordPiece gives the paper's own token stream (its code's `[SEP]` at every line
+end); byte-level BPE (GPT-2, Llama 3) and Llama 2's byte-fallback BPE give the library's ids for
+the whole text (Llama 2's are SentencePiece's own) and its text back, in pieces or not; T5's
+Unigram (no newline token) gives the library's ids; and through the real CLIs a run keeps its
+tokenizer.json in the workdir, so evaluation, sampling and resuming need nothing else. Bad
+files, folders and a missing library are one-line errors."""
 
 from __future__ import annotations
 
@@ -16,8 +17,17 @@ import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
 
-from llp_jax.data import DataConfig, DataError, make_tokenizer  # noqa: E402
+import sentencepiece as spm  # noqa: E402
+
+from llp_jax.data import (  # noqa: E402
+    DataConfig,
+    DataError,
+    hf_tokenizer,
+    load_austen,
+    make_tokenizer,
+)
 from llp_jax.errors import ConfigError  # noqa: E402
+from tests.helpers import hf_tokenizers as hf_families  # noqa: E402
 from tests.helpers.cli import assert_one_line_error, cli_env, run_cli  # noqa: E402
 from tests.helpers.hf_tokenizers import FAMILIES, save_family  # noqa: E402
 from tests.helpers.real_formats import wiki_split_text  # noqa: E402
@@ -44,7 +54,8 @@ def test_each_family_gives_its_special_ids(families):
     """The end of a text and the newline are the family's own tokens; BERT has one [SEP] for
     both, so it ends lines (as in the paper's code) and documents have no token of their own."""
     expect = {"bert-base-cased": ("[SEP]", None), "gpt2": ("\u010a", "<|endoftext|>"),
-              "llama3": ("\u010a", "<|end_of_text|>"), "t5": (None, "</s>")}  # fmt: skip
+              "llama3": ("\u010a", "<|end_of_text|>"), "t5": (None, "</s>"),
+              "llama2": ("<0x0A>", "</s>"), "llama2-legacy": ("<0x0A>", "</s>")}  # fmt: skip
     for name, folder in families.items():
         for spec in (folder, f"{folder}/tokenizer.json"):
             tok = make_tokenizer(spec)
@@ -56,16 +67,67 @@ def test_each_family_gives_its_special_ids(families):
             assert tok.eod_id == (-1 if end is None else lib.token_to_id(end))
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama3"])
-def test_byte_level_families_give_the_text_back_and_the_librarys_ids(families, name):
+def _long_text() -> str:
+    """Austen with what tokenisers treat apart: runs of blank lines, lines opening with spaces,
+    tabs and CRLF, a space before a newline, characters outside the tokenizers' vocabularies."""
+    text, _ = wiki_split_text("valid", 3)  # WikiText's ' = Title = ' and ' \n' lines
+    odd = "\n\n\n  indented\n \n\t\ttab\r\nCRLF \U0001f600 caf\u00e9 \u4e2d\u6587 \n\n"
+    return load_austen().splits["validation"][:60_000] + odd + text + odd
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama3", "llama2", "llama2-legacy"])
+def test_families_with_a_newline_token_give_the_librarys_ids_for_the_whole_text(families, name):
+    """Not each line's: Llama 2 prepends '▁' to a text (so each line would open with an extra
+    token), GPT-2 and Llama 3 have tokens for runs of newlines. Llama 2's decoder strips the space
+    opening a text, so only the legacy file (as SentencePiece itself) gives back a line opening
+    with one."""
     tok, lib = make_tokenizer(families[name]), _library(families[name])
-    for text in TEXTS:
+    specials = [t.content for t in lib.get_added_tokens_decoder().values() if t.special]
+    plain = _long_text().replace("<unk>", "<u>")  # (a special's name in a text is its id)
+    for text in [*TEXTS, _long_text(), plain]:
         ids = tok.encode(text)
-        assert ids.dtype == np.int32 and tok.decode(ids) == text
-        if "\n\n" not in text:  # a run of newlines may be one token of the library's
-            assert ids.tolist() == lib.encode(text, add_special_tokens=False).ids, text
-    assert tok.decode(tok.encode("\ud800 lone surrogate")) == "? lone surrogate"
+        assert ids.dtype == np.int32
+        assert ids.tolist() == lib.encode(text, add_special_tokens=False).ids, text[:60]
+        assert tok.decode(ids) == lib.decode(ids.tolist())
+        if not any(x in text for x in specials) and (name != "llama2" or text[:1] != " "):
+            assert tok.decode(ids) == text
+    assert tok.decode(tok.encode("\ud800 lone surrogate")) == tok.decode(
+        tok.encode("? lone surrogate")
+    )
     assert tok.decode([-5, tok.vocab_size, 10**9]) == ""  # ids a model cannot mean: dropped
+    if name.startswith("llama2"):  # the hub folder also holds the SentencePiece model
+        sp = spm.SentencePieceProcessor(model_file=f"{families[name]}/tokenizer.model")
+        assert tok.encode(plain).tolist() == sp.encode(plain)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama3", "llama2", "llama2-legacy", "bare"])
+def test_pieces_give_the_same_ids_and_a_tokenizer_whose_tokens_cross_lines_encodes_whole(
+    families, name, monkeypatch
+):
+    """Long texts are encoded in pieces cut at line starts, where every family's pre-tokeniser
+    cuts (or no token holds a newline and more: Llama 2). A BPE without a pre-tokeniser, trained
+    on text with its newlines, learns tokens such as 'e\\n' and '\\n"': its texts are encoded
+    whole, and so they are if a token crosses a cut all the same."""
+    if name == "bare":
+        lib = tokenizers.Tokenizer(tokenizers.models.BPE())
+        lib.train_from_iterator(hf_families._paragraphs(),
+                                tokenizers.trainers.BpeTrainer(vocab_size=600))  # fmt: skip
+        tok = hf_tokenizer.HFTokenizer(lib.to_str().encode(), "hf:bare", source="bare")
+    else:
+        tok, lib = make_tokenizer(families[name]), _library(families[name])
+    assert tok._in_pieces == (name != "bare")
+    monkeypatch.setattr(hf_tokenizer, "PIECE_CHARS", 64)
+    monkeypatch.setattr(hf_tokenizer, "PIECES_PER_BATCH", 5)
+    pieces, encode = [], hf_tokenizer._encode_in_pieces
+    monkeypatch.setattr(hf_tokenizer, "_encode_in_pieces",
+                        lambda *args: pieces.append(encode(*args)) or pieces[-1])  # fmt: skip
+    text = _long_text()
+    assert tok.encode(text).tolist() == lib.encode(text, add_special_tokens=False).ids
+    assert (pieces[0] is not None) if name != "bare" else pieces == []
+    if name == "bare":  # told (wrongly) that its texts may be cut, it finds a token that crosses
+        tok._in_pieces = True
+        assert tok.encode(text).tolist() == lib.encode(text, add_special_tokens=False).ids
+        assert pieces == [None]
 
 
 def test_t5_without_a_newline_token_encodes_as_its_library_does(families):

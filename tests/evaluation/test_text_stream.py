@@ -71,10 +71,13 @@ def test_sentencepiece_streams_add_up_to_the_decoded_text(sp_models, which):
         _check(tok, rng.integers(0, tok.vocab_size, 200), seed)  # any ids a model may sample
 
 
-@pytest.mark.parametrize("family", ["bert-base-cased", "gpt2", "llama3", "t5"])
+@pytest.mark.parametrize(
+    "family", ["bert-base-cased", "gpt2", "llama3", "t5", "llama2", "llama2-legacy"]
+)
 def test_hugging_face_streams_add_up_to_the_decoded_text(family, tmp_path):
     """A tokenizer.json's sample (hf_tokenizer.py): WordPiece's '##' pieces, byte-level BPE's
-    characters split across ids, and T5's (no newline id: decoded whole) add up the same."""
+    characters split across ids, Llama 2's lines (a decoder that strips the space opening a
+    text) and T5's (no newline id: decoded whole) add up the same."""
     pytest.importorskip("tokenizers")
     from tests.helpers.hf_tokenizers import save_family  # noqa: PLC0415
 
