@@ -13,6 +13,8 @@ from absl import flags
 
 from llp_jax import configs, schema
 
+_DEFAULT_CONFIG = "llp_jax/configs/tiny.py:llp"  # (any config file has the same fields)
+
 
 def _packaged_config(argv: list[str]) -> list[str]:
     """`--config=llp_jax/configs/X.py[:arg]` names a file of the checkout; where it is not there
@@ -33,10 +35,50 @@ def parse(argv):
     argv = _packaged_config(argv)
     try:
         return flags.FLAGS(argv)
+    except flags.UnrecognizedFlagError as e:
+        sys.exit(f"error: {last_line(e)}{_kin(e.flagname, str(e), argv)}")
     except flags.Error as e:
         sys.exit(f"error: {last_line(e)}")
     except Exception as e:  # noqa: BLE001  a config file's own error, raised while it loads
         sys.exit(f"error: {config_load_error(e, argv)}")
+
+
+def _kin(name: str, message: str, argv: list[str]) -> str:
+    """Where absl suggests nothing, the flags sharing a word with an unknown one: this program's
+    own (`--num_tokens`: experiments.sample's `--max_new_tokens`), else its config's fields: the
+    one of that name (`--corpus`: `--config.data.corpus`; `--model`: `--config.model.name`), or
+    those sharing most words."""
+    if "Did you mean" in message:
+        return ""
+    words = set(name.lower().split("_")) - {"num", "max", "min", "use", "no", "config"}
+    ours = [flag.name for module, defined in flags.FLAGS.flags_by_module_dict().items()
+            if module.startswith("llp_jax.") for flag in defined if flag.name != "config"]  # fmt: skip
+    kin = sorted({n for n in ours if words & set(n.split("_"))})
+    if not kin and "config" in flags.FLAGS:
+        files = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+        fields = [f"config.{key}" for key in _leaves(files[-1] if files else _DEFAULT_CONFIG)]
+        kin = [f for f in fields if f.rsplit(".", 1)[-1] == name or f == f"config.{name}.name"]
+        shared = {f: len(words & set(re.split(r"[_.]", f))) for f in fields}
+        most = max(shared.values(), default=0)
+        kin = sorted(kin or [f for f, n in shared.items() if most and n == most])[:4]
+    return f"; flags with a word of it: {', '.join('--' + k for k in kin)}" if kin else ""
+
+
+def _leaves(spec: str) -> list[str]:
+    """The dotted names of a config file's fields (none where it does not load)."""
+    try:
+        config = configs.load(spec).to_dict()
+    except Exception:  # noqa: BLE001  only a hint
+        return []
+    out, todo = [], [("", config)]
+    while todo:
+        prefix, section = todo.pop()
+        for key, value in section.items():
+            if isinstance(value, dict):
+                todo.append((f"{prefix}{key}.", value))
+            else:
+                out.append(prefix + key)
+    return out
 
 
 def config_load_error(error: Exception, argv: list[str]) -> str:

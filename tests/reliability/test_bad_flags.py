@@ -129,3 +129,30 @@ def test_a_stray_argument_is_one_line(program, server, tmp_path):
     result = server.run(program, *extra, "--prompt=It" if program == "sample" else "--nohelp",
                         "was")  # fmt: skip
     assert_one_line_error(result, "unexpected argument(s) was", "quote a value")
+
+
+# (program, flags, the flags the line names): a flag that is not a program's but shares a word
+# with one, or is a config field's name, where absl's own "Did you mean" has nothing to offer.
+UNKNOWN_FLAGS = [
+    ("sample", ["--num_tokens=30"], "flags with a word of it: --max_new_tokens"),
+    ("train", [TINY, "--corpus=book.txt"], "flags with a word of it: --config.data.corpus"),
+    ("train", ["--batch_size=2"], "flags with a word of it: --config.train.batch_size"),
+    ("train", ["--model=dense"], "flags with a word of it: --config.model.name"),
+    ("evaluate", ["--seq_len=64"], "flags with a word of it: --config.model.seq_len"),
+    ("train", ["--steps=3"], "--config.train.num_steps"),
+    ("sample", ["--max_new_token=3"], "Did you mean: max_new_tokens"),  # absl's own
+]
+
+
+@pytest.mark.parametrize("case", UNKNOWN_FLAGS, ids=[f"{c[0]} {c[1][-1]}" for c in UNKNOWN_FLAGS])
+def test_an_unknown_flag_names_the_flags_it_may_mean(case, server):
+    program, argv, fragment = case
+    result = server.run(program, *argv)
+    assert_one_line_error(result, f"Unknown command line flag '{argv[-1][2:].split('=')[0]}'",
+                          fragment)  # fmt: skip
+
+
+def test_an_unknown_flag_like_none_is_named_alone(server):
+    result = server.run("train", "--xyz=1")
+    assert_one_line_error(result, "Unknown command line flag 'xyz'")
+    assert "flags with a word" not in result.stderr
