@@ -10,6 +10,7 @@ import ml_collections
 
 from llp_jax import paths, schema
 
+STREAM_DATASETS = ("wikitext103", "enwik8")  # tfds builders of one text (`one_stream`)
 TOKENIZERS = ("byte", "sentencepiece")  # or a SentencePiece .model, or a tokenizer.json
 SP_MODEL_TYPES = ("unigram", "bpe")
 
@@ -82,6 +83,12 @@ class DataConfig:
         """The user's own files (not an embedded corpus or a tfds one): `corpus` says where
         the text is, not what it is (the workdir's training fingerprint says that)."""
         return not self.is_tfds and self.corpus.strip().lower() not in ("", "austen", "web_bible")
+
+    @property
+    def one_stream(self) -> bool:
+        """Whether the corpus is one text, not documents: WikiText's articles and enwik8's chunks
+        are consecutive pieces of one text, which the papers evaluate as one stream."""
+        return self.corpus.partition("/")[0] in tuple("tfds:" + n for n in STREAM_DATASETS)
 
     def replace(self, **changes: Any) -> DataConfig:
         return dataclasses.replace(self, **changes)

@@ -16,6 +16,7 @@ import os
 import tensorflow_datasets as tfds
 
 from llp_jax.data import builder_utils
+from llp_jax.data.config import STREAM_DATASETS
 from llp_jax.data.corpus import DataError
 from llp_jax.data.enwik8 import Enwik8
 from llp_jax.data.pg19 import Pg19
@@ -27,7 +28,7 @@ TEXT_FEATURES = {"wikitext103": "text", "pg19": "book_text", "enwik8": "text"}
 # Appended to every document in the stream. Wikitext articles and enwik8 chunks are consecutive
 # pieces of one text; PG-19 books are stripped, so a newline keeps one book's last word apart
 # from the next book's first. Catalog datasets get a newline too.
-SEPARATORS = {"wikitext103": "", "enwik8": ""}
+SEPARATORS = dict.fromkeys(STREAM_DATASETS, "")  # joined as one text, nothing between
 _READ_BATCH = 64  # Documents per batched read: one-by-one reads are much slower.
 
 

@@ -175,6 +175,12 @@ def read_sections(config: Any) -> tuple[dict, DataConfig, TrainConfig, MeshConfi
     model = config["model"]
     model = dict(model.to_dict() if hasattr(model, "to_dict") else model)
     data = DataConfig.from_any(config["data"])
+    if model.get("document_mask") and data.one_stream:
+        raise schema.ConfigError(
+            f"model.document_mask=true keeps attention inside each document, but "
+            f"data.corpus={data.corpus!r} is one text (its pieces are read as one stream, with no "
+            "token between them: it would mask nothing); set --config.model.document_mask=false"
+        )
     if model.get("document_mask") and data.document_boundaries == "none":
         raise schema.ConfigError(
             "model.document_mask=true keeps attention inside each document, but "

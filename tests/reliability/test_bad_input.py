@@ -69,12 +69,17 @@ def test_train_config_values(case, server, victim, corpus_file):
 
 
 def test_settings_that_contradict_each_other(server, victim, corpus_file):
-    """A document mask over a stream with no token between its documents masked nothing, and
+    """A document mask over a stream with no token between its documents (documents joined by a
+    newline, or WikiText's articles and enwik8's chunks, read as one text) masked nothing, and
     trained on silently."""
     before = params_digest(victim)
     result = server.run("train", *tiny_args(victim, corpus_file), "--config.model.document_mask=true",
                         "--config.data.document_boundaries=none")  # fmt: skip
     assert_one_line_error(result, "puts no token between documents", "document_mask=false")
+    for corpus in ("tfds:wikitext103", "tfds:wikitext103/raw", "tfds:enwik8"):  # one text each
+        result = server.run("train", *tiny_args(victim, corpus_file), f"--config.data.corpus={corpus}",
+                            "--config.model.document_mask=true")  # fmt: skip
+        assert_one_line_error(result, f"data.corpus='{corpus}' is one text", "document_mask=false")
     assert params_digest(victim) == before
 
 
