@@ -11,16 +11,17 @@ A text is given the library's own ids for it, as `tokenizer.encode(text)` gives 
 tokenizer has a token for '\\n' (GPT-2's 'Ċ', Llama's '<0x0A>'). For speed and memory a long
 text is encoded in pieces of about 4,000 characters, cut where a line starts with a character
 that is not a space, which is where the pre-tokeniser cuts (GPT-2's, Llama 3's) or where no
-token reaches across (Llama 2's '<0x0A>' is never merged). A piece is encoded between the
-characters around it (the '\\n' before it, the one after it), and keeps the tokens that start
-inside it (by their offsets). A tokenizer that cannot be cut so encodes a text whole. Encoding
-each line on its own would not be the library's ids: Llama 2 and Mistral prepend '▁' to a text,
-so every line would open with an extra token, and GPT-2 and Llama 3 have tokens for runs of
-newlines ('ĊĊ'). BERT's normaliser drops newlines; the paper's code puts `[SEP]` at every line
-end (`line.replace('\\n', '[SEP]')`), which lines encoded on their own and joined by `[SEP]`
-reproduce (and WikiText-103's `<unk>` is written as the tokenizer's unknown token, as there:
-tfds_data.py). Decoding splits at the newline id, so a sample keeps its lines (text_stream.py).
-Specials decode to nothing; ids out of range are dropped.
+token reaches across (Llama 2's '<0x0A>' is never merged; Gemma's newline runs are tokens of
+their own). A piece is encoded between the characters around it (the '\\n' before it, the one
+after it), and keeps the tokens from its first character's to the next one's (by their offsets).
+A tokenizer that cannot be cut so encodes a text whole. Encoding each line on its own would not
+be the library's ids: Llama 2 and Mistral prepend '▁' to a text, so every line would open with
+an extra token, and GPT-2 and Llama 3 have tokens for runs of newlines ('ĊĊ'). BERT's normaliser
+drops newlines; the paper's code puts `[SEP]` at every line end (`line.replace('\\n',
+'[SEP]')`), which lines encoded on their own and joined by `[SEP]` reproduce (and WikiText-103's
+`<unk>` is written as the tokenizer's unknown token, as there: tfds_data.py). Decoding splits at
+the newline id, so a sample keeps its lines (text_stream.py). Specials decode to nothing; ids
+out of range are dropped.
 """
 
 from __future__ import annotations
@@ -176,16 +177,16 @@ class HFTokenizer:
 def _cut_at_line_starts(tok, newline_id: int) -> bool:
     """Whether a text cut after a newline, before a character that is not a space, gives the
     same tokens as the text whole: the pre-tokeniser cuts there (GPT-2's, Llama 3's), or no
-    token holds the newline and more (Llama 2's '<0x0A>': no merge reaches past it, it has no
-    pre-tokeniser). Else (a BPE without a pre-tokeniser that learnt 'e\\n') a text is encoded
-    whole."""
+    token holds a newline and a character after it that is not one (Llama 2's '<0x0A>' is never
+    merged; Gemma has '\\n\\n' but no '\\nA'): then no merge reaches across. Else (a BPE
+    without a pre-tokeniser that learnt '\\n"') a text is encoded whole."""
     if tok.pre_tokenizer is not None and all(
         any(start == 2 for _, (start, _) in tok.pre_tokenizer.pre_tokenize_str(f"a\n{first}"))
         for first in _LINE_STARTS
     ):
         return True
     newline = tok.id_to_token(newline_id)
-    return not any(newline in token and token != newline for token in tok.get_vocab())
+    return not any(newline in token.rstrip(newline) for token in tok.get_vocab())
 
 
 def _cuts(text: str) -> list[int]:

@@ -1,11 +1,11 @@
 """A Hugging Face tokenizer.json as a run's tokenizer (`--config.data.tokenizer=<file or folder>`),
 for each family's file as the `tokenizers` library writes it (tests/helpers/hf_tokenizers.py):
 bert-base-cased's WordPiece gives the paper's own token stream (its code's `[SEP]` at every line
-end); byte-level BPE (GPT-2, Llama 3) and Llama 2's byte-fallback BPE give the library's ids for
-the whole text (Llama 2's are SentencePiece's own) and its text back, in pieces or not; T5's
-Unigram (no newline token) gives the library's ids; and through the real CLIs a run keeps its
-tokenizer.json in the workdir, so evaluation, sampling and resuming need nothing else. Bad
-files, folders and a missing library are one-line errors."""
+end); byte-level BPE (GPT-2, Llama 3) and the byte-fallback BPE of Llama 2 and Gemma give the
+library's ids for the whole text (Llama 2's and Gemma's are SentencePiece's own) and its text
+back, in pieces or not; T5's Unigram (no newline token) gives the library's ids; and through the
+real CLIs a run keeps its tokenizer.json in the workdir, so evaluation, sampling and resuming
+need nothing else. Bad files, folders and a missing library are one-line errors."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def test_each_family_gives_its_special_ids(families):
     both, so it ends lines (as in the paper's code) and documents have no token of their own."""
     expect = {"bert-base-cased": ("[SEP]", None), "gpt2": ("\u010a", "<|endoftext|>"),
               "llama3": ("\u010a", "<|end_of_text|>"), "t5": (None, "</s>"),
-              "llama2": ("<0x0A>", "</s>"), "llama2-legacy": ("<0x0A>", "</s>")}  # fmt: skip
+              "llama2": ("<0x0A>", "</s>"), "llama2-legacy": ("<0x0A>", "</s>"),
+              "gemma": ("\n", "</s>")}  # fmt: skip
     for name, folder in families.items():
         for spec in (folder, f"{folder}/tokenizer.json"):
             tok = make_tokenizer(spec)
@@ -75,7 +76,7 @@ def _long_text() -> str:
     return load_austen().splits["validation"][:60_000] + odd + text + odd
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama3", "llama2", "llama2-legacy"])
+@pytest.mark.parametrize("name", ["gpt2", "llama3", "llama2", "llama2-legacy", "gemma"])
 def test_families_with_a_newline_token_give_the_librarys_ids_for_the_whole_text(families, name):
     """Not each line's: Llama 2 prepends '▁' to a text (so each line would open with an extra
     token), GPT-2 and Llama 3 have tokens for runs of newlines. Llama 2's decoder strips the space
@@ -95,19 +96,19 @@ def test_families_with_a_newline_token_give_the_librarys_ids_for_the_whole_text(
         tok.encode("? lone surrogate")
     )
     assert tok.decode([-5, tok.vocab_size, 10**9]) == ""  # ids a model cannot mean: dropped
-    if name.startswith("llama2"):  # the hub folder also holds the SentencePiece model
+    if name.startswith(("llama2", "gemma")):  # the hub folder also holds the SentencePiece model
         sp = spm.SentencePieceProcessor(model_file=f"{families[name]}/tokenizer.model")
         assert tok.encode(plain).tolist() == sp.encode(plain)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama3", "llama2", "llama2-legacy", "bare"])
+@pytest.mark.parametrize("name", ["gpt2", "llama3", "llama2", "llama2-legacy", "gemma", "bare"])
 def test_pieces_give_the_same_ids_and_a_tokenizer_whose_tokens_cross_lines_encodes_whole(
     families, name, monkeypatch
 ):
     """Long texts are encoded in pieces cut at line starts, where every family's pre-tokeniser
-    cuts (or no token holds a newline and more: Llama 2). A BPE without a pre-tokeniser, trained
-    on text with its newlines, learns tokens such as 'e\\n' and '\\n"': its texts are encoded
-    whole, and so they are if a token crosses a cut all the same."""
+    cuts (or no token holds a newline and more after it: Llama 2, Gemma). A BPE without a
+    pre-tokeniser, trained on text with its newlines, learns tokens such as 'e\\n' and '\\n"':
+    its texts are encoded whole, and so they are if a token crosses a cut all the same."""
     if name == "bare":
         lib = tokenizers.Tokenizer(tokenizers.models.BPE())
         lib.train_from_iterator(hf_families._paragraphs(),

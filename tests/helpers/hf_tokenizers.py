@@ -7,13 +7,15 @@ text with its newlines (so runs of newlines are tokens, as in theirs), T5's Unig
 Metaspace (</s>, <pad>; no newline token), and Llama 2's byte-fallback BPE as the hub's files
 hold it: a model trained by SentencePiece with Llama 2's options, converted as transformers'
 LlamaConverter converts it, both ways it does (legacy: '▁' prepended by the normaliser; not
-legacy: by a Metaspace pre-tokeniser, to the first piece only)."""
+legacy: by a Metaspace pre-tokeniser, to the first piece only), and Gemma's the same way
+(nothing prepended; newline runs '\\n', '\\n\\n', '\\n\\n\\n' are pieces of their own)."""
 
 from __future__ import annotations
 
 import os
 
 from tokenizers import (
+    AddedToken,
     Regex,
     Tokenizer,
     decoders,
@@ -30,7 +32,7 @@ LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-FAMILIES = ("bert-base-cased", "gpt2", "llama3", "t5", "llama2", "llama2-legacy")
+FAMILIES = ("bert-base-cased", "gpt2", "llama3", "t5", "llama2", "llama2-legacy", "gemma")
 
 
 def _lines() -> list[str]:
@@ -84,19 +86,23 @@ def _t5() -> Tokenizer:
     return tok
 
 
-def _llama2(folder: str, legacy: bool) -> Tokenizer:
+def _sentencepiece(folder: str, style: str) -> Tokenizer:
     """SentencePiece BPE with Llama 2's trainer options (byte fallback, digits split, identity
-    normalisation, <unk> <s> </s> at 0 1 2), as LlamaConverter writes its tokenizer.json: the
-    pieces in id order, merges from the piece scores, the same normaliser, pre-tokeniser and
-    decoder."""
+    normalisation, <unk> <s> </s> at 0 1 2), or Gemma's (no '▁' prepended; newline runs as
+    pieces of their own), as transformers' converters write its tokenizer.json: the pieces in id
+    order, merges from the piece scores, user-defined pieces as added tokens, the same
+    normaliser, pre-tokeniser and decoder."""
     import sentencepiece as spm  # noqa: PLC0415
 
     prefix = os.path.join(folder, "tokenizer")
+    gemma = style == "gemma"
+    newlines = ["\n" * k for k in range(1, 4)] if gemma else []
     spm.SentencePieceTrainer.train(sentence_iterator=iter(_lines()), model_prefix=prefix,
                                    vocab_size=700, model_type="bpe", byte_fallback=True,
                                    split_digits=True, normalization_rule_name="identity",
                                    remove_extra_whitespaces=False, unk_id=0, bos_id=1, eos_id=2,
-                                   pad_id=-1, minloglevel=2)  # fmt: skip
+                                   pad_id=-1, minloglevel=2, add_dummy_prefix=not gemma,
+                                   user_defined_symbols=newlines)  # fmt: skip
     sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
     pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     vocab = {piece: i for i, (piece, _) in enumerate(pieces)}
@@ -108,14 +114,17 @@ def _llama2(folder: str, legacy: bool) -> Tokenizer:
     merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
     tok = Tokenizer(models.BPE(vocab, [(a, b) for a, b, _ in merges], unk_token="<unk>",
                                fuse_unk=True, byte_fallback=True))  # fmt: skip
-    if legacy:
+    if style == "legacy":
         tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
                                                normalizers.Replace(" ", "\u2581")])  # fmt: skip
+    elif gemma:
+        tok.normalizer = normalizers.Replace(" ", "\u2581")
     else:
         tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
-    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
-                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])  # fmt: skip
+    steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps if gemma else [*steps, decoders.Strip(" ", 1, 0)])
     tok.add_special_tokens(["<unk>", "<s>", "</s>"])
+    tok.add_tokens([AddedToken(n, normalized=False, special=False) for n in newlines])
     return tok
 
 
@@ -129,8 +138,9 @@ def save_family(name: str, folder) -> str:
         "gpt2": lambda: _byte_level(False, ["<|endoftext|>"]),
         "llama3": lambda: _byte_level(True, ["<|begin_of_text|>", "<|end_of_text|>"]),
         "t5": _t5,
-        "llama2": lambda: _llama2(out, legacy=False),
-        "llama2-legacy": lambda: _llama2(out, legacy=True),
+        "llama2": lambda: _sentencepiece(out, "llama2"),
+        "llama2-legacy": lambda: _sentencepiece(out, "legacy"),
+        "gemma": lambda: _sentencepiece(out, "gemma"),
     }[name]
     make().save(os.path.join(out, "tokenizer.json"))
     return out
