@@ -127,7 +127,8 @@ def encode_documents(tokenizer, documents, boundaries: str = "eod") -> np.ndarra
     if boundaries == "none":
         return tokenizer.encode("\n".join(documents))
     eod = np.asarray([tokenizers.document_end(tokenizer)], np.int32)
-    return np.concatenate([part for doc in documents for part in (tokenizer.encode(doc), eod)])
+    encoded = tokenizers.encode_texts(tokenizer, documents)
+    return np.concatenate([part for ids in encoded for part in (ids, eod)])
 
 
 def build_datasets(

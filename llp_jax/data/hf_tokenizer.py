@@ -26,6 +26,7 @@ out of range are dropped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -135,20 +136,29 @@ class HFTokenizer:
     def encode(self, text: str) -> np.ndarray:
         """Text -> int32 ids [num_tokens]: the library's ids for the text, or (BERT) each line's
         joined by the separator."""
-        text = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates
-        if self._in_pieces and (ids := _encode_in_pieces(self._tok, text)) is not None:
-            return ids
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """`encode` of each text, the library working on all of them at once (in parallel)."""
+        texts = [t.encode("utf-8", errors="replace").decode("utf-8") for t in texts]  # surrogates
+        whole = lambda batch: [np.asarray(e.ids, np.int32)  # noqa: E731
+                               for e in self._tok.encode_batch(batch, add_special_tokens=False)]  # fmt: skip
+        if self._in_pieces:
+            out = _encode_in_pieces(self._tok, texts)
+            crossed = [k for k, ids in enumerate(out) if ids is None]
+            for k, ids in zip(crossed, whole([texts[k] for k in crossed])):
+                out[k] = ids
+            return out
         if self.newline_id is None or self._own_newline:
-            return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
-        lines = text.split("\n")
-        out: list[int] = []
-        for start in range(0, len(lines), LINES_PER_BATCH):
-            batch = lines[start : start + LINES_PER_BATCH]
-            for i, encoding in enumerate(self._tok.encode_batch(batch, add_special_tokens=False)):
-                if start + i:
-                    out.append(self.newline_id)
-                out.extend(encoding.ids)
-        return np.asarray(out, np.int32)
+            return whole(texts)
+        split = [text.split("\n") for text in texts]
+        lines = [line for parts in split for line in parts]
+        ids = [e.ids for start in range(0, len(lines), LINES_PER_BATCH)
+               for e in self._tok.encode_batch(lines[start : start + LINES_PER_BATCH],
+                                               add_special_tokens=False)]  # fmt: skip
+        ends = np.cumsum([len(parts) for parts in split])
+        return [join_ids(ids[end - len(parts) : end], self.newline_id)
+                for parts, end in zip(split, ends)]  # fmt: skip
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Ids -> text; out-of-range ids dropped, specials decode to nothing, never raises.
@@ -198,26 +208,37 @@ def _cuts(text: str) -> list[int]:
     return [*cuts, len(text)]
 
 
-def _encode_in_pieces(tok, text: str) -> np.ndarray | None:
-    """The library's ids for `text`, encoded in pieces (see the module's docstring): a piece is
-    encoded with the '\\n' before it and the character after it, and keeps the tokens from its
-    first character's to the next character's. None where a token crosses a cut
+def _encode_in_pieces(tok, texts: Sequence[str]) -> list[np.ndarray | None]:
+    """The library's ids for each text, encoded in pieces (see the module's docstring): a piece
+    is encoded with the '\\n' before it and the character after it, and keeps the tokens from
+    its first character's to the next character's. None for a text where a token crosses a cut
     (`_cut_at_line_starts` says none can)."""
-    cuts = _cuts(text)
-    pieces = list(zip(cuts, cuts[1:]))
-    out = []
+    pieces = [(k, start, end) for k, text in enumerate(texts)
+              for start, end in itertools.pairwise(_cuts(text))]  # fmt: skip
+    parts: list[list[np.ndarray] | None] = [[] for _ in texts]
     for first in range(0, len(pieces), PIECES_PER_BATCH):
         batch = pieces[first : first + PIECES_PER_BATCH]
-        contexts = [text[max(start - 1, 0) : end + 1] for start, end in batch]
+        contexts = [texts[k][max(start - 1, 0) : end + 1] for k, start, end in batch]
         encodings = tok.encode_batch(contexts, add_special_tokens=False)
-        for (start, end), context, encoding in zip(batch, contexts, encodings):
+        for (k, start, end), context, encoding in zip(batch, contexts, encodings):
+            if parts[k] is None:
+                continue
             ids = encoding.ids
             begin = _token_at(encoding, 1) if start else 0  # (the piece's first character)
-            stop = _token_at(encoding, len(context) - 1) if end < len(text) else len(ids)
+            stop = _token_at(encoding, len(context) - 1) if end < len(texts[k]) else len(ids)
             if begin is None or stop is None:
-                return None
-            out.append(np.asarray(ids[begin:stop], np.int32))
-    return np.concatenate(out)
+                parts[k] = None
+            else:
+                parts[k].append(np.asarray(ids[begin:stop], np.int32))
+    return [None if p is None else np.concatenate(p) for p in parts]
+
+
+def join_ids(parts: Sequence[Sequence[int]], separator: int) -> np.ndarray:
+    """int32 [n]: the lists of ids in `parts`, `separator` between each two."""
+    total = sum(map(len, parts)) + max(len(parts) - 1, 0)
+    joined = itertools.chain(*(itertools.chain((separator,) if i else (), part)
+                               for i, part in enumerate(parts)))  # fmt: skip
+    return np.fromiter(joined, np.int32, count=total)
 
 
 def _token_at(encoding, char: int) -> int | None:

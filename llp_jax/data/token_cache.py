@@ -137,7 +137,8 @@ def tokenize_documents(
     sep = separator.encode("utf-8")
     byte_level = isinstance(tokenizer, tokenizers.ByteTokenizer)
 
-    def pieces():
+    def texts():
+        """(UTF-8 bytes, text) of each document with its separator, counted as it is read."""
         ends_in_word = False
         for raw in documents:
             raw += sep
@@ -150,7 +151,16 @@ def tokenize_documents(
             counts["lines"] += text.count("\n")
             counts["bytes"] += len(raw)
             counts["documents"] += 1
-            yield np.frombuffer(raw, np.uint8) if byte_level else tokenizer.encode(text)
+            yield raw, text
+
+    def pieces():
+        encoded = (
+            (np.frombuffer(raw, np.uint8) for raw, _ in texts())
+            if byte_level
+            else tokenizers.encode_texts(tokenizer, (text for _, text in texts()))
+        )
+        for ids in encoded:
+            yield ids
             if eod_id is not None:
                 yield np.asarray([eod_id], np.int32)
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -43,6 +43,30 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Token ids -> text; never raises on out-of-range ids or specials."""
+
+
+BATCH_CHARS = 1 << 22  # text that `encode_texts` gives a tokenizer at once: ~4 MB
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Iterable[str]) -> Iterator[np.ndarray]:
+    """Each text's ids, in order, the texts given to the tokenizer's `encode_batch` (where it has
+    one) about BATCH_CHARS at a time: one SentencePiece call per paragraph spent most of its time
+    starting (125,000 paragraphs of JSON Lines: 22.8 s, against 4.0 s for all their lines in one
+    call)."""
+    encode_batch = getattr(tokenizer, "encode_batch", None)
+    if encode_batch is None:
+        yield from map(tokenizer.encode, texts)
+        return
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= BATCH_CHARS:
+            yield from encode_batch(batch)
+            batch, size = [], 0
+    if batch:
+        yield from encode_batch(batch)
 
 
 def _valid_utf8(text: str) -> str:
@@ -131,16 +155,21 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         """Encodes text, shape [num_tokens], int32; each '\\n' becomes `newline_id`."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """`encode` of each text: the lines of all of them in one call (SentencePiece's threads)."""
+        texts = [_valid_utf8(text) for text in texts]
+        threads = min(2, os.cpu_count() or 1)
         if self.newline_id is None:
-            return np.asarray(self._sp.encode(_valid_utf8(text)), dtype=np.int32)
-        lines = _valid_utf8(text).split("\n")
-        pieces = self._sp.encode(lines, num_threads=min(2, os.cpu_count() or 1))
-        out: list[int] = []
-        for i, line_ids in enumerate(pieces):
-            if i:
-                out.append(self.newline_id)
-            out.extend(line_ids)
-        return np.asarray(out, dtype=np.int32)
+            return [
+                np.asarray(ids, np.int32) for ids in self._sp.encode(texts, num_threads=threads)
+            ]
+        split = [text.split("\n") for text in texts]
+        ids = self._sp.encode([line for lines in split for line in lines], num_threads=threads)
+        ends = np.cumsum([len(lines) for lines in split])
+        return [hf_tokenizer.join_ids(ids[end - len(lines) : end], self.newline_id)
+                for lines, end in zip(split, ends)]  # fmt: skip
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Decodes ids; out-of-range ids are dropped, BOS/EOS/PAD decode to nothing, UNK to ' ⁇ '."""

@@ -272,3 +272,37 @@ def test_the_data_summary_says_a_vocabulary_is_smaller_than_asked(tmp_path, caps
         assert data.tokenizer.vocab_size < 50_000
         assert (f"vocab {data.tokenizer.vocab_size:,} (of the 50,000 asked: this text holds no "
                 "more pieces)") in data.summary().splitlines()[0]  # fmt: skip
+
+
+def test_texts_encoded_in_batches_give_each_texts_own_ids(sp_tok, tmp_path, monkeypatch):
+    """`encode_texts` hands a tokenizer many documents at once (one call per paragraph spent
+    most of its time starting), in batches of about BATCH_CHARS: every text gets its own ids
+    (SentencePiece's for each line joined by the newline piece, or for the text where the model
+    has none; its bytes), empty ones and ones with lone surrogates too, across batch ends, and a
+    user's tokenizer object without `encode_batch` is asked text by text."""
+    rng = random.Random(3)
+    texts = [*SAMPLES, "\ud800 lone", ""] + [small_text(seed=s, lines=rng.randint(0, 30))
+                                             for s in range(40)]  # fmt: skip
+    foreign = tmp_path / "foreign"
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(small_text(lines=2000).splitlines()),
+                                   model_prefix=str(foreign), vocab_size=40, minloglevel=2)  # fmt: skip
+    without_newline = tk.make_tokenizer(f"{foreign}.model")
+    assert without_newline.newline_id is None and sp_tok.newline_id is not None
+    sp = lambda tok, text: tok._sp.encode(text.encode("utf-8", "replace").decode())  # noqa: E731
+    expected = {
+        "lines": lambda text: [i for k, line in enumerate(text.split("\n"))
+                               for i in ([sp_tok.newline_id] if k else []) + sp(sp_tok, line)],
+        "whole": lambda text: sp(without_newline, text),
+        "bytes": lambda text: list(text.encode("utf-8", "replace")),
+    }  # fmt: skip
+
+    class Theirs:  # only `encode`: as a user's own tokenizer object may have
+        encode = staticmethod(tk.ByteTokenizer().encode)
+
+    monkeypatch.setattr(tk, "BATCH_CHARS", 500)
+    cases = [(sp_tok, "lines"), (without_newline, "whole"), (tk.ByteTokenizer(), "bytes"),
+             (Theirs(), "bytes")]  # fmt: skip
+    for tok, how in cases:
+        got = list(tk.encode_texts(tok, iter(texts)))
+        assert len(got) == len(texts) and all(ids.dtype == np.int32 for ids in got)
+        assert [ids.tolist() for ids in got] == [expected[how](text) for text in texts], how
