@@ -89,6 +89,10 @@ class HFTokenizer:
             why = first_line(e) or type(e).__name__
             raise DataError(f"{source} is damaged or not a Hugging Face tokenizer.json ({why}); "
                             f"{fix}") from None  # fmt: skip
+        # a file saved with truncation or padding on (sentence-transformers' hold max_length
+        # 128 or 512) would cut every text, and every piece of one, to it
+        self._tok.no_truncation()
+        self._tok.no_padding()
         self.file_bytes = raw
         self.name = name
         self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))

@@ -131,6 +131,27 @@ def test_pieces_give_the_same_ids_and_a_tokenizer_whose_tokens_cross_lines_encod
         assert pieces == [[None]]
 
 
+def test_a_file_saved_with_truncation_and_padding_keeps_every_token(families, tmp_path):
+    """sentence-transformers' tokenizer.json files hold `truncation` (max_length 128 or 512) and
+    `padding`: every text (and every piece of one) was cut to 16 ids and padded to 32 here."""
+    lib = _library(families["gpt2"])
+    lib.enable_truncation(max_length=16)
+    lib.enable_padding(length=32, pad_id=0, pad_token="<|endoftext|>")
+    lib.save(str(tmp_path / "tokenizer.json"))
+    tok, plain = make_tokenizer(str(tmp_path)), make_tokenizer(families["gpt2"])
+    text = _long_text()
+    assert tok.encode(text).tolist() == plain.encode(text).tolist()
+    assert tok.decode(tok.encode(text)) == text
+    bert = _library(families["bert-base-cased"])  # lines, not pieces
+    bert.enable_truncation(max_length=4)
+    bert.save(str(tmp_path / "bert.json"))
+    tok, plain = (
+        make_tokenizer(str(tmp_path / "bert.json")),
+        make_tokenizer(families["bert-base-cased"]),
+    )
+    assert tok.encode(text).tolist() == plain.encode(text).tolist()
+
+
 def test_t5_without_a_newline_token_encodes_as_its_library_does(families):
     tok, lib = make_tokenizer(families["t5"]), _library(families["t5"])
     for text in TEXTS:
