@@ -66,7 +66,8 @@ def load_tokenizer(config, sources, feature: str, token_root: str):
     if kind != "sentencepiece":  # a .model or a tokenizer.json: tokens by its bytes
         tok = tokenizers.make_tokenizer(kind)
         digest = hashlib.sha256(tok.file_bytes).hexdigest()[:12]
-        prefix = "spm" if kind.endswith(".model") else f"hf{hf_tokenizer.IDS_VERSION}"
+        spm = isinstance(tok, tokenizers.SentencePieceTokenizer)
+        prefix = "spm" if spm else f"hf{hf_tokenizer.IDS_VERSION}"
         return tok, os.path.join(token_root, f"{prefix}_{digest}")
     key = f"sp_{config.sp_model_type}{config.vocab_size}_n{config.sp_sample_chars}_s{config.seed}"
     folder = os.path.join(token_root, key)

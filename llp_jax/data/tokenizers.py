@@ -272,8 +272,8 @@ def check_spec(kind: str) -> None:
     (a URL is read, or refused, when the tokenizer is built).
 
     Raises:
-      DataError: a path that does not exist, a folder without a tokenizer.json, or a file that
-        is neither a SentencePiece .model nor a .json.
+      DataError: a path that does not exist, a folder without a tokenizer.json or one .model
+        file, or a file that is neither a SentencePiece .model nor a .json.
     """
     if kind in ("byte", "sentencepiece") or paths.is_url(kind):
         return
@@ -281,14 +281,29 @@ def check_spec(kind: str) -> None:
     fix = ("give 'byte', 'sentencepiece', a SentencePiece .model file or a Hugging Face "
            "tokenizer.json (or the folder holding it)")  # fmt: skip
     if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, hf_tokenizer.FILE)):
-            raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json; {fix}")
+        _in_folder(kind, fix)
     elif not os.path.exists(path):
         if os.sep not in kind and not kind.endswith((".model", ".json")):  # a name, not a path
             raise DataError(f"Unknown tokenizer {kind!r}; {fix}")
         raise DataError(f"data.tokenizer={kind!r} {paths.missing(path)}; {fix}")
     elif not kind.endswith((".model", ".json")):
         raise DataError(f"data.tokenizer={kind!r} is neither a .model nor a .json file; {fix}")
+
+
+def _in_folder(kind: str, fix: str) -> str:
+    """The file a folder given as `data.tokenizer` holds: its tokenizer.json (a hub snapshot),
+    else its one SentencePiece .model (Meta's Llama 2 download: `llama-2-7b/tokenizer.model`)."""
+    path = os.path.expanduser(kind)
+    if os.path.isfile(os.path.join(path, hf_tokenizer.FILE)):
+        return os.path.join(kind, hf_tokenizer.FILE)
+    models = sorted(name for name in os.listdir(path) if name.endswith(".model"))
+    if len(models) == 1:
+        return os.path.join(kind, models[0])
+    if models:
+        raise DataError(f"data.tokenizer={kind!r} is a folder of {len(models)} .model files "
+                        f"({', '.join(models)}); give the one to use")  # fmt: skip
+    raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json or a .model "
+                    f"file; {fix}")  # fmt: skip
 
 
 def make_tokenizer(
@@ -303,7 +318,7 @@ def make_tokenizer(
 
     Args:
       kind: 'byte', 'sentencepiece' (trained on `train_text`, cached), a path to a .model file,
-        or a Hugging Face tokenizer.json (or its folder: `hf_tokenizer`).
+        or a Hugging Face tokenizer.json (`hf_tokenizer`), or the folder holding either.
       vocab_size: SentencePiece vocabulary size (ignored for bytes).
       train_text: training split text; required for 'sentencepiece'.
       cache_dir: SentencePiece cache root (default ~/.cache/llp_jax).
@@ -315,6 +330,8 @@ def make_tokenizer(
     if kind == "byte":
         return ByteTokenizer()
     check_spec(kind)
+    if os.path.isdir(os.path.expanduser(kind)):
+        kind = _in_folder(kind, "")
     if kind.endswith(".model"):
         return SentencePieceTokenizer.from_file(kind)
     if hf_tokenizer.is_spec(kind):

@@ -306,3 +306,26 @@ def test_texts_encoded_in_batches_give_each_texts_own_ids(sp_tok, tmp_path, monk
         got = list(tk.encode_texts(tok, iter(texts)))
         assert len(got) == len(texts) and all(ids.dtype == np.int32 for ids in got)
         assert [ids.tolist() for ids in got] == [expected[how](text) for text in texts], how
+
+
+def test_a_folder_holding_one_model_file_is_that_model(sp_tok, tmp_path):
+    """Meta's Llama 2 download is a folder with `tokenizer.model` and no tokenizer.json: the
+    folder means its one .model file (a tokenizer.json beside it would win); two .model files,
+    or none, are one line naming what is there."""
+    folder = tmp_path / "llama-2-7b"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes(sp_tok._sp.serialized_model_proto())
+    tok = tk.make_tokenizer(str(folder))
+    assert (
+        isinstance(tok, tk.SentencePieceTokenizer) and tok.name == "sentencepiece:tokenizer.model"
+    )
+    text = small_text(seed=5)
+    assert tok.encode(text).tolist() == sp_tok.encode(text).tolist()
+    (folder / "other.model").write_bytes(sp_tok._sp.serialized_model_proto())
+    with pytest.raises(
+        DataError, match=r"folder of 2 .model files \(other.model, tokenizer.model\)"
+    ):
+        tk.make_tokenizer(str(folder))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="is a folder without a tokenizer.json or a .model file"):
+        tk.check_spec(str(tmp_path / "empty"))
