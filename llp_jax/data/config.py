@@ -31,8 +31,8 @@ class DataConfig:
         a model can tell documents apart and `model.document_mask` can keep attention inside
         one) | 'none' (documents run into each other, joined by a newline).
       tokenizer: 'byte' | 'sentencepiece' (trained on the train split) | path/to/existing.model
-        | a Hugging Face tokenizer.json (hf_tokenizer.py) | a folder holding one of them (a hub
-        snapshot's tokenizer.json first).
+        | a Hugging Face tokenizer.json (hf_tokenizer.py) or BERT vocab.txt | a folder holding one
+        of them (a hub snapshot's tokenizer.json first).
       vocab_size: SentencePiece vocabulary size.
       sp_model_type: SentencePiece 'unigram' | 'bpe'.
       cache_dir: SentencePiece model cache; '' = ~/.cache/llp_jax.

@@ -39,6 +39,7 @@ from llp_jax.data.corpus import DataError
 from llp_jax.errors import first_line
 
 FILE = "tokenizer.json"
+BERT_VOCAB = "vocab.txt"  # a WordPiece vocabulary, one token a line (with tokenizer_config.json)
 # The end-of-text token of the common families, first found wins: GPT-2 / RoBERTa-style BPE,
 # Llama 3, SentencePiece-converted (Llama 2, T5, Mistral), BERT's separator, Gemma.
 _END = ("<|endoftext|>", "<|end_of_text|>", "</s>", "[SEP]", "<eos>")
@@ -56,8 +57,9 @@ _LINE_STARTS = ("b", "B", "1", '"', ".", "_", "\u4e2d", "\U0001f600")  # after a
 
 def is_spec(kind: str) -> bool:
     """A `data.tokenizer` naming a tokenizer.json (or a .json file) or a folder holding one
-    (a URL of a folder is taken to hold one: it is read when the tokenizer is built)."""
-    if kind.endswith(".json") or paths.is_url(kind) and not kind.endswith(".model"):
+    (a URL of a folder is taken to hold one: it is read when the tokenizer is built), or a
+    BERT vocab.txt (what `BertTokenizer.from_pretrained` keeps: the authors' code uses it)."""
+    if kind.endswith((".json", BERT_VOCAB)) or paths.is_url(kind) and not kind.endswith(".model"):
         return True
     return os.path.isfile(os.path.join(os.path.expanduser(kind), FILE))
 
@@ -120,14 +122,17 @@ class HFTokenizer:
     def from_file(cls, spec: str | os.PathLike) -> HFTokenizer:
         """Loads a tokenizer.json (a local path or a URL), or the one in a folder."""
         spec = os.path.expanduser(os.fspath(spec))
-        path = spec if spec.endswith(".json") else os.path.join(spec, FILE)
+        path = spec if spec.endswith((".json", BERT_VOCAB)) else os.path.join(spec, FILE)
         try:
             raw = paths.resolve(path).read_bytes()
+            if path.endswith(BERT_VOCAB):
+                raw = _bert_from_vocab(path, raw)
         except (OSError, ValueError) as e:
             why = first_line(e) or type(e).__name__
             raise DataError(f"Tokenizer {path} cannot be read ({why}).") from None
         folder = os.path.basename(os.path.dirname(os.path.normpath(path)))
-        label = folder if os.path.basename(path) == FILE and folder else os.path.basename(path)
+        named = os.path.basename(path) in (FILE, BERT_VOCAB)
+        label = folder if named and folder else os.path.basename(path)
         return cls(raw, f"hf:{label}", source=f"Tokenizer {path}")
 
     def _first(self, names: Sequence[str]) -> int:
@@ -250,6 +255,29 @@ def _token_at(encoding, char: int) -> int | None:
     holds it and characters before it (or none holds it)."""
     token = encoding.char_to_token(char)
     return token if token is not None and encoding.token_to_chars(token)[0] == char else None
+
+
+def _bert_from_vocab(path: str, vocab: bytes) -> bytes:
+    """The tokenizer.json of a BERT vocab.txt, as `BertTokenizer(vocab.txt)` tokenises: casing,
+    accents and Chinese characters as tokenizer_config.json beside it says (its defaults
+    without one: lowercased, as BertTokenizer's)."""
+    library = _library()
+    words = vocab.decode("utf-8").split("\n")
+    words = words[:-1] if words and not words[-1] else words
+    if len(set(words)) != len(words) or "[UNK]" not in words:
+        raise ValueError("not a BERT vocabulary: one token a line, each once, [UNK] among them")
+    config = {}
+    beside = os.path.join(os.path.dirname(path), "tokenizer_config.json")
+    if os.path.isfile(beside):
+        with open(beside, "rb") as f:
+            config = json.loads(f.read())
+    bert = library.implementations.BertWordPieceTokenizer(
+        {word: i for i, word in enumerate(words)},
+        lowercase=config.get("do_lower_case", True),
+        strip_accents=config.get("strip_accents"),
+        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+    )
+    return bert._tokenizer.to_str().encode("utf-8")
 
 
 def _other_json(raw: bytes) -> bool:

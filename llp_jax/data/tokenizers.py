@@ -286,24 +286,28 @@ def check_spec(kind: str) -> None:
         if os.sep not in kind and not kind.endswith((".model", ".json")):  # a name, not a path
             raise DataError(f"Unknown tokenizer {kind!r}; {fix}")
         raise DataError(f"data.tokenizer={kind!r} {paths.missing(path)}; {fix}")
-    elif not kind.endswith((".model", ".json")):
+    elif not kind.endswith((".model", ".json", hf_tokenizer.BERT_VOCAB)):
         raise DataError(f"data.tokenizer={kind!r} is neither a .model nor a .json file; {fix}")
 
 
 def _in_folder(kind: str, fix: str) -> str:
     """The file a folder given as `data.tokenizer` holds: its tokenizer.json (a hub snapshot),
-    else its one SentencePiece .model (Meta's Llama 2 download: `llama-2-7b/tokenizer.model`)."""
+    else its one SentencePiece .model (Meta's Llama 2 download: `llama-2-7b/tokenizer.model`),
+    else its BERT vocab.txt (what `BertTokenizer.from_pretrained('bert-base-cased')`, the
+    authors' code, keeps in the hub cache: no tokenizer.json)."""
     path = os.path.expanduser(kind)
     if os.path.isfile(os.path.join(path, hf_tokenizer.FILE)):
         return os.path.join(kind, hf_tokenizer.FILE)
     models = sorted(name for name in os.listdir(path) if name.endswith(".model"))
     if len(models) == 1:
         return os.path.join(kind, models[0])
+    if not models and os.path.isfile(os.path.join(path, hf_tokenizer.BERT_VOCAB)):
+        return os.path.join(kind, hf_tokenizer.BERT_VOCAB)
     if models:
         raise DataError(f"data.tokenizer={kind!r} is a folder of {len(models)} .model files "
                         f"({', '.join(models)}); give the one to use")  # fmt: skip
-    raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json or a .model "
-                    f"file; {fix}")  # fmt: skip
+    raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json, a .model "
+                    f"or a vocab.txt file; {fix}")  # fmt: skip
 
 
 def make_tokenizer(

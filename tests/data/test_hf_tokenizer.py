@@ -152,6 +152,34 @@ def test_a_file_saved_with_truncation_and_padding_keeps_every_token(families, tm
     assert tok.encode(text).tolist() == plain.encode(text).tolist()
 
 
+def test_a_bert_vocab_txt_is_the_tokenizer_the_authors_code_loads(families, tmp_path):
+    """`BertTokenizer.from_pretrained('bert-base-cased')` (the authors' code) keeps vocab.txt and
+    tokenizer_config.json in the hub cache, no tokenizer.json: that folder (or its vocab.txt)
+    gives the same ids as the tokenizer.json, cased as the config says (lowercased without one,
+    as BertTokenizer's default); a vocab.txt that is not one is one line."""
+    lib = _library(families["bert-base-cased"])
+    vocab = sorted(lib.get_vocab().items(), key=lambda item: item[1])
+    cache = tmp_path / "snapshots" / "5532cc56"
+    cache.mkdir(parents=True)
+    (cache / "vocab.txt").write_text("".join(f"{word}\n" for word, _ in vocab), "utf-8")
+    (cache / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    reference = make_tokenizer(families["bert-base-cased"])
+    text, _ = wiki_split_text("valid", 3)
+    text = text.replace("<unk>", "[UNK]")
+    for spec in (cache, cache / "vocab.txt"):
+        tok = make_tokenizer(str(spec))
+        assert tok.name == "hf:5532cc56" and tok.newline_id == reference.newline_id
+        assert tok.encode(text).tolist() == reference.encode(text).tolist()
+    (cache / "tokenizer_config.json").unlink()
+    lower = make_tokenizer(str(cache)).encode("It Was")
+    assert (
+        lower.tolist() == reference.encode("it was").tolist() != reference.encode("It Was").tolist()
+    )
+    (cache / "vocab.txt").write_text("a\na\n")
+    with pytest.raises(DataError, match="cannot be read .not a BERT vocabulary"):
+        make_tokenizer(str(cache))
+
+
 def test_t5_without_a_newline_token_encodes_as_its_library_does(families):
     tok, lib = make_tokenizer(families["t5"]), _library(families["t5"])
     for text in TEXTS:

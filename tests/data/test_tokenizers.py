@@ -327,5 +327,7 @@ def test_a_folder_holding_one_model_file_is_that_model(sp_tok, tmp_path):
     ):
         tk.make_tokenizer(str(folder))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="is a folder without a tokenizer.json or a .model file"):
+    with pytest.raises(
+        DataError, match="is a folder without a tokenizer.json, a .model or a vocab.txt file"
+    ):
         tk.check_spec(str(tmp_path / "empty"))
