@@ -22,6 +22,7 @@ from llp_jax import caches, paths
 from llp_jax.data import hf_tokenizer, sentencepiece_trainer
 from llp_jax.data.corpus import DataError
 from llp_jax.data.sentencepiece_trainer import FIXED_PIECES, MIN_SP_VOCAB
+from llp_jax.data.tokenizer_specs import check_spec, in_folder
 from llp_jax.errors import first_line
 
 _log = logging.getLogger(__name__)
@@ -267,49 +268,6 @@ def document_end(tokenizer: Tokenizer) -> int:
     return tokenizer.eod_id
 
 
-def check_spec(kind: str) -> None:
-    """Before any text is read: a `data.tokenizer` naming a file or folder names one there is
-    (a URL is read, or refused, when the tokenizer is built).
-
-    Raises:
-      DataError: a path that does not exist, a folder without a tokenizer.json or one .model
-        file, or a file that is neither a SentencePiece .model nor a .json.
-    """
-    if kind in ("byte", "sentencepiece") or paths.is_url(kind):
-        return
-    path = os.path.expanduser(kind)
-    fix = ("give 'byte', 'sentencepiece', a SentencePiece .model file or a Hugging Face "
-           "tokenizer.json (or the folder holding it)")  # fmt: skip
-    if os.path.isdir(path):
-        _in_folder(kind, fix)
-    elif not os.path.exists(path):
-        if os.sep not in kind and not kind.endswith((".model", ".json")):  # a name, not a path
-            raise DataError(f"Unknown tokenizer {kind!r}; {fix}")
-        raise DataError(f"data.tokenizer={kind!r} {paths.missing(path)}; {fix}")
-    elif not kind.endswith((".model", ".json", hf_tokenizer.BERT_VOCAB)):
-        raise DataError(f"data.tokenizer={kind!r} is neither a .model nor a .json file; {fix}")
-
-
-def _in_folder(kind: str, fix: str) -> str:
-    """The file a folder given as `data.tokenizer` holds: its tokenizer.json (a hub snapshot),
-    else its one SentencePiece .model (Meta's Llama 2 download: `llama-2-7b/tokenizer.model`),
-    else its BERT vocab.txt (what `BertTokenizer.from_pretrained('bert-base-cased')`, the
-    authors' code, keeps in the hub cache: no tokenizer.json)."""
-    path = os.path.expanduser(kind)
-    if os.path.isfile(os.path.join(path, hf_tokenizer.FILE)):
-        return os.path.join(kind, hf_tokenizer.FILE)
-    models = sorted(name for name in os.listdir(path) if name.endswith(".model"))
-    if len(models) == 1:
-        return os.path.join(kind, models[0])
-    if not models and os.path.isfile(os.path.join(path, hf_tokenizer.BERT_VOCAB)):
-        return os.path.join(kind, hf_tokenizer.BERT_VOCAB)
-    if models:
-        raise DataError(f"data.tokenizer={kind!r} is a folder of {len(models)} .model files "
-                        f"({', '.join(models)}); give the one to use")  # fmt: skip
-    raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json, a .model "
-                    f"or a vocab.txt file; {fix}")  # fmt: skip
-
-
 def make_tokenizer(
     kind: str = "byte",
     *,
@@ -335,7 +293,7 @@ def make_tokenizer(
         return ByteTokenizer()
     check_spec(kind)
     if os.path.isdir(os.path.expanduser(kind)):
-        kind = _in_folder(kind, "")
+        kind = in_folder(kind)
     if kind.endswith(".model"):
         return SentencePieceTokenizer.from_file(kind)
     if hf_tokenizer.is_spec(kind):

@@ -1,0 +1,54 @@
+"""What a `data.tokenizer` names, checked before any text is read: a file (a SentencePiece
+.model, a Hugging Face tokenizer.json, a BERT vocab.txt) or the folder holding one."""
+
+from __future__ import annotations
+
+import os
+
+from llp_jax import paths
+from llp_jax.data import hf_tokenizer
+from llp_jax.data.corpus import DataError
+
+_FIX = ("give 'byte', 'sentencepiece', a SentencePiece .model file or a Hugging Face "
+        "tokenizer.json (or the folder holding it)")  # fmt: skip
+
+
+def check_spec(kind: str) -> None:
+    """Before any text is read: a `data.tokenizer` naming a file or folder names one there is
+    (a URL is read, or refused, when the tokenizer is built).
+
+    Raises:
+      DataError: a path that does not exist, a folder without a tokenizer.json, one .model
+        file or a vocab.txt, or a file that is none of them.
+    """
+    if kind in ("byte", "sentencepiece") or paths.is_url(kind):
+        return
+    path = os.path.expanduser(kind)
+    if os.path.isdir(path):
+        in_folder(kind)
+    elif not os.path.exists(path):
+        if os.sep not in kind and not kind.endswith((".model", ".json")):  # a name, not a path
+            raise DataError(f"Unknown tokenizer {kind!r}; {_FIX}")
+        raise DataError(f"data.tokenizer={kind!r} {paths.missing(path)}; {_FIX}")
+    elif not kind.endswith((".model", ".json", hf_tokenizer.BERT_VOCAB)):
+        raise DataError(f"data.tokenizer={kind!r} is neither a .model nor a .json file; {_FIX}")
+
+
+def in_folder(kind: str) -> str:
+    """The file a folder given as `data.tokenizer` holds: its tokenizer.json (a hub snapshot),
+    else its one SentencePiece .model (Meta's Llama 2 download: `llama-2-7b/tokenizer.model`),
+    else its BERT vocab.txt (what `BertTokenizer.from_pretrained('bert-base-cased')`, the
+    authors' code, keeps in the hub cache: no tokenizer.json)."""
+    path = os.path.expanduser(kind)
+    if os.path.isfile(os.path.join(path, hf_tokenizer.FILE)):
+        return os.path.join(kind, hf_tokenizer.FILE)
+    models = sorted(name for name in os.listdir(path) if name.endswith(".model"))
+    if len(models) == 1:
+        return os.path.join(kind, models[0])
+    if not models and os.path.isfile(os.path.join(path, hf_tokenizer.BERT_VOCAB)):
+        return os.path.join(kind, hf_tokenizer.BERT_VOCAB)
+    if models:
+        raise DataError(f"data.tokenizer={kind!r} is a folder of {len(models)} .model files "
+                        f"({', '.join(models)}); give the one to use")  # fmt: skip
+    raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json, a .model "
+                    f"or a vocab.txt file; {_FIX}")  # fmt: skip
