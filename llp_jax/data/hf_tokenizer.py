@@ -104,8 +104,9 @@ class HFTokenizer:
         self.unk_token = getattr(self._tok.model, "unk_token", None)  # BERT's '[UNK]'
         # byte pieces: the decoder of a byte-fallback model (Llama 2) writes a run of them that
         # is not UTF-8 as U+FFFD, every byte, so a streamed sample holds them (text_stream.py)
+        vocab = self._tok.get_vocab()  # piece -> id, added tokens too
         self.pending_ids = frozenset(
-            i for piece, i in self._tok.get_vocab().items() if _BYTE_PIECE.fullmatch(piece)
+            i for piece, i in vocab.items() if _BYTE_PIECE.fullmatch(piece)
         ) if getattr(self._tok.model, "byte_fallback", False) else frozenset()  # fmt: skip
         newline = self._tok.encode("\n", add_special_tokens=False).ids
         if len(newline) != 1 or self._tok.decode(newline) != "\n":  # (T5 folds it to a space)
@@ -116,7 +117,9 @@ class HFTokenizer:
             self.eod_id = -1  # (tokenizers.document_end says to join documents by a newline)
         # whether '\n' in a text is the newline token (not a separator put at line ends: BERT)
         self._own_newline = self.newline_id in self._tok.encode("\n", add_special_tokens=False).ids
-        self._in_pieces = self._own_newline and _cut_at_line_starts(self._tok, self.newline_id)
+        self._in_pieces = self._own_newline and _cut_at_line_starts(
+            self._tok, vocab, self.newline_id
+        )
 
     @classmethod
     def from_file(cls, spec: str | os.PathLike) -> HFTokenizer:
@@ -160,14 +163,12 @@ class HFTokenizer:
             return out
         if self.newline_id is None or self._own_newline:
             return whole(texts)
-        split = [text.split("\n") for text in texts]
-        lines = [line for parts in split for line in parts]
-        ids = [e.ids for start in range(0, len(lines), LINES_PER_BATCH)
-               for e in self._tok.encode_batch(lines[start : start + LINES_PER_BATCH],
-                                               add_special_tokens=False)]  # fmt: skip
-        ends = np.cumsum([len(parts) for parts in split])
-        return [join_ids(ids[end - len(parts) : end], self.newline_id)
-                for parts, end in zip(split, ends)]  # fmt: skip
+        return encode_by_line(texts, self._lines, self.newline_id)
+
+    def _lines(self, lines: list[str]) -> list[list[int]]:
+        return [e.ids for start in range(0, len(lines), LINES_PER_BATCH)
+                for e in self._tok.encode_batch(lines[start : start + LINES_PER_BATCH],
+                                                add_special_tokens=False)]  # fmt: skip
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Ids -> text; out-of-range ids dropped, specials decode to nothing, never raises.
@@ -193,7 +194,7 @@ class HFTokenizer:
         )
 
 
-def _cut_at_line_starts(tok, newline_id: int) -> bool:
+def _cut_at_line_starts(tok, vocab: dict, newline_id: int) -> bool:
     """Whether a text cut after a newline, before a character that is not a space, gives the
     same tokens as the text whole: the pre-tokeniser cuts there (GPT-2's, Llama 3's), or no
     token holds a newline and a character after it that is not one (Llama 2's '<0x0A>' is never
@@ -205,7 +206,7 @@ def _cut_at_line_starts(tok, newline_id: int) -> bool:
     ):
         return True
     newline = tok.id_to_token(newline_id)
-    return not any(newline in token.rstrip(newline) for token in tok.get_vocab())
+    return not any(newline in token.rstrip(newline) for token in vocab)
 
 
 def _cuts(text: str) -> list[int]:
@@ -242,7 +243,16 @@ def _encode_in_pieces(tok, texts: Sequence[str]) -> list[np.ndarray | None]:
     return [None if p is None else np.concatenate(p) for p in parts]
 
 
-def join_ids(parts: Sequence[Sequence[int]], separator: int) -> np.ndarray:
+def encode_by_line(texts: Sequence[str], encode_lines, separator: int) -> list[np.ndarray]:
+    """Each text's lines encoded on their own (the lines of all texts in one `encode_lines`
+    call: list of lines -> list of id lists), joined by `separator`: int32 [n] per text."""
+    split = [text.split("\n") for text in texts]
+    ids = encode_lines([line for lines in split for line in lines])
+    ends = np.cumsum([len(lines) for lines in split])
+    return [_joined(ids[end - len(lines) : end], separator) for lines, end in zip(split, ends)]
+
+
+def _joined(parts: Sequence[Sequence[int]], separator: int) -> np.ndarray:
     """int32 [n]: the lists of ids in `parts`, `separator` between each two."""
     total = sum(map(len, parts)) + max(len(parts) - 1, 0)
     joined = itertools.chain(*(itertools.chain((separator,) if i else (), part)

@@ -166,11 +166,8 @@ class SentencePieceTokenizer:
             return [
                 np.asarray(ids, np.int32) for ids in self._sp.encode(texts, num_threads=threads)
             ]
-        split = [text.split("\n") for text in texts]
-        ids = self._sp.encode([line for lines in split for line in lines], num_threads=threads)
-        ends = np.cumsum([len(lines) for lines in split])
-        return [hf_tokenizer.join_ids(ids[end - len(lines) : end], self.newline_id)
-                for lines, end in zip(split, ends)]  # fmt: skip
+        encode_lines = lambda lines: self._sp.encode(lines, num_threads=threads)  # noqa: E731
+        return hf_tokenizer.encode_by_line(texts, encode_lines, self.newline_id)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Decodes ids; out-of-range ids are dropped, BOS/EOS/PAD decode to nothing, UNK to ' ⁇ '."""

@@ -169,15 +169,6 @@ def test_sentencepiece_bpe_and_long_lines(tmp_path):
     assert tok.encode(long_line[:5000]).size < 4000  # Learned merges, not just bytes.
 
 
-def test_make_tokenizer_errors():
-    with pytest.raises(ValueError, match="Unknown tokenizer"):
-        tk.make_tokenizer("wordpiece")
-    with pytest.raises(ValueError, match="needs train_text"):
-        tk.make_tokenizer("sentencepiece")
-    with pytest.raises(ValueError, match="unigram' or 'bpe"):
-        tk.make_tokenizer("sentencepiece", train_text="x", model_type="char")
-
-
 # ----------------------------------------------------------------------------- any script
 def _zipf_text(alphabet: list[str], lines: int, seed: int = 0) -> str:
     import random
@@ -306,28 +297,3 @@ def test_texts_encoded_in_batches_give_each_texts_own_ids(sp_tok, tmp_path, monk
         got = list(tk.encode_texts(tok, iter(texts)))
         assert len(got) == len(texts) and all(ids.dtype == np.int32 for ids in got)
         assert [ids.tolist() for ids in got] == [expected[how](text) for text in texts], how
-
-
-def test_a_folder_holding_one_model_file_is_that_model(sp_tok, tmp_path):
-    """Meta's Llama 2 download is a folder with `tokenizer.model` and no tokenizer.json: the
-    folder means its one .model file (a tokenizer.json beside it would win); two .model files,
-    or none, are one line naming what is there."""
-    folder = tmp_path / "llama-2-7b"
-    folder.mkdir()
-    (folder / "tokenizer.model").write_bytes(sp_tok._sp.serialized_model_proto())
-    tok = tk.make_tokenizer(str(folder))
-    assert (
-        isinstance(tok, tk.SentencePieceTokenizer) and tok.name == "sentencepiece:tokenizer.model"
-    )
-    text = small_text(seed=5)
-    assert tok.encode(text).tolist() == sp_tok.encode(text).tolist()
-    (folder / "other.model").write_bytes(sp_tok._sp.serialized_model_proto())
-    with pytest.raises(
-        DataError, match=r"folder of 2 .model files \(other.model, tokenizer.model\)"
-    ):
-        tk.make_tokenizer(str(folder))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(
-        DataError, match="is a folder without a tokenizer.json, a .model or a vocab.txt file"
-    ):
-        tk.check_spec(str(tmp_path / "empty"))
