@@ -35,11 +35,29 @@ def as_tokens(tokens, vocab_size: int, *, what: str = "tokens", rank: int = 2):
         try:
             tokens = np.asarray(tokens)
         except (TypeError, ValueError) as e:  # ragged lists
-            raise InputError(f"{what} must be {_LAYOUT[rank]}: {e}") from None
+            why = _ragged(tokens) or str(e)
+            if rank == 1 and why != str(e):  # a list of windows where one stream belongs
+                why = f"got {len(tokens)} rows of different lengths{_HINT[1]}"
+            raise InputError(f"{what} must be {_LAYOUT[rank]}: {why}") from None
         if tokens.size == 0:  # np.asarray([]) is float64
             tokens = tokens.astype(np.int32)
     check_tokens(tokens, vocab_size, what=what, rank=rank)
     return tokens
+
+
+def _ragged(rows) -> str:
+    """Says which rows of a list differ in length ('' if that is not what is wrong)."""
+    try:
+        lengths = [len(row) for row in rows]
+    except TypeError:
+        return ""
+    if len(set(lengths)) < 2:
+        return ""
+    shown = ", ".join(map(str, lengths[:8])) + (", ..." if len(lengths) > 8 else "")
+    return (
+        f"its rows differ in length ({shown}), and one array holds rows of one length; "
+        "give each length its own call"
+    )
 
 
 def check_tokens(tokens, vocab_size: int, *, what: str = "tokens", rank: int = 2) -> None:

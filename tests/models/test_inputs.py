@@ -67,7 +67,11 @@ def test_llp_stream_checks_its_tokens(model):
         (np.zeros((2, 300), np.int32), "must be int \\[N\\] \\(one token stream\\), got shape"),
         (np.ones(300, np.float64), "dtype float64"),
         ([], "the stream has 0 token"),
-        ([[1, 2], [3]], "must be int \\[N\\]"),
+        (
+            [[1, 2], [3]],
+            "must be int \\[N\\] \\(one token stream\\): got 2 rows of different "
+            "lengths; pass one stream \\(a split's tokens, not a batch of windows\\)$",
+        ),
         ("some text", "tokens_N is text; pass its token ids: tokenizer.encode\\(text\\)"),
     ],
 )
@@ -152,6 +156,12 @@ def test_generate_takes_numpy_scalars(model):
         (np.ones(3, np.int32), "add the batch axis"),
         ("It is a truth", "prompt is text; pass its token ids: \\[tokenizer.encode\\(text\\)\\]"),
         (["It is", "It was"], "prompt is text"),
+        (
+            [[1, 2, 3], [4]],
+            "prompt must be int \\[batch, length\\]: its rows differ in length "
+            "\\(3, 1\\).*give each length its own call$",
+        ),
+        ([np.ones(2, np.int32), np.ones(5, np.int32)], "rows differ in length \\(2, 5\\)"),
     ],
 )
 def test_generate_rejects_bad_prompts(model, prompt, message):
