@@ -30,12 +30,49 @@ def _packaged_config(argv: list[str]) -> list[str]:
     return out
 
 
+def _config_first(argv: list[str]) -> list[str]:
+    """`--config=FILE` moved before its `--config.x=` overrides: ml_collections refuses them in
+    the other order ("Found --config.x in argv before a value for --config was specified"),
+    though which file they override is clear whatever the order."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    items, files, i = argv[1:end], [], 0
+    while i < len(items):  # `--config=FILE`, and `--config FILE`
+        if re.match(r"^--?config(=|$)", items[i]):
+            files += [i, i + 1] if items[i].lstrip("-") == "config" else [i]
+            i = files[-1]
+        i += 1
+    first = next((i for i, a in enumerate(items) if re.match(r"^--?(no)?config\.", a)), None)
+    if first is None or not files or files[0] < first:
+        return argv
+    moved = [items[i] for i in files if i < len(items)]
+    rest = [a for i, a in enumerate(items) if i not in files]
+    return argv[:1] + rest[:first] + moved + rest[first:] + argv[end:]
+
+
+def _no_config_file(name: str, argv: list[str]) -> str:
+    """An override of a config field where no --config names the file it belongs to."""
+    if not name.startswith("config.") or any(a == "--config" or a.startswith("--config=")
+                                             for a in argv):  # fmt: skip
+        return ""
+    workdir = next((a.split("=", 1)[1] for a in argv if a.startswith("--workdir=")), "")
+    own = (f"; or the workdir's own, changed: --config=llp_jax/configs/from_workdir.py:{workdir}"
+           if workdir and os.path.isdir(os.path.join(workdir, "checkpoints")) else "")  # fmt: skip
+    return (
+        f"--{name} sets a field of a config file, and no --config=FILE names one: add one, "
+        f"e.g. --config={_DEFAULT_CONFIG}{own}"
+    )
+
+
 def parse(argv):
     """absl's flag parser, with one line for what it or a config file raises."""
-    argv = _packaged_config(argv)
+    argv = _config_first(_packaged_config(argv))
+    if sys.argv[1:] and sys.argv[0] == argv[0]:  # ml_collections reads the overrides there
+        sys.argv[:] = argv
     try:
         return flags.FLAGS(argv)
     except flags.UnrecognizedFlagError as e:
+        if "config" in flags.FLAGS and (why := _no_config_file(e.flagname, argv)):
+            sys.exit(f"error: {why}")
         sys.exit(f"error: {last_line(e)}{_kin(e.flagname, str(e), argv)}")
     except flags.Error as e:
         sys.exit(f"error: {last_line(e)}")

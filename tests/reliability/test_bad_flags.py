@@ -9,7 +9,7 @@ import os
 import pytest
 
 from tests.helpers.cli import assert_one_line_error
-from tests.reliability.conftest import TINY
+from tests.reliability.conftest import TINY, tiny_args
 
 # (program, flags, fragment): the benchmark and study launchers, bad flags of every kind (a
 # bound, a list of integers, a name, a combination) and bad sizes the model config rejects.
@@ -150,6 +150,45 @@ def test_an_unknown_flag_names_the_flags_it_may_mean(case, server):
     result = server.run(program, *argv)
     assert_one_line_error(result, f"Unknown command line flag '{argv[-1][2:].split('=')[0]}'",
                           fragment)  # fmt: skip
+
+
+def test_config_overrides_without_a_config_file_say_so(server, tmp_path):
+    """`--config.train.num_steps=2` with no --config was 'Unknown command line flag
+    config.train.num_steps; flags with a word of it: --config.train.num_steps'. A workdir with
+    checkpoints is offered its own config (from_workdir.py) too."""
+    result = server.run("train", "--config.train.num_steps=2", f"--workdir={tmp_path / 'w'}")
+    line = assert_one_line_error(result, "--config.train.num_steps sets a field of a config "
+                                 "file, and no --config=FILE names one: add one, e.g. "
+                                 f"{TINY}")  # fmt: skip
+    assert "from_workdir" not in line
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    for program in ("evaluate", "sample"):
+        result = server.run(program, f"--workdir={tmp_path / 'run'}", "--config.data.corpus=x")
+        assert_one_line_error(result, "--config.data.corpus sets a field of a config file",
+                              "the workdir's own, changed: --config=llp_jax/configs/"
+                              f"from_workdir.py:{tmp_path / 'run'}")  # fmt: skip
+
+
+def test_config_overrides_may_come_before_the_config_file(server, tmp_path, corpus_file):
+    """ml_collections refused `--config.x=1 --config=FILE` ("Found --config.x in argv before a
+    value for --config was specified"); the file is moved first, in either of its forms."""
+    for name, config in (("a", [TINY]), ("b", ["--config", TINY.split("=", 1)[1]])):
+        args = tiny_args(tmp_path / name, corpus_file, steps=1)
+        assert args[0] == TINY
+        result = server.run("train", *args[1:], *config)
+        assert result.rc == 0 and "1 steps in" in result.stdout, str(result)
+
+
+def test_the_config_file_is_moved_before_its_overrides_and_nothing_else_moves():
+    from llp_jax.cli.flag_parsing import _config_first
+
+    argv = ["p", "--a=1", "--config.x=2", "--b", "--config=F", "--config.y=3", "--", "--config=G"]
+    assert _config_first(argv) == ["p", "--a=1", "--config=F", "--config.x=2", "--b",
+                                   "--config.y=3", "--", "--config=G"]  # fmt: skip
+    assert _config_first(["p", "--noconfig.z", "--config", "F"]) == ["p", "--config", "F",
+                                                                     "--noconfig.z"]  # fmt: skip
+    for same in (["p", "--config=F", "--config.x=1"], ["p", "--config.x=1"], ["p", "--config=F"]):
+        assert _config_first(same) == same
 
 
 def test_an_unknown_flag_like_none_is_named_alone(server):
