@@ -29,15 +29,12 @@ def load(workdir, config, loaded, seq_len, *, text, text_field, allow_data_chang
             raise EvaluationError("--text needs a workdir with its tokenizer, or a byte --config")
         return text_datasets(text, tok, seq_len, text_field)
     if config is not None and "data" in config:
-        if record is not None and not allow_data_change:
-            diffs = workdir_store.differences(record, config.data, workdir=workdir)
-            if diffs:
-                raise EvaluationError(
-                    f"the --config's data differs from the workdir's: {'; '.join(diffs)}; drop "
-                    "--config, evaluate other text with --text, or pass --allow_data_change"
-                )
-        if record is None or allow_data_change:
+        if record is None:
             return build_datasets(config.data, seq_len)
+        built = _config_data(workdir, record, config.data, seq_len, allow_data_change,
+                             training_split=training_split)  # fmt: skip
+        if built is not None:
+            return built
     if record is not None:
         if training_split:
             if config is not None and "data" in config and workdir_store.moved(record, config.data):
@@ -49,6 +46,37 @@ def load(workdir, config, loaded, seq_len, *, text, text_field, allow_data_chang
     if loaded is not None and loaded.data_config:  # a workdir written before data records
         return build_datasets(loaded.data_config, seq_len)
     return build_datasets(DataConfig(), seq_len)
+
+
+def _config_data(workdir, record, data_config, seq_len, allow_data_change, *, training_split):
+    """A --config's data section given with a workdir: None where it is the workdir's own data
+    (its stored splits serve), else that data, built with the workdir's tokenizer (the one its
+    weights read), if `allow_data_change`; otherwise an error naming the difference. Own text
+    at another path is the workdir's text moved only if its training tokens are the run's: a
+    different file there is different data, not a silent evaluation of the stored splits."""
+    diffs = workdir_store.differences(record, data_config, workdir=workdir)
+    built = None
+    if not diffs and workdir_store.moved(record, data_config) and not training_split:
+        built = _built(workdir, record, data_config, seq_len)
+        diffs = workdir_store.differences(record, data_config, built, workdir=workdir)
+    if diffs and not allow_data_change:
+        raise EvaluationError(
+            f"the --config's data differs from the workdir's: {'; '.join(diffs)}; drop "
+            "--config, evaluate other text with --text, or pass --allow_data_change"
+        )
+    if not diffs:
+        return None
+    return built if built is not None else _built(workdir, record, data_config, seq_len)
+
+
+def _built(workdir, record, data_config, seq_len):
+    """`data_config`'s data, tokenised as the workdir's weights were trained: with its own
+    tokenizer where the section names the same one (a 'sentencepiece' section would otherwise
+    train a new model on the new text, whose ids the weights never saw)."""
+    data_config = DataConfig.from_any(data_config)
+    same = data_config.tokenizer == DataConfig.from_any(record["data"]).tokenizer
+    own = workdir_store.tokenizer(workdir, record) if same and not data_config.is_tfds else None
+    return build_datasets(data_config, seq_len, tokenizer=own, process_index=0, process_count=1)
 
 
 def _with_training_text(workdir: str, record: dict, seq_len: int, allow_data_change: bool):

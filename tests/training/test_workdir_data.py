@@ -138,6 +138,38 @@ def test_resuming_on_other_data_is_refused_unless_allowed(tmp_path, env):
     assert record["data"]["corpus"] == str(second)  # the record follows the allowed change
 
 
+@pytest.mark.slow
+def test_evaluating_with_a_config_naming_other_text(tmp_path, env):
+    """`evaluate --workdir=run --config=... --config.data.corpus=other/` evaluated the workdir's
+    own validation split without a word (own text at another path was taken for the same text
+    moved), and with --allow_data_change a 'sentencepiece' section trained a new SentencePiece
+    model on the other text, whose ids the weights never saw: a number that meant nothing. Now
+    the path is checked by the training tokens, as a resume does, and the other text is read
+    with the run's own tokenizer."""
+    first, second = _corpus(tmp_path, "first", 0), _corpus(tmp_path, "second", 100_000)
+    sp = ["--config.data.tokenizer=sentencepiece", "--config.data.vocab_size=400"]
+    done = _run("train", *TINY, *sp, f"--config.data.corpus={first}", "--workdir=run",
+                "--config.train.num_steps=2", cwd=tmp_path, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    own = json.load(open(tmp_path / "run" / "data" / "record.json"))["tokenizer"]
+    plain = _run("evaluate", "--workdir=run", "--protocols=standard", cwd=tmp_path, env=env)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    evaluate = ["evaluate", "--workdir=run", "--protocols=standard", *TINY, *sp]
+    other = _run(*evaluate, f"--config.data.corpus={second}", cwd=tmp_path, env=env)
+    line = _one_line_error(other)
+    assert f"data.corpus={str(first)!r} (workdir) vs {str(second)!r}, and the training " \
+           "tokens differ" in line and "--allow_data_change" in line, line  # fmt: skip
+    allowed = _run(*evaluate, f"--config.data.corpus={second}", "--allow_data_change",
+                   cwd=tmp_path, env=env)  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert f"on second validation, tokenizer {own}" in allowed.stdout, allowed.stdout
+    assert "trained SentencePiece" not in allowed.stdout + allowed.stderr
+    assert _ppl(allowed.stdout) != _ppl(plain.stdout)
+    copy = shutil.copytree(first, tmp_path / "copy")  # the same text elsewhere: the run's splits
+    same = _run(*evaluate, f"--config.data.corpus={copy}", cwd=tmp_path, env=env)
+    assert same.returncode == 0 and _ppl(same.stdout) == _ppl(plain.stdout), same.stderr[-2000:]
+
+
 def test_a_corpus_moved_elsewhere_resumes_when_its_tokens_are_the_same(tmp_path, env):
     """The corpus moved (another disk, a Colab Drive path, another machine): the same text at
     another path was 'trained on other data' and only --allow_data_change (which checks
