@@ -187,9 +187,13 @@ def _json(path: str, text: str) -> list:
 
 
 def _text_of(where: str, record, text_field: str, *, first: bool = False) -> str:
+    """A record's text; a null one (`datasets`' to_json writes a missing value so) is no
+    document, as a Parquet null is."""
     if isinstance(record, str):
         return record
     value = record.get(text_field) if isinstance(record, dict) else None
+    if value is None and isinstance(record, dict) and text_field in record:
+        return ""
     if not isinstance(value, str):
         error = NoTextField if first else DataError
         raise error(f"{where} has no text field {text_field!r} ({_fields(record, text_field)}); "
@@ -201,7 +205,8 @@ def _fields(record, text_field: str) -> str:
     """What a record holds instead: its fields with text in them (the choices for text_field)."""
     if not isinstance(record, dict):
         return f"the record is a {type(record).__name__}, not an object"
-    there = f"it is a {type(record[text_field]).__name__}; " if text_field in record else ""
+    kind = type(record[text_field]).__name__ if text_field in record else ""
+    there = f"it is {'an' if kind[:1] in tuple('aeiou') else 'a'} {kind}; " if kind else ""
     texts = [name for name, value in record.items() if isinstance(value, str)]
     if texts:
         return f"{there}its text fields: {texts}"

@@ -147,6 +147,28 @@ def test_a_parquet_column_other_than_text_and_its_nulls(tmp_path):
     assert user_text.read_documents(str(path), text_field="content") == DOCS  # nulls, blanks out
 
 
+def test_json_nulls_are_no_documents_as_parquet_nulls_are(tmp_path):
+    """A null text (what `datasets`' Dataset.to_json writes for a missing value) stopped the
+    whole corpus: 'has no text field 'text' (it is a NoneType...)', where the same rows as
+    Parquet lost only their null rows."""
+    records = [{"text": d if i % 2 == 0 else None, "id": i} for i, d in enumerate(DOCS * 2)]
+    records.insert(0, {"text": None, "id": -1})  # the first record too
+    want = [r["text"] for r in records if r["text"]]
+    lines, array = tmp_path / "train.jsonl", tmp_path / "train.json"
+    lines.write_bytes(_jsonl(records))
+    array.write_text(json.dumps(records))
+    table = tmp_path / "train.parquet"
+    table.write_bytes(_parquet(pa.table({"text": [r["text"] for r in records]})))
+    for path in (lines, array, table):
+        assert user_text.read_documents(str(path)) == want, path
+    lines.write_bytes(_jsonl([{"text": None}, {"text": None}]))
+    with pytest.raises(DataError, match="train.jsonl holds no documents with text in field"):
+        user_text.read_documents(str(lines))
+    lines.write_bytes(_jsonl([{"text": "a"}, {"text": 12}]))  # a number is not a missing text
+    with pytest.raises(DataError, match=r"train.jsonl:2 has no text field 'text' \(it is an int"):
+        user_text.read_documents(str(lines))
+
+
 def test_a_json_array_takes_the_text_field(tmp_path):
     alpaca = [{"instruction": "Say hi", "input": "", "output": d} for d in DOCS]
     path = tmp_path / "alpaca_data.json"
