@@ -7,6 +7,8 @@ a loop until the path is too long, so one such link made 41 copies of every file
 validation documents copies of training ones) and two made 2^40 paths. A file named twice
 (`a.txt,a.txt`, a folder and a file in it, a link and its target) is read once, said in one
 line.
+
+A walk leaves out llp_jax workdirs (`run_folders`): a run's output, not text.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 from collections.abc import Sequence
 
 from llp_jax import paths
+from llp_jax.data import run_folders
 from llp_jax.data.corpus import DataError
 from llp_jax.data.remote_corpus import GLOB, expand_url, hidden
 
@@ -46,6 +49,7 @@ def expand_paths(spec: str | Sequence[str], *, stdin: bool = False) -> tuple[lis
         raise DataError("Empty corpus specification; pass 'austen' or text files or folders.")
     files: list[str] = []
     found: set[str] = set()
+    run_folders.say_left_out(quiet=True)  # none left from a walk that raised
     for part in given:
         if stdin and part == STDIN:
             files.append(part)
@@ -54,6 +58,9 @@ def expand_paths(spec: str | Sequence[str], *, stdin: bool = False) -> tuple[lis
             files += named
             found.update(walked)
         elif os.path.isdir(part):
+            if run_folders.is_workdir(part):
+                raise DataError(f"Corpus folder {part} is an llp_jax workdir (a run's checkpoints "
+                                "and logs), not text; name the text's own file or folder.")  # fmt: skip
             walk = [path for path, rel in _walk(part, hidden_too=False) if not hidden(rel)]
             if not walk:
                 raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")
@@ -70,6 +77,7 @@ def expand_paths(spec: str | Sequence[str], *, stdin: bool = False) -> tuple[lis
         else:
             raise no_such(part)
     files = _once(files)
+    run_folders.say_left_out()
     return files, found & set(files)
 
 
@@ -99,6 +107,10 @@ def _walk(root: str, *, hidden_too: bool) -> list[tuple[str, str]]:
             dirs[:] = []
             continue
         entered.add(real)
+        if folder != root and run_folders.is_workdir(folder):
+            dirs[:] = []
+            run_folders.note([folder])
+            continue
         # Sorted, so a folder reached by a link and by its own name is always kept under the
         # same one (the documents' order, and so the split, do not depend on listing order).
         dirs[:] = sorted(d for d in dirs if hidden_too or not d.startswith("."))

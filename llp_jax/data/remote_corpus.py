@@ -9,6 +9,7 @@ import os
 import re
 
 from llp_jax import paths
+from llp_jax.data import run_folders
 from llp_jax.data.corpus import DataError
 from llp_jax.errors import first_line
 
@@ -39,15 +40,31 @@ def expand_url(part: str) -> tuple[list[str], list[str]]:
     try:
         if fs.isdir(root):
             base = root.rstrip("/") + "/"
-            walk = sorted(fs.unstrip_protocol(p) for p in fs.find(root)
-                          if not hidden(p[len(base):]))  # fmt: skip
+            every = [p for p in fs.find(root) if p.startswith(base)]
+            relatives = [p[len(base) :] for p in every]
+            if run_folders.is_workdir("", relatives):
+                raise DataError(f"Corpus folder {part} is an llp_jax workdir (a run's "
+                                "checkpoints and logs), not text; name the text's own folder.")  # fmt: skip
+            workdirs = run_folders.workdirs_among(relatives)
+            run_folders.note([fs.unstrip_protocol(base + w.rstrip("/")) for w in workdirs])
+            walk = sorted(fs.unstrip_protocol(p) for p, rel in zip(every, relatives)
+                          if not hidden(rel) and not rel.startswith(tuple(workdirs)))  # fmt: skip
             if not walk:
                 raise DataError(f"Corpus folder {part} holds no files; add some or pass files.")
             return walk, walk
         if fs.isfile(root):
             return [part], []
         if GLOB.search(part):
-            matches = sorted(fs.unstrip_protocol(p) for p in fs.glob(root) if fs.isfile(p))
+            matches = [p for p in fs.glob(root) if fs.isfile(p)]
+            if "**" in root:  # a walk below the pattern's fixed folders, as on disk: workdirs
+                # left out, and dot-names unless the pattern names them
+                base = "/".join(root.split("**", 1)[0].split("/")[:-1]) + "/"
+                workdirs = run_folders.workdirs_among([p[len(base) :] for p in fs.find(base)])
+                run_folders.note([fs.unstrip_protocol(base + w.rstrip("/")) for w in workdirs])
+                dots = "/." in "/" + root[len(base) :]
+                matches = [p for p in matches if not p[len(base) :].startswith(tuple(workdirs))
+                           and (dots or not hidden(p[len(base) :]))]  # fmt: skip
+            matches = sorted(fs.unstrip_protocol(p) for p in matches)
             if not matches:
                 raise DataError(f"Corpus pattern {part!r} matches no files.")
             return matches, matches

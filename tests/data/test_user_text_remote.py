@@ -30,6 +30,12 @@ TREE = {
     "books/crlf.txt": "windows\r\nnewlines\r\n" * 30,
     "chats.jsonl": "".join(json.dumps({"text": f"message {i}\n"}) + "\n" for i in range(25)),
     "model.bin": b"PK\x03\x04\x00\x00binary",
+    # an llp_jax workdir kept inside the text's folder (its files as a run writes them)
+    "books/runs/a/checkpoints/2/commit_success.txt": "Checkpoint commit was successful\n",
+    "books/runs/a/checkpoints/2/state/d/3b1d": b"\x28\xb5\x2f\xfd\x60\x00\x3f\x6d",
+    "books/runs/a/metrics.jsonl": json.dumps({"step": 2, "loss": 3.5}) + "\n",
+    "books/runs/a/data/record.json": json.dumps({"data": {}, "tokenizer": "byte"}),
+    "books/runs/a/notes.txt": "a run's own notes\n",
     # C4's shard form (JSON Lines, gzip, named .json.gz): decompressed by its bytes
     "c4/c4-train.00000-of-01024.json.gz": gzip.compress(
         "".join(
@@ -63,6 +69,8 @@ def bucket(tmp_path_factory):
         "books",
         "books/",
         "books/**/*.md",
+        "books/**/*.txt",
+        "books/**",
         "chats.jsonl",
         "books/a.md,chats.jsonl",
         "books/crlf.txt",
@@ -87,7 +95,13 @@ def test_a_walk_skips_hidden_and_non_text_objects(bucket, capsys):
     corpus = load_corpus(f"gs://{BUCKET}/books")
     text = "".join(corpus.splits.values())
     assert "alpha" in text and "gamma" in text and "never read" not in text and "\r" not in text
-    assert "skipped 2 file(s) that are not text" in capsys.readouterr().out  # png, latin-1
+    assert "Checkpoint commit" not in text and "a run's own notes" not in text
+    out = capsys.readouterr().out
+    assert "skipped 2 file(s) that are not text" in out  # png, latin-1
+    assert f"left out 1 llp_jax workdir(s) the corpus walk met (a run's checkpoints and logs, " \
+           f"not text), e.g. gs://{BUCKET}/books/runs/a\n" in out  # fmt: skip
+    with pytest.raises(DataError, match="books/runs/a is an llp_jax workdir"):
+        load_corpus(f"gs://{BUCKET}/books/runs/a")
 
 
 @pytest.mark.parametrize(

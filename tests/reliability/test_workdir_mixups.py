@@ -49,3 +49,29 @@ def test_a_workdir_inside_another_runs_data_folder(server, victim, corpus_file):
         line = assert_one_line_error(server.run(program, f"--workdir={data}"))
         assert f"{data} is the data folder of the run {victim}; name the run" in line, line
     assert _listing(data) == before
+
+
+def test_a_workdir_inside_the_corpus_folder(server, corpus_file, tmp_path):
+    """`--config.data.corpus=. --workdir=runs/a` from a project folder: the resumed run's walk
+    read its own workdir as corpus (checkpoint chunks: 'a damaged Zstandard file'; its
+    commit_success.txt: text), so it could never resume. A walk leaves workdirs out, in one
+    line; `**` globs too; a workdir named as the corpus is one line."""
+    from llp_jax.data import user_text
+
+    project = tmp_path / "project"
+    (project / "notes").mkdir(parents=True)
+    (project / "notes" / "book.txt").write_bytes(open(corpus_file, "rb").read())
+    workdir = project / "runs" / "a"
+    first = server.run("train", *tiny_args(workdir, project, steps=2))
+    assert first.rc == 0, str(first)
+    assert (workdir / "checkpoints" / "2").is_dir() and (workdir / "metrics.jsonl").is_file()
+    again = server.run("train", *tiny_args(workdir, project, steps=4))
+    assert again.rc == 0 and "resumed from step 2" in again.stdout, str(again)
+    assert f"left out 1 llp_jax workdir(s) the corpus walk met (a run's checkpoints and logs, " \
+           f"not text), e.g. {workdir}" in again.stdout, again.stdout  # fmt: skip
+    notes, _ = user_text.read_spec_documents(str(project / "notes"))
+    for spec in (project, f"{project}/**/*.txt", f"{project}/**"):
+        assert user_text.read_spec_documents(str(spec))[0] == notes, spec
+    named = server.run("evaluate", "--workdir", str(workdir), f"--text={workdir}")
+    assert_one_line_error(named, f"Corpus folder {workdir} is an llp_jax workdir (a run's "
+                          "checkpoints and logs), not text")  # fmt: skip
