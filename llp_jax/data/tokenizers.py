@@ -70,6 +70,15 @@ def encode_texts(tokenizer: Tokenizer, texts: Iterable[str]) -> Iterator[np.ndar
         yield from encode_batch(batch)
 
 
+def utf8(text: str) -> bytes:
+    """`text`'s UTF-8 bytes, lone surrogates (not encodable) as '?': encoded once, not checked
+    by one encoding and made by a second (a corpus' size in bytes, twice)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace")
+
+
 def _valid_utf8(text: str) -> str:
     """Replaces lone surrogates (not encodable as UTF-8) with '?' so encoders never raise."""
     try:
@@ -96,7 +105,7 @@ class ByteTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         """Encodes text as its UTF-8 bytes, shape [num_bytes], int32."""
-        return np.frombuffer(_valid_utf8(text).encode("utf-8"), dtype=np.uint8).astype(np.int32)
+        return np.frombuffer(utf8(text), dtype=np.uint8).astype(np.int32)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Decodes byte ids, dropping specials / out-of-range ids; bad UTF-8 becomes U+FFFD."""
@@ -185,7 +194,7 @@ class SentencePieceTokenizer:
 def _cache_key(train_text: str, settings: dict) -> str:
     """Hash of the training text and settings: a changed corpus or vocab retrains."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    h.update(_valid_utf8(train_text).encode("utf-8"))
+    h.update(utf8(train_text))
     return h.hexdigest()[:16]
 
 

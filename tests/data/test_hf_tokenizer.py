@@ -300,3 +300,24 @@ def test_the_clis_train_evaluate_sample_and_resume_with_a_tokenizer_json(
              f"--config.train.init_from={tmp_path / 'bert'}"]  # fmt: skip
     assert_one_line_error(run_cli("train", *other, env=env), "token ids differ",
                           str(tmp_path / "bert" / "data" / "tokenizer.json"))  # fmt: skip
+
+
+def test_a_token_stream_is_each_documents_ids_and_its_end(families):
+    """`encode_documents` writes each document's ids into one stream as they come (sized by the
+    UTF-8 bytes, grown where a tokenizer has more ids than bytes) instead of concatenating them
+    all: the same stream as the concatenation, for byte tokens and every family with an
+    end-of-document token, whether the bytes bound holds or not."""
+    from llp_jax.data.datasets import encode_documents
+    from llp_jax.data.tokenizers import ByteTokenizer
+
+    texts = [*[t for t in TEXTS if t.strip()], "\U0001f600", "a", "\u00e9\u00e9", "\ud800 lone"]
+    grew = []
+    for docs in (texts, ["\U0001f600 \U0001f9ea"] * 50):  # emoji only: more ids than bytes
+        for tok in [ByteTokenizer(), *(make_tokenizer(families[n]) for n in FAMILIES[1:])]:
+            want = np.concatenate([np.append(tok.encode(d), tok.eod_id) for d in docs])
+            got = encode_documents(tok, docs)
+            assert got.dtype == np.int32 and np.array_equal(got, want), tok.name
+            assert np.array_equal(encode_documents(tok, iter(docs)), want)  # any iterable
+            bound = sum(len(d.encode("utf-8", "replace")) + 1 for d in docs)
+            grew.append((tok.name, len(want) > bound))
+    assert any(g for _, g in grew) and not any(g for name, g in grew if name == "byte"), grew
