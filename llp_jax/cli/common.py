@@ -152,9 +152,10 @@ def start(argv, *, devices: bool = True) -> None:
         except OSError as e:
             sys.exit(f"error: --config: {flag_parsing.last_line(e)}")
         except AttributeError:
+            kind = type(value).__name__
             sys.exit(
-                f"error: --config: get_config() returned a {type(value).__name__}, not a "
-                "ConfigDict with model, data, train and mesh sections"
+                f"error: --config: get_config() returned {'an' if kind[0] in 'aeiou' else 'a'} "
+                f"{kind}, not a ConfigDict with model, data, train and mesh sections"
             )
     one_log_handler()  # again: a module imported since may have logged through absl
     _quiet_background_errors()

@@ -11,7 +11,7 @@ import sys
 
 from absl import flags
 
-from llp_jax import configs, schema
+from llp_jax import configs, errors, schema
 
 _DEFAULT_CONFIG = "llp_jax/configs/tiny.py:llp"  # (any config file has the same fields)
 
@@ -75,7 +75,7 @@ def parse(argv):
             sys.exit(f"error: {why}")
         sys.exit(f"error: {last_line(e)}{_kin(e.flagname, str(e), argv)}")
     except flags.Error as e:
-        sys.exit(f"error: {last_line(e)}")
+        sys.exit(f"error: {_config_file_raised(e, argv) or last_line(e)}")
     except Exception as e:  # noqa: BLE001  a config file's own error, raised while it loads
         sys.exit(f"error: {config_load_error(e, argv)}")
 
@@ -116,6 +116,22 @@ def _leaves(spec: str) -> list[str]:
             else:
                 out.append(prefix + key)
     return out
+
+
+def _config_file_raised(error: Exception, argv: list[str]) -> str:
+    """What a config file's get_config raised, which ml_collections re-raises as its type with a
+    traceback for a message ("Error whilst parsing config file: Traceback ...", or, where that
+    type cannot be made from a message, "JSONDecodeError.__init__() missing 2 required
+    positional arguments"), in one line: an llp_jax error (from_workdir.py:WORKDIR without a
+    checkpoint) as its own message, any other as `config_load_error` says it."""
+    if not str(error).startswith("flag --config="):
+        return ""
+    root = error
+    while root.__context__ is not None:
+        root = root.__context__
+    if root is error:
+        return ""
+    return last_line(root) if isinstance(root, errors.LLPError) else config_load_error(root, argv)
 
 
 def config_load_error(error: Exception, argv: list[str]) -> str:

@@ -20,7 +20,8 @@ def get_config(workdir: str):
     directory = os.path.join(os.path.expanduser(workdir), "checkpoints")
     steps = committed_steps(directory)
     if not steps:
-        raise ConfigError(f"from_workdir.py:{workdir}: no checkpoint in {directory}")
+        raise ConfigError(f"from_workdir.py:{workdir}: no checkpoint in {directory}; name a "
+                          "trained run's workdir, or one experiments.convert wrote")  # fmt: skip
     _, meta = newest_readable(directory, lambda step: read_meta(directory, step))
     config = paper_config(ModelConfig.from_any(meta["model"]), meta["data"]["corpus"])
     config.data.update(meta["data"])

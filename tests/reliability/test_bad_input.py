@@ -86,9 +86,21 @@ def test_settings_that_contradict_each_other(server, victim, corpus_file):
 CONFIG_FILES = {
     "syntax": ("def get_config(:\n", "invalid syntax at line 1"),
     "no_get_config": ("x = 1\n", "defines no get_config()"),
-    "not_a_dict": ("def get_config():\n    return 3\n", "returned a int"),
+    "not_a_dict": ("def get_config():\n    return 3\n", "returned an int"),
     "raises": ("def get_config():\n    return {}['x']\n", "raised KeyError"),
     "import_error": ("import no_such_module_xyz\n", "ModuleNotFoundError"),
+    # an exception ml_collections cannot re-raise from a message: it was "JSONDecodeError.
+    # __init__() missing 2 required positional arguments"
+    "raises_json": (
+        "import json\n\ndef get_config():\n    return json.loads('{')\n",
+        "loading it raised JSONDecodeError: Expecting property name enclosed in double quotes",
+    ),
+    # an llp_jax error is its own message ("ConfigError: <the traceback, flattened>" before)
+    "raises_llp_error": (
+        "from llp_jax.errors import ConfigError\n\n"
+        "def get_config():\n    raise ConfigError('sweep.csv has no row 7')\n",
+        "error: sweep.csv has no row 7",
+    ),
     "missing_section": (
         "from llp_jax.configs.tiny import get_config as tiny\n\n"
         "def get_config():\n    config = tiny()\n    del config['train']\n    return config\n",
@@ -108,8 +120,18 @@ def test_config_files_that_do_not_load(name, server, tmp_path):
     path = tmp_path / f"{name}.py"
     path.write_text(source)
     result = server.run("train", f"--config={path}", f"--workdir={tmp_path / 'w'}")
-    assert_one_line_error(result, fragment)
+    line = assert_one_line_error(result, fragment)
+    assert "Traceback" not in line and "Error whilst parsing" not in line, line
+    if name == "raises_llp_error":
+        assert line == "error: sweep.csv has no row 7", line
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_from_workdir_on_a_folder_without_checkpoints(server, tmp_path):
+    spec = f"llp_jax/configs/from_workdir.py:{tmp_path}"
+    line = assert_one_line_error(server.run("train", f"--config={spec}", "--workdir=w"))
+    assert line.startswith(f"error: from_workdir.py:{tmp_path}: no checkpoint in "), line
+    assert "ConfigError" not in line and "Traceback" not in line, line
 
 
 def test_config_file_paths(server, tmp_path):
