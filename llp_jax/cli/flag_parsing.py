@@ -31,22 +31,26 @@ def _packaged_config(argv: list[str]) -> list[str]:
 
 
 def _config_first(argv: list[str]) -> list[str]:
-    """`--config=FILE` moved before its `--config.x=` overrides: ml_collections refuses them in
-    the other order ("Found --config.x in argv before a value for --config was specified"),
-    though which file they override is clear whatever the order."""
+    """`--config=FILE` moved before its `--config.x=` overrides, and only the last `--config`
+    kept (absl's rule for a repeated flag): ml_collections refuses overrides before the file
+    ("Found --config.x in argv before a value for --config was specified") and, given two
+    files and an override, failed with "The flag 'config.x' is defined twice"."""
     end = argv.index("--") if "--" in argv else len(argv)
-    items, files, i = argv[1:end], [], 0
+    items, groups, i = argv[1:end], [], 0
     while i < len(items):  # `--config=FILE`, and `--config FILE`
         if re.match(r"^--?config(=|$)", items[i]):
-            files += [i, i + 1] if items[i].lstrip("-") == "config" else [i]
-            i = files[-1]
+            pair = items[i].lstrip("-") == "config" and i + 1 < len(items)
+            groups.append([i, i + 1] if pair else [i])
+            i = groups[-1][-1]
         i += 1
-    first = next((i for i, a in enumerate(items) if re.match(r"^--?(no)?config\.", a)), None)
-    if first is None or not files or files[0] < first:
+    if not groups:
         return argv
-    moved = [items[i] for i in files if i < len(items)]
-    rest = [a for i, a in enumerate(items) if i not in files]
-    return argv[:1] + rest[:first] + moved + rest[first:] + argv[end:]
+    dropped = {i for group in groups for i in group}
+    rest = [a for i, a in enumerate(items) if i not in dropped]
+    before = lambda k: sum(1 for i in range(k) if i not in dropped)  # noqa: E731  (its place in rest)
+    overrides = [i for i, a in enumerate(items) if re.match(r"^--?(no)?config\.", a)]
+    at = min([before(groups[-1][0]), *(before(i) for i in overrides[:1])])
+    return argv[:1] + rest[:at] + [items[i] for i in groups[-1]] + rest[at:] + argv[end:]
 
 
 def _no_config_file(name: str, argv: list[str]) -> str:

@@ -177,6 +177,10 @@ def test_config_overrides_may_come_before_the_config_file(server, tmp_path, corp
         assert args[0] == TINY
         result = server.run("train", *args[1:], *config)
         assert result.rc == 0 and "1 steps in" in result.stdout, str(result)
+    # Two files and overrides: "The flag 'config.model.seq_len' is defined twice"; the last wins.
+    transformer = "--config=llp_jax/configs/tiny.py:transformer"
+    result = server.run("train", *tiny_args(tmp_path / "c", corpus_file, steps=1), transformer)
+    assert result.rc == 0 and "model transformer:" in result.stdout, str(result)
 
 
 def test_the_config_file_is_moved_before_its_overrides_and_nothing_else_moves():
@@ -189,6 +193,11 @@ def test_the_config_file_is_moved_before_its_overrides_and_nothing_else_moves():
                                                                      "--noconfig.z"]  # fmt: skip
     for same in (["p", "--config=F", "--config.x=1"], ["p", "--config.x=1"], ["p", "--config=F"]):
         assert _config_first(same) == same
+    # a repeated --config: the last one counts, as for any absl flag
+    assert _config_first(["p", "--config=A", "--w=1", "--config=B", "--config.x=1"]) == [
+        "p", "--w=1", "--config=B", "--config.x=1"]  # fmt: skip
+    assert _config_first(["p", "--config=A", "--config.x=1", "--config", "B"]) == [
+        "p", "--config", "B", "--config.x=1"]  # fmt: skip
 
 
 def test_an_unknown_flag_like_none_is_named_alone(server):
