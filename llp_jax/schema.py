@@ -66,11 +66,58 @@ def check_known(given, fields, section: str) -> None:
         raise ConfigError(f"{section} has no field(s) {unknown}{hint(unknown[0], fields)}")
 
 
+# What other codebases (nanoGPT, Hugging Face Trainer and configs, MaxText, PyTorch scripts)
+# call a field, to the field here. Spelling alone misled: max_steps -> max_bad_steps, lr ->
+# min_lr_ratio, save_every -> halve_every, block_size -> vocab_size, adam_eps -> grad_accum_steps.
+_SYNONYMS = {
+    "learning_rate": "lr max_lr peak_lr base_lr",
+    "num_steps": "steps max_steps total_steps train_steps num_train_steps max_iters iters "
+    "iterations training_steps",
+    "checkpoint_every": "save_every save_steps save_interval save_freq checkpoint_interval "
+    "checkpoint_steps ckpt_every checkpoint_period",
+    "keep_checkpoints": "max_to_keep save_total_limit keep keep_last",
+    "log_every": "log_interval logging_steps log_steps log_freq log_period",
+    "eval_every": "eval_interval eval_steps eval_freq evaluation_steps eval_period",
+    "eval_batches": "eval_iters num_eval_batches eval_num_batches",
+    "clip_norm": "grad_clip max_grad_norm gradient_clipping clip_grad_norm grad_norm_clip "
+    "gradient_clip_val",
+    "weight_decay": "wd decay",
+    "batch_size": "bs per_device_train_batch_size global_batch_size train_batch_size",
+    "b1": "beta1 adam_beta1 adam_b1",
+    "b2": "beta2 adam_beta2 adam_b2",
+    "eps": "epsilon adam_eps adam_epsilon",
+    "grad_accum_steps": "gradient_accumulation_steps accum_steps accumulation_steps",
+    "warmup_steps": "warmup warmup_iters lr_warmup_steps num_warmup_steps",
+    "init_from": "resume_from pretrained init_checkpoint load_checkpoint from_pretrained",
+    "seq_len": "block_size context_length max_seq_len seq_length n_ctx max_position_embeddings "
+    "context_len sequence_length max_len",
+    "d_model": "hidden_size n_embd d_embed emb_dim embed_dim dim width hidden_dim model_dim",
+    "num_layers": "n_layer n_layers num_hidden_layers depth layers",
+    "num_heads": "n_head n_heads num_attention_heads heads",
+    "mlp_ratio": "d_ff ffn_dim intermediate_size mlp_dim ff_mult ffn_mult",
+    "dropout": "dropout_rate attn_pdrop resid_pdrop hidden_dropout_prob pdrop",
+    "compute_dtype": "dtype precision",
+    "remat": "gradient_checkpointing activation_checkpointing",
+    "name": "model model_type arch architecture",
+    "corpus": "dataset data data_path train_data train_file dataset_name input text path",
+    "tokenizer": "tokenizer_path tokenizer_name spm_model vocab_file",
+    "text_field": "text_column column field",
+    "num_tokens": "max_new_tokens max_tokens length",
+    "temperature": "temp",
+}
+NOTES = {"mlp_ratio": " (the feed-forward width over d_model)"}
+SYNONYMS = {alias: field for field, aliases in _SYNONYMS.items() for alias in aliases.split()}
+
+
 def hint(name: str, fields) -> str:
     """'; did you mean ...?' for a field name that is not among `fields`, else the known ones.
 
-    A field whose words hold the name (steps -> num_steps, heads -> num_heads) comes before one
-    merely spelt like it (difflib would offer eps for steps)."""
+    Another codebase's name for a field (`SYNONYMS`: max_steps, block_size) comes first, then a
+    field whose words hold the name (steps -> num_steps, heads -> num_heads) before one merely
+    spelt like it (difflib would offer eps for steps)."""
+    alias = SYNONYMS.get(name.lower().replace("-", "_"))
+    if alias in fields:
+        return f"; did you mean {alias!r}{NOTES.get(alias, '')}?"
     holds = [f for f in fields if name in f.split("_")]
     close = difflib.get_close_matches(name, holds or list(fields), n=1,
                                       cutoff=0.0 if holds else 0.6)  # fmt: skip

@@ -98,11 +98,21 @@ def _kin(name: str, message: str, argv: list[str]) -> str:
     if not kin and "config" in flags.FLAGS:
         files = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
         fields = [f"config.{key}" for key in _leaves(files[-1] if files else _DEFAULT_CONFIG)]
-        kin = [f for f in fields if f.rsplit(".", 1)[-1] == name or f == f"config.{name}.name"]
+        named = _named(name, fields)
+        if named:  # the field of that name, or of the name other codebases give it (--lr)
+            return f"; did you mean {' or '.join('--' + f for f in named)}?"
         shared = {f: len(words & set(re.split(r"[_.]", f))) for f in fields}
         most = max(shared.values(), default=0)
-        kin = sorted(kin or [f for f, n in shared.items() if most and n == most])[:4]
+        kin = sorted(f for f, n in shared.items() if most and n == most)[:4]
     return f"; flags with a word of it: {', '.join('--' + k for k in kin)}" if kin else ""
+
+
+def _named(name: str, fields: list[str]) -> list[str]:
+    """The dotted config fields called `name`, or what other codebases call so (`--lr`:
+    train.learning_rate; `schema.SYNONYMS`), or the section it names (`--model`: model.name)."""
+    alias = schema.SYNONYMS.get(name.lower().replace("-", "_"))
+    return sorted(f for f in fields if f.rsplit(".", 1)[-1] in (name, alias)
+                  or f == f"config.{name}.name")[:4]  # fmt: skip
 
 
 def _leaves(spec: str) -> list[str]:
@@ -156,17 +166,29 @@ def config_load_error(error: Exception, argv: list[str]) -> str:
         for a in argv
         if a.startswith("--config.") and key and key[1] in a.split("=", 1)[0].split(".")[1:]
     ]
-    if override:
-        parts = override[0][len("--") :].split(".")
+    spec = files[-1] if files else None
+    for flag in override:  # the one naming no field (--config.train.batch_size=4 is one)
+        parts = flag[len("--") :].split(".")
         section = ".".join(parts[: parts.index(key[1])])
-        fields = _section_fields(files[-1] if files else None, section.split(".")[1:])
-        if fields is not None:
-            hint = schema.hint(key[1], fields)
-        else:  # the file does not load by itself: ml_collections' own suggestion, if any
-            mean = re.search(r'Did you mean \\?"(\w+)\\?"', text)
-            hint = f"; did you mean {mean[1]!r}?" if mean else ""
-        return f"{override[0]}: {section} has no field {key[1]!r}{hint}"
+        fields = _section_fields(spec, section.split(".")[1:])
+        if fields is None or key[1] not in fields:
+            return f"{flag}: {section} has no field {key[1]!r}{_hint(key[1], section, fields, spec, text)}"
     return f"{where}: loading it raised {type(error).__name__}: {last_line(error)}"
+
+
+def _hint(name: str, section: str, fields: list[str] | None, spec: str | None, text: str) -> str:
+    """What a `section` without the field `name` suggests: its own field of that meaning, another
+    section's field of that name (--config.data.batch_size: train.batch_size), or one spelt like
+    it; where the file does not load by itself, ml_collections' own suggestion, if any."""
+    if fields is None:
+        mean = re.search(r'Did you mean \\?"(\w+)\\?"', text)
+        return f"; did you mean {mean[1]!r}?" if mean else ""
+    leaves = [f"config.{leaf}" for leaf in _leaves(spec or _DEFAULT_CONFIG)]
+    elsewhere = [f for f in _named(name, leaves) if not f.startswith(f"{section}.")]
+    if elsewhere and schema.SYNONYMS.get(name) not in fields:
+        note = schema.NOTES.get(elsewhere[0].rsplit(".", 1)[-1], "")
+        return f"; did you mean {' or '.join('--' + f for f in elsewhere)}{note}?"
+    return schema.hint(name, fields)
 
 
 def _section_fields(spec: str | None, path: list[str]) -> list[str] | None:

@@ -135,11 +135,16 @@ def test_a_stray_argument_is_one_line(program, server, tmp_path):
 # with one, or is a config field's name, where absl's own "Did you mean" has nothing to offer.
 UNKNOWN_FLAGS = [
     ("sample", ["--num_tokens=30"], "flags with a word of it: --max_new_tokens"),
-    ("train", [TINY, "--corpus=book.txt"], "flags with a word of it: --config.data.corpus"),
-    ("train", ["--batch_size=2"], "flags with a word of it: --config.train.batch_size"),
-    ("train", ["--model=dense"], "flags with a word of it: --config.model.name"),
-    ("evaluate", ["--seq_len=64"], "flags with a word of it: --config.model.seq_len"),
-    ("train", ["--steps=3"], "--config.train.num_steps"),
+    ("train", [TINY, "--corpus=book.txt"], "did you mean --config.data.corpus?"),
+    ("train", ["--batch_size=2"], "did you mean --config.train.batch_size?"),
+    ("train", ["--model=dense"], "did you mean --config.model.name?"),
+    ("evaluate", ["--seq_len=64"], "did you mean --config.model.seq_len?"),
+    ("train", ["--steps=3"], "did you mean --config.train.num_steps?"),
+    ("train", ["--lr=0.1"], "did you mean --config.train.learning_rate?"),  # other codebases'
+    ("train", ["--max_steps=3"], "did you mean --config.train.num_steps?"),
+    ("train", ["--block_size=64"], "did you mean --config.model.seq_len?"),
+    ("train", ["--seed=1"], "--config.data.seed or --config.sample.seed or --config.train.seed"),
+    ("train", ["--eval_step=3"], "flags with a word of it: --config.data.eval_max_tokens, "),
     ("sample", ["--max_new_token=3"], "Did you mean: max_new_tokens"),  # absl's own
 ]
 

@@ -55,6 +55,26 @@ TRAIN_VALUES = [
     ("model.d_modle=3", "did you mean 'd_model'"),
     ("modl.d_model=3", "config has no field 'modl'; did you mean 'model'"),
     ("train.zzz=3", "known fields: ['b1', 'b2', 'batch_size'"),
+    # Another codebase's name for a field (spelling alone offered max_bad_steps for max_steps,
+    # min_lr_ratio for lr, halve_every for save_every, vocab_size for block_size), and a field
+    # of another section.
+    ("train.max_steps=3", "did you mean 'num_steps'"),
+    ("train.lr=0.1", "did you mean 'learning_rate'"),
+    ("train.save_every=3", "did you mean 'checkpoint_every'"),
+    ("train.grad_clip=1", "did you mean 'clip_norm'"),
+    ("model.block_size=64", "did you mean 'seq_len'"),
+    ("model.n_embd=64", "did you mean 'd_model'"),
+    (
+        "model.intermediate_size=64",
+        "did you mean 'mlp_ratio' (the feed-forward width over d_model)",
+    ),
+    ("data.dataset=x", "did you mean 'corpus'"),
+    (
+        "train.dropout=0.1",
+        "config.train has no field 'dropout'; did you mean --config.model.dropout?",
+    ),
+    ("data.batch_size=2", "did you mean --config.train.batch_size?"),
+    ("model.lr=0.1", "did you mean --config.train.learning_rate?"),
     ("nosuch.x=1", "--config.nosuch.x"),
 ]
 
