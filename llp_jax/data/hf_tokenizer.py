@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from llp_jax import paths
+from llp_jax.data import slow_files
 from llp_jax.data.corpus import DataError
 from llp_jax.errors import first_line
 
@@ -61,7 +62,9 @@ def is_spec(kind: str) -> bool:
     BERT vocab.txt (what `BertTokenizer.from_pretrained` keeps: the authors' code uses it)."""
     if kind.endswith((".json", BERT_VOCAB)) or paths.is_url(kind) and not kind.endswith(".model"):
         return True
-    return os.path.isfile(os.path.join(os.path.expanduser(kind), FILE))
+    folder = os.path.expanduser(kind)
+    return os.path.isfile(os.path.join(folder, FILE)) or slow_files.is_bpe_vocab(
+        os.path.join(folder, slow_files.BPE_VOCAB))  # fmt: skip
 
 
 def _library():
@@ -129,12 +132,14 @@ class HFTokenizer:
         try:
             raw = paths.resolve(path).read_bytes()
             if path.endswith(BERT_VOCAB):
-                raw = _bert_from_vocab(path, raw)
+                raw = slow_files.bert_from_vocab(path, raw, _library())
+            elif slow_files.is_bpe_vocab(path):
+                raw = slow_files.bpe_from_vocab(path, raw, _library())
         except (OSError, ValueError) as e:
             why = first_line(e) or type(e).__name__
             raise DataError(f"Tokenizer {path} cannot be read ({why}).") from None
         folder = os.path.basename(os.path.dirname(os.path.normpath(path)))
-        named = os.path.basename(path) in (FILE, BERT_VOCAB)
+        named = os.path.basename(path) in (FILE, BERT_VOCAB, slow_files.BPE_VOCAB)
         label = folder if named and folder else os.path.basename(path)
         return cls(raw, f"hf:{label}", source=f"Tokenizer {path}")
 
@@ -265,29 +270,6 @@ def _token_at(encoding, char: int) -> int | None:
     holds it and characters before it (or none holds it)."""
     token = encoding.char_to_token(char)
     return token if token is not None and encoding.token_to_chars(token)[0] == char else None
-
-
-def _bert_from_vocab(path: str, vocab: bytes) -> bytes:
-    """The tokenizer.json of a BERT vocab.txt, as `BertTokenizer(vocab.txt)` tokenises: casing,
-    accents and Chinese characters as tokenizer_config.json beside it says (its defaults
-    without one: lowercased, as BertTokenizer's)."""
-    library = _library()
-    words = vocab.decode("utf-8").split("\n")
-    words = words[:-1] if words and not words[-1] else words
-    if len(set(words)) != len(words) or "[UNK]" not in words:
-        raise ValueError("not a BERT vocabulary: one token a line, each once, [UNK] among them")
-    config = {}
-    beside = os.path.join(os.path.dirname(path), "tokenizer_config.json")
-    if os.path.isfile(beside):
-        with open(beside, "rb") as f:
-            config = json.loads(f.read())
-    bert = library.implementations.BertWordPieceTokenizer(
-        {word: i for i, word in enumerate(words)},
-        lowercase=config.get("do_lower_case", True),
-        strip_accents=config.get("strip_accents"),
-        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
-    )
-    return bert._tokenizer.to_str().encode("utf-8")
 
 
 def _other_json(raw: bytes) -> bool:

@@ -1,12 +1,13 @@
 """What a `data.tokenizer` names, checked before any text is read: a file (a SentencePiece
-.model, a Hugging Face tokenizer.json, a BERT vocab.txt) or the folder holding one."""
+.model, a Hugging Face tokenizer.json, a BERT vocab.txt, a GPT-2 vocab.json beside its
+merges.txt) or the folder holding one."""
 
 from __future__ import annotations
 
 import os
 
 from llp_jax import paths
-from llp_jax.data import hf_tokenizer
+from llp_jax.data import hf_tokenizer, slow_files
 from llp_jax.data.corpus import DataError
 
 _FIX = ("give 'byte', 'sentencepiece', a SentencePiece .model file or a Hugging Face "
@@ -38,7 +39,8 @@ def in_folder(kind: str) -> str:
     """The file a folder given as `data.tokenizer` holds: its tokenizer.json (a hub snapshot),
     else its one SentencePiece .model (Meta's Llama 2 download: `llama-2-7b/tokenizer.model`),
     else its BERT vocab.txt (what `BertTokenizer.from_pretrained('bert-base-cased')`, the
-    authors' code, keeps in the hub cache: no tokenizer.json)."""
+    authors' code, keeps in the hub cache: no tokenizer.json), else a GPT-2-style vocab.json
+    with its merges.txt (`slow_files`)."""
     path = os.path.expanduser(kind)
     if os.path.isfile(os.path.join(path, hf_tokenizer.FILE)):
         return os.path.join(kind, hf_tokenizer.FILE)
@@ -47,8 +49,10 @@ def in_folder(kind: str) -> str:
         return os.path.join(kind, models[0])
     if not models and os.path.isfile(os.path.join(path, hf_tokenizer.BERT_VOCAB)):
         return os.path.join(kind, hf_tokenizer.BERT_VOCAB)
+    if not models and slow_files.is_bpe_vocab(os.path.join(path, slow_files.BPE_VOCAB)):
+        return os.path.join(kind, slow_files.BPE_VOCAB)
     if models:
         raise DataError(f"data.tokenizer={kind!r} is a folder of {len(models)} .model files "
                         f"({', '.join(models)}); give the one to use")  # fmt: skip
-    raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json, a .model "
-                    f"or a vocab.txt file; {_FIX}")  # fmt: skip
+    raise DataError(f"data.tokenizer={kind!r} is a folder without a tokenizer.json, a .model, "
+                    f"a vocab.txt or a vocab.json with its merges.txt; {_FIX}")  # fmt: skip

@@ -9,6 +9,7 @@ need nothing else. Bad files, folders and a missing library are one-line errors.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 
@@ -321,3 +322,38 @@ def test_a_token_stream_is_each_documents_ids_and_its_end(families):
             bound = sum(len(d.encode("utf-8", "replace")) + 1 for d in docs)
             grew.append((tok.name, len(want) > bound))
     assert any(g for _, g in grew) and not any(g for name, g in grew if name == "byte"), grew
+
+
+def _slow_files(tokenizer_json, folder, prefix=""):
+    """GPT-2's vocab.json and merges.txt (with its '#version' line), as its hub repository holds
+    them beside its tokenizer.json, from that tokenizer.json."""
+    model = json.loads(open(tokenizer_json, encoding="utf-8").read())["model"]
+    folder.mkdir(exist_ok=True)
+    (folder / f"{prefix}vocab.json").write_text(json.dumps(model["vocab"]), encoding="utf-8")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / f"{prefix}merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n",
+                                                encoding="utf-8")  # fmt: skip
+    return folder
+
+
+def test_gpt2_vocab_json_and_merges_txt_are_a_tokenizer(families, tmp_path):
+    """A download with vocab.json + merges.txt and no tokenizer.json (older hub snapshots;
+    Megatron-LM's gpt2-vocab.json + gpt2-merges.txt) was 'a folder without a tokenizer.json'.
+    Converted as transformers' GPT2Converter does, it gives the ids of the tokenizer.json they
+    came from (and of transformers' slow GPT2Tokenizer, checked side by side when written)."""
+    source = make_tokenizer(families["gpt2"])
+    text = wiki_split_text("valid", 3)[0] + "".join(TEXTS) + " <|endoftext|> after"
+    folder = _slow_files(f"{families['gpt2']}/tokenizer.json", tmp_path / "gpt2-old")
+    megatron = _slow_files(f"{families['gpt2']}/tokenizer.json", tmp_path / "megatron", "gpt2-")
+    for spec in (folder, folder / "vocab.json", megatron / "gpt2-vocab.json"):
+        tok = make_tokenizer(str(spec))
+        assert np.array_equal(tok.encode(text), source.encode(text)), spec
+        assert (tok.vocab_size, tok.eod_id, tok.newline_id) == (
+            source.vocab_size, source.eod_id, source.newline_id)  # fmt: skip
+        assert tok.decode(tok.encode(text)) == source.decode(source.encode(text))
+    (folder / "merges.txt").unlink()
+    with pytest.raises(DataError, match="is a folder without a tokenizer.json, a .model, a "
+                       "vocab.txt or a vocab.json with its merges.txt"):  # fmt: skip
+        make_tokenizer(str(folder))
+    with pytest.raises(DataError, match="vocab.json is a JSON file but not a tokenizer.json"):
+        make_tokenizer(str(folder / "vocab.json"))

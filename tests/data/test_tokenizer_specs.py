@@ -46,6 +46,7 @@ def test_a_folder_holding_one_model_file_is_that_model(tmp_path):
         tk.make_tokenizer(str(folder))
     (tmp_path / "empty").mkdir()
     with pytest.raises(
-        DataError, match="is a folder without a tokenizer.json, a .model or a vocab.txt file"
+        DataError,
+        match="is a folder without a tokenizer.json, a .model, a vocab.txt or a vocab.json",
     ):
         tk.check_spec(str(tmp_path / "empty"))
