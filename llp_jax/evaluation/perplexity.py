@@ -190,7 +190,7 @@ def evaluate_perplexity(
         return _finish(
             "standard",
             plan.window,
-            stride,
+            min(stride, plan.window),  # a window longer than the text: one window, no stride
             len(plan.ends),
             total,
             N - 1,

@@ -132,6 +132,7 @@ def test_short_stream_is_one_window_for_all_position_models():
     tokens = _stream()[:20]
     res = ppl.evaluate_perplexity(_model("llp"), tokens, keep_token_nll=True)
     assert (res.num_windows, res.window, res.num_scored) == (1, 19, 19)
+    assert res.stride <= res.window  # was the default's n / 2 = 32: a stride past its one window
 
 
 # ----------------------------------------------------------------------------- paper, stream
