@@ -33,6 +33,13 @@ LLAMA3_SPLIT = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 FAMILIES = ("bert-base-cased", "gpt2", "llama3", "t5", "llama2", "llama2-legacy", "gemma")
+# Texts every family must encode as its library does: lines, blank lines, spaces at both
+# ends, tabs, CRLF, accents, emoji, CJK, a lone newline, nothing.
+TEXTS = [
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune",
+    "Two\nlines", "blank\n\nlines\n\n\n", " leading and trailing spaces \n", "tab\tand\r\nCRLF",
+    "caf\u00e9 \u2014 na\u00efve \U0001f600 \u4e2d\u6587", "\n", "",
+]  # fmt: skip
 
 
 def _lines() -> list[str]:
