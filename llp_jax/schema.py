@@ -99,14 +99,19 @@ _SYNONYMS = {
     "compute_dtype": "dtype precision",
     "remat": "gradient_checkpointing activation_checkpointing",
     "name": "model model_type arch architecture",
-    "corpus": "dataset data data_path train_data train_file dataset_name input text path",
+    "corpus": "dataset data data_path train_data train_file dataset_name input text",
     "tokenizer": "tokenizer_path tokenizer_name spm_model vocab_file",
     "text_field": "text_column column field",
-    "num_tokens": "max_new_tokens max_tokens length",
+    "num_tokens": "max_new_tokens max_tokens",
     "temperature": "temp",
 }
 NOTES = {"mlp_ratio": " (the feed-forward width over d_model)"}
 SYNONYMS = {alias: field for field, aliases in _SYNONYMS.items() for alias in aliases.split()}
+
+
+def synonym(name: str) -> str | None:
+    """The field here that another codebase calls `name` (`SYNONYMS`), if any."""
+    return SYNONYMS.get(name.lower().replace("-", "_"))
 
 
 def hint(name: str, fields) -> str:
@@ -115,7 +120,7 @@ def hint(name: str, fields) -> str:
     Another codebase's name for a field (`SYNONYMS`: max_steps, block_size) comes first, then a
     field whose words hold the name (steps -> num_steps, heads -> num_heads) before one merely
     spelt like it (difflib would offer eps for steps)."""
-    alias = SYNONYMS.get(name.lower().replace("-", "_"))
+    alias = synonym(name)
     if alias in fields:
         return f"; did you mean {alias!r}{NOTES.get(alias, '')}?"
     holds = [f for f in fields if name in f.split("_")]

@@ -110,7 +110,7 @@ def _kin(name: str, message: str, argv: list[str]) -> str:
 def _named(name: str, fields: list[str]) -> list[str]:
     """The dotted config fields called `name`, or what other codebases call so (`--lr`:
     train.learning_rate; `schema.SYNONYMS`), or the section it names (`--model`: model.name)."""
-    alias = schema.SYNONYMS.get(name.lower().replace("-", "_"))
+    alias = schema.synonym(name)
     return sorted(f for f in fields if f.rsplit(".", 1)[-1] in (name, alias)
                   or f == f"config.{name}.name")[:4]  # fmt: skip
 
@@ -185,7 +185,7 @@ def _hint(name: str, section: str, fields: list[str] | None, spec: str | None, t
         return f"; did you mean {mean[1]!r}?" if mean else ""
     leaves = [f"config.{leaf}" for leaf in _leaves(spec or _DEFAULT_CONFIG)]
     elsewhere = [f for f in _named(name, leaves) if not f.startswith(f"{section}.")]
-    if elsewhere and schema.SYNONYMS.get(name) not in fields:
+    if elsewhere and schema.synonym(name) not in fields:
         note = schema.NOTES.get(elsewhere[0].rsplit(".", 1)[-1], "")
         return f"; did you mean {' or '.join('--' + f for f in elsewhere)}{note}?"
     return schema.hint(name, fields)
