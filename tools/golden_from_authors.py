@@ -12,7 +12,9 @@ CompressedDoubleAttentionTransformer, ECPAttentionTransformer) at a small config
      optimizer grouping (so the saved optimizer holds real moments);
   2. saves the model exactly as their training script's `save_model` does, {'epoch',
      'state_dict' (of the AutoRegressiveWrapper), 'optimizer'}, to `<out>/<net>.pt` (and the
-     ECP model's plain `state_dict()` to `<out>/ECPAttention_plain.pt`);
+     ECP model's plain `state_dict()` to `<out>/ECPAttention_plain.pt`, and as other scripts
+     save a model to `<out>/ECPAttention_{whole,legacy,wrapped}.pt`: see `variants`;
+     `--variants_only` writes just these from an existing ECPAttention.pt);
   3. runs it in eval mode on fixed tokens and writes tokens, logits and the wrapper's loss to
      `<out>/<net>.npz`.
 The llp_jax test suite (tests/interop/) loads each `.pt` through `llp_jax.interop` without
@@ -115,6 +117,7 @@ def make(net: str, out: str) -> dict:
     )
     if net == "ECPAttention":
         torch.save(model.state_dict(), os.path.join(out, f"{net}_plain.pt"))
+        variants(out)
     wrapper.eval()
     x = tokens()
     with torch.no_grad():
@@ -125,6 +128,23 @@ def make(net: str, out: str) -> dict:
     np.savez(os.path.join(out, f"{net}.npz"), tokens=x.numpy().astype(np.int32), logits=logits,
              loss=np.float32(loss), config=json.dumps(config), torch=torch.__version__)  # fmt: skip
     return {"net": net, "loss": loss, "logits": list(logits.shape)}
+
+
+def variants(out: str) -> None:
+    """ECPAttention.pt's model saved as other training scripts save one: the whole pickled
+    wrapper (`torch.save(wrapper, f)`); their save_model dict in the legacy pre-1.6 format; and
+    {'model_state_dict', 'global_step'} of the wrapper inside DataParallel and torch.compile
+    (keys '_orig_mod.module.model.*')."""
+    _, wrapper = build("ECPAttention")
+    saved = torch.load(os.path.join(out, "ECPAttention.pt"))
+    wrapper.load_state_dict(saved["state_dict"], strict=True)
+    wrapper.eval()
+    torch.save(wrapper, os.path.join(out, "ECPAttention_whole.pt"))
+    torch.save(saved, os.path.join(out, "ECPAttention_legacy.pt"),
+               _use_new_zipfile_serialization=False)  # fmt: skip
+    wrapped = torch.compile(torch.nn.DataParallel(wrapper))  # compiles nothing until called
+    torch.save({"model_state_dict": wrapped.state_dict(), "global_step": 7},
+               os.path.join(out, "ECPAttention_wrapped.pt"))  # fmt: skip
 
 
 def check_export(net: str, path: str, fixtures: str) -> float:
@@ -146,12 +166,17 @@ def main():
     parser.add_argument("--authors", required=True, help="checkout of MetaMain/ECPTransformer")
     parser.add_argument("--out", default="tests/fixtures/authors")
     parser.add_argument("--check_export", nargs=2, metavar=("NET", "PT"), default=None)
+    parser.add_argument("--variants_only", action="store_true",
+                        help="only write ECPAttention.pt's variants (see `variants`)")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, os.path.abspath(args.authors))
     torch.set_num_threads(1)
     if args.check_export:
         diff = check_export(*args.check_export, args.out)
         print(f"{args.check_export[0]}: strict load ok, max |logits - fixture| = {diff:.3g}")
+        return
+    if args.variants_only:
+        variants(args.out)
         return
     os.makedirs(args.out, exist_ok=True)
     for net in NETS:

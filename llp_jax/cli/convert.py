@@ -1,6 +1,6 @@
 """Converts the authors' PyTorch checkpoints (MetaMain/ECPTransformer) to llp_jax workdirs and back.
 
-  # their save_model file (or a plain state_dict) -> a code-faithful llp_jax workdir
+  # their save_model file (or a plain state_dict, or the whole pickled model) -> a workdir
   python -m experiments.convert --from_authors=trans_ECPAttention_N2048_H12_L18_D768_S8.pt \
       --workdir=workdir/ecp [--config=llp_jax/configs/paper_wikitext103.py:llp18]
   python -m experiments.convert --from_authors=ckpt.pt --model=enhanced_v2 --seq_len=1024 \

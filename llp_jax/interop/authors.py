@@ -9,7 +9,9 @@ Their five classes map onto five code-faithful llp_jax models:
   ECPAttentionTransformer              llp              (`to_out`, `to_out_0`)
 
 A checkpoint is what their training script's `save_model` writes ({'epoch', 'state_dict' of the
-AutoRegressiveWrapper, keys 'model.*', 'optimizer'}) or a plain `state_dict()` of the model. The
+AutoRegressiveWrapper, keys 'model.*', 'optimizer'}), a plain `state_dict()` of the model, or the
+pickled model itself; also as other training scripts save them (under 'model_state_dict' or
+'model', keys under DataParallel's 'module.' or torch.compile's '_orig_mod.'). The
 mapping is parameter by parameter (`authors_keys`): their Linear weights are [out, in] (heads
 merged as h*d_h + i), ours [in, heads, d_h] / [heads, d_h, out]; everything else is the same
 tensor. The config is read from the tensors where they say it (V, d, L, H from the K/V
@@ -29,7 +31,7 @@ import numpy as np
 
 from llp_jax import models
 from llp_jax.errors import LLPError
-from llp_jax.interop import torch_format
+from llp_jax.interop import torch_format, torch_pickle
 
 NETS = {
     "PerceiverAR": "perceiver_ar",
@@ -58,21 +60,58 @@ class AuthorsCheckpoint:
     path: str
 
 
+# Where training scripts keep the model's tensors in a checkpoint dict, most likely first: their
+# save_model's 'state_dict' (also PyTorch Lightning's), the PyTorch tutorial's
+# 'model_state_dict', then names other scripts use; any other dict value after these.
+_STATE_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params")
+# Prefixes that wrappers add to every key: DataParallel / DistributedDataParallel ('module.'),
+# torch.compile ('_orig_mod.'), their AutoRegressiveWrapper or a LightningModule ('model.').
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
 def read_checkpoint(path: str | os.PathLike) -> AuthorsCheckpoint:
-    """Reads a `save_model` file or a plain state dict (no PyTorch needed)."""
+    """Reads a `save_model` file, a plain state dict, or a whole pickled model (no PyTorch
+    needed), also as other training scripts save them (`_STATE_KEYS`, `_WRAPPER_PREFIXES`)."""
     path = os.fspath(path)
     obj = torch_format.load(path)
     if not isinstance(obj, dict):
         raise InteropError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    epoch, optimizer = None, None
-    if "state_dict" in obj:  # their save_model
-        epoch, optimizer, obj = obj.get("epoch"), obj.get("optimizer"), obj["state_dict"]
-    state = {str(k): v for k, v in obj.items()}
-    if state and all(k.startswith("model.") for k in state):  # the AutoRegressiveWrapper's
-        state = {k[len("model.") :]: v for k, v in state.items()}
-    if "token_emb.weight" not in state:
+    named = [obj[k] for k in _STATE_KEYS if isinstance(obj.get(k), dict)]
+    others = [v for k, v in obj.items() if k not in _STATE_KEYS and isinstance(v, dict)]
+    for candidate in [obj, *named, *others]:
+        state = _unwrapped(candidate)
+        if "token_emb.weight" in state:
+            break
+    else:
         raise InteropError(f"{path}: no 'token_emb.weight'; not a model of the authors' code")
-    return AuthorsCheckpoint(state, None if epoch is None else int(epoch), optimizer, path)
+    for key, value in state.items():
+        if not isinstance(value, np.ndarray):
+            kind = torch_pickle.foreign_name(value) or type(value).__name__
+            raise InteropError(f"{path}: {key} is a {kind}, not a tensor")
+    optimizer = obj.get("optimizer", obj.get("optimizer_state_dict"))
+    return AuthorsCheckpoint(
+        state, _step(obj), optimizer if isinstance(optimizer, dict) else None, path
+    )
+
+
+def _step(obj: dict) -> int | None:
+    """The step a checkpoint records: 'global_step' or 'step' (PyTorch Lightning, most scripts),
+    else 'epoch' (their save_model's name for its loop counter)."""
+    for key in ("global_step", "step", "epoch"):
+        value = obj.get(key)
+        if np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype, np.number):
+            return int(value)
+    return None
+
+
+def _unwrapped(state: dict) -> dict[str, Any]:
+    """The state dict's keys without the prefixes its wrappers added (`_WRAPPER_PREFIXES`)."""
+    state = {str(k): v for k, v in state.items()}
+    while state and (
+        prefix := next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+    ):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
 
 
 # ----------------------------------------------------------------------------- the config

@@ -3,14 +3,15 @@
 `torch.save` (PyTorch >= 1.6) writes a zip archive: `<name>/data.pkl` is a protocol-2 pickle of
 the object in which every tensor is `torch._utils._rebuild_tensor_v2(storage, offset, size,
 stride, requires_grad, hooks)` and every storage a persistent id `('storage', torch.FloatStorage,
-key, location, numel)` whose bytes are the archive member `<name>/data/<key>`. `load` unpickles
-with an allow-list of exactly those globals (as `torch.load(weights_only=True)` does), so a file
-can never run code; `save` writes the same layout, which `torch.load` reads back.
-"""
+key, location, numel)` whose bytes are the archive member `<name>/data/<key>`; the legacy
+format before it (`_legacy`) keeps the same pickle and storages in one stream. `load` unpickles
+with `torch_pickle`'s allow-list, so a file can never run code, and reads a whole pickled
+model as its state dict; `save` writes the zip layout, which `torch.load` reads back."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import os
 import pickle
@@ -23,6 +24,7 @@ import numpy as np
 
 from llp_jax import paths
 from llp_jax.errors import LLPError
+from llp_jax.interop import torch_pickle
 
 # Storage class -> NumPy dtype (bfloat16 through ml_dtypes, which jax ships).
 _STORAGES = {
@@ -44,90 +46,115 @@ class TorchFormatError(LLPError):
     """A file that is not a readable `torch.save` archive; the message says why."""
 
 
-class _Storage:
-    def __init__(self, dtype: np.dtype):
-        self.dtype = dtype
-
-
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, *rest):
-    del requires_grad, hooks, rest
-    item = storage.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=tuple(size), strides=tuple(s * item for s in stride)
-    )
-    return np.array(view)  # a contiguous copy, independent of the shared storage
-
-
-def _rebuild_parameter(data, requires_grad=False, hooks=None, *rest):
-    return data
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: str):
-        super().__init__(file)
-        self._archive, self._prefix, self._path = archive, prefix, path
-        self._storages: dict[str, np.ndarray] = {}
-
-    def find_class(self, module: str, name: str):
-        allowed = {
-            ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-            ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-            ("collections", "OrderedDict"): collections.OrderedDict,
-        }
-        if (module, name) in allowed:
-            return allowed[module, name]
-        if module == "torch" and name in _STORAGES:
-            return _Storage(_STORAGES[name])
-        raise TorchFormatError(
-            f"{self._path}: holds a {module}.{name} object; only tensors, dicts, lists and "
-            "numbers can be read (as torch.load(weights_only=True) does)"
-        )
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-            raise TorchFormatError(f"{self._path}: unknown persistent id {pid!r}")
-        storage_type, key = pid[1], str(pid[2])
-        if key not in self._storages:
-            try:
-                raw = self._archive.read(f"{self._prefix}data/{key}")
-            except KeyError:
-                raise TorchFormatError(f"{self._path}: storage {key} is missing") from None
-            self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype)
-        return self._storages[key]
-
-
 def load(path: str | os.PathLike) -> Any:
-    """The object a `torch.save` file holds, with every tensor as a NumPy array.
+    """The object a `torch.save` file holds, with every tensor as a NumPy array and every
+    pickled `torch.nn.Module` as its state dict (`torch_pickle`).
+
+    Reads the zip format (PyTorch >= 1.6) and the legacy one before it (still written with
+    `_use_new_zipfile_serialization=False`). No code of the file runs.
 
     Raises:
-      TorchFormatError: not a zip-format torch file (e.g. the legacy pre-1.6 format), damaged,
-        or holding objects other than tensors and plain containers.
+      TorchFormatError: not a torch file, damaged, or holding at its top an object other than
+        tensors, plain containers and modules.
     """
     path = os.fspath(path)
     try:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise TorchFormatError(f"{path} does not exist") from None
-    except (zipfile.BadZipFile, OSError) as e:
+    except zipfile.BadZipFile:
+        obj = _legacy(path)
+    except OSError as e:
+        raise TorchFormatError(f"{path} cannot be read ({e})") from None
+    else:
+        with archive:
+            obj = _zipped(path, archive)
+    if (name := torch_pickle.foreign_name(obj)) is not None:
         raise TorchFormatError(
-            f"{path} is not a torch.save zip archive ({e}); re-save it with PyTorch >= 1.6"
-        ) from None
-    with archive:
-        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
-        if len(pickles) != 1:
-            raise TorchFormatError(f"{path} has no single data.pkl: not a torch.save archive")
-        prefix = pickles[0][: -len("data.pkl")]
+            f"{path}: holds a {name} object; only tensors, dicts, lists, numbers and "
+            "torch modules can be read (nothing of the file runs)"
+        )
+    return obj
+
+
+def _zipped(path: str, archive: zipfile.ZipFile) -> Any:
+    pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+    if len(pickles) != 1:
+        raise TorchFormatError(f"{path} has no single data.pkl: not a torch.save archive")
+    prefix = pickles[0][: -len("data.pkl")]
+    try:
+        byteorder = archive.read(f"{prefix}byteorder").decode()
+    except KeyError:
+        byteorder = "little"
+    if byteorder != "little":
+        raise TorchFormatError(f"{path}: {byteorder}-endian tensors are not supported")
+    storages: dict[str, np.ndarray] = {}
+
+    def storage(dtype: np.dtype, key: str, numel: int) -> np.ndarray:
+        if key not in storages:
+            try:
+                raw = archive.read(f"{prefix}data/{key}")
+            except KeyError:
+                raise pickle.UnpicklingError(f"storage {key} is missing") from None
+            storages[key] = np.frombuffer(raw, dtype=dtype)
+        return storages[key]
+
+    with _damage(path):
+        with archive.open(pickles[0]) as f:
+            obj = torch_pickle.Unpickler(io.BytesIO(f.read()), _STORAGES, storage).load()
+        return torch_pickle.plain(obj)
+
+
+# `torch.save(..., _use_new_zipfile_serialization=False)`: pickles of the magic number, the
+# protocol version and the system's sizes, then the object (storages as persistent ids), then
+# the sorted list of storage keys, then each storage as int64 element count + its bytes.
+_LEGACY_MAGIC, _LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
+
+
+def _legacy(path: str) -> Any:
+    not_torch = TorchFormatError(
+        f"{path} is not a torch.save file (neither the zip format nor the legacy one)"
+    )
+    pending: dict[str, torch_pickle.Pending] = {}
+
+    def storage(dtype: np.dtype, key: str, numel: int) -> torch_pickle.Pending:
+        return pending.setdefault(key, torch_pickle.Pending(key, dtype))
+
+    def unpickle(f) -> Any:
+        return torch_pickle.Unpickler(f, _STORAGES, storage).load()
+
+    with open(path, "rb") as f:
         try:
-            byteorder = archive.read(f"{prefix}byteorder").decode()
-        except KeyError:
-            byteorder = "little"
-        if byteorder != "little":
-            raise TorchFormatError(f"{path}: {byteorder}-endian tensors are not supported")
-        try:
-            with archive.open(pickles[0]) as f:
-                return _Unpickler(io.BytesIO(f.read()), archive, prefix, path).load()
-        except (pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile) as e:
-            raise TorchFormatError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+            if unpickle(f) != _LEGACY_MAGIC:
+                raise not_torch
+        except Exception:  # noqa: BLE001 (any bytes that are no pickle of the magic number)
+            raise not_torch from None
+        with _damage(path):
+            if unpickle(f) != _LEGACY_PROTOCOL:
+                raise pickle.UnpicklingError("an unknown legacy protocol version")
+            info = unpickle(f)
+            if isinstance(info, dict) and info.get("little_endian") is False:
+                raise TorchFormatError(f"{path}: big-endian tensors are not supported")
+            obj, keys = unpickle(f), unpickle(f)
+            storages = {}
+            for key in keys:
+                (numel,) = struct.unpack("<q", f.read(8))
+                dtype = pending[key].dtype if key in pending else np.dtype("u1")
+                raw = f.read(numel * dtype.itemsize)
+                if len(raw) != numel * dtype.itemsize:
+                    raise EOFError(f"storage {key} is cut short")
+                storages[key] = np.frombuffer(raw, dtype=dtype)
+            return torch_pickle.plain(obj, storages)
+
+
+@contextlib.contextmanager
+def _damage(path: str):
+    """A file that stops making sense part way is damaged: one error naming why."""
+    try:
+        yield
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, OverflowError, struct.error, zipfile.BadZipFile) as e:  # fmt: skip
+        raise TorchFormatError(f"{path} is damaged ({type(e).__name__}: {e})") from None
 
 
 # ----------------------------------------------------------------------------- writing

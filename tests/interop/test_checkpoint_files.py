@@ -1,0 +1,131 @@
+"""Checkpoints as PyTorch users save them, beyond their save_model file: the whole pickled
+model, the legacy (pre-1.6) format, other dict layouts and wrappers' key prefixes (files
+written by PyTorch itself: tools/golden_from_authors.py `variants`), read without PyTorch and
+without running any of the file's code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from llp_jax.interop import authors, torch_format
+from llp_jax.interop.authors import InteropError
+from llp_jax.interop.torch_format import TorchFormatError
+from tests.helpers import REPO
+from tests.interop.test_authors import FIXTURES, HINTS
+
+SAVED = os.path.join(FIXTURES, "ECPAttention.pt")
+
+
+def _fixture(variant: str) -> str:
+    return os.path.join(FIXTURES, f"ECPAttention_{variant}.pt")
+
+
+@pytest.mark.parametrize("variant,step", [("whole", None), ("legacy", 1), ("wrapped", 7)])
+def test_every_variant_holds_the_saved_tensors(variant, step):
+    original = authors.read_checkpoint(SAVED)
+    ckpt = authors.read_checkpoint(_fixture(variant))
+    assert list(ckpt.state) == list(original.state)  # state_dict()'s keys, in its order
+    for key, value in original.state.items():
+        assert ckpt.state[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(ckpt.state[key], value, err_msg=key)
+    assert ckpt.epoch == step
+
+
+def test_the_whole_model_is_its_state_dict():
+    """torch.save(wrapper): every module of theirs and of torch.nn is a record, none is built;
+    the tree's parameters and persistent buffers come out as state_dict() orders them."""
+    state = torch_format.load(_fixture("whole"))
+    assert list(state) == list(torch_format.load(SAVED)["state_dict"])
+
+
+def test_the_legacy_format_is_read_whole():
+    obj = torch_format.load(_fixture("legacy"))
+    assert obj["epoch"] == 1 and set(obj) == {"epoch", "state_dict", "optimizer"}
+    moments = obj["optimizer"]["state"][0]
+    assert {"exp_avg", "exp_avg_sq"} <= set(moments) and moments["exp_avg"].any()
+
+
+@pytest.mark.parametrize(
+    "layout", ["model", "net", "params", "ema"], ids=["model", "net", "params", "any-other-key"]
+)
+@pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod.module.model."])
+def test_dict_layouts_and_wrapper_prefixes(tmp_path, layout, prefix):
+    original = torch_format.load(SAVED)["state_dict"]
+    state = {prefix + key[len("model.") :]: value for key, value in original.items()}
+    path = str(tmp_path / "other.pt")
+    torch_format.save({"step": 12, layout: state, "config": {"lr": 3e-4}}, path)
+    ckpt = authors.read_checkpoint(path)
+    assert list(ckpt.state) == [key[len("model.") :] for key in original] and ckpt.epoch == 12
+
+
+def test_the_state_dict_key_comes_before_other_dicts(tmp_path):
+    original = torch_format.load(SAVED)["state_dict"]
+    zeros = {key: np.zeros_like(value) for key, value in original.items()}
+    path = str(tmp_path / "two.pt")
+    torch_format.save({"ema_zeros": zeros, "model_state_dict": original}, path)
+    ckpt = authors.read_checkpoint(path)
+    assert ckpt.state["token_emb.weight"].any()
+
+
+def _pickled(tmp_path, payload: bytes, legacy: bool) -> str:
+    path = str(tmp_path / "f.pt")
+    if legacy:
+        with open(path, "wb") as f:
+            for head in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+                pickle.dump(head, f, protocol=2)
+            f.write(payload)
+            pickle.dump([], f, protocol=2)  # the storages' keys: none
+    else:
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("f/data.pkl", payload)
+    return path
+
+
+class _Touch:
+    """Pickles as a call of os.system that would create a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_no_code_of_the_file_runs(tmp_path, legacy):
+    marker = tmp_path / "ran"
+    top = pickle.dumps(_Touch(marker), protocol=2)
+    with pytest.raises(TorchFormatError, match=r"holds a (posix|os)\.system object"):
+        torch_format.load(_pickled(tmp_path, top, legacy))
+    inside = pickle.dumps({"token_emb.weight": _Touch(marker)}, protocol=2)
+    with pytest.raises(InteropError, match=r"token_emb.weight is a (posix|os)\.system"):
+        authors.read_checkpoint(_pickled(tmp_path, inside, legacy))
+    assert not marker.exists()
+
+
+def test_damaged_and_foreign_files(tmp_path):
+    data = open(_fixture("legacy"), "rb").read()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TorchFormatError, match="cut.pt is damaged .*cut short"):
+        torch_format.load(cut)
+    other = tmp_path / "other.pt"
+    other.write_bytes(pickle.dumps([1, 2, 3], protocol=2))  # a pickle, not torch's
+    with pytest.raises(TorchFormatError, match="other.pt is not a torch.save file"):
+        torch_format.load(other)
+
+
+def test_the_converter_imports_a_wrapped_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.convert", "--workdir", str(tmp_path / "wd"),
+           "--from_authors", _fixture("wrapped"),
+           *(f"--{k}={v}" for k, v in HINTS["ECPAttention"].items())]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "as llp (code-faithful), step 7" in done.stdout
