@@ -16,7 +16,7 @@ Layers, each importing only those above it in this list:
 (training and evaluation are siblings: neither imports the other.)
 """
 
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -39,9 +39,9 @@ __all__ = [*_SUBPACKAGES, *_NAMES, "__version__"]
 
 def __getattr__(name: str):
     if name in _SUBPACKAGES:
-        return importlib.import_module(f"{__name__}.{name}")
+        return _importlib.import_module(f"{__name__}.{name}")
     if name in _NAMES:
-        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        return getattr(_importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -24,6 +24,9 @@ def test_top_level_names_are_the_library_objects():
     assert llp_jax.train_and_evaluate is studies.train_and_evaluate
     assert llp_jax.load_model is evaluation.load_model and llp_jax.generate is evaluation.generate
     assert set(llp_jax.__all__) <= set(dir(llp_jax))
+    public = {name for name in dir(llp_jax) if not name.startswith("_")}
+    own = lambda name: getattr(getattr(llp_jax, name), "__name__", "").startswith("llp_jax.")  # noqa: E731
+    assert {name for name in public if not own(name)} <= set(llp_jax.__all__)  # no importlib
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = llp_jax.nope
 
