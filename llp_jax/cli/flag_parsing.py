@@ -67,9 +67,44 @@ def _no_config_file(name: str, argv: list[str]) -> str:
     )
 
 
+def _missing_config_file(argv: list[str]) -> str:
+    """A `--config=PATH[:arg]` whose PATH is no file: what was meant, where it can be told (a
+    shipped config's bare name, a workdir given as the config)."""
+    files = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    if not files or "config" not in flags.FLAGS:
+        return ""
+    spec = files[-1]
+    path, _, arg = spec.partition(":")
+    if os.path.isfile(path):
+        return ""
+    name = os.path.basename(path.rstrip("/"))
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        fix = f"a workdir's own config is --config=llp_jax/configs/from_workdir.py:{path}"
+    elif name.endswith(".py") and name in _shipped():
+        fix = f"the shipped one is --config=llp_jax/configs/{name}" + (f":{arg}" if arg else "")
+    else:
+        names = ",".join(n[: -len(".py")] for n in _shipped())
+        fix = f"one shipped is llp_jax/configs/{{{names}}}.py, e.g. --config={_DEFAULT_CONFIG}"
+    what = "is a folder, not" if os.path.isdir(path) else "does not exist; give"
+    return f"--config={spec}: {path} {what} a config file (a .py with get_config()): {fix}"
+
+
+def _shipped() -> list[str]:
+    """The config files in llp_jax/configs (those defining get_config)."""
+    return sorted(
+        name
+        for name in os.listdir(configs.PACKAGE_DIR)
+        if name.endswith(".py")
+        and not name.startswith("_")
+        and "def get_config(" in open(os.path.join(configs.PACKAGE_DIR, name)).read()
+    )
+
+
 def parse(argv):
     """absl's flag parser, with one line for what it or a config file raises."""
     argv = _config_first(_packaged_config(argv))
+    if why := _missing_config_file(argv):
+        sys.exit(f"error: {why}")
     if sys.argv[1:] and sys.argv[0] == argv[0]:  # ml_collections reads the overrides there
         sys.argv[:] = argv
     try:

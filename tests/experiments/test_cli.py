@@ -13,10 +13,13 @@ CASES = [
     # (tool, flags, what the one line must say)
     ("train", ["--config=llp_jax/configs/tiny.py:nope"], "model.name='nope' is unknown"),
     ("train", ["--config=llp_jax/configs/tiny.py:llp,bad"], "must be 'faithful', not 'bad'"),
-    ("train", ["--config=llp_jax/configs/nothere.py"], "No such file or directory"),
+    ("train", ["--config=llp_jax/configs/nothere.py"], "nothere.py does not exist"),
+    ("train", ["--config=tiny.py:llp"], "the shipped one is --config=llp_jax/configs/tiny.py:llp"),
+    ("sample", ["--config=configs/demo.py"], "the shipped one is --config=llp_jax/configs/demo.py"),
+    ("train", ["--config=llp_jax/configs"], "is a folder, not a config file"),
     ("train", ["--config=llp_jax/configs/demo.py:x"], "get_config() takes 0 positional"),
     ("sample", ["--max_new_tokens=abc"], "flag --max_new_tokens=abc"),
-    ("evaluate", ["--config=llp_jax/configs/nothere.py"], "No such file or directory"),
+    ("evaluate", ["--config=llp_jax/configs/nothere.py"], "e.g. --config=llp_jax/configs/tiny.py"),
 ]
 
 
@@ -28,6 +31,15 @@ def test_bad_flags_get_one_line(tool, args, says, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], done.stderr
     assert not os.listdir(tmp_path)  # nothing started
+
+
+def test_a_workdir_given_as_the_config_is_told_its_config(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    cmd = [sys.executable, "-m", "experiments.train", f"--config={run}", f"--workdir={run}"]
+    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"--config=llp_jax/configs/from_workdir.py:{run}" in done.stderr.strip().splitlines()[-1]
 
 
 def test_results_pages_quote_the_command_as_a_shell_reads_it(monkeypatch):
