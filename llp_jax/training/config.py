@@ -105,6 +105,19 @@ class TrainConfig:
         )
         return self
 
+    def notes(self) -> list[str]:
+        """Valid settings that are likely not meant, each a line the trainer prints first: a
+        warm-up longer than the run (the default 500 steps under a short num_steps)."""
+        out = []
+        if self.schedule == "cosine" and self.warmup_steps > self.num_steps:
+            out.append(
+                f"note: train.warmup_steps={self.warmup_steps} is more than num_steps="
+                f"{self.num_steps}: the learning rate never reaches learning_rate="
+                f"{self.learning_rate:g}, only {self.num_steps / self.warmup_steps:.0%} of it "
+                f"(a shorter warm-up: --config.train.warmup_steps={max(self.num_steps // 10, 1)})"
+            )
+        return out
+
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:

@@ -185,6 +185,8 @@ def train(config: Any, workdir: str, *, resume: bool = True, devices=None,
                 allow_data_change=allow_data_change)  # fmt: skip
     try:
         print(run.data.summary())
+        for line in run.train.notes():
+            print(line)
         print(
             f"model {run.model_cfg.name}: {models.count_params(run.model_cfg):,} parameters; "
             f"mesh {dict(run.mesh.shape)}"

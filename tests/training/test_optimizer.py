@@ -8,7 +8,7 @@ from flax import nnx
 
 from llp_jax.training import optimizer as opt_lib
 from llp_jax.training import train_step
-from llp_jax.training.config import default_train_config
+from llp_jax.training.config import TrainConfig, default_train_config
 from tests.helpers.standin import lm_loss_fn, make_standin
 
 
@@ -57,6 +57,15 @@ def test_cosine_schedule_warms_up_then_decays():
     np.testing.assert_allclose(values[60], 0.55, rtol=1e-6)  # half-way: midpoint of 1 and 0.1
     np.testing.assert_allclose(values[110:], 0.1, rtol=1e-6)
     assert np.all(np.diff(values[10:111]) <= 1e-7)
+
+
+def test_a_warm_up_longer_than_the_run_is_noted_with_the_rate_it_reaches():
+    tc = TrainConfig(learning_rate=1.0, num_steps=20, warmup_steps=80).validate()
+    (note,) = tc.notes()
+    assert "warmup_steps=80 is more than num_steps=20" in note and "only 25% of it" in note
+    assert float(opt_lib.make_schedule(tc)(tc.num_steps - 1)) == pytest.approx(0.25)  # the last
+    assert TrainConfig(num_steps=80, warmup_steps=80).notes() == []
+    assert TrainConfig(num_steps=20, warmup_steps=80, schedule="constant").notes() == []
 
 
 def test_step_halving_and_constant_schedules():
