@@ -4,8 +4,8 @@
       [--out=tests/fixtures/authors]
 
 Needs a checkout of GitHub MetaMain/ECPTransformer and a Python with PyTorch and einops (the
-optional extra, never in the default install: `pip install torch einops numpy`). For each model
-(PerceiverARTransformer, DoubleAttentionTransformer, sSplitAttentionTransformer,
+optional extra, never in the default install: `pip install torch einops numpy safetensors`).
+For each model (PerceiverARTransformer, DoubleAttentionTransformer, sSplitAttentionTransformer,
 CompressedDoubleAttentionTransformer, ECPAttentionTransformer) at a small config it:
   1. builds their model with their init, then gives every LayerNorm non-default weights and
      biases (so a wrong LayerNorm mapping cannot pass) and takes one AdamW step with their
@@ -13,7 +13,8 @@ CompressedDoubleAttentionTransformer, ECPAttentionTransformer) at a small config
   2. saves the model exactly as their training script's `save_model` does, {'epoch',
      'state_dict' (of the AutoRegressiveWrapper), 'optimizer'}, to `<out>/<net>.pt` (and the
      ECP model's plain `state_dict()` to `<out>/ECPAttention_plain.pt`, and as other scripts
-     save a model to `<out>/ECPAttention_{whole,legacy,wrapped}.pt`: see `variants`;
+     save a model to `<out>/ECPAttention_{whole,legacy,wrapped}.pt` and `.safetensors`: see
+     `variants`;
      `--variants_only` writes just these from an existing ECPAttention.pt);
   3. runs it in eval mode on fixed tokens and writes tokens, logits and the wrapper's loss to
      `<out>/<net>.npz`.
@@ -134,7 +135,7 @@ def variants(out: str) -> None:
     """ECPAttention.pt's model saved as other training scripts save one: the whole pickled
     wrapper (`torch.save(wrapper, f)`); their save_model dict in the legacy pre-1.6 format; and
     {'model_state_dict', 'global_step'} of the wrapper inside DataParallel and torch.compile
-    (keys '_orig_mod.module.model.*')."""
+    (keys '_orig_mod.module.model.*'); and the wrapper's tensors as `.safetensors`."""
     _, wrapper = build("ECPAttention")
     saved = torch.load(os.path.join(out, "ECPAttention.pt"))
     wrapper.load_state_dict(saved["state_dict"], strict=True)
@@ -142,6 +143,9 @@ def variants(out: str) -> None:
     torch.save(wrapper, os.path.join(out, "ECPAttention_whole.pt"))
     torch.save(saved, os.path.join(out, "ECPAttention_legacy.pt"),
                _use_new_zipfile_serialization=False)  # fmt: skip
+    from safetensors.torch import save_model  # as huggingface_hub's PyTorchModelHubMixin saves
+
+    save_model(wrapper, os.path.join(out, "ECPAttention.safetensors"))
     wrapped = torch.compile(torch.nn.DataParallel(wrapper))  # compiles nothing until called
     torch.save({"model_state_dict": wrapped.state_dict(), "global_step": 7},
                os.path.join(out, "ECPAttention_wrapped.pt"))  # fmt: skip

@@ -1,5 +1,5 @@
 """Other people's checkpoints: the authors' PyTorch models (MetaMain/ECPTransformer) in and out of
-llp_jax, and the `torch.save` format read and written without PyTorch."""
+llp_jax, the `torch.save` format read and written without PyTorch, `.safetensors` read."""
 
 from llp_jax.interop.authors import (
     CLASSES,
@@ -10,6 +10,7 @@ from llp_jax.interop.authors import (
     read_checkpoint,
 )
 from llp_jax.interop.authors_keys import from_params, to_params
+from llp_jax.interop.safetensors_format import SafetensorsError
 from llp_jax.interop.torch_format import TorchFormatError
 from llp_jax.interop.workdir import export_checkpoint, import_checkpoint
 
@@ -17,6 +18,7 @@ __all__ = [
     "CLASSES",
     "NETS",
     "InteropError",
+    "SafetensorsError",
     "TorchFormatError",
     "check_exportable",
     "export_checkpoint",

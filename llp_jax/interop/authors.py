@@ -11,7 +11,8 @@ Their five classes map onto five code-faithful llp_jax models:
 A checkpoint is what their training script's `save_model` writes ({'epoch', 'state_dict' of the
 AutoRegressiveWrapper, keys 'model.*', 'optimizer'}), a plain `state_dict()` of the model, or the
 pickled model itself; also as other training scripts save them (under 'model_state_dict' or
-'model', keys under DataParallel's 'module.' or torch.compile's '_orig_mod.'). The
+'model', keys under DataParallel's 'module.' or torch.compile's '_orig_mod.'), or as a
+`.safetensors` file (the Hugging Face Hub's). The
 mapping is parameter by parameter (`authors_keys`): their Linear weights are [out, in] (heads
 merged as h*d_h + i), ours [in, heads, d_h] / [heads, d_h, out]; everything else is the same
 tensor. The config is read from the tensors where they say it (V, d, L, H from the K/V
@@ -31,7 +32,7 @@ import numpy as np
 
 from llp_jax import models
 from llp_jax.errors import LLPError
-from llp_jax.interop import torch_format, torch_pickle
+from llp_jax.interop import safetensors_format, torch_format, torch_pickle
 
 NETS = {
     "PerceiverAR": "perceiver_ar",
@@ -71,9 +72,13 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 def read_checkpoint(path: str | os.PathLike) -> AuthorsCheckpoint:
     """Reads a `save_model` file, a plain state dict, or a whole pickled model (no PyTorch
-    needed), also as other training scripts save them (`_STATE_KEYS`, `_WRAPPER_PREFIXES`)."""
+    needed), also as other training scripts save them (`_STATE_KEYS`, `_WRAPPER_PREFIXES`), or
+    the model's tensors in a `.safetensors` file."""
     path = os.fspath(path)
-    obj = torch_format.load(path)
+    if safetensors_format.is_safetensors(path):
+        obj = safetensors_format.load(path)
+    else:
+        obj = torch_format.load(path)
     if not isinstance(obj, dict):
         raise InteropError(f"{path} holds a {type(obj).__name__}, not a state dict")
     named = [obj[k] for k in _STATE_KEYS if isinstance(obj.get(k), dict)]

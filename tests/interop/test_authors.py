@@ -44,14 +44,14 @@ def _load(net: str, file: str | None = None):
 
 
 # ECPAttention.pt's model as other scripts save one (tools/golden_from_authors.py `variants`):
-# a plain state_dict(), the whole pickled model, the legacy pre-1.6 format, and under
-# 'model_state_dict' with DataParallel's and torch.compile's key prefixes.
-VARIANTS = ("plain", "whole", "legacy", "wrapped")
+# a plain state_dict(), the whole pickled model, the legacy pre-1.6 format, under
+# 'model_state_dict' with DataParallel's and torch.compile's key prefixes, and as safetensors.
+VARIANTS = {v: f"ECPAttention_{v}.pt" for v in ("plain", "whole", "legacy", "wrapped")}
+VARIANTS["safetensors"] = "ECPAttention.safetensors"
 
 
 @pytest.mark.parametrize(
-    "net,file",
-    [(n, None) for n in HINTS] + [("ECPAttention", f"ECPAttention_{v}.pt") for v in VARIANTS],
+    "net,file", [(n, None) for n in HINTS] + [("ECPAttention", f) for f in VARIANTS.values()]
 )
 def test_logits_and_loss_equal_the_authors_code(net, file):
     golden = np.load(os.path.join(FIXTURES, f"{net}.npz"))

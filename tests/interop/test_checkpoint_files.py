@@ -1,37 +1,44 @@
 """Checkpoints as PyTorch users save them, beyond their save_model file: the whole pickled
-model, the legacy (pre-1.6) format, other dict layouts and wrappers' key prefixes (files
-written by PyTorch itself: tools/golden_from_authors.py `variants`), read without PyTorch and
-without running any of the file's code."""
+model, the legacy (pre-1.6) format, other dict layouts and wrappers' key prefixes, safetensors
+(files written by PyTorch and the safetensors library themselves: tools/golden_from_authors.py
+`variants`), read without either and without running any of the file's code."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import zipfile
 
+import ml_dtypes
 import numpy as np
 import pytest
 
-from llp_jax.interop import authors, torch_format
+from llp_jax.interop import authors, safetensors_format, torch_format
 from llp_jax.interop.authors import InteropError
+from llp_jax.interop.safetensors_format import SafetensorsError
 from llp_jax.interop.torch_format import TorchFormatError
 from tests.helpers import REPO
-from tests.interop.test_authors import FIXTURES, HINTS
+from tests.interop.test_authors import FIXTURES, HINTS, VARIANTS
 
 SAVED = os.path.join(FIXTURES, "ECPAttention.pt")
 
 
 def _fixture(variant: str) -> str:
-    return os.path.join(FIXTURES, f"ECPAttention_{variant}.pt")
+    return os.path.join(FIXTURES, VARIANTS[variant])
 
 
-@pytest.mark.parametrize("variant,step", [("whole", None), ("legacy", 1), ("wrapped", 7)])
+@pytest.mark.parametrize(
+    "variant,step", [("whole", None), ("legacy", 1), ("wrapped", 7), ("safetensors", None)]
+)
 def test_every_variant_holds_the_saved_tensors(variant, step):
     original = authors.read_checkpoint(SAVED)
     ckpt = authors.read_checkpoint(_fixture(variant))
-    assert list(ckpt.state) == list(original.state)  # state_dict()'s keys, in its order
+    order = sorted if variant == "safetensors" else list  # the library sorts its header
+    assert order(ckpt.state) == order(original.state)  # state_dict()'s keys, in its order
     for key, value in original.state.items():
         assert ckpt.state[key].dtype == value.dtype, key
         np.testing.assert_array_equal(ckpt.state[key], value, err_msg=key)
@@ -129,3 +136,35 @@ def test_the_converter_imports_a_wrapped_checkpoint(tmp_path):
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "as llp (code-faithful), step 7" in done.stdout
+
+
+def _safetensors(tmp_path, header: dict, body: bytes) -> str:
+    raw = json.dumps(header).encode()
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
+    return str(path)
+
+
+def test_safetensors_dtypes_and_damage(tmp_path):
+    values = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
+    half = _safetensors(tmp_path, {"__metadata__": {"format": "pt"}, "a": {"dtype": "BF16",
+                        "shape": [2, 3], "data_offsets": [0, 12]}},
+                        values.astype(ml_dtypes.bfloat16).tobytes())  # fmt: skip
+    assert safetensors_format.is_safetensors(half)
+    np.testing.assert_array_equal(safetensors_format.load(half)["a"].astype(np.float32), values)
+    data = open(_fixture("safetensors"), "rb").read()
+    cases = {
+        "cut": (data[: len(data) // 2], "lies outside the file: cut short"),
+        "header": (struct.pack("<Q", 40) + b"{" + b"x" * 39 + data[48:], "header is not JSON"),
+        "dtype": (None, "tensor 'a' is not readable \\('C64'\\)"),
+    }
+    for name, (raw, says) in cases.items():
+        if raw is None:
+            path = _safetensors(
+                tmp_path, {"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, bytes(8)
+            )
+        else:
+            path = str(tmp_path / f"{name}.safetensors")
+            open(path, "wb").write(raw)
+        with pytest.raises(SafetensorsError, match=says):
+            authors.read_checkpoint(path)
