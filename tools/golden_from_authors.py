@@ -152,12 +152,21 @@ def variants(out: str) -> None:
 
 
 def check_export(net: str, path: str, fixtures: str) -> float:
-    """Loads an llp_jax export into their class with strict=True; max |logits - fixture|."""
+    """Loads an llp_jax export into their class with strict=True (a .safetensors file with the
+    library's load_model); max |logits - fixture|."""
     model, wrapper = build(net)
-    saved = torch.load(path)
-    state = saved["state_dict"] if "state_dict" in saved else saved
-    target = wrapper if next(iter(state)).startswith("model.") else model
-    target.load_state_dict(state, strict=True)
+    if path.endswith(".safetensors"):  # as huggingface_hub loads it: load_model, strict
+        from safetensors import safe_open
+        from safetensors.torch import load_model
+
+        with safe_open(path, "pt") as f:
+            first = next(iter(f.keys()))
+        load_model(wrapper if first.startswith("model.") else model, path, strict=True)
+    else:
+        saved = torch.load(path)
+        state = saved["state_dict"] if "state_dict" in saved else saved
+        target = wrapper if next(iter(state)).startswith("model.") else model
+        target.load_state_dict(state, strict=True)
     golden = np.load(os.path.join(fixtures, f"{net}.npz"))
     wrapper.eval()
     with torch.no_grad():

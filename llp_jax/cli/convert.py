@@ -8,6 +8,7 @@
 
   # an llp_jax workdir of a code-faithful model -> their save_model file (or --plain state dict)
   python -m experiments.convert --workdir=workdir/ecp --to_authors=out.pt [--step=N] [--plain]
+  python -m experiments.convert --workdir=workdir/ecp --to_authors=out.safetensors [--plain]
 
 The model config comes from the tensors and their file name (trans_<net>_N<n>_H<h>_L<l>_D<d>_S<s>
 .pt); --model, --seq_len, --latent_len and --segments give what neither says (a one-line error
@@ -27,7 +28,9 @@ from llp_jax.interop import export_checkpoint, import_checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose data section to record.")
 _FROM = flags.DEFINE_string("from_authors", None, "An authors' checkpoint (.pt) to import.")
-_TO = common.output_flag("to_authors", None, "Write the workdir's params here (.pt).")
+_TO = common.output_flag(
+    "to_authors", None, "Write the workdir's params here (.pt; or .safetensors: tensors only)."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The llp_jax workdir.")
 _MODEL = flags.DEFINE_string("model", None, "Model name, where the tensors do not say.")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "n, where neither tensors nor file name say.")

@@ -9,7 +9,9 @@ and float8 come through ml_dtypes, which jax ships.
 
 Shared tensors: one a model holds under several names (the authors' rotary `freqs`, one module
 in every layer) is saved once by `safetensors.torch.save_model`, and its metadata maps each
-other name to the kept one; `load` gives it under every name again, as `state_dict()` does.
+other name to the kept one; `load` gives it under every name again, as `state_dict()` does,
+and `save(..., shared=)` writes such a group as the library does, so that its `load_model`
+(strict) loads the file into their model.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import struct
 import ml_dtypes
 import numpy as np
 
+from llp_jax import paths
 from llp_jax.errors import LLPError
 
 _DTYPES = {
@@ -30,6 +33,7 @@ _DTYPES = {
     "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U64": np.dtype("<u8"),
     "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }  # fmt: skip
+_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _MAX_HEADER = 100 * 2**20  # the library's own limit
 
 
@@ -88,3 +92,27 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if alias not in out and kept in out:  # a shared tensor, saved once
             out[alias] = out[kept]
     return out
+
+
+def save(tensors: dict[str, np.ndarray], path: str, shared: list[list[str]] = ()) -> None:
+    """Writes `tensors` as a `.safetensors` file, atomically (`paths.atomic_file`); each group
+    of names in `shared` is one tensor, kept under its first name in sorted order (the
+    library's choice) and the others named in the metadata."""
+    aliases = {}
+    for group in shared:
+        kept, *others = sorted(group)
+        aliases.update({name: kept for name in others})
+    header, chunks, offset = ({"__metadata__": aliases} if aliases else {}), [], 0
+    for name in sorted(n for n in tensors if n not in aliases):
+        array = np.ascontiguousarray(tensors[name])
+        raw = array.astype(array.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _NAMES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(raw)]}  # fmt: skip
+        chunks.append(raw)
+        offset += len(raw)
+    raw_header = json.dumps(header, separators=(",", ":")).encode()
+    raw_header += b" " * (-len(raw_header) % 8)  # the library aligns the tensors to 8 bytes
+    with paths.atomic_file(path) as f:
+        f.write(struct.pack("<Q", len(raw_header)) + raw_header)
+        for chunk in chunks:
+            f.write(chunk)

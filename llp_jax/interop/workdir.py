@@ -20,7 +20,7 @@ from flax import nnx
 
 from llp_jax import models, paths
 from llp_jax.data import DataConfig
-from llp_jax.interop import authors, authors_keys, torch_format
+from llp_jax.interop import authors, authors_keys, safetensors_format, torch_format
 from llp_jax.interop.authors import InteropError
 from llp_jax.storage import Checkpointer, committed_steps, load_params, no_checkpoint, read_meta
 from llp_jax.storage.workdir import check_path
@@ -82,7 +82,9 @@ def export_checkpoint(
 
     Args:
       workdir: an llp_jax workdir of a code-faithful model.
-      out_path: the .pt file to write.
+      out_path: the .pt file to write; a name ending .safetensors writes the tensors alone in
+        that format, as `safetensors.torch.save_model(wrapper or net, f)` would (their
+        `load_model` reads it back, strict).
       step: default the newest.
       plain: a plain state dict of their model (`net.state_dict()`) instead of their
         `save_model` file ({'epoch', 'state_dict' of the AutoRegressiveWrapper, 'optimizer'}).
@@ -102,7 +104,11 @@ def export_checkpoint(
     authors.check_exportable(cfg)
     freqs = (meta.get("source") or {}).get("rope_freqs")
     state = authors_keys.from_params(load_params(directory, step), cfg, freqs)
-    if plain:
+    if str(out_path).endswith(".safetensors"):  # tensors only: no epoch, no optimizer
+        tensors = state if plain else {f"model.{k}": v for k, v in state.items()}
+        rope = [k for k in tensors if k.endswith("pos_emb.freqs")]  # one module in all layers
+        safetensors_format.save(tensors, out_path, shared=[rope] if len(rope) > 1 else [])
+    elif plain:
         torch_format.save(state, out_path)
     else:
         torch_format.save(

@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from llp_jax.interop import authors, safetensors_format, torch_format
+from llp_jax.interop import authors, safetensors_format, torch_format, workdir
 from llp_jax.interop.authors import InteropError
 from llp_jax.interop.safetensors_format import SafetensorsError
 from llp_jax.interop.torch_format import TorchFormatError
@@ -168,3 +168,20 @@ def test_safetensors_dtypes_and_damage(tmp_path):
             open(path, "wb").write(raw)
         with pytest.raises(SafetensorsError, match=says):
             authors.read_checkpoint(path)
+
+
+def test_a_safetensors_export_is_the_librarys_own_file(tmp_path):
+    """Exported as `.safetensors`, the wrapper's tensors come out byte for byte as
+    safetensors.torch.save_model wrote them (the shared RoPE `freqs` once, the other names in
+    the metadata), which its load_model reads back strictly; --plain gives the model's."""
+    wd = str(tmp_path / "wd")
+    workdir.import_checkpoint(_fixture("safetensors"), wd, **HINTS["ECPAttention"])
+    out = tmp_path / "out.safetensors"
+    workdir.export_checkpoint(wd, str(out))
+    assert out.read_bytes() == open(_fixture("safetensors"), "rb").read()
+    workdir.export_checkpoint(wd, str(tmp_path / "plain.safetensors"), plain=True)
+    plain = safetensors_format.load(tmp_path / "plain.safetensors")
+    original = torch_format.load(SAVED)["state_dict"]
+    assert sorted(plain) == sorted(key[len("model.") :] for key in original)
+    for key, value in original.items():
+        np.testing.assert_array_equal(plain[key[len("model.") :]], value, err_msg=key)
