@@ -13,8 +13,10 @@ import errno
 import io
 import os
 import re
+import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -137,7 +139,16 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     and the stream links (/dev/stdout, /dev/fd/N, /proc/...) are written into, appended to, as
     they are; a rename over them would put a regular file in their place, and run as root
     (Docker, Colab) that replaced the machine's /dev/null. A symbolic link to a file keeps
-    pointing at it: the file it names is replaced."""
+    pointing at it: the file it names is replaced. A URL's object is written when the block
+    ends, from a local temporary file (an object store's write is atomic)."""
+    if is_url(os.fspath(path)):  # written whole to a local file, then uploaded in one write
+        check_client(os.fspath(path))
+        with tempfile.TemporaryFile() as f:
+            yield f
+            f.seek(0)
+            with resolve(path).open("wb") as out:
+                shutil.copyfileobj(f, out, _CHUNK)
+        return
     target = os.path.abspath(os.path.expanduser(os.fspath(path)))
     stream = _stream_path(target)
     if not stream and os.path.islink(target):
@@ -165,6 +176,25 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         if e.filename and os.fspath(e.filename) != tmp:
             raise
         raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from None
+
+
+@contextlib.contextmanager
+def local_copy(path: str | os.PathLike) -> Iterator[str]:
+    """A local file holding `path`'s bytes, for readers that need one (zipfile seeks): the path
+    itself, or for a URL a temporary copy, removed when the block ends. A missing object raises
+    FileNotFoundError, as a missing local file does."""
+    text = os.fspath(path)
+    if not is_url(text):
+        yield text
+        return
+    with tempfile.NamedTemporaryFile(suffix=os.path.splitext(text)[1]) as copy:
+        with resolve(text).open("rb") as f:
+            shutil.copyfileobj(f, copy, _CHUNK)
+        copy.flush()
+        yield copy.name
+
+
+_CHUNK = 16 * 2**20
 
 
 def _stream_path(path: str) -> bool:

@@ -44,22 +44,26 @@ class SafetensorsError(LLPError):
 def is_safetensors(path: str | os.PathLike) -> bool:
     """Whether the file starts as a safetensors file does: a header size, then a JSON object."""
     try:
-        with open(path, "rb") as f:
+        with paths.resolve(path).open("rb") as f:
             head = f.read(9)
-    except OSError:
+    except (OSError, paths.StorageError):
         return False
     return len(head) == 9 and head[8:9] == b"{" and 2 <= struct.unpack("<Q", head[:8])[0]
 
 
 def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The file's tensors by name, as NumPy arrays (copies).
+    """The file's tensors by name, as NumPy arrays (copies); `path` may be a URL.
 
     Raises:
       SafetensorsError: cut short, a header that is not the format's, or an unknown dtype.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        data = paths.resolve(path).read_bytes()
+    except FileNotFoundError:
+        raise SafetensorsError(f"{path} does not exist") from None
+    except OSError as e:
+        raise SafetensorsError(f"{path} cannot be read ({e})") from None
     (size,) = struct.unpack("<Q", data[:8]) if len(data) >= 8 else (0,)
     if not 2 <= size <= min(_MAX_HEADER, len(data) - 8):
         raise SafetensorsError(f"{path} is cut short or not a safetensors file")

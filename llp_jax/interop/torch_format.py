@@ -51,7 +51,8 @@ def load(path: str | os.PathLike) -> Any:
     pickled `torch.nn.Module` as its state dict (`torch_pickle`).
 
     Reads the zip format (PyTorch >= 1.6) and the legacy one before it (still written with
-    `_use_new_zipfile_serialization=False`). No code of the file runs.
+    `_use_new_zipfile_serialization=False`), from a local path or a URL (gs://...). No code of
+    the file runs.
 
     Raises:
       TorchFormatError: not a torch file, damaged, or holding at its top an object other than
@@ -59,16 +60,18 @@ def load(path: str | os.PathLike) -> Any:
     """
     path = os.fspath(path)
     try:
-        archive = zipfile.ZipFile(path)
+        with paths.local_copy(path) as local:
+            try:
+                archive = zipfile.ZipFile(local)
+            except zipfile.BadZipFile:
+                obj = _legacy(local, path)
+            else:
+                with archive:
+                    obj = _zipped(path, archive)
     except FileNotFoundError:
         raise TorchFormatError(f"{path} does not exist") from None
-    except zipfile.BadZipFile:
-        obj = _legacy(path)
     except OSError as e:
         raise TorchFormatError(f"{path} cannot be read ({e})") from None
-    else:
-        with archive:
-            obj = _zipped(path, archive)
     if (name := torch_pickle.foreign_name(obj)) is not None:
         raise TorchFormatError(
             f"{path}: holds a {name} object; only tensors, dicts, lists, numbers and "
@@ -111,7 +114,7 @@ def _zipped(path: str, archive: zipfile.ZipFile) -> Any:
 _LEGACY_MAGIC, _LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
 
 
-def _legacy(path: str) -> Any:
+def _legacy(local: str, path: str) -> Any:
     not_torch = TorchFormatError(
         f"{path} is not a torch.save file (neither the zip format nor the legacy one)"
     )
@@ -123,7 +126,7 @@ def _legacy(path: str) -> Any:
     def unpickle(f) -> Any:
         return torch_pickle.Unpickler(f, _STORAGES, storage).load()
 
-    with open(path, "rb") as f:
+    with open(local, "rb") as f:
         try:
             if unpickle(f) != _LEGACY_MAGIC:
                 raise not_torch
