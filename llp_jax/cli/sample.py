@@ -112,6 +112,9 @@ def _prompt() -> str:
     if local and (os.path.isdir(path) or not os.path.exists(path)):
         why = "is a folder" if os.path.isdir(path) else paths.missing(path)
         raise runner.EvaluationError(f"--prompt_file={path} {why}; give a text file, or '-'")
+    if paths.is_url(path) and not paths.resolve(path).is_file():
+        why = "is a folder" if paths.exists(path) else "does not exist"
+        raise runner.EvaluationError(f"--prompt_file={path} {why}; give a text file, or '-'")
     try:
         text = read_text_file(path, once=True)
     except NotText:  # empty, or binary

@@ -149,3 +149,13 @@ def test_a_sentencepiece_model_in_the_bucket(bucket, tmp_path):
     with pytest.raises(DataError, match="gs://llp-text/spm/none.model cannot be read") as caught:
         tokenizers.make_tokenizer(f"gs://{BUCKET}/spm/none.model")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "key,says", [("no/prompt.txt", "does not exist"), ("books", "is a folder")]
+)
+def test_a_prompt_file_in_the_bucket_that_is_no_file(bucket, tmp_path, key, says):
+    """Checked before the model loads, in --prompt_file's words (was: 'Corpus path ...')."""
+    env = {**bucket[0], **cli_env()}
+    done = run_cli("sample", f"--workdir={tmp_path}", f"--prompt_file=gs://{BUCKET}/{key}", env=env)
+    assert_one_line_error(done, f"--prompt_file=gs://{BUCKET}/{key} {says}; give a text file")
