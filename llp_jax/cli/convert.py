@@ -38,7 +38,12 @@ _LATENT = flags.DEFINE_integer("latent_len", None, "l of perceiver_ar / enhanced
 _SEGMENTS = flags.DEFINE_integer("segments", None, "llp: S = n / s; enhanced_v2: S_h.")
 _STEP = flags.DEFINE_integer("step", None, "Export this step (default: the newest).")
 _PLAIN = flags.DEFINE_bool("plain", False, "Export a plain state dict, not a save_model file.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the workdir's checkpoints.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Import into a workdir holding another run: that run is moved into "
+    "previous_runs/ (nothing is deleted).",
+)
 flags.mark_flag_as_required("workdir")
 
 

@@ -23,7 +23,7 @@ from llp_jax.data import DataConfig
 from llp_jax.interop import authors, authors_keys, safetensors_format, torch_format
 from llp_jax.interop.authors import InteropError
 from llp_jax.storage import Checkpointer, committed_steps, load_params, no_checkpoint, read_meta
-from llp_jax.storage.workdir import check_path
+from llp_jax.storage.workdir import PREVIOUS, WorkdirLock, check_path, previous_run, set_aside
 
 
 def import_checkpoint(
@@ -38,7 +38,8 @@ def import_checkpoint(
 
     Args:
       path: their `save_model` file or a plain state dict.
-      workdir: created if needed; it must hold no checkpoint unless `overwrite`.
+      workdir: created if needed; it must hold no other run (checkpoints, data record, logs)
+        unless `overwrite`, which moves that run into `previous_runs/` (as --noresume does).
       data_config: the data section evaluation and training will use (default: DataConfig()).
       **hints: what the tensors cannot say (see `authors.infer_config`).
 
@@ -51,8 +52,6 @@ def import_checkpoint(
     cfg = authors.infer_config(ckpt, **hints)
     params = authors_keys.to_params(ckpt, cfg)
     directory = paths.join(workdir, "checkpoints")
-    if committed_steps(directory) and not overwrite:
-        raise InteropError(f"{directory} already holds checkpoints; pass --overwrite or another")
     step = ckpt.epoch or 0
     graphdef, state = nnx.split(models.abstract_model(cfg))
     nnx.replace_by_pure_dict(state, params)
@@ -62,16 +61,24 @@ def import_checkpoint(
         "data": dataclasses.asdict(DataConfig.from_any(data_config)),
         "weights_only": True,
         "source": {
-            "authors_checkpoint": os.path.abspath(path),
+            "authors_checkpoint": path if paths.is_url(path) else os.path.abspath(path),
             "class": authors.CLASSES[cfg.name],
             # Their RoPE buffer, bit for bit, so an export writes back exactly what came in.
             "rope_freqs": None if freqs is None else [float(f) for f in np.asarray(freqs)],
         },
     }
-    if overwrite and paths.exists(directory):
-        paths.resolve(directory).rmtree()
-    with Checkpointer(directory, async_save=False, keep_best=False) as out:
-        out.save(step, {"params": state}, meta=meta, force=True)
+    paths.makedirs(workdir)
+    with WorkdirLock(workdir):  # not under a running trainer's feet
+        previous = previous_run(workdir)
+        if previous and not overwrite:
+            raise InteropError(
+                f"{workdir} holds another run ({', '.join(previous[:3])}); pass --overwrite to "
+                f"keep it in {paths.join(workdir, PREVIOUS)}/, or give another --workdir"
+            )
+        if previous:  # moved, not deleted: its data record and logs would belong to no model
+            print(f"--overwrite: the previous run in {workdir} is kept in {set_aside(workdir)}")
+        with Checkpointer(directory, async_save=False, keep_best=False) as out:
+            out.save(step, {"params": state}, meta=meta, force=True)
     return cfg, step
 
 

@@ -241,14 +241,21 @@ class _RemoteLock:
             pass
 
 
-def set_aside(workdir: str) -> str | None:
-    """Moves everything of a previous run in `workdir` (checkpoints, metrics, plots, data record)
-    into `<workdir>/previous_runs/<UTC time>/` and returns that folder (None: nothing there).
-    Nothing is deleted: `--noresume` starts a fresh run without losing the old one."""
+def previous_run(workdir: str) -> list[str]:
+    """The names in `workdir` that a previous run left (checkpoints, metrics, plots, data
+    record), sorted: all but `previous_runs/` and the lock."""
     root = paths.resolve(workdir)
     if not root.exists():
-        return None
-    entries = [e for e in root.iterdir() if e.name not in (PREVIOUS, LOCK_NAME)]
+        return []
+    return sorted(e.name for e in root.iterdir() if e.name not in (PREVIOUS, LOCK_NAME))
+
+
+def set_aside(workdir: str) -> str | None:
+    """Moves everything of a previous run in `workdir` (`previous_run`) into
+    `<workdir>/previous_runs/<UTC time>/` and returns that folder (None: nothing there).
+    Nothing is deleted: `--noresume` starts a fresh run without losing the old one."""
+    root = paths.resolve(workdir)
+    entries = [root / name for name in previous_run(workdir)]
     if not entries:
         return None
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")

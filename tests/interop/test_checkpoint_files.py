@@ -21,6 +21,7 @@ from llp_jax.interop import authors, safetensors_format, torch_format, workdir
 from llp_jax.interop.authors import InteropError
 from llp_jax.interop.safetensors_format import SafetensorsError
 from llp_jax.interop.torch_format import TorchFormatError
+from llp_jax.storage import WorkdirBusyError
 from tests.helpers import REPO
 from tests.interop.test_authors import FIXTURES, HINTS, VARIANTS
 
@@ -185,3 +186,33 @@ def test_a_safetensors_export_is_the_librarys_own_file(tmp_path):
     assert sorted(plain) == sorted(key[len("model.") :] for key in original)
     for key, value in original.items():
         np.testing.assert_array_equal(plain[key[len("model.") :]], value, err_msg=key)
+
+
+def test_importing_over_another_run_keeps_it_and_waits_for_its_trainer(tmp_path):
+    """A workdir holding another run (here a SentencePiece run's data record and logs, which an
+    imported model with another vocabulary could not use) is refused; --overwrite moves it into
+    previous_runs/ (it used to delete the checkpoints alone, and keep the record); a trainer
+    running there keeps the workdir (its lock)."""
+    wd = tmp_path / "wd"
+    (wd / "data").mkdir(parents=True)
+    (wd / "data" / "record.json").write_text('{"tokenizer": "sentencepiece"}')
+    (wd / "metrics.jsonl").write_text('{"step": 2}\n')
+    with pytest.raises(InteropError, match="holds another run \\(data, metrics.jsonl\\); pass"):
+        workdir.import_checkpoint(SAVED, str(wd), **HINTS["ECPAttention"])
+    workdir.import_checkpoint(SAVED, str(wd), overwrite=True, **HINTS["ECPAttention"])
+    (kept,) = (wd / "previous_runs").iterdir()
+    assert sorted(os.listdir(kept)) == ["data", "metrics.jsonl"]
+    assert sorted(n for n in os.listdir(wd) if n != ".lock") == ["checkpoints", "previous_runs"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from llp_jax.storage import WorkdirLock; "
+         f"WorkdirLock({str(wd)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkdirBusyError, match="in use by another training run"):
+            workdir.import_checkpoint(SAVED, str(wd), overwrite=True, **HINTS["ECPAttention"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(os.listdir(wd / "previous_runs")) == 1  # nothing moved under the trainer
