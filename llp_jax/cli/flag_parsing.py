@@ -112,11 +112,53 @@ def parse(argv):
     except flags.UnrecognizedFlagError as e:
         if "config" in flags.FLAGS and (why := _no_config_file(e.flagname, argv)):
             sys.exit(f"error: {why}")
-        sys.exit(f"error: {last_line(e)}{_kin(e.flagname, str(e), argv)}")
+        line = _own_suggestions(last_line(e))
+        line += _kin(e.flagname, line, argv)
+        if "id you mean" not in line and "a word of it" not in line:
+            line += f" (--{e.flagname} is {where})" if (where := _elsewhere(e.flagname)) else ""
+        sys.exit(f"error: {line}")
     except flags.Error as e:
         sys.exit(f"error: {_config_file_raised(e, argv) or last_line(e)}")
     except Exception as e:  # noqa: BLE001  a config file's own error, raised while it loads
         sys.exit(f"error: {config_load_error(e, argv)}")
+
+
+_FLAG_DEFINITION = re.compile(
+    r"(?:DEFINE_\w+|output_flag|int_list_flag)\(\s*\"(\w+)\"|(compilation_cache)_flag\(\)"
+)
+
+
+def _own_suggestions(line: str) -> str:
+    """absl's "Did you mean: a, b ?" with only this program's flags: its own logging flags
+    (--log_dir for --workdir) mislead."""
+    match = re.search(r"\. Did you mean: (.*) \?$", line)
+    if not match:
+        return line
+    ours = {flag.name for module, defined in flags.FLAGS.flags_by_module_dict().items()
+            if module.startswith(("llp_jax.", "ml_collections.")) for flag in defined}  # fmt: skip
+    kept = [n for n in match[1].split(", ") if n in ours]
+    return line[: match.start()] + (f". Did you mean: {', '.join(kept)} ?" if kept else "")
+
+
+def _elsewhere(name: str) -> str:
+    """Where an unknown flag belongs to other llp_jax programs (evaluate's --protocols given to
+    train, --workdir to prepare_data, whose absl suggestion was its own --log_dir): which."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    running = {m.rsplit(".", 1)[1] for m in flags.FLAGS.flags_by_module_dict()
+               if m.startswith("llp_jax.cli.")}  # fmt: skip
+    owners = []
+    for file in sorted(os.listdir(here)):
+        program = file[: -len(".py")]
+        if not file.endswith(".py") or program in running:
+            continue
+        source = open(os.path.join(here, file), encoding="utf-8").read()
+        if "def entry(" in source and name in {a or b for a, b in _FLAG_DEFINITION.findall(source)}:
+            owners.append(program)
+    if not owners:
+        return ""
+    mine = [m for m in running if os.path.isfile(os.path.join(here, f"{m}.py")) and m != "common"]
+    return (f"a flag of experiments.{', '.join(owners)}"
+            + (f", not of experiments.{mine[0]}" if len(mine) == 1 else ""))  # fmt: skip
 
 
 def _kin(name: str, message: str, argv: list[str]) -> str:

@@ -146,6 +146,15 @@ UNKNOWN_FLAGS = [
     ("train", ["--seed=1"], "--config.data.seed or --config.sample.seed or --config.train.seed"),
     ("train", ["--eval_step=3"], "flags with a word of it: --config.data.eval_max_tokens, "),
     ("sample", ["--max_new_token=3"], "Did you mean: max_new_tokens"),  # absl's own
+    # another program's flag: which (absl had offered its own --log_dir for --workdir)
+    (
+        "prepare_data",
+        [TINY, "--workdir=w"],
+        "(--workdir is a flag of experiments.convert, "
+        "evaluate, sample, train, not of experiments.prepare_data)",
+    ),
+    ("train", ["--protocols=standard"], "(--protocols is a flag of experiments.evaluate, not"),
+    ("sample", ["--protocols=paper"], "(--protocols is a flag of experiments.evaluate, not of"),
 ]
 
 
@@ -153,8 +162,10 @@ UNKNOWN_FLAGS = [
 def test_an_unknown_flag_names_the_flags_it_may_mean(case, server):
     program, argv, fragment = case
     result = server.run(program, *argv)
-    assert_one_line_error(result, f"Unknown command line flag '{argv[-1][2:].split('=')[0]}'",
-                          fragment)  # fmt: skip
+    line = assert_one_line_error(
+        result, f"Unknown command line flag '{argv[-1][2:].split('=')[0]}'", fragment
+    )
+    assert "log_dir" not in line
 
 
 def test_config_overrides_without_a_config_file_say_so(server, tmp_path):
