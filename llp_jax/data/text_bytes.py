@@ -15,6 +15,7 @@ import codecs
 import gzip
 import logging
 import lzma
+import os
 import re
 
 from llp_jax.data.corpus import DataError
@@ -64,6 +65,25 @@ _FORMATS = (
 )
 
 
+# Files people keep their text in that are not text, known by their bytes: (what it is, how to
+# recognise it, how to get its text). Named as such, not as "looks binary".
+_NOT_TEXT = (
+    ("a PDF document", lambda raw: raw[:5] == b"%PDF-", "pdftotext {f} {stem}.txt"),
+    ("an EPUB book", lambda raw: raw[:2] == b"PK" and b"application/epub+zip" in raw[:100],
+     "pandoc {f} -t plain -o {stem}.txt, or Calibre's ebook-convert {f} {stem}.txt"),
+    ("an Office document (.docx, .xlsx, .odt, ...)", lambda raw: raw[:2] == b"PK" and (
+        b"[Content_Types].xml" in raw[:4096] or b"application/vnd.oasis" in raw[:100]),
+     "pandoc {f} -t plain -o {stem}.txt, or save it as plain text"),
+    ("an Office 97-2003 document (.doc, .xls)", lambda raw: raw[:8] == bytes.fromhex(
+        "d0cf11e0a1b11ae1"), "save it as plain text from its program"),
+    ("a 7-Zip archive", lambda raw: raw[:6] == b"7z\xbc\xaf\x27\x1c",
+     "unpack it (7z x {f}) and pass the folder"),
+    ("a RAR archive", lambda raw: raw[:6] == b"Rar!\x1a\x07", "unpack it (unrar x {f}) and pass the folder"),
+    ("LZ4-compressed", lambda raw: raw[:4] == b"\x04\x22\x4d\x18",
+     "decompress it (lz4 -d {f}), or recompress it as .gz, .bz2, .xz or .zst"),
+)  # fmt: skip
+
+
 def decompress(path: str, raw: bytes) -> bytes:
     """`raw`, or its content if it is gzip, bzip2, xz or Zstandard data."""
     for name, matches, expand in _FORMATS:
@@ -89,6 +109,10 @@ def decode(path: str, raw: bytes) -> str:
                 raise NotText(f"Corpus file {path} starts with a {codec.upper()} byte-order "
                               f"mark but is not {codec.upper()} ({e.reason}); convert it to "
                               "UTF-8.") from None  # fmt: skip
+    for what, matches, fix in _NOT_TEXT:
+        if matches(raw):
+            raise NotText(f"Corpus file {path} is {what}, not text; get its text first: "
+                          f"{fix.format(f=path, stem=os.path.splitext(path)[0])}.")  # fmt: skip
     if b"\x00" in raw:
         raise NotText(
             f"Corpus file {path} looks binary (contains NUL bytes); pass a plain UTF-8 text file."
