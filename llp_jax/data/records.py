@@ -119,6 +119,7 @@ def _table(path: str, text: str, delimiter: str, text_field: str) -> list:
     and `paste` exports: a cell may start with a quote). A cell may hold a whole book (csv's
     128 KiB cell limit is lifted)."""
     csv.field_size_limit(2**31 - 1)
+    delimiter = _locale_delimiter(path, text, delimiter, text_field)
     try:
         return list(_cells(path, text, delimiter, text_field, csv.QUOTE_MINIMAL))
     except _QuoteError:
@@ -131,8 +132,22 @@ def _table(path: str, text: str, delimiter: str, text_field: str) -> list:
         raise
 
 
+def _locale_delimiter(path: str, text: str, delimiter: str, text_field: str) -> str:
+    """A `.csv` whose header has no comma but names the text field between semicolons (Excel's
+    "CSV" where the decimal separator is a comma: German, French, ...), or '|', is read with
+    that separator, said in one line."""
+    header = text.split("\n", 1)[0]
+    if delimiter != "," or "," in header:
+        return delimiter
+    for other in (";", "|"):
+        if other in header and text_field in (c.strip().strip('"') for c in header.split(other)):
+            print(f"[llp_jax.data] {path} read with {other!r} between cells (its header row)")
+            return other
+    return delimiter
+
+
 def _cells(path: str, text: str, delimiter: str, text_field: str, quoting: int):
-    kind = "CSV" if delimiter == "," else "TSV"
+    kind = "TSV" if delimiter == "\t" else "CSV"
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
                       quoting=quoting)  # fmt: skip
     start = 1  # the line the row being read starts on

@@ -201,6 +201,18 @@ def test_csv_cells_hold_quotes_books_and_gaps(tmp_path):
         user_text.read_documents(str(path))
 
 
+@pytest.mark.parametrize("separator", [";", "|"])
+def test_a_csv_with_semicolons_reads_by_its_header(separator, tmp_path, capsys):
+    """Excel saves "CSV" with ';' where a comma is the decimal separator (German, French)."""
+    rows = [["id", "text"], [1, "Gut; sehr gut, wirklich."], [2, 'Er sagte "ja"\nund ging.']]
+    out = io.StringIO(newline="")
+    csv.writer(out, delimiter=separator).writerows(rows)
+    path = tmp_path / "bewertungen.csv"
+    path.write_text(out.getvalue(), encoding="utf-8-sig")  # Excel's "CSV UTF-8": a BOM
+    assert user_text.read_documents(str(path)) == [rows[1][1], rows[2][1]]
+    assert f"read with {separator!r} between cells" in capsys.readouterr().out
+
+
 def test_a_tsv_without_quoting_reads_as_iana_tsv(tmp_path):
     """Database and `paste` exports write TSV as IANA defines it, with no quoting: a cell may
     start with a quote that never closes as CSV's rules want."""
