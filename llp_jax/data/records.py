@@ -1,13 +1,12 @@
-"""From a corpus file's text to its documents: JSON records, tables, Parquet rows.
+"""From a corpus file's text to its documents: JSON records and tables.
 
 A file's name (without its compression suffix) says how: `.jsonl` / `.ndjson` one object per
 line, `.json` an array of records or strings, one object, or JSON Lines (C4's shards);
 `.csv` / `.tsv` (spreadsheet exports, Kaggle datasets) one row per document; anything else is
 one document. Text with no name to tell (standard input, a pipe, a file without an extension:
-a Hugging Face cache blob) is known by its first line. Apache Parquet (how Hugging Face
-datasets ship their splits: `train-00000-of-00002.parquet`), known by its magic bytes, and
-Apache Arrow (how `datasets` caches them and `save_to_disk` writes them: `*.arrow`) are one
-document per row of the text column. Every problem is a one-line `DataError` naming the file.
+a Hugging Face cache blob) is known by its first line. A record's text may be a string, a list
+of them, a chat or a nested field (`record_text`); Parquet and Arrow files: `columns.py`. Every
+problem is a one-line `DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ import csv
 import io
 import json
 
-from llp_jax.data import text_bytes
+from llp_jax.data import record_text, text_bytes
 from llp_jax.data.corpus import DataError
-from llp_jax.errors import first_line
+from llp_jax.data.record_text import MISSING
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
@@ -202,84 +201,29 @@ def _json(path: str, text: str) -> list:
 
 
 def _text_of(where: str, record, text_field: str, *, first: bool = False) -> str:
-    """A record's text; a null one (`datasets`' to_json writes a missing value so) is no
-    document, as a Parquet null is."""
+    """A record's text (`record_text`: a string, a list of them, a chat, a nested field); a
+    null one (`datasets`' to_json writes a missing value so) is no document, as a Parquet null
+    is."""
     if isinstance(record, str):
         return record
-    value = record.get(text_field) if isinstance(record, dict) else None
-    if value is None and isinstance(record, dict) and text_field in record:
+    value = record_text.lookup(record, text_field) if isinstance(record, dict) else MISSING
+    if value is None:
         return ""
-    if not isinstance(value, str):
+    text = record_text.as_text(value)
+    if text is None:
         error = NoTextField if first else DataError
-        raise error(f"{where} has no text field {text_field!r} ({_fields(record, text_field)}); "
+        raise error(f"{where} has no text field {text_field!r} ({_fields(record, value)}); "
                     f"{FIELD_FIX} to the field that holds the text.")  # fmt: skip
-    return value
+    return text
 
 
-def _fields(record, text_field: str) -> str:
+def _fields(record, value) -> str:
     """What a record holds instead: its fields with text in them (the choices for text_field)."""
     if not isinstance(record, dict):
         return f"the record is a {type(record).__name__}, not an object"
-    kind = type(record[text_field]).__name__ if text_field in record else ""
+    kind = "" if value is MISSING else type(value).__name__
     there = f"it is {'an' if kind[:1] in tuple('aeiou') else 'a'} {kind}; " if kind else ""
-    texts = [name for name, value in record.items() if isinstance(value, str)]
+    texts = record_text.text_fields(record)
     if texts:
         return f"{there}its text fields: {texts}"
     return f"{there}no field holds text: {list(record)}"
-
-
-def is_parquet(raw: bytes) -> bool:
-    """Apache Parquet data ('PAR1' first; a file cut short lacks the one at its end and is
-    then reported damaged, not binary)."""
-    return raw[:4] == b"PAR1"
-
-
-def is_arrow(path: str, raw: bytes) -> bool:
-    """Apache Arrow IPC data: the file format ('ARROW1' first), or the stream format in which
-    Hugging Face `datasets` caches a split (`cache-*.arrow`, `save_to_disk`'s
-    `data-00000-of-00001.arrow`), known by its name and its first continuation marker."""
-    return raw[:6] == b"ARROW1" or path.endswith(".arrow") and raw[:4] == b"\xff\xff\xff\xff"
-
-
-def parquet_documents(path: str, raw: bytes, text_field: str = "text") -> list[str]:
-    """One document per row of a Parquet file's `text_field` column (null and blank rows left
-    out); a missing or non-text column is a DataError that lists the file's text columns."""
-    return _column_documents(path, raw, text_field, "Parquet")
-
-
-def arrow_documents(path: str, raw: bytes, text_field: str = "text") -> list[str]:
-    """`parquet_documents` of an Arrow IPC file or stream (`is_arrow`)."""
-    return _column_documents(path, raw, text_field, "Arrow")
-
-
-def _column_documents(path: str, raw: bytes, text_field: str, kind: str) -> list[str]:
-    try:
-        import pyarrow as pa  # noqa: PLC0415  (tensorflow-datasets' dependency; tables only)
-        import pyarrow.parquet as pq  # noqa: PLC0415
-    except ImportError:
-        raise DataError(f"Corpus file {path} is {kind}, which needs pyarrow: pip install "
-                        "pyarrow") from None  # fmt: skip
-    try:
-        if kind == "Parquet":
-            schema = pq.read_schema(io.BytesIO(raw))
-            table = lambda: pq.read_table(io.BytesIO(raw), columns=[text_field])  # noqa: E731
-        else:
-            ipc = pa.ipc.open_file if raw[:6] == b"ARROW1" else pa.ipc.open_stream
-            whole = ipc(pa.BufferReader(raw)).read_all()
-            schema, table = whole.schema, lambda: whole.select([text_field])
-        kinds = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
-        texts = [f.name for f in schema if any(is_text(f.type) for is_text in kinds)]
-        if text_field not in texts:
-            what = "is not a text column" if text_field in schema.names else "is not a column"
-            raise NoTextField(f"{path}: {text_field!r} {what}; its text columns: {texts}; "
-                            f"{FIELD_FIX} to one of them.")  # fmt: skip
-        rows = table().column(0).to_pylist()
-    except DataError:  # NoTextField
-        raise
-    except Exception as e:  # noqa: BLE001  pyarrow's ArrowInvalid, OSError, ...
-        raise DataError(f"Corpus file {path} is a damaged {kind} file ({first_line(e)}); "
-                        "download it again or leave it out.") from None  # fmt: skip
-    docs = [text_bytes.newlines(row) for row in rows if row and row.strip()]
-    if not docs:
-        raise DataError(f"{path} holds no documents with text in column {text_field!r}.")
-    return docs

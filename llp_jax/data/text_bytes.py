@@ -84,6 +84,11 @@ _NOT_TEXT = (
 )  # fmt: skip
 
 
+def not_text_format(raw: bytes) -> tuple[str, str] | None:
+    """(what the bytes are, how to get their text) for a format `_NOT_TEXT` knows, or None."""
+    return next(((what, fix) for what, matches, fix in _NOT_TEXT if matches(raw)), None)
+
+
 def decompress(path: str, raw: bytes) -> bytes:
     """`raw`, or its content if it is gzip, bzip2, xz or Zstandard data."""
     for name, matches, expand in _FORMATS:
@@ -109,10 +114,10 @@ def decode(path: str, raw: bytes) -> str:
                 raise NotText(f"Corpus file {path} starts with a {codec.upper()} byte-order "
                               f"mark but is not {codec.upper()} ({e.reason}); convert it to "
                               "UTF-8.") from None  # fmt: skip
-    for what, matches, fix in _NOT_TEXT:
-        if matches(raw):
-            raise NotText(f"Corpus file {path} is {what}, not text; get its text first: "
-                          f"{fix.format(f=path, stem=os.path.splitext(path)[0])}.")  # fmt: skip
+    if found := not_text_format(raw):
+        what, fix = found
+        raise NotText(f"Corpus file {path} is {what}, not text; get its text first: "
+                      f"{fix.format(f=path, stem=os.path.splitext(path)[0])}.")  # fmt: skip
     if b"\x00" in raw:
         raise NotText(
             f"Corpus file {path} looks binary (contains NUL bytes); pass a plain UTF-8 text file."

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from llp_jax import paths
-from llp_jax.data import archives, corpus_paths, records, text_bytes
+from llp_jax.data import archives, columns, corpus_paths, records, text_bytes
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
 from llp_jax.data.corpus_paths import STDIN, expand_paths, no_such
 from llp_jax.data.records import NoTextField
@@ -147,10 +147,10 @@ class _Reading:
                     self.members += 1
                     self.add(member, data, walked=True, origin=origin or path, depth=depth + 1)
                 return
-            if records.is_parquet(raw):
-                docs = records.parquet_documents(path, raw, self.text_field)
-            elif records.is_arrow(path, raw):
-                docs = records.arrow_documents(path, raw, self.text_field)
+            if columns.is_parquet(raw):
+                docs = columns.parquet_documents(path, raw, self.text_field)
+            elif columns.is_arrow(path, raw):
+                docs = columns.arrow_documents(path, raw, self.text_field)
             else:
                 docs = records.documents(path, text_bytes.decode(path, raw), self.text_field)
             first = self._origin.setdefault(hashlib.sha1(raw).digest(), origin)

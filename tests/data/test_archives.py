@@ -168,8 +168,8 @@ def test_zips_that_are_documents_or_models_stay_binary(tmp_path, capsys):
     docs, skipped = user_text.read_spec_documents(str(root))
     assert docs == [DOCS[0]] and len(skipped) == 4
     assert "archive" not in capsys.readouterr().out
-    with pytest.raises(DataError, match="looks binary"):
-        load_corpus(str(root / "report.docx"))
+    with pytest.raises(DataError, match="is an Office document .*, not text; get its text"):
+        load_corpus(str(root / "report.docx"))  # not read as a folder of XML
 
 
 def test_an_archive_beside_its_unpacked_folder_is_read_once(tmp_path, capsys):

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llp_jax.data import text_bytes, user_text
 from llp_jax.data import tokenizers as tk
-from llp_jax.data import user_text
 from llp_jax.data.corpus import DataError
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -39,7 +39,8 @@ def test_text_loader_never_crashes_on_random_bytes(raw):
             assert "\n" not in str(e)
             invalid = len(raw.decode("utf-8", errors="replace")) != len(
                 raw.decode("utf-8", errors="ignore"))  # fmt: skip
-            assert not raw.strip() or b"\x00" in raw or invalid
+            named = text_bytes.not_text_format(raw)  # a PDF, a RAR archive, ...
+            assert not raw.strip() or b"\x00" in raw or invalid or named
             return
         assert isinstance(text, str) and "\r" not in text
         text.encode("utf-8")  # Always valid UTF-8 afterwards.

@@ -178,9 +178,9 @@ def test_a_json_array_takes_the_text_field(tmp_path):
                        r"\(its text fields: \['instruction', 'input', 'output'\]\)"):  # fmt: skip
         user_text.read_documents(str(path))
     chat = tmp_path / "chat.jsonl"  # a field that is there but holds no text; none that does
-    chat.write_text(json.dumps({"text": ["Say hi"], "messages": [{"content": "hi"}], "n": 1}))
+    chat.write_text(json.dumps({"text": [1, 2], "messages": [{"id": 3}], "meta": {"n": 1}}))
     with pytest.raises(DataError, match=r"chat.jsonl:1 has no text field 'text' \(it is a "
-                       r"list; no field holds text: \['text', 'messages', 'n'\]\)"):  # fmt: skip
+                       r"list; no field holds text: \['text', 'messages', 'meta'\]\)"):  # fmt: skip
         user_text.read_documents(str(chat))
     one = tmp_path / "one.json"
     one.write_text(json.dumps({"text": DOCS[0], "id": 1}, indent=2))
