@@ -87,8 +87,11 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except (KeyError, TypeError, ValueError):
             kind = entry.get("dtype") if isinstance(entry, dict) else entry
             raise SafetensorsError(f"{path}: tensor {name!r} is not readable ({kind!r})") from None
-        count = int(np.prod(shape, dtype=np.int64))
-        if not 0 <= begin <= end <= len(body) or end - begin != count * dtype.itemsize:
+        good = isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
+        count = int(np.prod(shape, dtype=object)) if good else -1
+        if not (good and isinstance(begin, int) and isinstance(end, int)) or not (
+            0 <= begin <= end <= len(body) and end - begin == count * dtype.itemsize
+        ):
             raise SafetensorsError(f"{path}: tensor {name!r} lies outside the file: cut short?")
         out[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
     metadata = header.get("__metadata__")

@@ -124,7 +124,7 @@ def _legacy(local: str, path: str) -> Any:
         return pending.setdefault(key, torch_pickle.Pending(key, dtype))
 
     def unpickle(f) -> Any:
-        return torch_pickle.Unpickler(f, _STORAGES, storage).load()
+        return torch_pickle.Unpickler(_Capped(f), _STORAGES, storage).load()
 
     with open(local, "rb") as f:
         try:
@@ -139,15 +139,30 @@ def _legacy(local: str, path: str) -> Any:
             if isinstance(info, dict) and info.get("little_endian") is False:
                 raise TorchFormatError(f"{path}: big-endian tensors are not supported")
             obj, keys = unpickle(f), unpickle(f)
-            storages = {}
+            storages, size = {}, os.fstat(f.fileno()).st_size
             for key in keys:
                 (numel,) = struct.unpack("<q", f.read(8))
                 dtype = pending[key].dtype if key in pending else np.dtype("u1")
-                raw = f.read(numel * dtype.itemsize)
-                if len(raw) != numel * dtype.itemsize:
+                if not 0 <= numel * dtype.itemsize <= size - f.tell():  # (a damaged count)
                     raise EOFError(f"storage {key} is cut short")
+                raw = f.read(numel * dtype.itemsize)
                 storages[key] = np.frombuffer(raw, dtype=dtype)
             return torch_pickle.plain(obj, storages)
+
+
+class _Capped:
+    """A file whose reads stop at its end: a damaged length in a pickle then reads short (an
+    error the unpickler names) instead of asking memory for the length (MemoryError)."""
+
+    def __init__(self, f):
+        self._f, self._size = f, os.fstat(f.fileno()).st_size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self._size - self._f.tell(), 0)
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self._f.readline()
 
 
 @contextlib.contextmanager
@@ -156,7 +171,7 @@ def _damage(path: str):
     try:
         yield
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, OverflowError, struct.error, zipfile.BadZipFile) as e:  # fmt: skip
+            AttributeError, OverflowError, RecursionError, struct.error, zipfile.BadZipFile) as e:  # fmt: skip
         raise TorchFormatError(f"{path} is damaged ({type(e).__name__}: {e})") from None
 
 

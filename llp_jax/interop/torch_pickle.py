@@ -67,6 +67,14 @@ class _PendingTensor:
 
 
 def _tensor(storage: np.ndarray, offset, size, stride) -> np.ndarray:
+    size, stride, offset = tuple(size), tuple(stride), int(offset)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
+    if (
+        len(size) != len(stride)
+        or min((*size, *stride, offset), default=0) < 0
+        or (last >= len(storage))
+    ):  # a damaged file: as_strided would read outside the storage
+        raise ValueError(f"a tensor of shape {size} does not fit its storage of {len(storage)}")
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=tuple(size), strides=tuple(s * storage.itemsize for s in stride)
     )
@@ -114,6 +122,12 @@ class Unpickler(pickle.Unpickler):
         if qualname not in self._foreign:
             self._foreign[qualname] = type(name, (Foreign,), {"qualname": qualname})
         return self._foreign[qualname]
+
+    def load(self):
+        try:
+            return super().load()
+        except MemoryError:  # a damaged memo index or length: the tree itself is small
+            raise pickle.UnpicklingError("it asks for more memory than any checkpoint") from None
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
