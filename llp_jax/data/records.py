@@ -71,7 +71,8 @@ def _nameless(name: str) -> bool:
 def _sniffed(text: str, text_field: str) -> str | None:
     """The suffix a nameless text's records would be named with, or None (plain text): a first
     line that is a JSON object (JSON Lines), a whole that is a JSON array of records or strings,
-    or a first row that is a CSV / TSV header naming `text_field` above a row as wide. Prose
+    or a first row that is a CSV / TSV header naming `text_field` above a row as wide (cells
+    between commas, or Excel's semicolons, `_locale_delimiter`). Prose
     that merely starts with a brace or holds commas is none of these."""
     body = text.lstrip()
     first = next(_lines(body), "").rstrip("\n")
@@ -82,7 +83,7 @@ def _sniffed(text: str, text_field: str) -> str | None:
         whole = json.loads(body) if body.startswith("[") else None
         if isinstance(whole, list) and whole and all(isinstance(r, dict | str) for r in whole):
             return ".json"
-    for delimiter, suffix in (("\t", ".tsv"), (",", ".csv")):
+    for delimiter, suffix in (("\t", ".tsv"), (",", ".csv"), (";", ".csv"), ("|", ".csv")):
         if delimiter not in first:
             continue
         with contextlib.suppress(csv.Error):  # a header naming the field, a record as wide

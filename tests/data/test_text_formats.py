@@ -104,6 +104,9 @@ FILES = {
     "reviews.tsv.gz": gzip.compress(
         _csv([["text", "stars"], *([d, 5] for d in DOCS)], delimiter="\t")
     ),
+    "excel_de.csv": _csv(
+        [["id", "text"], *([i, d] for i, d in enumerate(DOCS))], delimiter=";", bom=True
+    ),  # Excel where the decimal separator is a comma  # fmt: skip
 }
 WHOLE = {
     "book.txt.gz": gzip.compress("".join(DOCS).encode()),
