@@ -27,7 +27,12 @@ from llp_jax.cli import common
 from llp_jax.interop import export_checkpoint, import_checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose data section to record.")
-_FROM = flags.DEFINE_string("from_authors", None, "An authors' checkpoint (.pt) to import.")
+_FROM = flags.DEFINE_string(
+    "from_authors",
+    None,
+    "An authors' checkpoint to import: a torch.save file (their save_model's, "
+    "a state dict or the pickled model; zip or legacy format) or .safetensors; a path or a URL.",
+)
 _TO = common.output_flag(
     "to_authors", None, "Write the workdir's params here (.pt; or .safetensors: tensors only)."
 )
