@@ -117,7 +117,9 @@ def _prompt() -> str:
         raise runner.EvaluationError(f"--prompt_file={path} {why}; give a text file, or '-'")
     try:
         text = read_text_file(path, once=True)
-    except NotText:  # empty, or binary
+    except NotText as e:  # empty, binary, or a PDF, an EPUB book, ...
+        if e.what:
+            raise runner.EvaluationError(f"--prompt_file={path} is {e.what}") from None
         text = ""
     if not text.strip():
         raise runner.EvaluationError(f"--prompt_file={path} holds no text (empty or binary); "

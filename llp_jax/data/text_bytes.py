@@ -34,7 +34,10 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
 
 class NotText(DataError):
     """A file that is not text, or holds none (raised for named files; folder and glob walks
-    skip them)."""
+    skip them). `what`: what it is instead, where its bytes say (`_NOT_TEXT`), with the way
+    to get its text."""
+
+    what: str = ""
 
 
 def _zstd(raw: bytes) -> bytes:
@@ -116,8 +119,10 @@ def decode(path: str, raw: bytes) -> str:
                               "UTF-8.") from None  # fmt: skip
     if found := not_text_format(raw):
         what, fix = found
-        raise NotText(f"Corpus file {path} is {what}, not text; get its text first: "
-                      f"{fix.format(f=path, stem=os.path.splitext(path)[0])}.")  # fmt: skip
+        fix = fix.format(f=path, stem=os.path.splitext(path)[0])
+        error = NotText(f"Corpus file {path} is {what}, not text; get its text first: {fix}.")
+        error.what = f"{what}, not text; get its text first: {fix}."
+        raise error
     if b"\x00" in raw:
         raise NotText(
             f"Corpus file {path} looks binary (contains NUL bytes); pass a plain UTF-8 text file."

@@ -75,3 +75,13 @@ def test_a_folder_walk_skips_them_with_a_count(tmp_path, capsys):
     corpus = load_corpus(str(tmp_path))
     assert "".join(corpus.splits.values()).count("universally") == 50
     assert f"skipped {len(CASES)} file(s) that are not text" in capsys.readouterr().out
+
+
+def test_a_prompt_file_that_is_a_pdf_says_so(tmp_path):
+    """Read before the model loads: named as what it is (was 'holds no text (empty or binary)')."""
+    from tests.helpers.cli import assert_one_line_error, run_cli  # noqa: PLC0415
+
+    _pdf(tmp_path / "chapter.pdf")
+    done = run_cli("sample", f"--workdir={tmp_path}", f"--prompt_file={tmp_path / 'chapter.pdf'}")
+    assert_one_line_error(done, f"--prompt_file={tmp_path / 'chapter.pdf'} is a PDF document, "
+                          f"not text; get its text first: pdftotext")  # fmt: skip
