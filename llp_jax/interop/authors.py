@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from llp_jax import models
+from llp_jax import models, paths
 from llp_jax.errors import LLPError
 from llp_jax.interop import safetensors_format, torch_format, torch_pickle
 
@@ -74,7 +74,7 @@ def read_checkpoint(path: str | os.PathLike) -> AuthorsCheckpoint:
     """Reads a `save_model` file, a plain state dict, or a whole pickled model (no PyTorch
     needed), also as other training scripts save them (`_STATE_KEYS`, `_WRAPPER_PREFIXES`), or
     the model's tensors in a `.safetensors` file."""
-    path = os.fspath(path)
+    path = _checkpoint_in(os.fspath(path))
     if safetensors_format.is_safetensors(path):
         obj = safetensors_format.load(path)
     else:
@@ -97,6 +97,26 @@ def read_checkpoint(path: str | os.PathLike) -> AuthorsCheckpoint:
     return AuthorsCheckpoint(
         state, _step(obj), optimizer if isinstance(optimizer, dict) else None, path
     )
+
+
+_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+_PREFERRED = ("model.safetensors", "pytorch_model.bin")  # a Hub snapshot's, PyTorchModelHubMixin's
+
+
+def _checkpoint_in(path: str) -> str:
+    """`path`, or for a folder (a Hub snapshot, their checkpoint/ folder) the one checkpoint in
+    it: its model.safetensors or pytorch_model.bin, else its only .safetensors / .pt / .pth /
+    .bin / .ckpt file; several are one line naming them."""
+    folder = paths.resolve(path)
+    if not folder.is_dir():
+        return path
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(_SUFFIXES))
+    chosen = [n for n in _PREFERRED if n in names][:1] or names
+    if len(chosen) != 1:
+        what = f"holds {len(names)} checkpoints ({', '.join(names[:6])})" if names else (
+            f"holds no {', '.join(_SUFFIXES[:-1])} or {_SUFFIXES[-1]} file")  # fmt: skip
+        raise InteropError(f"{path} is a folder that {what}; name the file to import")
+    return paths.join(path, chosen[0])
 
 
 def _step(obj: dict) -> int | None:

@@ -216,3 +216,23 @@ def test_importing_over_another_run_keeps_it_and_waits_for_its_trainer(tmp_path)
         holder.kill()
         holder.wait()
     assert len(os.listdir(wd / "previous_runs")) == 1  # nothing moved under the trainer
+
+
+def test_a_folder_names_its_one_checkpoint(tmp_path):
+    """A Hub snapshot (model.safetensors beside config.json) or a folder holding one file is
+    read; several or none are one line naming them (was: 'cannot be read ([Errno 21] Is a
+    directory)')."""
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "model.safetensors").write_bytes(open(_fixture("safetensors"), "rb").read())
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "ECPAttention_whole.pt").write_bytes(open(_fixture("whole"), "rb").read())
+    original = authors.read_checkpoint(SAVED)
+    assert sorted(authors.read_checkpoint(snapshot).state) == sorted(original.state)
+    (snapshot / "model.safetensors").unlink()
+    assert list(authors.read_checkpoint(snapshot).state) == list(original.state)  # the only one
+    (snapshot / "b.pt").write_bytes(b"")
+    with pytest.raises(InteropError, match="holds 2 checkpoints \\(ECPAttention_whole.pt, b.pt\\)"):
+        authors.read_checkpoint(snapshot)
+    with pytest.raises(InteropError, match="holds no .safetensors, .pt, .pth, .bin or .ckpt file"):
+        authors.read_checkpoint(tmp_path)  # only the snapshot folder in it
