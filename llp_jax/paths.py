@@ -121,11 +121,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes a whole file atomically (`atomic_file`; an object store's write is atomic
     already): readers see the old content or the new, never a part. A failure names `path`,
     never the temporary file beside it."""
-    p = resolve(path)
-    if is_url(os.fspath(p)):
-        p.write_bytes(data)
-        return
-    with atomic_file(p) as f:
+    with atomic_file(resolve(path)) as f:
         f.write(data)
 
 
