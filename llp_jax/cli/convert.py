@@ -12,11 +12,13 @@
 
 The model config comes from the tensors and their file name (trans_<net>_N<n>_H<h>_L<l>_D<d>_S<s>
 .pt); --model, --seq_len, --latent_len and --segments give what neither says (a one-line error
-names it). --config supplies the data section the workdir is evaluated and trained with (the
-authors' vocabularies are not shipped: give one with the same ids, e.g. for their WikiText-103
-and PG-19 checkpoints bert-base-cased's tokenizer.json folder,
---config.data.tokenizer=bert-base-cased/ --config.data.document_boundaries=none, whose stream
-is theirs: hf_tokenizer.py). The imported workdir then works with experiments.evaluate, experiments.sample
+names it). --config supplies the data section the workdir is evaluated and trained with, whose
+tokenizer must give the checkpoint's ids: for their enwik8 checkpoints (204 ids, their default)
+--config=llp_jax/configs/paper_enwik8.py:llp24_txl, whose 'txl_bytes' numbers enwik8's bytes as
+their Transformer-XL data code does (txl_bytes.py); for their WikiText-103 and PG-19 ones
+bert-base-cased's tokenizer.json folder, --config.data.tokenizer=bert-base-cased/
+--config.data.document_boundaries=none, whose stream is theirs (hf_tokenizer.py). A
+checkpoint whose vocabulary the data section cannot give gets a note saying which to pass. The imported workdir then works with experiments.evaluate, experiments.sample
 and experiments.train (which continues from the weights with fresh optimizer moments).
 """
 
@@ -24,7 +26,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from llp_jax.cli import common
-from llp_jax.interop import export_checkpoint, import_checkpoint
+from llp_jax.interop import export_checkpoint, import_checkpoint, vocabulary_note
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose data section to record.")
 _FROM = flags.DEFINE_string(
@@ -66,6 +68,8 @@ def main(argv):
             )  # fmt: skip
             print(f"imported {_FROM.value} as {cfg.name} (code-faithful), step {step}, into "
                   f"{_WORKDIR.value}")  # fmt: skip
+            if note := vocabulary_note(cfg, data):
+                print(note)
         else:
             cfg, step = export_checkpoint(
                 _WORKDIR.value, _TO.value, step=_STEP.value, plain=_PLAIN.value

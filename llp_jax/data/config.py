@@ -11,7 +11,7 @@ import ml_collections
 from llp_jax import paths, schema
 
 STREAM_DATASETS = ("wikitext103", "enwik8")  # tfds builders of one text (`one_stream`)
-TOKENIZERS = ("byte", "sentencepiece")  # or a SentencePiece .model, or a tokenizer.json
+TOKENIZERS = ("byte", "sentencepiece", "txl_bytes")  # or a SentencePiece .model, a tokenizer.json
 SP_MODEL_TYPES = ("unigram", "bpe")
 
 
@@ -30,7 +30,9 @@ class DataConfig:
       document_boundaries: 'eod' (the tokenizer's end-of-document token after every document, so
         a model can tell documents apart and `model.document_mask` can keep attention inside
         one) | 'none' (documents run into each other, joined by a newline).
-      tokenizer: 'byte' | 'sentencepiece' (trained on the train split) | path/to/existing.model
+      tokenizer: 'byte' | 'sentencepiece' (trained on the train split) | 'txl_bytes'
+        (Transformer-XL's enwik8 ids, the authors' enwik8 checkpoints': txl_bytes.py)
+        | path/to/existing.model
         | a Hugging Face tokenizer.json (hf_tokenizer.py) or BERT vocab.txt | a folder holding one
         of them (a hub snapshot's tokenizer.json first).
       vocab_size: SentencePiece vocabulary size.

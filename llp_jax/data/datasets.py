@@ -194,6 +194,7 @@ def build_datasets(
         train_text=corpus.splits["train"],
         cache_dir=config.cache_dir,
         model_type=config.sp_model_type,
+        split_texts=[corpus.splits[s] for s in corpus_lib.SPLITS if s in corpus.splits],
     )
     tokens = {
         s: encode_documents(tokenizer, corpus.split_documents(s), config.document_boundaries)

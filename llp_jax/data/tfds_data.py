@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from llp_jax import paths
-from llp_jax.data import hf_tokenizer, token_cache, tokenizers
+from llp_jax.data import hf_tokenizer, token_cache, tokenizers, txl_bytes
 from llp_jax.data.corpus import SPLITS, Corpus, DataError
 from llp_jax.data.tfds_sources import (
     SEPARATORS,
@@ -56,18 +56,22 @@ def sentencepiece_sample(source, feature: str, num_chars: int, seed: int) -> str
 
 
 def load_tokenizer(config, sources, feature: str, token_root: str):
-    """(tokenizer, token folder): bytes, a given .model, or SentencePiece on a train sample.
+    """(tokenizer, token folder): bytes, their Transformer-XL numbering (`txl_bytes`), a given
+    .model or tokenizer.json, or SentencePiece on a train sample.
 
     The trained model is saved in its token folder, so later runs neither sample nor train.
     """
     kind = config.tokenizer
     if kind == "byte":
         return tokenizers.ByteTokenizer(), os.path.join(token_root, "byte")
+    if kind == txl_bytes.KIND:
+        return _txl_bytes(sources, feature, token_root)
     if kind != "sentencepiece":  # a .model or a tokenizer.json: tokens by its bytes
         tok = tokenizers.make_tokenizer(kind)
         digest = hashlib.sha256(tok.file_bytes).hexdigest()[:12]
         spm = isinstance(tok, tokenizers.SentencePieceTokenizer)
         prefix = "spm" if spm else f"hf{hf_tokenizer.IDS_VERSION}"
+        prefix = txl_bytes.KIND if isinstance(tok, txl_bytes.TxlByteTokenizer) else prefix
         return tok, os.path.join(token_root, f"{prefix}_{digest}")
     key = f"sp_{config.sp_model_type}{config.vocab_size}_n{config.sp_sample_chars}_s{config.seed}"
     folder = os.path.join(token_root, key)
@@ -88,6 +92,22 @@ def load_tokenizer(config, sources, feature: str, token_root: str):
     )
     paths.write_bytes(path, tok.model_proto)  # atomic; a failed write names the path
     return tokenizers.SentencePieceTokenizer(tok.model_proto, name=key), folder
+
+
+def _txl_bytes(sources, feature: str, token_root: str):
+    """Transformer-XL's numbering of the dataset's bytes, counted over every split once (as
+    their corpus counts train, valid and test) and kept beside its tokens."""
+    path = os.path.join(token_root, txl_bytes.KIND, txl_bytes.TxlByteTokenizer.file_name)
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            fix = f"delete {os.path.dirname(path)} to count the bytes and encode the data again"
+            tok = txl_bytes.TxlByteTokenizer.from_json(f.read(), source=path, fix=fix)
+    else:
+        print(f"[llp_jax.data] counting the bytes of every split for '{txl_bytes.KIND}'")
+        parts = (d for s in SPLITS if s in sources for d in iter_documents(sources[s], feature))
+        tok = txl_bytes.TxlByteTokenizer.count(parts)
+        paths.write_bytes(path, tok.file_bytes)  # atomic
+    return tok, os.path.join(token_root, tok.name.replace(":", "_"))
 
 
 def prepare_tokens(config):

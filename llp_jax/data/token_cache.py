@@ -127,15 +127,16 @@ def tokenize_documents(
     """Tokenises a split's documents (UTF-8 bytes, in order) into `folder` (see `write_split`).
 
     Each document is followed by `separator` in the stream (for counting and byte tokens), and
-    by the token `eod_id` when given (the end-of-document token). Byte-level tokens are the bytes
-    themselves (no decode/encode round trip, so enwik8 chunks cut inside a character are exact).
+    by the token `eod_id` when given (the end-of-document token). Byte-level tokenizers get the
+    bytes themselves (no decode/encode round trip, so enwik8 chunks cut inside a character are
+    exact).
 
     Also counts words (whitespace-separated, as in the stream: a word cut between two documents
     with no separator, e.g. two enwik8 chunks, counts once), lines, UTF-8 bytes and documents.
     """
     counts = {"words": 0, "lines": 0, "bytes": 0, "documents": 0, "tokenizer": tokenizer.name}
     sep = separator.encode("utf-8")
-    byte_level = isinstance(tokenizer, tokenizers.ByteTokenizer)
+    encode_bytes = getattr(tokenizer, "encode_bytes", None)  # bytes and txl_bytes: by byte
 
     def texts():
         """(UTF-8 bytes, text) of each document with its separator, counted as it is read."""
@@ -155,8 +156,8 @@ def tokenize_documents(
 
     def pieces():
         encoded = (
-            (np.frombuffer(raw, np.uint8) for raw, _ in texts())
-            if byte_level
+            (encode_bytes(raw) for raw, _ in texts())
+            if encode_bytes is not None
             else tokenizers.encode_texts(tokenizer, (text for _, text in texts()))
         )
         for ids in encoded:

@@ -10,8 +10,11 @@ from llp_jax import paths
 from llp_jax.data import hf_tokenizer, slow_files
 from llp_jax.data.corpus import DataError
 
-_FIX = ("give 'byte', 'sentencepiece', a SentencePiece .model file or a Hugging Face "
-        "tokenizer.json (or the folder holding it)")  # fmt: skip
+_FIX = ("give 'byte', 'sentencepiece', 'txl_bytes', a SentencePiece .model file or a Hugging "
+        "Face tokenizer.json (or the folder holding it)")  # fmt: skip
+# Built from the corpus itself: SentencePiece trained on its train split, Transformer-XL's byte
+# numbering counted over all its splits (`txl_bytes`).
+FROM_CORPUS = ("sentencepiece", "txl_bytes")
 
 
 def check_spec(kind: str) -> None:
@@ -22,7 +25,7 @@ def check_spec(kind: str) -> None:
       DataError: a path that does not exist, a folder without a tokenizer.json, one .model
         file or a vocab.txt, or a file that is none of them.
     """
-    if kind in ("byte", "sentencepiece") or paths.is_url(kind):
+    if kind == "byte" or kind in FROM_CORPUS or paths.is_url(kind):
         return
     path = os.path.expanduser(kind)
     if os.path.isdir(path):

@@ -19,7 +19,7 @@ import numpy as np
 import sentencepiece as spm
 
 from llp_jax import caches, paths
-from llp_jax.data import hf_tokenizer, sentencepiece_trainer
+from llp_jax.data import hf_tokenizer, sentencepiece_trainer, txl_bytes
 from llp_jax.data.corpus import DataError
 from llp_jax.data.sentencepiece_trainer import FIXED_PIECES, MIN_SP_VOCAB
 from llp_jax.data.tokenizer_specs import check_spec, in_folder
@@ -105,7 +105,12 @@ class ByteTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         """Encodes text as its UTF-8 bytes, shape [num_bytes], int32."""
-        return np.frombuffer(utf8(text), dtype=np.uint8).astype(np.int32)
+        return self.encode_bytes(utf8(text))
+
+    def encode_bytes(self, raw: bytes) -> np.ndarray:
+        """The bytes themselves (no decode/encode round trip: a stream cut inside a character,
+        enwik8's splits, is read exactly), shape [num_bytes], int32."""
+        return np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Decodes byte ids, dropping specials / out-of-range ids; bad UTF-8 becomes U+FFFD."""
@@ -264,6 +269,10 @@ def train_sentencepiece(
 def document_end(tokenizer: Tokenizer) -> int:
     """The id ending each document (data.document_boundaries='eod'). A SentencePiece model
     trained elsewhere with eos_id=-1 has none: a one-line DataError, not -1 in the stream."""
+    if tokenizer.eod_id < 0 and isinstance(tokenizer, txl_bytes.TxlByteTokenizer):
+        raise DataError(f"{txl_bytes.KIND} (Transformer-XL's byte ids) has no end-of-document "
+                        "token: their text is one stream; set "
+                        "--config.data.document_boundaries=none")  # fmt: skip
     if tokenizer.eod_id < 0:
         raise DataError(
             f"tokenizer {tokenizer.name} has no end-of-sequence piece of its own to end each "
@@ -281,14 +290,17 @@ def make_tokenizer(
     train_text: str | None = None,
     cache_dir: str = "",
     model_type: str = "unigram",
+    split_texts: Sequence[str] | None = None,
 ) -> Tokenizer:
     """Builds a tokenizer by name.
 
     Args:
-      kind: 'byte', 'sentencepiece' (trained on `train_text`, cached), a path to a .model file,
-        or a Hugging Face tokenizer.json (`hf_tokenizer`), or the folder holding either.
+      kind: 'byte', 'sentencepiece' (trained on `train_text`, cached), 'txl_bytes'
+        (Transformer-XL's enwik8 numbering, counted over `split_texts`), a path to a .model
+        file, or a Hugging Face tokenizer.json (`hf_tokenizer`), or the folder holding either.
       vocab_size: SentencePiece vocabulary size (ignored for bytes).
       train_text: training split text; required for 'sentencepiece'.
+      split_texts: every split's text, train first; required for 'txl_bytes'.
       cache_dir: SentencePiece cache root (default ~/.cache/llp_jax).
       model_type: SentencePiece 'unigram' or 'bpe'.
 
@@ -302,13 +314,19 @@ def make_tokenizer(
         kind = in_folder(kind)
     if kind.endswith(".model"):
         return SentencePieceTokenizer.from_file(kind)
+    if kind.endswith(txl_bytes.TxlByteTokenizer.suffix):  # a txl_bytes run's numbering
+        return txl_bytes.TxlByteTokenizer.from_file(kind)
     if hf_tokenizer.is_spec(kind):
         return hf_tokenizer.HFTokenizer.from_file(kind)
+    if kind == txl_bytes.KIND:
+        if split_texts is None:
+            raise DataError(f"make_tokenizer({kind!r}) needs split_texts to count the bytes of.")
+        return txl_bytes.TxlByteTokenizer.count(split_texts)
     if kind == "sentencepiece":
         if train_text is None:
             raise DataError("make_tokenizer('sentencepiece') needs train_text to train on.")
         return train_sentencepiece(
             train_text, vocab_size=vocab_size, model_type=model_type, cache_dir=cache_dir
         )
-    raise DataError(f"Unknown tokenizer {kind!r}; use 'byte', 'sentencepiece', a .model path or a "
-                    "tokenizer.json.")  # fmt: skip
+    raise DataError(f"Unknown tokenizer {kind!r}; use 'byte', 'sentencepiece', 'txl_bytes', a "
+                    ".model path or a tokenizer.json.")  # fmt: skip

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from llp_jax import paths
-from llp_jax.data import hf_tokenizer, tokenizers
+from llp_jax.data import hf_tokenizer, tokenizers, txl_bytes
 from llp_jax.data.config import DataConfig
 from llp_jax.data.corpus import Corpus, DataError
 from llp_jax.data.datasets import Datasets
+from llp_jax.data.tokenizer_specs import FROM_CORPUS
 from llp_jax.errors import first_line
 
 FOLDER = "data"
@@ -118,7 +119,9 @@ def tokenizer(workdir: str, record: dict | None = None):
     record = record or read_record(workdir)
     if record["tokenizer"] == tokenizers.ByteTokenizer.name:
         return tokenizers.ByteTokenizer()
-    kind = hf_tokenizer.HFTokenizer if record["tokenizer"].startswith("hf:") else None
+    name = record["tokenizer"]
+    kind = hf_tokenizer.HFTokenizer if name.startswith("hf:") else None
+    kind = kind or (txl_bytes.TxlByteTokenizer if name.startswith(f"{txl_bytes.KIND}:") else None)
     kind = kind or tokenizers.SentencePieceTokenizer
     path = _path(workdir, kind.file_name)
     fix = "restore it from a copy of the workdir: its checkpoints need the tokenizer they were "
@@ -127,7 +130,10 @@ def tokenizer(workdir: str, record: dict | None = None):
         proto = paths.resolve(path).read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path} (the run's tokenizer) is missing; {fix}") from None
-    return kind(proto, name=record["tokenizer"], source=f"{path} (the run's tokenizer)", fix=fix)
+    source = f"{path} (the run's tokenizer)"
+    if kind is txl_bytes.TxlByteTokenizer:
+        return kind.from_json(proto, source=source, fix=fix)
+    return kind(proto, name=name, source=source, fix=fix)
 
 
 def load(workdir: str, seq_len: int) -> Datasets:
@@ -205,7 +211,7 @@ def differences(record: dict, config: Any, datasets: Datasets | None = None, *,
 def _own_tokenizer(workdir: str | None, record: dict, spec: str) -> bool:
     """`spec` names a file holding the workdir's own tokenizer (moved, or on another machine,
     or the copy in the workdir itself)."""
-    if workdir is None or spec in ("byte", "sentencepiece") or record["tokenizer"] == "byte":
+    if workdir is None or spec == "byte" or spec in FROM_CORPUS or record["tokenizer"] == "byte":
         return False
     try:
         return tokenizers.make_tokenizer(spec).file_bytes == tokenizer(workdir, record).file_bytes

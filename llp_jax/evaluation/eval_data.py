@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from llp_jax.data import DataConfig, DataError, build_datasets, make_tokenizer, workdir_store
 from llp_jax.data.datasets import text_datasets
+from llp_jax.data.tokenizer_specs import FROM_CORPUS
 from llp_jax.evaluation.errors import EvaluationError
 
 
@@ -24,7 +25,7 @@ def load(workdir, config, loaded, seq_len, *, text, text_field, allow_data_chang
         tok = workdir_store.tokenizer(workdir, record) if record else None
         if tok is None:
             data = DataConfig.from_any(config.data if config and "data" in config else None)
-            tok = make_tokenizer(data.tokenizer) if data.tokenizer != "sentencepiece" else None
+            tok = None if data.tokenizer in FROM_CORPUS else make_tokenizer(data.tokenizer)
         if tok is None:
             raise EvaluationError("--text needs a workdir with its tokenizer, or a byte --config")
         return text_datasets(text, tok, seq_len, text_field)

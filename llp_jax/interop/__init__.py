@@ -12,7 +12,7 @@ from llp_jax.interop.authors import (
 from llp_jax.interop.authors_keys import from_params, to_params
 from llp_jax.interop.safetensors_format import SafetensorsError
 from llp_jax.interop.torch_format import TorchFormatError
-from llp_jax.interop.workdir import export_checkpoint, import_checkpoint
+from llp_jax.interop.workdir import export_checkpoint, import_checkpoint, vocabulary_note
 
 __all__ = [
     "CLASSES",
@@ -27,4 +27,5 @@ __all__ = [
     "infer_config",
     "read_checkpoint",
     "to_params",
+    "vocabulary_note",
 ]

@@ -27,6 +27,7 @@ from flax import nnx
 
 from llp_jax import models, paths
 from llp_jax.data import DataConfig, tokenizers, workdir_store
+from llp_jax.data.tokenizer_specs import FROM_CORPUS
 from llp_jax.errors import ConfigError
 from llp_jax.storage import (
     committed_steps,
@@ -76,8 +77,8 @@ def _source_record(spec: str) -> dict | None:
 
 
 def source_tokenizer(spec: str, data: DataConfig) -> tokenizers.Tokenizer | None:
-    """The tokenizer a fresh run from `init_from=spec` must use: the source's SentencePiece
-    model where `data` would train one ('sentencepiece'), else None (build as `data` says; the
+    """The tokenizer a fresh run from `init_from=spec` must use: the source's own where `data`
+    would build one from the new text ('sentencepiece', 'txl_bytes'), else None (build as `data` says; the
     result is then held to the source's ids by `check_tokenizer`). A byte source with a
     SentencePiece setting, or the reverse, is refused before any data is read."""
     record = _source_record(spec) if spec else None
@@ -89,7 +90,7 @@ def source_tokenizer(spec: str, data: DataConfig) -> tokenizers.Tokenizer | None
         raise ConfigError(f"train.init_from={spec!r}: the source was trained on tokenizer "
                           f"{record['tokenizer']}, but data.tokenizer={data.tokenizer!r}; its "
                           f"weights need the same token ids: set data.tokenizer={want}")  # fmt: skip
-    if byte_source or data.tokenizer != "sentencepiece" or data.is_tfds:
+    if byte_source or data.tokenizer not in FROM_CORPUS or data.is_tfds:
         return None  # (a tfds corpus keeps its tokenizer with its prepared tokens)
     return workdir_store.tokenizer(parse_init_from(spec)[0], record)
 
