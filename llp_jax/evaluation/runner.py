@@ -92,6 +92,13 @@ def setup(
             f"tokenizer {data.tokenizer.name} has {vocab} ids but the model's vocab_size is "
             f"{cfg.vocab_size}; pass the --config the model was trained with"
         )
+    if data.tokenizer.name.startswith("txl_bytes:") and cfg.vocab_size != vocab:
+        # Counted over other data than the model's: the same bytes get other ids.
+        raise checkpoints.CheckpointError(
+            f"tokenizer {data.tokenizer.name} numbers this data's {vocab} byte values but the "
+            f"model has {cfg.vocab_size} ids: it counted other data than the model was trained "
+            "on (for the authors' enwik8 checkpoints, the original enwik8: 204)"
+        )
     return Setup(model, cfg, data, source)
 
 

@@ -15,6 +15,7 @@ import pytest
 from llp_jax.configs import paper_enwik8
 from llp_jax.data import DataError, build_datasets, make_tokenizer, workdir_store
 from llp_jax.data.txl_bytes import TxlByteTokenizer
+from llp_jax.errors import LLPError
 from llp_jax.evaluation import runner
 from llp_jax.interop import authors, vocabulary_note, workdir
 from llp_jax.training import trainer
@@ -86,10 +87,10 @@ def test_a_damaged_vocabulary_file_is_one_line(damage, why, tmp_path):
     assert TxlByteTokenizer.from_json(tok.file_bytes, source="t").symbols == b"abc"
 
 
-def _enwik8_config(tmp_path):
+def _enwik8_config(tmp_path, data: bytes | None = None):
     manual = tmp_path / "manual"
     manual.mkdir(exist_ok=True)
-    (manual / "enwik8").write_bytes(GOLDEN["data"].tobytes())
+    (manual / "enwik8").write_bytes(GOLDEN["data"].tobytes() if data is None else data)
     config = paper_enwik8.get_config("llp24_txl").data
     config.update(data_dir=str(tmp_path / "tfds"), manual_dir=str(manual),
                   cache_dir=str(tmp_path / "cache"), chunk_tokens=512, shuffle=False)  # fmt: skip
@@ -126,6 +127,17 @@ def test_their_enwik8_checkpoint_scores_their_loss(small_enwik8, tmp_path):
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:]).mean()
     assert abs(float(loss) - float(GOLDEN["test_loss"])) < 1e-5
     assert float(GOLDEN["test_loss"]) < np.log(108) - 1  # trained: the ids carry meaning
+
+
+def test_their_checkpoint_on_other_data_is_refused(small_enwik8, tmp_path):
+    """Other bytes count to another numbering (here 107 values, not 108): evaluating their
+    model on it would score the wrong ids."""
+    other = GOLDEN["data"].tobytes().replace(b"Z", b"z")
+    wd = str(tmp_path / "wd")
+    workdir.import_checkpoint(THEIR_CHECKPOINT, wd, seq_len=64, segments=4,
+                              data_config=_enwik8_config(tmp_path, other))  # fmt: skip
+    with pytest.raises(LLPError, match="numbers this data's 107 byte values but the model has 108"):
+        runner.setup(wd)
 
 
 def test_import_with_byte_data_notes_their_vocabulary(tmp_path):
