@@ -6,6 +6,7 @@ by the section's own fields (`schema.hint`)."""
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import sys
 
@@ -91,12 +92,12 @@ def _missing_config_file(argv: list[str]) -> str:
 
 def _shipped() -> list[str]:
     """The config files in llp_jax/configs (those defining get_config)."""
+    folder = pathlib.Path(configs.PACKAGE_DIR)
     return sorted(
-        name
-        for name in os.listdir(configs.PACKAGE_DIR)
-        if name.endswith(".py")
-        and not name.startswith("_")
-        and "def get_config(" in open(os.path.join(configs.PACKAGE_DIR, name)).read()
+        path.name
+        for path in folder.glob("*.py")
+        if not path.name.startswith("_")
+        and "def get_config(" in path.read_text(encoding="utf-8", errors="replace")
     )
 
 
