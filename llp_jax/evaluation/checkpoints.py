@@ -17,7 +17,7 @@ from typing import Any
 from flax import nnx
 
 from llp_jax import models, paths
-from llp_jax.data import workdir_store
+from llp_jax.data import build_datasets, make_tokenizer, workdir_store
 from llp_jax.data.tokenizers import ByteTokenizer, Tokenizer
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.storage import (
@@ -61,8 +61,16 @@ class LoadedModel:
         record = workdir_store.read_record(self.workdir)
         if record is not None:
             return workdir_store.tokenizer(self.workdir, record)
-        if (self.data_config or {}).get("tokenizer", "byte") == "byte":
+        # No data record (an imported checkpoint, or a run of llp_jax < 0.2): its data section.
+        spec = (self.data_config or {}).get("tokenizer", "byte")
+        if spec == "byte":
             return ByteTokenizer()
+        if spec == "txl_bytes":  # counted again from the data the section names: the same ids
+            data = build_datasets(self.data_config, self.config.seq_len, process_index=0,
+                                  process_count=1)  # fmt: skip
+            return data.tokenizer
+        if spec != "sentencepiece":  # a file: the same ids wherever it is read
+            return make_tokenizer(spec)
         raise EvaluationError(
             f"{self.workdir} keeps no tokenizer (no {workdir_store.FOLDER}/record.json: written "
             "before llp_jax 0.2); tokenize with the one its run was trained with"

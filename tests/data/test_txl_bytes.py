@@ -5,6 +5,7 @@ enwik8 pipeline, their trained checkpoint's loss on those ids, and a workdir's r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -12,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+import llp_jax
 from llp_jax.configs import paper_enwik8
 from llp_jax.data import DataError, build_datasets, make_tokenizer, workdir_store
 from llp_jax.data.txl_bytes import TxlByteTokenizer
@@ -119,6 +121,10 @@ def test_their_enwik8_checkpoint_scores_their_loss(small_enwik8, tmp_path):
     assert (cfg.vocab_size, step) == (108, 40) and not vocabulary_note(
         cfg, _enwik8_config(tmp_path)
     )
+    # llp_jax.load_model: no data record in an import; its tokenizer from the data section.
+    np.testing.assert_array_equal(
+        np.frombuffer(llp_jax.load_model(wd).tokenizer.symbols, np.uint8), GOLDEN["symbols"]
+    )
     setup = runner.setup(wd)  # the workdir's recorded data section
     test = setup.data.eval_tokens("test")
     np.testing.assert_array_equal(test, GOLDEN["test"])
@@ -169,6 +175,9 @@ def test_own_text_round_trip_through_a_workdir(corpus_file, tmp_path):
     # The run's file as data.tokenizer: other text read with the run's ids.
     kept = os.path.join(wd, "data", own.file_name)
     assert make_tokenizer(kept).symbols == own.symbols
+    loaded = llp_jax.load_model(wd)
+    imported = dataclasses.replace(loaded, data_config={"tokenizer": kept}, workdir=str(tmp_path))
+    assert imported.tokenizer.symbols == own.symbols  # a workdir without a record names a file
     # Fine-tuned on other text (other counts: another numbering if counted again), the run
     # keeps the source's ids.
     other = tmp_path / "other.txt"
