@@ -17,6 +17,25 @@ _FIX = ("give 'byte', 'sentencepiece', 'txl_bytes', a SentencePiece .model file 
 FROM_CORPUS = ("sentencepiece", "txl_bytes")
 
 
+# The vocabularies of the authors' training script (`NUM_UNIQUE_TOKENS`) and the data settings
+# that give their ids.
+THEIR_VOCABULARIES = {
+    204: ("Transformer-XL's enwik8 numbering (their character-level runs)",
+          "--config=llp_jax/configs/paper_enwik8.py:llp24_txl (data.tokenizer='txl_bytes')"),
+    28996: ("bert-base-cased's ids (their WikiText-103 and PG-19 runs)",
+            "--config.data.tokenizer=bert-base-cased/ (its tokenizer.json folder) "
+            "--config.data.document_boundaries=none"),
+}  # fmt: skip
+
+
+def their_vocabulary(vocab_size: int) -> tuple[str, str]:
+    """(what an authors' checkpoint's `vocab_size` ids are, or '' where its size does not say,
+    and the settings that give them)."""
+    return THEIR_VOCABULARIES.get(
+        vocab_size, ("", "the --config whose data.tokenizer gives its ids")
+    )
+
+
 def check_spec(kind: str) -> None:
     """Before any text is read: a `data.tokenizer` naming a file or folder names one there is
     (a URL is read, or refused, when the tokenizer is built).

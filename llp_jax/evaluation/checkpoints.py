@@ -53,6 +53,7 @@ class LoadedModel:
     step: int
     workdir: str
     data_config: dict | None = None
+    source: dict | None = None  # where imported weights came from (an authors' checkpoint)
 
     @functools.cached_property
     def tokenizer(self) -> Tokenizer:
@@ -175,4 +176,5 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
     cfg = saved if model_config is None else check_same_model(saved, model_config, where)
     model = _with_params(models.abstract_model(cfg), params, step, where)
     data = meta.get("data") if isinstance(meta.get("data"), dict) else None
-    return LoadedModel(model, cfg, step, workdir, data)
+    source = meta.get("source") if isinstance(meta.get("source"), dict) else None
+    return LoadedModel(model, cfg, step, workdir, data, source)

@@ -20,6 +20,7 @@ import numpy as np
 
 from llp_jax import models, paths
 from llp_jax.data import count_words
+from llp_jax.data.tokenizer_specs import their_vocabulary
 from llp_jax.evaluation import checkpoints, eval_data, perplexity, sample_settings, sampling
 from llp_jax.evaluation.errors import EvaluationError, check_counts
 
@@ -87,19 +88,34 @@ def setup(
         seed = config.train.seed if "train" in config else 0
         model = models.build(cfg, seed=int(seed))
         source = "untrained (initialised from the config)"
-    if cfg.vocab_size < vocab:
-        raise checkpoints.CheckpointError(
-            f"tokenizer {data.tokenizer.name} has {vocab} ids but the model's vocab_size is "
-            f"{cfg.vocab_size}; pass the --config the model was trained with"
-        )
-    if data.tokenizer.name.startswith("txl_bytes:") and cfg.vocab_size != vocab:
-        # Counted over other data than the model's: the same bytes get other ids.
-        raise checkpoints.CheckpointError(
-            f"tokenizer {data.tokenizer.name} numbers this data's {vocab} byte values but the "
+    _check_vocabulary(cfg, data.tokenizer, loaded, workdir)
+    return Setup(model, cfg, data, source)
+
+
+def _check_vocabulary(cfg, tokenizer, loaded, workdir) -> None:
+    """The tokenizer gives the model's ids: one line where it cannot (a model smaller than its
+    vocabulary; a txl_bytes numbering of other data; an authors' checkpoint read with a
+    tokenizer of another size, whose scores would be of the wrong ids)."""
+    vocab = tokenizer.vocab_size
+    if tokenizer.name.startswith("txl_bytes:") and cfg.vocab_size != vocab:
+        raise checkpoints.CheckpointError(  # the same bytes numbered otherwise
+            f"tokenizer {tokenizer.name} numbers this data's {vocab} byte values but the "
             f"model has {cfg.vocab_size} ids: it counted other data than the model was trained "
             "on (for the authors' enwik8 checkpoints, the original enwik8: 204)"
         )
-    return Setup(model, cfg, data, source)
+    their = (loaded.source or {}).get("authors_checkpoint") if loaded else None
+    if their and cfg.vocab_size != vocab:
+        what, fix = their_vocabulary(cfg.vocab_size)
+        raise checkpoints.CheckpointError(
+            f"{workdir} holds the authors' {their} with {cfg.vocab_size} token ids"
+            f"{f' ({what})' if what else ''}, but tokenizer {tokenizer.name} has {vocab}; pass "
+            f"{fix}"
+        )
+    if cfg.vocab_size < vocab:
+        raise checkpoints.CheckpointError(
+            f"tokenizer {tokenizer.name} has {vocab} ids but the model's vocab_size is "
+            f"{cfg.vocab_size}; pass the --config the model was trained with"
+        )
 
 
 def check_evaluate_args(*, step=None, window=None, stride=None, paper_stride=None,

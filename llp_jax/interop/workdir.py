@@ -20,6 +20,7 @@ from flax import nnx
 
 from llp_jax import models, paths
 from llp_jax.data import ByteTokenizer, DataConfig
+from llp_jax.data.tokenizer_specs import their_vocabulary
 from llp_jax.interop import authors, authors_keys, safetensors_format, torch_format
 from llp_jax.interop.authors import InteropError
 from llp_jax.storage import Checkpointer, committed_steps, load_params, no_checkpoint, read_meta
@@ -82,17 +83,6 @@ def import_checkpoint(
     return cfg, step
 
 
-# The vocabularies of their training script (`NUM_UNIQUE_TOKENS`) and the data settings with
-# the same ids.
-THEIR_VOCABULARIES = {
-    204: ("Transformer-XL's enwik8 numbering (their character-level runs)",
-          "--config=llp_jax/configs/paper_enwik8.py:llp24_txl (data.tokenizer='txl_bytes')"),
-    28996: ("bert-base-cased's ids (their WikiText-103 and PG-19 runs)",
-            "--config.data.tokenizer=bert-base-cased/ (its tokenizer.json folder) "
-            "--config.data.document_boundaries=none"),
-}  # fmt: skip
-
-
 def vocabulary_note(cfg: models.ModelConfig, data_config: Any = None) -> str:
     """A note where the data section records byte tokens but the checkpoint's vocabulary is
     another (evaluation would read bytes as its ids: a wrong number, or an error later);
@@ -100,8 +90,8 @@ def vocabulary_note(cfg: models.ModelConfig, data_config: Any = None) -> str:
     data = DataConfig.from_any(data_config)
     if data.tokenizer != "byte" or cfg.vocab_size == ByteTokenizer.vocab_size:
         return ""
-    what, fix = THEIR_VOCABULARIES.get(cfg.vocab_size, ("not bytes", ""))
-    fix = fix or "the --config whose data.tokenizer gives its ids"
+    what, fix = their_vocabulary(cfg.vocab_size)
+    what = what or "not bytes"
     return (f"note: the checkpoint's {cfg.vocab_size} token ids are {what}, but the data section "
             f"recorded reads bytes (259 ids); import again with --overwrite and {fix}, or give it "
             "to experiments.evaluate and experiments.sample")  # fmt: skip

@@ -19,7 +19,7 @@ from llp_jax.data import DataError, build_datasets, make_tokenizer, workdir_stor
 from llp_jax.data.txl_bytes import TxlByteTokenizer
 from llp_jax.errors import LLPError
 from llp_jax.evaluation import runner
-from llp_jax.interop import authors, vocabulary_note, workdir
+from llp_jax.interop import authors, torch_format, vocabulary_note, workdir
 from llp_jax.training import trainer
 from tests.helpers import REPO, small_config
 from tests.helpers.cli import assert_one_line_error, run_cli
@@ -152,6 +152,10 @@ def test_import_with_byte_data_notes_their_vocabulary(tmp_path):
                      "--seq_len=64", "--segments=4")  # fmt: skip
     assert result.rc == 0, str(result)
     assert "108 token ids are not bytes" in result.stdout, str(result)
+    # Evaluated anyway: one line, not a score of their ids read as bytes.
+    result = run_cli("evaluate", f"--workdir={tmp_path}/w")
+    assert_one_line_error(result, "holds the authors'", "with 108 token ids, but tokenizer byte "
+                          "has 259; pass the --config whose data.tokenizer gives its ids")  # fmt: skip
     cfg = authors.infer_config(authors.read_checkpoint(THEIR_CHECKPOINT), seq_len=64, segments=4)
     cfg = cfg.replace(vocab_size=204)
     assert "paper_enwik8.py:llp24_txl" in vocabulary_note(cfg)
@@ -201,3 +205,22 @@ def test_eod_boundaries_need_none_in_one_line(corpus_file, tmp_path):
                      f"--config.data.corpus={corpus_file}", "--config.data.tokenizer=txl_bytes")  # fmt: skip
     assert_one_line_error(result, "has no end-of-document token",
                           "--config.data.document_boundaries=none")  # fmt: skip
+
+
+def test_their_bert_sized_checkpoint_is_not_scored_as_bytes(tmp_path):
+    """A checkpoint of their WikiText-103 runs (28,996 bert-base-cased ids) imported with the
+    default data: 259 byte ids fit inside its vocabulary, so only its origin says the ids are
+    wrong; evaluation refuses, naming the tokenizer to give."""
+    saved = torch_format.load(os.path.join(FIXTURES, "ECPAttention.pt"))
+    state = dict(saved["state_dict"])
+    for key in ("model.token_emb.weight", "model.to_logits.1.weight", "model.to_logits.1.bias"):
+        rows = state[key]
+        state[key] = np.concatenate([rows, np.zeros((28_996 - 259, *rows.shape[1:]), rows.dtype)])
+    path = str(tmp_path / "wt103.pt")
+    torch_format.save({"epoch": 3, "state_dict": state}, path)
+    wd = str(tmp_path / "wd")
+    cfg, _ = workdir.import_checkpoint(path, wd, seq_len=64, segments=4)
+    assert "bert-base-cased's ids" in vocabulary_note(cfg)
+    with pytest.raises(LLPError, match="with 28996 token ids .bert-base-cased's ids.*has 259; "
+                       "pass --config.data.tokenizer=bert-base-cased/"):  # fmt: skip
+        runner.setup(wd)
