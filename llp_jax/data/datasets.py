@@ -229,32 +229,42 @@ def _without_training_text(corpus: corpus_lib.Corpus) -> corpus_lib.Corpus:
 
 
 def text_datasets(
-    spec: str, tokenizer: tokenizers.Tokenizer, seq_len: int, text_field: str = "text"
+    spec: str,
+    tokenizer: tokenizers.Tokenizer,
+    seq_len: int,
+    text_field: str = "text",
+    boundaries: str = "eod",
 ) -> Datasets:
     """Any text (files, folders, globs, JSON Lines, Parquet, CSV: a corpus spec; or '-', standard
     input, or a pipe: read once) as one evaluation split 'text', tokenised with a given
-    tokenizer (a trained model's own), documents ended by its end-of-document token;
-    `text_field`: the field (JSON) or column (Parquet, CSV, TSV) holding the text."""
+    tokenizer (a trained model's own), documents ended by its end-of-document token or joined
+    by newlines (`boundaries`, as the model was trained: 'eod' or 'none'); `text_field`: the
+    field (JSON) or column (Parquet, CSV, TSV) holding the text."""
     docs, _ = user_text.read_spec_documents(spec, text_field, once=True)  # '-', pipes too
     if not docs:
         raise DataError(f"{spec!r} holds no text to evaluate")
     name = "stdin" if spec == user_text.STDIN else os.path.basename(os.path.normpath(spec))
     corpus = corpus_lib.Corpus.from_documents(name, {"text": docs}, f"{len(docs)} document(s)")
-    return corpus_datasets(corpus, tokenizer, seq_len, splits=("text",), spec=spec)
+    return corpus_datasets(corpus, tokenizer, seq_len, splits=("text",), spec=spec,
+                           boundaries=boundaries)  # fmt: skip
 
 
-def corpus_datasets(corpus, tokenizer, seq_len: int, *, splits=("validation",), spec=None):
+def corpus_datasets(corpus, tokenizer, seq_len: int, *, splits=("validation",), spec=None,
+                    boundaries: str = "eod"):  # fmt: skip
     """Evaluation splits of a `Corpus` tokenised with a given tokenizer (a trained model's own),
-    documents ended by its end-of-document token: another domain for a trained model."""
+    documents ended by its end-of-document token (or joined by newlines: `boundaries='none'`):
+    another domain for a trained model."""
     split_text = {s: corpus.splits[s] for s in splits}
     return Datasets(
         tokenizer=tokenizer,
         corpus=corpus,
-        tokens={s: encode_documents(tokenizer, corpus.split_documents(s)) for s in splits},
+        tokens={
+            s: encode_documents(tokenizer, corpus.split_documents(s), boundaries) for s in splits
+        },
         words={s: corpus_lib.count_words(t) for s, t in split_text.items()},
         num_bytes={s: len(t.encode("utf-8")) for s, t in split_text.items()},
         seq_len=seq_len,
-        data_config=DataConfig(corpus=spec or corpus.name),
+        data_config=DataConfig(corpus=spec or corpus.name, document_boundaries=boundaries),
         process_index=0,
         process_count=1,
     )

@@ -23,12 +23,15 @@ def load(workdir, config, loaded, seq_len, *, text, text_field, allow_data_chang
     record = workdir_store.read_record(workdir) if workdir is not None else None
     if text:
         tok = workdir_store.tokenizer(workdir, record) if record else None
+        data = DataConfig.from_any(record["data"] if record else config.data
+                                   if config and "data" in config else None)  # fmt: skip
         if tok is None:
-            data = DataConfig.from_any(config.data if config and "data" in config else None)
             tok = None if data.tokenizer in FROM_CORPUS else make_tokenizer(data.tokenizer)
         if tok is None:
             raise EvaluationError("--text needs a workdir with its tokenizer, or a byte --config")
-        return text_datasets(text, tok, seq_len, text_field)
+        # Documents ended (or joined) as the model was trained: a tokenizer without an
+        # end-of-document token trained with 'none'.
+        return text_datasets(text, tok, seq_len, text_field, data.document_boundaries)
     if config is not None and "data" in config:
         if record is None:
             return build_datasets(config.data, seq_len)

@@ -176,6 +176,11 @@ def test_own_text_round_trip_through_a_workdir(corpus_file, tmp_path):
     np.testing.assert_array_equal(own.encode_bytes(text[:500]), make_tokenizer(
         "txl_bytes", split_texts=[text.decode()]).encode_bytes(text[:500]))  # fmt: skip
     assert runner.setup(wd).data.tokenizer.symbols == own.symbols
+    # --text: other documents, joined by newlines as the run's were (it has no end token).
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "Emma said"}\n{"text": "she would"}\n')
+    got = runner.setup(wd, text=str(docs)).data.eval_tokens("text")
+    np.testing.assert_array_equal(got, own.encode("Emma said\nshe would"))
     # The run's file as data.tokenizer: other text read with the run's ids.
     kept = os.path.join(wd, "data", own.file_name)
     assert make_tokenizer(kept).symbols == own.symbols
