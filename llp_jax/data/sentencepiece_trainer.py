@@ -1,6 +1,7 @@
 """Training a SentencePiece model in memory: the trainer's settings, the lines it is fed, and
-which characters get pieces. `tokenizers.train_sentencepiece` wraps it with the cache and the
-`SentencePieceTokenizer` it returns; kept apart so that module stays about tokenizing.
+which characters get pieces. `sentencepiece_tokenizer.train_sentencepiece` wraps it with the
+cache and the `SentencePieceTokenizer` it returns; kept apart so that module stays about
+tokenizing.
 """
 
 from __future__ import annotations
