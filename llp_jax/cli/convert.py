@@ -18,8 +18,9 @@ tokenizer must give the checkpoint's ids: for their enwik8 checkpoints (204 ids,
 their Transformer-XL data code does (txl_bytes.py); for their WikiText-103 and PG-19 ones
 bert-base-cased's tokenizer.json folder, --config.data.tokenizer=bert-base-cased/
 --config.data.document_boundaries=none, whose stream is theirs (hf_tokenizer.py). A
-checkpoint whose vocabulary the data section cannot give gets a note saying which to pass. The imported workdir then works with experiments.evaluate, experiments.sample
-and experiments.train (which continues from the weights with fresh optimizer moments).
+checkpoint whose vocabulary the data section cannot give gets a note saying which to pass. The
+imported workdir then works with experiments.evaluate, experiments.sample and experiments.train
+(which continues from the weights with fresh optimizer moments).
 """
 
 from absl import flags

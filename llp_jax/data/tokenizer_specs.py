@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 
 from llp_jax import paths
-from llp_jax.data import hf_tokenizer, slow_files
+from llp_jax.data import hf_tokenizer, slow_files, txl_bytes
 from llp_jax.data.corpus import DataError
 
 _FIX = ("give 'byte', 'sentencepiece', 'txl_bytes', a SentencePiece .model file or a Hugging "
         "Face tokenizer.json (or the folder holding it)")  # fmt: skip
 # Built from the corpus itself: SentencePiece trained on its train split, Transformer-XL's byte
 # numbering counted over all its splits (`txl_bytes`).
-FROM_CORPUS = ("sentencepiece", "txl_bytes")
+FROM_CORPUS = ("sentencepiece", txl_bytes.KIND)
 
 
 # The vocabularies of the authors' training script (`NUM_UNIQUE_TOKENS`) and the data settings

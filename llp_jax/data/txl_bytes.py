@@ -26,6 +26,7 @@ import numpy as np
 
 from llp_jax import paths
 from llp_jax.data.corpus import DataError
+from llp_jax.errors import first_line
 
 KIND = "txl_bytes"  # the data.tokenizer value
 FORMAT = "llp_jax.txl_bytes.v1"
@@ -96,7 +97,7 @@ class TxlByteTokenizer:
             if not isinstance(symbols, list) or not all(isinstance(s, int) for s in symbols):
                 raise ValueError("'symbols' is not a list of byte values")
         except (ValueError, UnicodeDecodeError, AttributeError, KeyError) as e:
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            why = first_line(e) or type(e).__name__
             raise DataError(f"{source} is damaged ({why}); {fix or 'count it again'}") from None
         return cls(symbols, source=source)
 
@@ -107,7 +108,7 @@ class TxlByteTokenizer:
         try:
             data = paths.resolve(path).read_bytes()
         except (OSError, ValueError) as e:
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            why = first_line(e) or type(e).__name__
             raise DataError(f"data.tokenizer={path!r} cannot be read ({why})") from None
         return cls.from_json(data, source=path, fix="give the file of a run trained with it")
 
@@ -116,8 +117,7 @@ class TxlByteTokenizer:
         try:
             return self.encode_bytes(text.encode("utf-8", errors="replace"))
         except DataError:  # named by the characters the user typed, not their bytes
-            raw = lambda c: np.frombuffer(c.encode("utf-8", errors="replace"), np.uint8)  # noqa: E731
-            unknown = list(dict.fromkeys(c for c in text if (self._ids[raw(c)] < 0).any()))
+            unknown = list(dict.fromkeys(c for c in text if not self._holds(c)))
             unknown = [f"{c!r} (U+{ord(c):04X})" for c in unknown if c != "\n"]
             raise self._not_held(unknown, "characters") from None
 
@@ -130,6 +130,10 @@ class TxlByteTokenizer:
             missing = np.unique(bytes_N[self._ids[bytes_N] < 0])
             raise self._not_held([f"0x{int(b):02x}" for b in missing[missing != NEWLINE]], "bytes")
         return ids_N
+
+    def _holds(self, char: str) -> bool:
+        """Every byte of `char` has an id."""
+        return bool((self._ids[np.frombuffer(char.encode(errors="replace"), np.uint8)] >= 0).all())
 
     def _not_held(self, what: list[str], kind: str) -> DataError:
         """The error for characters or bytes the vocabulary has no id for (the first five)."""

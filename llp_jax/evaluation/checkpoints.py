@@ -17,7 +17,8 @@ from typing import Any
 from flax import nnx
 
 from llp_jax import models, paths
-from llp_jax.data import build_datasets, make_tokenizer, workdir_store
+from llp_jax.data import build_datasets, make_tokenizer, txl_bytes, workdir_store
+from llp_jax.data.tokenizer_specs import FROM_CORPUS
 from llp_jax.data.tokenizers import ByteTokenizer, Tokenizer
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.storage import (
@@ -66,11 +67,11 @@ class LoadedModel:
         spec = (self.data_config or {}).get("tokenizer", "byte")
         if spec == "byte":
             return ByteTokenizer()
-        if spec == "txl_bytes":  # counted again from the data the section names: the same ids
+        if spec == txl_bytes.KIND:  # counted again from the data the section names: the same ids
             data = build_datasets(self.data_config, self.config.seq_len, process_index=0,
                                   process_count=1)  # fmt: skip
             return data.tokenizer
-        if spec != "sentencepiece":  # a file: the same ids wherever it is read
+        if spec not in FROM_CORPUS:  # a file: the same ids wherever it is read
             return make_tokenizer(spec)
         raise EvaluationError(
             f"{self.workdir} keeps no tokenizer (no {workdir_store.FOLDER}/record.json: written "

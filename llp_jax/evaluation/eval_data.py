@@ -23,8 +23,8 @@ def load(workdir, config, loaded, seq_len, *, text, text_field, allow_data_chang
     record = workdir_store.read_record(workdir) if workdir is not None else None
     if text:
         tok = workdir_store.tokenizer(workdir, record) if record else None
-        data = DataConfig.from_any(record["data"] if record else config.data
-                                   if config and "data" in config else None)  # fmt: skip
+        given = config.data if config is not None and "data" in config else None
+        data = DataConfig.from_any(record["data"] if record else given)
         if tok is None:
             tok = None if data.tokenizer in FROM_CORPUS else make_tokenizer(data.tokenizer)
         if tok is None:

@@ -21,6 +21,7 @@ import numpy as np
 from llp_jax import models, paths
 from llp_jax.data import count_words
 from llp_jax.data.tokenizer_specs import their_vocabulary
+from llp_jax.data.txl_bytes import TxlByteTokenizer
 from llp_jax.evaluation import checkpoints, eval_data, perplexity, sample_settings, sampling
 from llp_jax.evaluation.errors import EvaluationError, check_counts
 
@@ -97,7 +98,7 @@ def _check_vocabulary(cfg, tokenizer, loaded, workdir) -> None:
     vocabulary; a txl_bytes numbering of other data; an authors' checkpoint read with a
     tokenizer of another size, whose scores would be of the wrong ids)."""
     vocab = tokenizer.vocab_size
-    if tokenizer.name.startswith("txl_bytes:") and cfg.vocab_size != vocab:
+    if isinstance(tokenizer, TxlByteTokenizer) and cfg.vocab_size != vocab:
         raise checkpoints.CheckpointError(  # the same bytes numbered otherwise
             f"tokenizer {tokenizer.name} numbers this data's {vocab} byte values but the "
             f"model has {cfg.vocab_size} ids: it counted other data than the model was trained "

@@ -78,8 +78,8 @@ def _source_record(spec: str) -> dict | None:
 
 def source_tokenizer(spec: str, data: DataConfig) -> tokenizers.Tokenizer | None:
     """The tokenizer a fresh run from `init_from=spec` must use: the source's own where `data`
-    would build one from the new text ('sentencepiece', 'txl_bytes'), else None (build as `data` says; the
-    result is then held to the source's ids by `check_tokenizer`). A byte source with a
+    would build one from the new text ('sentencepiece', 'txl_bytes'), else None (build as
+    `data` says; the result is then held to the source's ids by `check_tokenizer`). A byte source with a
     SentencePiece setting, or the reverse, is refused before any data is read."""
     record = _source_record(spec) if spec else None
     if record is None:
