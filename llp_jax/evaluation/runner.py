@@ -109,8 +109,8 @@ def _check_vocabulary(cfg, tokenizer, loaded, workdir) -> None:
         what, fix = their_vocabulary(cfg.vocab_size)
         raise checkpoints.CheckpointError(
             f"{workdir} holds the authors' {their} with {cfg.vocab_size} token ids"
-            f"{f' ({what})' if what else ''}, but tokenizer {tokenizer.name} has {vocab}; pass "
-            f"{fix}"
+            f"{f' ({what})' if what else ''}, but tokenizer {tokenizer.name} has {vocab}; import "
+            f"it again with experiments.convert --overwrite and {fix}"
         )
     if cfg.vocab_size < vocab:
         raise checkpoints.CheckpointError(

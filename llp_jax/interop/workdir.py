@@ -93,8 +93,7 @@ def vocabulary_note(cfg: models.ModelConfig, data_config: Any = None) -> str:
     what, fix = their_vocabulary(cfg.vocab_size)
     what = what or "not bytes"
     return (f"note: the checkpoint's {cfg.vocab_size} token ids are {what}, but the data section "
-            f"recorded reads bytes ({ByteTokenizer.vocab_size} ids); import again with --overwrite and {fix}, or give it "
-            "to experiments.evaluate and experiments.sample")  # fmt: skip
+            f"recorded reads bytes ({ByteTokenizer.vocab_size} ids); import again with --overwrite and {fix}")  # fmt: skip
 
 
 def export_checkpoint(

@@ -155,7 +155,8 @@ def test_import_with_byte_data_notes_their_vocabulary(tmp_path):
     # Evaluated anyway: one line, not a score of their ids read as bytes.
     result = run_cli("evaluate", f"--workdir={tmp_path}/w")
     assert_one_line_error(result, "holds the authors'", "with 108 token ids, but tokenizer byte "
-                          "has 259; pass the --config whose data.tokenizer gives its ids")  # fmt: skip
+                          "has 259; import it again with experiments.convert --overwrite and the --config "
+                          "whose data.tokenizer gives its ids")  # fmt: skip
     cfg = authors.infer_config(authors.read_checkpoint(THEIR_CHECKPOINT), seq_len=64, segments=4)
     cfg = cfg.replace(vocab_size=204)
     assert "paper_enwik8.py:llp24_txl" in vocabulary_note(cfg)
@@ -226,6 +227,7 @@ def test_their_bert_sized_checkpoint_is_not_scored_as_bytes(tmp_path):
     wd = str(tmp_path / "wd")
     cfg, _ = workdir.import_checkpoint(path, wd, seq_len=64, segments=4)
     assert "bert-base-cased's ids" in vocabulary_note(cfg)
-    with pytest.raises(LLPError, match="with 28996 token ids .bert-base-cased's ids.*has 259; "
-                       "pass --config.data.tokenizer=bert-base-cased/"):  # fmt: skip
+    with pytest.raises(LLPError, match="with 28996 token ids .bert-base-cased.s ids.*has 259; "
+                       "import it again with experiments.convert --overwrite and "
+                       "--config.data.tokenizer=bert-base-cased/"):  # fmt: skip
         runner.setup(wd)
