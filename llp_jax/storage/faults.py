@@ -22,12 +22,18 @@ class CheckpointReadError(LLPError, RuntimeError):
 _READ_FIXES = {
     "out of memory": "free memory, or restore on a machine (or mesh) with more",
     "permission denied": "make its files readable by this user",
+    "another layout": "use the settings it was written with (or --noresume, or another --workdir, "
+    "to start over)",
 }
+# Orbax's words when the tree a step holds is not the tree asked for: the step's metadata was
+# read, so it is not damage but a run set up differently (its optimizer settings).
+_OTHER_LAYOUT = "tree structures do not match"
 
 
 def read_fault(error: BaseException) -> str | None:
     """The cause when a checkpoint read failed through no fault of the step ('out of memory:
-    ...', 'permission denied'), else None (the step may be damaged: try an older one).
+    ...', 'permission denied', another state layout), else None (the step may be damaged: try
+    an older one).
 
     Why: a read that runs out of memory (resuming on a smaller machine: numpy's MemoryError
     under tensorstore's error, or XLA's RESOURCE_EXHAUSTED on a device) looked like damage, so
@@ -40,6 +46,9 @@ def read_fault(error: BaseException) -> str | None:
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         text = first_line(e)
+        if _OTHER_LAYOUT in text:
+            return ("another layout of arrays than this run builds (written with other settings, "
+                    "e.g. the optimizer's: train.trainable, train.lora_rank, clipping on or off)")  # fmt: skip
         if isinstance(e, PermissionError) or "PERMISSION_DENIED" in text:
             return "permission denied" + (
                 f" on {e.filename}" if getattr(e, "filename", None) else ""

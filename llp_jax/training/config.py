@@ -44,6 +44,9 @@ class TrainConfig:
         optimizer, data and step counter; see training/finetune.py); '' = from scratch.
       trainable: 'all' | 'longlora' (embeddings, norms, attention; frozen feed-forward and
         head) | a regular expression that trainable parameter paths match.
+      lora_rank, lora_alpha: r > 0 trains the trainable attention projections (wq, wk, wv, wo)
+        as LoRA updates W0 + (alpha / r) A B, LongLoRA's way (r = 8, alpha = 16); 0 = in full
+        (see training/lora.py).
     """
 
     batch_size: int = 32
@@ -68,6 +71,8 @@ class TrainConfig:
     seed: int = 0
     init_from: str = ""
     trainable: str = "all"
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
 
     @classmethod
     def from_any(cls, config: Any) -> TrainConfig:
@@ -93,6 +98,8 @@ class TrainConfig:
                 check(
                     False, "trainable", f"must be 'all', 'longlora' or a regular expression ({e})"
                 )
+        check.at_least("lora_rank", 0)
+        check(0 < self.lora_alpha < float("inf"), "lora_alpha", "must be a positive number")
         check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
         for field in ("b1", "b2"):
             check(0.0 <= getattr(self, field) < 1.0, field, "must be in [0, 1)")

@@ -36,6 +36,7 @@ from llp_jax.storage import (
     no_checkpoint,
     read_meta,
 )
+from llp_jax.training import lora
 
 _NO_RUN = "name a trained run's workdir (WORKDIR or WORKDIR:STEP)"
 # LongLoRA trains its embeddings and normalisation layers (with low-rank attention updates);
@@ -187,22 +188,67 @@ def trainable_labels(params: nnx.State, trainable: str):
     return labels
 
 
-def trainable_summary(params: nnx.State, labels, trainable: str) -> str | None:
-    """'trainable: N of M parameters (...)' for a run that freezes some; None for 'all'."""
+def trainable_summary(params: nnx.State, labels, train) -> str | None:
+    """'trainable: N of M parameters (...)' for a run that freezes some or trains LoRA factors;
+    None for 'all' in full."""
     if labels is None:
         return None
-    sizes = [int(x.size) for x in jax.tree.leaves(params)]  # one array per Variable, in order
-    flags = jax.tree.leaves(labels)
-    trained = sum(n for n, flag in zip(sizes, flags, strict=True) if flag == "train")
-    frozen = "; the rest frozen" if trained < sum(sizes) else ""
-    return f"trainable: {trained:,} of {sum(sizes):,} parameters (train.trainable={trainable!r}{frozen})"
+    total = sum(int(x.size) for x in jax.tree.leaves(params))
+    trained = lora.parameter_count(params, labels, train.lora_rank)
+    how = f"train.trainable={train.trainable!r}"
+    if train.lora_rank:
+        how += f", attention as rank-{train.lora_rank} LoRA updates"
+    frozen = "; the rest frozen" if "frozen" in jax.tree.leaves(labels) else ""
+    return f"trainable: {trained:,} of {total:,} parameters ({how}{frozen})"
 
 
-def freeze(tx: optax.GradientTransformation, labels) -> optax.GradientTransformation:
-    """`tx` for the trainable parameters; frozen ones get no update (nor weight decay)."""
+def optimizer(tx: optax.GradientTransformation, params: nnx.State, train):
+    """`tx` restricted to what `train.trainable` and `train.lora_rank` train: frozen parameters
+    get no update (nor weight decay), LoRA parameters train through their factors (lora.py).
+    Prints the trainable count when not everything trains in full."""
+    labels = trainable_labels(params, train.trainable)
+    if train.lora_rank:
+        labels = lora.mark(params, labels, train.lora_rank)
+    if (line := trainable_summary(params, labels, train)) is not None:
+        print(line)
     if labels is None:
         return tx
+    if train.lora_rank:
+        return lora.lora(tx, labels, rank=train.lora_rank, alpha=train.lora_alpha, seed=train.seed)
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def optimizer_layout(train) -> dict:
+    """The settings that decide the optimizer state's layout (which parameters have moments, the
+    LoRA factors' shapes, a clipping stage): saved with every checkpoint, so a resume that
+    changes them is refused by name (`check_resumed_layout`) instead of failing inside Orbax."""
+    return {"trainable": train.trainable, "lora_rank": int(train.lora_rank),
+            "clipped": float(train.clip_norm) > 0}  # fmt: skip
+
+
+def check_resumed_layout(saved: dict | None, train, directory: str, workdir: str) -> None:
+    """A resumed run continues the checkpoint's optimizer state, so it keeps the settings that
+    shaped it; `saved` is None for checkpoints written before they were recorded."""
+    now = optimizer_layout(train)
+    if not saved or saved == now:
+        return
+    names = {"trainable": "train.trainable", "lora_rank": "train.lora_rank"}
+
+    def setting(layout, key):
+        if key == "clipped":
+            return "train.clip_norm " + ("> 0" if layout[key] else "<= 0 (no clipping)")
+        return f"{names[key]}={layout[key]!r}"
+
+    changed = [key for key in now if key in saved and saved[key] != now[key]]
+    if not changed:
+        return
+    raise ConfigError(
+        f"the checkpoint in {directory} was trained with "
+        f"{', '.join(setting(saved, k) for k in changed)}, whose optimizer state "
+        f"{', '.join(setting(now, k) for k in changed)} cannot continue; set "
+        f"{'it' if len(changed) == 1 else 'them'} back to resume, or train a new run from its "
+        f"weights (another --workdir with train.init_from={workdir})"
+    )
 
 
 def check_trainable(trainable: str) -> None:

@@ -244,10 +244,7 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
     factory = lambda: models.build(model_cfg, seed=train.seed)  # noqa: E731
     with nnx.use_eager_sharding(False):
         abstract_params = nnx.split(nnx.eval_shape(factory))[1]
-    labels = finetune.trainable_labels(abstract_params, train.trainable)
-    if (line := finetune.trainable_summary(abstract_params, labels, train.trainable)) is not None:
-        print(line)
-    tx = finetune.freeze(make_optimizer(train, train.num_steps), labels)
+    tx = finetune.optimizer(make_optimizer(train, train.num_steps), abstract_params, train)
     graphdef, state, shardings = steps.init_train_state(factory, tx, mesh, train.seed)
     train_step = steps.make_train_step(
         graphdef,
@@ -290,6 +287,7 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
                 "optimizer moments and data order)"
             )
         else:
+            finetune.check_resumed_layout(saved.get("optimizer"), train, ckpt.directory, workdir)
             abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
             restored = ckpt.restore(abstract, data_iterator=train_iter)
             state, start = restored.state, restored.step

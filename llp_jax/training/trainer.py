@@ -30,6 +30,7 @@ from llp_jax import backend, models
 from llp_jax.data import make_global_batch
 from llp_jax.errors import LLPError
 from llp_jax.storage import MetricsWriter
+from llp_jax.training import finetune
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training.distributed import any_process
 from llp_jax.training.interruptions import Interruptions
@@ -70,8 +71,9 @@ def train_loop(run: Run) -> dict:
     # The model and data settings travel with every checkpoint, so evaluation and sampling can
     # rebuild both from a workdir alone.
     # train_batch: the global windows per step, which a resume's data position is counted in.
+    # optimizer: what shaped the optimizer state, which a resume must keep.
     meta = {"model": models.config.as_dict(cfg), "data": dataclasses.asdict(run.data_config),
-            "train_batch": train.batch_size}  # fmt: skip
+            "train_batch": train.batch_size, "optimizer": finetune.optimizer_layout(train)}  # fmt: skip
     step, t_start, interrupted = run.start_step, time.perf_counter(), None
 
     def check_finite() -> None:

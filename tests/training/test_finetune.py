@@ -4,6 +4,7 @@ validation loss at 1024 than before), refuses sources that do not fit; `train.tr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -14,7 +15,7 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.configs import tiny
 from llp_jax.storage import read_jsonl
-from llp_jax.training import finetune, trainer
+from llp_jax.training import TrainConfig, finetune, trainer
 
 pytestmark = pytest.mark.slow
 
@@ -124,10 +125,12 @@ def test_a_trainable_pattern_that_matches_nothing_is_refused(name):
     total = models.count_params(cfg)
     for pattern in ("longlora", "attn|norm", "embed"):
         labels = finetune.trainable_labels(params, pattern)
-        summary = finetune.trainable_summary(params, labels, pattern)
+        summary = finetune.trainable_summary(params, labels, TrainConfig(trainable=pattern))
         trained = int(summary.split()[1].replace(",", ""))
         assert 0 < trained < total and f"of {total:,} parameters" in summary, summary
-    every = finetune.trainable_summary(params, finetune.trainable_labels(params, ".*"), ".*")
+    every = finetune.trainable_summary(
+        params, finetune.trainable_labels(params, ".*"), TrainConfig(trainable=".*")
+    )
     assert every.startswith(f"trainable: {total:,} of {total:,}") and "frozen" not in every
     assert finetune.trainable_labels(params, "all") is None
 
@@ -193,3 +196,49 @@ def test_fine_tuning_on_other_text_keeps_the_source_tokenizer(tmp_path, capsys):
     fine.train.init_from = str(tmp_path / "bytes")
     with pytest.raises(models.ConfigError, match="trained on tokenizer byte, but data.tokenizer="):
         trainer.setup(fine, str(tmp_path / "sp_from_bytes"))
+
+
+def test_a_resume_that_changes_the_optimizer_state_is_refused_and_keeps_every_step(
+    corpus_file, tmp_path
+):
+    """The optimizer state's layout is the run's (which parameters have moments, the LoRA
+    factors' shapes, a clipping stage): a resume that changes train.trainable, lora_rank or
+    clipping on/off is a one-line error naming the setting. Before, Orbax's tree mismatch
+    read as damage: every intact step was set aside and the user told to start over (and a
+    changed LoRA rank, the same tree with other shapes, resumed into the wrong shapes)."""
+    from llp_jax.storage.faults import CheckpointReadError
+
+    _train(_config(corpus_file, 2), tmp_path / "source")
+    fine = _config(corpus_file, 2)
+    fine.train.update(init_from=str(tmp_path / "source"), trainable="longlora", lora_rank=3,
+                      checkpoint_every=2)  # fmt: skip
+    _train(fine, tmp_path / "fine")
+    changes = {
+        "lora_rank=2": ({"lora_rank": 2}, "train.lora_rank=3, whose optimizer state train.lora_rank=2"),
+        "full": ({"lora_rank": 0}, "train.lora_rank=3, whose optimizer state train.lora_rank=0"),
+        "attn": ({"trainable": "attn"}, "train.trainable='longlora', whose optimizer state train.trainable='attn'"),
+        "no clip": ({"clip_norm": 0.0}, "train.clip_norm > 0, whose optimizer state train.clip_norm <= 0"),
+    }  # fmt: skip
+    for name, (change, message) in changes.items():
+        again = _config(corpus_file, 4)
+        again.train.update(fine.train)
+        again.train.update(num_steps=4, **change)
+        with pytest.raises(models.ConfigError, match=re.escape(message)) as e:
+            trainer.setup(again, str(tmp_path / "fine"))
+        assert "\n" not in str(e.value) and f"train.init_from={tmp_path / 'fine'}" in str(e.value)
+    # A checkpoint written before the layout was recorded: Orbax's tree mismatch is no damage.
+    meta = tmp_path / "fine" / "checkpoints" / "2" / "meta" / "metadata"
+    record = json.loads(meta.read_text())
+    del record["optimizer"]
+    meta.write_text(json.dumps(record))
+    again = _config(corpus_file, 4)
+    again.train.update(init_from=str(tmp_path / "source"), checkpoint_every=2)
+    with pytest.raises(CheckpointReadError, match="another layout of arrays") as e:
+        trainer.setup(again, str(tmp_path / "fine"))
+    assert "the step is kept as it is (not damaged)" in str(e.value)
+    assert (tmp_path / "fine" / "checkpoints" / "2").is_dir()
+    assert not (tmp_path / "fine" / "damaged_checkpoints").exists()
+    # The settings it was trained with resume it.
+    again.train.update(trainable="longlora", lora_rank=3)
+    run = trainer.setup(again, str(tmp_path / "fine"))
+    assert run.start_step == 2
