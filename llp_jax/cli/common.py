@@ -8,13 +8,12 @@ import logging as pylogging
 import os
 import re
 import shlex
-import signal
 import sys
 
 from absl import app, flags, logging
 
 from llp_jax import caches, paths
-from llp_jax.cli import flag_parsing, host_allocator, streams
+from llp_jax.cli import flag_parsing, host_allocator, signals, streams
 from llp_jax.errors import STORAGE_ERRNOS, LLPError
 
 # Storage faults a user can cause and fix (a path, a permission, a full disk): one line each.
@@ -30,7 +29,7 @@ def run(main) -> None:
     """`app.run(main)` whose flag errors are one line: a config file that fails to load (a bad
     `--config=file.py:arg`, a ConfigError from the preset) otherwise prints its whole traceback.
     Ctrl-C or SIGTERM outside the training loop (which saves first) exits 130 or 143 with one line
-    (`interrupt_on_signals`); a closed
+    (signals.py); a closed
     stdout (`| head`) ends the program quietly. On CPU hosts the program first re-executes itself
     once with glibc's malloc tuned (host_allocator.py); the launchers have done so already, before
     their imports (start.py), so this only restarts an `entry()` called some other way. The
@@ -42,7 +41,7 @@ def run(main) -> None:
     _, err = streams.guard_output()
     one_log_handler()
     caches.matplotlib_config()
-    interrupt_on_signals()
+    signals.interrupt_on_signals()
 
     def guarded(argv):
         with one_line_errors():  # a ConfigError or other LLPError from any program's body
@@ -60,7 +59,7 @@ def run(main) -> None:
         streams.quiet_stdout()
         trains = main.__module__.rsplit(".", 1)[-1] in ("train", "compare")
         kept = "; checkpoints already written are intact" if trains else ""
-        terminated = isinstance(e, Terminated)
+        terminated = isinstance(e, signals.Terminated)
         how = "stopped by SIGTERM" if terminated else "interrupted (Ctrl-C)"
         sys.stderr.write(f"error: {how}{kept}\n")
         # Not sys.exit: the interpreter's exit would tear down the XLA client, which waits for
@@ -71,31 +70,6 @@ def run(main) -> None:
     except BrokenPipeError:
         streams.quiet_stdout()
         sys.exit(141)  # what a shell reports for a process ended by SIGPIPE
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be."""
-
-
-def _terminate(signum, frame):
-    raise Terminated("SIGTERM")
-
-
-def interrupt_on_signals() -> None:
-    """Ctrl-C (SIGINT) and SIGTERM (`kill`, `timeout`, a scheduler) interrupt the program where it
-    is, as a KeyboardInterrupt: what it made so far is kept as on Ctrl-C (sample prints the text
-    generated; the trainer's own handlers save the step), then one `error:` line, exit 130 or 143.
-
-    Why: SIGTERM's default action ended the program at once (a sample's text was lost, and a
-    run still setting up died without a line), and a program started in the background by a
-    script inherits SIGINT ignored, which Python keeps: `kill -INT` ended train (its handler
-    is its own) but not sample or evaluate. Only in the main thread (a notebook's cells call
-    no `run`)."""
-    try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread
-        pass
 
 
 def command_line(program: str) -> str:

@@ -258,11 +258,12 @@ _LONG_SAMPLE = ["--config=llp_jax/configs/tiny.py", "--config.model.d_model=256"
                 "--config.model.num_layers=4", "--max_new_tokens=1000000", "--stop_id=-1"]  # fmt: skip
 
 
-def _ignoring_sigint():
-    """What a shell script's background job (`cmd &`, `nohup cmd &`) inherits: SIGINT ignored,
-    which Python keeps ignored unless the program says otherwise. (The suite itself may be such a
-    job: these tests failed when it was started in the background.)"""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _ignoring_sigint(*command: str) -> list[str]:
+    """`command` as a shell script's background job (`cmd &`, `nohup cmd &`) runs it: SIGINT
+    ignored, which Python keeps ignored unless the program says otherwise. (The suite itself may
+    be such a job: these tests failed when it was started in the background.) A shell's trap,
+    not `preexec_fn`, which forks this multithreaded process."""
+    return ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *command]
 
 
 def test_ctrl_c_ends_a_long_sample_at_once_keeping_its_text(env):
@@ -270,9 +271,8 @@ def test_ctrl_c_ends_a_long_sample_at_once_keeping_its_text(env):
     call printed at its end: Ctrl-C printed its line, then waited for the whole call (minutes)
     while the interpreter's exit tore down the XLA client, and the text was lost. Started with
     SIGINT ignored (a background job), `kill -INT` did nothing at all."""
-    proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *_LONG_SAMPLE], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=_ignoring_sigint)  # fmt: skip
+    proc = subprocess.Popen(_ignoring_sigint(PYTHON, "-m", "experiments.sample", *_LONG_SAMPLE),
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     watchdog = threading.Timer(120, proc.kill)  # a sample that prints nothing: fail, not hang
     watchdog.start()
     try:
@@ -298,9 +298,8 @@ def test_ctrl_c_prints_the_samples_made_so_far(env, signum, rc, line):
     """Several samples grow behind a progress bar; Ctrl-C prints each as far as it got, and so
     does SIGTERM (its default action ended the program at once: every sample was lost)."""
     args = [*_LONG_SAMPLE, "--num_samples=3"]
-    proc = subprocess.Popen([PYTHON, "-m", "experiments.sample", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=_ignoring_sigint)  # fmt: skip
+    proc = subprocess.Popen(_ignoring_sigint(PYTHON, "-m", "experiments.sample", *args),
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     watchdog = threading.Timer(120, proc.kill)
     watchdog.start()
     try:
