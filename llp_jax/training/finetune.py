@@ -13,7 +13,9 @@ embedding row; a tokenizer setting that cannot give the source's ids is a one-li
 
 `trainable` freezes part of the model: 'all', 'longlora' (LongLoRA's trainable set: embeddings,
 LayerNorms and attention; the feed-forward layers and the output head stay frozen), or a regular
-expression that trainable parameter paths match ('attn|norm').
+expression that trainable parameter paths match ('attn|norm'). `lora_rank` > 0 trains the
+attention projections among them as low-rank updates (lora.py), as LongLoRA does. What shapes
+the optimizer state (`optimizer_layout`) is saved with each checkpoint and kept by a resume.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from llp_jax.storage import (
 from llp_jax.training import lora
 
 _NO_RUN = "name a trained run's workdir (WORKDIR or WORKDIR:STEP)"
-# LongLoRA trains its embeddings and normalisation layers (with low-rank attention updates);
-# here the attention projections train in full and the feed-forward layers and head are frozen.
+# LongLoRA trains its embeddings and normalisation layers in full and its attention as low-rank
+# updates (here: train.lora_rank > 0; 0 trains the projections in full); the feed-forward layers
+# and the head are frozen.
 LONGLORA = r"(^|/)(embed|final_norm|norm1|norm2|attn|wo0|bo0|compress_w|compress_b)(/|$)"
 
 
@@ -249,14 +252,3 @@ def check_resumed_layout(saved: dict | None, train, directory: str, workdir: str
         f"{'it' if len(changed) == 1 else 'them'} back to resume, or train a new run from its "
         f"weights (another --workdir with train.init_from={workdir})"
     )
-
-
-def check_trainable(trainable: str) -> None:
-    if trainable in ("all", "longlora"):
-        return
-    try:
-        re.compile(trainable)
-    except re.error as e:
-        raise ConfigError(
-            f"train.trainable={trainable!r} must be 'all', 'longlora' or a regular expression ({e})"
-        ) from None

@@ -19,6 +19,7 @@ fan_in * fan_out), as in LoRA; the matmuls of the backward are those of full tra
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -106,17 +107,14 @@ def lora(inner: optax.GradientTransformation, labels, *, rank: int, alpha: float
     """
     scale = float(alpha) / rank
 
-    def split_of(variable):
-        return matrix_split(variable)
-
     def init(params):
         key = jax.random.key(seed)
-        count = iter(range(1 << 30))
+        count = itertools.count()  # one key per LoRA parameter, in tree order
 
         def factors(label, variable):
             if label != LORA:
                 return optax.MaskedNode()
-            batch, fan_in, fan_out = _shapes(variable.get_value().shape, split_of(variable))
+            batch, fan_in, fan_out = _shapes(variable.get_value().shape, matrix_split(variable))
             k = jax.random.fold_in(key, next(count))
             bound = 1.0 / math.sqrt(fan_in)
             a = jax.random.uniform(k, (*batch, fan_in, rank), jnp.float32, -bound, bound)
