@@ -206,19 +206,22 @@ def trainable_summary(params: nnx.State, labels, train) -> str | None:
 
 
 def optimizer(tx: optax.GradientTransformation, params: nnx.State, train):
-    """`tx` restricted to what `train.trainable` and `train.lora_rank` train: frozen parameters
-    get no update (nor weight decay), LoRA parameters train through their factors (lora.py).
-    Prints the trainable count when not everything trains in full."""
+    """(`tx` restricted to what `train.trainable` and `train.lora_rank` train, `trained`: a bool
+    per parameter for `make_train_step`, None when all train in full). Frozen parameters get no
+    update (nor weight decay), LoRA parameters train through their factors (lora.py). Prints
+    the trainable count when not everything trains in full."""
     labels = trainable_labels(params, train.trainable)
     if train.lora_rank:
         labels = lora.mark(params, labels, train.lora_rank)
     if (line := trainable_summary(params, labels, train)) is not None:
         print(line)
     if labels is None:
-        return tx
+        return tx, None
+    trained = jax.tree.map(lambda label: label != "frozen", labels)
     if train.lora_rank:
-        return lora.lora(tx, labels, rank=train.lora_rank, alpha=train.lora_alpha, seed=train.seed)
-    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+        return lora.lora(tx, labels, rank=train.lora_rank, alpha=train.lora_alpha,
+                         seed=train.seed), trained  # fmt: skip
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels), trained
 
 
 def optimizer_layout(train) -> dict:

@@ -244,7 +244,7 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
     factory = lambda: models.build(model_cfg, seed=train.seed)  # noqa: E731
     with nnx.use_eager_sharding(False):
         abstract_params = nnx.split(nnx.eval_shape(factory))[1]
-    tx = finetune.optimizer(make_optimizer(train, train.num_steps), abstract_params, train)
+    tx, trained = finetune.optimizer(make_optimizer(train, train.num_steps), abstract_params, train)
     graphdef, state, shardings = steps.init_train_state(factory, tx, mesh, train.seed)
     train_step = steps.make_train_step(
         graphdef,
@@ -254,6 +254,7 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
         shardings,
         grad_accum_steps=train.grad_accum_steps,
         dropout=model_cfg.dropout > 0,
+        trained=trained,
     )
     eval_step = steps.make_eval_step(graphdef, mesh, shardings["params"])
     train_iter = data.train_iterator(local_batch)

@@ -146,6 +146,11 @@ def start_at(state: TrainState, params: nnx.State, step: int) -> TrainState:
     return {**state, "params": params, "opt_state": opt_state, "step": step_array}
 
 
+def _only_trained(grads, trained):
+    return jax.tree.map(lambda keep, g: g if keep else optax.MaskedNode(), trained, grads,
+                        is_leaf=lambda x: isinstance(x, nnx.Variable))  # fmt: skip
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
@@ -155,8 +160,15 @@ def make_train_step(
     *,
     grad_accum_steps: int = 1,
     dropout: bool = True,
+    trained: Any = None,
 ):
-    """A jitted `(state, batch) -> (state, metrics)`; the state is donated."""
+    """A jitted `(state, batch) -> (state, metrics)`; the state is donated.
+
+    `trained`: a bool per parameter (a prefix tree of the params), False where the optimizer
+    leaves it frozen; None = all train. The logged gradient norm (and the finiteness check) is
+    over the trained ones only, so no output reads a frozen weight's gradient and XLA drops its
+    computation (the weight-gradient matmuls of frozen layers) from the backward.
+    """
 
     loss = sequence_parallel.select_loss(mesh, next_token_loss)
 
@@ -170,7 +182,7 @@ def make_train_step(
         )
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        grad_norm = optax.tree.norm(grads)
+        grad_norm = optax.tree.norm(grads if trained is None else _only_trained(grads, trained))
         # A non-finite step is never applied: parameters and moments keep their last good values,
         # and the host decides (at the next log or checkpoint) whether to stop or go on.
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

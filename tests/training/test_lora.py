@@ -29,7 +29,7 @@ def _setup(name="llp", trainable="longlora", **train):
                         num_steps=10, **train)  # fmt: skip
     inner = make_optimizer(train, train.num_steps)
     labels = lora.mark(params, finetune.trainable_labels(params, trainable), RANK)
-    tx = finetune.optimizer(inner, params, train)
+    tx, _ = finetune.optimizer(inner, params, train)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg.vocab_size, (2, cfg.seq_len + 1)).astype(np.int32)
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
