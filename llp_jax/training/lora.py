@@ -14,7 +14,8 @@ are the chain rule through W's parametrisation, dL/dA = s G B^T and dL/dB = s A^
 optimizer (clipping and AdamW, over the factors and the fully trained parameters together)
 updates A and B, and W moves by exactly s (A' B' - A B) = s (A dB + dA B'). What is saved is the
 optimizer memory (Adam moments of r (fan_in + fan_out) numbers per matrix instead of
-fan_in * fan_out), as in LoRA; the matmuls of the backward are those of full training.
+fan_in * fan_out), as in LoRA; these matrices' backward matmuls are those of full training (the
+frozen layers' weight gradients are dropped: train_step's `trained`).
 """
 
 from __future__ import annotations
