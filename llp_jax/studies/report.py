@@ -49,20 +49,36 @@ def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=Non
 
 def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
     """Writes summary.json and loss.png, prints perplexity vs baseline and a sample. A run that
-    trained no step (it was finished already) keeps the summary.json it has."""
+    trained no step (it was finished already) keeps the summary.json it has if that summary is
+    of the step the checkpoints are at; one of an earlier step (the run that went on stopped
+    before its report: preempted, interrupted, crashed) or of no recorded step is replaced by a
+    report of the parameters there are."""
     cfg, data, workdir = run.model_cfg, run.data, run.workdir
     summary_path = paths.join(workdir, "summary.json")
-    if steps_run == 0 and paths.exists(summary_path):
+    step = run.start_step + steps_run
+    if steps_run == 0:
         print(
-            f"nothing to train: {workdir} is at step {run.start_step} of train.num_steps="
-            f"{run.train.num_steps} (raise num_steps to train on); its summary: {summary_path}"
+            f"nothing to train: {workdir} is at step {step} of train.num_steps="
+            f"{run.train.num_steps} (raise num_steps to train on)"
         )
-        return json.loads(paths.read_text(summary_path))
-    summary: dict[str, Any] = {"model": cfg.name, "params": models.count_params(cfg)}
+        kept = read_summary(summary_path)
+        # Every process decides alike: the report below is a collective.
+        if not any_process(kept.get("step") != step):
+            print(f"its summary: {summary_path}")
+            return kept
+        was = (
+            f"its summary is of step {kept['step']}"
+            if "step" in kept
+            else "its summary does not say its step"
+            if kept
+            else "it has no readable summary"
+        )
+        print(f"{was}: reporting step {step}")
+    summary: dict[str, Any] = {"model": cfg.name, "params": models.count_params(cfg), "step": step}
     metrics_path = paths.join(workdir, "metrics.jsonl")
     vals = [r for r in read_jsonl(metrics_path) if "val/loss" in r] if paths.exists(
         metrics_path) else []  # fmt: skip
-    on_record = bool(vals) and vals[-1].get("step") == run.start_step + steps_run
+    on_record = bool(vals) and vals[-1].get("step") == step
     # No validation of these parameters on record (a lost or replaced metrics.jsonl; only
     # process 0 writes it): evaluated now, by every process together (it is a collective).
     if any_process(not on_record):
@@ -84,10 +100,24 @@ def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
         print(
             f"\nvalidation perplexity {summary['val_ppl']:.3f} "
             f"(unigram baseline {summary['unigram_val_ppl']:.3f}, tokenizer {data.tokenizer.name})"
-            f"\n{steps_run} steps in {wall_s:.0f} s, {summary['train_tokens_per_s']:,.0f} tokens/s;"
-            f" loss plot: {summary['plot']}\nsample:\n{shown(summary['sample'])}"
+            + (
+                f"\n{steps_run} steps in {wall_s:.0f} s, {summary['train_tokens_per_s']:,.0f} tokens/s;"
+                if steps_run
+                else ""
+            )
+            + f"\nloss plot: {summary['plot']}\nsample:\n{shown(summary['sample'])}"
         )
     return summary
+
+
+def read_summary(path: str) -> dict:
+    """The summary.json there is, or {} where there is none or it does not read as one (a
+    summary is rewritten, never trusted, when it is not of the checkpoints' step)."""
+    try:
+        summary = json.loads(paths.read_text(path)) if paths.exists(path) else {}
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def end_of_run_sample(run) -> str:

@@ -60,6 +60,31 @@ def test_a_finished_run_without_its_summary_reports_a_real_perplexity(lost, serv
     assert f"validation perplexity {want:.3f}" in result.stdout
 
 
+@pytest.mark.parametrize("stale", ["earlier_step", "no_step_recorded", "cut_short"])
+def test_a_rerun_never_returns_the_summary_of_an_earlier_step(stale, server, victim, corpus_file):
+    """The summary is of step 4, the checkpoints went on to step 6 (a run stopped between its
+    last checkpoint and its report: preempted, Ctrl-C, a crash; or a summary written before
+    summaries named their step; or one cut short). A rerun with nothing to train reports step 6,
+    not step 4."""
+    path = os.path.join(victim, "summary.json")
+    old = json.load(open(path))
+    result = server.run("train", *tiny_args(victim, corpus_file, steps=6))
+    assert result.rc == 0, str(result)
+    want = json.load(open(path))
+    assert (old["step"], want["step"]) == (4, 6) and want["val_ppl"] != old["val_ppl"]
+    if stale == "no_step_recorded":
+        del old["step"]
+    with open(path, "w") as f:
+        f.write(json.dumps(old)[: 40 if stale == "cut_short" else None])
+    result = server.run("train", *tiny_args(victim, corpus_file, steps=6))
+    assert result.rc == 0 and "nothing to train" in result.stdout, str(result)
+    assert f"validation perplexity {want['val_ppl']:.3f}" in result.stdout, result.stdout
+    summary = json.load(open(path))
+    assert summary["step"] == 6 and summary["steps_run"] == 0
+    assert abs(summary["val_ppl"] - want["val_ppl"]) < 1e-4 * want["val_ppl"]
+    assert faults.metrics_steps(victim) == [1, 2, 3, 4, 5, 6]
+
+
 @pytest.mark.parametrize("damage", sorted(faults.DAMAGE))
 def test_every_program_skips_a_damaged_newest_step(damage, server, victim, trained, corpus_file):
     faults.DAMAGE[damage](os.path.join(victim, "checkpoints", "4"))
