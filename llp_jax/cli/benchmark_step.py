@@ -19,7 +19,7 @@ from absl import flags
 
 from llp_jax import paths
 from llp_jax.cli import common
-from llp_jax.studies import step_benchmark
+from llp_jax.studies import step_benchmark, step_report
 
 _VARIANTS = flags.DEFINE_list("variants", list(step_benchmark.VARIANTS),
                               f"Ours to time, of {list(step_benchmark.VARIANTS)}.")  # fmt: skip
@@ -79,7 +79,7 @@ def _main() -> None:
     start = time.perf_counter()
     result = step_benchmark.run(spec)
     command = common.command_line("benchmark_step")
-    text = step_benchmark.markdown(result, command, time.perf_counter() - start)
+    text = step_report.markdown(result, command, time.perf_counter() - start)
     paths.write_text(_OUT.value, text)
     paths.write_text(os.path.splitext(_OUT.value)[0] + ".json",
                      json.dumps({"command": command, **result}, indent=1))  # fmt: skip

@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from llp_jax.studies import step_benchmark as sb
-from llp_jax.studies import step_workers
+from llp_jax.studies import step_report, step_workers
 
 # PerceiverAR at n = 64, batch 1: the smallest real step of the benchmark's config.
 SPEC = sb.StepSpec(variants=("perceiver_ar",), seq_len=64, batch=1, rounds=2,
@@ -43,9 +43,9 @@ def test_the_sweep_times_control_and_flags_in_the_same_rounds():
     assert {"perceiver_ar", control, flagged} <= rows.keys()
     assert rows[flagged]["gflop"] == rows["perceiver_ar"]["gflop"]  # the same step's FLOPs
     assert all(len(result["times"][k]) == spec.rounds for k in (control, flagged))
-    ((label, ratio),) = sb.flag_ratios(result)
+    ((label, ratio),) = step_report.flag_ratios(result)
     assert label == flagged and ratio > 0
-    text = sb.markdown(result, "cmd", 1.0)
+    text = step_report.markdown(result, "cmd", 1.0)
     assert f"{flagged}: **{ratio:.2f}x**" in text
     # The peak with attention's batched blocks in: every row of ours, from its own mix.
     for label in ("perceiver_ar", control, flagged):
@@ -79,7 +79,7 @@ def test_a_bfloat16_step_is_measured_against_bfloat16_dots_where_the_cpu_has_the
     spec = sb.StepSpec(variants=("llp", "llp_bf16"), seq_len=64, batch=1, rounds=1)
     result = sb.run(spec, log=lambda _: None)
     rows = {r["variant"]: r for r in result["rows"]}
-    text = sb.markdown(result, "cmd", 1.0)
+    text = step_report.markdown(result, "cmd", 1.0)
     assert "util_bf16" not in rows["llp"]
     if units == "float32":
         assert "xla_bf16_gflops" not in result["peak"] and "util_bf16" not in rows["llp_bf16"]
