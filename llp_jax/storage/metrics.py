@@ -44,19 +44,30 @@ def _to_float(value: Any) -> float | None:
         return None
 
 
+# How MetricsWriter writes a non-finite number (strict JSON has none); read back as floats.
+NON_FINITE = ("nan", "inf", "-inf")
+
+
 def _parse(lines) -> list[dict]:
+    """The rows among `lines`: JSON objects with an integer step, as MetricsWriter writes them
+    (its non-finite numbers, written as strings, read back as floats).
+    Anything else is skipped: a half-written last line of a killed run, bytes a disk fault or
+    another program left (decoded as U+FFFD), JSON that is not a row."""
     records = []
     for line in lines:
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a half-written last line of a killed run
+            record = json.loads(line)
+        except ValueError:
             continue
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            records.append({k: float(v) if v in NON_FINITE else v for k, v in record.items()})
     return records
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All records of a metrics file (blank or half-written lines are skipped)."""
-    return _parse(paths.read_text(path).splitlines())
+    """All rows of a metrics file (see `_parse` for what is skipped)."""
+    return _parse(paths.resolve(path).read_bytes().decode("utf-8", "replace").splitlines())
 
 
 class MetricsWriter:

@@ -156,7 +156,8 @@ def plot_losses(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for key, style in ((train_key, "-"), (val_key, "o-")):
-        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        points = [(r["step"], r[key]) for r in records
+                  if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]  # fmt: skip
         if points:
             steps, values = zip(*sorted(points))
             ax.plot(steps, values, style, label=key, markersize=3)

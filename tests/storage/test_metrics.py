@@ -88,3 +88,44 @@ def test_a_full_disk_is_named_by_the_failed_write_and_by_close(tmp_path):
         writer.close()
     assert (closing.value.errno, closing.value.filename) == (errno.ENOSPC, writer.jsonl_path)
     assert writer._jsonl is None
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        bytes(range(128, 256)) + b"\n",  # not UTF-8 (a disk fault, another tool)
+        b'"a string"\n[1, 2]\n7\nnull\n',  # JSON that is not a row
+        b'{"step": "3", "train/loss": 1.0}\n{"time": 5}\n{"step": true}\n',  # rows without a step
+        b'{"step": 3, "train/loss": 1.0, "note": "\xe9t\xe9"}\n',  # Latin-1 inside a row
+    ],
+    ids=["not_utf8", "not_rows", "no_step", "latin1_in_a_row"],
+)
+def test_rows_a_metrics_file_cannot_hold_are_skipped_by_every_reader(tmp_path, foreign):
+    """What is not a row of ours (an integer step in a JSON object) is skipped, never a
+    traceback: by the readers (plot, report, studies) and by a resumed run's writer, which
+    keeps the good rows around it."""
+    path = tmp_path / "metrics.jsonl"
+    good = [{"step": s, "train/loss": 3.0 / s} for s in (1, 2)]
+    path.write_bytes(
+        json.dumps(good[0]).encode() + b"\n" + foreign + json.dumps(good[1]).encode() + b"\n"
+    )
+    rows = metrics_lib.read_jsonl(path)
+    assert [r["step"] for r in rows if r in good] == [1, 2]
+    assert all(isinstance(r["step"], int) and not isinstance(r["step"], bool) for r in rows)
+    plot_losses(path, tmp_path / "loss.png")
+    with metrics_lib.MetricsWriter(tmp_path, tensorboard=False, resume_step=2) as writer:
+        writer.write(3, {"train/loss": 0.5})
+    assert [r["step"] for r in metrics_lib.read_jsonl(path)][-3:] == [1, 2, 3]
+
+
+def test_non_finite_numbers_read_back_as_numbers(tmp_path):
+    """The writer writes inf and nan as strings (strict JSON has none); every reader gets
+    floats back (the report's perplexity, the studies' curves), and the plot leaves them out."""
+    with metrics_lib.MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(1, {"train/loss": 2.0, "val/loss": float("inf")})
+        writer.write(2, {"train/loss": float("nan"), "val/loss": 1.0, "note": "nan!"})
+    rows = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
+    assert rows[0]["val/loss"] == float("inf") and np.isnan(rows[1]["train/loss"])
+    assert rows[1]["note"] == "nan!" and rows[1]["val/loss"] == 1.0
+    plot_losses(tmp_path / "metrics.jsonl", tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 0
