@@ -79,10 +79,14 @@ def train_loop(run: Run) -> dict:
     def check_finite() -> None:
         bad = int(run.state["bad_steps"])
         if bad > max_bad:
+            saved = run.ckpt.latest_step()
+            kept = ("no checkpoint was written yet" if saved is None else
+                    f"the last checkpoint (step {saved}) is untouched")  # fmt: skip
             raise NonFiniteError(
                 f"non-finite loss or gradients at step {int(run.state['last_bad_step'])} "
                 f"({bad} bad step(s), train.max_bad_steps={max_bad}); the update was not applied "
-                f"and the last checkpoint (step {run.ckpt.latest_step()}) is untouched"
+                f"and {kept}; lower train.learning_rate (or warm up longer), or let "
+                "train.max_bad_steps skip more such steps"
             )
 
     def validate(at: int) -> float:

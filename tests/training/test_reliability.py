@@ -158,6 +158,20 @@ def test_nan_stops_with_step_and_keeps_checkpoint(corpus_file, tmp_path):
     np.testing.assert_array_equal(before, after)  # the bad update was never applied
 
 
+def test_nan_before_any_checkpoint_says_so_and_names_the_fix(corpus_file, tmp_path):
+    """A run that goes non-finite before its first checkpoint (too high a learning rate, at
+    once) has no step to name: the error says none was written and what to change."""
+    config = small_config(corpus_file, num_steps=2, checkpoint_every=2)
+    run = trainer.setup(config, str(tmp_path))
+    poison_token(run, ord(" "))
+    with pytest.raises(trainer.NonFiniteError) as raised:
+        trainer.train_loop(run)
+    run.ckpt.close()
+    message = str(raised.value)
+    assert "None" not in message and "no checkpoint was written yet" in message, message
+    assert "train.learning_rate" in message and "train.max_bad_steps" in message, message
+
+
 def test_nan_batches_skipped_up_to_max_bad_steps(corpus_file, tmp_path):
     config = small_config(corpus_file, num_steps=6, max_bad_steps=100)
     run = trainer.setup(config, str(tmp_path), resume=False)
