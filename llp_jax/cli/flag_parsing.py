@@ -238,6 +238,10 @@ def config_load_error(error: Exception, argv: list[str]) -> str:
             f"{where} defines no get_config(); a config file needs `def get_config(arg=None)` "
             "returning a ConfigDict (see llp_jax/configs/tiny.py)"
         )
+    if isinstance(error, TypeError) and files:
+        path, _, arg = files[-1].partition(":")
+        if line := configs.arity_error(error, configs.resolve_path(path), arg):
+            return line
     key = re.search(r"\\?'(\w+)\\?'", text)
     override = [
         a.split("=", 1)[0]

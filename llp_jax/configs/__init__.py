@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import traceback
 
 from llp_jax.errors import ConfigError
 
@@ -18,8 +19,7 @@ def load(spec: str):
     `get_config()` without an argument. `llp_jax/configs/X.py` means the installed package's
     file where the checkout's is not there (a run from another folder)."""
     path, _, arg = str(spec).partition(":")
-    if not os.path.exists(path) and path.startswith("llp_jax/configs/"):
-        path = os.path.join(PACKAGE_DIR, path[len("llp_jax/configs/") :])
+    path = resolve_path(path)
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist; e.g. llp_jax/configs/tiny.py:llp")
     module_spec = importlib.util.spec_from_file_location("llp_jax_config_file", path)
@@ -28,4 +28,32 @@ def load(spec: str):
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} defines no get_config(); a config file needs "
                           "`def get_config(arg=None)` returning a ConfigDict")  # fmt: skip
-    return module.get_config(arg) if arg else module.get_config()
+    try:
+        return module.get_config(arg) if arg else module.get_config()
+    except TypeError as e:
+        if line := arity_error(e, path, arg):
+            raise ConfigError(line) from None
+        raise
+
+
+def resolve_path(path: str) -> str:
+    """`llp_jax/configs/X.py` is the checkout's file, or the installed package's where the
+    checkout's is not there; any other path is itself."""
+    if not os.path.exists(path) and path.startswith("llp_jax/configs/"):
+        return os.path.join(PACKAGE_DIR, path[len("llp_jax/configs/") :])
+    return path
+
+
+def arity_error(error: TypeError, path: str, arg: str) -> str | None:
+    """The line for a config file's get_config() called with an argument it does not take, or
+    without one it needs (`demo.py:foo`, `from_workdir.py`); None for a TypeError raised inside
+    it. Python's own message names neither the file nor the ':arg' spelling that fixes it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    inside = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(path)]
+    if inside or "get_config()" not in str(error):
+        return None
+    if arg:
+        return (f"--config={path}:{arg}: its get_config() takes no argument; give "
+                f"--config={path} without ':{arg}'")  # fmt: skip
+    return (f"--config={path}: its get_config() needs an argument, given after ':' "
+            f"(--config={path}:ARG; see the file's docstring)")  # fmt: skip

@@ -25,7 +25,8 @@ from llp_jax.configs.paper_recipe import paper_config, paper_model
 from llp_jax.data import ByteTokenizer
 
 
-def get_config(arg: str = "llp24"):
+def get_config(arg: str | None = None):
+    arg = arg or "llp24"  # None: a config file of yours passing its own default on
     name, txl = arg.removesuffix("_txl"), arg.endswith("_txl")
     config = paper_config(paper_model(name, vocab_size=ByteTokenizer.vocab_size), "tfds:enwik8")
     config.data.tokenizer = "txl_bytes" if txl else "byte"

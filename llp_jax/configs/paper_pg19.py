@@ -22,5 +22,6 @@ TPU VM / Colab TPU (`pip install -e . "jax[tpu]"`):
 from llp_jax.configs.paper_recipe import paper_config, paper_model, sentencepiece_stand_in
 
 
-def get_config(arg: str = "llp24"):
+def get_config(arg: str | None = None):
+    arg = arg or "llp24"  # None: a config file of yours passing its own default on
     return sentencepiece_stand_in(paper_config(paper_model(arg), "tfds:pg19"))

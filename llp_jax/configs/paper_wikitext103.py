@@ -20,5 +20,6 @@ TPU VM / Colab TPU (`pip install -e . "jax[tpu]"`; batch 16 = 8 cores x 2 micro-
 from llp_jax.configs.paper_recipe import paper_config, paper_model, sentencepiece_stand_in
 
 
-def get_config(arg: str = "llp18"):
+def get_config(arg: str | None = None):
+    arg = arg or "llp18"  # None: a config file of yours passing its own default on
     return sentencepiece_stand_in(paper_config(paper_model(arg), "tfds:wikitext103"))

@@ -11,7 +11,8 @@ from llp_jax.configs.base import get_base_config
 from llp_jax.models import ConfigError, tiny
 
 
-def get_config(arg: str = "llp"):
+def get_config(arg: str | None = None):
+    arg = arg or "llp"  # None: a config file of yours passing its own default on
     name, _, variant = arg.partition(",")
     if variant not in ("", "faithful"):
         raise ConfigError(

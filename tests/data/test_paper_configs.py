@@ -81,3 +81,19 @@ def test_word_level_presets_use_the_sentencepiece_stand_in(module):
     data = get_config(module).data
     assert data.corpus.startswith("tfds:")
     assert (data.tokenizer, data.vocab_size) == ("sentencepiece", V)
+
+
+@pytest.mark.parametrize("module", ["tiny", "paper_wikitext103", "paper_pg19", "paper_enwik8"])
+def test_a_config_file_wrapping_a_shipped_one_may_pass_its_own_default_on(module, tmp_path):
+    """`def get_config(arg=None): return tiny.get_config(arg)` is how a config file of your own
+    reuses ours (the error for a file without get_config suggests that signature): None is the
+    shipped file's default, not an AttributeError."""
+    from llp_jax import configs
+
+    mine = tmp_path / "mine.py"
+    mine.write_text(
+        f"from llp_jax.configs import {module}\n\n"
+        f"def get_config(arg=None):\n    return {module}.get_config(arg)\n"
+    )
+    default = importlib.import_module(f"llp_jax.configs.{module}").get_config()
+    assert configs.load(str(mine)).to_dict() == default.to_dict()

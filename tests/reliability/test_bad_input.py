@@ -6,9 +6,12 @@ before any data is read or anything compiles, so each costs milliseconds."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
+from llp_jax import configs
+from llp_jax.errors import LLPError
 from tests.helpers.cli import assert_one_line_error
 from tests.reliability.conftest import TINY, params_digest, tiny_args
 
@@ -145,6 +148,30 @@ def test_config_files_that_do_not_load(name, server, tmp_path):
     if name == "raises_llp_error":
         assert line == "error: sweep.csv has no row 7", line
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("llp_jax/configs/demo.py:llp", "its get_config() takes no argument; give "
+     "--config=llp_jax/configs/demo.py without ':llp'"),
+    ("llp_jax/configs/from_workdir.py", "its get_config() needs an argument, given after ':'"),
+])  # fmt: skip
+def test_a_config_file_given_an_argument_it_does_not_take_or_not_one_it_needs(spec, fragment,
+                                                                              server):  # fmt: skip
+    """Python's TypeError ("get_config() takes 0 positional arguments but 1 was given") named
+    neither the file nor the spelling that fixes it; the same line from Python's configs.load."""
+    line = assert_one_line_error(server.run("train", f"--config={spec}", "--workdir=w"), fragment)
+    assert "TypeError" not in line, line
+    with pytest.raises(LLPError, match=re.escape(fragment)):
+        configs.load(spec)
+
+
+def test_a_type_error_inside_get_config_is_not_taken_for_its_arity(server, tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text("from llp_jax.configs import tiny\n\n"
+                    "def get_config():\n    return tiny.get_config('llp', 1)\n")  # fmt: skip
+    line = assert_one_line_error(server.run("train", f"--config={path}", "--workdir=w"),
+                                 "loading it raised TypeError: get_config() takes from 0 to 1")  # fmt: skip
+    assert "its get_config()" not in line, line
 
 
 def test_from_workdir_on_a_folder_without_checkpoints(server, tmp_path):
