@@ -69,6 +69,10 @@ def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         client.invalidate_cache()
 
 
+# What a folder where a file belongs (an output flag's, or a workdir file's) is told.
+FOLDER_IN_THE_WAY = "is a folder where a file belongs; move it away, or name another file"
+
+
 def unwritable(path: str | os.PathLike) -> str | None:
     """Why no file can be written at local `path` ('is a folder', a file where a parent folder
     must be, a read-only parent), or None; URLs are not checked (their store says so). Output
@@ -159,7 +163,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
                 yield f
             return
         if os.path.isdir(target):
-            raise IsADirectoryError(errno.EISDIR, "is a folder; give a file path", target)
+            raise IsADirectoryError(errno.EISDIR, FOLDER_IN_THE_WAY, target)
         os.makedirs(folder, exist_ok=True)
         try:
             with open(tmp, "wb") as f:

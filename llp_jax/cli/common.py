@@ -280,7 +280,9 @@ def one_line_errors():
         if e.errno not in USER_ERRNOS:
             raise
         where = f"{e.filename}: " if e.filename else ""
-        sys.exit(f"error: {where}{(e.strerror or str(e)).lower()}")
+        what = (paths.FOLDER_IN_THE_WAY if e.errno == errno.EISDIR else
+                (e.strerror or str(e)).lower())  # fmt: skip
+        sys.exit(f"error: {where}{what}")
     except Exception as e:  # running out of memory where no library call named the fix
         from llp_jax.backend import out_of_memory  # noqa: PLC0415
 

@@ -85,6 +85,26 @@ def test_a_rerun_never_returns_the_summary_of_an_earlier_step(stale, server, vic
     assert faults.metrics_steps(victim) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("name, program", [
+    ("summary.json", "train"), ("loss.png", "train"), ("metrics.jsonl", "train"),
+    (os.path.join("data", "validation.npy"), "evaluate"),
+])  # fmt: skip
+def test_a_folder_where_a_workdir_file_belongs_is_named_with_the_fix(name, program, server,
+                                                                     victim, corpus_file):  # fmt: skip
+    """A folder at one of the workdir's own file names: one line naming it and what to do (not
+    "give a file path": no flag named it), and the training before it kept."""
+    os.remove(os.path.join(victim, name))
+    os.mkdir(os.path.join(victim, name))
+    args = (tiny_args(victim, corpus_file, steps=6) if program == "train" else
+            [f"--workdir={victim}", "--max_tokens=600"])  # fmt: skip
+    result = server.run(program, *args)
+    line = assert_one_line_error(result, os.path.join(victim, name),
+                                 "is a folder where a file belongs; move it away")  # fmt: skip
+    assert "give a file path" not in line, line
+    if program == "train" and name != "metrics.jsonl":  # (the metrics log opens first)
+        assert committed_steps(os.path.join(victim, "checkpoints"))[-1] == 6
+
+
 @pytest.mark.parametrize("damage", sorted(faults.DAMAGE))
 def test_every_program_skips_a_damaged_newest_step(damage, server, victim, trained, corpus_file):
     faults.DAMAGE[damage](os.path.join(victim, "checkpoints", "4"))
