@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax.errors import ConfigError
+from llp_jax.errors import ConfigError, InputError
 from llp_jax.models import losses
 from llp_jax.models.block import Block
 from llp_jax.models.inputs import as_rng, check_tokens
@@ -213,14 +213,31 @@ class LanguageModel(nnx.Module):
     def nll_sum(self, tokens_BxT: jax.Array, targets_BxP: jax.Array, *, rng=None) -> jax.Array:
         """Sum of the next-token negative log-likelihoods of the scored positions (float32):
         `-log_softmax(self(tokens))[targets]` summed, with the head fused into a chunked
-        cross-entropy (losses.py) that never holds the [B, P, V] logits."""
+        cross-entropy (losses.py) that never holds the [B, P, V] logits. `rng` as in __call__."""
+        rng = as_rng(rng, optional=True)
         x = self.embed_tokens(tokens_BxT)
+        self.check_targets(targets_BxP, tokens_BxT.shape)
         h_BxPxD = self.final_norm(self.hidden(x, rng, self.document_ids(tokens_BxT)))
         B, P, D = h_BxPxD.shape
         return losses.head_nll_sum(
             h_BxPxD.reshape(B * P, D), self.head_w[...].astype(h_BxPxD.dtype),
             self.head_b[...].astype(h_BxPxD.dtype), targets_BxP.reshape(B * P),
         )  # fmt: skip
+
+    def check_targets(self, targets_BxP, tokens_shape) -> None:
+        """One line where the targets are not the [B, P] ids of the scored positions (a latent
+        model's last l, not all T: the shapes failed to broadcast deep inside the loss)."""
+        B, T = tokens_shape
+        start = self.loss_start(T)
+        want = (B, T - start)
+        if tuple(getattr(targets_BxP, "shape", ())) != want:
+            got = getattr(targets_BxP, "shape", type(targets_BxP).__name__)
+            raise InputError(
+                f"targets must be int [{want[0]}, {want[1]}], the next tokens of the positions "
+                f"{start}..{T - 1} this model scores (window[:, 1 + model.loss_start({T}):] of a "
+                f"window of {T} + 1 tokens), got {got}"
+            )
+        check_tokens(targets_BxP, self.cfg.vocab_size, what="targets")
 
     def document_ids(self, tokens_BxT: jax.Array):
         """int32 [B, T]: the document of each position (an end-of-document token belongs to the

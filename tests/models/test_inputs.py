@@ -312,3 +312,27 @@ def test_windows_a_model_cannot_run_on_are_one_line_for_every_protocol_and_decod
     assert model.window_problem(cfg, cfg.seq_len) is None
     if cfg.scores_latents and not model.fixed_window:
         assert "is shorter than" in model.window_problem(cfg, cfg.latent_len - 1)
+
+
+@pytest.mark.parametrize("name", ["llp", "perceiver_ar", "enhanced_v3"])
+def test_a_loss_on_targets_of_the_wrong_positions_is_one_line(name):
+    """nll_sum takes the targets of the scored positions only: all n, or a latent model's last
+    l. Given all n targets (or a float array), one line saying which, not a broadcasting error
+    from inside the loss; the right ones give the loss the trainer computes."""
+    cfg = models.tiny(name)
+    model = llp_jax.build(cfg, seed=0)
+    window = jax.random.randint(jax.random.key(0), (2, cfg.seq_len + 1), 0, cfg.vocab_size)
+    inputs, start = window[:, :-1], model.loss_start(cfg.seq_len)
+    targets = window[:, 1 + start :]
+    assert targets.shape == (2, cfg.seq_len - start)
+    loss = model.nll_sum(inputs, targets) / targets.size
+    assert np.isfinite(float(loss)) and 4.0 < float(loss) < 7.0  # about log(256) at init
+    if start:
+        with pytest.raises(InputError, match=rf"targets must be int \[2, {cfg.latent_len}\]"):
+            model.nll_sum(inputs, window[:, 1:])
+    with pytest.raises(InputError, match="targets must be integer token ids"):
+        model.nll_sum(inputs, targets.astype(jnp.float32))
+    with pytest.raises(InputError, match="targets"):
+        model.nll_sum(inputs, targets.at[0, 0].set(cfg.vocab_size))  # NaN before
+    traced = jax.jit(lambda x, y: model.nll_sum(x, y))(inputs, targets)  # shapes are static
+    np.testing.assert_allclose(traced, loss * targets.size, rtol=1e-5)
