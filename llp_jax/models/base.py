@@ -21,31 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax.errors import ConfigError, InputError
+from llp_jax.errors import ConfigError
 from llp_jax.models import losses
 from llp_jax.models.block import Block
-from llp_jax.models.inputs import as_rng, check_tokens
+from llp_jax.models.inputs import as_rng, check_targets, check_tokens
 from llp_jax.models.layers import DTYPES, LayerNorm, dense, logical_param, uniform_param
 from llp_jax.models.masks import ExampleMask, MaskSpec
+from llp_jax.models.remat import REMAT_POLICIES, resolve_remat
 
 if TYPE_CHECKING:
     from llp_jax.models.config import ModelConfig
-
-REMAT_POLICIES = {
-    "full": None,  # save nothing: recompute the whole layer in the backward pass
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "dots_all": jax.checkpoint_policies.dots_saveable,  # attention's batched matmuls too
-}
-
-
-def resolve_remat(remat: str) -> str:
-    """`ModelConfig.remat` with 'auto' resolved: 'dots_all' on CPU (measured there no slower than
-    saving everything, and faster where attention is cheap: see `ModelConfig`), 'none' on
-    accelerators (not measured there; the behaviour before 'auto')."""
-    if remat != "auto":
-        return remat
-    return "dots_all" if jax.default_backend() == "cpu" else "none"
-
 
 # fn(block, x, aux_in, rng) -> (x, aux_out): aux_in is this layer's slice of `run_layers`'s
 # `layer_aux` (e.g. its streaming cache), aux_out anything per layer (e.g. its new keys/values).
@@ -216,28 +201,14 @@ class LanguageModel(nnx.Module):
         cross-entropy (losses.py) that never holds the [B, P, V] logits. `rng` as in __call__."""
         rng = as_rng(rng, optional=True)
         x = self.embed_tokens(tokens_BxT)
-        self.check_targets(targets_BxP, tokens_BxT.shape)
+        start = self.loss_start(tokens_BxT.shape[1])
+        check_targets(targets_BxP, tokens_BxT.shape, start, self.cfg.vocab_size)
         h_BxPxD = self.final_norm(self.hidden(x, rng, self.document_ids(tokens_BxT)))
         B, P, D = h_BxPxD.shape
         return losses.head_nll_sum(
             h_BxPxD.reshape(B * P, D), self.head_w[...].astype(h_BxPxD.dtype),
             self.head_b[...].astype(h_BxPxD.dtype), targets_BxP.reshape(B * P),
         )  # fmt: skip
-
-    def check_targets(self, targets_BxP, tokens_shape) -> None:
-        """One line where the targets are not the [B, P] ids of the scored positions (a latent
-        model's last l, not all T: the shapes failed to broadcast deep inside the loss)."""
-        B, T = tokens_shape
-        start = self.loss_start(T)
-        want = (B, T - start)
-        if tuple(getattr(targets_BxP, "shape", ())) != want:
-            got = getattr(targets_BxP, "shape", type(targets_BxP).__name__)
-            raise InputError(
-                f"targets must be int [{want[0]}, {want[1]}], the next tokens of the positions "
-                f"{start}..{T - 1} this model scores (window[:, 1 + model.loss_start({T}):] of a "
-                f"window of {T} + 1 tokens), got {got}"
-            )
-        check_tokens(targets_BxP, self.cfg.vocab_size, what="targets")
 
     def document_ids(self, tokens_BxT: jax.Array):
         """int32 [B, T]: the document of each position (an end-of-document token belongs to the

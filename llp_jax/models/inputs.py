@@ -107,3 +107,19 @@ def as_rng(rng, *, optional: bool = False, name: str = "rng"):
         return rng
     either = " (or None)" if optional else ""
     raise InputError(f"{name}={rng!r} must be a PRNG key or an int seed{either}")
+
+
+def check_targets(targets_BxP, tokens_shape, start: int, vocab_size: int) -> None:
+    """One line where a loss's targets are not the [B, P] ids of the positions a model scores,
+    start..T-1 (a latent model's last l, not all T: the shapes failed to reshape deep inside the
+    loss), or not token ids (`check_tokens`: an id past the vocabulary was a silent NaN)."""
+    B, T = tokens_shape
+    want = (B, T - start)
+    if tuple(getattr(targets_BxP, "shape", ())) != want:
+        got = getattr(targets_BxP, "shape", type(targets_BxP).__name__)
+        raise InputError(
+            f"targets must be int [{want[0]}, {want[1]}], the next tokens of the positions "
+            f"{start}..{T - 1} this model scores (window[:, 1 + model.loss_start({T}):] of a "
+            f"window of {T} + 1 tokens), got {got}"
+        )
+    check_tokens(targets_BxP, vocab_size, what="targets")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from llp_jax.kernels import blas
-from llp_jax.models.base import REMAT_POLICIES
+from llp_jax.models.remat import REMAT_POLICIES
 from tests.helpers import REPO
 from tests.helpers.cli import cli_env
 

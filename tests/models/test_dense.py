@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from llp_jax.models import layers, matmul
-from llp_jax.models.base import REMAT_POLICIES
+from llp_jax.models.remat import REMAT_POLICIES
 from tests.helpers.models import compiled_dot_operand_types
 
 

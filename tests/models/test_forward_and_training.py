@@ -87,7 +87,7 @@ def test_remat_does_not_change_loss_or_grads(name, faithful):
 def test_remat_auto_is_dots_all_on_cpu_and_the_default():
     """'auto' (the default) resolves by backend: 'dots_all' on CPU, where the step benchmark
     measured it faster than saving every activation; explicit choices stay as given."""
-    from llp_jax.models.base import resolve_remat
+    from llp_jax.models.remat import resolve_remat
 
     assert models.ModelConfig().remat == "auto"
     assert jax.default_backend() == "cpu" and resolve_remat("auto") == "dots_all"
