@@ -60,13 +60,13 @@ def run(main) -> None:
         trains = main.__module__.rsplit(".", 1)[-1] in ("train", "compare")
         kept = "; checkpoints already written are intact" if trains else ""
         terminated = isinstance(e, signals.Terminated)
-        how = "stopped by SIGTERM" if terminated else "interrupted (Ctrl-C)"
+        how = f"stopped by {e}" if terminated else "interrupted (Ctrl-C)"
         sys.stderr.write(f"error: {how}{kept}\n")
         # Not sys.exit: the interpreter's exit would tear down the XLA client, which waits for
         # the computation under way (a long sample is one call) before the process may end.
         pylogging.shutdown()
         sys.stderr.flush()
-        os._exit(143 if terminated else 130)
+        os._exit(128 + e.signum if terminated else 130)
     except BrokenPipeError:
         streams.quiet_stdout()
         sys.exit(141)  # what a shell reports for a process ended by SIGPIPE

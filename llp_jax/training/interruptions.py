@@ -9,6 +9,11 @@ Why SIGHUP: its default action ended the run at once, losing every step since th
 checkpoint. After a hangup the terminal is gone and writing to it fails (EIO), so the handler
 points the standard streams that were a terminal at /dev/null; the run saves and stops quietly.
 Under `nohup` (SIGHUP ignored when the run starts) a hangup stays ignored and the run goes on.
+
+SIGUSR1 and SIGUSR2 are what batch schedulers send as a warning before they stop a job: SLURM's
+`--signal=[B:]USR1@90` before the time limit, Grid Engine's `-notify` (SIGUSR1 before a suspend,
+SIGUSR2 before a kill), LSF's warning action. Their default action ended the run at once; now
+they save and stop as SIGTERM does (exit 0: resubmit the job to resume).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import signal
 import stat
 import sys
 
-_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT", signal.SIGHUP: "SIGHUP"}
+_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT", signal.SIGHUP: "SIGHUP",
+          signal.SIGUSR1: "SIGUSR1", signal.SIGUSR2: "SIGUSR2"}  # fmt: skip
+# Signals a run started with ignored stays deaf to, as asked (nohup; a scheduler's wrapper).
+_KEPT_IGNORED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # The exit status of a program whose run saved and stopped on the signal (SIGTERM: 0, a
 # preemption handled as asked).
 EXIT_CODES = {"SIGINT": 130, "SIGHUP": 129}
@@ -48,8 +56,8 @@ class Interruptions:
 
     def __enter__(self) -> "Interruptions":
         for signum in _NAMES:
-            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
-                continue  # started under nohup: a hangup is to be ignored, as asked
+            if signum in _KEPT_IGNORED and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # e.g. started under nohup: a hangup is to be ignored, as asked
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread

@@ -293,6 +293,7 @@ def test_ctrl_c_ends_a_long_sample_at_once_keeping_its_text(env):
 @pytest.mark.parametrize("signum,rc,line", [
     (signal.SIGINT, 130, "error: interrupted (Ctrl-C)"),
     (signal.SIGTERM, 143, "error: stopped by SIGTERM"),  # kill, timeout, a scheduler
+    (signal.SIGUSR1, 138, "error: stopped by SIGUSR1"),  # a batch scheduler's warning
 ])  # fmt: skip
 def test_ctrl_c_prints_the_samples_made_so_far(env, signum, rc, line):
     """Several samples grow behind a progress bar; Ctrl-C prints each as far as it got, and so

@@ -117,6 +117,33 @@ def test_sigterm_saves_and_exits_zero(corpus_file, tmp_path):
     assert train_losses(workdir) == straight  # every step, bitwise
 
 
+@pytest.mark.parametrize("signum, ignored", [
+    (signal.SIGUSR1, False), (signal.SIGUSR2, False), (signal.SIGUSR1, True),
+])  # fmt: skip
+def test_a_schedulers_warning_signal_saves_and_exits_zero(signum, ignored, corpus_file, tmp_path):
+    """SIGUSR1/2 are a batch scheduler's warning before it stops a job (SLURM's
+    --signal=USR1@90, Grid Engine's -notify, LSF's warning action): the run saves its step and
+    exits 0, as on SIGTERM (their default action ended it at once, every step since the last
+    checkpoint lost). A run started with the signal ignored (a wrapper's trap) stays deaf to it."""
+    workdir = tmp_path / "warned"
+    args = launch_args(workdir, corpus_file, LONG, every=LONG) + CONSTANT_LR
+    if ignored:
+        args = ["bash", "-c", f'trap "" {signal.Signals(signum).name[3:]}; exec "$@"', "_", *args]
+    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_step(workdir, 3, proc)
+    proc.send_signal(signum)
+    if ignored:
+        reached = max(train_losses(workdir))
+        wait_for_step(workdir, reached + 3, proc)  # it went on
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    name = "SIGTERM" if ignored else signal.Signals(signum).name
+    saved = int(out.split(f"{name}: saved step ")[1].split(";")[0])
+    assert sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit()) == [saved]
+
+
 def test_damaged_newest_checkpoint_resumes_from_previous(corpus_file, tmp_path, caplog):
     config = small_config(corpus_file, num_steps=4, checkpoint_every=2)
     run = trainer.setup(config, str(tmp_path))
