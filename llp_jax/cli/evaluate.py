@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from llp_jax import paths
 from llp_jax.cli import common
 from llp_jax.errors import LLPError
-from llp_jax.evaluation import runner
+from llp_jax.evaluation import protocol_plan, runner
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config: the data settings, and the model if there is no workdir."
@@ -54,7 +54,7 @@ _ALLOW = flags.DEFINE_bool(
 def main(argv):
     common.start(argv)
     with common.one_line_errors():
-        runner.check_evaluate_args(step=_STEP.value, window=_WINDOW.value, stride=_STRIDE.value,
+        protocol_plan.check_evaluate_args(step=_STEP.value, window=_WINDOW.value, stride=_STRIDE.value,
                                    paper_stride=_PAPER_STRIDE.value, batch_size=_BATCH.value,
                                    max_tokens=_MAX_TOKENS.value, protocols=_PROTOCOLS.value)  # fmt: skip
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value, text=_TEXT.value,
@@ -62,7 +62,7 @@ def main(argv):
                              training_split=_SPLIT.value == "train")  # fmt: skip
         split = "text" if _TEXT.value else _SPLIT.value
         out = _output_path(split)  # after the workdir is known to be one
-        protocols, notes = runner.plan_protocols(setup, split, _PROTOCOLS.value, _WINDOW.value,
+        protocols, notes = protocol_plan.plan_protocols(setup, split, _PROTOCOLS.value, _WINDOW.value,
                                                  _MAX_TOKENS.value)  # fmt: skip
         with _Bars() as bars:
             results = runner.evaluate(

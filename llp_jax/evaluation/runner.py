@@ -23,7 +23,8 @@ from llp_jax.data import count_words
 from llp_jax.data.tokenizer_specs import their_vocabulary
 from llp_jax.data.txl_bytes import TxlByteTokenizer
 from llp_jax.evaluation import checkpoints, eval_data, perplexity, sample_settings, sampling
-from llp_jax.evaluation.errors import EvaluationError, check_counts
+from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.evaluation.protocol_plan import check_evaluate_args, plan_protocols, protocol_list
 
 
 @dataclasses.dataclass
@@ -119,44 +120,6 @@ def _check_vocabulary(cfg, tokenizer, loaded, workdir) -> None:
         )
 
 
-def check_evaluate_args(*, step=None, window=None, stride=None, paper_stride=None,
-                        batch_size=8, max_tokens=0, protocols=None) -> None:  # fmt: skip
-    """One-line EvaluationError for `experiments.evaluate` flags outside their range, before
-    anything is loaded (the bounds that depend on the model are checked by the protocols)."""
-    check_counts((("step", step, 0), ("window", window, 2), ("stride", stride, 1),
-                  ("paper_stride", paper_stride, 1), ("batch_size", batch_size, 1),
-                  ("max_tokens", max_tokens, 0)), prefix="--")  # fmt: skip
-    unknown = sorted(set(protocols or ()) - set(perplexity.PROTOCOLS))
-    if unknown:
-        raise EvaluationError(f"--protocols: {unknown} unknown; choose from {perplexity.PROTOCOLS}")
-
-
-def default_protocols(cfg: models.ModelConfig) -> list[str]:
-    """Every protocol that applies: 'stream' where the model has a streaming form."""
-    return ["standard", "paper"] + (["stream"] if cfg.model_class.can_stream else [])
-
-
-def plan_protocols(
-    s: Setup, split: str, protocols: Sequence[str] | None = None, window: int | None = None,
-    max_tokens: int = 0,
-) -> tuple[list[str], list[str]]:  # fmt: skip
-    """The protocols `evaluate` runs, and a note for each default one it leaves out. The paper
-    protocol needs one window of n + 1 tokens; on a shorter text (a paragraph given with --text)
-    the standard and stream protocols, which take any length, score it whole. Asked for by
-    name, the paper protocol is an error there."""
-    if protocols:
-        return list(protocols), []
-    chosen = default_protocols(s.config)
-    N = len(s.data.eval_tokens(split))
-    N = min(N, max_tokens) if max_tokens else N
-    n = window or s.config.seq_len
-    if N >= n + 1:
-        return chosen, []
-    chosen.remove("paper")
-    return chosen, [f"the paper protocol is left out: the text has {N:,} tokens, fewer than one "
-                    f"of its windows (n + 1 = {n + 1:,})"]  # fmt: skip
-
-
 def evaluate(
     s: Setup,
     *,
@@ -169,8 +132,13 @@ def evaluate(
     max_tokens: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[perplexity.PerplexityResult]:
-    """Every requested protocol on a split (None: those of `plan_protocols`); `max_tokens` > 0
-    evaluates only its first tokens; `progress(protocol, done, total)` after each batch."""
+    """Every requested protocol on a split (None: those of `plan_protocols`; a string: one name,
+    or several with commas); `max_tokens` > 0 evaluates only its first tokens;
+    `progress(protocol, done, total)` after each batch."""
+    protocols = protocol_list(protocols)
+    check_evaluate_args(window=window, stride=stride, paper_stride=paper_stride,
+                        batch_size=batch_size, max_tokens=max_tokens, protocols=protocols,
+                        prefix="")  # fmt: skip
     tokens = s.data.eval_tokens(split)
     if max_tokens and max_tokens < len(tokens):
         tokens = tokens[:max_tokens]
@@ -279,6 +247,9 @@ def sample_stream(
         if stop_id != "document_end":
             raise EvaluationError(f"stop_id={stop_id!r}: give a token id, 'document_end' or None")
         stop_id = sample_settings.document_end(s.data)
+    if not isinstance(prompt, str):
+        raise EvaluationError(f"prompt must be text (a str), not a {type(prompt).__name__}; for "
+                              "several prompts, sample each in its own call")  # fmt: skip
     ids = np.asarray(s.data.tokenizer.encode(prompt or s.data.opening_words()), np.int32)
     if ids.size == 0:
         raise EvaluationError("the prompt encodes to no tokens; give a non-empty --prompt")

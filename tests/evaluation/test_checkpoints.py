@@ -17,7 +17,7 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.configs import tiny
 from llp_jax.errors import LLPError
-from llp_jax.evaluation import checkpoints, runner
+from llp_jax.evaluation import checkpoints, protocol_plan, runner
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.storage import Checkpointer, CheckpointNotFoundError
 from tests.helpers import REPO
@@ -123,6 +123,36 @@ def test_evaluate_and_sample_a_trained_workdir(trained):
         assert [r["protocol"] for r in json.load(f)["results"]] == ["standard", "stream"]
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_tokens=-3), "max_tokens=-3 must be >= 0"),  # was: every token, silently
+    (dict(batch_size=0), "batch_size=0 must be >= 1"),
+    (dict(stride=1.5), "stride=1.5 must be an int"),
+    (dict(protocols=["standrd"]), r"protocols: \['standrd'\] unknown"),
+    (dict(protocols="standard,papr"), r"protocols: \['papr'\] unknown"),
+])  # fmt: skip
+def test_evaluate_from_python_checks_its_arguments_as_the_flags_are(trained, kwargs, message):
+    """runner.evaluate (the notebook's call) gets the one-line checks experiments.evaluate's
+    flags get, named without '--', before anything runs."""
+    config, workdir = trained
+    setup = runner.setup(workdir, config)
+    with pytest.raises(EvaluationError, match=message) as raised:
+        runner.evaluate(setup, **kwargs)
+    assert "--" not in str(raised.value)
+
+
+def test_evaluate_takes_protocols_as_the_flag_spells_them_and_sample_wants_text(trained):
+    """A string of protocols is one name or several with commas, as --protocols takes them
+    (iterated, 'standard' was its letters: "protocol='s' must be one of ..."); a list of
+    prompts is one line (an AttributeError from the tokenizer before)."""
+    config, workdir = trained
+    setup = runner.setup(workdir, config)
+    for spelled in ("standard", "standard,stream", "standard, stream"):
+        results = runner.evaluate(setup, protocols=spelled, max_tokens=300)
+        assert [r.protocol for r in results] == spelled.replace(" ", "").split(",")
+    with pytest.raises(EvaluationError, match="prompt must be text .*not a list"):
+        runner.sample(setup, ["the cat", "a dog"], max_new_tokens=2)
+
+
 def test_every_protocol_is_checked_before_any_runs(trained, monkeypatch):
     """A window one protocol cannot use (stream: not a multiple of the segment) fails at once,
     not after the protocols before it have scored the whole split; a text shorter than a paper
@@ -138,10 +168,13 @@ def test_every_protocol_is_checked_before_any_runs(trained, monkeypatch):
         runner.evaluate(setup, window=3 * segment + 1, max_tokens=700)
     assert ran == []
     n = setup.config.seq_len
-    assert runner.plan_protocols(setup, "validation", max_tokens=n)[0] == ["standard", "stream"]
+    assert protocol_plan.plan_protocols(setup, "validation", max_tokens=n)[0] == [
+        "standard",
+        "stream",
+    ]
     results = runner.evaluate(setup, max_tokens=n)
     assert [r.protocol for r in results] == ran == ["standard", "stream"]
-    assert runner.plan_protocols(setup, "validation", max_tokens=n + 1) == (
+    assert protocol_plan.plan_protocols(setup, "validation", max_tokens=n + 1) == (
         ["standard", "paper", "stream"], [])  # fmt: skip
     with pytest.raises(EvaluationError, match=f"fewer than one window of n \\+ 1 = {n + 1}"):
         runner.evaluate(setup, protocols=["standard", "paper"], max_tokens=n)
