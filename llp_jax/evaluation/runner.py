@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -247,6 +248,11 @@ def sample_stream(
         if stop_id != "document_end":
             raise EvaluationError(f"stop_id={stop_id!r}: give a token id, 'document_end' or None")
         stop_id = sample_settings.document_end(s.data)
+    sample_settings.check_sampling(num_new=max_new_tokens, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, num_samples=num_samples, stop_id=stop_id,
+                                   vocab_size=s.config.vocab_size, new_name="max_new_tokens")  # fmt: skip
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise EvaluationError(f"seed={seed!r} must be an int")
     if not isinstance(prompt, str):
         raise EvaluationError(f"prompt must be text (a str), not a {type(prompt).__name__}; for "
                               "several prompts, sample each in its own call")  # fmt: skip

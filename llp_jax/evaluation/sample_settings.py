@@ -48,14 +48,16 @@ class SampleConfig:
 
 def check_sampling(*, num_new: int, temperature: float, top_k: int, top_p: float,
                    num_samples: int = 1, stop_id: int | None = None,
-                   vocab_size: int | None = None, prefix: str = "") -> None:  # fmt: skip
+                   vocab_size: int | None = None, prefix: str = "",
+                   new_name: str | None = None) -> None:  # fmt: skip
     """One-line EvaluationError for sampling arguments outside their range (`prefix` '--'
-    names them as flags); the vocabulary bounds are checked once `vocab_size` is known."""
+    names them as flags; `new_name` is the caller's name of `num_new`); the vocabulary bounds
+    are checked once `vocab_size` is known."""
 
     def bad(name: str, value, constraint: str) -> EvaluationError:
         return EvaluationError(f"{prefix}{name}={value!r} {constraint}")
 
-    new_name = "max_new_tokens" if prefix else "num_new"
+    new_name = new_name or ("max_new_tokens" if prefix else "num_new")
     ints = {new_name: num_new, "num_samples": num_samples, "top_k": top_k}
     if stop_id is not None:
         ints["stop_id"] = stop_id

@@ -143,7 +143,8 @@ def test_evaluate_from_python_checks_its_arguments_as_the_flags_are(trained, kwa
 def test_evaluate_takes_protocols_as_the_flag_spells_them_and_sample_wants_text(trained):
     """A string of protocols is one name or several with commas, as --protocols takes them
     (iterated, 'standard' was its letters: "protocol='s' must be one of ..."); a list of
-    prompts is one line (an AttributeError from the tokenizer before)."""
+    prompts is one line (an AttributeError from the tokenizer before), and so is every sampling
+    argument out of its range, named as sample() names it."""
     config, workdir = trained
     setup = runner.setup(workdir, config)
     for spelled in ("standard", "standard,stream", "standard, stream"):
@@ -151,6 +152,13 @@ def test_evaluate_takes_protocols_as_the_flag_spells_them_and_sample_wants_text(
         assert [r.protocol for r in results] == spelled.replace(" ", "").split(",")
     with pytest.raises(EvaluationError, match="prompt must be text .*not a list"):
         runner.sample(setup, ["the cat", "a dog"], max_new_tokens=2)
+    for kwargs, message in (  # an empty list, a raw TypeError from JAX, a wrong name, before
+        (dict(num_samples=0), "num_samples=0 must be >= 1"),
+        (dict(seed="a"), "seed='a' must be an int"),
+        (dict(max_new_tokens=True), "max_new_tokens=True must be an int"),
+    ):
+        with pytest.raises(EvaluationError, match=message):
+            runner.sample(setup, "the cat", **{"max_new_tokens": 2, **kwargs})
 
 
 def test_every_protocol_is_checked_before_any_runs(trained, monkeypatch):
