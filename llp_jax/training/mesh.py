@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -21,7 +22,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from llp_jax import backend
 from llp_jax.errors import ConfigError
-from llp_jax.training.config import MESH_AXES, MeshConfig
+from llp_jax.training.config import MESH_AXES, MeshConfig, TrainConfig
 
 # Axes a mesh has only when their size is > 1, so that a config without them (or with size 1)
 # builds exactly the ('data', 'fsdp', 'tensor') mesh it always did.
@@ -94,13 +95,43 @@ def make_mesh(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> 
     `with_sharding_constraint`), not jax's new default `Explicit`, so model code needs no
     sharding-in-types annotations.
     """
-    if devices is None:
-        backend.check()
-    devices = list(jax.devices() if devices is None else devices)
+    devices = device_list(devices)
     sizes = mesh_shape(mesh_config, len(devices))
     kept = [(a, n) for a, n in zip(MESH_AXES, sizes) if a not in OPTIONAL_AXES or n > 1]
     names, shape = tuple(a for a, _ in kept), tuple(n for _, n in kept)
     return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(names), devices=devices)
+
+
+def check_batch(train: TrainConfig, mesh) -> int:
+    """Returns the per-process batch size; one-line errors for batches the mesh cannot split."""
+    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    B, k = train.batch_size, train.grad_accum_steps
+    if B % (data_ways * k):
+        raise ConfigError(
+            f"train.batch_size={B} must be a positive multiple of mesh data*fsdp={data_ways} "
+            f"times train.grad_accum_steps={k}"
+        )
+    return B // jax.process_count()
+
+
+def device_list(devices) -> list[jax.Device]:
+    """`devices` as a run takes it (`train_and_evaluate(..., devices=)`): None (every device),
+    an int n (the first n), or the devices themselves; anything else is one line (an int was
+    "'int' object is not iterable" from the mesh)."""
+    if devices is None:
+        backend.check()
+        return list(jax.devices())
+    available = jax.devices()
+    if isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(available):
+            raise ConfigError(f"devices={devices}: this host has {len(available)} "
+                              f"{available[0].platform} device(s); give 1..{len(available)}")  # fmt: skip
+        return available[: int(devices)]
+    listed = list(devices) if isinstance(devices, (list, tuple)) else None
+    if not listed or not all(isinstance(d, jax.Device) for d in listed):
+        raise ConfigError(f"devices={devices!r} must be a list of jax devices (jax.devices()[:2]),"
+                          " an int (the first n) or None (all of them)")  # fmt: skip
+    return listed
 
 
 def _present_axes(mesh: Mesh | None) -> set[str]:

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 
 from llp_jax import models, paths
@@ -51,18 +52,6 @@ def resolve_model_config(model_fields: dict, vocab_size: int, eod_id: int = -1,
             f"{vocab_size}; set it to 0 to use the tokenizer's"
         )
     return models.ModelConfig.from_any(fields)
-
-
-def check_batch(train: TrainConfig, mesh) -> int:
-    """Returns the per-process batch size; one-line errors for batches the mesh cannot split."""
-    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    B, k = train.batch_size, train.grad_accum_steps
-    if B % (data_ways * k):
-        raise models.ConfigError(
-            f"train.batch_size={B} must be a positive multiple of mesh data*fsdp={data_ways} "
-            f"times train.grad_accum_steps={k}"
-        )
-    return B // jax.process_count()
 
 
 @dataclasses.dataclass
@@ -152,10 +141,12 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
     """Validates the config, loads data, builds the sharded state and restores a checkpoint."""
     # Every config error comes before any data is read or anything compiles.
     check_path(workdir)
+    if not isinstance(resume, (bool, np.bool_)):  # "no" was truthy: the run resumed
+        raise models.ConfigError(f"resume={resume!r} must be True or False")
     model_fields, data_config, train, mesh_config = read_sections(config)
     probe = models.ModelConfig.from_any({**model_fields, "vocab_size": 1 << 20})
     mesh = mesh_lib.make_mesh(mesh_config, devices=devices)
-    local_batch = check_batch(train, mesh)
+    local_batch = mesh_lib.check_batch(train, mesh)
     sequence_parallel.check_config(probe, mesh)
     finetune.check_source(train.init_from, workdir, resume=resume)
     lock = _own(workdir)

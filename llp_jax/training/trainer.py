@@ -34,8 +34,9 @@ from llp_jax.training import finetune
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training.distributed import any_process
 from llp_jax.training.interruptions import Interruptions
+from llp_jax.training.mesh import check_batch
 from llp_jax.training.progress import ProgressBar, StepTimer
-from llp_jax.training.setup import Run, check_batch, load_data, resolve_model_config, setup
+from llp_jax.training.setup import Run, load_data, resolve_model_config, setup
 from llp_jax.training.validation import evaluate_windows
 
 __all__ = ["NonFiniteError", "Run", "check_batch", "load_data", "resolve_model_config", "setup",

@@ -274,6 +274,20 @@ def test_python_api_arguments_of_the_wrong_kind_are_one_line():
         (lambda: llp_jax.load_model(None), "workdir=None must be a training run's folder"),
         (lambda: llp_jax.load_model(3), "workdir=3"),
         (lambda: llp_jax.load_model(""), "workdir=''"),
+        # checked before any data is read (an int was "'int' object is not iterable", "no"
+        # resumed the run)
+        (
+            lambda: llp_jax.train_and_evaluate("llp_jax/configs/tiny.py:llp", "w", devices=99),
+            "devices=99: this host has 8 cpu device(s); give 1..8",
+        ),
+        (
+            lambda: llp_jax.train_and_evaluate("llp_jax/configs/tiny.py:llp", "w", devices="cpu"),
+            "devices='cpu' must be a list of jax devices",
+        ),
+        (
+            lambda: llp_jax.train_and_evaluate("llp_jax/configs/tiny.py:llp", "w", resume="no"),
+            "resume='no' must be True or False",
+        ),
     ]
     for call, fragment in cases:
         with pytest.raises(LLPError) as err:
