@@ -89,10 +89,12 @@ _COUNTS = ("tokens", "split_tokens", "words", "bytes", "chars")
 def _damaged(workdir: str, name: str, why: str | None) -> DataError:
     """`why` None: the file is missing."""
     state = "missing" if why is None else f"damaged ({why})"
+    fix = ("rerun the run's training command (it rebuilds the splits from its corpus)"
+           if name.endswith(".npy") else "delete that folder to rebuild it from the run's data "
+           "config (the corpus and its tokenizer unchanged)")  # fmt: skip
     return DataError(
         f"{_path(workdir, name)} is {state}; restore {_path(workdir, '')} from a copy "
-        "of the workdir, or delete that folder to rebuild it from the run's data config (the "
-        "corpus and its tokenizer unchanged)"
+        f"of the workdir, or {fix}"
     )
 
 
@@ -136,6 +138,41 @@ def tokenizer(workdir: str, record: dict | None = None):
     return kind(proto, name=name, source=source, fix=fix)
 
 
+def _read_split(workdir: str, split: str, length: int) -> np.ndarray:
+    """A kept evaluation split's tokens; one-line DataError if missing or damaged."""
+    try:
+        raw = paths.resolve(_path(workdir, f"{split}.npy")).read_bytes()
+    except FileNotFoundError:
+        raise _damaged(workdir, f"{split}.npy", None) from None
+    except IsADirectoryError:
+        raise _damaged(workdir, f"{split}.npy", "a folder") from None
+    try:
+        tokens = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int32)
+    except (ValueError, EOFError, OSError) as e:
+        raise _damaged(workdir, f"{split}.npy", first_line(e) or type(e).__name__) from None
+    if tokens.shape != (length,):
+        raise _damaged(workdir, f"{split}.npy", f"{tokens.shape} tokens, the record says {length}")
+    return tokens
+
+
+def repair(workdir: str, record: dict, datasets: Datasets) -> list[str]:
+    """Rewrites the kept evaluation splits that are missing or damaged from `datasets`, the same
+    data built again from the corpus (the caller checked `differences`: the same config and
+    training fingerprint, so the same splits); returns their file names (call on process 0)."""
+    broken = []
+    for split, counts in record["splits"].items():
+        try:
+            _read_split(workdir, split, counts["tokens"])
+        except DataError:
+            broken.append(f"{split}.npy")
+    fits = all(len(datasets.tokens.get(n[:-4], ())) == record["splits"][n[:-4]]["tokens"]
+               for n in broken)  # fmt: skip
+    if broken and fits:
+        save(workdir, datasets)
+        return broken
+    return []
+
+
 def load(workdir: str, seq_len: int) -> Datasets:
     """The workdir's evaluation data (its tokenizer and evaluation splits; no training split).
 
@@ -147,17 +184,7 @@ def load(workdir: str, seq_len: int) -> Datasets:
         raise DataError(f"{workdir} holds no data record ({FOLDER}/record.json); pass --config")
     tokens, words, num_bytes, chars = {}, {}, {}, {}
     for split, counts in record["splits"].items():
-        try:
-            raw = paths.resolve(_path(workdir, f"{split}.npy")).read_bytes()
-        except FileNotFoundError:
-            raise _damaged(workdir, f"{split}.npy", None) from None
-        try:
-            tokens[split] = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int32)
-        except (ValueError, EOFError, OSError) as e:
-            raise _damaged(workdir, f"{split}.npy", first_line(e) or type(e).__name__) from None
-        if tokens[split].shape != (counts["tokens"],):
-            raise _damaged(workdir, f"{split}.npy", f"{tokens[split].shape} tokens, the record "
-                           f"says {counts['tokens']}")  # fmt: skip
+        tokens[split] = _read_split(workdir, split, counts["tokens"])
         words[split], num_bytes[split], chars[split] = (
             counts["words"],
             counts["bytes"],

@@ -133,6 +133,9 @@ def load_data(workdir: str, data_config: DataConfig, seq_len: int, *, resume: bo
             workdir_store.save(workdir, data)
     elif (record is None or allow_data_change) and jax.process_index() == 0:
         workdir_store.save(workdir, data)
+    elif record is not None and jax.process_index() == 0:  # the same data: mend what it kept
+        for name in workdir_store.repair(workdir, record, data):
+            print(f"{workdir}/data/{name} was missing or damaged: written again from the corpus")
     return data
 
 

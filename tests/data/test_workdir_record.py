@@ -83,6 +83,7 @@ def test_a_damaged_record_is_one_data_error_line(saved, tmp_path, case):
     fix = (
         "restore it from a copy of the workdir"
         if "tokenizer" in name
-        else (f"restore {workdir / 'data'} from a copy of the workdir, or delete that folder")
+        else f"restore {workdir / 'data'} from a copy of the workdir, or "
+        + ("rerun the run's training command" if name.endswith(".npy") else "delete that folder")
     )
     assert fix in text, text

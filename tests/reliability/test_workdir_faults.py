@@ -105,6 +105,40 @@ def test_a_folder_where_a_workdir_file_belongs_is_named_with_the_fix(name, progr
         assert committed_steps(os.path.join(victim, "checkpoints"))[-1] == 6
 
 
+@pytest.mark.parametrize("how", ["cut_short", "garbage", "missing", "folder"])
+def test_the_training_command_mends_a_damaged_evaluation_split(how, server, victim, corpus_file):
+    """A kept evaluation split gone bad stops evaluate (one line); the run's own training
+    command, rerun, builds the same splits from its corpus and writes them again (it read the
+    corpus and trained on as if nothing were wrong, so the fault stayed), and evaluate then
+    gives the perplexity it gave before."""
+    evaluate = ("evaluate", f"--workdir={victim}", "--max_tokens=600", "--protocols=standard")
+    before = server.run(*evaluate)
+    assert before.rc == 0, str(before)
+    path = os.path.join(victim, "data", "validation.npy")
+    if how == "cut_short":
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+    elif how == "garbage":
+        open(path, "wb").write(bytes(range(256)) * 4)
+    else:
+        os.remove(path)
+        if how == "folder":
+            os.mkdir(path)
+    assert_one_line_error(server.run(*evaluate), path, "rerun the run's training command")
+    if how == "folder":  # a folder is never removed for us: what is in it is not ours to judge
+        refused = server.run("train", *tiny_args(victim, corpus_file))
+        assert_one_line_error(refused, path, "is a folder where a file belongs; move it away")
+        os.rmdir(path)
+    mended = server.run("train", *tiny_args(victim, corpus_file))
+    assert mended.rc == 0 and "nothing to train" in mended.stdout, str(mended)
+    assert f"{path} was missing or damaged: written again from the corpus" in mended.stdout
+    after = server.run(*evaluate)
+    assert after.rc == 0, str(after)
+    table = [line for line in before.stdout.splitlines() if line.startswith("| standard")]
+    assert table and table == [line for line in after.stdout.splitlines()
+                               if line.startswith("| standard")]  # fmt: skip
+
+
 @pytest.mark.parametrize("damage", sorted(faults.DAMAGE))
 def test_every_program_skips_a_damaged_newest_step(damage, server, victim, trained, corpus_file):
     faults.DAMAGE[damage](os.path.join(victim, "checkpoints", "4"))
