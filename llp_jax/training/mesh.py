@@ -79,11 +79,15 @@ def mesh_shape(mesh_config: Any, num_devices: int | None = None) -> tuple[int, .
     known = math.prod(s for s in sizes if s != -1)
     if fill:
         if n % known:
-            raise ConfigError(f"mesh config ({desc}): {n} devices are not divisible by {known}")
+            raise ConfigError(f"mesh config ({desc}): {n} devices are not divisible by {known}; "
+                              f"give the other axes sizes whose product divides {n}")  # fmt: skip
         sizes[fill[0]] = n // known
     if math.prod(sizes) != n:
         product = math.prod(sizes)
-        raise ConfigError(f"mesh config ({desc}): {'*'.join(MESH_AXES)}={product} != {n} devices")
+        raise ConfigError(
+            f"mesh config ({desc}): {'*'.join(MESH_AXES)}={product} != {n} devices; make the "
+            "product the device count, or let one axis take the rest (--config.mesh.data=-1)"
+        )
     return tuple(sizes)  # type: ignore[return-value]
 
 

@@ -39,6 +39,10 @@ def test_make_mesh_mismatch_is_one_line_error(bad):
     message = str(err.value)
     assert "\n" not in message
     assert f"data={bad[0]}" in message and "fsdp=" in message and "tensor=" in message
+    if bad in ((3, 1, 1), (2, 2, 1)):  # the fix, not only the mismatch
+        assert "let one axis take the rest (--config.mesh.data=-1)" in message, message
+    if bad == (-1, 3, 1):
+        assert "sizes whose product divides 8" in message, message
 
 
 def test_table_covers_every_logical_name():
