@@ -142,10 +142,8 @@ def _read_split(workdir: str, split: str, length: int) -> np.ndarray:
     """A kept evaluation split's tokens; one-line DataError if missing or damaged."""
     try:
         raw = paths.resolve(_path(workdir, f"{split}.npy")).read_bytes()
-    except FileNotFoundError:
+    except FileNotFoundError:  # (a folder in its place: the launchers' line says move it)
         raise _damaged(workdir, f"{split}.npy", None) from None
-    except IsADirectoryError:
-        raise _damaged(workdir, f"{split}.npy", "a folder") from None
     try:
         tokens = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int32)
     except (ValueError, EOFError, OSError) as e:

@@ -124,8 +124,9 @@ def test_the_training_command_mends_a_damaged_evaluation_split(how, server, vict
         os.remove(path)
         if how == "folder":
             os.mkdir(path)
-    assert_one_line_error(server.run(*evaluate), path, "rerun the run's training command")
-    if how == "folder":  # a folder is never removed for us: what is in it is not ours to judge
+    if how != "folder":
+        assert_one_line_error(server.run(*evaluate), path, "rerun the run's training command")
+    else:  # a folder is never removed for us: what is in it is not ours to judge
         refused = server.run("train", *tiny_args(victim, corpus_file))
         assert_one_line_error(refused, path, "is a folder where a file belongs; move it away")
         os.rmdir(path)
