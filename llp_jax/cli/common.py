@@ -13,7 +13,7 @@ import sys
 from absl import app, flags, logging
 
 from llp_jax import caches, paths
-from llp_jax.cli import flag_parsing, host_allocator, signals, streams
+from llp_jax.cli import flag_parsing, host_allocator, log_lines, signals, streams
 from llp_jax.errors import STORAGE_ERRNOS, LLPError
 
 # Storage faults a user can cause and fix (a path, a permission, a full disk): one line each.
@@ -162,6 +162,7 @@ def start(argv, *, devices: bool = True) -> None:
                 f"{kind}, not a ConfigDict with model, data, train and mesh sections"
             )
     one_log_handler()  # again: a module imported since may have logged through absl
+    log_lines.plain_warnings()
     _quiet_background_errors()
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)

@@ -17,7 +17,7 @@ CASES = [
     ("train", ["--config=tiny.py:llp"], "the shipped one is --config=llp_jax/configs/tiny.py:llp"),
     ("sample", ["--config=configs/demo.py"], "the shipped one is --config=llp_jax/configs/demo.py"),
     ("train", ["--config=llp_jax/configs"], "is a folder, not a config file"),
-    ("train", ["--config=llp_jax/configs/demo.py:x"], "get_config() takes 0 positional"),
+    ("train", ["--config=llp_jax/configs/demo.py:x"], "its get_config() takes no argument"),
     ("sample", ["--max_new_tokens=abc"], "flag --max_new_tokens=abc"),
     ("evaluate", ["--config=llp_jax/configs/nothere.py"], "e.g. --config=llp_jax/configs/tiny.py"),
 ]
@@ -98,6 +98,9 @@ def test_a_library_warning_is_printed_once(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("replaced 1 invalid UTF-8 bytes with U+FFFD") == 1, done.stderr
     assert "WARNING:llp_jax" not in done.stderr
+    # in the launchers' own style (`error:`, `note:`), not absl's `W1207 15:24:40.225 ... py:140]`
+    (line,) = [line for line in done.stderr.splitlines() if "U+FFFD" in line]
+    assert line == f"warning: {corpus}: replaced 1 invalid UTF-8 bytes with U+FFFD.", line
 
 
 def _own_flags(tool: str) -> set[str]:
