@@ -74,6 +74,14 @@ def _few_download_retries(retries: int = 2):
         downloader.MAX_RETRIES = saved
 
 
+def _check_manual(manual: str | None) -> None:
+    """A manual folder that was given must be there: a mistyped one made the builders try the
+    download, then ask for the folder as if none had been given."""
+    if manual and not os.path.isdir(manual):
+        raise DataError(f"--config.data.manual_dir={manual} does not exist; give the folder "
+                        "that holds the dataset's downloaded files")  # fmt: skip
+
+
 def prepare_builder(spec: TfdsSpec, data_dir: str = "", manual_dir: str = ""):
     """The dataset's tfds builder, prepared as ArrayRecord in `data_dir` (built if needed).
 
@@ -87,6 +95,7 @@ def prepare_builder(spec: TfdsSpec, data_dir: str = "", manual_dir: str = ""):
     if not spec.catalog:
         builder = BUILDERS[spec.name](data_dir=data_dir, config=spec.config)
         if not builder.is_prepared():
+            _check_manual(manual)
             builder.download_and_prepare(
                 file_format="array_record", download_config=download_config
             )
@@ -99,6 +108,7 @@ def prepare_builder(spec: TfdsSpec, data_dir: str = "", manual_dir: str = ""):
         )
     hint = builder_utils.offline_hint(f"{CATALOG_PREFIX}{spec.label}", "the raw files")
     if not builder.is_prepared():
+        _check_manual(manual)
         if not builder_utils.tensorflow_available():
             ours = (
                 f", or use corpus 'tfds:{spec.name}' (no TensorFlow)"

@@ -165,3 +165,16 @@ def test_manual_folder_without_the_files_is_an_error_not_a_download(corpus, matc
     with pytest.raises(DataError, match=match) as e:
         prepare_builder(parse_spec(corpus), str(tmp_path / "d"), str(tmp_path / "m"))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("corpus", ["tfds:wikitext103", "tfds:pg19", "tfds:enwik8"])
+def test_a_manual_dir_that_does_not_exist_is_named(corpus, monkeypatch, tmp_path):
+    """A mistyped --config.data.manual_dir: wikitext tried the download and said "Could not
+    download ...; pass --config.data.manual_dir=DIR", as if none had been given."""
+    monkeypatch.setattr(wikitext, "URLS", {k: "http://127.0.0.1:9/w.zip" for k in wikitext.URLS})
+    missing = tmp_path / "dwonloads"
+    with pytest.raises(DataError) as e:
+        prepare_builder(parse_spec(corpus), str(tmp_path / "d"), str(missing))
+    message = str(e.value)
+    assert message.startswith(f"--config.data.manual_dir={missing} does not exist"), message
+    assert "\n" not in message
