@@ -142,6 +142,10 @@ def generate_stream(
     unknown = sorted(set(settings) - set(inspect.signature(generate).parameters))
     if unknown:
         raise TypeError(f"generate_stream() got unexpected keyword arguments {unknown}")
+    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number))
+            or not 0 <= seconds < float("inf")):  # fmt: skip
+        raise EvaluationError(f"seconds={seconds!r} must be a number >= 0 (about each "
+                              "block's time)")  # fmt: skip
     run = _Run.prepare(model, prompt_BxP, num_new, rng, **settings)
     return _blocks(run, seconds)  # arguments checked now, not at the first block
 

@@ -141,6 +141,16 @@ def test_generate_arguments_of_the_wrong_kind_are_one_line(model, kwargs, messag
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("seconds", ["a", float("nan"), -1.0, None])
+def test_a_streams_block_time_is_checked(model, seconds):
+    """'a' was a TypeError from a division, nan a ValueError at the second block."""
+    with pytest.raises(LLPError, match=r"seconds=.* must be a number >= 0") as err:
+        llp_jax.generate_stream(model, [[1, 2]], 3, seconds=seconds)
+    assert "\n" not in str(err.value)
+    blocks = list(llp_jax.generate_stream(model, [[1, 2]], 20, seconds=0))
+    assert sum(b.shape[1] for b in blocks) == 20 and len(blocks) > 1  # 0: the shortest blocks
+
+
 def test_generate_takes_numpy_scalars(model):
     out = llp_jax.generate(model, [[1, 2]], np.int64(3), rng=np.int32(4), temperature=np.float32(0))
     assert out.shape == (1, 5)
