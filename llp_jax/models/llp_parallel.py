@@ -11,6 +11,9 @@ Everything here runs *inside* `shard_map`, manual over the sequence axis: the in
 run of tokens, and positions (for RoPE, the mask and the segment-0 output projection) are
 absolute, computed from `jax.lax.axis_index`. The layers go through `LanguageModel.run_layers`,
 so the scan over layers 2..L and its remat policy are the ones of the single-device model.
+With `document_mask`, each device numbers its documents on from the end-of-document tokens of
+the devices to its left (one all-gathered count per row), and the left neighbour's last k
+segments of document ids come in one more neighbour exchange, before the layers.
 `llp_jax/training/sequence_parallel.py` wraps this in `shard_map` for training and evaluation.
 """
 
@@ -40,8 +43,6 @@ def check_split(cfg: ModelConfig, seq_len: int, num_shards: int) -> int:
     """
     if cfg.name != "llp":
         raise ConfigError(f"sequence parallelism needs model.name='llp', not {cfg.name!r}")
-    if cfg.document_mask:
-        raise ConfigError("sequence parallelism does not take model.document_mask yet")
     s, k = cfg.segment_len, cfg.prev_segments
     if seq_len % (num_shards * s):
         raise ConfigError(
@@ -62,7 +63,19 @@ def _from_left_neighbour(x: jax.Array, axis: str, num_shards: int) -> jax.Array:
     return jax.lax.ppermute(x, axis, perm=[(i, i + 1) for i in range(num_shards - 1)])
 
 
-def _window_attention(model: LLP, q, k, v, k_left, v_left, offset, rng):
+def _document_ids(model: LLP, tokens_BxT: jax.Array, axis: str, num_shards: int):
+    """int32 [B, T]: the single-device `document_ids` of this device's positions (None when
+    `document_mask` is off): the end-of-document tokens of the devices to the left, all-gathered
+    as one count per row, offset the local running count."""
+    if not model.cfg.document_mask:
+        return None
+    is_eod_BxT = (tokens_BxT == model.cfg.eod_id).astype(jnp.int32)
+    counts_NxB = jax.lax.all_gather(is_eod_BxT.sum(axis=1), axis)
+    left_B = jnp.where(jnp.arange(num_shards) < jax.lax.axis_index(axis), counts_NxB.T, 0).sum(1)
+    return left_B[:, None] + jnp.cumsum(is_eod_BxT, axis=1) - is_eod_BxT
+
+
+def _window_attention(model: LLP, q, k, v, k_left, v_left, offset, rng, docs=None):
     """Each local segment's queries against [its k previous segments ; itself].
 
     The windows are those of the extended local sequence [the k received segments ; the c local
@@ -74,6 +87,8 @@ def _window_attention(model: LLP, q, k, v, k_left, v_left, offset, rng):
       q, k, v: local queries, keys, values [B, T, H, D] at positions offset..offset+T-1.
       k_left, v_left: the left neighbour's last k segments [B, k*s, H, D].
       offset: absolute position of the first local token (traced).
+      docs: (local document ids [B, T], the neighbour's last k segments' [B, k*s]), or None:
+        a query then sees only the keys of its own document, as in the single-device model.
     """
     cfg = model.cfg
     s, back = cfg.segment_len, cfg.prev_segments
@@ -85,15 +100,22 @@ def _window_attention(model: LLP, q, k, v, k_left, v_left, offset, rng):
     v_BxCxWxHxD = k_BxCxWxHxD if v is k else window(v_left, v)[:, back:]
     static_CxSxW = w.block_masks(mask)[back:]
     received_CxW = jnp.asarray(w.k_pos_NbxW[back:]) + (offset - back * s) >= 0
+    allowed = jnp.asarray(static_CxSxW) & received_CxW[:, None, :]
+    if docs is not None:
+        local_BxT, left_BxKs = docs
+        k_doc_BxCxW = window(left_BxKs[..., None, None], local_BxT[..., None, None])[
+            :, back:, :, 0, 0
+        ]
+        q_doc_BxCxS = local_BxT.reshape(B, T // s, s)
+        allowed = allowed & (q_doc_BxCxS[..., :, None] == k_doc_BxCxW[..., None, :])
     o = attend_windows(
-        q.reshape(B, T // s, s, H, D), k_BxCxWxHxD, v_BxCxWxHxD,
-        jnp.asarray(static_CxSxW) & received_CxW[:, None, :], impl=cfg.attention_impl,
-        dropout_rate=cfg.dropout, rng=rng,
+        q.reshape(B, T // s, s, H, D), k_BxCxWxHxD, v_BxCxWxHxD, allowed,
+        impl=cfg.attention_impl, dropout_rate=cfg.dropout, rng=rng,
     )  # fmt: skip
     return o.reshape(B, T, H, D)
 
 
-def _layer(model: LLP, first: bool, offset, axis: str, num_shards: int):
+def _layer(model: LLP, first: bool, offset, axis: str, num_shards: int, docs=None):
     """A `run_layers` layer function: the model's own block with the neighbour exchange as its
     attention (keys/values are computed locally, then the last k segments move one device right).
     Positions are absolute, so segment 0's output projection (code-faithful) is device 0's."""
@@ -104,7 +126,7 @@ def _layer(model: LLP, first: bool, offset, axis: str, num_shards: int):
         k_left = _from_left_neighbour(k[:, T - back * s :], axis, num_shards)
         # Shared K = V (the authors' code): one exchange serves both.
         v_left = k_left if v is k else _from_left_neighbour(v[:, T - back * s :], axis, num_shards)
-        return _window_attention(model, q, k, v, k_left, v_left, offset, rng)
+        return _window_attention(model, q, k, v, k_left, v_left, offset, rng, docs)
 
     def fn(block: Block, x_BxTxD, _aux, rng):
         pos_T = offset + jnp.arange(x_BxTxD.shape[1], dtype=jnp.int32)
@@ -122,7 +144,8 @@ def _layer(model: LLP, first: bool, offset, axis: str, num_shards: int):
     return fn
 
 
-def hidden_local(model: LLP, x_BxTxD: jax.Array, rng, *, axis: str, num_shards: int):
+def hidden_local(model: LLP, x_BxTxD: jax.Array, rng, *, axis: str, num_shards: int,
+                 docs_BxT=None):  # fmt: skip
     """The last layer's output for this device's run of positions (call inside `shard_map`).
 
     Args:
@@ -131,12 +154,18 @@ def hidden_local(model: LLP, x_BxTxD: jax.Array, rng, *, axis: str, num_shards: 
       rng: dropout key or None; each device folds in its index so masks differ across devices.
       axis: the manual mesh axis the sequence is split over.
       num_shards: its size.
+      docs_BxT: the local positions' document ids (`_document_ids`), or None.
     """
     index = jax.lax.axis_index(axis)
-    offset = index * x_BxTxD.shape[1]
+    T = x_BxTxD.shape[1]
+    offset = index * T
     rng = None if rng is None else jax.random.fold_in(rng, index)
-    first = _layer(model, True, offset, axis, num_shards)
-    rest = _layer(model, False, offset, axis, num_shards)
+    docs = None
+    if docs_BxT is not None:  # the same for every layer: exchanged once
+        back = model.cfg.prev_segments * model.cfg.segment_len
+        docs = (docs_BxT, _from_left_neighbour(docs_BxT[:, T - back :], axis, num_shards))
+    first = _layer(model, True, offset, axis, num_shards, docs)
+    rest = _layer(model, False, offset, axis, num_shards, docs)
     x, _ = model.run_layers(x_BxTxD, first, rest, rng)
     return x
 
@@ -144,4 +173,6 @@ def hidden_local(model: LLP, x_BxTxD: jax.Array, rng, *, axis: str, num_shards: 
 def logits_local(model: LLP, tokens_BxT: jax.Array, rng=None, *, axis: str, num_shards: int):
     """Logits [B, T, V] for this device's run of T = n / num_shards tokens (inside `shard_map`)."""
     x = model.embed_tokens(tokens_BxT)
-    return model.logits(hidden_local(model, x, rng, axis=axis, num_shards=num_shards))
+    docs_BxT = _document_ids(model, tokens_BxT, axis, num_shards)
+    h = hidden_local(model, x, rng, axis=axis, num_shards=num_shards, docs_BxT=docs_BxT)
+    return model.logits(h)

@@ -5,6 +5,7 @@ errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import jax
@@ -220,3 +221,32 @@ def test_bfloat16_loss_and_grads_equal_single_device(faithful, cpu_bf16_mode):
     for path, g, ref in paired(grads, grads_ref):
         np.testing.assert_allclose(np.asarray(g), ref, atol=3e-2 * (np.abs(ref).max() + 1e-6),
                                    err_msg=path)  # fmt: skip
+
+
+@pytest.mark.parametrize("n,s,L,k,faithful,axes", [CASES[0], CASES[3], CASES[4]],
+                         ids=[IDS[0], IDS[3], IDS[4]])  # fmt: skip
+def test_document_masks_equal_single_device(n, s, L, k, faithful, axes):
+    """Packed documents (model.document_mask): each device's document ids count the
+    end-of-document tokens of the devices to its left, and the keys received from the left
+    neighbour carry theirs, so logits, loss and gradients equal the single-device model's, with
+    documents that cross device boundaries (end-of-document at ~1 position in 6)."""
+    eod = 3
+    cfg = llp(faithful, seq_len=n, segment_len=s, num_layers=L, prev_segments=k,
+              document_mask=True, eod_id=eod)  # fmt: skip
+    mesh = make_mesh(**axes)
+    graphdef, params, placed = sharded_params(cfg, mesh)
+    batch = batch_of(2, 2 * max(axes.get("data", 1), axes.get("fsdp", 1)), n)
+    where = np.random.default_rng(0).random(batch["inputs"].shape) < 1 / 6
+    batch["inputs"] = jnp.where(where, eod, batch["inputs"])
+    ids = np.asarray(nnx.merge(graphdef, params).document_ids(batch["inputs"]))
+    assert (ids[:, -1] > ids[:, n // 2]).all()  # documents cross the halves
+    expected = jax.jit(lambda p, t: nnx.merge(graphdef, p)(t))(params, batch["inputs"])
+    got = jax.jit(lambda p, t: sp.forward(nnx.merge(graphdef, p), t, mesh))(placed, batch["inputs"])
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=2e-5, rtol=0)
+    one_document, _ = nnx.split(models.build(dataclasses.replace(cfg, document_mask=False)))
+    across = jax.jit(lambda p, t: nnx.merge(one_document, p)(t))(params, batch["inputs"])
+    assert np.abs(np.asarray(across) - np.asarray(expected)).max() > 1e-3  # the mask matters
+    (loss, grads), (loss_ref, grads_ref) = both_losses(graphdef, params, placed, batch, mesh)
+    np.testing.assert_allclose(float(loss), float(loss_ref), rtol=1e-6)
+    for path, g, ref in paired(grads, grads_ref):
+        np.testing.assert_allclose(np.asarray(g), ref, atol=1e-5, rtol=1e-4, err_msg=path)
