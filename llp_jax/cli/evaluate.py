@@ -54,16 +54,19 @@ _ALLOW = flags.DEFINE_bool(
 def main(argv):
     common.start(argv)
     with common.one_line_errors():
-        protocol_plan.check_evaluate_args(step=_STEP.value, window=_WINDOW.value, stride=_STRIDE.value,
-                                   paper_stride=_PAPER_STRIDE.value, batch_size=_BATCH.value,
-                                   max_tokens=_MAX_TOKENS.value, protocols=_PROTOCOLS.value)  # fmt: skip
+        protocol_plan.check_evaluate_args(
+            step=_STEP.value, window=_WINDOW.value, stride=_STRIDE.value,
+            paper_stride=_PAPER_STRIDE.value, batch_size=_BATCH.value,
+            max_tokens=_MAX_TOKENS.value, protocols=_PROTOCOLS.value,
+        )  # fmt: skip
         setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value, text=_TEXT.value,
                              text_field=_TEXT_FIELD.value, allow_data_change=_ALLOW.value,
                              training_split=_SPLIT.value == "train")  # fmt: skip
         split = "text" if _TEXT.value else _SPLIT.value
         out = _output_path(split)  # after the workdir is known to be one
-        protocols, notes = protocol_plan.plan_protocols(setup, split, _PROTOCOLS.value, _WINDOW.value,
-                                                 _MAX_TOKENS.value)  # fmt: skip
+        protocols, notes = protocol_plan.plan_protocols(
+            setup, split, _PROTOCOLS.value, _WINDOW.value, _MAX_TOKENS.value
+        )
         with _Bars() as bars:
             results = runner.evaluate(
                 setup,
