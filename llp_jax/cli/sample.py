@@ -3,6 +3,7 @@
   python -m experiments.sample --workdir=workdir/demo --prompt="It is a truth" \
       --max_new_tokens=400 --temperature=0.8 --top_k=40
   python -m experiments.sample --workdir=workdir/demo --prompt_file=chapter1.txt   # or - (stdin)
+  python -m experiments.sample --workdir=workdir/demo --step=200   # an earlier checkpoint
 
 A long prompt (a chapter, for a model whose context is the point) goes in a file: a shell
 argument holds at most 128 KiB, and `--prompt="$(cat f)"` past that fails before Python starts.
@@ -42,6 +43,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config (data settings; no workdir: an untrained model)."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its newest checkpoint).")
+_STEP = flags.DEFINE_integer("step", None, "Sample from this checkpoint step, not the newest.")
 _PROMPT = flags.DEFINE_string(
     "prompt", "", "Prompt text ('' = the first words of the workdir's validation text)."
 )
@@ -79,8 +81,11 @@ def main(argv):
         sample_settings.check_sampling(**check)
         if _SLIDE.value is not None and _SLIDE.value < 1:
             raise runner.EvaluationError(f"--slide={_SLIDE.value} must be >= 1")
+        if _STEP.value is not None and _STEP.value < 0:
+            raise runner.EvaluationError(f"--step={_STEP.value} must be >= 0")
         prompt = _prompt()
-        setup = runner.setup(_WORKDIR.value, _CONFIG.value, allow_data_change=_ALLOW.value)
+        setup = runner.setup(_WORKDIR.value, _CONFIG.value, step=_STEP.value,
+                             allow_data_change=_ALLOW.value)  # fmt: skip
         sample_settings.check_sampling(**check, vocab_size=setup.config.vocab_size)
         if _STOP_ID.value is None:
             stop_id = sample_settings.document_end(setup.data)

@@ -69,6 +69,9 @@ def setup(
         raise EvaluationError(
             "give a workdir (a trained checkpoint) or a config (an untrained model)"
         )
+    if workdir is None and step is not None:  # it chose nothing: the model is untrained
+        raise EvaluationError(f"step={step} is a checkpoint of a workdir; give the workdir, or "
+                              "no step for the untrained model of the config")  # fmt: skip
     loaded = None
     if workdir is not None:
         loaded = checkpoints.load_model(

@@ -17,7 +17,7 @@ from llp_jax.storage import committed_steps
 from tests.helpers import REPO
 from tests.helpers.cli import PYTHON, assert_one_line_error, run_cli
 from tests.reliability import faults
-from tests.reliability.conftest import params_digest, tiny_args
+from tests.reliability.conftest import TINY, params_digest, tiny_args
 
 
 def test_noresume_sets_the_previous_run_aside(server, victim, trained, corpus_file):
@@ -138,6 +138,19 @@ def test_the_training_command_mends_a_damaged_evaluation_split(how, server, vict
     table = [line for line in before.stdout.splitlines() if line.startswith("| standard")]
     assert table and table == [line for line in after.stdout.splitlines()
                                if line.startswith("| standard")]  # fmt: skip
+
+
+def test_sample_and_evaluate_read_the_step_asked_for(server, victim):
+    """sample takes --step as evaluate does (it had none: comparing samples of two checkpoints
+    meant copying workdirs); a --step with only a --config (an untrained model, no checkpoint to
+    choose) was silently ignored by evaluate, and is one line for both."""
+    result = server.run("sample", f"--workdir={victim}", "--step=2", "--max_new_tokens=4")
+    assert result.rc == 0 and "checkpoint step 2 in" in result.stdout, str(result)
+    result = server.run("sample", f"--workdir={victim}", "--step=3", "--max_new_tokens=4")
+    assert_one_line_error(result, "no checkpoint for step 3", "steps: [2, 4]")
+    for program in ("sample", "evaluate"):
+        result = server.run(program, f"{TINY}", "--step=2")
+        assert_one_line_error(result, "step=2 is a checkpoint of a workdir; give the workdir")
 
 
 @pytest.mark.parametrize("damage", sorted(faults.DAMAGE))
