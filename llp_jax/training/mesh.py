@@ -16,6 +16,7 @@ import numbers
 from typing import Any, Iterator, Sequence
 
 import jax
+import numpy as np
 from flax import nnx
 from flax.core import spmd as flax_spmd
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -131,7 +132,10 @@ def device_list(devices) -> list[jax.Device]:
             raise ConfigError(f"devices={devices}: this host has {len(available)} "
                               f"{available[0].platform} device(s); give 1..{len(available)}")  # fmt: skip
         return available[: int(devices)]
-    listed = list(devices) if isinstance(devices, (list, tuple)) else None
+    try:  # a list, a tuple, a numpy array of devices (mesh_utils' device grids, flattened)
+        listed = None if isinstance(devices, str) else list(np.ravel(np.asarray(devices, object)))
+    except TypeError:
+        listed = None
     if not listed or not all(isinstance(d, jax.Device) for d in listed):
         raise ConfigError(f"devices={devices!r} must be a list of jax devices (jax.devices()[:2]),"
                           " an int (the first n) or None (all of them)")  # fmt: skip

@@ -158,3 +158,15 @@ def test_init_sharded_on_a_zoo_model(mesh222):
             assert var.get_value().sharding.spec[0] is None and spec[0] is None
         if var.get_metadata()["out_sharding"][-2:] == ("embed", "mlp"):
             assert var.get_value().sharding.spec[-2:] == ("fsdp", "tensor"), path
+
+
+def test_devices_are_taken_in_every_form_a_caller_has_them():
+    """A list, a tuple, a numpy grid (mesh_utils' device meshes) or a count; anything else is one
+    line, not "'int' object is not iterable" from inside the mesh."""
+    devices = jax.devices()
+    for given in (devices[:4], tuple(devices[:4]), np.array(devices[:4]).reshape(2, 2), 4):
+        assert mesh_lib.device_list(given) == devices[:4]
+    for bad in ("cpu", [1, 2], [], 99, True):
+        with pytest.raises(ValueError) as err:
+            mesh_lib.device_list(bad)
+        assert "\n" not in str(err.value) and "devices=" in str(err.value)
