@@ -40,6 +40,7 @@ from llp_jax.evaluation.protocols import (
     stream_problem,
 )
 from llp_jax.models.inputs import as_model, as_tokens
+from llp_jax.models.losses import perplexity
 
 PROTOCOLS = ("standard", "paper", "stream")
 
@@ -106,11 +107,11 @@ def _finish(
         stream_len=N,
         nll_sum=float(nll_sum),
         loss=float(loss),
-        perplexity=math.exp(loss),
+        perplexity=perplexity(loss),
         bits_per_token=loss / math.log(2),
         bits_per_byte=None if nats_byte is None else nats_byte / math.log(2),
         bits_per_char=None if nats_char is None else nats_char / math.log(2),
-        word_perplexity=None if nats_word is None else math.exp(nats_word),
+        word_perplexity=None if nats_word is None else perplexity(nats_word),
         token_nll=token_nll,
     )
 

@@ -26,6 +26,7 @@ from llp_jax.data.txl_bytes import TxlByteTokenizer
 from llp_jax.evaluation import checkpoints, eval_data, perplexity, sample_settings, sampling
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.evaluation.protocol_plan import check_evaluate_args, plan_protocols, protocol_list
+from llp_jax.models.losses import perplexity_text
 
 
 @dataclasses.dataclass
@@ -198,9 +199,9 @@ def format_table(results: Sequence[perplexity.PerplexityResult]) -> str:
     for r in results:
         rows.append(
             f"| {r.protocol} | {r.window} | {r.stride} | {r.num_windows} | {r.num_scored:,} | "
-            f"{r.num_targets:,} | {r.loss:.4f} | {r.perplexity:.3f} | {r.bits_per_token:.4f} | "
+            f"{r.num_targets:,} | {r.loss:.4f} | {perplexity_text(r.perplexity)} | {r.bits_per_token:.4f} | "
             f"{_fmt(r.bits_per_byte, '.4f')} | {_fmt(r.bits_per_char, '.4f')} | "
-            f"{_fmt(r.word_perplexity, '.3f')} |"
+            f"{perplexity_text(r.word_perplexity)} |"
         )
     return "\n".join(rows)
 

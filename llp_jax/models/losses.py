@@ -14,10 +14,31 @@ on the full logits; tests/models/test_losses.py holds both equal (values and gra
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 from llp_jax.models.matmul import cpu_bf16_matmuls, row_major_transpose
+
+
+def perplexity(nats: float) -> float:
+    """exp(nats) as a Python float, `inf` past float64's range: a diverged model's mean loss can
+    pass 709.8 nats (huge logits), where `math.exp` raises OverflowError, and a cap such as
+    exp(min(loss, 50)) would report a finite, made-up figure; nan stays nan."""
+    try:
+        return math.exp(nats)
+    except OverflowError:
+        return math.inf
+
+
+def perplexity_text(ppl: float | None) -> str:
+    """A perplexity as tables and logs show it: three decimals, e-notation from a billion on (a
+    diverged model's exp(255) has 111 digits), "-" for a figure that does not apply (None)."""
+    if ppl is None:
+        return "-"
+    return format(ppl, ".3f" if abs(ppl) < 1e9 else ".3e")
+
 
 CHUNK_ROWS = 1024  # rows (batch x positions) per chunk: [1024, V] float32 logits at a time
 

@@ -33,6 +33,7 @@ from flax import nnx
 from llp_jax import models
 from llp_jax.configs.base import get_base_config
 from llp_jax.evaluation import runner
+from llp_jax.models.losses import perplexity_text
 from llp_jax.storage import read_jsonl
 from llp_jax.studies.benchmark import MIB, attention_pairs, peak_bytes
 from llp_jax.studies.workdirs import (
@@ -244,8 +245,8 @@ def run_variant(
     with open(os.path.join(workdir, ROW_FILE), "w") as f:
         json.dump(row, f, indent=2)
     log(
-        f"{variant.label}: val ppl {row['validation_standard_ppl']:.3f} (paper "
-        f"{row.get('validation_paper_ppl', float('nan')):.3f}), {row['tokens_per_s'] or 0:,.0f} tok/s, "
+        f"{variant.label}: val ppl {perplexity_text(row['validation_standard_ppl'])} (paper "
+        f"{perplexity_text(row.get('validation_paper_ppl'))}), {row['tokens_per_s'] or 0:,.0f} tok/s, "
         f"{row['total_s']:.0f} s"
     )
     return row

@@ -9,9 +9,15 @@ import os
 from collections.abc import Sequence
 
 from llp_jax import models, paths
+from llp_jax.models.losses import perplexity_text
 from llp_jax.storage import read_jsonl
 from llp_jax.studies.benchmark import num_or_dash
 from llp_jax.studies.compare import PRECISION_VARIANTS, CompareSpec
+
+
+def _ppl(value: float | None) -> str:
+    """A perplexity cell: '-' where the run has none (None, or NaN for a protocol not run)."""
+    return "-" if value is None or math.isnan(value) else perplexity_text(value)
 
 
 def markdown_report(
@@ -48,7 +54,7 @@ def markdown_report(
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ppl = [num_or_dash(r.get(f"{split}_{protocol}_ppl"), ".3f")
+        ppl = [_ppl(r.get(f"{split}_{protocol}_ppl"))
                for protocol in ("standard", "paper")
                for split in ("validation", "test")]  # fmt: skip
         lines.append(

@@ -18,6 +18,7 @@ from llp_jax import configs, models, paths
 from llp_jax.data import unigram_perplexity
 from llp_jax.evaluation.sample_settings import END_OF_DOCUMENT, SampleConfig, document_end, shown
 from llp_jax.evaluation.sampling import generate
+from llp_jax.models.losses import perplexity, perplexity_text
 from llp_jax.storage import read_jsonl
 from llp_jax.training import trainer
 from llp_jax.training.distributed import any_process, gather_to_host
@@ -85,7 +86,7 @@ def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
         summary["val_loss"] = trainer.validation_loss(run)
     else:
         summary["val_loss"] = vals[-1]["val/loss"]
-    summary["val_ppl"] = math.exp(min(summary["val_loss"], 50.0))
+    summary["val_ppl"] = perplexity(summary["val_loss"])
     summary["unigram_val_ppl"] = unigram_perplexity(
         data.tokens["train"], data.tokens["validation"], data.tokenizer.vocab_size
     )
@@ -98,8 +99,8 @@ def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
         plot_losses(metrics_path, summary["plot"], title=f"{cfg.name} on {data.corpus.name}")
         paths.write_text(summary_path, json.dumps(summary, indent=2))
         print(
-            f"\nvalidation perplexity {summary['val_ppl']:.3f} "
-            f"(unigram baseline {summary['unigram_val_ppl']:.3f}, tokenizer {data.tokenizer.name})"
+            f"\nvalidation perplexity {perplexity_text(summary['val_ppl'])} "
+            f"(unigram baseline {perplexity_text(summary['unigram_val_ppl'])}, tokenizer {data.tokenizer.name})"
             + (
                 f"\n{steps_run} steps in {wall_s:.0f} s, {summary['train_tokens_per_s']:,.0f} tokens/s;"
                 if steps_run

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 import time
 from typing import Any
@@ -29,6 +28,7 @@ import jax
 from llp_jax import backend, models
 from llp_jax.data import make_global_batch
 from llp_jax.errors import LLPError
+from llp_jax.models.losses import perplexity
 from llp_jax.storage import MetricsWriter
 from llp_jax.training import finetune
 from llp_jax.training import mesh as mesh_lib
@@ -92,7 +92,7 @@ def train_loop(run: Run) -> dict:
 
     def validate(at: int) -> float:
         val = validation_loss(run)
-        writer.write(at, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
+        writer.write(at, {"val/loss": val, "val/ppl": perplexity(val)})
         return val
 
     if run.start_step == 0 and train.init_from:
@@ -114,7 +114,7 @@ def train_loop(run: Run) -> dict:
                     step_s = timer.lap(step)
                     figures = {
                         "loss": float(m["loss"]),
-                        "ppl": math.exp(min(float(m["loss"]), 50.0)),
+                        "ppl": perplexity(float(m["loss"])),
                         "grad_norm": float(m["grad_norm"]),
                         "lr": float(m["learning_rate"]),
                         "tokens_per_s": tokens_per_step / step_s if step_s else None,
