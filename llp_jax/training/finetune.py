@@ -70,6 +70,14 @@ def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
     directory = paths.join(workdir, "checkpoints")
     steps = committed_steps(directory)
     if not steps:
+        head, _, tail = spec.rpartition(":")
+        if (
+            step is None
+            and head
+            and (head_steps := committed_steps(paths.join(head, "checkpoints")))
+        ):
+            raise ConfigError(f"train.init_from={spec!r}: {tail!r} after ':' is not a step; give "
+                              f"{head}:STEP, a step of {head_steps}")  # fmt: skip
         raise ConfigError(f"train.init_from={spec!r}: {no_checkpoint(directory, _NO_RUN)}")
     if step is not None and step not in steps:
         raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
@@ -129,6 +137,14 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
     directory = paths.join(workdir, "checkpoints")
     steps = committed_steps(directory)
     if not steps:
+        head, _, tail = spec.rpartition(":")
+        if (
+            step is None
+            and head
+            and (head_steps := committed_steps(paths.join(head, "checkpoints")))
+        ):
+            raise ConfigError(f"train.init_from={spec!r}: {tail!r} after ':' is not a step; give "
+                              f"{head}:STEP, a step of {head_steps}")  # fmt: skip
         raise ConfigError(f"train.init_from={spec!r}: {no_checkpoint(directory, _NO_RUN)}")
     if step is None:  # the newest intact step (damaged ones skipped with a warning)
         step, meta = newest_readable(directory, lambda at: read_meta(directory, at))

@@ -79,6 +79,11 @@ def test_sources_that_do_not_fit_are_one_line_errors(corpus_file, tmp_path):
     missing.train.init_from = str(tmp_path / "nowhere")
     with pytest.raises(models.ConfigError, match="no checkpoint in"):
         trainer.setup(missing, str(tmp_path / "x"))
+    for step in ("x", "", "-1", "6.0", "last"):  # a step that is not one, after a real run's name
+        missing.train.init_from = f"{tmp_path / 'llp'}:{step}"
+        with pytest.raises(models.ConfigError, match=f"'{step}' after ':' is not a step") as e:
+            trainer.setup(missing, str(tmp_path / "x"))
+        assert str(e.value).endswith(f"give {tmp_path / 'llp'}:STEP, a step of [2]"), str(e.value)
 
 
 def test_longlora_trains_attention_and_norms_only(corpus_file, tmp_path):
