@@ -24,14 +24,14 @@ import jax
 from absl import flags
 
 from llp_jax.cli import common
-from llp_jax.studies import compare, compare_report, study, study_report, study_spec
+from llp_jax.studies import compare, compare_report, compare_spec, study, study_report, study_spec
 from llp_jax.training.interruptions import EXIT_CODES
 
 _QUICK = flags.DEFINE_bool("quick", False, "The few-minute smoke version (2 tiny models).")
 _ESTIMATE = flags.DEFINE_bool("estimate", False, "Only project the runtime from short runs.")
 _VARIANTS = flags.DEFINE_list(
-    "variants", None, f"Subset of {[v.label for v in compare.VARIANTS]}, or of the extra rows "
-    f"{[v.label for v in (*compare.CODE_VARIANTS, *compare.PRECISION_VARIANTS)]}.",
+    "variants", None, f"Subset of {[v.label for v in compare_spec.VARIANTS]}, or of the extra rows "
+    f"{[v.label for v in (*compare_spec.CODE_VARIANTS, *compare_spec.PRECISION_VARIANTS)]}.",
 )  # fmt: skip
 _STEPS = flags.DEFINE_integer(
     "num_steps",
@@ -66,10 +66,10 @@ def main(argv):
 def _main(argv):
     common.start(argv)
     common.use_compilation_cache(_CACHE.value)
-    unknown = [v for v in _VARIANTS.value or () if v not in compare.VARIANTS_BY_LABEL]
+    unknown = [v for v in _VARIANTS.value or () if v not in compare_spec.VARIANTS_BY_LABEL]
     if unknown:
         sys.exit(f"error: --variants: {unknown} unknown; choose from "
-                 f"{sorted(compare.VARIANTS_BY_LABEL)}")  # fmt: skip
+                 f"{sorted(compare_spec.VARIANTS_BY_LABEL)}")  # fmt: skip
     bad_kinds = sorted(set(_KINDS.value or ()) - set(study_spec.KINDS))
     if bad_kinds:
         sys.exit(f"error: --study_runs: {bad_kinds} unknown; choose from {list(study_spec.KINDS)}")
@@ -77,7 +77,7 @@ def _main(argv):
         sys.exit(f"error: --study={_STUDY.value!r} must be one of {sorted(study_spec.STUDIES)}")
     if _STUDY.value:
         return run_study(_STUDY.value)
-    spec = compare.QUICK if _QUICK.value else compare.CompareSpec()
+    spec = compare_spec.QUICK if _QUICK.value else compare_spec.CompareSpec()
     if _VARIANTS.value:
         spec = dataclasses.replace(spec, variants=tuple(_VARIANTS.value))
     if _STEPS.value:

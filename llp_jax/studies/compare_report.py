@@ -12,7 +12,7 @@ from llp_jax import models, paths
 from llp_jax.models.losses import perplexity_text
 from llp_jax.storage import read_jsonl
 from llp_jax.studies.benchmark import num_or_dash
-from llp_jax.studies.compare import PRECISION_VARIANTS, CompareSpec
+from llp_jax.studies.compare_spec import PRECISION_VARIANTS, CompareSpec
 
 
 def _ppl(value: float | None) -> str:

@@ -39,7 +39,7 @@ from llp_jax.data import bible
 from llp_jax.data.datasets import corpus_datasets
 from llp_jax.evaluation import runner
 from llp_jax.storage import read_jsonl
-from llp_jax.studies import compare, context_use, workdirs
+from llp_jax.studies import compare, compare_spec, context_use, workdirs
 from llp_jax.studies.study_spec import RunKey, StudySpec
 
 
@@ -152,7 +152,7 @@ def run_study(
             shutil.rmtree(workdir)
         workdirs.clear_stale(study.run_spec(key), workdir)  # an unfinished run of it resumes
         log(f"--- {key}")
-        row = compare.run_variant(study.run_spec(key), compare.VARIANTS_BY_LABEL[key.label],
+        row = compare.run_variant(study.run_spec(key), compare_spec.VARIANTS_BY_LABEL[key.label],
                                   workdir, devices=devices, log=log, extra=measure(study, key),
                                   protocols=("standard",))  # fmt: skip
         done[i] = {**row, "key": dataclasses.asdict(key), "workdir": workdir}

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from llp_jax.studies import compare, workdirs
-from llp_jax.studies.compare import CompareSpec
+from llp_jax.studies import compare_spec, workdirs
 
 KINDS = ("tokens", "targets", "targets_short", "long", "subword", "depth", "recipe")
 
@@ -41,7 +40,7 @@ class StudySpec:
     """What one study trains and measures (see `STUDIES`)."""
 
     name: str
-    base: CompareSpec
+    base: compare_spec.CompareSpec
     variants: tuple[str, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
     equal_targets: tuple[str, ...] = ()  # latent variants also trained n / l times longer
@@ -50,7 +49,7 @@ class StudySpec:
     long_factor: int = 5
     subword: tuple[str, ...] = ()  # variants also trained with SentencePiece
     depths: tuple[int, ...] = ()  # extra LLP depths (context use)
-    recipe: CompareSpec | None = None  # the paper's recipe, scaled down
+    recipe: compare_spec.CompareSpec | None = None  # the paper's recipe, scaled down
     recipe_variants: tuple[str, ...] = ("llp (code)", "transformer")
     bucket: int = 32  # loss-by-position bucket width
     position_windows: int = 128
@@ -68,7 +67,7 @@ class StudySpec:
             keys += [RunKey(v, 0, "recipe", "sentencepiece") for v in self.recipe_variants]
         return keys
 
-    def run_spec(self, key: RunKey) -> CompareSpec:
+    def run_spec(self, key: RunKey) -> compare_spec.CompareSpec:
         """The compare spec of one run: its seed, tokenizer, depth and number of steps."""
         spec = self.recipe if key.budget == "recipe" else self.base
         spec = dataclasses.replace(spec, seed=key.seed, tokenizer=key.tokenizer)
@@ -84,7 +83,7 @@ class StudySpec:
             return float(self.long_factor)
         if key.budget not in ("targets", "targets_short"):
             return 1.0
-        cfg = compare.model_config(self.base, compare.VARIANTS_BY_LABEL[key.label])
+        cfg = compare_spec.model_config(self.base, compare_spec.VARIANTS_BY_LABEL[key.label])
         if key.budget == "targets":
             return self.base.seq_len / cfg.scored_len  # n / l for latent models, 1 otherwise
         return 1.0 / self.base.latent_div if cfg.scored_len == self.base.seq_len else 1.0
@@ -95,7 +94,7 @@ class StudySpec:
                                               "domain_tokens")}  # fmt: skip
 
 
-def scaled(spec: CompareSpec, factor: float) -> CompareSpec:
+def scaled(spec: compare_spec.CompareSpec, factor: float) -> compare_spec.CompareSpec:
     """`spec` with `factor` times the steps, the schedule's shape kept (warm-up and evaluation
     interval scaled alike)."""
     return dataclasses.replace(
@@ -112,7 +111,7 @@ def scaled(spec: CompareSpec, factor: float) -> CompareSpec:
 # take about half an hour each (the largest LLP this CPU trains in that time: d = 256, n = 512).
 SMALL = StudySpec(
     name="small",
-    base=CompareSpec(
+    base=compare_spec.CompareSpec(
         seq_len=256,
         d_model=128,
         num_layers=4,
@@ -128,15 +127,15 @@ SMALL = StudySpec(
         eval_batches=4,
         eval_tokens=65_536,
     ),  # fmt: skip
-    variants=tuple(v.label for v in compare.VARIANTS if "(" not in v.label)
-    + tuple(v.label for v in compare.CODE_VARIANTS),
+    variants=tuple(v.label for v in compare_spec.VARIANTS if "(" not in v.label)
+    + tuple(v.label for v in compare_spec.CODE_VARIANTS),
     equal_targets=("perceiver_ar",),
     short_targets=("llp", "transformer", "s2attn", "llp (code)"),
     long=("llp", "transformer", "perceiver_ar", "enhanced_v3"),
     subword=("llp", "transformer", "perceiver_ar"),
     depths=(2,),
     bucket=64,
-    recipe=CompareSpec(
+    recipe=compare_spec.CompareSpec(
         seq_len=512,
         d_model=256,
         num_layers=4,
@@ -158,7 +157,7 @@ SMALL = StudySpec(
 # Seconds, for tests and `--study=quick`.
 QUICK = StudySpec(
     name="quick",
-    base=dataclasses.replace(compare.QUICK, num_steps=4, eval_tokens=2048),
+    base=dataclasses.replace(compare_spec.QUICK, num_steps=4, eval_tokens=2048),
     variants=("transformer", "llp", "perceiver_ar"),
     seeds=(0, 1),
     equal_targets=("perceiver_ar",),

@@ -13,15 +13,15 @@ import jax
 import pytest
 
 from llp_jax import models
-from llp_jax.studies import benchmark, compare, compare_report, workdirs
+from llp_jax.studies import benchmark, compare, compare_report, compare_spec, workdirs
 from tests.helpers import CACHE
 from tests.helpers import REPO as ROOT
 
 
 # ----------------------------------------------------------------------------- the shared budget
 def test_variants_share_size_budget_and_optimiser():
-    spec = compare.CompareSpec()
-    configs = {v.label: compare.experiment_config(spec, v) for v in compare.VARIANTS}
+    spec = compare_spec.CompareSpec()
+    configs = {v.label: compare_spec.experiment_config(spec, v) for v in compare_spec.VARIANTS}
     assert len(configs) == len(models.MODEL_NAMES) + 1 and "llp (code)" in configs
     shared_model = ("seq_len", "d_model", "num_layers", "num_heads", "mlp_ratio")
     for label, config in configs.items():
@@ -39,17 +39,18 @@ def test_variants_share_size_budget_and_optimiser():
 
 
 def test_mixed_precision_variant_and_its_parity_line():
-    spec = compare.CompareSpec()
-    bf16 = compare.VARIANTS_BY_LABEL["llp (bf16)"]
+    spec = compare_spec.CompareSpec()
+    bf16 = compare_spec.VARIANTS_BY_LABEL["llp (bf16)"]
     low, base = (
-        compare.experiment_config(spec, v) for v in (bf16, compare.VARIANTS_BY_LABEL["llp"])
+        compare_spec.experiment_config(spec, v)
+        for v in (bf16, compare_spec.VARIANTS_BY_LABEL["llp"])
     )
     assert low.model.compute_dtype == "bfloat16" and base.model.compute_dtype == "float32"
     assert {k: v for k, v in low.model.items() if k != "compute_dtype"} == {
         k: v for k, v in base.model.items() if k != "compute_dtype"}  # fmt: skip
-    names = {workdirs.workdir_name(label) for label in compare.VARIANTS_BY_LABEL}
+    names = {workdirs.workdir_name(label) for label in compare_spec.VARIANTS_BY_LABEL}
     assert {"llp_bf16", "llp_code", "enhanced_v1_code", "s2attn"} <= names
-    assert len(names) == len(compare.VARIANTS_BY_LABEL)  # one workdir per row
+    assert len(names) == len(compare_spec.VARIANTS_BY_LABEL)  # one workdir per row
     row = lambda label, loss, tps: {"label": label, "validation_standard_loss": loss,  # noqa: E731
                                     "tokens_per_s": tps}  # fmt: skip
     assert compare_report.precision_lines([row("llp", 2.0, 100.0)]) == []  # no bf16 row: no line
@@ -66,7 +67,7 @@ def test_mixed_precision_variant_and_its_parity_line():
 def test_a_subset_of_variants_reuses_finished_and_unfinished_runs(tmp_path):
     """Which rows a comparison has does not change a run: `--variants=llp,...` after the full
     comparison reuses its llp run (it used to retrain it, deleting the finished one)."""
-    full = compare.CompareSpec()
+    full = compare_spec.CompareSpec()
     subset = dataclasses.replace(full, variants=("llp", "llp (bf16)"))
     finished, unfinished = tmp_path / "llp", tmp_path / "transformer"
     for d in (finished, unfinished):
@@ -84,8 +85,8 @@ def test_a_subset_of_variants_reuses_finished_and_unfinished_runs(tmp_path):
 
 
 def test_default_budget_tokens():
-    spec = compare.CompareSpec()
-    assert set(spec.variants) == {v.label for v in compare.VARIANTS}
+    spec = compare_spec.CompareSpec()
+    assert set(spec.variants) == {v.label for v in compare_spec.VARIANTS}
     assert spec.num_steps * spec.batch_size * spec.seq_len >= 500_000  # not a toy run
 
 
@@ -177,8 +178,8 @@ def test_quick_compare_writes_table_and_plot(tmp_path):
     # Resume: the same spec reuses the finished rows without training.
     logs = []
     rows = compare.run_comparison(
-        compare.QUICK, str(workroot), devices=jax.devices()[:1], log=logs.append
+        compare_spec.QUICK, str(workroot), devices=jax.devices()[:1], log=logs.append
     )
     assert all("reusing" in line for line in logs) and len(rows) == 2
-    other = dataclasses.replace(compare.QUICK, num_steps=compare.QUICK.num_steps + 1)
+    other = dataclasses.replace(compare_spec.QUICK, num_steps=compare_spec.QUICK.num_steps + 1)
     assert workdirs.finished_row(other, rows[0]["workdir"]) is None  # a changed spec retrains

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from llp_jax import models
-from llp_jax.studies import compare, context_use, study_spec, workdirs
+from llp_jax.studies import compare_spec, context_use, study_spec, workdirs
 from tests.helpers import CACHE, REPO
 
 
@@ -107,7 +107,7 @@ def test_a_study_chunk_through_the_cli_resumes_and_reports(tmp_path):
 
 
 def test_an_unfinished_run_of_the_same_spec_is_kept_to_resume_and_any_other_is_cleared(tmp_path):
-    spec = compare.QUICK
+    spec = compare_spec.QUICK
     workdir = tmp_path / "run"
     (workdir / "checkpoints" / "7").mkdir(parents=True)
     (workdir / workdirs.SPEC_FILE).write_text(json.dumps(dataclasses.asdict(spec)))
@@ -132,7 +132,7 @@ def test_budgets_scale_steps_warmup_and_evaluation_alike():
         assert run.num_steps == round(b.num_steps * factor), key
         assert run.warmup_steps == round(b.warmup_steps * factor), key
     # equal targets: the full-scoring models' short runs see the latent models' loss targets
-    latent = compare.model_config(b, compare.VARIANTS_BY_LABEL["perceiver_ar"]).scored_len
+    latent = compare_spec.model_config(b, compare_spec.VARIANTS_BY_LABEL["perceiver_ar"]).scored_len
     short = spec.run_spec(study_spec.RunKey("llp", 0, "targets_short"))
     assert short.num_steps * b.seq_len == b.num_steps * latent
 
