@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATE, META, DATA = "state", "meta", "data"  # the items of a step
+# How long a reader keeps listing a checkpoint directory again while a running trainer replaces
+# the steps it reads (each new listing tries the newest step first).
+REREAD_S = 60.0
 # The JSON files of a step (relative to it); '*' = every file of that folder.
 _JSON_FILES = ("_CHECKPOINT_METADATA", "meta/metadata", "metrics/metrics", "data/*",
                "state/_METADATA", "state/_sharding")  # fmt: skip
@@ -173,18 +177,26 @@ def read_meta(directory: str | os.PathLike, step: int) -> dict:
 def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
                     steps: list[int] | None = None) -> tuple[int, T]:  # fmt: skip
     """`(step, read(step))` for the newest step that reads, skipping damaged ones (one warning
-    each) and steps a running trainer deleted meanwhile (the directory is listed again).
+    each) and steps a running trainer deleted meanwhile.
+
+    A running trainer's retention deletes its older steps as it saves newer ones, and a step is
+    deleted file by file: a read may fail on a step that is still there, half gone. A failure is
+    the step's damage only if the trainer has not moved on: where a newer step than those listed
+    has appeared, the step was being replaced, and the directory is listed again (newest first),
+    for as long as the trainer keeps replacing the steps being read (`REREAD_S`).
 
     Raises:
-      CheckpointNotFoundError: no step reads.
+      CheckpointNotFoundError: no step reads (or, beside a trainer that saves and deletes faster
+        than a step is read, none stayed long enough to be read).
       BackendError: JAX's backend cannot start (not a fault of any step).
     """
     backend.check()  # a backend that cannot start fails every read: not the steps' fault
     damaged: dict[int, str] = {}
-    for _ in range(3):  # a trainer's retention may delete the older steps too while we read
-        candidates = sorted(set(steps or step_dirs(directory)) - set(damaged), reverse=True)
-        if not candidates:
-            break
+    replaced, deadline = 0, time.monotonic() + REREAD_S
+    while True:
+        listed = steps or step_dirs(directory)
+        candidates = sorted(set(listed) - set(damaged), reverse=True)
+        moved_on = False
         for step in candidates:
             step_dir = paths.resolve(directory) / str(step)
             if not step_dir.exists() or _in_progress(step_dir):
@@ -197,17 +209,24 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
                 try:
                     return step, read(step)
                 except Exception as e:  # noqa: BLE001  any read failure: try an older step
-                    if not (paths.resolve(directory) / str(step)).exists():
-                        continue
+                    if not step_dir.exists() or max(step_dirs(directory), default=0) > max(listed):
+                        replaced, moved_on = replaced + 1, True
+                        break  # being deleted by a trainer that saved a newer step: list again
                     cause = read_fault(e)  # ... unless it was no fault of the step
                     if cause is not None:
                         raise read_failure(step, directory, cause) from e
                     reason = f"{type(e).__name__}: {first_line(e)}"
             damaged[step] = reason
             log.warning("skipping damaged checkpoint step %d in %s: %s", step, directory, reason)
-        if steps is not None:
+        if not moved_on or steps is not None or time.monotonic() > deadline:
             break
     detail = "; ".join(f"step {s}: {r}" for s, r in sorted(damaged.items()))
+    if replaced and not damaged:
+        raise CheckpointNotFoundError(
+            f"no checkpoint step in {directory} stayed long enough to be read: a running trainer "
+            f"replaced each one while it was read ({replaced} tries in {REREAD_S:.0f} s); read "
+            "again, or let that run keep more steps (train.keep_checkpoints) or save less often"
+        )
     raise CheckpointNotFoundError(
         f"no intact checkpoint in {directory}"
         + (f" ({detail})" if detail else "")
