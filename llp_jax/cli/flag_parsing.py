@@ -5,6 +5,7 @@ by the section's own fields (`schema.hint`)."""
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import re
@@ -119,7 +120,7 @@ def parse(argv):
             line += f" (--{e.flagname} is {where})" if (where := _elsewhere(e.flagname)) else ""
         sys.exit(f"error: {line}")
     except flags.Error as e:
-        sys.exit(f"error: {_config_file_raised(e, argv) or last_line(e)}")
+        sys.exit(f"error: {_config_file_raised(e, argv) or _integer_hint(last_line(e))}")
     except Exception as e:  # noqa: BLE001  a config file's own error, raised while it loads
         sys.exit(f"error: {config_load_error(e, argv)}")
 
@@ -283,6 +284,22 @@ def _section_fields(spec: str | None, path: list[str]) -> list[str] | None:
         return list(section.keys())
     except Exception:  # noqa: BLE001  only a hint: any failure means no hint
         return None
+
+
+_NOT_AN_INT = re.compile(r"^flag (--[\w.]+)=(\S*): invalid literal for int\(\) with base 10: .*$")
+
+
+def _integer_hint(line: str) -> str:
+    """Python's "invalid literal for int()" said as what the field takes: `num_steps=1e5` is
+    100000, written out."""
+    if not (match := _NOT_AN_INT.match(line)):
+        return line
+    try:
+        number = float(match[2])
+    except ValueError:
+        number = math.nan
+    fix = f"{match[1]}={int(number)}" if number.is_integer() else "a whole number"
+    return f"flag {match[1]}={match[2]}: takes an integer; give {fix}"
 
 
 def last_line(error: Exception) -> str:

@@ -18,7 +18,15 @@ CASES = [
     ("sample", ["--config=configs/demo.py"], "the shipped one is --config=llp_jax/configs/demo.py"),
     ("train", ["--config=llp_jax/configs"], "is a folder, not a config file"),
     ("train", ["--config=llp_jax/configs/demo.py:x"], "its get_config() takes no argument"),
-    ("sample", ["--max_new_tokens=abc"], "flag --max_new_tokens=abc"),
+    ("sample", ["--max_new_tokens=abc"], "flag --max_new_tokens=abc: takes an integer; give a"),
+    # An integer given in a float's notation: said as the integer it is (any integer flag).
+    ("sample", ["--max_new_tokens=1e3"], "takes an integer; give --max_new_tokens=1000"),
+    (
+        "train",
+        ["--config=llp_jax/configs/tiny.py:llp", "--config.train.num_steps=2.0e4"],
+        "flag --config.train.num_steps=2.0e4: takes an integer; give --config.train.num_steps=20000",
+    ),
+    ("evaluate", ["--max_tokens=2.5"], "flag --max_tokens=2.5: takes an integer; give a whole"),
     ("evaluate", ["--config=llp_jax/configs/nothere.py"], "e.g. --config=llp_jax/configs/tiny.py"),
 ]
 
