@@ -25,6 +25,7 @@ from llp_jax.storage.damaged import DAMAGED
 from llp_jax.storage.workdir import check_path
 from llp_jax.training import finetune, sequence_parallel
 from llp_jax.training import mesh as mesh_lib
+from llp_jax.training import resume as resume_lib
 from llp_jax.training import train_step as steps
 from llp_jax.training.config import MeshConfig, TrainConfig, read_sections
 from llp_jax.training.distributed import any_process
@@ -169,48 +170,6 @@ def setup(config: Any, workdir: str, *, resume: bool = True, devices=None,
     return run
 
 
-def _check_resumed_model(saved: dict, model_cfg: models.ModelConfig, directory: str) -> None:
-    """A resumed run trains the checkpoint's model: a field that changes what it computes is a
-    one-line error naming each difference; its execution fields (remat, compute_dtype,
-    attention_impl: what a run out of memory, or moved to a GPU, changes) may differ."""
-    try:
-        before = models.ModelConfig.from_any(saved)
-        diffs = models.config.differences(before, model_cfg, ignore=models.config.EXECUTION_FIELDS)
-    except LLPError:  # written by another llp_jax version
-        before, diffs = None, [f"{saved} (checkpoint) vs {models.config.as_dict(model_cfg)}"]
-    if diffs:
-        raise models.ConfigError(
-            f"the checkpoint in {directory} was written by another model config: "
-            f"{'; '.join(diffs)}; set those back, use another --workdir, or --noresume"
-        )
-    changed = [f"model.{name}={getattr(model_cfg, name)!r} (was {getattr(before, name)!r})"
-               for name in models.config.EXECUTION_FIELDS
-               if getattr(before, name) != getattr(model_cfg, name)]  # fmt: skip
-    if changed and jax.process_index() == 0:
-        print(f"resuming with {', '.join(changed)}")
-
-
-def _continue_data(train_iter, meta: dict, batch_size: int) -> None:
-    """Moves a resumed data iterator past the windows the run has seen. Its position counts
-    batches (grain's next_index), so a resume with another train.batch_size (what the
-    out-of-memory message advises) went back over windows just trained on, or skipped some.
-    Global batch b is windows [b B, (b + 1) B) of the epoch order (each process takes every
-    process_count-th window), so the windows seen are next_index x the old global batch."""
-    before = meta.get("train_batch")  # absent in checkpoints written before it was recorded
-    if not before or before == batch_size:
-        return
-    position = train_iter.get_state()
-    seen = int(position["next_index"]) * int(before)
-    index = seen // batch_size  # no window skipped; fewer than batch_size seen again
-    train_iter.set_state({**position, "next_index": index})
-    again = seen - index * batch_size
-    if jax.process_index() == 0:
-        print(
-            f"resuming with train.batch_size={batch_size} (was {before}): the data goes on "
-            f"after the {seen} windows seen" + (f" ({again} of them again)" if again else "")
-        )
-
-
 def _own(workdir: str) -> WorkdirLock | None:
     """The workdir's lock (process 0 takes it; every process fails together if it is busy)."""
     lock, error = None, None
@@ -271,7 +230,7 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
         except Exception:  # noqa: BLE001  a damaged newest step: restore() skips it, warns
             saved = {}
         if saved.get("model"):
-            _check_resumed_model(saved["model"], model_cfg, ckpt.directory)
+            resume_lib.check_model(saved["model"], model_cfg, ckpt.directory)
         if saved.get("weights_only"):  # e.g. converted from the authors' code
             start = int(saved["step"])
             abstract = mesh_lib.sharded_abstract_state(jax.eval_shape(lambda: state), mesh)
@@ -289,7 +248,8 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
             # A preempted fine-tune resumes its own steps; its source only seeded step 0.
             also = " (train.init_from seeds only a fresh start)" if train.init_from else ""
             print(f"resumed from step {start} in {ckpt.directory}{also}")
-            _continue_data(train_iter, restored.meta, train.batch_size)
+            resume_lib.continue_data(train_iter, restored.meta, train.batch_size)
+            resume_lib.tell_update_changes(restored.meta.get("update"), train, start)
     elif train.init_from:
         params, where = finetune.init_params(train.init_from, model_cfg, state["params"])
         state = {**state, "params": params}

@@ -36,6 +36,7 @@ from llp_jax.training.distributed import any_process
 from llp_jax.training.interruptions import Interruptions
 from llp_jax.training.mesh import check_batch
 from llp_jax.training.progress import ProgressBar, StepTimer
+from llp_jax.training.resume import update_settings
 from llp_jax.training.setup import Run, load_data, resolve_model_config, setup
 from llp_jax.training.validation import evaluate_windows
 
@@ -72,9 +73,11 @@ def train_loop(run: Run) -> dict:
     # The model and data settings travel with every checkpoint, so evaluation and sampling can
     # rebuild both from a workdir alone.
     # train_batch: the global windows per step, which a resume's data position is counted in.
-    # optimizer: what shaped the optimizer state, which a resume must keep.
+    # optimizer: what shaped the optimizer state, which a resume must keep; update: the rest of
+    # the update rule, which a resume may change (and then says so).
     meta = {"model": models.config.as_dict(cfg), "data": dataclasses.asdict(run.data_config),
-            "train_batch": train.batch_size, "optimizer": finetune.optimizer_layout(train)}  # fmt: skip
+            "train_batch": train.batch_size, "optimizer": finetune.optimizer_layout(train),
+            "update": update_settings(train)}  # fmt: skip
     step, t_start, interrupted = run.start_step, time.perf_counter(), None
 
     def check_finite() -> None:

@@ -12,6 +12,7 @@ import pytest
 from llp_jax.data import make_global_batch
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import trainer
+from llp_jax.training.optimizer import make_schedule
 from tests.helpers import REPO, small_config
 
 
@@ -118,6 +119,40 @@ def test_resume_with_another_batch_size_goes_on_after_the_windows_seen(corpus_fi
         f"resuming with train.batch_size={after} (was {before}): the data goes on after the "
         f"{seen} windows seen" + (f" ({again} of them again)" if again else "")
     ) in out
+
+
+def test_resume_with_other_update_settings_says_how_the_schedule_moved(corpus_file, tmp_path,
+                                                                        capsys):  # fmt: skip
+    """Extending a cosine run (num_steps 4 -> 8) raises the learning rate it resumes at: the
+    resume says so with both rates, and trains at the new one; an unchanged resume says
+    nothing of the kind."""
+    config, one = small_config(corpus_file, num_steps=4, warmup_steps=1), jax.devices()[:1]
+    run = trainer.setup(config, str(tmp_path / "w"), devices=one)
+    trainer.train_loop(run)
+    run.close()
+    before = float(make_schedule(run.train)(4))
+    config.train.update(num_steps=8, weight_decay=0.0)
+    capsys.readouterr()
+    run = trainer.setup(config, str(tmp_path / "w"), devices=one)
+    now = float(make_schedule(run.train)(4))
+    assert now > 2 * before
+    out = capsys.readouterr().out
+    assert (
+        f"resuming with train.num_steps=8 (was 4), train.weight_decay=0.0 (was "
+        f"{small_config(corpus_file).train.weight_decay!r}): the learning rate at step 4 is "
+        f"{now:.3g} (was {before:.3g})"
+    ) in out, out
+    batch = make_global_batch(next(run.train_iter), mesh_lib.batch_sharding(run.mesh))
+    _, metrics = run.train_step(run.state, batch)
+    assert float(metrics["learning_rate"]) == pytest.approx(now, rel=1e-6)
+    run.close()
+    run = trainer.setup(config, str(tmp_path / "w"), devices=one)
+    trainer.train_loop(run)  # to step 8, saved with the new settings
+    run.close()
+    capsys.readouterr()
+    run = trainer.setup(config, str(tmp_path / "w"), devices=one)  # the same settings again
+    run.close()
+    assert "resuming with" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
