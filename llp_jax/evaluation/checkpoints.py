@@ -29,6 +29,7 @@ from llp_jax.storage import (
     newest_readable,
     no_checkpoint,
     read_meta,
+    replaced_while_read,
     step_dirs,
 )
 
@@ -170,6 +171,12 @@ def load_model(workdir: str, *, model_config: Any = None, step: int | None = Non
         except CheckpointError:
             raise
         except Exception as e:  # noqa: BLE001  a damaged step, asked for by number
+            if replaced_while_read(where, step, steps):
+                raise CheckpointNotFoundError(
+                    f"checkpoint step {step} in {where} was deleted while it was read: the run "
+                    "training there keeps only its newest steps (train.keep_checkpoints); drop "
+                    "--step to read the newest, or name a step it keeps"
+                ) from None
             raise CheckpointError(
                 f"checkpoint step {step} in {where} is damaged ({describe_cause(e)}); "
                 "drop --step to use the newest intact one"

@@ -18,6 +18,7 @@ from llp_jax.storage.steps import (
     newest_readable,
     no_checkpoint,
     read_meta,
+    replaced_while_read,
     step_dirs,
 )
 from llp_jax.storage.workdir import WorkdirBusyError, WorkdirError, WorkdirLock, set_aside
@@ -41,6 +42,7 @@ __all__ = [
     "no_checkpoint",
     "read_jsonl",
     "read_meta",
+    "replaced_while_read",
     "set_aside",
     "step_dirs",
 ]

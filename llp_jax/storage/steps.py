@@ -174,6 +174,14 @@ def read_meta(directory: str | os.PathLike, step: int) -> dict:
     return dict(meta)
 
 
+def replaced_while_read(directory: str | os.PathLike, step: int, listed: list[int]) -> bool:
+    """Whether a read of `step` that failed met a running trainer's retention rather than
+    damage: the step is gone, or is going (a step newer than the `listed` ones has appeared,
+    and the trainer deletes a step file by file)."""
+    gone = not (paths.resolve(directory) / str(step)).exists()
+    return gone or max(step_dirs(directory), default=0) > max(listed, default=step)
+
+
 def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
                     steps: list[int] | None = None) -> tuple[int, T]:  # fmt: skip
     """`(step, read(step))` for the newest step that reads, skipping damaged ones (one warning
@@ -209,7 +217,7 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
                 try:
                     return step, read(step)
                 except Exception as e:  # noqa: BLE001  any read failure: try an older step
-                    if not step_dir.exists() or max(step_dirs(directory), default=0) > max(listed):
+                    if replaced_while_read(directory, step, listed):
                         replaced, moved_on = replaced + 1, True
                         break  # being deleted by a trainer that saved a newer step: list again
                     cause = read_fault(e)  # ... unless it was no fault of the step

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
+import llp_jax
 from llp_jax.storage import committed_steps
 from tests.helpers.cli import assert_one_line_error
 from tests.reliability import faults
@@ -141,3 +143,29 @@ def test_summary_and_metrics_after_interrupted_rerun(server, victim, corpus_file
     assert faults.metrics_steps(victim) == [1, 2, 3, 4, 5, 6]
     summary = json.load(open(os.path.join(victim, "summary.json")))
     assert summary["steps_run"] == 2
+
+
+@pytest.mark.parametrize("step", [None, 2])
+def test_a_step_deleted_while_loaded_is_not_called_damaged(victim, monkeypatch, step):
+    """`load_model` (evaluate, sample) beside a running trainer whose retention deletes the
+    step being read: the newest step is read again (no damage reported); a step asked for by
+    number is said to be deleted, not damaged."""
+    from llp_jax.evaluation import checkpoints as eval_checkpoints
+
+    real, calls = eval_checkpoints.load_params, []
+
+    def load_params(directory, at):
+        if not calls:  # the trainer saves step 6 (a copy of 4) and deletes `at`
+            shutil.copytree(os.path.join(directory, "4"), os.path.join(directory, "6"))
+            shutil.rmtree(os.path.join(directory, str(at), "state"))
+        calls.append(at)
+        return real(directory, at)
+
+    monkeypatch.setattr(eval_checkpoints, "load_params", load_params)
+    if step is None:
+        assert eval_checkpoints.load_model(victim).step == 6 and calls == [4, 6]
+    else:
+        with pytest.raises(llp_jax.LLPError) as e:
+            eval_checkpoints.load_model(victim, step=step)
+        assert "step 2" in str(e.value) and "was deleted while it was read" in str(e.value)
+        assert "damaged" not in str(e.value) and "\n" not in str(e.value)
