@@ -174,6 +174,9 @@ def read_meta(directory: str | os.PathLike, step: int) -> dict:
     return dict(meta)
 
 
+_RETRAIN = "train again with --noresume (the damaged steps are set aside, not deleted)"
+
+
 def replaced_while_read(directory: str | os.PathLike, step: int, listed: list[int]) -> bool:
     """Whether a read of `step` that failed met a running trainer's retention rather than
     damage: the step is gone, or is going (a step newer than the `listed` ones has appeared,
@@ -183,7 +186,7 @@ def replaced_while_read(directory: str | os.PathLike, step: int, listed: list[in
 
 
 def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
-                    steps: list[int] | None = None) -> tuple[int, T]:  # fmt: skip
+                    steps: list[int] | None = None, fix: str = _RETRAIN) -> tuple[int, T]:  # fmt: skip
     """`(step, read(step))` for the newest step that reads, skipping damaged ones (one warning
     each) and steps a running trainer deleted meanwhile.
 
@@ -194,7 +197,7 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
     for as long as the trainer keeps replacing the steps being read (`REREAD_S`).
 
     Raises:
-      CheckpointNotFoundError: no step reads (or, beside a trainer that saves and deletes faster
+      CheckpointNotFoundError: no step reads, with `fix` (what the caller's user can do) (or, beside a trainer that saves and deletes faster
         than a step is read, none stayed long enough to be read).
       BackendError: JAX's backend cannot start (not a fault of any step).
     """
@@ -236,9 +239,7 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
             "again, or let that run keep more steps (train.keep_checkpoints) or save less often"
         )
     raise CheckpointNotFoundError(
-        f"no intact checkpoint in {directory}"
-        + (f" ({detail})" if detail else "")
-        + "; train again with --noresume (the damaged steps are set aside, not deleted)"
+        f"no intact checkpoint in {directory}" + (f" ({detail})" if detail else "") + f"; {fix}"
     )
 
 

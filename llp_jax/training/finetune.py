@@ -32,6 +32,7 @@ from llp_jax.data import DataConfig, tokenizers, workdir_store
 from llp_jax.data.tokenizer_specs import FROM_CORPUS
 from llp_jax.errors import ConfigError
 from llp_jax.storage import (
+    CheckpointNotFoundError,
     committed_steps,
     load_params,
     newest_readable,
@@ -146,12 +147,18 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
             raise ConfigError(f"train.init_from={spec!r}: {tail!r} after ':' is not a step; give "
                               f"{head}:STEP, a step of {head_steps}")  # fmt: skip
         raise ConfigError(f"train.init_from={spec!r}: {no_checkpoint(directory, _NO_RUN)}")
-    if step is None:  # the newest intact step (damaged ones skipped with a warning)
-        step, meta = newest_readable(directory, lambda at: read_meta(directory, at))
-    elif step not in steps:
+    # Meta and weights read together: a source still training may delete the step in between.
+    read = lambda at: (read_meta(directory, at), load_params(directory, at))  # noqa: E731
+    fix = f"name another step of that run (train.init_from={workdir}:STEP, of {steps})"
+    if step is not None and step not in steps:
         raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
-    else:
-        meta = read_meta(directory, step)
+    # The newest intact step (damaged ones skipped with a warning), or the one named.
+    try:
+        step, (meta, loaded) = newest_readable(
+            directory, read, None if step is None else [step], fix
+        )
+    except CheckpointNotFoundError as e:
+        raise ConfigError(f"train.init_from={spec!r}: {e}") from None
     source = models.ModelConfig.from_any(meta["model"])
     if source.name != cfg.name:
         raise ConfigError(f"train.init_from: the source is a {source.name}, not a {cfg.name}")
@@ -169,7 +176,6 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
             f"train.init_from: the source's parameters do not fit this model: {'; '.join(diffs[:3])}"
             " (source vs this config)"
         )
-    loaded = load_params(directory, step)
     graphdef_state = nnx.to_pure_dict(target)
     placed = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), loaded,
                           graphdef_state)  # fmt: skip

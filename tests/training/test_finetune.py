@@ -262,3 +262,27 @@ def test_frozen_weights_cost_no_gradient_work(corpus_file, tmp_path):
         cost = run.train_step.lower(run.state, batch).compile().cost_analysis()
         flops[trainable] = (cost[0] if isinstance(cost, list) else cost)["flops"]
     assert flops["longlora"] < 0.9 * flops["all"], flops
+
+
+def test_a_damaged_source_step_is_skipped_or_named(corpus_file, tmp_path, caplog):
+    """The source's newest step has damaged arrays: init_from=RUN falls back to its older step
+    (with a warning), init_from=RUN:STEP naming the damaged step is one line (it was a
+    traceback from inside Orbax) that names the run's other steps, not --noresume."""
+    source = _config(corpus_file, 4)
+    source.train.checkpoint_every = 2
+    _train(source, tmp_path / "source")
+    for path in (tmp_path / "source" / "checkpoints" / "4" / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(path.read_bytes()[:10])
+    fine = _config(corpus_file, 2)
+    fine.train.init_from = str(tmp_path / "source")
+    run = trainer.setup(fine, str(tmp_path / "fine"))
+    run.close()
+    assert any("skipping damaged checkpoint step 4" in r.getMessage() for r in caplog.records)
+    fine.train.init_from = f"{tmp_path / 'source'}:4"
+    with pytest.raises(models.ConfigError) as e:
+        trainer.setup(fine, str(tmp_path / "fine_4"))
+    message = str(e.value)
+    assert message.startswith(f"train.init_from='{tmp_path / 'source'}:4': no intact checkpoint")
+    assert message.endswith(f"name another step of that run (train.init_from={tmp_path / 'source'}"
+                            ":STEP, of [2, 4])") and "\n" not in message, message  # fmt: skip
