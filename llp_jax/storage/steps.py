@@ -245,7 +245,8 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
 
 class _QuietMissingMetadata(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Metadata file does not exist" not in record.getMessage()
+        message = record.getMessage()  # Orbax's notes on a step a reader then reports itself
+        return not ("Metadata file does not exist" in message or "Failed to get item" in message)
 
 
 def _strip_value_nodes(tree):
@@ -270,6 +271,8 @@ def load_params(directory: str | os.PathLike, step: int) -> dict:
     logging.getLogger("absl").addFilter(quiet)
     try:
         tree = checkpointer.metadata(path).item_metadata
+        if tree is None:  # Orbax logs why (quieted above) and returns nothing
+            raise CheckpointNotFoundError(f"checkpoint {path}: its arrays' metadata does not read")
         if "params" not in tree:
             raise CheckpointNotFoundError(f"checkpoint {path} has no 'params' in its state")
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
