@@ -23,8 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from llp_jax import paths
-from llp_jax.errors import first_line
-from llp_jax.storage import damaged, retention
+from llp_jax.storage import damaged, faults, retention
 from llp_jax.storage.faults import CheckpointWriteError, describe_cause, read_failure, read_fault
 from llp_jax.storage.steps import (
     DATA,
@@ -234,7 +233,7 @@ class Checkpointer:
                 cause = read_fault(e)  # ... unless it was no fault of the step
                 if cause is not None:
                     raise read_failure(candidate, self.directory, cause) from e
-                reason = f"{type(e).__name__}: {first_line(e, 300)}"
+                reason = faults.damage_reason(e)
                 bad.append(candidate)
                 if self._owner:
                     self._set_aside(candidate, reason)

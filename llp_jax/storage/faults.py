@@ -6,6 +6,8 @@ filters of background-thread errors.
 
 from __future__ import annotations
 
+import re
+
 from llp_jax.backend import out_of_memory
 from llp_jax.errors import STORAGE_ERRNOS, LLPError, first_line
 
@@ -94,3 +96,18 @@ def describe_cause(error: BaseException) -> str:
                 return cause  # (a device out of memory is RESOURCE_EXHAUSTED too: not storage)
         e = e.__cause__ or e.__context__
     return f"{type(error).__name__}: {first_line(error)}"
+
+
+_CUT_SHORT = re.compile(r"Requested byte range \[\d+, (\d+)\) is not valid for value of size (\d+)")
+_FILE = re.compile(r'local file "([^"]+)"')
+
+
+def damage_reason(error: BaseException) -> str:
+    """Why a step did not read, in words, for the warning that skips it or sets it aside:
+    tensorstore's error for an array file cut short (a copy or upload stopped part-way) is a
+    paragraph of its JSON spec, cut off before it names the file."""
+    text = str(error)
+    cut, files = _CUT_SHORT.search(text), _FILE.findall(text)
+    if cut and files:
+        return f"{files[-1]} is cut short ({cut[2]} bytes where {cut[1]} are read)"
+    return f"{type(error).__name__}: {first_line(error, 300)}"

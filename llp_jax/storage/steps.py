@@ -20,8 +20,8 @@ import jax
 import orbax.checkpoint as ocp
 
 from llp_jax import backend, paths
-from llp_jax.errors import LLPError, first_line
-from llp_jax.storage.faults import read_failure, read_fault
+from llp_jax.errors import LLPError
+from llp_jax.storage.faults import damage_reason, read_failure, read_fault
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -226,7 +226,7 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
                     cause = read_fault(e)  # ... unless it was no fault of the step
                     if cause is not None:
                         raise read_failure(step, directory, cause) from e
-                    reason = f"{type(e).__name__}: {first_line(e)}"
+                    reason = damage_reason(e)
             damaged[step] = reason
             log.warning("skipping damaged checkpoint step %d in %s: %s", step, directory, reason)
         if not moved_on or steps is not None or time.monotonic() > deadline:
