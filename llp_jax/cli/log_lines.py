@@ -15,6 +15,8 @@ import sys
 
 from absl import logging as absl_logging
 
+from llp_jax.cli import streams
+
 
 class _WarningLines(logging.Handler):
     def __init__(self):
@@ -29,7 +31,7 @@ class _WarningLines(logging.Handler):
         from tqdm import tqdm  # noqa: PLC0415  (imported by the launchers anyway)
 
         try:
-            tqdm.write(line, file=sys.stderr)
+            tqdm.write(streams.break_stdout_line() + line, file=sys.stderr)
         except (OSError, ValueError):  # stderr gone: streams.py decides what that costs
             pass
 

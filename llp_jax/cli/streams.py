@@ -80,8 +80,11 @@ class OutputGuard:
         self._stream = stream
         self.name = name
         self.lost: str | None = None
+        self.mid_line = False  # the last text written did not end its line (a streamed sample)
 
     def write(self, text: str) -> int:
+        if text:
+            self.mid_line = not text.endswith("\n")
         try:
             return self._stream.write(text)
         except OSError as e:
@@ -138,3 +141,20 @@ def _warn(stream, line: str) -> None:
         stream.flush()
     except (OSError, ValueError, AttributeError):
         pass  # that stream cannot be written either: nowhere left to say it
+
+
+def break_stdout_line() -> str:
+    """ "\n" where stdout is mid-line and goes where stderr goes (a terminal, `2>&1`): a warning
+    on stderr then starts a line of its own instead of landing inside a streamed sample's text
+    ("...where livedwarning: ..."); '' elsewhere, so stdout's own text is never changed."""
+    out, err = sys.stdout, sys.stderr
+    if not getattr(out, "mid_line", False):
+        return ""
+    try:
+        out.flush()
+        same = os.path.samestat(os.fstat(out.fileno()), os.fstat(err.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if same:
+        out.mid_line = False
+    return "\n" if same else ""

@@ -19,6 +19,7 @@ import fcntl
 import json
 import lzma
 import os
+import pathlib
 import pty
 import re
 import shlex
@@ -316,3 +317,24 @@ def test_ctrl_c_prints_the_samples_made_so_far(env, signum, rc, line):
     finally:
         watchdog.cancel()
         proc.kill()
+
+
+def test_a_warning_during_a_streamed_sample_starts_its_own_line(victim, env):
+    """A workdir trained on a GPU (attention_impl='cudnn') sampled on a CPU warns while the
+    sample streams: on a terminal (stdout and stderr one destination) the warning landed inside
+    the text ("...where livedwarning: attention: ..."); now it starts a line of its own, and
+    stdout alone (redirected apart) is the same text as before, with no line break added."""
+    for meta in pathlib.Path(victim, "checkpoints").glob("*/meta/metadata"):
+        record = json.loads(meta.read_text())
+        record["model"]["attention_impl"] = "cudnn"
+        meta.write_text(json.dumps(record))
+    args = [f"--workdir={victim}", "--prompt=It was", "--max_new_tokens=8", "--seed=3"]
+    quoted = " ".join(shlex.quote(a) for a in args)
+    together = _bash(f"{shlex.quote(PYTHON)} -m experiments.sample {quoted} 2>&1", env)
+    apart = run_cli("sample", *args, env=env)
+    assert together.rc == 0 and apart.rc == 0, (str(together), str(apart))
+    warning = "warning: attention: impl='cudnn' needs a GPU (backend is cpu); using impl='xla'"
+    assert f"\n{warning}\n" in together.stdout, together.stdout
+    body = apart.stdout.split("--- sample 0\n", 1)[1]
+    assert warning not in apart.stdout and warning in apart.stderr
+    assert together.stdout.split("--- sample 0\n", 1)[1].replace(f"\n{warning}\n", "") == body
