@@ -197,8 +197,9 @@ def newest_readable(directory: str | os.PathLike, read: Callable[[int], T],
     for as long as the trainer keeps replacing the steps being read (`REREAD_S`).
 
     Raises:
-      CheckpointNotFoundError: no step reads, with `fix` (what the caller's user can do) (or, beside a trainer that saves and deletes faster
-        than a step is read, none stayed long enough to be read).
+      CheckpointNotFoundError: no step reads (its line ends with `fix`, what the caller's
+        user can do), or, beside a trainer that saves and deletes faster than a step is read,
+        none stayed long enough to be read.
       BackendError: JAX's backend cannot start (not a fault of any step).
     """
     backend.check()  # a backend that cannot start fails every read: not the steps' fault
