@@ -76,8 +76,8 @@ def tell_update_changes(saved: dict | None, train_config: Any, step: int) -> Non
     num_steps raises the learning rate it resumes at, so the line gives both."""
     now = update_settings(train_config)
     changed = {k: v for k, v in (saved or {}).items() if k in now and v != now[k]}
-    if not changed or jax.process_index() != 0:
-        return
+    if not changed or step >= train_config.num_steps or jax.process_index() != 0:
+        return  # (a run with nothing left to train applies no update: nothing to tell)
     before = types.SimpleNamespace(**{**now, **changed})
     lr_now, lr_before = (float(make_schedule(c)(step)) for c in (train_config, before))
     line = "resuming with " + ", ".join(
