@@ -144,6 +144,11 @@ def main(argv):
     ):
         sys.exit(f"error: --authors={_AUTHORS.value} is not a checkout of MetaMain/ECPTransformer")
     n = _SEQ_LEN.value
+    if "llp" in _MODELS.value and n % _SEGMENTS.value:
+        sys.exit(f"error: --seq_len={n} must be a multiple of --segments={_SEGMENTS.value} "
+                 "(llp's segment length s = n / S)")  # fmt: skip
+    if set(_MODELS.value) & set(models.LATENT_MODELS) and n % 8:
+        sys.exit(f"error: --seq_len={n} must be a multiple of 8 (the latent models' l = n / 8)")
     prompt = np.random.default_rng(0).integers(0, 256, size=(1, n)).astype(np.int32)
     rows = []
     for name in _MODELS.value:

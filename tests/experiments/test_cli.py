@@ -138,3 +138,16 @@ def test_help_lists_the_tools_own_flags(tool):
               for line in done.stdout.splitlines() if line.startswith("  --")}  # fmt: skip
     assert listed == own, (own - listed, listed - own)
     assert "grain" not in done.stdout
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--seq_len=100", "--segments=3"], "--seq_len=100 must be a multiple of --segments=3"),
+    (["--seq_len=100", "--segments=4", "--models=perceiver_ar"], "must be a multiple of 8"),
+])  # fmt: skip
+def test_decode_benchmark_names_its_own_flags(args, says):
+    """The window a decode benchmark asks for and the flags that size its models: one line
+    naming those flags (it named model.segment_len=33, a field no flag sets)."""
+    cmd = [sys.executable, "-m", "experiments.benchmark_decode", *args, "--out=/dev/null"]
+    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and says in lines[0], done.stderr
