@@ -200,19 +200,19 @@ def test_config_overrides_may_come_before_the_config_file(server, tmp_path, corp
 
 
 def test_the_config_file_is_moved_before_its_overrides_and_nothing_else_moves():
-    from llp_jax.cli.flag_parsing import _config_first
+    from llp_jax.cli.config_flag import config_first
 
     argv = ["p", "--a=1", "--config.x=2", "--b", "--config=F", "--config.y=3", "--", "--config=G"]
-    assert _config_first(argv) == ["p", "--a=1", "--config=F", "--config.x=2", "--b",
+    assert config_first(argv) == ["p", "--a=1", "--config=F", "--config.x=2", "--b",
                                    "--config.y=3", "--", "--config=G"]  # fmt: skip
-    assert _config_first(["p", "--noconfig.z", "--config", "F"]) == ["p", "--config", "F",
+    assert config_first(["p", "--noconfig.z", "--config", "F"]) == ["p", "--config", "F",
                                                                      "--noconfig.z"]  # fmt: skip
     for same in (["p", "--config=F", "--config.x=1"], ["p", "--config.x=1"], ["p", "--config=F"]):
-        assert _config_first(same) == same
+        assert config_first(same) == same
     # a repeated --config: the last one counts, as for any absl flag
-    assert _config_first(["p", "--config=A", "--w=1", "--config=B", "--config.x=1"]) == [
+    assert config_first(["p", "--config=A", "--w=1", "--config=B", "--config.x=1"]) == [
         "p", "--w=1", "--config=B", "--config.x=1"]  # fmt: skip
-    assert _config_first(["p", "--config=A", "--config.x=1", "--config", "B"]) == [
+    assert config_first(["p", "--config=A", "--config.x=1", "--config", "B"]) == [
         "p", "--config", "B", "--config.x=1"]  # fmt: skip
 
 
