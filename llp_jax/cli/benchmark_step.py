@@ -70,6 +70,9 @@ def _main() -> None:
                                 "MetaMain/ECPTransformer (no models/ECPAttentionTransformer.py)")  # fmt: skip
     if _ROUNDS.value < 1 or _BATCH.value < 1:
         raise common.UsageError("--rounds and --batch must be >= 1")
+    if _SEQ.value % _SEGMENTS.value:
+        raise common.UsageError(f"--seq_len={_SEQ.value} must be a multiple of --segments="
+                                f"{_SEGMENTS.value} (llp's segment length s = n / S)")  # fmt: skip
     spec = step_benchmark.StepSpec(
         variants=tuple(_VARIANTS.value), rounds=_ROUNDS.value, batch=_BATCH.value,
         seq_len=_SEQ.value, segments=_SEGMENTS.value, authors=_AUTHORS.value,

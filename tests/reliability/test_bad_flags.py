@@ -27,11 +27,11 @@ LAUNCHER_FLAGS = [
     ("benchmark_decode", ["--cached_tokens=5"], "must be 2 comma-separated integers"),
     ("benchmark_decode", ["--recompute_tokens=20,4"], "first count must be below the second"),
     ("benchmark_decode", ["--repeats=0"], "--repeats=0"),
-    ("benchmark_decode", ["--segments=3", "--nolimits"], "must divide seq_len"),
+    ("benchmark_decode", ["--segments=3", "--nolimits"], "must be a multiple of --segments=3"),
     ("benchmark_decode", ["--authors=/tmp"], "--authors and --torch_python go together"),
     ("benchmark_decode", ["--authors=/tmp", "--torch_python=python"], "not a checkout"),
     ("benchmark_step", ["--variants=nope"], "--variants: unknown ['nope']"),
-    ("benchmark_step", ["--segments=3"], "must divide seq_len"),
+    ("benchmark_step", ["--segments=3"], "--seq_len=1024 must be a multiple of --segments=3"),
     ("benchmark_step", ["--rounds=-1"], "--rounds=-1"),
     (
         "benchmark_step",
