@@ -56,18 +56,9 @@ def parse_init_from(spec: str) -> tuple[str, int | None]:
     return spec, None
 
 
-def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
-    """Up front, before any data or compilation: `train.init_from` names a checkpoint, and not
-    the `target` workdir's own when --noresume is about to set that run aside."""
-    if not spec:
-        return
-    workdir, step = parse_init_from(spec)
-    if not resume and target and _same(workdir, target):
-        raise ConfigError(
-            f"train.init_from={spec!r} is this --workdir, whose run --noresume sets aside (into "
-            "previous_runs/) before training starts; train into another --workdir with "
-            f"init_from={spec!r}, or keep this one and leave out --noresume"
-        )
+def _source_steps(spec: str, workdir: str, step: int | None) -> tuple[str, list[int]]:
+    """The source's checkpoint directory and its committed steps, or one line: no run there, or
+    a run named with something after ':' that is not a step (RUN:x)."""
     directory = paths.join(workdir, "checkpoints")
     steps = committed_steps(directory)
     if not steps:
@@ -80,6 +71,22 @@ def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
             raise ConfigError(f"train.init_from={spec!r}: {tail!r} after ':' is not a step; give "
                               f"{head}:STEP, a step of {head_steps}")  # fmt: skip
         raise ConfigError(f"train.init_from={spec!r}: {no_checkpoint(directory, _NO_RUN)}")
+    return directory, steps
+
+
+def check_source(spec: str, target: str = "", *, resume: bool = True) -> None:
+    """Up front, before any data or compilation: `train.init_from` names a checkpoint, and not
+    the `target` workdir's own when --noresume is about to set that run aside."""
+    if not spec:
+        return
+    workdir, step = parse_init_from(spec)
+    if not resume and target and _same(workdir, target):
+        raise ConfigError(
+            f"train.init_from={spec!r} is this --workdir, whose run --noresume sets aside (into "
+            "previous_runs/) before training starts; train into another --workdir with "
+            f"init_from={spec!r}, or keep this one and leave out --noresume"
+        )
+    directory, steps = _source_steps(spec, workdir, step)
     if step is not None and step not in steps:
         raise ConfigError(f"train.init_from={spec!r}: no step {step} in {directory} ({steps})")
 
@@ -135,18 +142,7 @@ def init_params(spec: str, cfg: models.ModelConfig, target: nnx.State) -> tuple[
       ConfigError: no such checkpoint, or a source whose parameters do not fit `cfg`.
     """
     workdir, step = parse_init_from(spec)
-    directory = paths.join(workdir, "checkpoints")
-    steps = committed_steps(directory)
-    if not steps:
-        head, _, tail = spec.rpartition(":")
-        if (
-            step is None
-            and head
-            and (head_steps := committed_steps(paths.join(head, "checkpoints")))
-        ):
-            raise ConfigError(f"train.init_from={spec!r}: {tail!r} after ':' is not a step; give "
-                              f"{head}:STEP, a step of {head_steps}")  # fmt: skip
-        raise ConfigError(f"train.init_from={spec!r}: {no_checkpoint(directory, _NO_RUN)}")
+    directory, steps = _source_steps(spec, workdir, step)
     # Meta and weights read together: a source still training may delete the step in between.
     read = lambda at: (read_meta(directory, at), load_params(directory, at))  # noqa: E731
     fix = f"name another step of that run (train.init_from={workdir}:STEP, of {steps})"
