@@ -164,5 +164,9 @@ class Checker:
         value = getattr(self.instance, field)
         self(math.isfinite(value) and value >= low, field, f"must be >= {low}")
 
+    def seed(self, field: str) -> None:
+        value = getattr(self.instance, field)
+        self(0 <= value < 2**64, field, "must be in [0, 2**64) (a 64-bit seed)")
+
     def one_of(self, field: str, allowed) -> None:
         self(getattr(self.instance, field) in allowed, field, f"must be one of {tuple(allowed)}")

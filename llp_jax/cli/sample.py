@@ -76,7 +76,7 @@ def main(argv):
         # Every argument checked before anything loads; the vocabulary bounds once it has.
         stop_id = None if _STOP_ID.value == -1 else _STOP_ID.value
         check = dict(num_new=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
-                     top_p=_TOP_P.value, num_samples=_NUM.value, stop_id=stop_id,
+                     top_p=_TOP_P.value, num_samples=_NUM.value, stop_id=stop_id, seed=_SEED.value,
                      prefix="--")  # fmt: skip
         sample_settings.check_sampling(**check)
         if _SLIDE.value is not None and _SLIDE.value < 1:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -26,6 +24,7 @@ from llp_jax.data.txl_bytes import TxlByteTokenizer
 from llp_jax.evaluation import checkpoints, eval_data, perplexity, sample_settings, sampling
 from llp_jax.evaluation.errors import EvaluationError
 from llp_jax.evaluation.protocol_plan import check_evaluate_args, plan_protocols, protocol_list
+from llp_jax.models.inputs import seed_key
 from llp_jax.models.losses import perplexity_text
 
 
@@ -254,9 +253,8 @@ def sample_stream(
         stop_id = sample_settings.document_end(s.data)
     sample_settings.check_sampling(num_new=max_new_tokens, temperature=temperature, top_k=top_k,
                                    top_p=top_p, num_samples=num_samples, stop_id=stop_id,
-                                   vocab_size=s.config.vocab_size, new_name="max_new_tokens")  # fmt: skip
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise EvaluationError(f"seed={seed!r} must be an int")
+                                   seed=seed, vocab_size=s.config.vocab_size,
+                                   new_name="max_new_tokens")  # fmt: skip
     if not isinstance(prompt, str):
         raise EvaluationError(f"prompt must be text (a str), not a {type(prompt).__name__}; for "
                               "several prompts, sample each in its own call")  # fmt: skip
@@ -266,7 +264,7 @@ def sample_stream(
     prompt_BxP = np.repeat(ids[None], num_samples, axis=0)
     settings = dict(method=method, temperature=temperature, top_k=top_k, top_p=top_p,
                     stop_id=stop_id, pad_id=max(s.data.tokenizer.pad_id, 0), slide=slide)  # fmt: skip
-    rng = jax.random.key(seed)
+    rng = seed_key(seed)
     if whole:
         out = sampling.generate(s.model, prompt_BxP, max_new_tokens, rng, **settings)
         return prompt_BxP, iter([np.asarray(out)[:, ids.size :]])

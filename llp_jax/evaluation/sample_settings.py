@@ -12,6 +12,7 @@ from typing import Any
 
 from llp_jax import schema
 from llp_jax.evaluation.errors import EvaluationError
+from llp_jax.models.inputs import check_seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +41,15 @@ class SampleConfig:
 
     def validate(self) -> SampleConfig:
         check = schema.Checker("sample", self)
-        for field in ("num_tokens", "temperature", "top_k", "seed"):
+        for field in ("num_tokens", "temperature", "top_k"):
             check.at_least(field, 0)
+        check.seed("seed")
         check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         return self
 
 
 def check_sampling(*, num_new: int, temperature: float, top_k: int, top_p: float,
-                   num_samples: int = 1, stop_id: int | None = None,
+                   num_samples: int = 1, stop_id: int | None = None, seed: int = 0,
                    vocab_size: int | None = None, prefix: str = "",
                    new_name: str | None = None) -> None:  # fmt: skip
     """One-line EvaluationError for sampling arguments outside their range (`prefix` '--'
@@ -58,13 +60,14 @@ def check_sampling(*, num_new: int, temperature: float, top_k: int, top_p: float
         return EvaluationError(f"{prefix}{name}={value!r} {constraint}")
 
     new_name = new_name or ("max_new_tokens" if prefix else "num_new")
-    ints = {new_name: num_new, "num_samples": num_samples, "top_k": top_k}
+    ints = {new_name: num_new, "num_samples": num_samples, "top_k": top_k, "seed": seed}
     if stop_id is not None:
         ints["stop_id"] = stop_id
     for name, value in (*ints.items(), ("temperature", temperature), ("top_p", top_p)):
         kind = numbers.Integral if name in ints else numbers.Real
         if isinstance(value, bool) or not isinstance(value, kind):
             raise bad(name, value, "must be an int" if name in ints else "must be a number")
+    check_seed(seed, name=f"{prefix}seed")
     if not num_new >= 1:
         raise bad(new_name, num_new, "must be >= 1")
     if not num_samples >= 1:

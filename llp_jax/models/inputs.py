@@ -97,12 +97,34 @@ def as_model(model):
     return model
 
 
+def check_seed(seed, *, name: str = "seed") -> int:
+    """`seed` as a Python int, or one InputError line where it is not a 64-bit integer (JAX
+    raised a bare OverflowError past int64)."""
+    if not -(2**63) <= int(seed) < 2**64:
+        raise InputError(f"{name}={seed} must be a 64-bit integer (from -2**63 to 2**64 - 1)")
+    return int(seed)
+
+
+def seed_key(seed, *, name: str = "seed") -> jax.Array:
+    """The PRNG key of an int seed, all 64 bits of it: the key JAX makes with x64 on.
+
+    Without x64, `jax.random.key` keeps only a seed's low 32 bits, so seeds 0 and 2**32 (and -1
+    and 2**32 - 1) gave one key, and two runs meant to differ were one run. The seeds below 2**32
+    keep the keys they always had; a negative seed is its 64-bit two's complement, as in numpy.
+    Works inside `jit` (the key is a constant)."""
+    hi, lo = divmod(check_seed(seed, name=name) % 2**64, 2**32)
+    if jax.config.jax_default_prng_impl == "threefry2x32":  # JAX's own 64-bit seeding
+        return jax.random.wrap_key_data(np.array([hi, lo], np.uint32))
+    key = jax.random.key(lo)  # another implementation: the high half folded in
+    return key if hi == 0 else jax.random.fold_in(key, hi)
+
+
 def as_rng(rng, *, optional: bool = False, name: str = "rng"):
     """A PRNG key from a key or an int seed (numpy integers too), or None where `optional`; one
     InputError line naming the argument for anything else (a string reached `jax.random`, nnx or
     jit's argument check)."""
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        return jax.random.key(int(rng))
+        return seed_key(rng, name=name)
     if isinstance(rng, (jax.Array, np.ndarray)) or (rng is None and optional):
         return rng
     either = " (or None)" if optional else ""

@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 
 from llp_jax.errors import ConfigError
+from llp_jax.models.inputs import seed_key
 from llp_jax.training.mesh import variable_logical_axes
 
 LORA = "lora"  # the label of a parameter trained through its low-rank factors
@@ -109,7 +110,7 @@ def lora(inner: optax.GradientTransformation, labels, *, rank: int, alpha: float
     scale = float(alpha) / rank
 
     def init(params):
-        key = jax.random.key(seed)
+        key = seed_key(seed)
         count = itertools.count()  # one key per LoRA parameter, in tree order
 
         def factors(label, variable):

@@ -17,6 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from llp_jax.models import losses
+from llp_jax.models.inputs import seed_key
 from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel
 
@@ -119,7 +120,7 @@ def init_train_state(
             "step": jnp.zeros((), jnp.int32),
             "params": params,
             "opt_state": tx.init(params),
-            "rng": jax.random.key_data(jax.random.key(seed)),
+            "rng": jax.random.key_data(seed_key(seed)),
             "bad_steps": jnp.zeros((), jnp.int32),
             "last_bad_step": jnp.full((), -1, jnp.int32),
         }
