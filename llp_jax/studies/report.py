@@ -16,8 +16,10 @@ from flax import nnx
 
 from llp_jax import configs, models, paths
 from llp_jax.data import unigram_perplexity
+from llp_jax.evaluation import sample_settings
 from llp_jax.evaluation.sample_settings import END_OF_DOCUMENT, SampleConfig, document_end, shown
 from llp_jax.evaluation.sampling import generate
+from llp_jax.models.inputs import seed_key
 from llp_jax.models.losses import perplexity, perplexity_text
 from llp_jax.storage import read_jsonl
 from llp_jax.training import trainer
@@ -35,8 +37,11 @@ def train_and_evaluate(config, workdir: str, *, resume: bool = True, devices=Non
     untouched."""
     if isinstance(config, str):
         config = configs.load(config)
-    run, progress = trainer.train(config, workdir, resume=resume, devices=devices,
-                                  allow_data_change=allow_data_change, close=False)  # fmt: skip
+    end_sample_settings(config)  # before the data and the hours of training, not after them
+    run, progress = trainer.train(
+        config, workdir, resume=resume, devices=devices, allow_data_change=allow_data_change,
+        close=False, before_loop=lambda run: end_sample_settings(run.config, run.model_cfg),
+    )  # fmt: skip
     try:
         if progress["interrupted"] == "SIGINT":
             step = int(jax.device_get(run.state["step"]))
@@ -121,16 +126,32 @@ def read_summary(path: str) -> dict:
     return summary if isinstance(summary, dict) else {}
 
 
+def end_sample_settings(config, model_cfg=None) -> SampleConfig:
+    """`config.sample`, the end-of-run sample's settings, checked as `experiments.sample` checks
+    its flags (against the vocabulary once `model_cfg` is known). The report read them only
+    after the training: a `sample.top_p=2` or a `sample.top_k` past the vocabulary failed the
+    run at its end, with no summary written."""
+    section = config["sample"] if hasattr(config, "keys") and "sample" in config.keys() else None
+    sample = SampleConfig.from_any(section)
+    if sample.num_tokens:
+        sample_settings.check_sampling(
+            num_new=sample.num_tokens, temperature=sample.temperature, top_k=sample.top_k,
+            top_p=sample.top_p, seed=sample.seed, prefix="sample.", new_name="num_tokens",
+            vocab_size=getattr(model_cfg, "vocab_size", None),
+        )  # fmt: skip
+    return sample
+
+
 def end_of_run_sample(run) -> str:
     """A short continuation of `config.sample.prompt` from the trained parameters, ending at the
     end-of-document token as `experiments.sample` does (`sample_settings.document_end`)."""
-    sample = SampleConfig.from_any(run.config.get("sample"))
+    sample = end_sample_settings(run.config)
     if not sample.num_tokens:
         return ""
     model = nnx.merge(run.graphdef, gather_to_host(run.state["params"]))
     prompt = jnp.asarray(run.data.tokenizer.encode(sample.prompt or run.data.opening_words()))[None]
     out = generate(  # the model's cached decoder where it has one
-        model, prompt, sample.num_tokens, jax.random.key(sample.seed),
+        model, prompt, sample.num_tokens, seed_key(sample.seed),
         temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p,
         pad_id=int(run.data.tokenizer.pad_id), stop_id=(stop := document_end(run.data)),
     )  # fmt: skip

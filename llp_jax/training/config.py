@@ -86,8 +86,11 @@ class TrainConfig:
         for field in ("batch_size", "num_steps", "grad_accum_steps", "eval_every", "eval_batches",
                       "checkpoint_every", "keep_checkpoints", "log_every"):  # fmt: skip
             check.at_least(field, 1)
-        for field in ("warmup_steps", "halve_every", "max_bad_steps", "weight_decay", "seed"):
+        for field in ("warmup_steps", "halve_every", "max_bad_steps", "weight_decay"):
             check.at_least(field, 0)
+        check.seed("seed")
+        for field in ("num_steps", "warmup_steps", "halve_every"):  # they reach the jitted step
+            check(getattr(self, field) < 2**31, field, "must be below 2**31 (steps count in int32)")
         check(self.learning_rate > 0 and self.learning_rate < float("inf"), "learning_rate",
               "must be a positive number")  # fmt: skip
         check.one_of("schedule", SCHEDULES)

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -187,13 +188,17 @@ def smaller_step(run: Run, step: int) -> str:
 
 
 def train(config: Any, workdir: str, *, resume: bool = True, devices=None,
-          allow_data_change: bool = False, close: bool = True) -> tuple[Run, dict]:  # fmt: skip
+          allow_data_change: bool = False, close: bool = True,
+          before_loop: Callable[[Run], None] | None = None) -> tuple[Run, dict]:  # fmt: skip
     """Set-up and the whole loop; returns the run (its final state) and the loop's progress.
     With `close=False` the run keeps its checkpoints open and the workdir locked until
-    `run.close()` (the end-of-run report writes there too)."""
+    `run.close()` (the end-of-run report writes there too). `before_loop(run)` checks what
+    needs the set-up run (the report's settings against the vocabulary) before the training."""
     run = setup(config, workdir, resume=resume, devices=devices,
                 allow_data_change=allow_data_change)  # fmt: skip
     try:
+        if before_loop is not None:
+            before_loop(run)
         print(run.data.summary())
         for line in run.train.notes():
             print(line)

@@ -22,7 +22,7 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=
                max_size=12)  # fmt: skip
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(
     [0.0, -0.0, 1e-30, 1.0, -1.0, 0.5, 1e30]))  # fmt: skip
-ANY_INT = st.one_of(st.integers(-3, 5), st.sampled_from([-(2**63), 2**31, 10**18]))
+ANY_INT = st.one_of(st.integers(-3, 5), st.sampled_from([-(2**63), 2**31, 10**18, 2**64]))
 SMALL = st.integers(-2, 4)
 
 
@@ -55,7 +55,7 @@ FIELDS = {
     "model.compute_dtype": any_of("float32", "bfloat16", "int8"),
     "mesh.data": SMALL, "mesh.fsdp": SMALL, "mesh.sequence": SMALL, "mesh.tensor": SMALL,
     "sample.temperature": FLOATS, "sample.top_k": ANY_INT, "sample.top_p": FLOATS,
-    "sample.num_tokens": SMALL,
+    "sample.num_tokens": SMALL, "sample.seed": ANY_INT,
 }  # fmt: skip
 
 
