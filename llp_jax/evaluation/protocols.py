@@ -80,10 +80,14 @@ def plan_standard(N: int, window: int, stride: int, loss_start_fn) -> StandardPl
 
 
 def _batches(count: int, batch_size: int, progress: Progress | None = None):
-    """Window indices a batch at a time; `progress(done, total)` after each (a long evaluation
-    says how far it is: `experiments.evaluate`'s bar)."""
+    """(window indices, rows) a batch at a time: the rows repeat the batch's last window up to
+    one static batch shape, never more rows than there are windows (a batch_size of 8 on a
+    text of 2 windows ran 8). `progress(done, total)` after each batch (a long evaluation says
+    how far it is: `experiments.evaluate`'s bar)."""
+    batch_size = min(batch_size, count)
     for i in range(0, count, batch_size):
-        yield np.arange(i, min(i + batch_size, count))
+        idx = np.arange(i, min(i + batch_size, count))
+        yield idx, np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
         if progress is not None:
             progress(min(i + batch_size, count), count)
 
@@ -100,9 +104,8 @@ def standard_nll(model, tokens_N: np.ndarray, *, window: int, stride: int, batch
     graphdef, params = nnx.split(model)
     nll = np.full(N - 1, np.nan)
     K = len(plan.ends)
-    for idx in _batches(K, batch_size, progress):
+    for idx, rows in _batches(K, batch_size, progress):
         ends = plan.ends[idx]
-        rows = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])  # static batch shape
         starts = plan.ends[rows] - n
         inputs = np.stack([u[s : s + n] for s in starts])
         targets = np.stack([u[s + n - Q + 1 : s + n + 1] for s in starts])
@@ -130,8 +133,7 @@ def paper_window_losses(model, tokens_N: np.ndarray, *, window: int, stride: int
     Q = n - model.loss_start(n)
     graphdef, params = nnx.split(model)
     means = []
-    for idx in _batches(len(starts), batch_size, progress):
-        rows = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
+    for idx, rows in _batches(len(starts), batch_size, progress):
         w = np.stack([tokens_N[s : s + n + 1] for s in starts[rows]])
         out_BxQ = np.asarray(window_nll(graphdef, params, w[:, :-1], w[:, n - Q + 1 :]))
         means.extend(out_BxQ[: len(idx)].mean(axis=1).tolist())
@@ -174,6 +176,8 @@ def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id:
     N = len(tokens_N)
     if N < 2:
         raise EvaluationError(f"the stream has {N} token(s); perplexity needs at least 2")
+    # A chunk longer than the text runs the text, to a whole segment (not a chunk of pads).
+    chunk = min(chunk, -(-(N - 1) // cfg.segment_len) * cfg.segment_len)
     num = -(-(N - 1) // chunk)
     size = num * chunk
     inputs = np.full(size, pad_id, np.int32)  # trailing pads: causal, they change nothing before
@@ -182,7 +186,7 @@ def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id:
     graphdef, params = nnx.split(model)
     state = model.init_stream(1)
     out = []
-    for (i,) in _batches(num, 1, progress):
+    for (i,), _ in _batches(num, 1, progress):
         piece = slice(i * chunk, (i + 1) * chunk)
         nll, state = _stream_chunk(
             graphdef, params, inputs[None, piece], targets[None, piece], state

@@ -188,3 +188,30 @@ def test_progress_counts_every_batch_up_to_the_total(protocol):
     dones = [d for d, _ in calls]
     assert dones == sorted(dones) and len(set(dones)) == len(dones) and len(calls) > 1
     assert {t for _, t in calls} == {got.num_windows} and dones[-1] == got.num_windows
+
+
+@pytest.mark.parametrize("protocol", ["standard", "paper", "stream"])
+def test_a_short_text_runs_only_the_rows_and_tokens_it_has(protocol, monkeypatch):
+    """A batch_size above a text's window count (the default 8 on a paragraph given to
+    `evaluate --text`) ran batch_size rows, all but a few copies of the last window; a stream
+    chunk longer than the text (`--window=100000` for the whole book as context) ran that many
+    tokens of padding, allocated before it ran. Now the rows and the tokens the text has, with
+    the figures of a batch that fits it exactly."""
+    model, tokens = _model("llp"), _stream()
+    shapes = []
+    for name in ("window_nll", "_stream_chunk"):
+        real = getattr(protocols, name)
+        spy = lambda *a, real=real: shapes.append(a[2].shape) or real(*a)  # noqa: E731
+        monkeypatch.setattr(protocols, name, spy)
+    if protocol == "stream":
+        got = ppl.evaluate_perplexity(model, tokens, protocol="stream", window=16 * 10**6,
+                                      keep_token_nll=True)  # fmt: skip
+        run = -(-(len(tokens) - 1) // 16) * 16  # the text, to a whole segment
+        assert shapes == [(1, run)] and (got.window, got.num_windows) == (run, 1)
+        full = _nll_rows(model, tokens[None, :-1], tokens[None, 1:])[0]
+        np.testing.assert_allclose(got.token_nll, full, rtol=0, atol=1e-5)
+        return
+    got = ppl.evaluate_perplexity(model, tokens, protocol=protocol, batch_size=1000)
+    K = got.num_windows
+    assert 1 < K < 1000 and [s[0] for s in shapes] == [K]
+    assert ppl.evaluate_perplexity(model, tokens, protocol=protocol, batch_size=K).loss == got.loss
