@@ -68,10 +68,9 @@ def check_sampling(*, num_new: int, temperature: float, top_k: int, top_p: float
         if isinstance(value, bool) or not isinstance(value, kind):
             raise bad(name, value, "must be an int" if name in ints else "must be a number")
     check_seed(seed, name=f"{prefix}seed")
-    if not num_new >= 1:
-        raise bad(new_name, num_new, "must be >= 1")
-    if not num_samples >= 1:
-        raise bad("num_samples", num_samples, "must be >= 1")
+    for name, value in ((new_name, num_new), ("num_samples", num_samples)):
+        if not 1 <= value < 2**31:  # positions and rows count in int32 (past it: a traceback)
+            raise bad(name, value, "must be >= 1" if value < 1 else "must be below 2**31")
     if not temperature >= 0 or temperature == float("inf"):
         raise bad("temperature", temperature, "must be a number >= 0 (0 = greedy)")
     if not 0 < top_p <= 1:

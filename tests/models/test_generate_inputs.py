@@ -26,6 +26,8 @@ def model():
         ({"top_p": None}, "top_p=None must be a number"),
         ({"rng": "a"}, "rng='a' must be a PRNG key or an int seed"),
         ({"rng": 1.5}, "rng=1.5"),
+        ({"num_new": 2**31}, "num_new=2147483648 must be below 2"),  # a jitted OverflowError
+        ({"rng": 2**64}, "rng=18446744073709551616 must be a 64-bit integer"),
     ],
 )
 @pytest.mark.parametrize("generate", ["generate", "generate_stream"])

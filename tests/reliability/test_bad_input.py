@@ -210,6 +210,8 @@ SAMPLE_FLAGS = [
     ("--stop_id=99999999", "--stop_id=99999999 must be a token id in [0, 258]"),
     ("--stop_id=-2", "--stop_id=-2"),  # (-1: never stop)
     ("--num_samples=0", "--num_samples=0"),
+    ("--max_new_tokens=3000000000", "--max_new_tokens=3000000000 must be below 2**31"),
+    ("--num_samples=100000000000000000000", "--num_samples=100000000000000000000 must be below"),
     ("--seed=18446744073709551616", "--seed=18446744073709551616 must be a 64-bit integer"),
     ("--seed=-9223372036854775809", "--seed=-9223372036854775809 must be a 64-bit integer"),
     ("--slide=0", "--slide=0"),
