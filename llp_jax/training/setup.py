@@ -198,7 +198,9 @@ def _build(config, workdir, model_fields, data_config, train, mesh_config, mesh,
     with nnx.use_eager_sharding(False):
         abstract_params = nnx.split(nnx.eval_shape(factory))[1]
     tx, trained = finetune.optimizer(make_optimizer(train, train.num_steps), abstract_params, train)
-    graphdef, state, shardings = steps.init_train_state(factory, tx, mesh, train.seed)
+    graphdef, state, shardings = steps.init_train_state(
+        factory, tx, mesh, train.seed, batch_tokens=local_batch * (model_cfg.seq_len + 1)
+    )
     train_step = steps.make_train_step(
         graphdef,
         tx,

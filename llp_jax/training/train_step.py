@@ -18,8 +18,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from llp_jax.models import losses
 from llp_jax.models.inputs import seed_key
+from llp_jax.training import memory_fit, sequence_parallel
 from llp_jax.training import mesh as mesh_lib
-from llp_jax.training import sequence_parallel
 
 # {'step': int32[], 'params': nnx.State, 'opt_state': optax state, 'rng': uint32 key data,
 #  'bad_steps': int32[] (non-finite steps skipped so far), 'last_bad_step': int32[]}
@@ -106,9 +106,11 @@ def accumulate_gradients(
 
 
 def init_train_state(
-    model_factory: Callable[[], nnx.Module], tx: optax.GradientTransformation, mesh: Mesh, seed: int
-) -> tuple[nnx.GraphDef, TrainState, Any]:
-    """Creates parameters and optimizer state directly in their shardings.
+    model_factory: Callable[[], nnx.Module], tx: optax.GradientTransformation, mesh: Mesh,
+    seed: int, *, batch_tokens: int = 0, memory: tuple[int, str] | None = None,
+) -> tuple[nnx.GraphDef, TrainState, Any]:  # fmt: skip
+    """Creates parameters and optimizer state directly in their shardings, once their shards
+    and a batch of `batch_tokens` ids are known to fit the devices' memory (`memory_fit`).
 
     Returns:
       (graphdef, state, state_shardings).
@@ -129,6 +131,7 @@ def init_train_state(
         graphdef = nnx.split(nnx.eval_shape(model_factory))[0]
         abstract = jax.eval_shape(init)
         shardings = mesh_lib.state_shardings(abstract, mesh)
+        memory_fit.check_fits(abstract, shardings, mesh, batch_tokens=batch_tokens, memory=memory)
         state = jax.jit(init, out_shardings=shardings)()
     return graphdef, state, shardings
 

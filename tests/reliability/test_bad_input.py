@@ -198,6 +198,22 @@ def test_config_file_paths(server, tmp_path):
                                      "--workdir=w"), "model.name='foo'")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "override",
+    ["model.d_model=100000", "model.num_layers=100000000000000000000",
+     "model.mlp_ratio=100000000000000000000", "train.batch_size=100000000000000000000"],
+)  # fmt: skip
+def test_a_run_that_cannot_fit_the_memory_is_one_line_before_it_allocates(override, server, corpus_file,
+                                                                 tmp_path):  # fmt: skip
+    """tests/training/test_memory_fit.py: d_model=100000 hung in its first step under a
+    ulimit; the others were tracebacks from jit's lowering and from inside Grain."""
+    args = tiny_args(tmp_path / "w", corpus_file)
+    heads = ["--config.model.num_heads=4"] if "d_model" in override else []
+    result = server.run("train", *args, f"--config.{override}", *heads)
+    assert_one_line_error(result, "needs at least", "of memory")
+    assert not list((tmp_path / "w" / "checkpoints").glob("*"))
+
+
 SAMPLE_FLAGS = [
     ("--top_p=0", "--top_p=0.0 must be in (0, 1]"),
     ("--top_p=1.5", "--top_p=1.5"),
