@@ -255,6 +255,9 @@ def as_dict(cfg: ModelConfig) -> Mapping[str, Any]:
 # How a model runs, not what it computes: a checkpoint's weights serve any of these (a run
 # resumed with remat='full' after running out of memory, or on a GPU with attention_impl='cudnn').
 EXECUTION_FIELDS = ("attention_impl", "compute_dtype", "remat")
+# Regularisation of training alone: the weights, the optimizer state and inference are the same
+# with any value, so a resume may change them (dropout added once a run starts to overfit).
+TRAINING_FIELDS = ("dropout", "cross_attend_dropout")
 
 
 def differences(saved: ModelConfig, given: ModelConfig, *, ignore=()) -> list[str]:

@@ -20,10 +20,12 @@ from llp_jax.training.optimizer import make_schedule
 def check_model(saved: dict, model_cfg: models.ModelConfig, directory: str) -> None:
     """A resumed run trains the checkpoint's model: a field that changes what it computes is a
     one-line error naming each difference; its execution fields (remat, compute_dtype,
-    attention_impl: what a run out of memory, or moved to a GPU, changes) may differ."""
+    attention_impl: what a run out of memory, or moved to a GPU, changes) and its dropout may
+    differ, each change said."""
+    free = models.config.EXECUTION_FIELDS + models.config.TRAINING_FIELDS
     try:
         before = models.ModelConfig.from_any(saved)
-        diffs = models.config.differences(before, model_cfg, ignore=models.config.EXECUTION_FIELDS)
+        diffs = models.config.differences(before, model_cfg, ignore=free)
     except LLPError:  # written by another llp_jax version
         before, diffs = None, [f"{saved} (checkpoint) vs {models.config.as_dict(model_cfg)}"]
     if diffs:
@@ -32,7 +34,7 @@ def check_model(saved: dict, model_cfg: models.ModelConfig, directory: str) -> N
             f"{'; '.join(diffs)}; set those back, use another --workdir, or --noresume"
         )
     changed = [f"model.{name}={getattr(model_cfg, name)!r} (was {getattr(before, name)!r})"
-               for name in models.config.EXECUTION_FIELDS
+               for name in free
                if getattr(before, name) != getattr(model_cfg, name)]  # fmt: skip
     if changed and jax.process_index() == 0:
         print(f"resuming with {', '.join(changed)}")

@@ -71,7 +71,7 @@ def test_resume_refuses_a_different_model_not_another_way_to_run_it(corpus_file,
                                                                      capsys):  # fmt: skip
     """A field that changes what the model computes is refused, each one named; remat,
     compute_dtype and attention_impl may change (the out-of-memory message suggests
-    remat='full' and a rerun to resume: that resume used to be refused)."""
+    remat='full' and a rerun to resume: that resume used to be refused), and so may dropout."""
     config = small_config(corpus_file, num_steps=2)
     run = trainer.setup(config, str(tmp_path / "w"))
     trainer.train_loop(run)
@@ -92,6 +92,13 @@ def test_resume_refuses_a_different_model_not_another_way_to_run_it(corpus_file,
     assert run.start_step == 2
     out = capsys.readouterr().out
     assert "resuming with model.compute_dtype='bfloat16' (was 'float32'), model.remat='full'" in out
+    # Dropout regularises training only: added once a run overfits, it resumes (was refused).
+    config.model.dropout, config.train.num_steps = 0.1, 4
+    run = trainer.setup(config, str(tmp_path / "w"))
+    trainer.train_loop(run)
+    run.close()
+    assert run.start_step == 3 and run.model_cfg.dropout == 0.1
+    assert "resuming with model.dropout=0.1 (was 0.0)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("before,after", [(8, 4), (4, 8), (8, 6)])
