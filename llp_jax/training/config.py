@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from llp_jax import schema
 from llp_jax.data.config import DataConfig
@@ -104,9 +105,20 @@ class TrainConfig:
         check.at_least("lora_rank", 0)
         check(0 < self.lora_alpha < float("inf"), "lora_alpha", "must be a positive number")
         check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+        # The optimizer computes in float32: a setting valid as a float64 may not be as a float32
+        # (every such run went non-finite, blamed on the learning rate).
+        below_one = float(np.nextafter(np.float32(1), np.float32(0)))
         for field in ("b1", "b2"):
-            check(0.0 <= getattr(self, field) < 1.0, field, "must be in [0, 1)")
-        check(self.eps > 0, "eps", "must be > 0")
+            value = getattr(self, field)
+            check(0.0 <= value < 1.0, field, "must be in [0, 1)")
+            check(np.float32(value) < 1, field, f"is 1.0 in float32, the optimizer's precision "
+                  f"(Adam divides by 1 - {field}^t); at most {below_one:.8f}")  # fmt: skip
+        tiny = float(np.finfo(np.float32).tiny)
+        check(self.eps >= tiny, "eps", f"must be >= {tiny:.4g}, a normal float32 (below it the "
+              "optimizer's eps is 0, and a weight with no gradient yet steps by 0/0 = NaN)")  # fmt: skip
+        check(self.learning_rate * self.weight_decay < 1, "weight_decay",
+              f"times learning_rate={self.learning_rate} must be below 1 (AdamW shrinks every "
+              "weight by that fraction of itself each step)")  # fmt: skip
         check(self.clip_norm == self.clip_norm, "clip_norm", "must be a number (<= 0: no clip)")
         check(
             self.batch_size % self.grad_accum_steps == 0,

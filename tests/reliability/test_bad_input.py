@@ -31,6 +31,13 @@ TRAIN_VALUES = [
     ("train.learning_rate=inf", "train.learning_rate=inf"),
     ("train.schedule=foo", "train.schedule='foo' must be one of"),
     ("train.b2=1.5", "train.b2=1.5"),
+    # Valid as float64, not as the optimizer's float32 (each went non-finite, blamed on the lr).
+    ("train.b2=0.9999999999", "train.b2=0.9999999999 is 1.0 in float32", "at most 0.99999994"),
+    ("train.eps=1e-50", "train.eps=1e-50 must be >= 1.175e-38, a normal float32"),
+    (
+        "train.weight_decay=1e30",
+        "train.weight_decay=1e+30 times learning_rate=0.002 must be below 1",
+    ),
     ("train.min_lr_ratio=2", "train.min_lr_ratio"),
     ("train.trainable=(", "train.trainable"),
     ("train.seed=99999999999999999999", "train.seed=99999999999999999999 must be in [0, 2**64)"),
