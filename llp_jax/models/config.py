@@ -17,7 +17,9 @@ from llp_jax import schema
 from llp_jax.errors import ConfigError
 from llp_jax.models.attention import IMPLEMENTATIONS
 from llp_jax.models.base import LanguageModel, need
+from llp_jax.models.dropout import LEVELS, quantised
 from llp_jax.models.registry import MODEL_NAMES, model_class
+from llp_jax.models.rotary import inv_freq
 
 __all__ = ["ConfigError", "ModelConfig", "as_dict", "code_faithful"]
 
@@ -193,6 +195,12 @@ class ModelConfig:
             f"num_heads={self.num_heads} must divide d_model={self.d_model}",
         )
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+        need(quantised(self.dropout) < 1.0, f"dropout={self.dropout} is 1 at the masks' "
+             f"resolution of 1/{LEVELS} (every value dropped: a NaN step); at most 0.99998")  # fmt: skip
+        with np.errstate(all="ignore"):
+            freqs = inv_freq(self.d_model // self.num_heads, self.rope_theta)
+        need(bool(np.all(np.isfinite(freqs))), f"rope_theta={self.rope_theta} "
+             "gives RoPE frequencies past float32 (a NaN step); the usual base is 10000")  # fmt: skip
         need(
             0.0 <= self.cross_attend_dropout < 1.0,
             f"cross_attend_dropout={self.cross_attend_dropout} must be in [0, 1)",

@@ -130,6 +130,12 @@ def test_perplexity_window_arguments_are_checked_for_every_protocol(model, kwarg
         (lambda: models.tiny("llp", num_layers=2.0), "model.num_layers=2.0 must be an int"),
         (lambda: models.tiny("llp", dropout="0.1"), "model.dropout='0.1' must be a float"),
         (lambda: models.tiny("llp", shared_kv=1), "model.shared_kv=1 must be a bool"),
+        # Valid as numbers, not as what the model computes with (each was a NaN first step).
+        (lambda: models.tiny("llp", dropout=0.9999999999), "is 1 at the masks' resolution"),
+        (lambda: models.tiny("llp", rope_theta=1e-50), "rope_theta=1e-50 gives RoPE freq"),
+        (lambda: models.tiny("llp", rope_theta=0.0), "rope_theta=0.0 gives RoPE frequencies"),
+        (lambda: models.tiny("llp", rope_theta=-2.0), "rope_theta=-2.0 gives RoPE frequencies"),
+        (lambda: models.tiny("llp", rope_theta=float("nan")), "rope_theta=nan gives RoPE"),
         (lambda: llp_jax.build("llp"), "not a str; e.g. llp_jax.models.tiny\\('llp'\\)"),
         (lambda: llp_jax.build(3), "not a int"),
         (

@@ -66,6 +66,8 @@ TRAIN_VALUES = [
     ("model.segment_len=7", "segment_len"),
     ("model.name=foo", "model.name='foo'"),
     ("model.dropout=1.5", "model.dropout"),
+    ("model.dropout=0.9999999999", "dropout=0.9999999999 is 1 at the masks' resolution"),
+    ("model.rope_theta=1e-50", "rope_theta=1e-50 gives RoPE frequencies past float32"),
     ("mesh.data=0", "mesh config"),
     ("mesh.fsdp=-2", "mesh config"),
     # The suggestion: a field whose words hold the name, else one spelt like it, else the list.
