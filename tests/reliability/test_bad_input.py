@@ -31,24 +31,8 @@ TRAIN_VALUES = [
     ("train.learning_rate=inf", "train.learning_rate=inf"),
     ("train.schedule=foo", "train.schedule='foo' must be one of"),
     ("train.b2=1.5", "train.b2=1.5"),
-    # Valid as float64, not as the optimizer's float32 (each went non-finite, blamed on the lr).
-    ("train.b2=0.9999999999", "train.b2=0.9999999999 is 1.0 in float32", "at most 0.99999994"),
-    ("train.eps=1e-50", "train.eps=1e-50 must be >= 1.175e-38, a normal float32"),
-    (
-        "train.weight_decay=1e30",
-        "train.weight_decay=1e+30 times learning_rate=0.002 must be below 1",
-    ),
     ("train.min_lr_ratio=2", "train.min_lr_ratio"),
     ("train.trainable=(", "train.trainable"),
-    ("train.seed=99999999999999999999", "train.seed=99999999999999999999 must be in [0, 2**64)"),
-    ("train.seed=-1", "train.seed=-1 must be in [0, 2**64)"),
-    ("train.num_steps=3000000000", "train.num_steps=3000000000 must be below 2**31"),
-    ("train.warmup_steps=2147483648", "train.warmup_steps=2147483648 must be below 2**31"),
-    ("train.halve_every=100000000000000000000", "train.halve_every=100000000000000000000 must"),
-    ("sample.top_p=2", "sample.top_p=2.0 must be in (0, 1]"),
-    ("sample.temperature=-1", "sample.temperature=-1.0 must be >= 0"),
-    ("sample.top_k=1000", "sample.top_k=1000 must be <= the vocabulary size 259"),
-    ("sample.seed=18446744073709551616", "sample.seed=18446744073709551616 must be in [0, 2**64)"),
     ("train.init_from=/nowhere", "train.init_from"),
     ("train.num_steps=abc", "num_steps"),
     ("data.tokenizer=foo", "data.tokenizer='foo'"),
@@ -66,8 +50,6 @@ TRAIN_VALUES = [
     ("model.segment_len=7", "segment_len"),
     ("model.name=foo", "model.name='foo'"),
     ("model.dropout=1.5", "model.dropout"),
-    ("model.dropout=0.9999999999", "dropout=0.9999999999 is 1 at the masks' resolution"),
-    ("model.rope_theta=1e-50", "rope_theta=1e-50 gives RoPE frequencies past float32"),
     ("mesh.data=0", "mesh config"),
     ("mesh.fsdp=-2", "mesh config"),
     # The suggestion: a field whose words hold the name, else one spelt like it, else the list.
@@ -207,22 +189,6 @@ def test_config_file_paths(server, tmp_path):
                                      "--workdir=w"), "model.name='foo'")  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "override",
-    ["model.d_model=100000", "model.num_layers=100000000000000000000",
-     "model.mlp_ratio=100000000000000000000", "train.batch_size=100000000000000000000"],
-)  # fmt: skip
-def test_a_run_that_cannot_fit_the_memory_is_one_line_before_it_allocates(override, server, corpus_file,
-                                                                 tmp_path):  # fmt: skip
-    """tests/training/test_memory_fit.py: d_model=100000 hung in its first step under a
-    ulimit; the others were tracebacks from jit's lowering and from inside Grain."""
-    args = tiny_args(tmp_path / "w", corpus_file)
-    heads = ["--config.model.num_heads=4"] if "d_model" in override else []
-    result = server.run("train", *args, f"--config.{override}", *heads)
-    assert_one_line_error(result, "needs at least", "of memory")
-    assert not list((tmp_path / "w" / "checkpoints").glob("*"))
-
-
 SAMPLE_FLAGS = [
     ("--top_p=0", "--top_p=0.0 must be in (0, 1]"),
     ("--top_p=1.5", "--top_p=1.5"),
@@ -235,10 +201,6 @@ SAMPLE_FLAGS = [
     ("--stop_id=99999999", "--stop_id=99999999 must be a token id in [0, 258]"),
     ("--stop_id=-2", "--stop_id=-2"),  # (-1: never stop)
     ("--num_samples=0", "--num_samples=0"),
-    ("--max_new_tokens=3000000000", "--max_new_tokens=3000000000 must be below 2**31"),
-    ("--num_samples=100000000000000000000", "--num_samples=100000000000000000000 must be below"),
-    ("--seed=18446744073709551616", "--seed=18446744073709551616 must be a 64-bit integer"),
-    ("--seed=-9223372036854775809", "--seed=-9223372036854775809 must be a 64-bit integer"),
     ("--slide=0", "--slide=0"),
     ("--method=fast", "--method"),
     (

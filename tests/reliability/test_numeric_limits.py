@@ -1,0 +1,75 @@
+"""Values valid as numbers but not as the machine's numbers: seeds past 64 bits, step and
+token counts past the int32 counters, optimizer and model settings that round to a NaN step in
+float32, and sizes past any memory. Each was a traceback from inside JAX or Grain, a NaN step
+blamed on the learning rate, or a hang; each is one `error:` line before any work, through the
+real programs, and the run read is untouched (split from test_bad_input.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.cli import assert_one_line_error
+from tests.reliability.conftest import params_digest, tiny_args
+
+TRAIN_VALUES = [
+    ("train.seed=99999999999999999999", "train.seed=99999999999999999999 must be in [0, 2**64)"),
+    ("train.seed=-1", "train.seed=-1 must be in [0, 2**64)"),
+    ("train.num_steps=3000000000", "train.num_steps=3000000000 must be below 2**31"),
+    ("train.warmup_steps=2147483648", "train.warmup_steps=2147483648 must be below 2**31"),
+    ("train.halve_every=100000000000000000000", "train.halve_every=100000000000000000000 must"),
+    # Valid as float64, not as the optimizer's float32 (each went non-finite, blamed on the lr).
+    ("train.b2=0.9999999999", "train.b2=0.9999999999 is 1.0 in float32", "at most 0.99999994"),
+    ("train.eps=1e-50", "train.eps=1e-50 must be >= 1.175e-38, a normal float32"),
+    (
+        "train.weight_decay=1e30",
+        "train.weight_decay=1e+30 times learning_rate=0.002 must be below 1",
+    ),
+    ("model.dropout=0.9999999999", "dropout=0.9999999999 is 1 at the masks' resolution"),
+    ("model.rope_theta=1e-50", "rope_theta=1e-50 gives RoPE frequencies past float32"),
+    # The end-of-run sample's settings, checked before the training (they failed after it).
+    ("sample.top_p=2", "sample.top_p=2.0 must be in (0, 1]"),
+    ("sample.temperature=-1", "sample.temperature=-1.0 must be >= 0"),
+    ("sample.top_k=1000", "sample.top_k=1000 must be <= the vocabulary size 259"),
+    ("sample.seed=18446744073709551616", "sample.seed=18446744073709551616 must be in [0, 2**64)"),
+]
+
+
+@pytest.mark.parametrize("case", TRAIN_VALUES, ids=[c[0] for c in TRAIN_VALUES])
+def test_train_config_values(case, server, victim, corpus_file):
+    override, *fragments = case
+    before = params_digest(victim)
+    result = server.run("train", *tiny_args(victim, corpus_file), f"--config.{override}")
+    assert_one_line_error(result, *fragments)
+    assert params_digest(victim) == before
+
+
+SAMPLE_FLAGS = [
+    ("--max_new_tokens=3000000000", "--max_new_tokens=3000000000 must be below 2**31"),
+    ("--num_samples=100000000000000000000", "--num_samples=100000000000000000000 must be below"),
+    ("--seed=18446744073709551616", "--seed=18446744073709551616 must be a 64-bit integer"),
+    ("--seed=-9223372036854775809", "--seed=-9223372036854775809 must be a 64-bit integer"),
+]
+
+
+@pytest.mark.parametrize("case", SAMPLE_FLAGS, ids=[c[0] for c in SAMPLE_FLAGS])
+def test_sampler_arguments(case, server, victim):
+    flag, fragment = case
+    before = params_digest(victim)
+    assert_one_line_error(server.run("sample", f"--workdir={victim}", flag), fragment)
+    assert params_digest(victim) == before
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.d_model=100000", "model.num_layers=100000000000000000000",
+     "model.mlp_ratio=100000000000000000000", "train.batch_size=100000000000000000000"],
+)  # fmt: skip
+def test_a_run_that_cannot_fit_the_memory_is_one_line_before_it_allocates(override, server,
+                                                                          corpus_file, tmp_path):  # fmt: skip
+    """tests/training/test_memory_fit.py: d_model=100000 hung in its first step under a
+    ulimit; the others were tracebacks from jit's lowering and from inside Grain."""
+    args = tiny_args(tmp_path / "w", corpus_file)
+    heads = ["--config.model.num_heads=4"] if "d_model" in override else []
+    result = server.run("train", *args, f"--config.{override}", *heads)
+    assert_one_line_error(result, "needs at least", "of memory")
+    assert not list((tmp_path / "w" / "checkpoints").glob("*"))
