@@ -36,6 +36,7 @@ from llp_jax.evaluation.protocols import (
     paper_problem,
     paper_window_losses,
     standard_nll,
+    stream_chunk,
     stream_nll,
     stream_problem,
 )
@@ -226,7 +227,8 @@ def evaluate_perplexity(
             token_nll=None,
         )
     if protocol == "stream":
-        with memory_fix(f"give a smaller window (the stream's chunk, now {n} tokens)"):
+        with memory_fix(f"give a smaller window (the stream's chunk, now "
+                        f"{stream_chunk(cfg, n, N)} tokens)"):  # fmt: skip
             nll, num, chunk = stream_nll(model, tokens_N, chunk=window, pad_id=pad_id,
                                          progress=progress)  # fmt: skip
         total = float(nll.sum())

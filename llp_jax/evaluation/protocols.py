@@ -158,6 +158,12 @@ def stream_problem(cfg, chunk: int) -> str | None:
     return None
 
 
+def stream_chunk(cfg, chunk: int, N: int) -> int:
+    """The chunk the stream protocol runs over N tokens: a chunk longer than the text runs the
+    text, to a whole segment (a chunk of pads was allocated and run)."""
+    return min(chunk, -(-(N - 1) // cfg.segment_len) * cfg.segment_len)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _stream_chunk(graphdef, params, inputs_1xC, targets_1xC, state):
     logits_1xCxV, state = nnx.merge(graphdef, params).stream(inputs_1xC, state)
@@ -176,8 +182,7 @@ def stream_nll(model, tokens_N: np.ndarray, *, chunk: int | None = None, pad_id:
     N = len(tokens_N)
     if N < 2:
         raise EvaluationError(f"the stream has {N} token(s); perplexity needs at least 2")
-    # A chunk longer than the text runs the text, to a whole segment (not a chunk of pads).
-    chunk = min(chunk, -(-(N - 1) // cfg.segment_len) * cfg.segment_len)
+    chunk = stream_chunk(cfg, chunk, N)
     num = -(-(N - 1) // chunk)
     size = num * chunk
     inputs = np.full(size, pad_id, np.int32)  # trailing pads: causal, they change nothing before

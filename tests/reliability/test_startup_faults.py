@@ -222,22 +222,26 @@ LIMITED = ("prlimit", f"--as={6 << 30}")
         ("train", {"steps": 6, "train__batch_size": 1 << 16},
          ("training, by step 5", "train.batch_size=65536", "train.grad_accum_steps=1",
           "the last checkpoint (step 4) is intact: rerun to resume from it")),
-        ("evaluate", ("--batch_size=10000000",),
+        # A text of 8M tokens: the rows never outnumber its windows, nor a stream chunk its
+        # tokens (the victim's own text, a few thousand tokens, now fits at any batch_size).
+        ("evaluate", ("--batch_size=10000000", "--protocols=standard", "--text=BIG"),
          ("lower batch_size=10000000 (windows of 64 tokens per forward pass)",)),
-        ("evaluate", ("--protocols=stream", "--window=1000000000"),
-         ("give a smaller window (the stream's chunk, now 1000000000 tokens)",)),
+        ("evaluate", ("--protocols=stream", "--window=1000000000", "--text=BIG"),
+         ("give a smaller window (the stream's chunk, now 8000016 tokens)",)),  # + end of text
         ("sample", ("--num_samples=1000000", "--max_new_tokens=4"),
          ("generate fewer rows at once (the prompt has 1000000; sample: --num_samples)",)),
     ],
 )  # fmt: skip
 def test_out_of_memory_names_what_to_make_smaller(victim, trained, env, corpus_file, program,
-                                                  flags, fragments):  # fmt: skip
+                                                  flags, fragments, tmp_path):  # fmt: skip
     """Each of these printed JAX's RESOURCE_EXHAUSTED / 'Out of memory allocating' traceback;
     the trainer's run stops at the last checkpoint, which nothing touches."""
     if program == "train":
         argv = tiny_args(victim, corpus_file, **flags)
     else:
-        argv = [f"--workdir={victim}", *flags]
+        big = tmp_path / "big.txt"
+        big.write_text("the cat sat on the mat. " * (8_000_000 // 24) + "x" * 9)
+        argv = [f"--workdir={victim}", *(f.replace("BIG", str(big)) for f in flags)]
     result = run_cli(program, *argv, env=env, prefix=LIMITED)
     assert_one_line_error(result, "error: out of memory (", *fragments)
     _untouched(victim, trained)
