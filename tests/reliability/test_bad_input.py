@@ -13,6 +13,7 @@ import pytest
 from llp_jax import configs
 from llp_jax.errors import LLPError
 from tests.helpers.cli import assert_one_line_error
+from tests.reliability import test_numeric_limits
 from tests.reliability.conftest import TINY, params_digest, tiny_args
 
 # (override, fragments of the error) for `train` on the victim workdir.
@@ -80,6 +81,9 @@ TRAIN_VALUES = [
     ("model.lr=0.1", "did you mean --config.train.learning_rate?"),
     ("nosuch.x=1", "--config.nosuch.x"),
 ]
+
+
+TRAIN_VALUES += test_numeric_limits.TRAIN_VALUES
 
 
 @pytest.mark.parametrize("case", TRAIN_VALUES, ids=[c[0] for c in TRAIN_VALUES])
@@ -210,6 +214,9 @@ SAMPLE_FLAGS = [
     ("--prompt_file=/", "--prompt_file=/ is a folder"),
     ("--prompt_file=/dev/null", "--prompt_file=/dev/null holds no text"),
 ]
+
+
+SAMPLE_FLAGS += test_numeric_limits.SAMPLE_FLAGS
 
 
 @pytest.mark.parametrize("case", SAMPLE_FLAGS, ids=[c[0] for c in SAMPLE_FLAGS])
