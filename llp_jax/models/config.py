@@ -19,7 +19,7 @@ from llp_jax.models.attention import IMPLEMENTATIONS
 from llp_jax.models.base import LanguageModel, need
 from llp_jax.models.dropout import LEVELS, quantised
 from llp_jax.models.registry import MODEL_NAMES, model_class
-from llp_jax.models.rotary import inv_freq
+from llp_jax.models.rotary import finite_frequencies
 
 __all__ = ["ConfigError", "ModelConfig", "as_dict", "code_faithful"]
 
@@ -188,6 +188,11 @@ class ModelConfig:
         need(
             self.name in MODEL_NAMES, f"name={self.name!r} is unknown; choose one of {MODEL_NAMES}"
         )
+        # Sizes become array dimensions and positions, ids are looked up: all count in int32
+        # (past it, a traceback from numpy or jit's lowering, or a table of 2**62 entries).
+        for field in _INT_FIELDS:
+            value = getattr(self, field)
+            need(value < 2**31, f"{field}={value} must be below 2**31 (sizes and ids are int32)")
         for field in ("vocab_size", "seq_len", "num_layers", "d_model", "num_heads", "mlp_ratio"):
             need(getattr(self, field) >= 1, f"{field}={getattr(self, field)} must be >= 1")
         need(
@@ -197,9 +202,7 @@ class ModelConfig:
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
         need(quantised(self.dropout) < 1.0, f"dropout={self.dropout} is 1 at the masks' "
              f"resolution of 1/{LEVELS} (every value dropped: a NaN step); at most 0.99998")  # fmt: skip
-        with np.errstate(all="ignore"):
-            freqs = inv_freq(self.d_model // self.num_heads, self.rope_theta)
-        need(bool(np.all(np.isfinite(freqs))), f"rope_theta={self.rope_theta} "
+        need(finite_frequencies(self.head_dim, self.rope_theta), f"rope_theta={self.rope_theta} "
              "gives RoPE frequencies past float32 (a NaN step); the usual base is 10000")  # fmt: skip
         need(
             0.0 <= self.cross_attend_dropout < 1.0,
@@ -238,6 +241,9 @@ class ModelConfig:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+_INT_FIELDS = tuple(
+    f.name for f in dataclasses.fields(ModelConfig) if schema.field_kind(f) == "int"
+)
 
 
 def code_faithful(cfg: Any) -> ModelConfig:

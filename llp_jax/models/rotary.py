@@ -33,9 +33,19 @@ _TWO_PI = decimal.Decimal(
 
 def inv_freq(head_dim: int, theta: float) -> np.ndarray:
     """theta^(-2i / D), i < D / 2, in float32 (the authors' frequencies)."""
-    return (1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))).astype(
-        np.float32
-    )
+    return _inv_freq(np.arange(0, head_dim, 2, dtype=np.float32), head_dim, theta)
+
+
+def _inv_freq(even_i: np.ndarray, head_dim: int, theta: float) -> np.ndarray:
+    return (1.0 / (theta ** (even_i / head_dim))).astype(np.float32)
+
+
+def finite_frequencies(head_dim: int, theta: float) -> bool:
+    """Whether every frequency of `inv_freq` is finite. theta^(-x) is monotone in x, so the two
+    ends decide, and a config check never builds the table of a huge head (d_model=2**30)."""
+    ends_2i = np.array([0, max(head_dim - 2, 0)], np.float32)
+    with np.errstate(all="ignore"):
+        return bool(np.all(np.isfinite(_inv_freq(ends_2i, head_dim, theta))))
 
 
 @functools.lru_cache(maxsize=64)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import numpy as np
 import pytest
 from flax import nnx
 
 from llp_jax import models
+from llp_jax.models import rotary
 from tests.helpers.models import make_config
 
 
@@ -166,6 +168,42 @@ def test_bad_config_raises_one_line_error(name, overrides, field):
         msg = str(info.value)
         assert "\n" not in msg, msg
         assert field in msg, f"message does not name {field!r}: {msg}"
+
+
+INT_FIELDS = [f.name for f in dataclasses.fields(models.ModelConfig) if f.type == "int"]
+
+
+@pytest.mark.parametrize("field", INT_FIELDS)
+@pytest.mark.parametrize("value", [2**31, 10**20])
+def test_sizes_and_ids_past_int32_are_one_line(field, value):
+    """Every size and id counts in int32: past it, d_model=1e20 was a numpy traceback from the
+    RoPE check, seq_len and the rest tracebacks from numpy or jit's lowering."""
+    cfg = dataclasses.replace(make_config("llp"), **{field: value})
+    with pytest.raises(models.ConfigError, match=rf"^model.{field}={value} must be below 2\*\*31"):
+        cfg.validate()
+
+
+def test_a_huge_head_is_checked_without_building_its_frequency_table():
+    """The RoPE check looks at the two ends of the frequencies only: validating a head of 2**30
+    values built a 2 GB table (2**29 float32 frequencies, then their float64 powers)."""
+    import tracemalloc  # noqa: PLC0415
+
+    cfg = dataclasses.replace(make_config("llp"), d_model=2**31 - 2, num_heads=1, rope_theta=1e-50)
+    tracemalloc.start()
+    try:
+        with pytest.raises(models.ConfigError, match="rope_theta=1e-50 gives RoPE frequencies"):
+            cfg.validate()
+        assert tracemalloc.get_traced_memory()[1] < 2**20
+    finally:
+        tracemalloc.stop()
+    with np.errstate(all="ignore"):  # the full tables of the cases below overflow on purpose
+        for head_dim, theta in [(2, -5.0), (2, float("nan")), (64, 1e50), (64, float("inf"))]:
+            assert np.all(np.isfinite(rotary.inv_freq(head_dim, theta)))
+            assert rotary.finite_frequencies(head_dim, theta)
+        for head_dim, theta in [(64, -5.0), (64, 0.0), (64, float("nan")), (64, 1e-50),
+                                (4, 1e-90)]:  # fmt: skip
+            assert not np.all(np.isfinite(rotary.inv_freq(head_dim, theta)))
+            assert not rotary.finite_frequencies(head_dim, theta)
 
 
 def test_odd_head_dim_rejected_even_with_first_layer_rope():

@@ -23,6 +23,8 @@ TRAIN_VALUES = [
     ("train.eps=1e-50", "train.eps=1e-50 must be >= 1.175e-38, a normal float32"),
     ("model.dropout=0.9999999999", "dropout=0.9999999999 is 1 at the masks' resolution"),
     ("model.rope_theta=1e-50", "rope_theta=1e-50 gives RoPE frequencies past float32"),
+    ("model.d_model=100000000000000000000", "model.d_model=100000000000000000000 must be below"),
+    ("model.seq_len=2147483648", "model.seq_len=2147483648 must be below 2**31"),
     # The end-of-run sample's settings, checked before the training (they failed after it).
     ("sample.top_p=2", "sample.top_p=2.0 must be in (0, 1]"),
     ("sample.temperature=-1", "sample.temperature=-1.0 must be >= 0"),
