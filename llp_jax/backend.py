@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from llp_jax.errors import LLPError, first_line
 
@@ -64,6 +65,36 @@ def memory_fix(fix: str | Callable[[], str]):
         raise OutOfMemoryError(
             f"out of memory ({memory}); {fix if isinstance(fix, str) else fix()}"
         ) from e
+
+
+def device_memory(devices: Sequence[Any]) -> tuple[int, str] | None:
+    """(bytes, a name) of the memory these devices of this process have together; None where
+    it is not known. CPU devices share the host's memory (its cgroup's limit where lower)."""
+    import jax  # noqa: PLC0415
+
+    local = [d for d in devices if d.process_index == jax.process_index()]
+    if all(d.platform == "cpu" for d in local):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+            try:
+                total = min(total, int(open(path).read().strip()))
+            except (OSError, ValueError):  # absent, or "max"
+                pass
+        return total, "this host's memory"
+    try:
+        limits = [d.memory_stats()["bytes_limit"] for d in local]
+    except (AttributeError, KeyError, TypeError, RuntimeError):
+        return None
+    return sum(limits), f"the memory of {len(local)} {local[0].device_kind}"
+
+
+def size_text(n: float) -> str:
+    """Bytes for a message: '4.1 KB', '2.9 TB', '2.4e+14 TB' (sizes past any memory)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            break
+        n /= 1000
+    return f"{n} B" if unit == "B" else f"{n:,.1f} {unit}" if n < 1e6 else f"{n:.1e} {unit}"
 
 
 class BackendError(LLPError, RuntimeError):

@@ -17,14 +17,13 @@ refused; what it lets through may still run out of memory in its step (the train
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 from flax import nnx
 from jax.sharding import Mesh
 
+from llp_jax import backend
 from llp_jax.errors import ConfigError
 
 _FIX = ("train a smaller model (model.d_model, model.num_layers, model.mlp_ratio), a smaller "
@@ -45,46 +44,20 @@ def state_bytes(abstract: Any, shardings: Any, mesh: Mesh) -> int:
     return local * sum(jax.tree.leaves(per_device))
 
 
-def device_memory(devices: Sequence[jax.Device]) -> tuple[int, str] | None:
-    """(bytes, a name) of the memory these devices of this process have together; None where
-    it is not known. CPU devices share the host's memory (its cgroup's limit where lower)."""
-    local = [d for d in devices if d.process_index == jax.process_index()]
-    if all(d.platform == "cpu" for d in local):
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-            try:
-                total = min(total, int(open(path).read().strip()))
-            except (OSError, ValueError):  # absent, or "max"
-                pass
-        return total, "this host's memory"
-    try:
-        limits = [d.memory_stats()["bytes_limit"] for d in local]
-    except (AttributeError, KeyError, TypeError, RuntimeError):
-        return None
-    return sum(limits), f"the memory of {len(local)} {local[0].device_kind}"
-
-
 def check_fits(abstract: Any, shardings: Any, mesh: Mesh, *, batch_tokens: int = 0,
                memory: tuple[int, str] | None = None) -> None:  # fmt: skip
     """One ConfigError line where the state's shards and a batch of `batch_tokens` int32 ids
     need more than `memory` ((bytes, name); None: the devices' own)."""
-    memory = memory or device_memory(list(mesh.devices.flat))
+    memory = memory or backend.device_memory(list(mesh.devices.flat))
     if memory is None:
         return
     state, batch = state_bytes(abstract, shardings, mesh), 4 * batch_tokens
     if state + batch <= memory[0]:
         return
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract["params"]))
+    size = backend.size_text
     raise ConfigError(
-        f"this run needs at least {_size(state + batch)} of memory, more than the "
-        f"{_size(memory[0])} of {memory[1]}: its train state {_size(state)} (the weights and "
-        f"optimizer moments of {params:,} parameters), the batch's tokens {_size(batch)}; {_FIX}"
+        f"this run needs at least {size(state + batch)} of memory, more than the "
+        f"{size(memory[0])} of {memory[1]}: its train state {size(state)} (the weights and "
+        f"optimizer moments of {params:,} parameters), the batch's tokens {size(batch)}; {_FIX}"
     )
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1000
-    raise AssertionError("unreachable")

@@ -14,7 +14,7 @@ import jax
 import optax
 import pytest
 
-from llp_jax import models
+from llp_jax import backend, models
 from llp_jax.errors import LLPError
 from llp_jax.training import memory_fit
 from llp_jax.training import mesh as mesh_lib
@@ -66,5 +66,5 @@ def test_a_state_past_the_memory_is_one_line_naming_its_size_and_the_fixes():
 
 
 def test_the_host_s_memory_is_found():
-    total, name = memory_fit.device_memory(jax.devices()[:1])
+    total, name = backend.device_memory(jax.devices()[:1])
     assert 2**28 < total < 2**50 and "memory" in name
