@@ -21,23 +21,17 @@ from llp_jax.studies import benchmark, benchmark_report
 _D = benchmark.BenchSpec()
 _MODELS = flags.DEFINE_list("models", list(_D.models), "Models to measure.")
 _SEQ_LENS = common.int_list_flag("seq_lens", _D.seq_lens, "Sequence lengths n.")
-_TOKENS = flags.DEFINE_integer(
+_TOKENS = common.count_flag(
     "tokens_per_step", _D.tokens_per_step, "Tokens per train step.", lower_bound=1
 )
-_D_MODEL = flags.DEFINE_integer("d_model", _D.d_model, "Width.", lower_bound=1)
-_LAYERS = flags.DEFINE_integer("num_layers", _D.num_layers, "Layers.", lower_bound=1)
-_HEADS = flags.DEFINE_integer("num_heads", _D.num_heads, "Heads.", lower_bound=1)
-_SEGMENT = flags.DEFINE_integer(
-    "segment_len", _D.segment_len, "llp segment length s.", lower_bound=1
-)
-_LATENT = flags.DEFINE_integer(
-    "latent_len", _D.latent_len, "perceiver_ar latents l.", lower_bound=1
-)
-_GROUP = flags.DEFINE_integer(
-    "group_len", _D.group_len, "s2attn group G (0 = n / 4).", lower_bound=0
-)
+_D_MODEL = common.count_flag("d_model", _D.d_model, "Width.", lower_bound=1)
+_LAYERS = common.count_flag("num_layers", _D.num_layers, "Layers.", lower_bound=1)
+_HEADS = common.count_flag("num_heads", _D.num_heads, "Heads.", lower_bound=1)
+_SEGMENT = common.count_flag("segment_len", _D.segment_len, "llp segment length s.", lower_bound=1)
+_LATENT = common.count_flag("latent_len", _D.latent_len, "perceiver_ar latents l.", lower_bound=1)
+_GROUP = common.count_flag("group_len", _D.group_len, "s2attn group G (0 = n / 4).", lower_bound=0)
 _IMPL = flags.DEFINE_string("attention_impl", _D.attention_impl, "ModelConfig.attention_impl.")
-_STEPS = flags.DEFINE_integer("steps", _D.steps, "Timed steps per point (median).", lower_bound=1)
+_STEPS = common.count_flag("steps", _D.steps, "Timed steps per point (median).", lower_bound=1)
 _BUDGET = flags.DEFINE_float(
     "point_budget_s", _D.point_budget_s, "Timing seconds per point.", lower_bound=0
 )

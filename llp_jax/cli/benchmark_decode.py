@@ -38,18 +38,18 @@ from llp_jax.studies.machine import cpu_name
 from llp_jax.studies.step_benchmark import StepSpec
 from llp_jax.studies.step_workers import AuthorsWorker
 
-_SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "n, the model's window.", lower_bound=1)
-_SEGMENTS = flags.DEFINE_integer(
+_SEQ_LEN = common.count_flag("seq_len", 2048, "n, the model's window.", lower_bound=1)
+_SEGMENTS = common.count_flag(
     "segments", 8, "S: LLP segments per window (s = n / S).", lower_bound=1
 )
-_D_MODEL = flags.DEFINE_integer("d_model", 128, "Width.", lower_bound=1)
-_LAYERS = flags.DEFINE_integer("num_layers", 4, "Layers.", lower_bound=1)
+_D_MODEL = common.count_flag("d_model", 128, "Width.", lower_bound=1)
+_LAYERS = common.count_flag("num_layers", 4, "Layers.", lower_bound=1)
 _MODELS = flags.DEFINE_list("models", ["llp"], "Models to time (llp, transformer, perceiver_ar).")
 _CACHED = common.int_list_flag(
     "cached_tokens", [64, 576], "G1, G2 for the cached decoders.", count=2
 )
 _RECOMPUTE = common.int_list_flag("recompute_tokens", [4, 20], "G1, G2 for recompute.", count=2)
-_REPEATS = flags.DEFINE_integer(
+_REPEATS = common.count_flag(
     "repeats", 3, "Timed runs per point; the fastest counts.", lower_bound=1
 )
 _LIMITS = flags.DEFINE_bool("limits", True, "Add the table at the authors' config.")

@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import flags
 from flax import nnx
 
 from llp_jax import models, paths
@@ -40,12 +39,12 @@ from llp_jax.training import mesh as mesh_lib
 from llp_jax.training import sequence_parallel as sp
 from llp_jax.training.train_step import next_token_loss
 
-_BUDGET = flags.DEFINE_integer("budget_mib", 256, "Memory budget per device, MiB.", lower_bound=1)
-_SEGMENT = flags.DEFINE_integer("segment_len", 128, "s, LLP segment length.", lower_bound=1)
-_D_MODEL = flags.DEFINE_integer("d_model", 128, "Width.", lower_bound=1)
-_LAYERS = flags.DEFINE_integer("num_layers", 4, "Layers.", lower_bound=1)
-_DEVICES = flags.DEFINE_integer("devices", 8, "Devices of the sequence axis.", lower_bound=1)
-_MAX_LEN = flags.DEFINE_integer("max_len", 1 << 17, "Stop doubling here.", lower_bound=1)
+_BUDGET = common.count_flag("budget_mib", 256, "Memory budget per device, MiB.", lower_bound=1)
+_SEGMENT = common.count_flag("segment_len", 128, "s, LLP segment length.", lower_bound=1)
+_D_MODEL = common.count_flag("d_model", 128, "Width.", lower_bound=1)
+_LAYERS = common.count_flag("num_layers", 4, "Layers.", lower_bound=1)
+_DEVICES = common.count_flag("devices", 8, "Devices of the sequence axis.", lower_bound=1)
+_MAX_LEN = common.count_flag("max_len", 1 << 17, "Stop doubling here.", lower_bound=1)
 _OUT = common.output_flag("out", "experiments/results/sequence_parallel.md", "Markdown output.")
 
 MiB = 1 << 20

@@ -23,14 +23,12 @@ from llp_jax.studies import step_benchmark, step_report
 
 _VARIANTS = flags.DEFINE_list("variants", list(step_benchmark.VARIANTS),
                               f"Ours to time, of {list(step_benchmark.VARIANTS)}.")  # fmt: skip
-_ROUNDS = flags.DEFINE_integer(
+_ROUNDS = common.count_flag(
     "rounds", 5, "Timed rounds (one step of every variant each).", lower_bound=1
 )
-_BATCH = flags.DEFINE_integer("batch", 8, "Batch size.", lower_bound=1)
-_SEQ = flags.DEFINE_integer("seq_len", 1024, "n.", lower_bound=1)
-_SEGMENTS = flags.DEFINE_integer(
-    "segments", 4, "LLP segments per window (s = n / S).", lower_bound=1
-)
+_BATCH = common.count_flag("batch", 8, "Batch size.", lower_bound=1)
+_SEQ = common.count_flag("seq_len", 1024, "n.", lower_bound=1)
+_SEGMENTS = common.count_flag("segments", 4, "LLP segments per window (s = n / S).", lower_bound=1)
 _AUTHORS = flags.DEFINE_string("authors", "", "A checkout of MetaMain/ECPTransformer.")
 _TORCH = flags.DEFINE_string("torch_python", "", "A Python with torch and einops installed.")
 _FLAG_SETS = flags.DEFINE_multi_string(

@@ -78,9 +78,23 @@ def command_line(program: str) -> str:
     return f"python -m experiments.{program} {shlex.join(sys.argv[1:])}".strip()
 
 
+# Sizes and counts become array dimensions, positions and int32 counters: past 2**31 - 1 each
+# was a traceback from numpy (array too big) or jit's lowering, found by the first array built.
+MAX_COUNT = 2**31 - 1
+
+
+def count_flag(name: str, default: int | None, help: str, *, lower_bound: int | None = 1):
+    """An integer flag for a size or a count: in [lower_bound, 2**31 - 1] at parse time (None:
+    no lower bound, left to the program's own check and message)."""
+    holder = flags.DEFINE_integer(name, default, help, lower_bound=lower_bound)
+    flags.register_validator(name, lambda value: value is None or value <= MAX_COUNT,
+                             f"--{name} must be below 2**31 (sizes and counts are int32)")  # fmt: skip
+    return holder
+
+
 def int_list_flag(name: str, default, help: str, *, minimum: int = 1, count: int | None = None):
-    """A comma-separated list of integers >= `minimum` (exactly `count` of them when given);
-    anything else is a one-line flag error at parse time."""
+    """A comma-separated list of integers in [`minimum`, 2**31 - 1] (exactly `count` of them when
+    given); anything else is a one-line flag error at parse time."""
     holder = flags.DEFINE_list(name, [str(v) for v in default], help)
 
     def check(values) -> bool:
@@ -88,11 +102,13 @@ def int_list_flag(name: str, default, help: str, *, minimum: int = 1, count: int
             ints = [int(v) for v in values]
         except (TypeError, ValueError):
             return False
-        return all(v >= minimum for v in ints) and (count is None or len(ints) == count)
+        return all(minimum <= v <= MAX_COUNT for v in ints) and (
+            count is None or len(ints) == count
+        )
 
     many = f"{count} " if count else ""
     flags.register_validator(name, check, f"--{name} must be {many}comma-separated integers "
-                                          f">= {minimum}")  # fmt: skip
+                                          f"from {minimum} to 2**31 - 1")  # fmt: skip
     return holder
 
 

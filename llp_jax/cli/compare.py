@@ -33,7 +33,7 @@ _VARIANTS = flags.DEFINE_list(
     "variants", None, f"Subset of {[v.label for v in compare_spec.VARIANTS]}, or of the extra rows "
     f"{[v.label for v in (*compare_spec.CODE_VARIANTS, *compare_spec.PRECISION_VARIANTS)]}.",
 )  # fmt: skip
-_STEPS = flags.DEFINE_integer(
+_STEPS = common.count_flag(
     "num_steps",
     None,
     "Override the number of training steps (with --study: of the 'tokens' "

@@ -41,10 +41,16 @@ _TO = common.output_flag(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "The llp_jax workdir.")
 _MODEL = flags.DEFINE_string("model", None, "Model name, where the tensors do not say.")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "n, where neither tensors nor file name say.")
-_LATENT = flags.DEFINE_integer("latent_len", None, "l of perceiver_ar / enhanced_v1..v3.")
-_SEGMENTS = flags.DEFINE_integer("segments", None, "llp: S = n / s; enhanced_v2: S_h.")
-_STEP = flags.DEFINE_integer("step", None, "Export this step (default: the newest).")
+_SEQ_LEN = common.count_flag(
+    "seq_len", None, "n, where neither tensors nor file name say.", lower_bound=None
+)
+_LATENT = common.count_flag(
+    "latent_len", None, "l of perceiver_ar / enhanced_v1..v3.", lower_bound=None
+)
+_SEGMENTS = common.count_flag(
+    "segments", None, "llp: S = n / s; enhanced_v2: S_h.", lower_bound=None
+)
+_STEP = common.count_flag("step", None, "Export this step (default: the newest).", lower_bound=None)
 _PLAIN = flags.DEFINE_bool("plain", False, "Export a plain state dict, not a save_model file.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite",

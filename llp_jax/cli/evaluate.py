@@ -25,16 +25,26 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config: the data settings, and the model if there is no workdir."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its newest checkpoint).")
-_STEP = flags.DEFINE_integer("step", None, "Evaluate this checkpoint step instead of the newest.")
+_STEP = common.count_flag(
+    "step", None, "Evaluate this checkpoint step instead of the newest.", lower_bound=None
+)
 _SPLIT = flags.DEFINE_enum("split", "validation", ["train", "validation", "test"], "Split.")
 _PROTOCOLS = flags.DEFINE_list(
     "protocols", None, "standard, paper, stream (default: all that apply to the model)."
 )
-_WINDOW = flags.DEFINE_integer("window", None, "Window n (default model seq_len; stream: chunk).")
-_STRIDE = flags.DEFINE_integer("stride", None, "Standard protocol stride (default n/2, <= l).")
-_PAPER_STRIDE = flags.DEFINE_integer("paper_stride", None, "Paper protocol stride (default n/2).")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Windows per forward pass.")
-_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 0, "Evaluate only the first tokens (0 = all).")
+_WINDOW = common.count_flag(
+    "window", None, "Window n (default model seq_len; stream: chunk).", lower_bound=None
+)
+_STRIDE = common.count_flag(
+    "stride", None, "Standard protocol stride (default n/2, <= l).", lower_bound=None
+)
+_PAPER_STRIDE = common.count_flag(
+    "paper_stride", None, "Paper protocol stride (default n/2).", lower_bound=None
+)
+_BATCH = common.count_flag("batch_size", 8, "Windows per forward pass.", lower_bound=None)
+_MAX_TOKENS = common.count_flag(
+    "max_tokens", 0, "Evaluate only the first tokens (0 = all).", lower_bound=None
+)
 _OUT = common.output_flag("out", None, "JSON output path.")
 _TEXT = flags.DEFINE_string(
     "text",

@@ -41,7 +41,7 @@ def parse(argv):
 
 
 _FLAG_DEFINITION = re.compile(
-    r"(?:DEFINE_\w+|output_flag|int_list_flag)\(\s*\"(\w+)\"|(compilation_cache)_flag\(\)"
+    r"(?:DEFINE_\w+|output_flag|int_list_flag|count_flag)\(\s*\"(\w+)\"|(compilation_cache)_flag\(\)"
 )
 
 

@@ -3,16 +3,12 @@
 python -m experiments.model_summary [--batch_size=2] [--out=experiments/results/zoo.md]
 """
 
-from absl import flags
-
 from llp_jax import paths
 from llp_jax.cli import common
 from llp_jax.models import count_params, paper_llp
 from llp_jax.studies.zoo import zoo_table
 
-_BATCH = flags.DEFINE_integer(
-    "batch_size", 2, "Batch size of the timed forward pass.", lower_bound=1
-)
+_BATCH = common.count_flag("batch_size", 2, "Batch size of the timed forward pass.", lower_bound=1)
 _OUT = common.output_flag("out", "", "Also write the table to this Markdown file.")
 
 

@@ -43,7 +43,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config (data settings; no workdir: an untrained model)."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its newest checkpoint).")
-_STEP = flags.DEFINE_integer("step", None, "Sample from this checkpoint step, not the newest.")
+_STEP = common.count_flag(
+    "step", None, "Sample from this checkpoint step, not the newest.", lower_bound=None
+)
 _PROMPT = flags.DEFINE_string(
     "prompt", "", "Prompt text ('' = the first words of the workdir's validation text)."
 )
@@ -54,20 +56,23 @@ _PROMPT_FILE = flags.DEFINE_string(
 _ALLOW = flags.DEFINE_bool(
     "allow_data_change", False, "Use a --config data section other than the workdir's."
 )
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate.")
-_NUM = flags.DEFINE_integer("num_samples", 1, "Continuations to draw (one batch).")
+_MAX_NEW = common.count_flag("max_new_tokens", 200, "Tokens to generate.", lower_bound=None)
+_NUM = common.count_flag("num_samples", 1, "Continuations to draw (one batch).", lower_bound=None)
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 = greedy.")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = all).")
+_TOP_K = common.count_flag("top_k", 0, "Keep the k most likely tokens (0 = all).", lower_bound=None)
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass (1 = all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_STOP_ID = flags.DEFINE_integer(
+_STOP_ID = common.count_flag(
     "stop_id",
     None,
     "Stop a sample at this token id (default: the end-of-document token where "
     "the run's data ends each document with one; -1: never).",
+    lower_bound=None,
 )
 _METHOD = flags.DEFINE_enum("method", "auto", ["auto", "cached", "recompute"], "Decoder.")
-_SLIDE = flags.DEFINE_integer("slide", None, "perceiver_ar: window advance when full (default l).")
+_SLIDE = common.count_flag(
+    "slide", None, "perceiver_ar: window advance when full (default l).", lower_bound=None
+)
 
 
 def main(argv):

@@ -30,12 +30,16 @@ _ALLOW = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host: host:port of process 0 (see WORKSPACE.md)."
 )
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process' index.")
+_NUM_PROCESSES = common.count_flag(
+    "num_processes", None, "Multi-host: number of processes.", lower_bound=None
+)
+_PROCESS_ID = common.count_flag(
+    "process_id", None, "Multi-host: this process' index.", lower_bound=None
+)
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host with auto-detected cluster (TPU pod, SLURM, ...)."
 )
-_TIMEOUT = flags.DEFINE_integer(
+_TIMEOUT = common.count_flag(
     "distributed_timeout",
     300,
     "Multi-host: seconds to wait for every process to join.",

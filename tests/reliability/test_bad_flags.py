@@ -5,6 +5,7 @@ and the fix, caught when the flags are read, before any work (split from test_ba
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.reliability.conftest import TINY, tiny_args
 
 # (program, flags, fragment): the benchmark and study launchers, bad flags of every kind (a
 # bound, a list of integers, a name, a combination) and bad sizes the model config rejects.
+BIG = 10**20
 LAUNCHER_FLAGS = [
     ("compare", ["--variants=nope"], "--variants: ['nope'] unknown"),
     ("compare", ["--study=big"], "--study='big' must be one of"),
@@ -51,7 +53,30 @@ LAUNCHER_FLAGS = [
     ),
     ("benchmark_sequence_parallel", ["--devices=0"], "--devices=0"),
     ("model_summary", ["--batch_size=0"], "--batch_size=0"),
+    # Sizes past int32: each was a traceback from numpy ("Maximum allowed dimension exceeded")
+    # or jit's lowering, at the first array built from it.
+    ("model_summary", [f"--batch_size={BIG}"], "--batch_size must be below 2**31"),
+    ("benchmark", [f"--seq_lens={BIG}"], "--seq_lens must be comma-separated integers from 1"),
+    ("benchmark", [f"--tokens_per_step={BIG}"], "--tokens_per_step must be below 2**31"),
+    ("benchmark", [f"--d_model={BIG}"], "--d_model must be below 2**31"),
+    ("benchmark_decode", [f"--seq_len={BIG}"], "--seq_len must be below 2**31"),
+    ("benchmark_decode", [f"--num_layers={BIG}"], "--num_layers must be below 2**31"),
+    ("benchmark_step", [f"--batch={BIG}"], "--batch must be below 2**31"),
+    ("benchmark_sequence_parallel", [f"--max_len={BIG}"], "--max_len must be below 2**31"),
+    ("convert", [f"--seq_len={BIG}", "--workdir=w"], "--seq_len must be below 2**31"),
 ]
+
+
+def test_every_integer_flag_of_the_programs_is_bounded():
+    """Every integer flag is a `common.count_flag` (below 2**31), so no size or count flag added
+    later reaches an array unbounded; the seeds alone count in 64 bits (`check_seed`)."""
+    cli = os.path.join(os.path.dirname(__file__), "..", "..", "llp_jax", "cli")
+    plain = []
+    for name in sorted(os.listdir(cli)):
+        if name.endswith(".py") and name != "common.py":
+            text = open(os.path.join(cli, name)).read()
+            plain += [(name, flag) for flag in re.findall(r'DEFINE_integer\(\s*"(\w+)"', text)]
+    assert plain == [("sample.py", "seed")]
 
 
 @pytest.mark.parametrize(
@@ -60,7 +85,7 @@ LAUNCHER_FLAGS = [
 def test_launcher_flags(case, server, tmp_path):
     program, argv, fragment = case
     out = tmp_path / "out.md"
-    extra = [] if program == "model_summary" else [f"--out={out}"]
+    extra = [] if program in ("model_summary", "convert") else [f"--out={out}"]
     result = server.run(program, *argv, *extra)
     assert_one_line_error(result, fragment)
     assert not out.exists()
