@@ -202,6 +202,9 @@ class ModelConfig:
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
         need(quantised(self.dropout) < 1.0, f"dropout={self.dropout} is 1 at the masks' "
              f"resolution of 1/{LEVELS} (every value dropped: a NaN step); at most 0.99998")  # fmt: skip
+        need(self.dropout == 0.0 or quantised(self.dropout) > 0.0, f"dropout={self.dropout} is "
+             f"0 at the masks' resolution of 1/{LEVELS} (nothing dropped, at dropout's cost); "
+             f"0, or at least {1 / LEVELS:.3g}")  # fmt: skip
         need(finite_frequencies(self.head_dim, self.rope_theta), f"rope_theta={self.rope_theta} "
              "gives RoPE frequencies past float32 (a NaN step); the usual base is 10000")  # fmt: skip
         need(

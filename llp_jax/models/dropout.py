@@ -39,19 +39,36 @@ def _fmix32(h: jax.Array) -> jax.Array:
     return h ^ (h >> 16)
 
 
+# Words one 32-bit index can number. A larger mask (a global batch of a pod: the attention
+# probabilities of 1024 windows of the paper's LLP) numbers its trailing axes within a row and
+# hashes the row's index into the second seed word; masks up to this size are unchanged by that.
+MAX_WORDS = 1 << 32
+
+
 def random_words(rng: jax.Array, shape) -> jax.Array:
     """uint32 words of `shape`, uniform and independent for dropout's purposes: the hash of each
-    element's row-major index under two seed words drawn from `rng`."""
+    element's row-major index under two seed words drawn from `rng`. Past MAX_WORDS, the index
+    within a row of the trailing axes, under the second word hashed with the row's index (a
+    bijection: every row has its own)."""
     shape = tuple(shape)
-    if math.prod(shape) > 1 << 32:
-        raise ValueError(f"dropout mask of shape {shape} has more than 2**32 words")
+    split = next(k for k in range(len(shape) + 1) if math.prod(shape[k:]) <= MAX_WORDS)
+    if math.prod(shape[:split]) > MAX_WORDS:
+        raise ValueError(f"dropout mask of shape {shape} has more than 2**64 words")
     seed = jax.random.bits(rng, (2,), jnp.uint32)
+    second = seed[1] if split == 0 else _fmix32(_index(shape, range(split)) ^ seed[1])
+    return _fmix32(_fmix32(_index(shape, range(split, len(shape))) ^ seed[0]) + second)
+
+
+def _index(shape: tuple[int, ...], axes: range) -> jax.Array:
+    """The row-major index over `axes` (trailing ones of their range vary fastest), broadcast to
+    `shape`, in uint32 (it wraps only past MAX_WORDS, which `random_words` never lets happen)."""
     index = jnp.zeros(shape, jnp.uint32)
     stride = 1
-    for axis in range(len(shape) - 1, -1, -1):
-        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+    for axis in reversed(axes):  # (a stride of 2**32 is of a length-1 axis: its iota is 0)
+        step = jnp.uint32(stride % (1 << 32))
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * step
         stride *= shape[axis]
-    return _fmix32(_fmix32(index ^ seed[0]) + seed[1])
+    return index
 
 
 def keep_mask(rng: jax.Array, rate: float, shape) -> jax.Array:

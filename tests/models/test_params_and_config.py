@@ -145,6 +145,8 @@ BAD_CONFIGS = [
     ("s2attn", {"group_len": 1, "seq_len": 128}, "group_len"),
     ("s2attn", {"num_heads": 1}, "num_heads"),
     ("transformer", {"dropout": 1.0}, "dropout"),
+    ("transformer", {"dropout": 1e-6}, "dropout=1e-06 is 0 at the masks' resolution"),
+    ("transformer", {"dropout": 0.9999999999}, "dropout=0.9999999999 is 1 at the masks'"),
     ("transformer", {"vocab_size": 0}, "vocab_size"),
     ("transformer", {"num_layers": 0}, "num_layers"),
 ]
