@@ -39,10 +39,18 @@ def sample_logits(
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> jax.Array:
-    """Draws one token per row. temperature 0 = greedy; top_k 0 / top_p 1 = no truncation."""
+    """Draws one token per row. temperature 0 = greedy; top_k 0 / top_p 1 = no truncation.
+
+    Any positive temperature and top_p draw: a temperature of 1e-40 (a float32 subnormal, 0 on
+    a CPU that flushes them) or a top_p of 1e-40 tends to greedy, where dividing the logits
+    gave inf - inf = NaN and top_p compared with a flushed 0 kept no token: either drew token 0
+    (or another fixed id) at every step."""
     if temperature == 0.0:
         return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-    logits = logits_BxV.astype(jnp.float32) / temperature
+    logits = logits_BxV.astype(jnp.float32)
+    # The best logit at 0, the rest <= 0: divided by any temperature, none is NaN or +inf.
+    logits = logits - jnp.max(logits, axis=-1, keepdims=True)
+    logits = logits / max(temperature, float(jnp.finfo(jnp.float32).tiny))
     neg_inf = jnp.finfo(jnp.float32).min
     if top_k:
         kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
@@ -51,7 +59,7 @@ def sample_logits(
         sorted_desc = jnp.sort(logits, axis=-1)[:, ::-1]
         probs = jax.nn.softmax(sorted_desc, axis=-1)
         # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
-        keep = jnp.cumsum(probs, axis=-1) - probs < top_p
+        keep = (jnp.cumsum(probs, axis=-1) - probs < top_p).at[:, 0].set(True)
         cutoff = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < cutoff, neg_inf, logits)
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)

@@ -206,3 +206,20 @@ def test_a_stream_of_stopped_rows_ends_early():
     out = np.concatenate(blocks, axis=1)
     assert out.shape[1] == 10_000 and (out[:, 40:] == stop).all()
     assert len(blocks) < 40  # the stop ended the loop; no call for each of the 10,000 steps
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1e-40, 1.0), (1e-300, 1.0), (1e-38, 1.0),
+                                               (0.8, 1e-40), (0.8, 1e-300), (1e-40, 1e-40)])  # fmt: skip
+def test_the_smallest_temperatures_and_top_p_tend_to_greedy(temperature, top_p):
+    """`sample --temperature=1e-40` drew token 2 at every step, `--top_p=1e-40` token 0: the
+    logits over a subnormal temperature were inf - inf = NaN, and top_p, flushed to 0 in
+    float32, kept no token. Both are the limit of sampling: greedy."""
+    logits = jax.random.normal(jax.random.key(0), (16, 259)) * 5.0
+    greedy = np.asarray(jnp.argmax(logits, axis=-1))
+    for seed in range(3):
+        drawn = sampling.sample_logits(logits, jax.random.key(seed), temperature=temperature,
+                                       top_p=top_p)  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(drawn), greedy)
+    # Huge ones still draw from (nearly) every token, never NaN.
+    wide = sampling.sample_logits(logits, jax.random.key(1), temperature=1e30)
+    assert len(set(np.asarray(wide).tolist())) > 8
