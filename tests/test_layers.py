@@ -20,6 +20,7 @@ from tests.helpers import REPO
 LAYERS = {
     "errors": 0,
     "caches": 0,
+    "strict_json": 0,
     "schema": 1,
     "url_clients": 1,
     "backend": 1,

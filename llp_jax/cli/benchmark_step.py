@@ -11,13 +11,12 @@ Writes experiments/results/step_benchmark.md (and .json). See llp_jax/studies/st
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from absl import flags
 
-from llp_jax import paths
+from llp_jax import paths, strict_json
 from llp_jax.cli import common
 from llp_jax.studies import step_benchmark, step_report
 
@@ -83,7 +82,7 @@ def _main() -> None:
     text = step_report.markdown(result, command, time.perf_counter() - start)
     paths.write_text(_OUT.value, text)
     paths.write_text(os.path.splitext(_OUT.value)[0] + ".json",
-                     json.dumps({"command": command, **result}, indent=1))  # fmt: skip
+                     strict_json.dumps({"command": command, **result}, indent=1))  # fmt: skip
     print(text)
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
 
-from llp_jax import models, paths
+from llp_jax import models, paths, strict_json
 from llp_jax.data import count_words
 from llp_jax.data.tokenizer_specs import their_vocabulary
 from llp_jax.data.txl_bytes import TxlByteTokenizer
@@ -214,7 +213,7 @@ def write_json(path: str, s: Setup, split: str, results) -> None:
         "corpus": s.data.corpus.name,
         "results": [r.to_dict() for r in results],
     }
-    paths.write_text(path, json.dumps(report, indent=2) + "\n")
+    paths.write_text(path, strict_json.dumps(report, indent=2) + "\n")
 
 
 def sample(s: Setup, prompt: str, **settings) -> list[str]:

@@ -11,8 +11,6 @@ are kept locally and uploaded whole at each flush (object stores cannot append).
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import shutil
 import tempfile
@@ -22,7 +20,7 @@ from typing import Any, Iterator, Mapping
 import jax
 import numpy as np
 
-from llp_jax import paths
+from llp_jax import paths, strict_json
 
 
 @contextlib.contextmanager
@@ -44,10 +42,6 @@ def _to_float(value: Any) -> float | None:
         return None
 
 
-# How MetricsWriter writes a non-finite number (strict JSON has none); read back as floats.
-NON_FINITE = ("nan", "inf", "-inf")
-
-
 def _parse(lines) -> list[dict]:
     """The rows among `lines`: JSON objects with an integer step, as MetricsWriter writes them
     (its non-finite numbers, written as strings, read back as floats).
@@ -56,12 +50,12 @@ def _parse(lines) -> list[dict]:
     records = []
     for line in lines:
         try:
-            record = json.loads(line)
+            record = strict_json.loads(line)
         except ValueError:
             continue
         step = record.get("step") if isinstance(record, dict) else None
         if isinstance(step, int) and not isinstance(step, bool):
-            records.append({k: float(v) if v in NON_FINITE else v for k, v in record.items()})
+            records.append(record)
     return records
 
 
@@ -109,7 +103,7 @@ class MetricsWriter:
         if paths.exists(self.jsonl_path):
             kept = [r for r in read_jsonl(self.jsonl_path)
                     if resume_step is None or r.get("step", 0) <= resume_step]  # fmt: skip
-            self._lines = [json.dumps(r) + "\n" for r in kept]
+            self._lines = [strict_json.dumps(r) + "\n" for r in kept]
             paths.write_text(self.jsonl_path, "".join(self._lines))
         if not self.remote:
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
@@ -134,12 +128,12 @@ class MetricsWriter:
             if number is None:
                 record[key] = value if isinstance(value, (str, bool, int)) else str(value)
                 continue
-            record[key] = number if math.isfinite(number) else str(number)
+            record[key] = number  # a non-finite one is written as a string (strict_json)
             if self._tb is not None:
                 self._tb.add_scalar(key, number, int(step))
 
     def _emit(self) -> None:
-        line, self._pending = json.dumps(self._pending) + "\n", None
+        line, self._pending = strict_json.dumps(self._pending) + "\n", None
         if self.remote:
             self._lines.append(line)
             if time.time() - self._last_upload > self._flush_secs:

@@ -5,7 +5,6 @@ targets (16k / 2k, the dense transformer at 16k, memory) and the log-log plot, f
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from llp_jax import paths
+from llp_jax import paths, strict_json
 from llp_jax.models import attention
 from llp_jax.studies.benchmark import BenchSpec, num_or_dash
 from llp_jax.studies.machine import cpu_name
@@ -153,7 +152,7 @@ def write_results(rows, spec, out_md: str, out_png: str | None, command: str, wa
     text = markdown_report(rows, spec, command, wall_s)
     record = {"command": command, "spec": dataclasses.asdict(spec), "rows": rows}
     paths.write_text(out_md, text)
-    paths.write_text(os.path.splitext(out_md)[0] + ".json", json.dumps(record, indent=1))
+    paths.write_text(os.path.splitext(out_md)[0] + ".json", strict_json.dumps(record, indent=1))
     if out_png:
         plot(rows, out_png)
     return text

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from llp_jax import models
+from llp_jax import models, strict_json
 from llp_jax.evaluation import runner
 from llp_jax.models.losses import perplexity_text
 from llp_jax.storage import read_jsonl
@@ -128,7 +128,7 @@ def run_variant(
     row["eval_s"] = time.perf_counter() - t
     row["total_s"] = time.perf_counter() - start
     with open(os.path.join(workdir, ROW_FILE), "w") as f:
-        json.dump(row, f, indent=2)
+        f.write(strict_json.dumps(row, indent=2))
     log(
         f"{variant.label}: val ppl {perplexity_text(row['validation_standard_ppl'])} (paper "
         f"{perplexity_text(row.get('validation_paper_ppl'))}), {row['tokens_per_s'] or 0:,.0f} tok/s, "

@@ -3,12 +3,11 @@ validation-loss plot, written from the rows `compare.run_comparison` returns (JS
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 
-from llp_jax import models, paths
+from llp_jax import models, paths, strict_json
 from llp_jax.models.losses import perplexity_text
 from llp_jax.storage import read_jsonl
 from llp_jax.studies.benchmark import num_or_dash
@@ -135,6 +134,6 @@ def write_results(rows, spec, out_md: str, command: str, wall_s: float) -> str:
     text = markdown_report(rows, spec, command, wall_s, os.path.basename(png))
     paths.write_text(out_md, text)
     paths.write_text(os.path.splitext(out_md)[0] + ".json",
-                     json.dumps({"command": command, "rows": rows}, indent=1))  # fmt: skip
+                     strict_json.dumps({"command": command, "rows": rows}, indent=1))  # fmt: skip
     plot_validation(rows, png)
     return text

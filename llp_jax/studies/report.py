@@ -4,7 +4,6 @@ throughput, the loss plot and a generated sample (summary.json, loss.png); and
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -14,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llp_jax import configs, models, paths
+from llp_jax import configs, models, paths, strict_json
 from llp_jax.data import unigram_perplexity
 from llp_jax.evaluation import sample_settings
 from llp_jax.evaluation.sample_settings import END_OF_DOCUMENT, SampleConfig, document_end, shown
@@ -102,7 +101,7 @@ def final_report(run, *, steps_run: int, wall_s: float, **_) -> dict:
     summary["sample"] = end_of_run_sample(run)
     if jax.process_index() == 0:
         plot_losses(metrics_path, summary["plot"], title=f"{cfg.name} on {data.corpus.name}")
-        paths.write_text(summary_path, json.dumps(summary, indent=2))
+        paths.write_text(summary_path, strict_json.dumps(summary, indent=2))
         print(
             f"\nvalidation perplexity {perplexity_text(summary['val_ppl'])} "
             f"(unigram baseline {perplexity_text(summary['unigram_val_ppl'])}, tokenizer {data.tokenizer.name})"
@@ -120,7 +119,7 @@ def read_summary(path: str) -> dict:
     """The summary.json there is, or {} where there is none or it does not read as one (a
     summary is rewritten, never trusted, when it is not of the checkpoints' step)."""
     try:
-        summary = json.loads(paths.read_text(path)) if paths.exists(path) else {}
+        summary = strict_json.loads(paths.read_text(path)) if paths.exists(path) else {}
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}

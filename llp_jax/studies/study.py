@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from llp_jax import strict_json
 from llp_jax.data import bible
 from llp_jax.data.datasets import corpus_datasets
 from llp_jax.evaluation import runner
@@ -114,7 +115,7 @@ def read_ledger(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return json.load(f).get("rows", [])
+        return strict_json.loads(f.read()).get("rows", [])
 
 
 def run_study(

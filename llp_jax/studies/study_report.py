@@ -8,12 +8,11 @@ partial study already reads correctly (a missing cell is '-').
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from collections import defaultdict
 
-from llp_jax import paths
+from llp_jax import paths, strict_json
 from llp_jax.studies import study_plots
 from llp_jax.studies.study import bits, mean_std
 from llp_jax.studies.study_rows import (
@@ -298,7 +297,7 @@ def write(study, rows, out_md: str, command: str, wall_s: float) -> str:
     folder = os.path.dirname(os.path.abspath(out_md))
     paths.write_text(out_md, text)
     paths.write_text(os.path.splitext(out_md)[0] + ".json",
-                     json.dumps({"command": command, "rows": rows}, indent=1, default=str))  # fmt: skip
+                     strict_json.dumps({"command": command, "rows": rows}, indent=1, default=str))  # fmt: skip
     if rows:
         study_plots.plots(study, rows, folder)
     return text

@@ -15,7 +15,7 @@ import re
 import shutil
 from typing import Any
 
-from llp_jax import paths
+from llp_jax import paths, strict_json
 from llp_jax.storage import WorkdirError
 
 ROW_FILE = "compare_row.json"
@@ -44,7 +44,7 @@ def finished_row(spec: Any, workdir: str) -> dict | None:
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        row = json.load(f)
+        row = strict_json.loads(f.read())
     return row if run_settings(row.get("spec")) == run_settings(spec) else None
 
 

@@ -5,7 +5,6 @@ OverflowError traceback; tables show such figures in e-notation."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import jax
@@ -13,9 +12,11 @@ import numpy as np
 from flax import nnx
 
 import llp_jax
+from llp_jax import strict_json
 from llp_jax.evaluation import runner
 from llp_jax.models.losses import perplexity, perplexity_text
 from llp_jax.storage import read_jsonl
+from tests.helpers.strict import strict
 from tests.reliability.conftest import tiny_args
 
 
@@ -33,7 +34,10 @@ def test_a_diverged_run_reports_true_figures_through_the_programs(server, tmp_pa
                      train__warmup_steps=1, train__eval_every=4)  # fmt: skip
     result = server.run("train", *args)
     assert result.rc == 0, str(result)
-    summary = json.load(open(workdir / "summary.json"))
+    summary_text = (workdir / "summary.json").read_text()
+    # Strict JSON (JSON.parse, Go): inf is the string "inf", never the bare token Infinity.
+    assert strict(summary_text)["val_ppl"] == "inf", summary_text
+    summary = strict_json.loads(summary_text)
     assert summary["val_loss"] > 710, summary  # the case: exp overflows a float64
     assert summary["val_ppl"] == math.inf and "validation perplexity inf" in result.stdout
     rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if "val/loss" in r]
@@ -41,7 +45,9 @@ def test_a_diverged_run_reports_true_figures_through_the_programs(server, tmp_pa
 
     result = server.run("evaluate", f"--workdir={workdir}", "--protocols=standard,stream")
     assert result.rc == 0, str(result)
-    report = json.load(open(workdir / "eval_validation.json"))
+    report_text = (workdir / "eval_validation.json").read_text()
+    assert strict(report_text)["results"][0]["perplexity"] == "inf", report_text
+    report = strict_json.loads(report_text)
     for r in report["results"]:
         assert r["loss"] > 710 and r["perplexity"] == r["word_perplexity"] == math.inf, r
         assert f"| {r['loss']:.4f} | inf |" in result.stdout, result.stdout

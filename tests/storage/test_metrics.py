@@ -2,14 +2,17 @@
 
 import errno
 import json
+import math
 import os
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from llp_jax import strict_json
 from llp_jax.storage import metrics as metrics_lib
 from llp_jax.studies.report import plot_losses
+from tests.helpers.strict import strict
 
 
 def test_writer_writes_jsonl_and_tensorboard(tmp_path):
@@ -129,3 +132,30 @@ def test_non_finite_numbers_read_back_as_numbers(tmp_path):
     assert rows[1]["note"] == "nan!" and rows[1]["val/loss"] == 1.0
     plot_losses(tmp_path / "metrics.jsonl", tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_a_resumed_log_keeps_non_finite_numbers_as_strings(tmp_path):
+    """A resume rewrites the rows it keeps: they were written back with bare NaN and Infinity,
+    which JSON.parse refuses and jq 1.6 reads as null and 1.797e308."""
+    with metrics_lib.MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(1, {"train/loss": float("nan"), "val/loss": float("inf"), "g": -math.inf})
+        writer.write(2, {"train/loss": 1.0})
+    with metrics_lib.MetricsWriter(tmp_path, tensorboard=False, resume_step=1):
+        pass
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [strict(line)["step"] for line in lines] == [1]
+    assert strict(lines[0])["train/loss"] == "nan" and strict(lines[0])["g"] == "-inf"
+    row = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")[0]
+    assert math.isnan(row["train/loss"]) and row["val/loss"] == math.inf == -row["g"]
+
+
+def test_strict_json_round_trips_non_finite_numbers_at_any_depth():
+    value = {"a": [1.5, math.inf, {"b": (math.nan, -math.inf)}], "c": "text", "d": None, "e": 2}
+    text = strict_json.dumps(value, indent=1)
+    assert strict(text) == {"a": [1.5, "inf", {"b": ["nan", "-inf"]}], "c": "text", "d": None,
+                            "e": 2}  # fmt: skip
+    back = strict_json.loads(text)
+    assert back["a"][:2] == [1.5, math.inf] and back["a"][2]["b"][1] == -math.inf
+    assert math.isnan(back["a"][2]["b"][0]) and back["c"] == "text" and back["e"] == 2
+    # Files written before (bare tokens) still read.
+    assert strict_json.loads('{"x": Infinity, "y": [NaN]}')["x"] == math.inf
