@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
-from llp_jax.cli.common import _noise, _orphaned_read
+from llp_jax.cli.background_errors import _noise, _orphaned_read
 
 
 def orphaned_records(*make_awaitables) -> list[logging.LogRecord]:
