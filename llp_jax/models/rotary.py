@@ -50,12 +50,13 @@ def finite_frequencies(head_dim: int, theta: float) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _turn_fractions(head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each frequency as a 64-bit fixed-point fraction of a turn, split into (high, low) uint32."""
+    """Each frequency as a 64-bit fixed-point fraction of a turn, split into (high, low) uint32.
+    Whole turns are dropped (they do not move an angle): a frequency of a turn or more per
+    position (rope_theta=0.1 at head_dim 16) overflowed uint32 here."""
     with decimal.localcontext() as ctx:
         ctx.prec = 80
-        fractions = [
-            int(decimal.Decimal(float(f)) / _TWO_PI * (1 << 64)) for f in inv_freq(head_dim, theta)
-        ]
+        fractions = [int(decimal.Decimal(float(f)) / _TWO_PI * (1 << 64)) % (1 << 64)
+                     for f in inv_freq(head_dim, theta)]  # fmt: skip
     hi = np.array([g >> 32 for g in fractions], np.uint32)
     lo = np.array([g & 0xFFFFFFFF for g in fractions], np.uint32)
     return hi, lo
@@ -73,10 +74,20 @@ def _mul_hi(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _static_angles(positions_T: np.ndarray, head_dim: int, theta: float) -> np.ndarray:
-    turns = np.asarray(positions_T, np.float64)[:, None] * (
-        inv_freq(head_dim, theta).astype(np.float64)[None, :] / (2 * np.pi)
-    )
+    freqs = inv_freq(head_dim, theta).astype(np.float64)
+    turns = np.asarray(positions_T, np.float64)[:, None] * (freqs[None, :] / (2 * np.pi))
     turns = turns - np.round(turns)
+    # Above 1 rad per position (a base below 1; 1 rad is the top frequency of any base >= 1, so
+    # those keep the float64 turns bit for bit) float64 turns lose up to ~1e-6 rad at 2^31, and
+    # past a turn per position all of the fraction: position x fixed-point fraction, exact mod
+    # 2^64 (uint64 products wrap), as the traced path computes it.
+    whole = freqs > 1.0
+    if whole.any():
+        hi, lo = _turn_fractions(head_dim, theta)
+        fraction = (hi.astype(np.uint64) << np.uint64(32)) | lo.astype(np.uint64)
+        pos = np.asarray(positions_T, np.int64).astype(np.uint64)  # -p: 2^64 - p, the same mod
+        exact = (pos[:, None] * fraction[None, :]).view(np.int64) / 2.0**64  # in [-1/2, 1/2)
+        turns = np.where(whole[None, :], exact, turns)
     return (turns * 2 * np.pi).astype(np.float32)
 
 

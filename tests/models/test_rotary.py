@@ -33,7 +33,12 @@ def _exact_angles(positions, head_dim, theta):
     return np.array(out)
 
 
-@pytest.mark.parametrize("head_dim,theta", [(16, 10000.0), (64, 10000.0), (8, 500000.0)])
+@pytest.mark.parametrize(
+    "head_dim,theta",
+    # A base below ~0.12 gives frequencies of a turn or more per position: rope_theta=0.1 at
+    # head_dim 16 was an OverflowError traceback from the traced angles' fixed-point table.
+    [(16, 10000.0), (64, 10000.0), (8, 500000.0), (16, 0.1), (16, 1e-30), (64, 0.05)],
+)
 def test_angles_are_exact_at_every_position(head_dim, theta):
     exact = _exact_angles(POSITIONS, head_dim, theta)
     wrap = lambda a: (a + np.pi) % (2 * np.pi) - np.pi  # noqa: E731
