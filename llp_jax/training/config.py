@@ -116,6 +116,8 @@ class TrainConfig:
         tiny = float(np.finfo(np.float32).tiny)
         check(self.eps >= tiny, "eps", f"must be >= {tiny:.4g}, a normal float32 (below it the "
               "optimizer's eps is 0, and a weight with no gradient yet steps by 0/0 = NaN)")  # fmt: skip
+        check(self.learning_rate >= tiny, "learning_rate", f"must be >= {tiny:.4g}, a normal "
+              "float32 (below it every update is 0: a run that trains nothing)")  # fmt: skip
         check(self.clip_norm == self.clip_norm, "clip_norm", "must be a number (<= 0: no clip)")
         check(
             self.batch_size % self.grad_accum_steps == 0,
