@@ -87,10 +87,15 @@ def train_loop(run: Run) -> dict:
             saved = run.ckpt.latest_step()
             kept = ("no checkpoint was written yet" if saved is None else
                     f"the last checkpoint (step {saved}) is untouched")  # fmt: skip
+            # AdamW scales every weight by (1 - lr * weight_decay) each step: past 2 in size,
+            # the weights grow until they overflow, whatever the gradients.
+            decay = train.learning_rate * train.weight_decay
+            grows = (f"lower train.weight_decay={train.weight_decay:g} (x the learning rate = "
+                     f"{decay:g}: above 2, every step grows every weight) or " if decay > 2 else "")  # fmt: skip
             raise NonFiniteError(
                 f"non-finite loss or gradients at step {int(run.state['last_bad_step'])} "
                 f"({bad} bad step(s), train.max_bad_steps={max_bad}); the update was not applied "
-                f"and {kept}; lower train.learning_rate (or warm up longer), or let "
+                f"and {kept}; {grows}lower train.learning_rate (or warm up longer), or let "
                 "train.max_bad_steps skip more such steps"
             )
 

@@ -56,3 +56,12 @@ def test_a_run_that_cannot_fit_the_memory_is_one_line_before_it_allocates(overri
     result = server.run("train", *args, f"--config.{override}", *heads)
     assert_one_line_error(result, "needs at least", "of memory")
     assert not list((tmp_path / "w" / "checkpoints").glob("*"))
+
+
+def test_a_weight_decay_that_grows_the_weights_is_named(server, corpus_file, tmp_path):
+    """AdamW scales every weight by 1 - lr * weight_decay each step: weight_decay=1e30 ran to a
+    non-finite step blamed on the learning rate alone."""
+    args = tiny_args(tmp_path / "w", corpus_file)
+    result = server.run("train", *args, "--config.train.weight_decay=1e30")
+    assert_one_line_error(result, "non-finite loss", "lower train.weight_decay=1e+30 (x the "
+                          "learning rate = 2e+27: above 2, every step grows every weight)")  # fmt: skip
