@@ -112,6 +112,7 @@ class DataConfig:
         check.one_of("document_boundaries", ("eod", "none"))
         if self.tokenizer == "sentencepiece":
             check.at_least("vocab_size", 300)  # 261 byte and special pieces + the text's
+        check(self.vocab_size < 2**31, "vocab_size", "must be below 2**31 (ids are int32)")
         for field in ("data_dir", "manual_dir", "token_dir", "cache_dir"):
             check(
                 not paths.is_url(getattr(self, field)),

@@ -117,6 +117,12 @@ def make_train_dataset(
             f"The training split has {len(tokens_N)} tokens, fewer than one training window of "
             f"seq_len + 1 = {seq_len + 1}; use a larger corpus or a smaller seq_len."
         )
+    if n == 1 and stride > seq_len and num_windows(len(tokens_N), seq_len, seq_len) > 1:
+        raise DataError(
+            f"data.train_stride={stride} leaves one training window of the split's "
+            f"{len(tokens_N):,} tokens, which every batch would repeat; use a stride of at most "
+            f"{len(tokens_N) - seq_len - 1:,} (0 = seq_len, windows side by side)"
+        )
     window_at = _WindowAt(
         tokens_N,
         seq_len=seq_len,

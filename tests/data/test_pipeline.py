@@ -195,6 +195,23 @@ def test_build_datasets_sentencepiece(tmp_path):
     assert next(ds.train_iterator(2))["targets"].max() < ds.tokenizer.vocab_size
 
 
+@pytest.mark.parametrize("stride", [10**20, 1000])
+def test_a_stride_that_leaves_one_window_is_one_line_error(stride):
+    """data.train_stride=1e20 trained 20 steps on one window repeated in every batch, silently."""
+    with pytest.raises(DataError, match=f"data.train_stride={stride} leaves one training window "
+                       "of the split's 1,000 tokens") as e:  # fmt: skip
+        pipeline.make_train_dataset(np.arange(1000), seq_len=SEQ_LEN, batch_size=2, stride=stride,
+                                    process_index=0, process_count=1)  # fmt: skip
+    assert "\n" not in str(e.value) and f"at most {1000 - SEQ_LEN - 1:,}" in str(e.value)
+    # The largest stride that leaves two windows, and one window of a split that has only one.
+    two = pipeline.make_train_dataset(np.arange(1000), seq_len=SEQ_LEN, batch_size=2,
+                                      stride=1000 - SEQ_LEN - 1, process_index=0, process_count=1)  # fmt: skip
+    rows = two[0]["inputs"]
+    assert rows.shape == (2, SEQ_LEN) and not np.array_equal(rows[0], rows[1])
+    pipeline.make_train_dataset(np.arange(SEQ_LEN + 1), seq_len=SEQ_LEN, batch_size=1,
+                                stride=10**20, process_index=0, process_count=1)  # fmt: skip
+
+
 def test_build_datasets_too_short_corpus(tmp_path):
     with pytest.raises(DataError, match="fewer than one training window") as e:
         build_datasets(_text_config(tmp_path, "just a few words\n"), seq_len=64)

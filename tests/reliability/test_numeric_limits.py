@@ -22,6 +22,8 @@ TRAIN_VALUES = [
     ("train.b2=0.9999999999", "train.b2=0.9999999999 is 1.0 in float32", "at most 0.99999994"),
     ("train.eps=1e-50", "train.eps=1e-50 must be >= 1.175e-38, a normal float32"),
     ("train.learning_rate=1e-45", "train.learning_rate=1e-45 must be >= 1.175e-38"),
+    # SentencePiece's trainer could not parse it: a ValueError traceback.
+    ("data.vocab_size=3000000000", "data.vocab_size=3000000000 must be below 2**31"),
     ("model.dropout=0.9999999999", "dropout=0.9999999999 is 1 at the masks' resolution"),
     ("model.rope_theta=1e-50", "rope_theta=1e-50 gives RoPE frequencies past float32"),
     ("model.d_model=100000000000000000000", "model.d_model=100000000000000000000 must be below"),
