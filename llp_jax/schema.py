@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import ml_collections
 
+from llp_jax import strict_json
 from llp_jax.errors import ConfigError
 
 T = TypeVar("T")
@@ -31,6 +32,15 @@ def _accepts(kind: str, value: Any) -> bool:
     if kind == "int":
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     return isinstance(value, _SCALARS[kind])
+
+
+def float_value(value: Any) -> Any:
+    """A float field's value as a Python float where it is a number, or one of the strings
+    "nan", "inf", "-inf" (how checkpoints written before kept them); anything else unchanged,
+    for `check_types` to name."""
+    if _accepts("float", value) or (isinstance(value, str) and value in strict_json.NON_FINITE):
+        return float(value)
+    return value
 
 
 def from_any(cls: type[T], config: Any, section: str) -> T:
@@ -51,8 +61,8 @@ def from_any(cls: type[T], config: Any, section: str) -> T:
     check_known(config, fields, f"config.{section}")
     values = {}
     for name, value in config.items():
-        if field_kind(fields[name]) == "float" and _accepts("float", value):
-            value = float(value)
+        if field_kind(fields[name]) == "float":
+            value = float_value(value)
         values[name] = value
     instance = cls(**values)
     check_types(instance, section)

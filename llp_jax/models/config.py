@@ -124,6 +124,8 @@ class ModelConfig:
             value, kind = getattr(self, field.name), schema.field_kind(field)
             if isinstance(value, np.generic) and kind in ("int", "float", "bool", "str"):
                 object.__setattr__(self, field.name, value.item())
+            elif kind == "float":
+                object.__setattr__(self, field.name, schema.float_value(value))
 
     # ----------------------------------------------------------------- derived sizes
     @property

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Any
 
 import grain.checkpoint
@@ -47,10 +46,11 @@ def json_safe(obj: Any) -> Any:
         return [json_safe(v) for v in obj]
     if isinstance(obj, (np.generic, np.ndarray, jax.Array)):
         return np.asarray(obj).tolist()
-    if obj is None or isinstance(obj, (bool, int, str)):
+    if obj is None or isinstance(obj, (bool, int, str, float)):
+        # A non-finite float stays one: Orbax's JSON reads NaN and Infinity back as floats.
+        # As the strings "inf" / "nan" (steps written before), a run with rope_theta=inf could
+        # be neither resumed nor sampled (the config's float field read a string).
         return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
     return str(obj)
 
 

@@ -67,3 +67,22 @@ def test_a_weight_decay_that_grows_the_weights_is_named(server, corpus_file, tmp
     result = server.run("train", *args, "--config.train.weight_decay=1e30")
     assert_one_line_error(result, "non-finite loss", "lower train.weight_decay=1e+30 (x the "
                           "learning rate = 2e+27: above 2, every step grows every weight)")  # fmt: skip
+
+
+def test_a_run_with_an_infinite_float_setting_resumes_and_samples(server, corpus_file, tmp_path):
+    """rope_theta=inf (every slow frequency 0) trains; its checkpoints kept the base as the
+    string "inf", so the run could be neither sampled ("skipping damaged checkpoint step ...:
+    model.rope_theta='inf' must be a float") nor resumed ("written by another model config").
+    Steps written that way still read."""
+    workdir = tmp_path / "w"
+    args = [*tiny_args(workdir, corpus_file), "--config.model.rope_theta=inf"]
+    assert server.run("train", *args).rc == 0
+    meta = workdir / "checkpoints" / "4" / "meta" / "metadata"
+    assert '"rope_theta": Infinity' in meta.read_text()
+    for written_before in (False, True):
+        if written_before:
+            meta.write_text(meta.read_text().replace("Infinity", '"inf"'))
+        result = server.run("sample", f"--workdir={workdir}", "--max_new_tokens=4")
+        assert result.rc == 0 and "warning" not in result.stderr, str(result)
+    result = server.run("train", *args, "--config.train.num_steps=6")
+    assert result.rc == 0 and "resumed from step 4" in result.stdout, str(result)
