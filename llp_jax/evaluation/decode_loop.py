@@ -52,7 +52,7 @@ def _advance(model, carry, rng, until, *, decoder, prompt_len, sampler):
         tok = jnp.where(sampling, tok, _column(buf, c + 1))
         if sampler.stop_id is not None:
             done = done | (sampling & (tok == sampler.stop_id))
-        buf = jax.lax.dynamic_update_slice(buf, tok[:, None], (0, c + 1))
+        buf = jax.lax.dynamic_update_slice(buf, tok[:, None], (jnp.zeros_like(c), c + 1))
         return c + 1, buf, state, done
 
     return jax.lax.while_loop(cond, body, carry)

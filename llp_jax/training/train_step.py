@@ -90,7 +90,10 @@ def accumulate_gradients(
     micro_KxbxN = jax.tree.map(split, batch)
     first = jax.tree.map(lambda x: x[0], micro_KxbxN)
     loss_shape, aux_shape = jax.eval_shape(loss_fn, params, first, rng)
-    zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), t)  # noqa: E731
+    # Sums in float32 at least (a bfloat16 loss), or the loss's own wider type (float64 where a
+    # caller's loss is float64, as under JAX_ENABLE_X64): the scan's carry keeps one type.
+    wide = lambda s: jnp.promote_types(s.dtype, jnp.float32)  # noqa: E731
+    zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, wide(s)), t)  # noqa: E731
     init = (zeros(loss_shape), zeros(aux_shape), jax.tree.map(jnp.zeros_like, params))
 
     def body(carry, inputs):
@@ -98,7 +101,7 @@ def accumulate_gradients(
         micro_rng = None if rng is None else jax.random.fold_in(rng, i)
         (loss, aux), grads = grad_fn(params, micro, micro_rng)
         add = lambda a, b: jax.tree.map(lambda x, y: x + y.astype(x.dtype), a, b)  # noqa: E731
-        return (carry[0] + loss, add(carry[1], aux), add(carry[2], grads)), None
+        return (add(carry[0], loss), add(carry[1], aux), add(carry[2], grads)), None
 
     (loss, aux, grads), _ = jax.lax.scan(body, init, (jnp.arange(k), micro_KxbxN))
     mean = lambda t: jax.tree.map(lambda x: x / k, t)  # noqa: E731
